@@ -1,0 +1,161 @@
+//! The stable plugin interface of Tributary.
+//!
+//! A Tributary plugin is a `cdylib` that depends on this crate alone. It implements two ordinary Rust
+//! traits, [`Plugin`] (metadata and a constructor) and [`PackageSource`] (the catalog calls), and
+//! exports them with [`export_plugin!`]. The host loads the library, checks that its interface is
+//! compatible, and builds one source per configured `[[source]]` from a JSON configuration.
+//!
+//! # Layout
+//! - [`types`]: the FFI-safe data that crosses the boundary (summaries, details, requests, errors).
+//! - [`ffi`]: the root module and the `#[sabi_trait]` object; what the host sees.
+//! - [`export_plugin!`] and [`guard`]: how a plugin is exported, with every entry point run under
+//!   `catch_unwind` so that a panic becomes an error value instead of ending the host process.
+//!
+//! # The contract every source keeps
+//! Tributary merges the sources' listings into one catalog ordered by **name** (compared as UTF-8
+//! bytes), then **source name**, then **identifier**. Within one source the source name is constant,
+//! so a source orders its items by `(name, identifier)`, both compared as bytes (the order of
+//! `str`'s `Ord`, which is what [`Summary::key_cmp`] implements). A locale collation, a
+//! case-insensitive order or a database's default collation is *not* this order.
+//!
+//! A call to [`PackageSource::list`] with a [`ListRequest`] must return:
+//! 1. only items that come **strictly after** `request.after` (all items when it is `None`);
+//! 2. in **strictly increasing** `(name, identifier)` order (identifiers are unique within a source
+//!    and never empty);
+//! 3. **at most** `request.limit` items, and **fewer** than `request.limit` only when no further
+//!    item exists: a short page tells the host the source is exhausted;
+//! 4. only items that match `request.filter` ([`Filter::matches`] is the definition). The host
+//!    re-applies the filter, so a source that skips filtering is still correct, only slower.
+//!
+//! The host checks 1-3 on every response and treats a breach as that source's error (the page is
+//! then served without it). Because the host resumes by *key*, not by offset, a source whose data
+//! changes between two pages neither repeats nor skips the items that were present before and after
+//! the change. [`ListRequest::select`] implements the whole contract over a sorted slice, including an
+//! `O(log n)` seek.
+//!
+//! Calls are synchronous and may come from several threads at once (`Send + Sync`). The host runs them
+//! on blocking threads; a plugin must not rely on the host's async runtime (a `tokio` inside the
+//! plugin is a different copy with its own thread-locals).
+//!
+//! # Compatibility
+//! See `COMPATIBILITY.md` beside this crate: the interface version is [`INTERFACE_VERSION`], the host
+//! accepts plugins of the same major version, and the layout of every type here is checked by
+//! `abi_stable` when the library is loaded.
+
+#![allow(non_local_definitions, non_camel_case_types)]
+
+pub mod ffi;
+pub mod types;
+
+pub use ffi::{PluginMod, PluginMod_Ref, SourceBox, Source_TO};
+pub use types::{
+    Detail, ErrorKind, Filter, ListRequest, Maintainer, PluginError, PluginInfo, SeekKey, Summary,
+    Version,
+};
+
+/// Re-exported so that plugins and the export macro need no direct dependency on `abi_stable`.
+pub use abi_stable;
+pub use abi_stable::std_types::{ROption, RStr, RString, RVec};
+
+/// The interface version this crate implements, `(major, minor)`.
+///
+/// The major version is also the version `abi_stable` checks when a library is loaded: a plugin built
+/// against another major version is rejected before any of its code runs. A minor version adds only
+/// what older plugins can do without (see `COMPATIBILITY.md`).
+pub const INTERFACE_VERSION: (u32, u32) = (1, 0);
+
+/// What a plugin library provides: metadata and a constructor for sources.
+///
+/// Implement it on a unit struct and export that struct with [`export_plugin!`].
+pub trait Plugin {
+    /// The plugin's name, as `[[source]] plugin = "..."` refers to it. Lower-case, no spaces.
+    const NAME: &'static str;
+    /// The plugin's own version (usually `env!("CARGO_PKG_VERSION")`).
+    const VERSION: &'static str;
+    /// One line saying what the plugin serves.
+    const DESCRIPTION: &'static str;
+
+    /// The source type this plugin builds.
+    type Source: PackageSource;
+
+    /// Builds one source from its configuration, given as JSON text (an object; `{}` when the
+    /// operator gave none). Return [`ErrorKind::InvalidConfig`] naming the bad key on bad input.
+    fn new_source(config: &str) -> Result<Self::Source, PluginError>;
+}
+
+/// One catalog of packages. See the crate docs for the contract `list` must keep.
+pub trait PackageSource: Send + Sync + 'static {
+    /// Up to `request.limit` summaries strictly after `request.after`, matching `request.filter`,
+    /// in `(name, identifier)` byte order.
+    fn list(&self, request: &ListRequest) -> Result<Vec<Summary>, PluginError>;
+
+    /// Everything the source knows about one package. [`ErrorKind::NotFound`] when the identifier is
+    /// unknown.
+    fn detail(&self, identifier: &str) -> Result<Detail, PluginError>;
+}
+
+/// Runs `f`, turning a panic into a [`ErrorKind::Panic`] error that carries the panic message.
+///
+/// Every entry point that [`export_plugin!`] generates goes through this function, inside the plugin.
+pub fn guard<T>(f: impl FnOnce() -> Result<T, PluginError>) -> Result<T, PluginError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let message = if let Some(s) = payload.downcast_ref::<&str>() {
+                (*s).to_owned()
+            } else if let Some(s) = payload.downcast_ref::<String>() {
+                s.clone()
+            } else {
+                "panic with a non-string payload".to_owned()
+            };
+            Err(PluginError::new(ErrorKind::Panic, format!("panicked: {message}")))
+        }
+    }
+}
+
+/// Exports a [`Plugin`] implementation as a Tributary plugin library.
+///
+/// ```ignore
+/// pub struct MyPlugin;
+/// impl tributary_plugin_api::Plugin for MyPlugin { /* ... */ }
+/// tributary_plugin_api::export_plugin!(MyPlugin);
+/// ```
+///
+/// The crate must be built as a `cdylib`. Every entry point runs under [`guard`], so a panic in the
+/// plugin reaches the host as an error value naming the panic, never as a crash.
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        // The same static that `#[abi_stable::export_root_module]` emits, spelled with `$crate`
+        // paths so that the plugin crate needs no direct dependency on `abi_stable`.
+        #[no_mangle]
+        pub static _1as_0lib_1header_0root_bmodule_bloader: $crate::abi_stable::library::LibHeader = {
+            fn root_module() -> $crate::PluginMod_Ref {
+                $crate::ffi::root_module::<$plugin>()
+            }
+            extern "C" fn erased_root_module() -> $crate::abi_stable::library::RootModuleResult {
+                $crate::abi_stable::library::__call_root_module_loader(root_module)
+            }
+            unsafe {
+                $crate::abi_stable::library::LibHeader::from_constructor::<$crate::PluginMod_Ref>(
+                    erased_root_module,
+                    $crate::abi_stable::library::CheckTypeLayout::Yes,
+                )
+            }
+        };
+    };
+}
+
+/// The key under which the host passes the configuration file's folder inside every source's JSON
+/// configuration. Plugins resolve relative paths in their configuration against it (see
+/// [`resolve_path`]) and should accept the key even when they reject other unknown keys.
+pub const BASE_DIR_KEY: &str = "$base_dir";
+
+/// Resolves `path` against `base_dir` (the value of [`BASE_DIR_KEY`]) unless it is absolute or no
+/// base was given.
+pub fn resolve_path(base_dir: Option<&std::path::Path>, path: &std::path::Path) -> std::path::PathBuf {
+    match base_dir {
+        Some(base) if path.is_relative() => base.join(path),
+        _ => path.to_path_buf(),
+    }
+}

@@ -1,0 +1,262 @@
+//! FFI-safe data exchanged between the host and a plugin.
+//!
+//! Every type is `#[repr(C)]` and derives `StableAbi`, so `abi_stable` checks its layout when a library
+//! is loaded. Changing a field here changes the interface: see `COMPATIBILITY.md`.
+
+use std::cmp::Ordering;
+
+use abi_stable::{
+    std_types::{ROption, RString, RVec},
+    StableAbi,
+};
+
+/// One package as it appears in a listing.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// The source's own identifier, unique within the source and never empty.
+    pub identifier: RString,
+    /// The package name; the primary sort key.
+    pub name: RString,
+    pub display_name: RString,
+    pub latest_version: RString,
+    pub latest_app_version: RString,
+    pub short_description: RString,
+    pub icon_url: RString,
+    pub categories: RVec<RString>,
+    /// The repository within the source that holds the package (may be empty).
+    pub repository: RString,
+}
+
+impl Summary {
+    /// Compares two items of one source by `(name, identifier)`, as bytes: the order a source keeps.
+    pub fn key_cmp(&self, other: &Summary) -> Ordering {
+        self.name
+            .as_bytes()
+            .cmp(other.name.as_bytes())
+            .then_with(|| self.identifier.as_bytes().cmp(other.identifier.as_bytes()))
+    }
+
+    /// Whether this item comes strictly after `key` in `(name, identifier)` byte order.
+    pub fn is_after(&self, key: &SeekKey) -> bool {
+        (self.name.as_bytes(), self.identifier.as_bytes())
+            > (key.name.as_bytes(), key.identifier.as_bytes())
+    }
+}
+
+/// A position in a source's `(name, identifier)` order. A listing resumes strictly after it.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SeekKey {
+    pub name: RString,
+    pub identifier: RString,
+}
+
+/// What a listing keeps. Empty fields do not filter.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Case-insensitive substring of the name, display name or short description. The host sends it
+    /// already lower-cased.
+    pub query: RString,
+    /// Any of these categories (exact match).
+    pub categories: RVec<RString>,
+    /// Any of these repositories (exact match).
+    pub repositories: RVec<RString>,
+}
+
+impl Filter {
+    /// Whether the filter keeps nothing out.
+    pub fn is_empty(&self) -> bool {
+        self.query.is_empty() && self.categories.is_empty() && self.repositories.is_empty()
+    }
+
+    /// The definition of a match, shared by the host and the plugins.
+    ///
+    /// `query` is expected in lower case (the host lower-cases it before sending).
+    pub fn matches(&self, item: &Summary) -> bool {
+        if !self.repositories.is_empty() && !self.repositories.contains(&item.repository) {
+            return false;
+        }
+        if !self.categories.is_empty()
+            && !item.categories.iter().any(|c| self.categories.contains(c))
+        {
+            return false;
+        }
+        if !self.query.is_empty() {
+            let q = self.query.as_str();
+            return contains_lowercase(&item.name, q)
+                || contains_lowercase(&item.display_name, q)
+                || contains_lowercase(&item.short_description, q);
+        }
+        true
+    }
+}
+
+/// Whether the lower-cased `haystack` contains `needle` (already lower case), allocating only for
+/// non-ASCII text.
+fn contains_lowercase(haystack: &str, needle: &str) -> bool {
+    if needle.is_empty() {
+        return true;
+    }
+    if haystack.is_ascii() && needle.is_ascii() {
+        let (h, n) = (haystack.as_bytes(), needle.as_bytes());
+        return h.len() >= n.len() && h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n));
+    }
+    haystack.to_lowercase().contains(needle)
+}
+
+/// One call to [`crate::PackageSource::list`].
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListRequest {
+    /// Return only items strictly after this key; `None` for the start of the listing.
+    pub after: ROption<SeekKey>,
+    /// The most items to return; fewer only when the listing ends. Always at least 1.
+    pub limit: u32,
+    pub filter: Filter,
+}
+
+impl ListRequest {
+    /// Answers this request from items already sorted by [`Summary::key_cmp`]: seeks with a binary
+    /// search, then clones up to `limit` matching items.
+    pub fn select(&self, sorted: &[Summary]) -> Vec<Summary> {
+        let start = match &self.after {
+            ROption::RSome(key) => sorted.partition_point(|item| !item.is_after(key)),
+            ROption::RNone => 0,
+        };
+        let rest = &sorted[start..];
+        let limit = self.limit as usize;
+        if self.filter.is_empty() {
+            return rest[..limit.min(rest.len())].to_vec();
+        }
+        rest.iter()
+            .filter(|item| self.filter.matches(item))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+}
+
+/// One published version of a package.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Default, PartialEq, Eq)]
+pub struct Version {
+    pub version: RString,
+    pub app_version: RString,
+    /// When the version was published, as the source gives it.
+    pub created: RString,
+    pub digest: RString,
+}
+
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Default, PartialEq, Eq)]
+pub struct Maintainer {
+    pub name: RString,
+    pub email: RString,
+    pub url: RString,
+}
+
+/// Everything a source knows about one package.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Default, PartialEq, Eq)]
+pub struct Detail {
+    pub summary: Summary,
+    /// Every version, newest first.
+    pub versions: RVec<Version>,
+    pub home_url: RString,
+    pub source_urls: RVec<RString>,
+    pub maintainers: RVec<Maintainer>,
+    /// A long description or README text.
+    pub readme: RString,
+    pub deprecated: bool,
+    pub keywords: RVec<RString>,
+}
+
+/// The kind of a [`PluginError`]. A number rather than an enum so that a newer plugin can send a
+/// kind an older host does not know: the host treats unknown kinds as [`ErrorKind::Internal`].
+#[repr(transparent)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ErrorKind(pub u32);
+
+#[allow(non_upper_case_globals)]
+impl ErrorKind {
+    /// The source configuration is wrong; the message names the key.
+    pub const InvalidConfig: ErrorKind = ErrorKind(1);
+    /// The identifier (or another named thing) does not exist.
+    pub const NotFound: ErrorKind = ErrorKind(2);
+    /// The source cannot answer now (its backend is down, a file is missing); retrying may help.
+    pub const Unavailable: ErrorKind = ErrorKind(3);
+    /// A bug or an unexpected state in the plugin.
+    pub const Internal: ErrorKind = ErrorKind(4);
+    /// The plugin panicked; set by [`crate::guard`].
+    pub const Panic: ErrorKind = ErrorKind(5);
+    /// The request itself is wrong (for example a malformed identifier).
+    pub const InvalidArgument: ErrorKind = ErrorKind(6);
+
+    /// A stable lower-case name, used in logs and in API responses.
+    pub fn name(self) -> &'static str {
+        match self.0 {
+            1 => "invalid_config",
+            2 => "not_found",
+            3 => "unavailable",
+            4 => "internal",
+            5 => "panic",
+            6 => "invalid_argument",
+            _ => "internal",
+        }
+    }
+}
+
+/// An error returned by a plugin: a kind the host maps to a gRPC code, and a one-line message.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct PluginError {
+    pub kind: ErrorKind,
+    pub message: RString,
+}
+
+impl PluginError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        PluginError {
+            kind,
+            message: RString::from(message.into()),
+        }
+    }
+
+    pub fn invalid_config(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidConfig, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, message)
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unavailable, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
+    }
+}
+
+impl std::fmt::Display for PluginError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind.name(), self.message)
+    }
+}
+
+impl std::error::Error for PluginError {}
+
+/// What a plugin says about itself.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct PluginInfo {
+    pub name: RString,
+    pub version: RString,
+    pub description: RString,
+    /// [`crate::INTERFACE_VERSION`] as the plugin was compiled against it.
+    pub interface_major: u32,
+    pub interface_minor: u32,
+}

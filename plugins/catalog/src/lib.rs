@@ -1,0 +1,239 @@
+//! `catalog`: serves packages from a JSON file. The smallest complete Tributary plugin, written to be
+//! copied: start a new plugin from this file.
+//!
+//! Configuration (the `config` table of a `[[source]]`):
+//! ```toml
+//! config = { path = "catalog.json" }   # relative to the Tributary config file's folder
+//! ```
+//! The file holds `{ "packages": [ { "name": "nginx", "latest_version": "1.2.3", ... } ] }`; see
+//! [`Package`] for every field. The file is read again whenever its modification time or size
+//! changes, so an edited catalog is served on the next request without a restart.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, RwLock},
+    time::SystemTime,
+};
+
+use serde::Deserialize;
+use tributary_plugin_api::{
+    export_plugin, resolve_path, Detail, ListRequest, Maintainer, PackageSource, Plugin,
+    PluginError, RString, RVec, Summary, Version,
+};
+
+/// The plugin: metadata and the constructor.
+pub struct CatalogPlugin;
+
+impl Plugin for CatalogPlugin {
+    const NAME: &'static str = "catalog";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str = "Packages listed in a JSON file";
+
+    type Source = CatalogSource;
+
+    fn new_source(config: &str) -> Result<CatalogSource, PluginError> {
+        let config: Config = serde_json::from_str(config)
+            .map_err(|e| PluginError::invalid_config(format!("catalog config: {e}")))?;
+        let path = config.path.ok_or_else(|| {
+            PluginError::invalid_config("catalog config: missing key `path` (the catalog JSON file)")
+        })?;
+        let path = resolve_path(config.base_dir.as_deref(), &path);
+        let loaded = Loaded::read(&path)?;
+        Ok(CatalogSource {
+            path,
+            loaded: RwLock::new(Arc::new(loaded)),
+        })
+    }
+}
+
+export_plugin!(CatalogPlugin);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    path: Option<PathBuf>,
+    #[serde(rename = "$base_dir")]
+    base_dir: Option<PathBuf>,
+}
+
+/// The catalog file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogFile {
+    packages: Vec<Package>,
+}
+
+/// One package of the catalog file. Only `name` is required.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Package {
+    /// Unique within the file; defaults to `name`.
+    #[serde(default)]
+    id: Option<String>,
+    name: String,
+    #[serde(default)]
+    display_name: String,
+    #[serde(default)]
+    latest_version: String,
+    #[serde(default)]
+    latest_app_version: String,
+    #[serde(default)]
+    short_description: String,
+    #[serde(default)]
+    icon_url: String,
+    #[serde(default)]
+    categories: Vec<String>,
+    #[serde(default)]
+    repository: String,
+    #[serde(default)]
+    home_url: String,
+    #[serde(default)]
+    source_urls: Vec<String>,
+    #[serde(default)]
+    readme: String,
+    #[serde(default)]
+    deprecated: bool,
+    #[serde(default)]
+    keywords: Vec<String>,
+    /// Older versions; the latest version is added to them.
+    #[serde(default)]
+    versions: Vec<String>,
+    #[serde(default)]
+    maintainers: Vec<String>,
+}
+
+/// The catalog as last read: summaries sorted by `(name, identifier)` and the details beside them.
+struct Loaded {
+    stamp: Option<(SystemTime, u64)>,
+    summaries: Vec<Summary>,
+    details: Vec<Detail>,
+}
+
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+fn strings(values: Vec<String>) -> RVec<RString> {
+    values.into_iter().map(RString::from).collect()
+}
+
+impl Loaded {
+    fn read(path: &Path) -> Result<Loaded, PluginError> {
+        let stamp = stamp(path);
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            PluginError::unavailable(format!("cannot read catalog {}: {e}", path.display()))
+        })?;
+        let file: CatalogFile = serde_json::from_str(&text).map_err(|e| {
+            PluginError::unavailable(format!("catalog {} is not valid: {e}", path.display()))
+        })?;
+
+        let mut details: Vec<Detail> = file.packages.into_iter().map(to_detail).collect();
+        details.sort_by(|a, b| a.summary.key_cmp(&b.summary));
+        for pair in details.windows(2) {
+            if pair[0].summary.identifier == pair[1].summary.identifier {
+                return Err(PluginError::unavailable(format!(
+                    "catalog {}: package id {:?} appears twice",
+                    path.display(),
+                    pair[0].summary.identifier.as_str()
+                )));
+            }
+        }
+        if let Some(empty) = details.iter().find(|d| d.summary.identifier.is_empty()) {
+            return Err(PluginError::unavailable(format!(
+                "catalog {}: package {:?} has an empty id",
+                path.display(),
+                empty.summary.name.as_str()
+            )));
+        }
+        let summaries = details.iter().map(|d| d.summary.clone()).collect();
+        Ok(Loaded {
+            stamp,
+            summaries,
+            details,
+        })
+    }
+}
+
+fn to_detail(p: Package) -> Detail {
+    let identifier = p.id.unwrap_or_else(|| p.name.clone());
+    let mut versions: Vec<Version> = Vec::with_capacity(p.versions.len() + 1);
+    if !p.latest_version.is_empty() {
+        versions.push(Version {
+            version: RString::from(p.latest_version.as_str()),
+            app_version: RString::from(p.latest_app_version.as_str()),
+            ..Version::default()
+        });
+    }
+    versions.extend(
+        p.versions
+            .into_iter()
+            .filter(|v| *v != p.latest_version)
+            .map(|v| Version {
+                version: RString::from(v),
+                ..Version::default()
+            }),
+    );
+    Detail {
+        summary: Summary {
+            identifier: RString::from(identifier),
+            name: RString::from(p.name),
+            display_name: RString::from(p.display_name),
+            latest_version: RString::from(p.latest_version),
+            latest_app_version: RString::from(p.latest_app_version),
+            short_description: RString::from(p.short_description),
+            icon_url: RString::from(p.icon_url),
+            categories: strings(p.categories),
+            repository: RString::from(p.repository),
+        },
+        versions: RVec::from(versions),
+        home_url: RString::from(p.home_url),
+        source_urls: strings(p.source_urls),
+        maintainers: p
+            .maintainers
+            .into_iter()
+            .map(|name| Maintainer {
+                name: RString::from(name),
+                ..Maintainer::default()
+            })
+            .collect(),
+        readme: RString::from(p.readme),
+        deprecated: p.deprecated,
+        keywords: strings(p.keywords),
+    }
+}
+
+/// One configured catalog.
+pub struct CatalogSource {
+    path: PathBuf,
+    loaded: RwLock<Arc<Loaded>>,
+}
+
+impl CatalogSource {
+    /// The current catalog, read again first if the file changed since the last read.
+    fn current(&self) -> Result<Arc<Loaded>, PluginError> {
+        let loaded = self.loaded.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if loaded.stamp == stamp(&self.path) {
+            return Ok(loaded);
+        }
+        let fresh = Arc::new(Loaded::read(&self.path)?);
+        *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
+        Ok(fresh)
+    }
+}
+
+impl PackageSource for CatalogSource {
+    fn list(&self, request: &ListRequest) -> Result<Vec<Summary>, PluginError> {
+        Ok(request.select(&self.current()?.summaries))
+    }
+
+    fn detail(&self, identifier: &str) -> Result<Detail, PluginError> {
+        let loaded = self.current()?;
+        loaded
+            .details
+            .iter()
+            .find(|d| d.summary.identifier.as_str() == identifier)
+            .cloned()
+            .ok_or_else(|| PluginError::not_found(format!("no package with id {identifier:?}")))
+    }
+}

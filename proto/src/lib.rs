@@ -1,0 +1,14 @@
+//! The Tributary gRPC contract, package `tributary.v1`, compiled from `proto/tributary/v1/tributary.proto`.
+//!
+//! This crate holds the contract and nothing else: generated message types, client and server stubs,
+//! and the encoded file descriptor set that server reflection serves.
+
+#![allow(clippy::all)]
+
+/// Generated code for `tributary.v1`.
+pub mod v1 {
+    tonic::include_proto!("tributary.v1");
+}
+
+/// The encoded `FileDescriptorSet` of the contract, for `tonic-reflection`.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tributary_descriptor.bin"));
