@@ -1,0 +1,303 @@
+//! The server configuration: the TOML file, its validation, and the plain [`Config`] struct the rest of
+//! the host (and the tests) work with.
+//!
+//! Everything is parsed and checked before anything is bound or loaded, and every error names the key
+//! that is wrong.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+/// The address served when neither the file nor the command line names one.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// How long one plugin call may take before the source counts as unavailable for that request.
+pub const DEFAULT_SOURCE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub plugin_dir: PathBuf,
+    /// The folder relative paths resolve against: the config file's folder. Passed to plugins as
+    /// `$base_dir` in every source configuration.
+    pub base_dir: PathBuf,
+    pub sources: Vec<SourceConfig>,
+    pub on_source_error: OnSourceError,
+    pub source_timeout: Duration,
+}
+
+/// One `[[source]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceConfig {
+    pub name: String,
+    pub plugin: String,
+    /// The `config` table as a JSON object.
+    pub config: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What a list request does when one of its sources fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnSourceError {
+    /// Serve the page from the other sources and name the failed one in `failed_sources`.
+    #[default]
+    Skip,
+    /// Fail the whole request with UNAVAILABLE naming the source.
+    Fail,
+}
+
+/// A configuration error, naming the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("config file {path}: key `{key}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    plugin_dir: Option<PathBuf>,
+    #[serde(default)]
+    on_source_error: OnSourceError,
+    source_timeout_ms: Option<u64>,
+    #[serde(default)]
+    source: Vec<FileSource>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSource {
+    name: String,
+    plugin: String,
+    #[serde(default)]
+    config: Option<toml::Table>,
+}
+
+/// Overrides from the command line; `None` keeps the file's value.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub plugin_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads and validates a config file, applying command-line overrides.
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base_dir = path
+            .parent()
+            .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+            .unwrap_or(Path::new("."));
+        let base_dir = std::path::absolute(base_dir).unwrap_or_else(|_| base_dir.to_path_buf());
+        Config::parse(&text, path, &base_dir, overrides)
+    }
+
+    /// Parses and validates config text. `path` is used in messages only.
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        base_dir: &Path,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            message,
+        };
+        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', " | "),
+        })?;
+
+        let (listen_key, listen) = match (&overrides.listen, &file.listen) {
+            (Some(l), _) => ("--listen", l.as_str()),
+            (None, Some(l)) => ("listen", l.as_str()),
+            (None, None) => ("listen", DEFAULT_LISTEN),
+        };
+        let listen: SocketAddr = listen.parse().map_err(|e| {
+            invalid(
+                listen_key.to_owned(),
+                format!("{listen:?} is not an IP address and port ({e})"),
+            )
+        })?;
+
+        // A command-line path is relative to the working directory; a file path to the file's folder.
+        let plugin_dir = match (&overrides.plugin_dir, &file.plugin_dir) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(dir)) => base_dir.join(dir),
+            (None, None) => {
+                return Err(invalid(
+                    "plugin_dir".into(),
+                    "missing: name the folder that holds the plugin libraries (or pass --plugin-dir)"
+                        .into(),
+                ))
+            }
+        };
+
+        let source_timeout = match file.source_timeout_ms {
+            None => DEFAULT_SOURCE_TIMEOUT,
+            Some(0) => {
+                return Err(invalid(
+                    "source_timeout_ms".into(),
+                    "must be at least 1".into(),
+                ))
+            }
+            Some(ms) => Duration::from_millis(ms),
+        };
+
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        let mut sources = Vec::with_capacity(file.source.len());
+        for (i, s) in file.source.iter().enumerate() {
+            if s.name.is_empty() {
+                return Err(invalid(format!("source[{i}].name"), "must not be empty".into()));
+            }
+            if s.name.chars().any(char::is_control) {
+                return Err(invalid(
+                    format!("source[{i}].name"),
+                    format!("{:?} contains control characters", s.name),
+                ));
+            }
+            if s.plugin.is_empty() {
+                return Err(invalid(format!("source[{i}].plugin"), "must not be empty".into()));
+            }
+            if let Some(first) = seen.insert(&s.name, i) {
+                return Err(invalid(
+                    format!("source[{i}].name"),
+                    format!("{:?} is already the name of source[{first}]", s.name),
+                ));
+            }
+            let config = match &s.config {
+                None => serde_json::Map::new(),
+                Some(table) => match serde_json::to_value(table) {
+                    Ok(serde_json::Value::Object(map)) => map,
+                    Ok(_) => unreachable!("a TOML table serializes to a JSON object"),
+                    Err(e) => {
+                        return Err(invalid(
+                            format!("source[{i}].config"),
+                            format!("cannot be expressed as JSON: {e}"),
+                        ))
+                    }
+                },
+            };
+            sources.push(SourceConfig {
+                name: s.name.clone(),
+                plugin: s.plugin.clone(),
+                config,
+            });
+        }
+
+        Ok(Config {
+            listen,
+            plugin_dir,
+            base_dir: base_dir.to_path_buf(),
+            sources,
+            on_source_error: file.on_source_error,
+            source_timeout,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(
+            text,
+            Path::new("t.toml"),
+            Path::new("/etc/trib"),
+            &Overrides::default(),
+        )
+    }
+
+    #[test]
+    fn full_file() {
+        let c = parse(
+            r#"
+            listen = "127.0.0.1:6000"
+            plugin_dir = "plugins"
+            on_source_error = "fail"
+            source_timeout_ms = 250
+            [[source]]
+            name = "bitnami"
+            plugin = "helm"
+            config = { repositories = [{ name = "bitnami", url = "charts/i.yaml" }] }
+            [[source]]
+            name = "local"
+            plugin = "catalog"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:6000".parse().unwrap());
+        assert_eq!(c.plugin_dir, Path::new("/etc/trib/plugins"));
+        assert_eq!(c.on_source_error, OnSourceError::Fail);
+        assert_eq!(c.source_timeout, Duration::from_millis(250));
+        assert_eq!(c.sources.len(), 2);
+        assert_eq!(
+            serde_json::Value::Object(c.sources[0].config.clone()),
+            serde_json::json!({"repositories": [{"name": "bitnami", "url": "charts/i.yaml"}]})
+        );
+        assert!(c.sources[1].config.is_empty());
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = Config::parse(
+            "plugin_dir = \"/p\"",
+            Path::new("t.toml"),
+            Path::new("/x"),
+            &Overrides {
+                listen: Some("127.0.0.1:0".into()),
+                plugin_dir: Some("rel".into()),
+            },
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 0);
+        assert_eq!(c.plugin_dir, Path::new("rel"));
+        assert_eq!(c.source_timeout, DEFAULT_SOURCE_TIMEOUT);
+        assert_eq!(c.on_source_error, OnSourceError::Skip);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("plugin_dir = 'p'\nlisten = 'nope'", "key `listen`"),
+            ("listen = '127.0.0.1:1'", "key `plugin_dir`"),
+            ("plugin_dir = 'p'\nbogus = 1", "unknown field `bogus`"),
+            ("plugin_dir = 'p'\n[[source]]\nname='a'\nplugin='x'\nextra=1", "unknown field `extra`"),
+            (
+                "plugin_dir = 'p'\n[[source]]\nname='a'\nplugin='x'\n[[source]]\nname='a'\nplugin='y'",
+                "key `source[1].name`: \"a\" is already the name of source[0]",
+            ),
+            ("plugin_dir = 'p'\n[[source]]\nname=''\nplugin='x'", "key `source[0].name`"),
+            ("plugin_dir = 'p'\n[[source]]\nname='a'", "missing field `plugin`"),
+            ("plugin_dir = 'p'\nsource_timeout_ms = 0", "key `source_timeout_ms`"),
+            ("plugin_dir = 'p'\non_source_error = 'explode'", "unknown variant `explode`"),
+            ("plugin_dir = = 'p'", "t.toml"),
+        ];
+        for (text, expected) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(expected), "{text:?}: {err:?} lacks {expected:?}");
+        }
+    }
+}

@@ -1,0 +1,470 @@
+//! The merge engine: fan-out to one task per source, fan-in by a k-way merge, one page at a time.
+//!
+//! For each page, every selected source gets a tokio task. The task calls the source's `list` on a
+//! blocking thread (the FFI call is synchronous), checks the answer against the ordering contract, and
+//! sends it as one batch down a bounded channel. It fetches again only when the merge asks, with a
+//! demand saying how many items the page can still take, so a source is read no further than the page
+//! needs: the first call asks for the source's even share of the page plus one look-ahead item, a
+//! later call for what the page still lacks plus one.
+//!
+//! The merge keeps the head item of each source in a binary heap ordered by `(name, source, identifier)`
+//! and pops the smallest until the page is full. When the page is complete, or the request future is
+//! dropped because the client went away, the channels close and the tasks end: no plugin call starts
+//! after that (a call already running on a blocking thread finishes, and its result is discarded).
+//!
+//! Resuming is by key (see [`crate::token`]): given the last key served, [`seek_for`] tells each
+//! source where to continue, so a page is exact however the sources' data changed since the last one.
+
+use std::{cmp::Ordering, collections::BinaryHeap, sync::Arc, time::Duration};
+
+use abi_stable::std_types::{ROption, RResult, RString};
+use tokio::{sync::mpsc, task::JoinSet};
+use tributary_plugin_api::{ErrorKind, Filter, ListRequest, SeekKey, Summary};
+
+use crate::{registry::Source, token::MergeKey};
+
+/// How the engine treats its sources.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// The longest one plugin call may take.
+    pub source_timeout: Duration,
+    /// Fail the whole page on the first source failure instead of serving the others.
+    pub fail_fast: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            source_timeout: crate::config::DEFAULT_SOURCE_TIMEOUT,
+            fail_fast: false,
+        }
+    }
+}
+
+/// One page to produce.
+pub struct PageRequest {
+    /// At least 1.
+    pub page_size: usize,
+    /// The last key of the previous page; `None` for the first page.
+    pub after: Option<MergeKey>,
+    /// The filter, query already lower-cased.
+    pub filter: Filter,
+}
+
+/// One item of a page and the index of its source in the slice given to [`merge_page`].
+pub struct Item {
+    pub source: usize,
+    pub summary: Summary,
+}
+
+/// How a source failed during a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The plugin returned an error of this kind (a caught panic included).
+    Plugin(ErrorKind),
+    /// A call took longer than the source timeout.
+    Timeout,
+    /// The answer broke the listing contract (order, seek, size, identifiers).
+    Contract,
+}
+
+impl FailureKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            FailureKind::Plugin(kind) => kind.name(),
+            FailureKind::Timeout => "timeout",
+            FailureKind::Contract => "contract_violation",
+        }
+    }
+}
+
+/// A source that could not contribute to a page.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub source: Arc<str>,
+    pub plugin: Arc<str>,
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "source {:?} (plugin {:?}) {}: {}",
+            self.source,
+            self.plugin,
+            self.kind.name(),
+            self.message
+        )
+    }
+}
+
+/// What it cost to build a page.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PageStats {
+    /// Plugin `list` calls made.
+    pub calls: u32,
+    /// Items the sources returned, served or not.
+    pub fetched: u64,
+}
+
+/// A merged page.
+pub struct Page {
+    pub items: Vec<Item>,
+    /// Whether items may follow the last one (the caller then issues a token).
+    pub more: bool,
+    /// Sources that failed during this page, in source order.
+    pub failures: Vec<Failure>,
+    pub stats: PageStats,
+}
+
+/// Where a source resumes after the merged key `last`.
+///
+/// The merged order is `(name, source, identifier)`; a source orders by `(name, identifier)`. For a
+/// source that sorts before `last.source`, items named `last.name` were all served already, so it
+/// resumes after the whole name (`name + "\0"` is the smallest name greater than `name`, and
+/// identifiers are never empty); for `last.source` itself it resumes after the exact item; for a
+/// source after it, every item named `last.name` is still to come.
+pub fn seek_for(source: &str, last: &MergeKey) -> SeekKey {
+    match source.cmp(last.source.as_str()) {
+        Ordering::Less => SeekKey {
+            name: RString::from(format!("{}\0", last.name)),
+            identifier: RString::new(),
+        },
+        Ordering::Equal => SeekKey {
+            name: RString::from(last.name.as_str()),
+            identifier: RString::from(last.identifier.as_str()),
+        },
+        Ordering::Greater => SeekKey {
+            name: RString::from(last.name.as_str()),
+            identifier: RString::new(),
+        },
+    }
+}
+
+/// Builds one page from `sources`, which must be sorted by name (the registry keeps them so).
+///
+/// Returns `Err` only with `fail_fast`, naming the first source that failed.
+pub async fn merge_page(
+    sources: &[Arc<Source>],
+    request: PageRequest,
+    options: &EngineOptions,
+) -> Result<Page, Failure> {
+    debug_assert!(sources.windows(2).all(|w| w[0].name < w[1].name));
+    let page_size = request.page_size.max(1);
+    let share = page_size.div_ceil(sources.len().max(1)) + 1;
+    let first_limit = u32::try_from(share).unwrap_or(u32::MAX);
+    let filter = Arc::new(request.filter);
+
+    let mut tasks = JoinSet::new();
+    let mut lanes: Vec<Lane> = Vec::with_capacity(sources.len());
+    for source in sources {
+        let (demand_tx, demand_rx) = mpsc::channel(1);
+        let (batch_tx, batch_rx) = mpsc::channel(1);
+        let list_request = ListRequest {
+            after: match &request.after {
+                Some(last) => ROption::RSome(seek_for(&source.name, last)),
+                None => ROption::RNone,
+            },
+            limit: first_limit,
+            filter: (*filter).clone(),
+        };
+        tasks.spawn(feed(
+            source.clone(),
+            list_request,
+            options.source_timeout,
+            demand_rx,
+            batch_tx,
+        ));
+        lanes.push(Lane {
+            source: source.clone(),
+            buffer: Vec::new().into_iter(),
+            exhausted: false,
+            in_flight: true,
+            failed: false,
+            demand: demand_tx,
+            batches: batch_rx,
+        });
+    }
+
+    let mut page = Page {
+        items: Vec::with_capacity(page_size),
+        more: false,
+        failures: Vec::new(),
+        stats: PageStats::default(),
+    };
+    let mut heap: BinaryHeap<Head> = BinaryHeap::with_capacity(lanes.len());
+    // The first batches were all requested at spawn and are fetched concurrently; waiting for them
+    // one after another costs the slowest source, not the sum.
+    for lane in 0..lanes.len() {
+        if let Some(item) = next_item(&mut lanes[lane], page_size + 1, &mut page, options).await? {
+            heap.push(Head { item, lane });
+        }
+    }
+
+    while let Some(Head { item, lane }) = heap.pop() {
+        page.items.push(Item {
+            source: lane,
+            summary: item,
+        });
+        if page.items.len() == page_size {
+            let l = &lanes[lane];
+            page.more = !heap.is_empty() || (!l.failed && (l.buffer.len() > 0 || !l.exhausted));
+            break;
+        }
+        let want = page_size - page.items.len() + 1;
+        if let Some(item) = next_item(&mut lanes[lane], want, &mut page, options).await? {
+            heap.push(Head { item, lane });
+        }
+    }
+    // Dropping the lanes closes every channel; dropping the JoinSet aborts what is left.
+    drop(lanes);
+    drop(tasks);
+    Ok(page)
+}
+
+/// The merge's view of one source.
+struct Lane {
+    source: Arc<Source>,
+    buffer: std::vec::IntoIter<Summary>,
+    exhausted: bool,
+    /// A batch has been asked for and not yet received.
+    in_flight: bool,
+    failed: bool,
+    demand: mpsc::Sender<u32>,
+    batches: mpsc::Receiver<Result<Batch, Failure>>,
+}
+
+struct Batch {
+    items: Vec<Summary>,
+    /// Items the plugin returned before the host re-applied the filter.
+    fetched: usize,
+    exhausted: bool,
+}
+
+/// The next item of a lane, fetching a batch of up to `want` items when its buffer is empty.
+/// `Ok(None)` when the lane is exhausted or has failed (the failure is recorded on the page).
+fn next_item<'a>(
+    lane: &'a mut Lane,
+    want: usize,
+    page: &'a mut Page,
+    options: &'a EngineOptions,
+) -> impl std::future::Future<Output = Result<Option<Summary>, Failure>> + 'a {
+    async move {
+        loop {
+            if let Some(item) = lane.buffer.next() {
+                return Ok(Some(item));
+            }
+            if lane.exhausted || lane.failed {
+                return Ok(None);
+            }
+            if !lane.in_flight {
+                let want = u32::try_from(want).unwrap_or(u32::MAX);
+                if lane.demand.send(want).await.is_err() {
+                    // The task has ended; its reason, if any, is waiting in the channel.
+                }
+                lane.in_flight = true;
+            }
+            let received = lane.batches.recv().await;
+            lane.in_flight = false;
+            match received {
+                Some(Ok(batch)) => {
+                    page.stats.calls += 1;
+                    page.stats.fetched += batch.fetched as u64;
+                    lane.exhausted = batch.exhausted;
+                    lane.buffer = batch.items.into_iter();
+                }
+                Some(Err(failure)) => {
+                    tracing::warn!("{failure}");
+                    lane.failed = true;
+                    if options.fail_fast {
+                        return Err(failure);
+                    }
+                    page.failures.push(failure);
+                    return Ok(None);
+                }
+                None => {
+                    let failure = Failure {
+                        source: lane.source.name.clone(),
+                        plugin: lane.source.plugin.clone(),
+                        kind: FailureKind::Plugin(ErrorKind::Internal),
+                        message: "the source's task ended unexpectedly".to_owned(),
+                    };
+                    lane.failed = true;
+                    if options.fail_fast {
+                        return Err(failure);
+                    }
+                    page.failures.push(failure);
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}
+
+/// One source's task: fetch, check, send; then wait for the next demand.
+async fn feed(
+    source: Arc<Source>,
+    mut request: ListRequest,
+    timeout: Duration,
+    mut demand: mpsc::Receiver<u32>,
+    batches: mpsc::Sender<Result<Batch, Failure>>,
+) {
+    loop {
+        let batch = call_list(&source, request, timeout).await.and_then(|(returned, items)| {
+            check(&items, &returned).map_err(|message| (FailureKind::Contract, message))?;
+            let fetched = items.len();
+            let exhausted = fetched < returned.limit as usize;
+            let next_after = items.last().map(|last| SeekKey {
+                name: last.name.clone(),
+                identifier: last.identifier.clone(),
+            });
+            let mut items = items;
+            if !returned.filter.is_empty() {
+                items.retain(|item| returned.filter.matches(item));
+            }
+            Ok((
+                Batch {
+                    items,
+                    fetched,
+                    exhausted,
+                },
+                returned,
+                next_after,
+            ))
+        });
+        let (batch, returned, next_after) = match batch {
+            Ok(ok) => ok,
+            Err((kind, message)) => {
+                let _ = batches
+                    .send(Err(Failure {
+                        source: source.name.clone(),
+                        plugin: source.plugin.clone(),
+                        kind,
+                        message,
+                    }))
+                    .await;
+                return;
+            }
+        };
+        let exhausted = batch.exhausted;
+        if batches.send(Ok(batch)).await.is_err() || exhausted {
+            return;
+        }
+        let Some(want) = demand.recv().await else {
+            return;
+        };
+        request = returned;
+        if let Some(after) = next_after {
+            request.after = ROption::RSome(after);
+        }
+        request.limit = want.max(1);
+    }
+}
+
+/// Runs one `list` call on a blocking thread under the source timeout. The request comes back with
+/// the items so that the next call reuses it without copying the filter.
+async fn call_list(
+    source: &Arc<Source>,
+    request: ListRequest,
+    timeout: Duration,
+) -> Result<(ListRequest, Vec<Summary>), (FailureKind, String)> {
+    let src = source.clone();
+    let call = tokio::task::spawn_blocking(move || {
+        let result = src.imp.list(&request);
+        (request, result)
+    });
+    match tokio::time::timeout(timeout, call).await {
+        Err(_) => Err((
+            FailureKind::Timeout,
+            format!("list call took longer than {} ms", timeout.as_millis()),
+        )),
+        Ok(Err(join_error)) => Err((
+            FailureKind::Plugin(ErrorKind::Internal),
+            format!("list call did not complete: {join_error}"),
+        )),
+        Ok(Ok((_, RResult::RErr(e)))) => Err((FailureKind::Plugin(e.kind), e.message.into_string())),
+        Ok(Ok((request, RResult::ROk(items)))) => Ok((request, items.into_vec())),
+    }
+}
+
+/// Checks a batch against the listing contract.
+fn check(items: &[Summary], request: &ListRequest) -> Result<(), String> {
+    if items.len() > request.limit as usize {
+        return Err(format!(
+            "returned {} items, more than the {} asked for",
+            items.len(),
+            request.limit
+        ));
+    }
+    let mut previous: Option<&Summary> = None;
+    for item in items {
+        if item.identifier.is_empty() {
+            return Err(format!("item named {:?} has an empty identifier", item.name.as_str()));
+        }
+        match previous {
+            Some(prev) => {
+                if prev.key_cmp(item) != Ordering::Less {
+                    return Err(format!(
+                        "items out of order: ({:?}, {:?}) came after ({:?}, {:?}); sources must sort by name, then identifier, as bytes",
+                        item.name.as_str(),
+                        item.identifier.as_str(),
+                        prev.name.as_str(),
+                        prev.identifier.as_str()
+                    ));
+                }
+            }
+            None => {
+                if let ROption::RSome(key) = &request.after {
+                    if !item.is_after(key) {
+                        return Err(format!(
+                            "item ({:?}, {:?}) is not after the requested key ({:?}, {:?})",
+                            item.name.as_str(),
+                            item.identifier.as_str(),
+                            key.name.as_str(),
+                            key.identifier.as_str()
+                        ));
+                    }
+                }
+            }
+        }
+        previous = Some(item);
+    }
+    Ok(())
+}
+
+/// A source's current head item in the merge heap; the heap pops the smallest
+/// `(name, source, identifier)` first. Lanes are in source-name order, so the lane index stands in
+/// for the source name.
+struct Head {
+    item: Summary,
+    lane: usize,
+}
+
+impl Ord for Head {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Reversed: BinaryHeap is a max-heap.
+        other
+            .item
+            .name
+            .as_bytes()
+            .cmp(self.item.name.as_bytes())
+            .then_with(|| other.lane.cmp(&self.lane))
+            .then_with(|| other.item.identifier.as_bytes().cmp(self.item.identifier.as_bytes()))
+    }
+}
+
+impl PartialOrd for Head {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Head {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Head {}

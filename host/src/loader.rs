@@ -1,0 +1,229 @@
+//! Finding and loading plugin libraries.
+//!
+//! Every file in the plugin directory named like a shared library (`lib*.so` on Linux) is opened with
+//! `abi_stable`'s `lib_header_from_path` + `init_root_module`, one library at a time: the cached
+//! `RootModule::load_from*` functions would hand back the first module for every file. A file that
+//! fails for any reason is recorded with a one-line reason and skipped; the others still load.
+//!
+//! Libraries are never unloaded (`abi_stable` leaks them on purpose), and a path already open is not
+//! opened again by `dlopen`: to pick up a changed plugin, restart the server.
+
+use std::path::{Path, PathBuf};
+
+use abi_stable::library::{lib_header_from_path, LibraryError};
+use tributary_plugin_api::{PluginMod_Ref, INTERFACE_VERSION};
+
+/// What a library says about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginMeta {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub interface: (u32, u32),
+}
+
+/// A library that loaded: its metadata and its root module.
+#[derive(Clone)]
+pub struct LoadedPlugin {
+    pub meta: PluginMeta,
+    pub path: PathBuf,
+    pub module: PluginMod_Ref,
+}
+
+/// One library file and what became of it.
+#[derive(Clone)]
+pub struct PluginFile {
+    pub path: PathBuf,
+    /// Known whenever the library's metadata could be read, even if it was then rejected.
+    pub meta: Option<PluginMeta>,
+    pub outcome: Result<LoadedPlugin, String>,
+}
+
+/// Why the plugin directory could not be scanned at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("plugin_dir {0} does not exist")]
+    Missing(PathBuf),
+    #[error("plugin_dir {0} is not a directory")]
+    NotADirectory(PathBuf),
+    #[error("cannot read plugin_dir {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Whether a file name looks like a shared library of this platform.
+pub fn is_library_name(name: &str) -> bool {
+    name.starts_with(std::env::consts::DLL_PREFIX)
+        && name.ends_with(std::env::consts::DLL_SUFFIX)
+        && name.len() > std::env::consts::DLL_PREFIX.len() + std::env::consts::DLL_SUFFIX.len()
+}
+
+/// The library files in `dir`, sorted by path so that loading (and duplicate resolution) is
+/// deterministic.
+pub fn scan(dir: &Path) -> Result<Vec<PathBuf>, ScanError> {
+    let meta = std::fs::metadata(dir).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => ScanError::Missing(dir.to_path_buf()),
+        _ => ScanError::Read {
+            path: dir.to_path_buf(),
+            source,
+        },
+    })?;
+    if !meta.is_dir() {
+        return Err(ScanError::NotADirectory(dir.to_path_buf()));
+    }
+    let entries = std::fs::read_dir(dir).map_err(|source| ScanError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().map(|t| !t.is_dir()).unwrap_or(false))
+        .filter(|e| e.file_name().to_str().is_some_and(is_library_name))
+        .map(|e| e.path())
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
+/// Loads every library in `paths`. Never fails as a whole: each file gets its own outcome.
+pub fn load_all(paths: &[PathBuf]) -> Vec<PluginFile> {
+    let mut files: Vec<PluginFile> = Vec::with_capacity(paths.len());
+    for path in paths {
+        let mut file = load_one(path);
+        if let (Ok(loaded), Some(first)) = (
+            &file.outcome,
+            files.iter().find_map(|f| match &f.outcome {
+                Ok(p) if file.meta.as_ref().is_some_and(|m| m.name == p.meta.name) => Some(&p.path),
+                _ => None,
+            }),
+        ) {
+            file.outcome = Err(format!(
+                "duplicate plugin name {:?}: already loaded from {}",
+                loaded.meta.name,
+                first.display()
+            ));
+        }
+        match &file.outcome {
+            Ok(p) => tracing::info!(
+                path = %path.display(),
+                plugin = %p.meta.name,
+                version = %p.meta.version,
+                "loaded plugin"
+            ),
+            Err(reason) => tracing::warn!(path = %path.display(), "rejected plugin library: {reason}"),
+        }
+        files.push(file);
+    }
+    files
+}
+
+fn load_one(path: &Path) -> PluginFile {
+    let rejected = |meta: Option<PluginMeta>, reason: String| PluginFile {
+        path: path.to_path_buf(),
+        meta,
+        outcome: Err(reason),
+    };
+    let module = match lib_header_from_path(path).and_then(|h| h.init_root_module::<PluginMod_Ref>())
+    {
+        Ok(module) => module,
+        Err(e) => return rejected(None, describe(&e)),
+    };
+    let info = (module.info())();
+    let meta = PluginMeta {
+        name: info.name.into_string(),
+        version: info.version.into_string(),
+        description: info.description.into_string(),
+        interface: (info.interface_major, info.interface_minor),
+    };
+    if meta.interface.0 != INTERFACE_VERSION.0 {
+        let reason = format!(
+            "built for plugin interface {}.{}, this host speaks {}.x: rebuild the plugin against tributary-plugin-api {}.x",
+            meta.interface.0, meta.interface.1, INTERFACE_VERSION.0, INTERFACE_VERSION.0
+        );
+        return rejected(Some(meta), reason);
+    }
+    if meta.name.is_empty() || meta.name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        let reason = format!("invalid plugin name {:?}: it must be non-empty with no spaces", meta.name);
+        return rejected(Some(meta), reason);
+    }
+    PluginFile {
+        path: path.to_path_buf(),
+        meta: Some(meta.clone()),
+        outcome: Ok(LoadedPlugin {
+            meta,
+            path: path.to_path_buf(),
+            module,
+        }),
+    }
+}
+
+/// One line saying why a library could not be loaded. `AbiInstability` reports can run to a thousand
+/// lines: the full text goes to the debug log, the line to the operator.
+fn describe(error: &LibraryError) -> String {
+    match error {
+        LibraryError::OpenError { err, .. } => {
+            format!("not a loadable shared library: {}", first_line(&err.to_string()))
+        }
+        LibraryError::GetSymbolError { .. } => {
+            "not a Tributary plugin: it exports no abi_stable root module (was it built with tributary_plugin_api::export_plugin!?)".to_owned()
+        }
+        LibraryError::InvalidAbiHeader(header) => format!(
+            "built with an incompatible abi_stable ({header:?}): rebuild against this host's tributary-plugin-api"
+        ),
+        LibraryError::InvalidCAbi { .. } => {
+            "built by a compiler with an incompatible C ABI: rebuild the plugin".to_owned()
+        }
+        LibraryError::ParseVersionError(e) => format!("unreadable interface version: {e}"),
+        LibraryError::IncompatibleVersionNumber {
+            expected_version,
+            actual_version,
+            ..
+        } => format!(
+            "built for plugin interface {}.{}, this host speaks {}.x: rebuild the plugin against tributary-plugin-api {}.x",
+            actual_version.major, actual_version.minor, expected_version.major, expected_version.major
+        ),
+        LibraryError::AbiInstability(details) => {
+            tracing::debug!("layout mismatch details: {details}");
+            "plugin interface layout does not match this host's (same major version, different types): rebuild the plugin against this host's tributary-plugin-api; details at debug log level".to_owned()
+        }
+        LibraryError::RootModule { err, .. } => {
+            format!("the plugin's root module failed to initialise: {}", first_line(&err.to_string()))
+        }
+        LibraryError::Many(errors) => errors
+            .iter()
+            .map(describe)
+            .next()
+            .unwrap_or_else(|| "unknown load error".to_owned()),
+    }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or("").trim().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn library_names() {
+        assert!(is_library_name("libcatalog.so"));
+        assert!(!is_library_name("lib.so"));
+        assert!(!is_library_name("catalog.so"));
+        assert!(!is_library_name("libcatalog.so.1"));
+        assert!(!is_library_name("libcatalog.rlib"));
+    }
+
+    #[test]
+    fn scan_errors_name_the_path() {
+        let missing = Path::new("/nonexistent/tributary-plugins");
+        assert!(scan(missing)
+            .unwrap_err()
+            .to_string()
+            .contains("/nonexistent/tributary-plugins does not exist"));
+        let file = std::env::current_exe().unwrap();
+        assert!(scan(&file).unwrap_err().to_string().contains("is not a directory"));
+    }
+}

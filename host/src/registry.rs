@@ -1,0 +1,213 @@
+//! The registry: every plugin file and every source, built once at start from the configuration.
+//!
+//! A source is one plugin instance with one configuration. Configured sources come from `[[source]]`;
+//! a loaded plugin that no `[[source]]` names gets a default source named after the plugin, with an
+//! empty configuration. A source whose constructor fails (or panics) is kept, marked failed with the
+//! reason, so that `ListPlugins` and every page can say why it is missing.
+
+use std::{path::PathBuf, sync::Arc};
+
+use abi_stable::std_types::{RResult, RStr};
+use tributary_plugin_api::{PluginError, SourceBox, BASE_DIR_KEY};
+
+use crate::{
+    config::{Config, SourceConfig},
+    loader::{self, LoadedPlugin, PluginFile, ScanError},
+};
+
+/// A ready source: the handle the engine calls.
+pub struct Source {
+    pub name: Arc<str>,
+    pub plugin: Arc<str>,
+    pub imp: SourceBox,
+}
+
+impl Source {
+    /// A source around an already-built [`SourceBox`] (tests, benchmarks, in-process sources).
+    pub fn new(name: &str, plugin: &str, imp: SourceBox) -> Source {
+        Source {
+            name: name.into(),
+            plugin: plugin.into(),
+            imp,
+        }
+    }
+}
+
+/// A source as the registry records it.
+pub struct SourceEntry {
+    pub name: String,
+    pub plugin: String,
+    pub is_default: bool,
+    pub state: Result<Arc<Source>, PluginError>,
+}
+
+/// Everything loaded at start.
+pub struct Registry {
+    pub plugin_dir: PathBuf,
+    pub files: Vec<PluginFile>,
+    /// Sorted by name: the merge order of sources.
+    pub sources: Vec<SourceEntry>,
+}
+
+/// Why the server cannot start with this configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Scan(#[from] ScanError),
+    #[error("key `source[{index}].plugin`: no plugin named {plugin:?} in {dir} (loaded: {loaded})")]
+    UnknownPlugin {
+        index: usize,
+        plugin: String,
+        dir: PathBuf,
+        loaded: String,
+    },
+}
+
+impl Registry {
+    /// Scans the plugin directory, loads every library and builds every source.
+    ///
+    /// Fails only when the directory cannot be read or a `[[source]]` names a plugin that is neither
+    /// loaded nor possibly among the rejected files (a typo): a rejected library never stops the start.
+    pub fn load(config: &Config) -> Result<Registry, StartError> {
+        let paths = loader::scan(&config.plugin_dir)?;
+        if paths.is_empty() {
+            tracing::warn!(
+                dir = %config.plugin_dir.display(),
+                "the plugin directory holds no plugin libraries (lib*.so); the catalog will be empty"
+            );
+        }
+        let files = loader::load_all(&paths);
+        Registry::build(config, files)
+    }
+
+    /// Builds the sources from already-loaded files.
+    pub fn build(config: &Config, files: Vec<PluginFile>) -> Result<Registry, StartError> {
+        let loaded: Vec<&LoadedPlugin> = files.iter().filter_map(|f| f.outcome.as_ref().ok()).collect();
+        let unnamed_rejects = files
+            .iter()
+            .filter(|f| f.outcome.is_err() && f.meta.is_none())
+            .count();
+
+        let mut sources = Vec::new();
+        for (index, sc) in config.sources.iter().enumerate() {
+            let state = match loaded.iter().find(|p| p.meta.name == sc.plugin) {
+                Some(plugin) => construct(plugin, sc, config),
+                None => {
+                    let rejected_with_name = files.iter().find(|f| {
+                        f.outcome.is_err() && f.meta.as_ref().is_some_and(|m| m.name == sc.plugin)
+                    });
+                    match (rejected_with_name, unnamed_rejects) {
+                        (Some(file), _) => Err(PluginError::unavailable(format!(
+                            "plugin {:?} was rejected: {}",
+                            sc.plugin,
+                            file.outcome.as_ref().err().map(String::as_str).unwrap_or("")
+                        ))),
+                        (None, n) if n > 0 => Err(PluginError::unavailable(format!(
+                            "no loaded plugin is named {:?}; {n} library file(s) in {} were rejected, see ListPlugins or `tributary plugins`",
+                            sc.plugin,
+                            config.plugin_dir.display()
+                        ))),
+                        (None, _) => {
+                            return Err(StartError::UnknownPlugin {
+                                index,
+                                plugin: sc.plugin.clone(),
+                                dir: config.plugin_dir.clone(),
+                                loaded: if loaded.is_empty() {
+                                    "none".to_owned()
+                                } else {
+                                    loaded.iter().map(|p| p.meta.name.as_str()).collect::<Vec<_>>().join(", ")
+                                },
+                            })
+                        }
+                    }
+                }
+            };
+            sources.push(SourceEntry {
+                name: sc.name.clone(),
+                plugin: sc.plugin.clone(),
+                is_default: false,
+                state,
+            });
+        }
+
+        for plugin in &loaded {
+            let name = &plugin.meta.name;
+            if config.sources.iter().any(|s| &s.plugin == name) {
+                continue;
+            }
+            if sources.iter().any(|s| &s.name == name) {
+                tracing::warn!(
+                    plugin = %name,
+                    "plugin is loaded but gets no default source: a configured source already has its name"
+                );
+                continue;
+            }
+            let sc = SourceConfig {
+                name: name.clone(),
+                plugin: name.clone(),
+                config: serde_json::Map::new(),
+            };
+            sources.push(SourceEntry {
+                name: name.clone(),
+                plugin: name.clone(),
+                is_default: true,
+                state: construct(plugin, &sc, config),
+            });
+        }
+
+        sources.sort_by(|a, b| a.name.cmp(&b.name));
+        for s in &sources {
+            match &s.state {
+                Ok(_) => tracing::info!(source = %s.name, plugin = %s.plugin, default = s.is_default, "source ready"),
+                Err(e) => tracing::warn!(source = %s.name, plugin = %s.plugin, "source failed: {e}"),
+            }
+        }
+        Ok(Registry {
+            plugin_dir: config.plugin_dir.clone(),
+            files,
+            sources,
+        })
+    }
+
+    /// A registry of in-process sources, for tests and benchmarks.
+    pub fn from_sources(sources: Vec<Source>) -> Registry {
+        let mut sources: Vec<SourceEntry> = sources
+            .into_iter()
+            .map(|s| SourceEntry {
+                name: s.name.to_string(),
+                plugin: s.plugin.to_string(),
+                is_default: false,
+                state: Ok(Arc::new(s)),
+            })
+            .collect();
+        sources.sort_by(|a, b| a.name.cmp(&b.name));
+        Registry {
+            plugin_dir: PathBuf::new(),
+            files: Vec::new(),
+            sources,
+        }
+    }
+
+    pub fn source(&self, name: &str) -> Option<&SourceEntry> {
+        self.sources
+            .binary_search_by(|s| s.name.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.sources[i])
+    }
+}
+
+/// Calls the plugin's constructor with the source's JSON configuration plus `$base_dir`.
+fn construct(
+    plugin: &LoadedPlugin,
+    sc: &SourceConfig,
+    config: &Config,
+) -> Result<Arc<Source>, PluginError> {
+    let mut json = sc.config.clone();
+    json.entry(BASE_DIR_KEY.to_owned())
+        .or_insert_with(|| serde_json::Value::String(config.base_dir.to_string_lossy().into_owned()));
+    let text = serde_json::Value::Object(json).to_string();
+    match (plugin.module.new_source())(RStr::from_str(&text)) {
+        RResult::ROk(imp) => Ok(Arc::new(Source::new(&sc.name, &plugin.meta.name, imp))),
+        RResult::RErr(e) => Err(e),
+    }
+}

@@ -1,0 +1,91 @@
+//! Serving: the gRPC server with health checking and reflection, on an injected listener, until an
+//! injected shutdown future completes.
+//!
+//! Shutdown goes in stages: health turns NOT_SERVING, the listener stops accepting, calls in flight
+//! get `grace` to finish, then `serve` returns.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tributary_proto::v1::{
+    packages_service_server::PackagesServiceServer, plugins_service_server::PluginsServiceServer,
+};
+
+use crate::service::Catalog;
+
+/// How long calls in flight may run after a shutdown signal.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("building the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Serves `catalog` on `listener` until `shutdown` completes, then drains for at most `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    catalog: Arc<Catalog>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> Result<(), ServeError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<PackagesServiceServer<Catalog>>()
+        .await;
+    health
+        .set_serving::<PluginsServiceServer<Catalog>>()
+        .await;
+
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tributary_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = {
+        let health = health.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: health is NOT_SERVING, draining calls in flight");
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+            health
+                .set_not_serving::<PackagesServiceServer<Catalog>>()
+                .await;
+            health
+                .set_not_serving::<PluginsServiceServer<Catalog>>()
+                .await;
+            let _ = draining_tx.send(());
+        }
+    };
+
+    let server = Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(PackagesServiceServer::from_arc(catalog.clone()))
+        .add_service(PluginsServiceServer::from_arc(catalog))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+
+    tokio::select! {
+        result = server => result?,
+        () = async {
+            if draining_rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => {
+            tracing::warn!(grace_ms = grace.as_millis() as u64, "calls still in flight after the grace period; stopping anyway");
+        }
+    }
+    tracing::info!("server stopped");
+    Ok(())
+}

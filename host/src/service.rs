@@ -1,0 +1,496 @@
+//! The gRPC services: request validation, page tokens, calls into the engine, and the one place where
+//! host and plugin errors become gRPC status codes.
+
+use std::{sync::Arc, time::Duration};
+
+use abi_stable::std_types::{RResult, RStr, RString, RVec};
+use tonic::{Request, Response, Status};
+use tributary_plugin_api::{Detail, ErrorKind, Filter, PluginError, Summary};
+use tributary_proto::v1::{
+    self as pb, packages_service_server::PackagesService, plugins_service_server::PluginsService,
+};
+
+use crate::{
+    engine::{self, EngineOptions, Failure, FailureKind, PageRequest},
+    registry::{Registry, Source},
+    token::{self, MergeKey, PageToken},
+};
+
+/// Page size used when the request says 0.
+pub const DEFAULT_PAGE_SIZE: usize = 20;
+/// Larger page sizes are coerced down to this.
+pub const MAX_PAGE_SIZE: usize = 1000;
+/// Longest `filter.query`, in characters.
+pub const MAX_QUERY_CHARS: usize = 256;
+/// Most values in one repeated filter field.
+pub const MAX_FILTER_VALUES: usize = 100;
+/// Longest single filter value or identifier, in bytes.
+pub const MAX_VALUE_BYTES: usize = 1024;
+
+/// The state behind both services.
+pub struct Catalog {
+    registry: Arc<Registry>,
+    /// Every ready source, in name order.
+    ready: Vec<Arc<Source>>,
+    options: EngineOptions,
+}
+
+impl Catalog {
+    pub fn new(registry: Arc<Registry>, options: EngineOptions) -> Catalog {
+        let ready = registry
+            .sources
+            .iter()
+            .filter_map(|s| s.state.as_ref().ok().cloned())
+            .collect();
+        Catalog {
+            registry,
+            ready,
+            options,
+        }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+}
+
+/// A validated request filter.
+struct ValidFilter {
+    ffi: Filter,
+    sources: Vec<String>,
+    fingerprint: [u8; 8],
+}
+
+fn invalid(message: impl Into<String>) -> Status {
+    Status::invalid_argument(message)
+}
+
+fn check_values(field: &str, values: &[String]) -> Result<(), Status> {
+    if values.len() > MAX_FILTER_VALUES {
+        return Err(invalid(format!(
+            "{field} has {} values, at most {MAX_FILTER_VALUES} are allowed",
+            values.len()
+        )));
+    }
+    if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| v.len() > MAX_VALUE_BYTES) {
+        return Err(invalid(format!(
+            "{field}[{i}] is {} bytes long, at most {MAX_VALUE_BYTES} are allowed",
+            v.len()
+        )));
+    }
+    Ok(())
+}
+
+fn validate_filter(filter: Option<pb::FilterOptions>) -> Result<ValidFilter, Status> {
+    let f = filter.unwrap_or_default();
+    let query_chars = f.query.chars().count();
+    if query_chars > MAX_QUERY_CHARS {
+        return Err(invalid(format!(
+            "filter.query is {query_chars} characters long, at most {MAX_QUERY_CHARS} are allowed"
+        )));
+    }
+    check_values("filter.categories", &f.categories)?;
+    check_values("filter.repositories", &f.repositories)?;
+    check_values("filter.sources", &f.sources)?;
+    let query = f.query.to_lowercase();
+    let fingerprint = token::filter_fingerprint(&query, &f.categories, &f.repositories, &f.sources);
+    let strings = |v: Vec<String>| v.into_iter().map(RString::from).collect::<RVec<_>>();
+    Ok(ValidFilter {
+        ffi: Filter {
+            query: RString::from(query),
+            categories: strings(f.categories),
+            repositories: strings(f.repositories),
+        },
+        sources: f.sources,
+        fingerprint,
+    })
+}
+
+/// The page size to use: 0 is the default, above the maximum is coerced, negative is an error.
+pub fn effective_page_size(requested: i32) -> Result<usize, Status> {
+    match requested {
+        n if n < 0 => Err(invalid(format!("page_size must not be negative (got {n})"))),
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        n => Ok((n as usize).min(MAX_PAGE_SIZE)),
+    }
+}
+
+/// One place for plugin error kinds to gRPC codes.
+fn code_for(kind: ErrorKind) -> tonic::Code {
+    match kind {
+        ErrorKind::NotFound => tonic::Code::NotFound,
+        ErrorKind::InvalidArgument => tonic::Code::InvalidArgument,
+        ErrorKind::Unavailable | ErrorKind::InvalidConfig => tonic::Code::Unavailable,
+        _ => tonic::Code::Internal,
+    }
+}
+
+fn failure_status(failure: &Failure) -> Status {
+    let code = match failure.kind {
+        FailureKind::Timeout | FailureKind::Contract => tonic::Code::Unavailable,
+        FailureKind::Plugin(_) => tonic::Code::Unavailable,
+    };
+    Status::new(code, failure.to_string())
+}
+
+fn failure_pb(f: &Failure) -> pb::SourceFailure {
+    pb::SourceFailure {
+        source: f.source.to_string(),
+        plugin: f.plugin.to_string(),
+        kind: f.kind.name().to_owned(),
+        reason: f.message.clone(),
+    }
+}
+
+fn startup_failure(name: &str, plugin: &str, error: &PluginError) -> Failure {
+    Failure {
+        source: name.into(),
+        plugin: plugin.into(),
+        kind: FailureKind::Plugin(error.kind),
+        message: format!("source failed at start: {}", error.message),
+    }
+}
+
+/// Converts a summary into its API form.
+pub fn summary_pb(source: &str, s: Summary) -> pb::AvailablePackageSummary {
+    pb::AvailablePackageSummary {
+        available_package_ref: Some(pb::AvailablePackageReference {
+            source: source.to_owned(),
+            identifier: s.identifier.into_string(),
+        }),
+        name: s.name.into_string(),
+        display_name: s.display_name.into_string(),
+        latest_version: s.latest_version.into_string(),
+        latest_app_version: s.latest_app_version.into_string(),
+        short_description: s.short_description.into_string(),
+        icon_url: s.icon_url.into_string(),
+        categories: strings(s.categories),
+        repository: s.repository.into_string(),
+    }
+}
+
+fn strings(v: RVec<RString>) -> Vec<String> {
+    v.into_iter().map(RString::into_string).collect()
+}
+
+fn detail_pb(source: &str, d: Detail) -> pb::AvailablePackageDetail {
+    pb::AvailablePackageDetail {
+        summary: Some(summary_pb(source, d.summary)),
+        versions: d
+            .versions
+            .into_iter()
+            .map(|v| pb::PackageVersion {
+                version: v.version.into_string(),
+                app_version: v.app_version.into_string(),
+                created: v.created.into_string(),
+                digest: v.digest.into_string(),
+            })
+            .collect(),
+        home_url: d.home_url.into_string(),
+        source_urls: strings(d.source_urls),
+        maintainers: d
+            .maintainers
+            .into_iter()
+            .map(|m| pb::Maintainer {
+                name: m.name.into_string(),
+                email: m.email.into_string(),
+                url: m.url.into_string(),
+            })
+            .collect(),
+        readme: d.readme.into_string(),
+        deprecated: d.deprecated,
+        keywords: strings(d.keywords),
+    }
+}
+
+impl Catalog {
+    /// The sources a filter selects, ready ones to merge and failed ones to report.
+    fn select_sources(
+        &self,
+        names: &[String],
+    ) -> Result<(Vec<Arc<Source>>, Vec<Failure>), Status> {
+        let mut failures = Vec::new();
+        if names.is_empty() {
+            for s in &self.registry.sources {
+                if let Err(e) = &s.state {
+                    failures.push(startup_failure(&s.name, &s.plugin, e));
+                }
+            }
+            return Ok((self.ready.clone(), failures));
+        }
+        let mut wanted: Vec<&str> = names.iter().map(String::as_str).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut ready = Vec::with_capacity(wanted.len());
+        for name in wanted {
+            let entry = self.registry.source(name).ok_or_else(|| {
+                let known: Vec<&str> = self.registry.sources.iter().map(|s| s.name.as_str()).collect();
+                invalid(format!(
+                    "filter.sources names unknown source {name:?} (known: {})",
+                    known.join(", ")
+                ))
+            })?;
+            match &entry.state {
+                Ok(source) => ready.push(source.clone()),
+                Err(e) => failures.push(startup_failure(&entry.name, &entry.plugin, e)),
+            }
+        }
+        Ok((ready, failures))
+    }
+}
+
+#[tonic::async_trait]
+impl PackagesService for Catalog {
+    async fn list_available_package_summaries(
+        &self,
+        request: Request<pb::ListAvailablePackageSummariesRequest>,
+    ) -> Result<Response<pb::ListAvailablePackageSummariesResponse>, Status> {
+        let request = request.into_inner();
+        let page_size = effective_page_size(request.page_size)?;
+        let filter = validate_filter(request.filter)?;
+        let after = if request.page_token.is_empty() {
+            None
+        } else {
+            let decoded = PageToken::decode(&request.page_token, filter.fingerprint)
+                .map_err(|e| invalid(e.to_string()))?;
+            Some(decoded.last)
+        };
+        let (sources, startup_failures) = self.select_sources(&filter.sources)?;
+        if self.options.fail_fast {
+            if let Some(f) = startup_failures.first() {
+                return Err(failure_status(f));
+            }
+        }
+
+        let page = engine::merge_page(
+            &sources,
+            PageRequest {
+                page_size,
+                after,
+                filter: filter.ffi,
+            },
+            &self.options,
+        )
+        .await
+        .map_err(|f| failure_status(&f))?;
+        tracing::debug!(
+            items = page.items.len(),
+            calls = page.stats.calls,
+            fetched = page.stats.fetched,
+            "page served"
+        );
+
+        let next_page_token = match (page.more, page.items.last()) {
+            (true, Some(last)) => PageToken {
+                filter_fingerprint: filter.fingerprint,
+                last: MergeKey {
+                    name: last.summary.name.to_string(),
+                    source: sources[last.source].name.to_string(),
+                    identifier: last.summary.identifier.to_string(),
+                },
+            }
+            .encode(),
+            _ => String::new(),
+        };
+        let mut failed_sources: Vec<pb::SourceFailure> =
+            startup_failures.iter().map(failure_pb).collect();
+        failed_sources.extend(page.failures.iter().map(failure_pb));
+        failed_sources.sort_by(|a, b| a.source.cmp(&b.source));
+
+        let available_package_summaries = page
+            .items
+            .into_iter()
+            .map(|item| summary_pb(&sources[item.source].name, item.summary))
+            .collect();
+        Ok(Response::new(pb::ListAvailablePackageSummariesResponse {
+            available_package_summaries,
+            next_page_token,
+            failed_sources,
+        }))
+    }
+
+    async fn get_available_package_detail(
+        &self,
+        request: Request<pb::GetAvailablePackageDetailRequest>,
+    ) -> Result<Response<pb::GetAvailablePackageDetailResponse>, Status> {
+        let reference = request
+            .into_inner()
+            .available_package_ref
+            .ok_or_else(|| invalid("available_package_ref is required"))?;
+        if reference.identifier.is_empty() {
+            return Err(invalid("available_package_ref.identifier must not be empty"));
+        }
+        if reference.identifier.len() > MAX_VALUE_BYTES {
+            return Err(invalid(format!(
+                "available_package_ref.identifier is longer than {MAX_VALUE_BYTES} bytes"
+            )));
+        }
+        let entry = self.registry.source(&reference.source).ok_or_else(|| {
+            Status::not_found(format!(
+                "no source named {:?} (available_package_ref.source)",
+                reference.source
+            ))
+        })?;
+        let source = match &entry.state {
+            Ok(source) => source.clone(),
+            Err(e) => {
+                return Err(failure_status(&startup_failure(&entry.name, &entry.plugin, e)));
+            }
+        };
+        let detail = call_detail(&source, reference.identifier.clone(), self.options.source_timeout)
+            .await
+            .map_err(|(code, message)| {
+                Status::new(
+                    code,
+                    format!(
+                        "source {:?} (plugin {:?}), identifier {:?}: {message}",
+                        source.name, source.plugin, reference.identifier
+                    ),
+                )
+            })?;
+        if detail.summary.identifier.as_str() != reference.identifier {
+            return Err(Status::internal(format!(
+                "source {:?} (plugin {:?}) answered identifier {:?} with a package whose identifier is {:?}",
+                source.name,
+                source.plugin,
+                reference.identifier,
+                detail.summary.identifier.as_str()
+            )));
+        }
+        Ok(Response::new(pb::GetAvailablePackageDetailResponse {
+            available_package_detail: Some(detail_pb(&source.name, detail)),
+        }))
+    }
+}
+
+async fn call_detail(
+    source: &Arc<Source>,
+    identifier: String,
+    timeout: Duration,
+) -> Result<Detail, (tonic::Code, String)> {
+    let src = source.clone();
+    let call = tokio::task::spawn_blocking(move || src.imp.detail(RStr::from_str(&identifier)));
+    match tokio::time::timeout(timeout, call).await {
+        Err(_) => Err((
+            tonic::Code::Unavailable,
+            format!("detail call took longer than {} ms", timeout.as_millis()),
+        )),
+        Ok(Err(e)) => Err((tonic::Code::Internal, format!("detail call did not complete: {e}"))),
+        Ok(Ok(RResult::RErr(e))) => Err((code_for(e.kind), format!("{}: {}", e.kind.name(), e.message))),
+        Ok(Ok(RResult::ROk(detail))) => Ok(detail),
+    }
+}
+
+#[tonic::async_trait]
+impl PluginsService for Catalog {
+    async fn list_plugins(
+        &self,
+        _request: Request<pb::ListPluginsRequest>,
+    ) -> Result<Response<pb::ListPluginsResponse>, Status> {
+        Ok(Response::new(list_plugins(&self.registry)))
+    }
+}
+
+/// The `ListPlugins` answer; also what `tributary plugins` prints.
+pub fn list_plugins(registry: &Registry) -> pb::ListPluginsResponse {
+    use pb::{plugin_info::Status as PStatus, source_info::Status as SStatus};
+    let plugins = registry
+        .files
+        .iter()
+        .map(|f| {
+            let meta = f.meta.clone();
+            pb::PluginInfo {
+                name: meta.as_ref().map(|m| m.name.clone()).unwrap_or_default(),
+                version: meta.as_ref().map(|m| m.version.clone()).unwrap_or_default(),
+                description: meta.as_ref().map(|m| m.description.clone()).unwrap_or_default(),
+                path: f.path.display().to_string(),
+                status: match f.outcome {
+                    Ok(_) => PStatus::Loaded,
+                    Err(_) => PStatus::Rejected,
+                } as i32,
+                reason: f.outcome.as_ref().err().cloned().unwrap_or_default(),
+                interface_version: meta
+                    .map(|m| format!("{}.{}", m.interface.0, m.interface.1))
+                    .unwrap_or_default(),
+            }
+        })
+        .collect();
+    let sources = registry
+        .sources
+        .iter()
+        .map(|s| pb::SourceInfo {
+            name: s.name.clone(),
+            plugin: s.plugin.clone(),
+            status: match s.state {
+                Ok(_) => SStatus::Ready,
+                Err(_) => SStatus::Failed,
+            } as i32,
+            reason: s.state.as_ref().err().map(|e| e.to_string()).unwrap_or_default(),
+            is_default: s.is_default,
+        })
+        .collect();
+    pb::ListPluginsResponse {
+        plugins,
+        sources,
+        plugin_dir: registry.plugin_dir.display().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_sizes() {
+        assert_eq!(effective_page_size(0).unwrap(), DEFAULT_PAGE_SIZE);
+        assert_eq!(effective_page_size(7).unwrap(), 7);
+        assert_eq!(effective_page_size(1000).unwrap(), 1000);
+        assert_eq!(effective_page_size(i32::MAX).unwrap(), MAX_PAGE_SIZE);
+        let err = effective_page_size(-1).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("page_size"));
+    }
+
+    #[test]
+    fn filter_limits_name_the_field() {
+        let too_long = pb::FilterOptions {
+            query: "x".repeat(MAX_QUERY_CHARS + 1),
+            ..Default::default()
+        };
+        let e = validate_filter(Some(too_long)).err().unwrap();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().starts_with("filter.query"), "{}", e.message());
+
+        let many = pb::FilterOptions {
+            categories: vec!["c".into(); MAX_FILTER_VALUES + 1],
+            ..Default::default()
+        };
+        let e = validate_filter(Some(many)).err().unwrap();
+        assert!(e.message().starts_with("filter.categories"), "{}", e.message());
+
+        let big = pb::FilterOptions {
+            repositories: vec!["ok".into(), "r".repeat(MAX_VALUE_BYTES + 1)],
+            ..Default::default()
+        };
+        let e = validate_filter(Some(big)).err().unwrap();
+        assert!(e.message().starts_with("filter.repositories[1]"), "{}", e.message());
+    }
+
+    #[test]
+    fn query_is_lowercased_and_fingerprint_ignores_case() {
+        let a = validate_filter(Some(pb::FilterOptions {
+            query: "ReDis".into(),
+            ..Default::default()
+        }))
+        .ok()
+        .unwrap();
+        let b = validate_filter(Some(pb::FilterOptions {
+            query: "redis".into(),
+            ..Default::default()
+        }))
+        .ok()
+        .unwrap();
+        assert_eq!(a.ffi.query.as_str(), "redis");
+        assert_eq!(a.fingerprint, b.fingerprint);
+    }
+}

@@ -1,0 +1,257 @@
+//! Page tokens: where the next page starts, bound to the filter that produced it.
+//!
+//! A token is stateless: it holds the merge key of the last item served, `(name, source, identifier)`,
+//! and a fingerprint of the filter. Any server with the same sources can serve the next page, and since
+//! the listing resumes *after a key* rather than at an offset, items that exist before and after a
+//! change to a source's data are neither repeated nor skipped.
+//!
+//! Wire form: URL-safe base64 (no padding) of
+//! `version (1 byte) | filter fingerprint (8) | name | source | identifier | checksum (4)`, each string
+//! as a 4-byte little-endian length and its UTF-8 bytes, the checksum being the first 4 bytes of the
+//! SHA-256 of everything before it. The checksum catches truncation and accidental edits; a token is
+//! not a secret and not a capability: an edited token can only move where a listing the client may
+//! read anyway resumes.
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
+use sha2::{Digest, Sha256};
+
+/// The token format this server writes and reads.
+pub const VERSION: u8 = 1;
+/// Longest token accepted, in characters: well above any real key, far below a request limit.
+pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+
+/// The position of an item in the merged order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MergeKey {
+    pub name: String,
+    pub source: String,
+    pub identifier: String,
+}
+
+/// A decoded token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageToken {
+    pub filter_fingerprint: [u8; 8],
+    pub last: MergeKey,
+}
+
+/// Why a token was refused. Every variant is the client's error (INVALID_ARGUMENT).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("page_token is longer than {MAX_TOKEN_LEN} characters")]
+    TooLong,
+    #[error("page_token is not a token issued by this server (not URL-safe base64)")]
+    NotBase64,
+    #[error("page_token is truncated or malformed")]
+    Malformed,
+    #[error("page_token has format version {0}, this server reads version {VERSION}; start again without a token")]
+    Version(u8),
+    #[error("page_token checksum does not match: the token was altered or truncated")]
+    Checksum,
+    #[error("page_token was issued for a different filter: send the filter of the first page, or start again without a token")]
+    FilterMismatch,
+}
+
+fn checksum(bytes: &[u8]) -> [u8; 4] {
+    let digest = Sha256::digest(bytes);
+    [digest[0], digest[1], digest[2], digest[3]]
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+impl PageToken {
+    pub fn encode(&self) -> String {
+        let last = &self.last;
+        let mut bytes = Vec::with_capacity(
+            1 + 8 + 12 + last.name.len() + last.source.len() + last.identifier.len() + 4,
+        );
+        bytes.push(VERSION);
+        bytes.extend_from_slice(&self.filter_fingerprint);
+        put_str(&mut bytes, &last.name);
+        put_str(&mut bytes, &last.source);
+        put_str(&mut bytes, &last.identifier);
+        let sum = checksum(&bytes);
+        bytes.extend_from_slice(&sum);
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// Decodes a token and checks that it belongs to the filter with `expected_fingerprint`.
+    pub fn decode(token: &str, expected_fingerprint: [u8; 8]) -> Result<PageToken, TokenError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::TooLong);
+        }
+        let bytes = URL_SAFE_NO_PAD
+            .decode(token.as_bytes())
+            .map_err(|_| TokenError::NotBase64)?;
+        let (&version, _) = bytes.split_first().ok_or(TokenError::Malformed)?;
+        if version != VERSION {
+            // A checksum over a foreign layout means nothing; report the version first only when
+            // the token is otherwise plausible, so that random bytes read as "malformed".
+            if bytes.len() >= 5 && checksum(&bytes[..bytes.len() - 4]) == bytes[bytes.len() - 4..] {
+                return Err(TokenError::Version(version));
+            }
+            return Err(TokenError::Malformed);
+        }
+        if bytes.len() < 1 + 8 + 12 + 4 {
+            return Err(TokenError::Malformed);
+        }
+        let (body, sum) = bytes.split_at(bytes.len() - 4);
+        if checksum(body) != sum {
+            return Err(TokenError::Checksum);
+        }
+        let mut reader = Reader { rest: &body[1..] };
+        let filter_fingerprint: [u8; 8] = reader.take(8)?.try_into().expect("8 bytes");
+        let last = MergeKey {
+            name: reader.string()?,
+            source: reader.string()?,
+            identifier: reader.string()?,
+        };
+        if !reader.rest.is_empty() {
+            return Err(TokenError::Malformed);
+        }
+        if filter_fingerprint != expected_fingerprint {
+            return Err(TokenError::FilterMismatch);
+        }
+        Ok(PageToken {
+            filter_fingerprint,
+            last,
+        })
+    }
+}
+
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], TokenError> {
+        if self.rest.len() < n {
+            return Err(TokenError::Malformed);
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Ok(head)
+    }
+
+    fn string(&mut self) -> Result<String, TokenError> {
+        let len = u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")) as usize;
+        let bytes = self.take(len)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| TokenError::Malformed)
+    }
+}
+
+/// A fingerprint of a normalised filter: equal for filters that select the same items.
+///
+/// Each part is sorted and de-duplicated first, so `categories = [a, b]` and `[b, a, a]` share it.
+pub fn filter_fingerprint(
+    query: &str,
+    categories: &[String],
+    repositories: &[String],
+    sources: &[String],
+) -> [u8; 8] {
+    let mut hasher = Sha256::new();
+    let mut part = |label: u8, values: &mut dyn Iterator<Item = &str>| {
+        hasher.update([label]);
+        for v in values {
+            hasher.update((v.len() as u32).to_le_bytes());
+            hasher.update(v.as_bytes());
+        }
+    };
+    part(b'q', &mut std::iter::once(query));
+    for (label, list) in [(b'c', categories), (b'r', repositories), (b's', sources)] {
+        let mut sorted: Vec<&str> = list.iter().map(String::as_str).collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        part(label, &mut sorted.into_iter());
+    }
+    let digest = hasher.finalize();
+    digest[..8].try_into().expect("8 bytes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token() -> PageToken {
+        PageToken {
+            filter_fingerprint: filter_fingerprint("", &[], &[], &[]),
+            last: MergeKey {
+                name: "pkg-ü/1".into(),
+                source: "a b".into(),
+                identifier: "repo/pkg".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn round_trip_and_url_safe() {
+        let t = token();
+        let s = t.encode();
+        assert!(s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert_eq!(PageToken::decode(&s, t.filter_fingerprint), Ok(t));
+    }
+
+    #[test]
+    fn bad_tokens_are_refused_with_a_reason() {
+        let t = token();
+        let fp = t.filter_fingerprint;
+        let good = t.encode();
+        assert_eq!(PageToken::decode("null", fp), Err(TokenError::Malformed));
+        assert_eq!(PageToken::decode("", fp), Err(TokenError::Malformed));
+        assert_eq!(PageToken::decode("***", fp), Err(TokenError::NotBase64));
+        assert_eq!(
+            PageToken::decode(&"A".repeat(MAX_TOKEN_LEN + 1), fp),
+            Err(TokenError::TooLong)
+        );
+        // Truncation at every length is refused.
+        for cut in 0..good.len() {
+            assert!(PageToken::decode(&good[..cut], fp).is_err(), "cut at {cut}");
+        }
+        // Every single-character edit is refused.
+        for i in 0..good.len() {
+            let mut edited = good.clone().into_bytes();
+            edited[i] = if edited[i] == b'A' { b'B' } else { b'A' };
+            let edited = String::from_utf8(edited).unwrap();
+            assert!(PageToken::decode(&edited, fp).is_err(), "edit at {i}");
+        }
+        // Another filter.
+        let other = filter_fingerprint("redis", &[], &[], &[]);
+        assert_eq!(PageToken::decode(&good, other), Err(TokenError::FilterMismatch));
+    }
+
+    #[test]
+    fn other_version_is_named() {
+        let mut bytes = URL_SAFE_NO_PAD.decode(token().encode()).unwrap();
+        bytes[0] = 9;
+        let n = bytes.len();
+        let sum = checksum(&bytes[..n - 4]);
+        bytes[n - 4..].copy_from_slice(&sum);
+        let s = URL_SAFE_NO_PAD.encode(bytes);
+        assert_eq!(
+            PageToken::decode(&s, token().filter_fingerprint),
+            Err(TokenError::Version(9))
+        );
+    }
+
+    #[test]
+    fn fingerprint_normalises() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            filter_fingerprint("q", &s(&["a", "b"]), &[], &[]),
+            filter_fingerprint("q", &s(&["b", "a", "a"]), &[], &[])
+        );
+        assert_ne!(
+            filter_fingerprint("q", &s(&["a"]), &[], &[]),
+            filter_fingerprint("q", &[], &s(&["a"]), &[])
+        );
+        assert_ne!(
+            filter_fingerprint("", &[], &[], &[]),
+            filter_fingerprint("", &[], &[], &s(&["x"]))
+        );
+    }
+}
