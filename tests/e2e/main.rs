@@ -1,1 +1,9 @@
+//! End-to-end tests: real plugin libraries copied into a temporary directory, a real server on
+//! loopback, a real gRPC client. One test binary, with a module per concern.
 
+mod binary;
+mod changes;
+mod faults;
+mod merge;
+mod random;
+mod tokens;

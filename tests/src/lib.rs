@@ -1,1 +1,284 @@
+//! Helpers for Tributary's end-to-end tests: build the real plugin libraries once, lay them out in a
+//! temporary plugin directory, start a real server on loopback and connect a real gRPC client.
 
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tonic::transport::Channel;
+use tributary_host::{
+    config::{Config, OnSourceError, SourceConfig},
+    engine::EngineOptions,
+    registry::Registry,
+    server, service,
+};
+use tributary_proto::v1::{
+    self as pb, packages_service_client::PackagesServiceClient,
+    plugins_service_client::PluginsServiceClient,
+};
+
+/// What one `cargo build` of the plugins and the binary produced.
+pub struct Artifacts {
+    /// Library files by crate name, e.g. `tributary_plugin_catalog`.
+    pub libraries: HashMap<String, PathBuf>,
+    /// The `tributary` executable.
+    pub binary: PathBuf,
+}
+
+/// Builds the plugin libraries, the fixture library and the `tributary` binary, once per test
+/// process. `cargo test` does not build `cdylib` outputs for its dependents, so this runs
+/// `cargo build` on the same workspace and target directory and reads the artifact paths from its
+/// JSON messages.
+pub fn artifacts() -> &'static Artifacts {
+    static ARTIFACTS: OnceLock<Artifacts> = OnceLock::new();
+    ARTIFACTS.get_or_init(|| {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let mut command = Command::new(env!("CARGO"));
+        command.current_dir(workspace).args([
+            "build",
+            "--message-format=json",
+            "-p",
+            "tributary-plugin-catalog",
+            "-p",
+            "tributary-plugin-helm",
+            "-p",
+            "tributary-plugin-testkit",
+            "-p",
+            "tributary-fixture-not-a-plugin",
+            "-p",
+            "tributary-host",
+        ]);
+        if !cfg!(debug_assertions) {
+            command.arg("--release");
+        }
+        let output = command.output().expect("run cargo build");
+        assert!(
+            output.status.success(),
+            "cargo build failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let mut libraries = HashMap::new();
+        let mut binary = None;
+        for line in String::from_utf8_lossy(&output.stdout).lines() {
+            let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if message["reason"] != "compiler-artifact" {
+                continue;
+            }
+            let name = message["target"]["name"].as_str().unwrap_or_default().to_owned();
+            if let Some(exe) = message["executable"].as_str() {
+                if name == "tributary" {
+                    binary = Some(PathBuf::from(exe));
+                }
+            }
+            for file in message["filenames"].as_array().into_iter().flatten() {
+                let file = PathBuf::from(file.as_str().unwrap_or_default());
+                if file.extension().is_some_and(|e| e == "so") {
+                    libraries.insert(name.clone(), file);
+                }
+            }
+        }
+        Artifacts {
+            libraries,
+            binary: binary.expect("cargo build produced the tributary binary"),
+        }
+    })
+}
+
+/// A temporary plugin directory.
+pub struct PluginDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl PluginDir {
+    /// A directory holding copies of the named plugin libraries (`"catalog"`, `"helm"`, `"testkit"`,
+    /// `"not-a-plugin"`), each as `lib<name>.so`.
+    pub fn with(names: &[&str]) -> PluginDir {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let plugin_dir = PluginDir { dir };
+        for name in names {
+            plugin_dir.add(name, &format!("lib{name}.so"));
+        }
+        plugin_dir
+    }
+
+    /// Copies the library of `name` into the directory as `file_name`.
+    pub fn add(&self, name: &str, file_name: &str) {
+        let crate_name = match name {
+            "not-a-plugin" => "tributary_fixture_not_a_plugin".to_owned(),
+            other => format!("tributary_plugin_{other}"),
+        };
+        let source = artifacts()
+            .libraries
+            .get(&crate_name)
+            .unwrap_or_else(|| panic!("no library built for {crate_name}"));
+        std::fs::copy(source, self.dir.path().join(file_name)).expect("copy plugin");
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// A source configuration from a JSON object.
+pub fn source(name: &str, plugin: &str, config: serde_json::Value) -> SourceConfig {
+    SourceConfig {
+        name: name.to_owned(),
+        plugin: plugin.to_owned(),
+        config: config.as_object().cloned().expect("config is a JSON object"),
+    }
+}
+
+/// A configuration over `plugin_dir` with these sources; relative paths resolve against `base_dir`.
+pub fn config(plugin_dir: &Path, base_dir: &Path, sources: Vec<SourceConfig>) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        plugin_dir: plugin_dir.to_path_buf(),
+        base_dir: base_dir.to_path_buf(),
+        sources,
+        on_source_error: OnSourceError::Skip,
+        source_timeout: Duration::from_secs(10),
+    }
+}
+
+/// A server running in this process on an ephemeral loopback port.
+pub struct TestServer {
+    pub address: SocketAddr,
+    pub registry: Arc<Registry>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Loads the plugins of `config` and serves them on `127.0.0.1:0`.
+    pub async fn start(config: Config) -> TestServer {
+        let registry = Arc::new(Registry::load(&config).expect("registry loads"));
+        let catalog = Arc::new(service::Catalog::new(
+            registry.clone(),
+            EngineOptions {
+                source_timeout: config.source_timeout,
+                fail_fast: config.on_source_error == OnSourceError::Fail,
+            },
+        ));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            server::serve(
+                listener,
+                catalog,
+                async {
+                    let _ = rx.await;
+                },
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("server runs");
+        });
+        TestServer {
+            address,
+            registry,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.address))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to test server")
+    }
+
+    pub async fn packages(&self) -> PackagesServiceClient<Channel> {
+        PackagesServiceClient::new(self.channel().await)
+    }
+
+    pub async fn plugins(&self) -> PluginsServiceClient<Channel> {
+        PluginsServiceClient::new(self.channel().await)
+    }
+
+    /// Stops the server and waits for it to finish.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A list request.
+pub fn list_request(
+    page_size: i32,
+    page_token: &str,
+    filter: Option<pb::FilterOptions>,
+) -> pb::ListAvailablePackageSummariesRequest {
+    pb::ListAvailablePackageSummariesRequest {
+        page_size,
+        page_token: page_token.to_owned(),
+        filter,
+    }
+}
+
+/// `name@source/identifier` for each summary: a compact form to compare pages with.
+pub fn keys(summaries: &[pb::AvailablePackageSummary]) -> Vec<String> {
+    summaries.iter().map(key).collect()
+}
+
+pub fn key(s: &pb::AvailablePackageSummary) -> String {
+    let r = s.available_package_ref.as_ref().expect("reference");
+    format!("{}@{}/{}", s.name, r.source, r.identifier)
+}
+
+/// Pages through a listing with the given sequence of page sizes (the last one repeats), returning
+/// every page's keys. Panics on an error or after `max_pages`.
+pub async fn page_through(
+    client: &mut PackagesServiceClient<Channel>,
+    sizes: &[i32],
+    filter: Option<pb::FilterOptions>,
+    max_pages: usize,
+) -> Vec<Vec<String>> {
+    let mut pages = Vec::new();
+    let mut token = String::new();
+    for i in 0..max_pages {
+        let size = sizes[i.min(sizes.len() - 1)];
+        let response = client
+            .list_available_package_summaries(list_request(size, &token, filter.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("page {i}: {e}"))
+            .into_inner();
+        assert!(
+            response.failed_sources.is_empty(),
+            "page {i}: failed sources {:?}",
+            response.failed_sources
+        );
+        assert!(
+            response.available_package_summaries.len() <= size.max(0) as usize || size == 0,
+            "page {i}: more items than asked for"
+        );
+        pages.push(keys(&response.available_package_summaries));
+        if response.next_page_token.is_empty() {
+            return pages;
+        }
+        token = response.next_page_token;
+    }
+    panic!("listing did not end within {max_pages} pages");
+}

@@ -1,1 +1,223 @@
+//! `testkit`: a plugin for tests and benchmarks. It serves items given inline in its configuration or
+//! generated on the fly, and misbehaves on demand: fail or panic in its constructor, and on the Nth
+//! list call return an error, panic, sleep, hang, break the order or return too many items.
+//!
+//! Configuration (every key optional):
+//! ```toml
+//! config = { items = [{ name = "pkg-1", id = "a" }], generate = 1000, prefix = "pkg-",
+//!            fail_new = "reason", panic_new = "reason", sleep_ms = 50,
+//!            error_on_call = 2, panic_on_call = 2, hang_on_call = 2, unordered_on_call = 2,
+//!            oversize_on_call = 2, panic_in_detail = true, calls_file = "/tmp/calls" }
+//! ```
+//! `*_on_call` counts list calls from 1; `calls_file` gets one line per list call, so that a test can
+//! count calls made after a response was sent.
 
+use std::{
+    io::Write,
+    path::PathBuf,
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+use serde::Deserialize;
+use tributary_plugin_api::{
+    export_plugin, Detail, ListRequest, PackageSource, Plugin, PluginError, ROption, RString, RVec,
+    Summary,
+};
+
+pub struct TestkitPlugin;
+
+impl Plugin for TestkitPlugin {
+    const NAME: &'static str = "testkit";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str = "Test items and faults on demand";
+
+    type Source = TestkitSource;
+
+    fn new_source(config: &str) -> Result<TestkitSource, PluginError> {
+        let config: Config = serde_json::from_str(config)
+            .map_err(|e| PluginError::invalid_config(format!("testkit config: {e}")))?;
+        if let Some(reason) = &config.fail_new {
+            return Err(PluginError::invalid_config(reason.clone()));
+        }
+        if let Some(reason) = &config.panic_new {
+            panic!("{reason}");
+        }
+        let mut items: Vec<Summary> = config.items.iter().map(Item::to_summary).collect();
+        items.sort_by(|a, b| a.key_cmp(b));
+        Ok(TestkitSource {
+            items,
+            calls: AtomicU64::new(0),
+            config,
+        })
+    }
+}
+
+export_plugin!(TestkitPlugin);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default)]
+    items: Vec<Item>,
+    /// Serve this many generated items (names `{prefix}{index:010}`) instead of the inline ones.
+    #[serde(default)]
+    generate: u64,
+    #[serde(default = "default_prefix")]
+    prefix: String,
+    fail_new: Option<String>,
+    panic_new: Option<String>,
+    #[serde(default)]
+    sleep_ms: u64,
+    error_on_call: Option<u64>,
+    panic_on_call: Option<u64>,
+    hang_on_call: Option<u64>,
+    unordered_on_call: Option<u64>,
+    oversize_on_call: Option<u64>,
+    #[serde(default)]
+    panic_in_detail: bool,
+    calls_file: Option<PathBuf>,
+    #[serde(rename = "$base_dir")]
+    #[allow(dead_code)]
+    base_dir: Option<String>,
+}
+
+fn default_prefix() -> String {
+    "pkg-".to_owned()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Item {
+    name: String,
+    id: Option<String>,
+    #[serde(default)]
+    display_name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    categories: Vec<String>,
+    #[serde(default)]
+    repository: String,
+    #[serde(default)]
+    version: String,
+}
+
+impl Item {
+    fn to_summary(&self) -> Summary {
+        Summary {
+            identifier: RString::from(self.id.clone().unwrap_or_else(|| self.name.clone())),
+            name: RString::from(self.name.as_str()),
+            display_name: RString::from(self.display_name.as_str()),
+            short_description: RString::from(self.description.as_str()),
+            categories: self.categories.iter().map(|c| RString::from(c.as_str())).collect(),
+            repository: RString::from(self.repository.as_str()),
+            latest_version: RString::from(self.version.as_str()),
+            ..Summary::default()
+        }
+    }
+}
+
+pub struct TestkitSource {
+    config: Config,
+    items: Vec<Summary>,
+    calls: AtomicU64,
+}
+
+impl TestkitSource {
+    fn generated(&self, index: u64) -> Summary {
+        let name = format!("{}{index:010}", self.config.prefix);
+        Summary {
+            identifier: RString::from(format!("g{index}")),
+            display_name: RString::from(name.as_str()),
+            name: RString::from(name),
+            latest_version: RString::from("1.0.0"),
+            short_description: RString::from("generated item"),
+            repository: RString::from("generated"),
+            ..Summary::default()
+        }
+    }
+
+    /// Generated items, sought by binary search over their indices.
+    fn list_generated(&self, request: &ListRequest, out: &mut Vec<Summary>) {
+        let n = self.config.generate;
+        let start = match &request.after {
+            ROption::RNone => 0,
+            ROption::RSome(key) => {
+                let (mut lo, mut hi) = (0u64, n);
+                while lo < hi {
+                    let mid = lo + (hi - lo) / 2;
+                    if self.generated(mid).is_after(key) {
+                        hi = mid;
+                    } else {
+                        lo = mid + 1;
+                    }
+                }
+                lo
+            }
+        };
+        let mut i = start;
+        while i < n && out.len() < request.limit as usize {
+            let item = self.generated(i);
+            if request.filter.matches(&item) {
+                out.push(item);
+            }
+            i += 1;
+        }
+    }
+}
+
+impl PackageSource for TestkitSource {
+    fn list(&self, request: &ListRequest) -> Result<Vec<Summary>, PluginError> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(path) = &self.config.calls_file {
+            if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+                let _ = writeln!(f, "list {call}");
+            }
+        }
+        let on = |n: Option<u64>| n == Some(call);
+        if self.config.sleep_ms > 0 {
+            std::thread::sleep(Duration::from_millis(self.config.sleep_ms));
+        }
+        if on(self.config.hang_on_call) {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+        if on(self.config.error_on_call) {
+            return Err(PluginError::unavailable(format!("injected error on call {call}")));
+        }
+        if on(self.config.panic_on_call) {
+            panic!("injected panic on call {call}");
+        }
+        let mut page = Vec::new();
+        if self.config.generate > 0 {
+            self.list_generated(request, &mut page);
+        } else {
+            page = request.select(&self.items);
+        }
+        if on(self.config.unordered_on_call) && page.len() >= 2 {
+            page.swap(0, 1);
+        }
+        if on(self.config.oversize_on_call) {
+            let extra = page.last().cloned().unwrap_or_default();
+            page.push(extra);
+        }
+        Ok(page)
+    }
+
+    fn detail(&self, identifier: &str) -> Result<Detail, PluginError> {
+        if self.config.panic_in_detail {
+            panic!("injected panic in detail");
+        }
+        let summary = self
+            .items
+            .iter()
+            .find(|s| s.identifier.as_str() == identifier)
+            .cloned()
+            .ok_or_else(|| PluginError::not_found(format!("no item with id {identifier:?}")))?;
+        Ok(Detail {
+            summary,
+            versions: RVec::new(),
+            ..Detail::default()
+        })
+    }
+}

@@ -1,0 +1,128 @@
+//! The `tributary` binary: config errors and exit codes, two processes serving one listing (tokens are
+//! stateless), and a clean exit on SIGTERM.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+};
+
+use tributary_proto::v1::packages_service_client::PackagesServiceClient;
+use tributary_tests::{artifacts, keys, list_request, PluginDir};
+
+fn write_config(dir: &std::path::Path, plugin_dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("tributary.toml");
+    let text = format!(
+        "plugin_dir = {:?}\nlisten = \"127.0.0.1:0\"\n{extra}",
+        plugin_dir.display().to_string()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Starts `tributary serve` and returns it with the address it printed.
+fn spawn_server(config: &std::path::Path) -> (Child, String) {
+    let mut child = Command::new(&artifacts().binary)
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tributary");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let address = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    (child, address)
+}
+
+fn terminate(mut child: Child) -> std::process::ExitStatus {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    child.wait().unwrap()
+}
+
+const SOURCES: &str = r#"
+[[source]]
+name = "one"
+plugin = "testkit"
+config = { items = [{ name = "a" }, { name = "c" }, { name = "e" }, { name = "g" }] }
+[[source]]
+name = "two"
+plugin = "testkit"
+config = { items = [{ name = "b" }, { name = "d" }, { name = "f" }] }
+"#;
+
+#[tokio::test]
+async fn two_processes_serve_one_listing() {
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), plugins.path(), SOURCES);
+    let (first, first_address) = spawn_server(&config);
+    let (second, second_address) = spawn_server(&config);
+
+    let mut a = PackagesServiceClient::connect(format!("http://{first_address}")).await.unwrap();
+    let mut b = PackagesServiceClient::connect(format!("http://{second_address}")).await.unwrap();
+    let page1 = a.list_available_package_summaries(list_request(3, "", None)).await.unwrap().into_inner();
+    let page2 = b
+        .list_available_package_summaries(list_request(3, &page1.next_page_token, None))
+        .await
+        .unwrap()
+        .into_inner();
+    let page3 = a
+        .list_available_package_summaries(list_request(3, &page2.next_page_token, None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(keys(&page1.available_package_summaries), ["a@one/a", "b@two/b", "c@one/c"]);
+    assert_eq!(keys(&page2.available_package_summaries), ["d@two/d", "e@one/e", "f@two/f"]);
+    assert_eq!(keys(&page3.available_package_summaries), ["g@one/g"]);
+    assert_eq!(page3.next_page_token, "");
+
+    assert_eq!(terminate(first).code(), Some(0), "exit 0 after SIGTERM");
+    assert_eq!(terminate(second).code(), Some(0), "exit 0 after SIGTERM");
+}
+
+#[test]
+fn bad_configs_exit_with_their_own_code_naming_the_key() {
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("[[source]]\nname = \"x\"\nplugin = \"testkit\"\n[[source]]\nname = \"x\"\nplugin = \"testkit\"\n", 3, "source[1].name"),
+        ("bogus_key = 1\n", 3, "bogus_key"),
+        ("[[source]]\nname = \"x\"\nplugin = \"helmm\"\n", 3, "source[0].plugin"),
+        ("listen = \n", 3, "tributary.toml"),
+    ];
+    for (extra, code, needle) in cases {
+        let config = write_config(dir.path(), plugins.path(), "");
+        // Replace the whole file for the syntax case, append otherwise.
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text.push_str(extra);
+        std::fs::write(&config, text).unwrap();
+        let output = Command::new(&artifacts().binary)
+            .args(["plugins", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(code), "{extra:?}: {stderr}");
+        assert!(stderr.contains(needle), "{extra:?}: {stderr:?} lacks {needle:?}");
+    }
+
+    let missing = dir.path().join("missing-plugins");
+    let config = write_config(dir.path(), &missing, "");
+    let output = Command::new(&artifacts().binary).args(["plugins", "--config"]).arg(&config).output().unwrap();
+    assert_eq!(output.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("does not exist"));
+
+    let output = Command::new(&artifacts().binary)
+        .args(["plugins", "--config"])
+        .arg(dir.path().join("nope.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("nope.toml"));
+}
