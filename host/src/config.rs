@@ -106,7 +106,13 @@ impl Config {
         })?;
         let base_dir = path
             .parent()
-            .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
             .unwrap_or(Path::new("."));
         let base_dir = std::path::absolute(base_dir).unwrap_or_else(|_| base_dir.to_path_buf());
         Config::parse(&text, path, &base_dir, overrides)
@@ -145,13 +151,11 @@ impl Config {
         let plugin_dir = match (&overrides.plugin_dir, &file.plugin_dir) {
             (Some(dir), _) => dir.clone(),
             (None, Some(dir)) => base_dir.join(dir),
-            (None, None) => {
-                return Err(invalid(
-                    "plugin_dir".into(),
-                    "missing: name the folder that holds the plugin libraries (or pass --plugin-dir)"
-                        .into(),
-                ))
-            }
+            (None, None) => return Err(invalid(
+                "plugin_dir".into(),
+                "missing: name the folder that holds the plugin libraries (or pass --plugin-dir)"
+                    .into(),
+            )),
         };
 
         let source_timeout = match file.source_timeout_ms {
@@ -169,7 +173,10 @@ impl Config {
         let mut sources = Vec::with_capacity(file.source.len());
         for (i, s) in file.source.iter().enumerate() {
             if s.name.is_empty() {
-                return Err(invalid(format!("source[{i}].name"), "must not be empty".into()));
+                return Err(invalid(
+                    format!("source[{i}].name"),
+                    "must not be empty".into(),
+                ));
             }
             if s.name.chars().any(char::is_control) {
                 return Err(invalid(
@@ -178,7 +185,10 @@ impl Config {
                 ));
             }
             if s.plugin.is_empty() {
-                return Err(invalid(format!("source[{i}].plugin"), "must not be empty".into()));
+                return Err(invalid(
+                    format!("source[{i}].plugin"),
+                    "must not be empty".into(),
+                ));
             }
             if let Some(first) = seen.insert(&s.name, i) {
                 return Err(invalid(
@@ -297,7 +307,10 @@ mod tests {
         ];
         for (text, expected) in cases {
             let err = parse(text).unwrap_err().to_string();
-            assert!(err.contains(expected), "{text:?}: {err:?} lacks {expected:?}");
+            assert!(
+                err.contains(expected),
+                "{text:?}: {err:?} lacks {expected:?}"
+            );
         }
     }
 }

@@ -197,8 +197,8 @@ pub async fn merge_page(
     let mut heap: BinaryHeap<Head> = BinaryHeap::with_capacity(lanes.len());
     // The first batches were all requested at spawn and are fetched concurrently; waiting for them
     // one after another costs the slowest source, not the sum.
-    for lane in 0..lanes.len() {
-        if let Some(item) = next_item(&mut lanes[lane], page_size + 1, &mut page, options).await? {
+    for (lane, state) in lanes.iter_mut().enumerate() {
+        if let Some(item) = next_item(state, page_size + 1, &mut page, options).await? {
             heap.push(Head { item, lane });
         }
     }
@@ -245,59 +245,56 @@ struct Batch {
 
 /// The next item of a lane, fetching a batch of up to `want` items when its buffer is empty.
 /// `Ok(None)` when the lane is exhausted or has failed (the failure is recorded on the page).
-fn next_item<'a>(
-    lane: &'a mut Lane,
+async fn next_item(
+    lane: &mut Lane,
     want: usize,
-    page: &'a mut Page,
-    options: &'a EngineOptions,
-) -> impl std::future::Future<Output = Result<Option<Summary>, Failure>> + 'a {
-    async move {
-        loop {
-            if let Some(item) = lane.buffer.next() {
-                return Ok(Some(item));
+    page: &mut Page,
+    options: &EngineOptions,
+) -> Result<Option<Summary>, Failure> {
+    loop {
+        if let Some(item) = lane.buffer.next() {
+            return Ok(Some(item));
+        }
+        if lane.exhausted || lane.failed {
+            return Ok(None);
+        }
+        if !lane.in_flight {
+            let want = u32::try_from(want).unwrap_or(u32::MAX);
+            // An error means the task has ended; its reason, if any, is waiting in the channel.
+            let _ = lane.demand.send(want).await;
+            lane.in_flight = true;
+        }
+        let received = lane.batches.recv().await;
+        lane.in_flight = false;
+        match received {
+            Some(Ok(batch)) => {
+                page.stats.calls += 1;
+                page.stats.fetched += batch.fetched as u64;
+                lane.exhausted = batch.exhausted;
+                lane.buffer = batch.items.into_iter();
             }
-            if lane.exhausted || lane.failed {
+            Some(Err(failure)) => {
+                tracing::warn!("{failure}");
+                lane.failed = true;
+                if options.fail_fast {
+                    return Err(failure);
+                }
+                page.failures.push(failure);
                 return Ok(None);
             }
-            if !lane.in_flight {
-                let want = u32::try_from(want).unwrap_or(u32::MAX);
-                if lane.demand.send(want).await.is_err() {
-                    // The task has ended; its reason, if any, is waiting in the channel.
+            None => {
+                let failure = Failure {
+                    source: lane.source.name.clone(),
+                    plugin: lane.source.plugin.clone(),
+                    kind: FailureKind::Plugin(ErrorKind::Internal),
+                    message: "the source's task ended unexpectedly".to_owned(),
+                };
+                lane.failed = true;
+                if options.fail_fast {
+                    return Err(failure);
                 }
-                lane.in_flight = true;
-            }
-            let received = lane.batches.recv().await;
-            lane.in_flight = false;
-            match received {
-                Some(Ok(batch)) => {
-                    page.stats.calls += 1;
-                    page.stats.fetched += batch.fetched as u64;
-                    lane.exhausted = batch.exhausted;
-                    lane.buffer = batch.items.into_iter();
-                }
-                Some(Err(failure)) => {
-                    tracing::warn!("{failure}");
-                    lane.failed = true;
-                    if options.fail_fast {
-                        return Err(failure);
-                    }
-                    page.failures.push(failure);
-                    return Ok(None);
-                }
-                None => {
-                    let failure = Failure {
-                        source: lane.source.name.clone(),
-                        plugin: lane.source.plugin.clone(),
-                        kind: FailureKind::Plugin(ErrorKind::Internal),
-                        message: "the source's task ended unexpectedly".to_owned(),
-                    };
-                    lane.failed = true;
-                    if options.fail_fast {
-                        return Err(failure);
-                    }
-                    page.failures.push(failure);
-                    return Ok(None);
-                }
+                page.failures.push(failure);
+                return Ok(None);
             }
         }
     }
@@ -312,28 +309,30 @@ async fn feed(
     batches: mpsc::Sender<Result<Batch, Failure>>,
 ) {
     loop {
-        let batch = call_list(&source, request, timeout).await.and_then(|(returned, items)| {
-            check(&items, &returned).map_err(|message| (FailureKind::Contract, message))?;
-            let fetched = items.len();
-            let exhausted = fetched < returned.limit as usize;
-            let next_after = items.last().map(|last| SeekKey {
-                name: last.name.clone(),
-                identifier: last.identifier.clone(),
+        let batch = call_list(&source, request, timeout)
+            .await
+            .and_then(|(returned, items)| {
+                check(&items, &returned).map_err(|message| (FailureKind::Contract, message))?;
+                let fetched = items.len();
+                let exhausted = fetched < returned.limit as usize;
+                let next_after = items.last().map(|last| SeekKey {
+                    name: last.name.clone(),
+                    identifier: last.identifier.clone(),
+                });
+                let mut items = items;
+                if !returned.filter.is_empty() {
+                    items.retain(|item| returned.filter.matches(item));
+                }
+                Ok((
+                    Batch {
+                        items,
+                        fetched,
+                        exhausted,
+                    },
+                    returned,
+                    next_after,
+                ))
             });
-            let mut items = items;
-            if !returned.filter.is_empty() {
-                items.retain(|item| returned.filter.matches(item));
-            }
-            Ok((
-                Batch {
-                    items,
-                    fetched,
-                    exhausted,
-                },
-                returned,
-                next_after,
-            ))
-        });
         let (batch, returned, next_after) = match batch {
             Ok(ok) => ok,
             Err((kind, message)) => {
@@ -384,7 +383,9 @@ async fn call_list(
             FailureKind::Plugin(ErrorKind::Internal),
             format!("list call did not complete: {join_error}"),
         )),
-        Ok(Ok((_, RResult::RErr(e)))) => Err((FailureKind::Plugin(e.kind), e.message.into_string())),
+        Ok(Ok((_, RResult::RErr(e)))) => {
+            Err((FailureKind::Plugin(e.kind), e.message.into_string()))
+        }
         Ok(Ok((request, RResult::ROk(items)))) => Ok((request, items.into_vec())),
     }
 }
@@ -401,7 +402,10 @@ fn check(items: &[Summary], request: &ListRequest) -> Result<(), String> {
     let mut previous: Option<&Summary> = None;
     for item in items {
         if item.identifier.is_empty() {
-            return Err(format!("item named {:?} has an empty identifier", item.name.as_str()));
+            return Err(format!(
+                "item named {:?} has an empty identifier",
+                item.name.as_str()
+            ));
         }
         match previous {
             Some(prev) => {
@@ -451,7 +455,13 @@ impl Ord for Head {
             .as_bytes()
             .cmp(self.item.name.as_bytes())
             .then_with(|| other.lane.cmp(&self.lane))
-            .then_with(|| other.item.identifier.as_bytes().cmp(self.item.identifier.as_bytes()))
+            .then_with(|| {
+                other
+                    .item
+                    .identifier
+                    .as_bytes()
+                    .cmp(self.item.identifier.as_bytes())
+            })
     }
 }
 

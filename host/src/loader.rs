@@ -112,7 +112,9 @@ pub fn load_all(paths: &[PathBuf]) -> Vec<PluginFile> {
                 version = %p.meta.version,
                 "loaded plugin"
             ),
-            Err(reason) => tracing::warn!(path = %path.display(), "rejected plugin library: {reason}"),
+            Err(reason) => {
+                tracing::warn!(path = %path.display(), "rejected plugin library: {reason}")
+            }
         }
         files.push(file);
     }
@@ -125,11 +127,11 @@ fn load_one(path: &Path) -> PluginFile {
         meta,
         outcome: Err(reason),
     };
-    let module = match lib_header_from_path(path).and_then(|h| h.init_root_module::<PluginMod_Ref>())
-    {
-        Ok(module) => module,
-        Err(e) => return rejected(None, describe(&e)),
-    };
+    let module =
+        match lib_header_from_path(path).and_then(|h| h.init_root_module::<PluginMod_Ref>()) {
+            Ok(module) => module,
+            Err(e) => return rejected(None, describe(&e)),
+        };
     let info = (module.info())();
     let meta = PluginMeta {
         name: info.name.into_string(),
@@ -144,8 +146,16 @@ fn load_one(path: &Path) -> PluginFile {
         );
         return rejected(Some(meta), reason);
     }
-    if meta.name.is_empty() || meta.name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        let reason = format!("invalid plugin name {:?}: it must be non-empty with no spaces", meta.name);
+    if meta.name.is_empty()
+        || meta
+            .name
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        let reason = format!(
+            "invalid plugin name {:?}: it must be non-empty with no spaces",
+            meta.name
+        );
         return rejected(Some(meta), reason);
     }
     PluginFile {
@@ -224,6 +234,9 @@ mod tests {
             .to_string()
             .contains("/nonexistent/tributary-plugins does not exist"));
         let file = std::env::current_exe().unwrap();
-        assert!(scan(&file).unwrap_err().to_string().contains("is not a directory"));
+        assert!(scan(&file)
+            .unwrap_err()
+            .to_string()
+            .contains("is not a directory"));
     }
 }

@@ -54,7 +54,9 @@ pub struct Registry {
 pub enum StartError {
     #[error(transparent)]
     Scan(#[from] ScanError),
-    #[error("key `source[{index}].plugin`: no plugin named {plugin:?} in {dir} (loaded: {loaded})")]
+    #[error(
+        "key `source[{index}].plugin`: no plugin named {plugin:?} in {dir} (loaded: {loaded})"
+    )]
     UnknownPlugin {
         index: usize,
         plugin: String,
@@ -82,7 +84,10 @@ impl Registry {
 
     /// Builds the sources from already-loaded files.
     pub fn build(config: &Config, files: Vec<PluginFile>) -> Result<Registry, StartError> {
-        let loaded: Vec<&LoadedPlugin> = files.iter().filter_map(|f| f.outcome.as_ref().ok()).collect();
+        let loaded: Vec<&LoadedPlugin> = files
+            .iter()
+            .filter_map(|f| f.outcome.as_ref().ok())
+            .collect();
         let unnamed_rejects = files
             .iter()
             .filter(|f| f.outcome.is_err() && f.meta.is_none())
@@ -158,8 +163,12 @@ impl Registry {
         sources.sort_by(|a, b| a.name.cmp(&b.name));
         for s in &sources {
             match &s.state {
-                Ok(_) => tracing::info!(source = %s.name, plugin = %s.plugin, default = s.is_default, "source ready"),
-                Err(e) => tracing::warn!(source = %s.name, plugin = %s.plugin, "source failed: {e}"),
+                Ok(_) => {
+                    tracing::info!(source = %s.name, plugin = %s.plugin, default = s.is_default, "source ready")
+                }
+                Err(e) => {
+                    tracing::warn!(source = %s.name, plugin = %s.plugin, "source failed: {e}")
+                }
             }
         }
         Ok(Registry {
@@ -203,8 +212,9 @@ fn construct(
     config: &Config,
 ) -> Result<Arc<Source>, PluginError> {
     let mut json = sc.config.clone();
-    json.entry(BASE_DIR_KEY.to_owned())
-        .or_insert_with(|| serde_json::Value::String(config.base_dir.to_string_lossy().into_owned()));
+    json.entry(BASE_DIR_KEY.to_owned()).or_insert_with(|| {
+        serde_json::Value::String(config.base_dir.to_string_lossy().into_owned())
+    });
     let text = serde_json::Value::Object(json).to_string();
     match (plugin.module.new_source())(RStr::from_str(&text)) {
         RResult::ROk(imp) => Ok(Arc::new(Source::new(&sc.name, &plugin.meta.name, imp))),

@@ -36,12 +36,8 @@ pub async fn serve(
     grace: Duration,
 ) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<PackagesServiceServer<Catalog>>()
-        .await;
-    health
-        .set_serving::<PluginsServiceServer<Catalog>>()
-        .await;
+    health.set_serving::<PackagesServiceServer<Catalog>>().await;
+    health.set_serving::<PluginsServiceServer<Catalog>>().await;
 
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(tributary_proto::FILE_DESCRIPTOR_SET)

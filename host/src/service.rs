@@ -72,7 +72,11 @@ fn check_values(field: &str, values: &[String]) -> Result<(), Status> {
             values.len()
         )));
     }
-    if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| v.len() > MAX_VALUE_BYTES) {
+    if let Some((i, v)) = values
+        .iter()
+        .enumerate()
+        .find(|(_, v)| v.len() > MAX_VALUE_BYTES)
+    {
         return Err(invalid(format!(
             "{field}[{i}] is {} bytes long, at most {MAX_VALUE_BYTES} are allowed",
             v.len()
@@ -205,10 +209,7 @@ fn detail_pb(source: &str, d: Detail) -> pb::AvailablePackageDetail {
 
 impl Catalog {
     /// The sources a filter selects, ready ones to merge and failed ones to report.
-    fn select_sources(
-        &self,
-        names: &[String],
-    ) -> Result<(Vec<Arc<Source>>, Vec<Failure>), Status> {
+    fn select_sources(&self, names: &[String]) -> Result<(Vec<Arc<Source>>, Vec<Failure>), Status> {
         let mut failures = Vec::new();
         if names.is_empty() {
             for s in &self.registry.sources {
@@ -224,7 +225,12 @@ impl Catalog {
         let mut ready = Vec::with_capacity(wanted.len());
         for name in wanted {
             let entry = self.registry.source(name).ok_or_else(|| {
-                let known: Vec<&str> = self.registry.sources.iter().map(|s| s.name.as_str()).collect();
+                let known: Vec<&str> = self
+                    .registry
+                    .sources
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect();
                 invalid(format!(
                     "filter.sources names unknown source {name:?} (known: {})",
                     known.join(", ")
@@ -318,7 +324,9 @@ impl PackagesService for Catalog {
             .available_package_ref
             .ok_or_else(|| invalid("available_package_ref is required"))?;
         if reference.identifier.is_empty() {
-            return Err(invalid("available_package_ref.identifier must not be empty"));
+            return Err(invalid(
+                "available_package_ref.identifier must not be empty",
+            ));
         }
         if reference.identifier.len() > MAX_VALUE_BYTES {
             return Err(invalid(format!(
@@ -334,20 +342,28 @@ impl PackagesService for Catalog {
         let source = match &entry.state {
             Ok(source) => source.clone(),
             Err(e) => {
-                return Err(failure_status(&startup_failure(&entry.name, &entry.plugin, e)));
+                return Err(failure_status(&startup_failure(
+                    &entry.name,
+                    &entry.plugin,
+                    e,
+                )));
             }
         };
-        let detail = call_detail(&source, reference.identifier.clone(), self.options.source_timeout)
-            .await
-            .map_err(|(code, message)| {
-                Status::new(
-                    code,
-                    format!(
-                        "source {:?} (plugin {:?}), identifier {:?}: {message}",
-                        source.name, source.plugin, reference.identifier
-                    ),
-                )
-            })?;
+        let detail = call_detail(
+            &source,
+            reference.identifier.clone(),
+            self.options.source_timeout,
+        )
+        .await
+        .map_err(|(code, message)| {
+            Status::new(
+                code,
+                format!(
+                    "source {:?} (plugin {:?}), identifier {:?}: {message}",
+                    source.name, source.plugin, reference.identifier
+                ),
+            )
+        })?;
         if detail.summary.identifier.as_str() != reference.identifier {
             return Err(Status::internal(format!(
                 "source {:?} (plugin {:?}) answered identifier {:?} with a package whose identifier is {:?}",
@@ -375,8 +391,14 @@ async fn call_detail(
             tonic::Code::Unavailable,
             format!("detail call took longer than {} ms", timeout.as_millis()),
         )),
-        Ok(Err(e)) => Err((tonic::Code::Internal, format!("detail call did not complete: {e}"))),
-        Ok(Ok(RResult::RErr(e))) => Err((code_for(e.kind), format!("{}: {}", e.kind.name(), e.message))),
+        Ok(Err(e)) => Err((
+            tonic::Code::Internal,
+            format!("detail call did not complete: {e}"),
+        )),
+        Ok(Ok(RResult::RErr(e))) => Err((
+            code_for(e.kind),
+            format!("{}: {}", e.kind.name(), e.message),
+        )),
         Ok(Ok(RResult::ROk(detail))) => Ok(detail),
     }
 }
@@ -402,7 +424,10 @@ pub fn list_plugins(registry: &Registry) -> pb::ListPluginsResponse {
             pb::PluginInfo {
                 name: meta.as_ref().map(|m| m.name.clone()).unwrap_or_default(),
                 version: meta.as_ref().map(|m| m.version.clone()).unwrap_or_default(),
-                description: meta.as_ref().map(|m| m.description.clone()).unwrap_or_default(),
+                description: meta
+                    .as_ref()
+                    .map(|m| m.description.clone())
+                    .unwrap_or_default(),
                 path: f.path.display().to_string(),
                 status: match f.outcome {
                     Ok(_) => PStatus::Loaded,
@@ -425,7 +450,12 @@ pub fn list_plugins(registry: &Registry) -> pb::ListPluginsResponse {
                 Ok(_) => SStatus::Ready,
                 Err(_) => SStatus::Failed,
             } as i32,
-            reason: s.state.as_ref().err().map(|e| e.to_string()).unwrap_or_default(),
+            reason: s
+                .state
+                .as_ref()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default(),
             is_default: s.is_default,
         })
         .collect();
@@ -466,14 +496,22 @@ mod tests {
             ..Default::default()
         };
         let e = validate_filter(Some(many)).err().unwrap();
-        assert!(e.message().starts_with("filter.categories"), "{}", e.message());
+        assert!(
+            e.message().starts_with("filter.categories"),
+            "{}",
+            e.message()
+        );
 
         let big = pb::FilterOptions {
             repositories: vec!["ok".into(), "r".repeat(MAX_VALUE_BYTES + 1)],
             ..Default::default()
         };
         let e = validate_filter(Some(big)).err().unwrap();
-        assert!(e.message().starts_with("filter.repositories[1]"), "{}", e.message());
+        assert!(
+            e.message().starts_with("filter.repositories[1]"),
+            "{}",
+            e.message()
+        );
     }
 
     #[test]

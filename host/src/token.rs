@@ -221,7 +221,10 @@ mod tests {
         }
         // Another filter.
         let other = filter_fingerprint("redis", &[], &[], &[]);
-        assert_eq!(PageToken::decode(&good, other), Err(TokenError::FilterMismatch));
+        assert_eq!(
+            PageToken::decode(&good, other),
+            Err(TokenError::FilterMismatch)
+        );
     }
 
     #[test]

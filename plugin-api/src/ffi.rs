@@ -7,8 +7,8 @@ use abi_stable::{
     declare_root_module_statics,
     library::RootModule,
     sabi_trait,
-    sabi_types::VersionStrings,
     sabi_trait::TD_Opaque,
+    sabi_types::VersionStrings,
     std_types::{RBox, RResult, RStr, RString, RVec},
     StableAbi,
 };

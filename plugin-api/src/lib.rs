@@ -108,7 +108,10 @@ pub fn guard<T>(f: impl FnOnce() -> Result<T, PluginError>) -> Result<T, PluginE
             } else {
                 "panic with a non-string payload".to_owned()
             };
-            Err(PluginError::new(ErrorKind::Panic, format!("panicked: {message}")))
+            Err(PluginError::new(
+                ErrorKind::Panic,
+                format!("panicked: {message}"),
+            ))
         }
     }
 }
@@ -153,7 +156,10 @@ pub const BASE_DIR_KEY: &str = "$base_dir";
 
 /// Resolves `path` against `base_dir` (the value of [`BASE_DIR_KEY`]) unless it is absolute or no
 /// base was given.
-pub fn resolve_path(base_dir: Option<&std::path::Path>, path: &std::path::Path) -> std::path::PathBuf {
+pub fn resolve_path(
+    base_dir: Option<&std::path::Path>,
+    path: &std::path::Path,
+) -> std::path::PathBuf {
     match base_dir {
         Some(base) if path.is_relative() => base.join(path),
         _ => path.to_path_buf(),

@@ -9,7 +9,11 @@ use std::{
 use tributary_proto::v1::packages_service_client::PackagesServiceClient;
 use tributary_tests::{artifacts, keys, list_request, PluginDir};
 
-fn write_config(dir: &std::path::Path, plugin_dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+fn write_config(
+    dir: &std::path::Path,
+    plugin_dir: &std::path::Path,
+    extra: &str,
+) -> std::path::PathBuf {
     let path = dir.join("tributary.toml");
     let text = format!(
         "plugin_dir = {:?}\nlisten = \"127.0.0.1:0\"\n{extra}",
@@ -40,7 +44,10 @@ fn spawn_server(config: &std::path::Path) -> (Child, String) {
 }
 
 fn terminate(mut child: Child) -> std::process::ExitStatus {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     child.wait().unwrap()
 }
@@ -64,9 +71,17 @@ async fn two_processes_serve_one_listing() {
     let (first, first_address) = spawn_server(&config);
     let (second, second_address) = spawn_server(&config);
 
-    let mut a = PackagesServiceClient::connect(format!("http://{first_address}")).await.unwrap();
-    let mut b = PackagesServiceClient::connect(format!("http://{second_address}")).await.unwrap();
-    let page1 = a.list_available_package_summaries(list_request(3, "", None)).await.unwrap().into_inner();
+    let mut a = PackagesServiceClient::connect(format!("http://{first_address}"))
+        .await
+        .unwrap();
+    let mut b = PackagesServiceClient::connect(format!("http://{second_address}"))
+        .await
+        .unwrap();
+    let page1 = a
+        .list_available_package_summaries(list_request(3, "", None))
+        .await
+        .unwrap()
+        .into_inner();
     let page2 = b
         .list_available_package_summaries(list_request(3, &page1.next_page_token, None))
         .await
@@ -77,8 +92,14 @@ async fn two_processes_serve_one_listing() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(keys(&page1.available_package_summaries), ["a@one/a", "b@two/b", "c@one/c"]);
-    assert_eq!(keys(&page2.available_package_summaries), ["d@two/d", "e@one/e", "f@two/f"]);
+    assert_eq!(
+        keys(&page1.available_package_summaries),
+        ["a@one/a", "b@two/b", "c@one/c"]
+    );
+    assert_eq!(
+        keys(&page2.available_package_summaries),
+        ["d@two/d", "e@one/e", "f@two/f"]
+    );
     assert_eq!(keys(&page3.available_package_summaries), ["g@one/g"]);
     assert_eq!(page3.next_page_token, "");
 
@@ -109,12 +130,19 @@ fn bad_configs_exit_with_their_own_code_naming_the_key() {
             .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(code), "{extra:?}: {stderr}");
-        assert!(stderr.contains(needle), "{extra:?}: {stderr:?} lacks {needle:?}");
+        assert!(
+            stderr.contains(needle),
+            "{extra:?}: {stderr:?} lacks {needle:?}"
+        );
     }
 
     let missing = dir.path().join("missing-plugins");
     let config = write_config(dir.path(), &missing, "");
-    let output = Command::new(&artifacts().binary).args(["plugins", "--config"]).arg(&config).output().unwrap();
+    let output = Command::new(&artifacts().binary)
+        .args(["plugins", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&output.stderr).contains("does not exist"));
 

@@ -34,7 +34,10 @@ async fn rewritten_catalog_between_pages() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(keys(&first.available_package_summaries), ["a1@a/a1", "b1@b/b1", "c1@a/c1", "d1@b/d1"]);
+    assert_eq!(
+        keys(&first.available_package_summaries),
+        ["a1@a/a1", "b1@b/b1", "c1@a/c1", "d1@b/d1"]
+    );
 
     // Between pages: served items disappear, unserved ones disappear, new ones appear before and
     // after the resume point, and one source's data shifts entirely.
@@ -57,15 +60,29 @@ async fn rewritten_catalog_between_pages() {
     // Everything after the resume point in the new data, in order, once.
     assert_eq!(
         rest,
-        ["d2@b/d2", "e1@a/e1", "ee@a/ee", "f1@b/f1", "i1@a/i1", "j1@b/j1", "k1@a/k1", "l1@b/l1", "m1@a/m1"]
+        [
+            "d2@b/d2", "e1@a/e1", "ee@a/ee", "f1@b/f1", "i1@a/i1", "j1@b/j1", "k1@a/k1", "l1@b/l1",
+            "m1@a/m1"
+        ]
     );
     // The invariant in general form: items present before and after the change were served once.
-    let before: BTreeSet<&str> = ["a1", "c1", "e1", "g1", "i1", "k1", "b1", "d1", "f1", "h1", "j1", "l1"].into();
-    let after: BTreeSet<&str> =
-        ["a0", "c1", "e1", "ee", "i1", "k1", "m1", "d1", "d2", "f1", "j1", "l1"].into();
-    let served: Vec<String> = keys(&first.available_package_summaries).into_iter().chain(rest).collect();
+    let before: BTreeSet<&str> = [
+        "a1", "c1", "e1", "g1", "i1", "k1", "b1", "d1", "f1", "h1", "j1", "l1",
+    ]
+    .into();
+    let after: BTreeSet<&str> = [
+        "a0", "c1", "e1", "ee", "i1", "k1", "m1", "d1", "d2", "f1", "j1", "l1",
+    ]
+    .into();
+    let served: Vec<String> = keys(&first.available_package_summaries)
+        .into_iter()
+        .chain(rest)
+        .collect();
     for name in before.intersection(&after) {
-        let count = served.iter().filter(|k| k.starts_with(&format!("{name}@"))).count();
+        let count = served
+            .iter()
+            .filter(|k| k.starts_with(&format!("{name}@")))
+            .count();
         assert_eq!(count, 1, "{name} served {count} times in {served:?}");
     }
     server.stop().await;

@@ -4,7 +4,9 @@
 use serde_json::json;
 use tonic::Code;
 use tributary_host::config::OnSourceError;
-use tributary_proto::v1::{self as pb, plugin_info::Status as PluginStatus, source_info::Status as SourceStatus};
+use tributary_proto::v1::{
+    self as pb, plugin_info::Status as PluginStatus, source_info::Status as SourceStatus,
+};
 use tributary_tests::{config, keys, list_request, source, PluginDir, TestServer};
 
 fn items(names: &[&str]) -> serde_json::Value {
@@ -23,9 +25,21 @@ async fn bad_libraries_and_failing_sources_are_reported_and_survived() {
         plugins.path(),
         vec![
             source("good", "testkit", items(&["alpha", "omega"])),
-            source("ctor-fails", "testkit", json!({ "fail_new": "the backend URL is missing" })),
-            source("ctor-panics", "testkit", json!({ "panic_new": "constructor exploded" })),
-            source("list-panics", "testkit", json!({ "items": [{ "name": "beta" }], "panic_on_call": 1 })),
+            source(
+                "ctor-fails",
+                "testkit",
+                json!({ "fail_new": "the backend URL is missing" }),
+            ),
+            source(
+                "ctor-panics",
+                "testkit",
+                json!({ "panic_new": "constructor exploded" }),
+            ),
+            source(
+                "list-panics",
+                "testkit",
+                json!({ "items": [{ "name": "beta" }], "panic_on_call": 1 }),
+            ),
             source("bad-key", "catalog", json!({ "paht": "x.json" })),
         ],
     );
@@ -48,16 +62,31 @@ async fn bad_libraries_and_failing_sources_are_reported_and_survived() {
     assert_eq!(listing.plugins.len(), 5, "{:?}", listing.plugins);
     let junk = file("libjunk.so");
     assert_eq!(junk.status, PluginStatus::Rejected as i32);
-    assert!(junk.reason.starts_with("not a loadable shared library"), "{}", junk.reason);
+    assert!(
+        junk.reason.starts_with("not a loadable shared library"),
+        "{}",
+        junk.reason
+    );
     let not_plugin = file("libnot-a-plugin.so");
     assert_eq!(not_plugin.status, PluginStatus::Rejected as i32);
-    assert!(not_plugin.reason.starts_with("not a Tributary plugin"), "{}", not_plugin.reason);
+    assert!(
+        not_plugin.reason.starts_with("not a Tributary plugin"),
+        "{}",
+        not_plugin.reason
+    );
     let catalog = file("libcatalog.so");
     assert_eq!(catalog.status, PluginStatus::Loaded as i32);
-    assert_eq!((catalog.name.as_str(), catalog.interface_version.as_str()), ("catalog", "1.0"));
+    assert_eq!(
+        (catalog.name.as_str(), catalog.interface_version.as_str()),
+        ("catalog", "1.0")
+    );
     let copy = file("libzz_catalog_copy.so");
     assert_eq!(copy.status, PluginStatus::Rejected as i32);
-    assert!(copy.reason.starts_with("duplicate plugin name \"catalog\""), "{}", copy.reason);
+    assert!(
+        copy.reason.starts_with("duplicate plugin name \"catalog\""),
+        "{}",
+        copy.reason
+    );
     assert_eq!(file("libtestkit.so").status, PluginStatus::Loaded as i32);
 
     let status = |name: &str| {
@@ -65,8 +94,18 @@ async fn bad_libraries_and_failing_sources_are_reported_and_survived() {
         (s.status, s.reason.clone(), s.is_default)
     };
     assert_eq!(
-        listing.sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
-        ["bad-key", "ctor-fails", "ctor-panics", "good", "list-panics"],
+        listing
+            .sources
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>(),
+        [
+            "bad-key",
+            "ctor-fails",
+            "ctor-panics",
+            "good",
+            "list-panics"
+        ],
         "sorted by name; the catalog plugin gets no default source because `bad-key` names it"
     );
     let (s, reason, _) = status("ctor-fails");
@@ -88,15 +127,30 @@ async fn bad_libraries_and_failing_sources_are_reported_and_survived() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(keys(&page.available_package_summaries), ["alpha@good/alpha", "omega@good/omega"]);
-    let failed: Vec<(&str, &str)> =
-        page.failed_sources.iter().map(|f| (f.source.as_str(), f.kind.as_str())).collect();
+    assert_eq!(
+        keys(&page.available_package_summaries),
+        ["alpha@good/alpha", "omega@good/omega"]
+    );
+    let failed: Vec<(&str, &str)> = page
+        .failed_sources
+        .iter()
+        .map(|f| (f.source.as_str(), f.kind.as_str()))
+        .collect();
     assert_eq!(
         failed,
-        [("bad-key", "invalid_config"), ("ctor-fails", "invalid_config"), ("ctor-panics", "panic"), ("list-panics", "panic")]
+        [
+            ("bad-key", "invalid_config"),
+            ("ctor-fails", "invalid_config"),
+            ("ctor-panics", "panic"),
+            ("list-panics", "panic")
+        ]
     );
     let panic = &page.failed_sources[3];
-    assert!(panic.reason.contains("injected panic on call 1"), "{}", panic.reason);
+    assert!(
+        panic.reason.contains("injected panic on call 1"),
+        "{}",
+        panic.reason
+    );
     assert_eq!(panic.plugin, "testkit");
 
     // `list-panics` panics on its first call only: on the next request it answers.
@@ -107,7 +161,11 @@ async fn bad_libraries_and_failing_sources_are_reported_and_survived() {
         .into_inner();
     assert_eq!(
         keys(&page.available_package_summaries),
-        ["alpha@good/alpha", "beta@list-panics/beta", "omega@good/omega"],
+        [
+            "alpha@good/alpha",
+            "beta@list-panics/beta",
+            "omega@good/omega"
+        ],
         "the server is still up and the source answers once it stops panicking"
     );
     server.stop().await;
@@ -121,9 +179,21 @@ async fn contract_breaches_are_the_sources_error() {
         plugins.path(),
         vec![
             source("good", "testkit", items(&["a", "b", "c"])),
-            source("unordered", "testkit", json!({ "generate": 10, "prefix": "u-", "unordered_on_call": 1 })),
-            source("oversize", "testkit", json!({ "generate": 10, "prefix": "o-", "oversize_on_call": 1 })),
-            source("erring", "testkit", json!({ "generate": 10, "prefix": "e-", "error_on_call": 1 })),
+            source(
+                "unordered",
+                "testkit",
+                json!({ "generate": 10, "prefix": "u-", "unordered_on_call": 1 }),
+            ),
+            source(
+                "oversize",
+                "testkit",
+                json!({ "generate": 10, "prefix": "o-", "oversize_on_call": 1 }),
+            ),
+            source(
+                "erring",
+                "testkit",
+                json!({ "generate": 10, "prefix": "e-", "error_on_call": 1 }),
+            ),
         ],
     );
     let server = TestServer::start(cfg).await;
@@ -133,16 +203,36 @@ async fn contract_breaches_are_the_sources_error() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(keys(&page.available_package_summaries), ["a@good/a", "b@good/b", "c@good/c"]);
-    let failed: Vec<(&str, &str)> =
-        page.failed_sources.iter().map(|f| (f.source.as_str(), f.kind.as_str())).collect();
+    assert_eq!(
+        keys(&page.available_package_summaries),
+        ["a@good/a", "b@good/b", "c@good/c"]
+    );
+    let failed: Vec<(&str, &str)> = page
+        .failed_sources
+        .iter()
+        .map(|f| (f.source.as_str(), f.kind.as_str()))
+        .collect();
     assert_eq!(
         failed,
-        [("erring", "unavailable"), ("oversize", "contract_violation"), ("unordered", "contract_violation")]
+        [
+            ("erring", "unavailable"),
+            ("oversize", "contract_violation"),
+            ("unordered", "contract_violation")
+        ]
     );
-    assert!(page.failed_sources[1].reason.contains("more than the"), "{}", page.failed_sources[1].reason);
-    assert!(page.failed_sources[2].reason.contains("out of order"), "{}", page.failed_sources[2].reason);
-    assert!(page.failed_sources[0].reason.contains("injected error on call 1"));
+    assert!(
+        page.failed_sources[1].reason.contains("more than the"),
+        "{}",
+        page.failed_sources[1].reason
+    );
+    assert!(
+        page.failed_sources[2].reason.contains("out of order"),
+        "{}",
+        page.failed_sources[2].reason
+    );
+    assert!(page.failed_sources[0]
+        .reason
+        .contains("injected error on call 1"));
     server.stop().await;
 }
 
@@ -154,16 +244,31 @@ async fn fail_fast_fails_the_request_naming_the_source() {
         plugins.path(),
         vec![
             source("good", "testkit", items(&["a"])),
-            source("bad", "testkit", json!({ "items": [{ "name": "b" }], "error_on_call": 1 })),
+            source(
+                "bad",
+                "testkit",
+                json!({ "items": [{ "name": "b" }], "error_on_call": 1 }),
+            ),
         ],
     );
     cfg.on_source_error = OnSourceError::Fail;
     let server = TestServer::start(cfg).await;
     let mut client = server.packages().await;
-    let err = client.list_available_package_summaries(list_request(5, "", None)).await.unwrap_err();
+    let err = client
+        .list_available_package_summaries(list_request(5, "", None))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
-    assert!(err.message().contains("source \"bad\""), "{}", err.message());
-    assert!(err.message().contains("injected error"), "{}", err.message());
+    assert!(
+        err.message().contains("source \"bad\""),
+        "{}",
+        err.message()
+    );
+    assert!(
+        err.message().contains("injected error"),
+        "{}",
+        err.message()
+    );
     server.stop().await;
 }
 
@@ -173,17 +278,35 @@ async fn a_panicking_detail_call_is_internal_and_survived() {
     let cfg = config(
         plugins.path(),
         plugins.path(),
-        vec![source("p", "testkit", json!({ "items": [{ "name": "x" }], "panic_in_detail": true }))],
+        vec![source(
+            "p",
+            "testkit",
+            json!({ "items": [{ "name": "x" }], "panic_in_detail": true }),
+        )],
     );
     let server = TestServer::start(cfg).await;
     let mut client = server.packages().await;
     let request = pb::GetAvailablePackageDetailRequest {
-        available_package_ref: Some(pb::AvailablePackageReference { source: "p".into(), identifier: "x".into() }),
+        available_package_ref: Some(pb::AvailablePackageReference {
+            source: "p".into(),
+            identifier: "x".into(),
+        }),
     };
-    let err = client.get_available_package_detail(request).await.unwrap_err();
+    let err = client
+        .get_available_package_detail(request)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Internal);
-    assert!(err.message().contains("injected panic in detail"), "{}", err.message());
-    let page = client.list_available_package_summaries(list_request(5, "", None)).await.unwrap().into_inner();
+    assert!(
+        err.message().contains("injected panic in detail"),
+        "{}",
+        err.message()
+    );
+    let page = client
+        .list_available_package_summaries(list_request(5, "", None))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(keys(&page.available_package_summaries), ["x@p/x"]);
     server.stop().await;
 }

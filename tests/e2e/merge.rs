@@ -8,11 +8,15 @@ use tributary_tests::{config, keys, list_request, page_through, source, PluginDi
 /// Two sources, each with `pkg-1` and `pkg-2`.
 async fn two_sources() -> (PluginDir, TestServer) {
     let plugins = PluginDir::with(&["testkit"]);
-    let items = json!({ "items": [{ "name": "pkg-1", "id": "1" }, { "name": "pkg-2", "id": "2" }] });
+    let items =
+        json!({ "items": [{ "name": "pkg-1", "id": "1" }, { "name": "pkg-2", "id": "2" }] });
     let cfg = config(
         plugins.path(),
         plugins.path(),
-        vec![source("b", "testkit", items.clone()), source("a", "testkit", items)],
+        vec![
+            source("b", "testkit", items.clone()),
+            source("a", "testkit", items),
+        ],
     );
     let server = TestServer::start(cfg).await;
     (plugins, server)
@@ -79,7 +83,11 @@ async fn every_page_size_concatenates_to_the_whole_list() {
         let pages = page_through(&mut client, &[size], None, 10).await;
         assert_eq!(pages.concat(), all, "page size {size}");
         for page in &pages[..pages.len() - 1] {
-            assert_eq!(page.len(), size as usize, "page size {size}: only the last page is short");
+            assert_eq!(
+                page.len(),
+                size as usize,
+                "page size {size}: only the last page is short"
+            );
         }
     }
 }
@@ -96,14 +104,29 @@ async fn page_sizes_are_defaulted_and_coerced() {
     let mut client = server.packages().await;
     let page = |size| list_request(size, "", None);
 
-    let default = client.list_available_package_summaries(page(0)).await.unwrap().into_inner();
+    let default = client
+        .list_available_package_summaries(page(0))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(default.available_package_summaries.len(), 20);
-    let huge = client.list_available_package_summaries(page(i32::MAX)).await.unwrap().into_inner();
+    let huge = client
+        .list_available_package_summaries(page(i32::MAX))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(huge.available_package_summaries.len(), 1000);
     assert_eq!(huge.available_package_summaries[999].name, "pkg-0000000999");
-    let negative = client.list_available_package_summaries(page(-1)).await.unwrap_err();
+    let negative = client
+        .list_available_package_summaries(page(-1))
+        .await
+        .unwrap_err();
     assert_eq!(negative.code(), Code::InvalidArgument);
-    assert!(negative.message().contains("page_size"), "{}", negative.message());
+    assert!(
+        negative.message().contains("page_size"),
+        "{}",
+        negative.message()
+    );
     server.stop().await;
 }
 
@@ -144,12 +167,27 @@ async fn filters_select_and_unknown_sources_are_named() {
         })
     };
     let cases = [
-        (filter("REDIS", &[], &[], &[]), vec!["Redis-Operator@two/Redis-Operator", "redis@one/redis"]),
-        (filter("web", &[], &[], &[]), vec!["apache@two/apache", "nginx@one/nginx"]),
-        (filter("", &["Database"], &[], &[]), vec!["Redis-Operator@two/Redis-Operator", "redis@one/redis"]),
-        (filter("", &["Web", "Operator"], &[], &[]), vec!["Redis-Operator@two/Redis-Operator", "nginx@one/nginx"]),
+        (
+            filter("REDIS", &[], &[], &[]),
+            vec!["Redis-Operator@two/Redis-Operator", "redis@one/redis"],
+        ),
+        (
+            filter("web", &[], &[], &[]),
+            vec!["apache@two/apache", "nginx@one/nginx"],
+        ),
+        (
+            filter("", &["Database"], &[], &[]),
+            vec!["Redis-Operator@two/Redis-Operator", "redis@one/redis"],
+        ),
+        (
+            filter("", &["Web", "Operator"], &[], &[]),
+            vec!["Redis-Operator@two/Redis-Operator", "nginx@one/nginx"],
+        ),
         (filter("", &[], &["r1"], &["one"]), vec!["redis@one/redis"]),
-        (filter("", &[], &[], &["two"]), vec!["Redis-Operator@two/Redis-Operator", "apache@two/apache"]),
+        (
+            filter("", &[], &[], &["two"]),
+            vec!["Redis-Operator@two/Redis-Operator", "apache@two/apache"],
+        ),
         (filter("nothing-matches", &[], &[], &[]), vec![]),
     ];
     for (f, expected) in cases {
@@ -186,14 +224,22 @@ async fn detail_is_routed_to_the_owning_source() {
     assert_eq!(summary.name, "pkg-2");
     assert_eq!(summary.available_package_ref.unwrap().source, "b");
 
-    let err = client.get_available_package_detail(reference("zzz", "2")).await.unwrap_err();
+    let err = client
+        .get_available_package_detail(reference("zzz", "2"))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     assert!(err.message().contains("\"zzz\""), "{}", err.message());
-    let err = client.get_available_package_detail(reference("a", "nope")).await.unwrap_err();
+    let err = client
+        .get_available_package_detail(reference("a", "nope"))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     assert!(err.message().contains("\"nope\""), "{}", err.message());
     let err = client
-        .get_available_package_detail(pb::GetAvailablePackageDetailRequest { available_package_ref: None })
+        .get_available_package_detail(pb::GetAvailablePackageDetailRequest {
+            available_package_ref: None,
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -202,18 +248,27 @@ async fn detail_is_routed_to_the_owning_source() {
 
 #[tokio::test]
 async fn health_and_reflection_answer() {
-    use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
+    use tonic_health::pb::{
+        health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+    };
     use tonic_reflection::pb::v1::{
-        server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
-        server_reflection_response::MessageResponse, ServerReflectionRequest,
+        server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        ServerReflectionRequest,
     };
     let (_plugins, server) = two_sources().await;
     let channel = server.channel().await;
 
     let mut health = HealthClient::new(channel.clone());
-    for service in ["", "tributary.v1.PackagesService", "tributary.v1.PluginsService"] {
+    for service in [
+        "",
+        "tributary.v1.PackagesService",
+        "tributary.v1.PluginsService",
+    ] {
         let status = health
-            .check(HealthCheckRequest { service: service.into() })
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
             .await
             .unwrap()
             .into_inner()
@@ -239,7 +294,12 @@ async fn health_and_reflection_answer() {
     names.sort();
     assert_eq!(
         names,
-        ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "tributary.v1.PackagesService", "tributary.v1.PluginsService"]
+        [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "tributary.v1.PackagesService",
+            "tributary.v1.PluginsService"
+        ]
     );
     server.stop().await;
 }

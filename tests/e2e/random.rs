@@ -10,8 +10,24 @@ use tributary_tests::{config, page_through, source, PluginDir, TestServer};
 
 const SOURCE_NAMES: &[&str] = &["a", "b", "bb", "src-ü", "Z", "源", "z z"];
 const NAMES: &[&str] = &[
-    "nginx", "Nginx", "nginx-ingress", "redis", "redis", "café", "cafe", "Ωmega", "日本", "a", "A", "x",
-    "x\u{0}", "x\u{0}y", "pkg-1", "pkg-10", "pkg-2", "zz",
+    "nginx",
+    "Nginx",
+    "nginx-ingress",
+    "redis",
+    "redis",
+    "café",
+    "cafe",
+    "Ωmega",
+    "日本",
+    "a",
+    "A",
+    "x",
+    "x\u{0}",
+    "x\u{0}y",
+    "pkg-1",
+    "pkg-10",
+    "pkg-2",
+    "zz",
 ];
 const CATEGORIES: &[&str] = &["db", "web", "ops"];
 const REPOSITORIES: &[&str] = &["r1", "r2", "r3"];
@@ -45,8 +61,16 @@ fn random_catalog(rng: &mut StdRng) -> Vec<Item> {
             items.push(Item {
                 source: source.to_owned(),
                 id: format!("i{j}"),
-                display: if rng.random_bool(0.5) { String::new() } else { name.to_uppercase() },
-                description: if rng.random_bool(0.3) { "A Web thing".into() } else { String::new() },
+                display: if rng.random_bool(0.5) {
+                    String::new()
+                } else {
+                    name.to_uppercase()
+                },
+                description: if rng.random_bool(0.3) {
+                    "A Web thing".into()
+                } else {
+                    String::new()
+                },
                 name,
                 categories: CATEGORIES
                     .iter()
@@ -63,19 +87,33 @@ fn random_catalog(rng: &mut StdRng) -> Vec<Item> {
 fn random_filter(rng: &mut StdRng, items: &[Item]) -> pb::FilterOptions {
     let mut f = pb::FilterOptions::default();
     if rng.random_bool(0.5) {
-        f.query = ["NGI", "x", "web", "é", "1", "redis", "nothing"].choose(rng).unwrap().to_string();
+        f.query = ["NGI", "x", "web", "é", "1", "redis", "nothing"]
+            .choose(rng)
+            .unwrap()
+            .to_string();
     }
     if rng.random_bool(0.3) {
-        f.categories = CATEGORIES.iter().filter(|_| rng.random_bool(0.5)).map(|c| c.to_string()).collect();
+        f.categories = CATEGORIES
+            .iter()
+            .filter(|_| rng.random_bool(0.5))
+            .map(|c| c.to_string())
+            .collect();
     }
     if rng.random_bool(0.3) {
-        f.repositories = REPOSITORIES.iter().filter(|_| rng.random_bool(0.5)).map(|c| c.to_string()).collect();
+        f.repositories = REPOSITORIES
+            .iter()
+            .filter(|_| rng.random_bool(0.5))
+            .map(|c| c.to_string())
+            .collect();
     }
     if rng.random_bool(0.3) {
         let mut sources: Vec<String> = items.iter().map(|i| i.source.clone()).collect();
         sources.sort();
         sources.dedup();
-        f.sources = sources.into_iter().filter(|_| rng.random_bool(0.6)).collect();
+        f.sources = sources
+            .into_iter()
+            .filter(|_| rng.random_bool(0.6))
+            .collect();
     }
     f
 }
@@ -90,7 +128,8 @@ fn oracle(items: &[Item], filter: Option<&pb::FilterOptions>) -> Vec<String> {
                 || i.name.to_lowercase().contains(&q)
                 || i.display.to_lowercase().contains(&q)
                 || i.description.to_lowercase().contains(&q))
-                && (f.categories.is_empty() || i.categories.iter().any(|c| f.categories.contains(c)))
+                && (f.categories.is_empty()
+                    || i.categories.iter().any(|c| f.categories.contains(c)))
                 && (f.repositories.is_empty() || f.repositories.contains(&i.repository))
                 && (f.sources.is_empty() || f.sources.contains(&i.source))
         })
@@ -102,7 +141,9 @@ fn oracle(items: &[Item], filter: Option<&pb::FilterOptions>) -> Vec<String> {
             b.id.as_bytes(),
         ))
     });
-    kept.iter().map(|i| format!("{}@{}/{}", i.name, i.source, i.id)).collect()
+    kept.iter()
+        .map(|i| format!("{}@{}/{}", i.name, i.source, i.id))
+        .collect()
 }
 
 async fn run_trials(seed: u64, trials: usize, with_filters: bool) {
@@ -110,7 +151,8 @@ async fn run_trials(seed: u64, trials: usize, with_filters: bool) {
     let mut rng = StdRng::seed_from_u64(seed);
     for trial in 0..trials {
         let items = random_catalog(&mut rng);
-        let mut by_source: std::collections::BTreeMap<&str, Vec<serde_json::Value>> = Default::default();
+        let mut by_source: std::collections::BTreeMap<&str, Vec<serde_json::Value>> =
+            Default::default();
         for i in &items {
             by_source.entry(&i.source).or_default().push(json!({
                 "name": i.name, "id": i.id, "display_name": i.display, "description": i.description,

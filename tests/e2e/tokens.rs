@@ -23,7 +23,11 @@ async fn bad_tokens_are_invalid_argument() {
         .unwrap()
         .into_inner();
     let good = first.next_page_token.clone();
-    assert!(good.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "URL-safe: {good}");
+    assert!(
+        good.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "URL-safe: {good}"
+    );
 
     // Same version and layout, but version byte 2 with a valid checksum.
     let mut raw = URL_SAFE_NO_PAD.decode(&good).unwrap();
@@ -54,17 +58,28 @@ async fn bad_tokens_are_invalid_argument() {
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");
-        assert!(err.message().contains(expected), "{what}: {:?} lacks {expected:?}", err.message());
+        assert!(
+            err.message().contains(expected),
+            "{what}: {:?} lacks {expected:?}",
+            err.message()
+        );
     }
 
     // Reused with another filter.
-    let filter = Some(pb::FilterOptions { query: "pkg".into(), ..Default::default() });
+    let filter = Some(pb::FilterOptions {
+        query: "pkg".into(),
+        ..Default::default()
+    });
     let err = client
         .list_available_package_summaries(list_request(10, &good, filter))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains("different filter"), "{}", err.message());
+    assert!(
+        err.message().contains("different filter"),
+        "{}",
+        err.message()
+    );
 
     // A changed page size is honoured, and the server is still fine after all of that.
     let next = client
@@ -74,7 +89,11 @@ async fn bad_tokens_are_invalid_argument() {
         .into_inner();
     assert_eq!(
         keys(&next.available_package_summaries),
-        ["pkg-0000000010@gen/g10", "pkg-0000000011@gen/g11", "pkg-0000000012@gen/g12"]
+        [
+            "pkg-0000000010@gen/g10",
+            "pkg-0000000011@gen/g11",
+            "pkg-0000000012@gen/g12"
+        ]
     );
     server.stop().await;
 }

@@ -72,7 +72,10 @@ pub fn artifacts() -> &'static Artifacts {
             if message["reason"] != "compiler-artifact" {
                 continue;
             }
-            let name = message["target"]["name"].as_str().unwrap_or_default().to_owned();
+            let name = message["target"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             if let Some(exe) = message["executable"].as_str() {
                 if name == "tributary" {
                     binary = Some(PathBuf::from(exe));
@@ -132,7 +135,10 @@ pub fn source(name: &str, plugin: &str, config: serde_json::Value) -> SourceConf
     SourceConfig {
         name: name.to_owned(),
         plugin: plugin.to_owned(),
-        config: config.as_object().cloned().expect("config is a JSON object"),
+        config: config
+            .as_object()
+            .cloned()
+            .expect("config is a JSON object"),
     }
 }
 

@@ -14,7 +14,11 @@ use tributary_host::{
 };
 
 #[derive(Parser)]
-#[command(name = "tributary", version, about = "Serves one ordered, merged package catalog from plugins over gRPC")]
+#[command(
+    name = "tributary",
+    version,
+    about = "Serves one ordered, merged package catalog from plugins over gRPC"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -164,7 +168,10 @@ fn print_plugins(registry: &Registry) {
         if s.reason.is_empty() {
             println!("  ready     {} <- plugin {}{default}", s.name, s.plugin);
         } else {
-            println!("  failed    {} <- plugin {}{default}: {}", s.name, s.plugin, s.reason);
+            println!(
+                "  failed    {} <- plugin {}{default}: {}",
+                s.name, s.plugin, s.reason
+            );
         }
     }
 }
