@@ -13,6 +13,8 @@ use std::{
 
 use serde::Deserialize;
 
+use crate::guard::GuardLimits;
+
 /// The address served when neither the file nor the command line names one.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 /// How long one plugin call may take before the source counts as unavailable for that request.
@@ -29,6 +31,11 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     pub on_source_error: OnSourceError,
     pub source_timeout: Duration,
+    /// Calls in flight per source, and the first back-off after a source timeout.
+    pub guard_limits: GuardLimits,
+    /// Refuse plugin files and a plugin directory that others can write (see
+    /// [`crate::loader::insecure_reason`]). On unless `allow_insecure_plugin_dir = true`.
+    pub strict_permissions: bool,
 }
 
 /// One `[[source]]`.
@@ -77,6 +84,10 @@ struct FileConfig {
     #[serde(default)]
     on_source_error: OnSourceError,
     source_timeout_ms: Option<u64>,
+    max_calls_per_source: Option<usize>,
+    #[serde(default)]
+    allow_insecure_plugin_dir: bool,
+    unhealthy_backoff_ms: Option<u64>,
     #[serde(default)]
     source: Vec<FileSource>,
 }
@@ -169,6 +180,28 @@ impl Config {
             Some(ms) => Duration::from_millis(ms),
         };
 
+        let mut guard_limits = GuardLimits::default();
+        match file.max_calls_per_source {
+            None => {}
+            Some(0) => {
+                return Err(invalid(
+                    "max_calls_per_source".into(),
+                    "must be at least 1".into(),
+                ))
+            }
+            Some(n) => guard_limits.max_calls = n,
+        }
+        match file.unhealthy_backoff_ms {
+            None => {}
+            Some(0) => {
+                return Err(invalid(
+                    "unhealthy_backoff_ms".into(),
+                    "must be at least 1".into(),
+                ))
+            }
+            Some(ms) => guard_limits.backoff = Duration::from_millis(ms),
+        }
+
         let mut seen: HashMap<&str, usize> = HashMap::new();
         let mut sources = Vec::with_capacity(file.source.len());
         for (i, s) in file.source.iter().enumerate() {
@@ -223,6 +256,8 @@ impl Config {
             sources,
             on_source_error: file.on_source_error,
             source_timeout,
+            guard_limits,
+            strict_permissions: !file.allow_insecure_plugin_dir,
         })
     }
 }
@@ -248,6 +283,8 @@ mod tests {
             plugin_dir = "plugins"
             on_source_error = "fail"
             source_timeout_ms = 250
+            max_calls_per_source = 4
+            unhealthy_backoff_ms = 500
             [[source]]
             name = "bitnami"
             plugin = "helm"
@@ -262,6 +299,13 @@ mod tests {
         assert_eq!(c.plugin_dir, Path::new("/etc/trib/plugins"));
         assert_eq!(c.on_source_error, OnSourceError::Fail);
         assert_eq!(c.source_timeout, Duration::from_millis(250));
+        assert_eq!(
+            c.guard_limits,
+            GuardLimits {
+                max_calls: 4,
+                backoff: Duration::from_millis(500)
+            }
+        );
         assert_eq!(c.sources.len(), 2);
         assert_eq!(
             serde_json::Value::Object(c.sources[0].config.clone()),
@@ -302,6 +346,8 @@ mod tests {
             ("plugin_dir = 'p'\n[[source]]\nname=''\nplugin='x'", "key `source[0].name`"),
             ("plugin_dir = 'p'\n[[source]]\nname='a'", "missing field `plugin`"),
             ("plugin_dir = 'p'\nsource_timeout_ms = 0", "key `source_timeout_ms`"),
+            ("plugin_dir = 'p'\nmax_calls_per_source = 0", "key `max_calls_per_source`"),
+            ("plugin_dir = 'p'\nunhealthy_backoff_ms = 0", "key `unhealthy_backoff_ms`"),
             ("plugin_dir = 'p'\non_source_error = 'explode'", "unknown variant `explode`"),
             ("plugin_dir = = 'p'", "t.toml"),
         ];

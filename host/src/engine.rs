@@ -15,13 +15,22 @@
 //! Resuming is by key (see [`crate::token`]): given the last key served, [`seek_for`] tells each
 //! source where to continue, so a page is exact however the sources' data changed since the last one.
 
-use std::{cmp::Ordering, collections::BinaryHeap, sync::Arc, time::Duration};
+use std::{
+    cmp::Ordering,
+    collections::BinaryHeap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use abi_stable::std_types::{ROption, RResult, RString};
 use tokio::{sync::mpsc, task::JoinSet};
 use tributary_plugin_api::{ErrorKind, Filter, ListRequest, SeekKey, Summary};
 
-use crate::{registry::Source, token::MergeKey};
+use crate::{
+    guard::{self, Budget, CallError},
+    registry::Source,
+    token::MergeKey,
+};
 
 /// How the engine treats its sources.
 #[derive(Debug, Clone)]
@@ -49,6 +58,8 @@ pub struct PageRequest {
     pub after: Option<MergeKey>,
     /// The filter, query already lower-cased.
     pub filter: Filter,
+    /// When the client stops waiting: calls are cut short to answer before it.
+    pub deadline: Option<Instant>,
 }
 
 /// One item of a page and the index of its source in the slice given to [`merge_page`].
@@ -62,8 +73,12 @@ pub struct Item {
 pub enum FailureKind {
     /// The plugin returned an error of this kind (a caught panic included).
     Plugin(ErrorKind),
-    /// A call took longer than the source timeout.
+    /// A call took longer than the source timeout or the request's deadline.
     Timeout,
+    /// The source is backing off after timeouts; no call was made.
+    Unhealthy,
+    /// The source has its maximum of calls in flight; no call was made.
+    Overloaded,
     /// The answer broke the listing contract (order, seek, size, identifiers).
     Contract,
 }
@@ -73,6 +88,8 @@ impl FailureKind {
         match self {
             FailureKind::Plugin(kind) => kind.name(),
             FailureKind::Timeout => "timeout",
+            FailureKind::Unhealthy => "unhealthy",
+            FailureKind::Overloaded => "overloaded",
             FailureKind::Contract => "contract_violation",
         }
     }
@@ -170,10 +187,14 @@ pub async fn merge_page(
             limit: first_limit,
             filter: (*filter).clone(),
         };
+        let budget = Budget {
+            source_timeout: options.source_timeout,
+            deadline: request.deadline,
+        };
         tasks.spawn(feed(
             source.clone(),
             list_request,
-            options.source_timeout,
+            budget,
             demand_rx,
             batch_tx,
         ));
@@ -304,12 +325,12 @@ async fn next_item(
 async fn feed(
     source: Arc<Source>,
     mut request: ListRequest,
-    timeout: Duration,
+    budget: Budget,
     mut demand: mpsc::Receiver<u32>,
     batches: mpsc::Sender<Result<Batch, Failure>>,
 ) {
     loop {
-        let batch = call_list(&source, request, timeout)
+        let batch = call_list(&source, request, budget)
             .await
             .and_then(|(returned, items)| {
                 check(&items, &returned).map_err(|message| (FailureKind::Contract, message))?;
@@ -362,31 +383,32 @@ async fn feed(
     }
 }
 
-/// Runs one `list` call on a blocking thread under the source timeout. The request comes back with
-/// the items so that the next call reuses it without copying the filter.
+/// Runs one guarded `list` call. The request comes back with the items so that the next call reuses
+/// it without copying the filter.
 async fn call_list(
     source: &Arc<Source>,
     request: ListRequest,
-    timeout: Duration,
+    budget: Budget,
 ) -> Result<(ListRequest, Vec<Summary>), (FailureKind, String)> {
-    let src = source.clone();
-    let call = tokio::task::spawn_blocking(move || {
+    let result = guard::call(source, "list", budget, move |src| {
         let result = src.imp.list(&request);
         (request, result)
-    });
-    match tokio::time::timeout(timeout, call).await {
-        Err(_) => Err((
-            FailureKind::Timeout,
-            format!("list call took longer than {} ms", timeout.as_millis()),
-        )),
-        Ok(Err(join_error)) => Err((
-            FailureKind::Plugin(ErrorKind::Internal),
-            format!("list call did not complete: {join_error}"),
-        )),
-        Ok(Ok((_, RResult::RErr(e)))) => {
-            Err((FailureKind::Plugin(e.kind), e.message.into_string()))
-        }
-        Ok(Ok((request, RResult::ROk(items)))) => Ok((request, items.into_vec())),
+    })
+    .await;
+    match result {
+        Ok((request, RResult::ROk(items))) => Ok((request, items.into_vec())),
+        Ok((_, RResult::RErr(e))) => Err((FailureKind::Plugin(e.kind), e.message.into_string())),
+        Err(e) => Err(call_failure(e)),
+    }
+}
+
+/// The failure kind and message of a call that produced nothing.
+pub fn call_failure(error: CallError) -> (FailureKind, String) {
+    match error {
+        CallError::Timeout(m) => (FailureKind::Timeout, m),
+        CallError::Unhealthy(m) => (FailureKind::Unhealthy, m),
+        CallError::Overloaded(m) => (FailureKind::Overloaded, m),
+        CallError::Aborted(m) => (FailureKind::Plugin(ErrorKind::Internal), m),
     }
 }
 

@@ -6,6 +6,7 @@
 //! - [`loader`]: scanning the plugin directory and loading each library.
 //! - [`registry`]: the plugin files and the sources built from them.
 //! - [`engine`]: fan-out to one task per source, fan-in by k-way merge, one page at a time.
+//! - [`guard`]: every plugin call: blocking thread, deadline, calls in flight, back-off.
 //! - [`token`]: the page-token codec.
 //! - [`service`]: the gRPC services and the mapping of errors to status codes.
 //! - [`server`]: serving with health and reflection, and staged shutdown.
@@ -14,6 +15,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod guard;
 pub mod loader;
 pub mod registry;
 pub mod server;

@@ -87,11 +87,57 @@ pub fn scan(dir: &Path) -> Result<Vec<PathBuf>, ScanError> {
     Ok(paths)
 }
 
-/// Loads every library in `paths`. Never fails as a whole: each file gets its own outcome.
-pub fn load_all(paths: &[PathBuf]) -> Vec<PluginFile> {
+/// Why a path may not be trusted with code: owned by someone other than this user or root, or
+/// writable by group or others. `None` when it is safe (the check sshd's StrictModes makes).
+pub fn insecure_reason(path: &Path, what: &str) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) => return Some(format!("cannot inspect {what} {}: {e}", path.display())),
+    };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let hint = "refusing to load plugins from it (set allow_insecure_plugin_dir = true to allow this during development)";
+    if meta.uid() != 0 && meta.uid() != me {
+        return Some(format!(
+            "{what} {} is owned by uid {}, neither this user (uid {me}) nor root: {hint}",
+            path.display(),
+            meta.uid()
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        let who = match (mode & 0o020 != 0, mode & 0o002 != 0) {
+            (true, true) => "group and others",
+            (true, false) => "its group",
+            _ => "others",
+        };
+        return Some(format!(
+            "{what} {} is writable by {who} (mode {mode:04o}): {hint}",
+            path.display()
+        ));
+    }
+    None
+}
+
+/// Loads every library in `paths`. Never fails as a whole: each file gets its own outcome. With
+/// `strict`, a file that [`insecure_reason`] objects to is rejected without being opened.
+pub fn load_all(paths: &[PathBuf], strict: bool) -> Vec<PluginFile> {
     let mut files: Vec<PluginFile> = Vec::with_capacity(paths.len());
     for path in paths {
-        let mut file = load_one(path);
+        let unsafe_file = if strict {
+            insecure_reason(path, "plugin file")
+        } else {
+            None
+        };
+        let mut file = match unsafe_file {
+            Some(reason) => PluginFile {
+                path: path.clone(),
+                meta: None,
+                outcome: Err(reason),
+            },
+            None => load_one(path),
+        };
         if let (Ok(loaded), Some(first)) = (
             &file.outcome,
             files.iter().find_map(|f| match &f.outcome {
@@ -224,6 +270,32 @@ mod tests {
         assert!(!is_library_name("catalog.so"));
         assert!(!is_library_name("libcatalog.so.1"));
         assert!(!is_library_name("libcatalog.rlib"));
+    }
+
+    #[test]
+    fn permissions_are_checked() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("tributary-perm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let set =
+            |mode| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+        set(0o755);
+        assert_eq!(insecure_reason(&dir, "plugin_dir"), None);
+        set(0o775);
+        let reason = insecure_reason(&dir, "plugin_dir").unwrap();
+        assert!(
+            reason.contains("writable by its group (mode 0775)"),
+            "{reason}"
+        );
+        set(0o1777);
+        let reason = insecure_reason(&dir, "plugin_dir").unwrap();
+        assert!(
+            reason.contains("writable by group and others (mode 1777)"),
+            "{reason}"
+        );
+        assert!(reason.contains("allow_insecure_plugin_dir"), "{reason}");
+        set(0o700);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

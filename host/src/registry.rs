@@ -12,23 +12,31 @@ use tributary_plugin_api::{PluginError, SourceBox, BASE_DIR_KEY};
 
 use crate::{
     config::{Config, SourceConfig},
+    guard::{CallGuard, GuardLimits},
     loader::{self, LoadedPlugin, PluginFile, ScanError},
 };
 
-/// A ready source: the handle the engine calls.
+/// A ready source: the handle the engine calls, always through [`crate::guard::call`].
 pub struct Source {
     pub name: Arc<str>,
     pub plugin: Arc<str>,
     pub imp: SourceBox,
+    pub guard: CallGuard,
 }
 
 impl Source {
-    /// A source around an already-built [`SourceBox`] (tests, benchmarks, in-process sources).
+    /// A source around an already-built [`SourceBox`] (tests, benchmarks, in-process sources), with
+    /// the default call limits.
     pub fn new(name: &str, plugin: &str, imp: SourceBox) -> Source {
+        Source::with_limits(name, plugin, imp, GuardLimits::default())
+    }
+
+    pub fn with_limits(name: &str, plugin: &str, imp: SourceBox, limits: GuardLimits) -> Source {
         Source {
             name: name.into(),
             plugin: plugin.into(),
             imp,
+            guard: CallGuard::new(limits),
         }
     }
 }
@@ -78,7 +86,24 @@ impl Registry {
                 "the plugin directory holds no plugin libraries (lib*.so); the catalog will be empty"
             );
         }
-        let files = loader::load_all(&paths);
+        let files = match config
+            .strict_permissions
+            .then(|| loader::insecure_reason(&config.plugin_dir, "plugin_dir"))
+            .flatten()
+        {
+            Some(reason) => {
+                tracing::error!("{reason}");
+                paths
+                    .into_iter()
+                    .map(|path| PluginFile {
+                        path,
+                        meta: None,
+                        outcome: Err(reason.clone()),
+                    })
+                    .collect()
+            }
+            None => loader::load_all(&paths, config.strict_permissions),
+        };
         Registry::build(config, files)
     }
 
@@ -217,7 +242,12 @@ fn construct(
     });
     let text = serde_json::Value::Object(json).to_string();
     match (plugin.module.new_source())(RStr::from_str(&text)) {
-        RResult::ROk(imp) => Ok(Arc::new(Source::new(&sc.name, &plugin.meta.name, imp))),
+        RResult::ROk(imp) => Ok(Arc::new(Source::with_limits(
+            &sc.name,
+            &plugin.meta.name,
+            imp,
+            config.guard_limits,
+        ))),
         RResult::RErr(e) => Err(e),
     }
 }

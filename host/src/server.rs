@@ -14,7 +14,7 @@ use tributary_proto::v1::{
     packages_service_server::PackagesServiceServer, plugins_service_server::PluginsServiceServer,
 };
 
-use crate::service::Catalog;
+use crate::{guard::Condition, service::Catalog};
 
 /// How long calls in flight may run after a shutdown signal.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
@@ -38,6 +38,8 @@ pub async fn serve(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<PackagesServiceServer<Catalog>>().await;
     health.set_serving::<PluginsServiceServer<Catalog>>().await;
+
+    let watcher = tokio::spawn(watch_sources(health.clone(), catalog.clone()));
 
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(tributary_proto::FILE_DESCRIPTOR_SET)
@@ -82,6 +84,38 @@ pub async fn serve(
             tracing::warn!(grace_ms = grace.as_millis() as u64, "calls still in flight after the grace period; stopping anyway");
         }
     }
+    watcher.abort();
     tracing::info!("server stopped");
     Ok(())
 }
+
+/// The health service name of a source: `tributary.source/<name>`.
+pub fn source_health_name(source: &str) -> String {
+    format!("tributary.source/{source}")
+}
+
+/// Keeps each source's health entry current: SERVING while it takes calls, NOT_SERVING while it
+/// failed at start or backs off after timeouts.
+async fn watch_sources(health: tonic_health::server::HealthReporter, catalog: Arc<Catalog>) {
+    let mut last: Vec<Option<ServingStatus>> = vec![None; catalog.registry().sources.len()];
+    loop {
+        for (entry, last) in catalog.registry().sources.iter().zip(last.iter_mut()) {
+            let status = match &entry.state {
+                Ok(source) if source.guard.condition() == Condition::Healthy => {
+                    ServingStatus::Serving
+                }
+                _ => ServingStatus::NotServing,
+            };
+            if *last != Some(status) {
+                health
+                    .set_service_status(source_health_name(&entry.name), status)
+                    .await;
+                *last = Some(status);
+            }
+        }
+        tokio::time::sleep(WATCH_INTERVAL).await;
+    }
+}
+
+/// How often source health entries are refreshed.
+const WATCH_INTERVAL: Duration = Duration::from_millis(250);

@@ -1,7 +1,7 @@
 //! The gRPC services: request validation, page tokens, calls into the engine, and the one place where
 //! host and plugin errors become gRPC status codes.
 
-use std::{sync::Arc, time::Duration};
+use std::{sync::Arc, time::Instant};
 
 use abi_stable::std_types::{RResult, RStr, RString, RVec};
 use tonic::{Request, Response, Status};
@@ -12,6 +12,7 @@ use tributary_proto::v1::{
 
 use crate::{
     engine::{self, EngineOptions, Failure, FailureKind, PageRequest},
+    guard::{self, Budget, Condition},
     registry::{Registry, Source},
     token::{self, MergeKey, PageToken},
 };
@@ -129,12 +130,16 @@ fn code_for(kind: ErrorKind) -> tonic::Code {
     }
 }
 
+/// A source failure that fails a whole list request (under `on_source_error = "fail"`): the
+/// source, not the request, is at fault, so UNAVAILABLE whatever the kind.
 fn failure_status(failure: &Failure) -> Status {
-    let code = match failure.kind {
-        FailureKind::Timeout | FailureKind::Contract => tonic::Code::Unavailable,
-        FailureKind::Plugin(_) => tonic::Code::Unavailable,
-    };
-    Status::new(code, failure.to_string())
+    Status::unavailable(failure.to_string())
+}
+
+/// The client's deadline from the `grpc-timeout` header, if it sent one.
+fn request_deadline<T>(request: &Request<T>) -> Option<Instant> {
+    let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
+    guard::parse_grpc_timeout(value).map(guard::deadline_for)
 }
 
 fn failure_pb(f: &Failure) -> pb::SourceFailure {
@@ -251,6 +256,7 @@ impl PackagesService for Catalog {
         &self,
         request: Request<pb::ListAvailablePackageSummariesRequest>,
     ) -> Result<Response<pb::ListAvailablePackageSummariesResponse>, Status> {
+        let deadline = request_deadline(&request);
         let request = request.into_inner();
         let page_size = effective_page_size(request.page_size)?;
         let filter = validate_filter(request.filter)?;
@@ -274,6 +280,7 @@ impl PackagesService for Catalog {
                 page_size,
                 after,
                 filter: filter.ffi,
+                deadline,
             },
             &self.options,
         )
@@ -319,6 +326,10 @@ impl PackagesService for Catalog {
         &self,
         request: Request<pb::GetAvailablePackageDetailRequest>,
     ) -> Result<Response<pb::GetAvailablePackageDetailResponse>, Status> {
+        let budget = Budget {
+            source_timeout: self.options.source_timeout,
+            deadline: request_deadline(&request),
+        };
         let reference = request
             .into_inner()
             .available_package_ref
@@ -349,21 +360,17 @@ impl PackagesService for Catalog {
                 )));
             }
         };
-        let detail = call_detail(
-            &source,
-            reference.identifier.clone(),
-            self.options.source_timeout,
-        )
-        .await
-        .map_err(|(code, message)| {
-            Status::new(
-                code,
-                format!(
-                    "source {:?} (plugin {:?}), identifier {:?}: {message}",
-                    source.name, source.plugin, reference.identifier
-                ),
-            )
-        })?;
+        let detail = call_detail(&source, reference.identifier.clone(), budget)
+            .await
+            .map_err(|(code, message)| {
+                Status::new(
+                    code,
+                    format!(
+                        "source {:?} (plugin {:?}), identifier {:?}: {message}",
+                        source.name, source.plugin, reference.identifier
+                    ),
+                )
+            })?;
         if detail.summary.identifier.as_str() != reference.identifier {
             return Err(Status::internal(format!(
                 "source {:?} (plugin {:?}) answered identifier {:?} with a package whose identifier is {:?}",
@@ -382,24 +389,26 @@ impl PackagesService for Catalog {
 async fn call_detail(
     source: &Arc<Source>,
     identifier: String,
-    timeout: Duration,
+    budget: Budget,
 ) -> Result<Detail, (tonic::Code, String)> {
-    let src = source.clone();
-    let call = tokio::task::spawn_blocking(move || src.imp.detail(RStr::from_str(&identifier)));
-    match tokio::time::timeout(timeout, call).await {
-        Err(_) => Err((
-            tonic::Code::Unavailable,
-            format!("detail call took longer than {} ms", timeout.as_millis()),
-        )),
-        Ok(Err(e)) => Err((
-            tonic::Code::Internal,
-            format!("detail call did not complete: {e}"),
-        )),
-        Ok(Ok(RResult::RErr(e))) => Err((
+    let result = guard::call(source, "detail", budget, move |src| {
+        src.imp.detail(RStr::from_str(&identifier))
+    })
+    .await;
+    match result {
+        Ok(RResult::ROk(detail)) => Ok(detail),
+        Ok(RResult::RErr(e)) => Err((
             code_for(e.kind),
             format!("{}: {}", e.kind.name(), e.message),
         )),
-        Ok(Ok(RResult::ROk(detail))) => Ok(detail),
+        Err(e) => {
+            let (kind, message) = engine::call_failure(e);
+            let code = match kind {
+                FailureKind::Timeout => tonic::Code::DeadlineExceeded,
+                _ => tonic::Code::Unavailable,
+            };
+            Err((code, format!("{}: {message}", kind.name())))
+        }
     }
 }
 
@@ -443,20 +452,25 @@ pub fn list_plugins(registry: &Registry) -> pb::ListPluginsResponse {
     let sources = registry
         .sources
         .iter()
-        .map(|s| pb::SourceInfo {
-            name: s.name.clone(),
-            plugin: s.plugin.clone(),
-            status: match s.state {
-                Ok(_) => SStatus::Ready,
-                Err(_) => SStatus::Failed,
-            } as i32,
-            reason: s
-                .state
-                .as_ref()
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default(),
-            is_default: s.is_default,
+        .map(|s| {
+            let (status, reason, calls_in_flight) = match &s.state {
+                Err(e) => (SStatus::Failed, e.to_string(), 0),
+                Ok(source) => {
+                    let in_flight = source.guard.in_flight() as u32;
+                    match source.guard.condition() {
+                        Condition::Healthy => (SStatus::Ready, String::new(), in_flight),
+                        unhealthy => (SStatus::Unhealthy, unhealthy.to_string(), in_flight),
+                    }
+                }
+            };
+            pb::SourceInfo {
+                name: s.name.clone(),
+                plugin: s.plugin.clone(),
+                status: status as i32,
+                reason,
+                is_default: s.is_default,
+                calls_in_flight,
+            }
         })
         .collect();
     pb::ListPluginsResponse {

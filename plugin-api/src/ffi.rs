@@ -103,3 +103,18 @@ pub fn root_module<P: Plugin>() -> PluginMod_Ref {
 pub fn source_box<S: PackageSource>(source: S) -> SourceBox {
     Source_TO::from_value(Guarded(source), TD_Opaque)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abi_stable_version_is_the_interface_major() {
+        let v = abi_stable::sabi_types::VersionNumber::new(
+            <PluginMod_Ref as RootModule>::VERSION_STRINGS,
+        )
+        .unwrap();
+        assert_eq!(v.major, INTERFACE_VERSION.0);
+        assert_eq!((v.minor, v.patch), (0, 0), "only the major is a gate");
+    }
+}

@@ -6,4 +6,5 @@ mod changes;
 mod faults;
 mod merge;
 mod random;
+mod robust;
 mod tokens;

@@ -15,6 +15,7 @@ use tonic::transport::Channel;
 use tributary_host::{
     config::{Config, OnSourceError, SourceConfig},
     engine::EngineOptions,
+    guard::GuardLimits,
     registry::Registry,
     server, service,
 };
@@ -151,6 +152,8 @@ pub fn config(plugin_dir: &Path, base_dir: &Path, sources: Vec<SourceConfig>) ->
         sources,
         on_source_error: OnSourceError::Skip,
         source_timeout: Duration::from_secs(10),
+        guard_limits: GuardLimits::default(),
+        strict_permissions: true,
     }
 }
 

@@ -35,7 +35,9 @@ impl Plugin for CatalogPlugin {
         let config: Config = serde_json::from_str(config)
             .map_err(|e| PluginError::invalid_config(format!("catalog config: {e}")))?;
         let path = config.path.ok_or_else(|| {
-            PluginError::invalid_config("catalog config: missing key `path` (the catalog JSON file)")
+            PluginError::invalid_config(
+                "catalog config: missing key `path` (the catalog JSON file)",
+            )
         })?;
         let path = resolve_path(config.base_dir.as_deref(), &path);
         let loaded = Loaded::read(&path)?;
@@ -212,7 +214,11 @@ pub struct CatalogSource {
 impl CatalogSource {
     /// The current catalog, read again first if the file changed since the last read.
     fn current(&self) -> Result<Arc<Loaded>, PluginError> {
-        let loaded = self.loaded.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let loaded = self
+            .loaded
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         if loaded.stamp == stamp(&self.path) {
             return Ok(loaded);
         }

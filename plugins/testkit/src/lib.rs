@@ -110,7 +110,11 @@ impl Item {
             name: RString::from(self.name.as_str()),
             display_name: RString::from(self.display_name.as_str()),
             short_description: RString::from(self.description.as_str()),
-            categories: self.categories.iter().map(|c| RString::from(c.as_str())).collect(),
+            categories: self
+                .categories
+                .iter()
+                .map(|c| RString::from(c.as_str()))
+                .collect(),
             repository: RString::from(self.repository.as_str()),
             latest_version: RString::from(self.version.as_str()),
             ..Summary::default()
@@ -171,7 +175,11 @@ impl PackageSource for TestkitSource {
     fn list(&self, request: &ListRequest) -> Result<Vec<Summary>, PluginError> {
         let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         if let Some(path) = &self.config.calls_file {
-            if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+            {
                 let _ = writeln!(f, "list {call}");
             }
         }
@@ -183,7 +191,9 @@ impl PackageSource for TestkitSource {
             std::thread::sleep(Duration::from_secs(3600));
         }
         if on(self.config.error_on_call) {
-            return Err(PluginError::unavailable(format!("injected error on call {call}")));
+            return Err(PluginError::unavailable(format!(
+                "injected error on call {call}"
+            )));
         }
         if on(self.config.panic_on_call) {
             panic!("injected panic on call {call}");

@@ -1,0 +1,318 @@
+//! Calling into a plugin safely: every call runs on a blocking thread, under a deadline, within a
+//! bounded number of calls in flight per source, and not at all while the source is backing off.
+//!
+//! A call that overruns its deadline cannot be stopped (it is plugin code on an OS thread); its result
+//! is discarded when it finally returns. What bounds the damage of a hung plugin is the per-source limit
+//! on calls in flight (a hung call keeps its permit until it returns) and the back-off: after a call
+//! overruns the *source* timeout, the source is unhealthy and refused without a call until the
+//! back-off ends, doubling with each further overrun up to [`MAX_BACKOFF`]. The first call after the
+//! back-off is a trial: success makes the source healthy again.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::registry::Source;
+
+/// Calls in flight per source when the configuration says nothing.
+pub const DEFAULT_MAX_CALLS: usize = 16;
+/// The first back-off after a timeout when the configuration says nothing.
+pub const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
+/// The longest back-off.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Limits for one source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuardLimits {
+    pub max_calls: usize,
+    pub backoff: Duration,
+}
+
+impl Default for GuardLimits {
+    fn default() -> Self {
+        GuardLimits {
+            max_calls: DEFAULT_MAX_CALLS,
+            backoff: DEFAULT_BACKOFF,
+        }
+    }
+}
+
+/// A source's admission state.
+pub struct CallGuard {
+    permits: Arc<Semaphore>,
+    limits: GuardLimits,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    consecutive_timeouts: u32,
+    retry_at: Option<Instant>,
+}
+
+/// Whether a source is taking calls, as `ListPlugins` and health report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    Healthy,
+    /// Backing off after `timeouts` overruns in a row; calls resume in `retry_in`.
+    Unhealthy {
+        timeouts: u32,
+        retry_in: Duration,
+    },
+}
+
+impl std::fmt::Display for Condition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Condition::Healthy => write!(f, "healthy"),
+            Condition::Unhealthy { timeouts, retry_in } => write!(
+                f,
+                "unhealthy: {timeouts} call(s) in a row exceeded the source timeout; next try in {} ms",
+                retry_in.as_millis()
+            ),
+        }
+    }
+}
+
+/// Why a guarded call did not produce a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// The call overran its time; the message says which limit.
+    Timeout(String),
+    /// The source is backing off; no call was made.
+    Unhealthy(String),
+    /// The source already has its maximum of calls in flight; no call was made.
+    Overloaded(String),
+    /// The blocking task failed to complete (the runtime is shutting down).
+    Aborted(String),
+}
+
+impl CallGuard {
+    pub fn new(limits: GuardLimits) -> CallGuard {
+        CallGuard {
+            permits: Arc::new(Semaphore::new(limits.max_calls.max(1))),
+            limits,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn condition(&self) -> Condition {
+        let state = self.lock();
+        match state.retry_at {
+            Some(at) => Condition::Unhealthy {
+                timeouts: state.consecutive_timeouts,
+                retry_in: at.saturating_duration_since(Instant::now()),
+            },
+            None => Condition::Healthy,
+        }
+    }
+
+    /// Calls currently running on blocking threads, finished or not from the caller's view.
+    pub fn in_flight(&self) -> usize {
+        self.limits.max_calls.max(1) - self.permits.available_permits()
+    }
+
+    fn admit(&self) -> Result<OwnedSemaphorePermit, CallError> {
+        {
+            let state = self.lock();
+            if let Some(at) = state.retry_at {
+                let now = Instant::now();
+                if now < at {
+                    return Err(CallError::Unhealthy(format!(
+                        "source is unhealthy after {} timeout(s) in a row; next try in {} ms",
+                        state.consecutive_timeouts,
+                        (at - now).as_millis()
+                    )));
+                }
+            }
+        }
+        self.permits.clone().try_acquire_owned().map_err(|_| {
+            CallError::Overloaded(format!(
+                "source already has {} calls in flight (the limit); it is not answering",
+                self.limits.max_calls
+            ))
+        })
+    }
+
+    /// Records a call that overran the source timeout; returns the back-off now in force.
+    fn record_timeout(&self) -> Duration {
+        let mut state = self.lock();
+        state.consecutive_timeouts = state.consecutive_timeouts.saturating_add(1);
+        let doublings = state.consecutive_timeouts.saturating_sub(1).min(16);
+        let backoff = self
+            .limits
+            .backoff
+            .saturating_mul(1u32 << doublings)
+            .min(MAX_BACKOFF);
+        state.retry_at = Some(Instant::now() + backoff);
+        backoff
+    }
+
+    fn record_completion(&self) {
+        let mut state = self.lock();
+        if state.consecutive_timeouts > 0 || state.retry_at.is_some() {
+            *state = State::default();
+        }
+    }
+}
+
+/// How long a call may take: the source timeout, cut short by the request's deadline.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub source_timeout: Duration,
+    /// When the client stops waiting, less a margin to send the answer in.
+    pub deadline: Option<Instant>,
+}
+
+impl Budget {
+    /// The time left for one call, and whether the source timeout (not the client's deadline) is
+    /// what limits it.
+    fn for_call(&self) -> (Duration, bool) {
+        match self.deadline {
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left < self.source_timeout {
+                    (left, false)
+                } else {
+                    (self.source_timeout, true)
+                }
+            }
+            None => (self.source_timeout, true),
+        }
+    }
+}
+
+/// Runs `f` against `source` on a blocking thread, guarded as this module describes. `what` names the
+/// call in messages.
+pub async fn call<T, F>(
+    source: &Arc<Source>,
+    what: &str,
+    budget: Budget,
+    f: F,
+) -> Result<T, CallError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Source) -> T + Send + 'static,
+{
+    let permit = source.guard.admit()?;
+    let (time, by_source) = budget.for_call();
+    let src = source.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        f(&src)
+    });
+    match tokio::time::timeout(time, task).await {
+        Ok(Ok(value)) => {
+            source.guard.record_completion();
+            Ok(value)
+        }
+        Ok(Err(join_error)) => Err(CallError::Aborted(format!(
+            "{what} call did not complete: {join_error}"
+        ))),
+        Err(_) if by_source => {
+            let backoff = source.guard.record_timeout();
+            tracing::warn!(
+                source = %source.name,
+                plugin = %source.plugin,
+                backoff_ms = backoff.as_millis() as u64,
+                "{what} call exceeded the source timeout; backing off"
+            );
+            Err(CallError::Timeout(format!(
+                "{what} call took longer than the source timeout of {} ms; the source backs off for {} ms",
+                time.as_millis(),
+                backoff.as_millis()
+            )))
+        }
+        Err(_) => Err(CallError::Timeout(format!(
+            "{what} call did not finish within the request's deadline ({} ms left)",
+            time.as_millis()
+        ))),
+    }
+}
+
+/// The `grpc-timeout` header value as a duration (`"100m"` is 100 ms), if valid.
+pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// The instant to finish by for a request that the client will wait `timeout` for: a tenth of it (at
+/// most 100 ms) is kept back to build and send the answer.
+pub fn deadline_for(timeout: Duration) -> Instant {
+    let margin = (timeout / 10).min(Duration::from_millis(100));
+    Instant::now() + timeout.saturating_sub(margin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts() {
+        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("5n"), Some(Duration::from_nanos(5)));
+        assert_eq!(parse_grpc_timeout("m"), None);
+        assert_eq!(parse_grpc_timeout("12x"), None);
+        assert_eq!(parse_grpc_timeout("123456789m"), None);
+    }
+
+    #[test]
+    fn backoff_doubles_and_resets() {
+        let guard = CallGuard::new(GuardLimits {
+            max_calls: 2,
+            backoff: Duration::from_millis(100),
+        });
+        assert_eq!(guard.condition(), Condition::Healthy);
+        assert_eq!(guard.record_timeout(), Duration::from_millis(100));
+        assert_eq!(guard.record_timeout(), Duration::from_millis(200));
+        assert_eq!(guard.record_timeout(), Duration::from_millis(400));
+        assert!(matches!(guard.admit(), Err(CallError::Unhealthy(_))));
+        assert!(matches!(
+            guard.condition(),
+            Condition::Unhealthy { timeouts: 3, .. }
+        ));
+        for _ in 0..20 {
+            guard.record_timeout();
+        }
+        assert!(
+            matches!(guard.condition(), Condition::Unhealthy { retry_in, .. } if retry_in <= MAX_BACKOFF)
+        );
+        guard.record_completion();
+        assert_eq!(guard.condition(), Condition::Healthy);
+    }
+
+    #[test]
+    fn calls_in_flight_are_bounded() {
+        let guard = CallGuard::new(GuardLimits {
+            max_calls: 2,
+            backoff: Duration::from_millis(100),
+        });
+        let a = guard.admit().unwrap();
+        let _b = guard.admit().unwrap();
+        assert_eq!(guard.in_flight(), 2);
+        assert!(matches!(guard.admit(), Err(CallError::Overloaded(_))));
+        drop(a);
+        assert!(guard.admit().is_ok());
+    }
+}

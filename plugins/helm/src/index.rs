@@ -1,0 +1,315 @@
+//! Reading a Helm repository's `index.yaml`.
+//!
+//! The file looks like this (keys are as `helm repo index` writes them; any other key is ignored):
+//! ```yaml
+//! apiVersion: v1
+//! entries:
+//!   nginx:
+//!     - version: 15.1.0
+//!       appVersion: 1.25.1
+//!       description: NGINX Open Source is a web server ...
+//!       home: https://bitnami.com
+//!       icon: https://bitnami.com/assets/stacks/nginx/img/nginx-stack-220x234.png
+//!       sources: [https://github.com/bitnami/charts/tree/main/bitnami/nginx]
+//!       keywords: [nginx, http, web]
+//!       maintainers: [{ name: VMware, url: https://github.com/bitnami/charts }]
+//!       annotations: { category: Infrastructure }
+//!       deprecated: false
+//!       created: "2023-07-10T10:12:48.000Z"
+//!       digest: 6c0b…
+//!       urls: [https://charts.bitnami.com/bitnami/nginx-15.1.0.tgz]
+//! generated: "2023-07-10T10:20:00Z"
+//! ```
+//! Each version is read into borrowed, minimal structs; a chart's versions are turned into its
+//! summary and detail as soon as its list has been read, so that only one chart's raw versions are
+//! held at a time.
+
+use std::{borrow::Cow, fmt, marker::PhantomData, mem};
+
+use serde::{
+    de::{self, MapAccess, Visitor},
+    Deserialize, Deserializer,
+};
+use tributary_plugin_api::{Maintainer, RString, RVec, Summary, Version};
+
+use crate::{split, version::rank};
+
+/// One chart of an index: its summary (without `identifier` and `repository`, which the caller sets)
+/// and the rest of its detail.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Chart {
+    pub summary: Summary,
+    pub extra: Extra,
+}
+
+/// What a chart's detail holds beyond its summary. The README is the summary's description.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Extra {
+    pub versions: RVec<Version>,
+    pub home_url: RString,
+    pub source_urls: RVec<RString>,
+    pub maintainers: RVec<Maintainer>,
+    pub deprecated: bool,
+    pub keywords: RVec<RString>,
+}
+
+/// Files at least this large are parsed in pieces on several threads (see [`crate::split`]).
+pub(crate) const SPLIT_SIZE: usize = 1 << 20;
+/// The size of one piece.
+pub(crate) const PIECE_SIZE: usize = 256 << 10;
+/// The most threads one parse uses.
+const MAX_THREADS: usize = 8;
+
+/// Parses the text of an `index.yaml` into its charts, in the file's order. Charts with no versions
+/// (or an empty name) are left out.
+pub(crate) fn parse(text: &str) -> Result<Vec<Chart>, serde_yaml::Error> {
+    if text.len() >= SPLIT_SIZE {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if threads > 1 {
+            if let Some(charts) = split::parse_in_pieces(text, threads.min(MAX_THREADS), PIECE_SIZE)
+            {
+                return Ok(charts);
+            }
+        }
+    }
+    parse_whole(text)
+}
+
+/// Parses the text of an `index.yaml` as one document.
+pub(crate) fn parse_whole(text: &str) -> Result<Vec<Chart>, serde_yaml::Error> {
+    let file: IndexFile = serde_yaml::from_str(text)?;
+    Ok(file.entries.0)
+}
+
+#[derive(Deserialize)]
+struct IndexFile {
+    #[serde(default)]
+    entries: Entries,
+}
+
+/// A string that may be null or missing (both read as empty), borrowed from the input when it can be.
+#[derive(Default)]
+struct Text<'a>(Cow<'a, str>);
+
+impl Text<'_> {
+    fn into_rstring(self) -> RString {
+        RString::from(self.0)
+    }
+
+    fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor<'a>(PhantomData<Text<'a>>);
+
+        impl<'de: 'a, 'a> Visitor<'de> for TextVisitor<'a> {
+            type Value = Text<'a>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Text::default())
+            }
+
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Text::default())
+            }
+
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                d.deserialize_str(self)
+            }
+
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+
+        deserializer.deserialize_option(TextVisitor(PhantomData))
+    }
+}
+
+/// One element of a chart's version list; only the fields Tributary serves.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawVersion<'a> {
+    #[serde(borrow, default)]
+    version: Text<'a>,
+    #[serde(borrow, default)]
+    app_version: Text<'a>,
+    #[serde(borrow, default)]
+    description: Text<'a>,
+    #[serde(borrow, default)]
+    home: Text<'a>,
+    #[serde(borrow, default)]
+    icon: Text<'a>,
+    #[serde(borrow, default)]
+    sources: Option<Vec<Text<'a>>>,
+    #[serde(borrow, default)]
+    keywords: Option<Vec<Text<'a>>>,
+    #[serde(borrow, default)]
+    maintainers: Option<Vec<RawMaintainer<'a>>>,
+    #[serde(default)]
+    deprecated: Option<bool>,
+    #[serde(borrow, default)]
+    annotations: Option<RawAnnotations<'a>>,
+    #[serde(borrow, default)]
+    created: Text<'a>,
+    #[serde(borrow, default)]
+    digest: Text<'a>,
+}
+
+#[derive(Deserialize)]
+struct RawMaintainer<'a> {
+    #[serde(borrow, default)]
+    name: Text<'a>,
+    #[serde(borrow, default)]
+    email: Text<'a>,
+    #[serde(borrow, default)]
+    url: Text<'a>,
+}
+
+/// The annotations Tributary reads: Artifact Hub's `category`.
+#[derive(Deserialize)]
+struct RawAnnotations<'a> {
+    #[serde(borrow, default)]
+    category: Text<'a>,
+}
+
+/// The `entries` mapping, read into finished charts.
+#[derive(Default)]
+struct Entries(Vec<Chart>);
+
+impl<'de> Deserialize<'de> for Entries {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntriesVisitor;
+
+        impl<'de> Visitor<'de> for EntriesVisitor {
+            type Value = Entries;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping from chart names to lists of versions")
+            }
+
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Entries::default())
+            }
+
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Entries::default())
+            }
+
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                d.deserialize_map(self)
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut charts = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some(name) = map.next_key::<Text<'de>>()? {
+                    let versions: Option<Vec<RawVersion<'de>>> = map.next_value()?;
+                    if let Some(chart) = build_chart(name, versions.unwrap_or_default()) {
+                        charts.push(chart);
+                    }
+                }
+                Ok(Entries(charts))
+            }
+        }
+
+        deserializer.deserialize_option(EntriesVisitor)
+    }
+}
+
+/// Non-empty strings of a list, as an `RVec`.
+fn non_empty(values: Option<Vec<Text<'_>>>) -> RVec<RString> {
+    values
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|t| !t.as_str().is_empty())
+        .map(Text::into_rstring)
+        .collect()
+}
+
+/// Turns one chart's raw versions into a [`Chart`]; `None` for an empty list or an empty name.
+fn build_chart(name: Text<'_>, mut raw: Vec<RawVersion<'_>>) -> Option<Chart> {
+    if raw.is_empty() || name.as_str().is_empty() {
+        return None;
+    }
+    let ranking = rank(raw.iter().map(|v| v.version.as_str()));
+    let latest_version = RString::from(raw[ranking.latest].version.as_str());
+    let latest_app_version = RString::from(raw[ranking.latest].app_version.as_str());
+
+    let versions: RVec<Version> = ranking
+        .order
+        .iter()
+        .map(|&i| {
+            let v = &mut raw[i];
+            Version {
+                version: mem::take(&mut v.version).into_rstring(),
+                app_version: mem::take(&mut v.app_version).into_rstring(),
+                created: mem::take(&mut v.created).into_rstring(),
+                digest: mem::take(&mut v.digest).into_rstring(),
+            }
+        })
+        .collect();
+
+    let latest = raw.swap_remove(ranking.latest);
+    drop(raw);
+    let category = latest
+        .annotations
+        .map(|a| a.category.0.trim().to_owned())
+        .unwrap_or_default();
+    let categories: RVec<RString> = if category.is_empty() {
+        RVec::new()
+    } else {
+        RVec::from(vec![RString::from(category)])
+    };
+    let name = name.into_rstring();
+
+    Some(Chart {
+        summary: Summary {
+            identifier: RString::new(),
+            display_name: name.clone(),
+            name,
+            latest_version,
+            latest_app_version,
+            short_description: latest.description.into_rstring(),
+            icon_url: latest.icon.into_rstring(),
+            categories,
+            repository: RString::new(),
+        },
+        extra: Extra {
+            versions,
+            home_url: latest.home.into_rstring(),
+            source_urls: non_empty(latest.sources),
+            maintainers: latest
+                .maintainers
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|m| {
+                    !(m.name.as_str().is_empty()
+                        && m.email.as_str().is_empty()
+                        && m.url.as_str().is_empty())
+                })
+                .map(|m| Maintainer {
+                    name: m.name.into_rstring(),
+                    email: m.email.into_rstring(),
+                    url: m.url.into_rstring(),
+                })
+                .collect(),
+            deprecated: latest.deprecated.unwrap_or(false),
+            keywords: non_empty(latest.keywords),
+        },
+    })
+}

@@ -1,0 +1,311 @@
+//! Parsing a large `index.yaml` in pieces, on several threads.
+//!
+//! Almost all the time of reading a large index goes into the YAML parser, which runs on one thread
+//! and holds the whole document's events at once. An index in the block layout `helm repo index`
+//! writes can be cut, between two charts, into pieces that are documents of their own:
+//! ```yaml
+//! apiVersion: v1          # the header: single-line top-level keys only
+//! entries:
+//!   apache:               # a chart key: exactly the indentation of the first key
+//!   - version: 10.2.4     # anything more indented, or a sequence item, belongs to the chart
+//!   nginx:                # the next piece may start here
+//!   - ...
+//! generated: "..."        # the trailer: from the first top-level line after `entries:`
+//! ```
+//! Each piece is parsed as `entries:` followed by its lines; the header and trailer are parsed
+//! together, to check the rest of the file. A cut inside a multi-line construct (a quoted scalar, a
+//! flow collection) leaves that construct open at the end of its piece, which then fails to parse;
+//! an anchor used in another piece fails the same way. On any failure, or any layout this module
+//! does not recognise, the caller parses the whole file instead, so the result and the errors (with
+//! their line numbers) are always those of parsing the whole file.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Mutex,
+    },
+    thread,
+};
+
+use crate::index::{parse_whole, Chart};
+
+/// Where a file's `entries` block is, and where its charts start.
+struct Layout<'a> {
+    /// Everything before the block: the header, ending with the `entries:` line.
+    header: &'a str,
+    /// The lines of the block.
+    block: &'a str,
+    /// Everything after the block.
+    trailer: &'a str,
+    /// The offsets in `block` of the lines that start a chart.
+    keys: Vec<usize>,
+}
+
+/// The lines of `text` with their byte offsets, each line with its line break.
+fn lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.split_inclusive('\n').scan(0, |offset, line| {
+        let start = *offset;
+        *offset += line.len();
+        Some((start, line))
+    })
+}
+
+/// A line without its line break.
+fn content(line: &str) -> &str {
+    line.trim_end_matches(['\n', '\r'])
+}
+
+/// Whether a line holds nothing but spaces or a comment.
+fn is_blank_or_comment(line: &str) -> bool {
+    let trimmed = content(line).trim_start_matches(' ');
+    trimmed.is_empty() || trimmed.starts_with('#')
+}
+
+impl<'a> Layout<'a> {
+    fn find(text: &'a str) -> Option<Layout<'a>> {
+        let mut lines = lines(text);
+
+        // The header: single-line `key: value` pairs up to `entries:`, nothing that could span lines.
+        let block_start = loop {
+            let (offset, line) = lines.next()?;
+            if is_blank_or_comment(line) {
+                continue;
+            }
+            let line_content = content(line);
+            if line_content.trim_end_matches(' ') == "entries:" {
+                break offset + line.len();
+            }
+            if line.starts_with([' ', '\t', '-', '.', '%'])
+                || line_content.starts_with("entries")
+                || line_content.contains([
+                    '"', '\'', '[', ']', '{', '}', '|', '>', '&', '*', '!', '?', '@', '`',
+                ])
+            {
+                return None;
+            }
+        };
+
+        // The block: every line up to the next top-level line. Its first key sets the indentation.
+        let mut indent = None;
+        let mut keys = Vec::new();
+        let mut block_end = text.len();
+        for (offset, line) in lines {
+            if is_blank_or_comment(line) {
+                continue;
+            }
+            let spaces = line.len() - line.trim_start_matches(' ').len();
+            if spaces == 0 {
+                block_end = offset;
+                break;
+            }
+            let indent = *indent.get_or_insert(spaces);
+            let first = line.as_bytes()[spaces];
+            if spaces == indent && !matches!(first, b'-' | b'\t') {
+                keys.push(offset - block_start);
+            }
+        }
+        if keys.is_empty() {
+            return None;
+        }
+        Some(Layout {
+            header: &text[..block_start],
+            block: &text[block_start..block_end],
+            trailer: &text[block_end..],
+            keys,
+        })
+    }
+
+    /// The pieces of the block, cut at chart keys, each about `piece_size` bytes or more.
+    fn pieces(&self, piece_size: usize) -> Vec<&'a str> {
+        let mut pieces = Vec::new();
+        let mut start = 0;
+        for &key in &self.keys[1..] {
+            if key - start >= piece_size {
+                pieces.push(&self.block[start..key]);
+                start = key;
+            }
+        }
+        pieces.push(&self.block[start..]);
+        pieces
+    }
+}
+
+/// Parses `text` in pieces of about `piece_size` bytes on up to `threads` threads. `None` when the
+/// file's layout is not one this module cuts, or when any piece fails to parse: the caller then
+/// parses the whole file.
+pub(crate) fn parse_in_pieces(text: &str, threads: usize, piece_size: usize) -> Option<Vec<Chart>> {
+    let layout = Layout::find(text)?;
+
+    let rest = format!("{}{}", layout.header, layout.trailer);
+    if !parse_whole(&rest).ok()?.is_empty() {
+        return None;
+    }
+
+    let pieces = layout.pieces(piece_size);
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let results: Mutex<Vec<Option<Vec<Chart>>>> =
+        Mutex::new(std::iter::repeat_with(|| None).take(pieces.len()).collect());
+
+    let work = || {
+        let mut document = String::new();
+        while !failed.load(Ordering::Relaxed) {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(piece) = pieces.get(i) else { break };
+            document.clear();
+            document.push_str("entries:\n");
+            document.push_str(piece);
+            match parse_whole(&document) {
+                Ok(charts) => results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(charts),
+                Err(_) => failed.store(true, Ordering::Relaxed),
+            }
+        }
+    };
+    thread::scope(|scope| {
+        for _ in 1..threads.min(pieces.len()) {
+            scope.spawn(work);
+        }
+        work();
+    });
+    if failed.load(Ordering::Relaxed) {
+        return None;
+    }
+
+    let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    let mut charts = Vec::with_capacity(results.iter().flatten().map(Vec::len).sum());
+    for piece in results {
+        charts.extend(piece?);
+    }
+    Some(charts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys_of(text: &str) -> Option<Vec<&str>> {
+        let layout = Layout::find(text)?;
+        Some(
+            layout
+                .keys
+                .iter()
+                .map(|&k| content(layout.block[k..].split_inclusive('\n').next().unwrap()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn finds_the_chart_keys_of_the_helm_layout() {
+        let text = "apiVersion: v1\n# comment\nentries:\n  a:\n  - version: 1.0.0\n    description: |\n      x:\n  b:\n  - version: 1\n# c\n  c: []\ngenerated: \"2023\"\nserverInfo:\n  x: y\n";
+        assert_eq!(keys_of(text).unwrap(), ["  a:", "  b:", "  c: []"]);
+        let layout = Layout::find(text).unwrap();
+        assert_eq!(layout.header, "apiVersion: v1\n# comment\nentries:\n");
+        assert_eq!(layout.trailer, "generated: \"2023\"\nserverInfo:\n  x: y\n");
+
+        let crlf = text.replace('\n', "\r\n");
+        assert_eq!(keys_of(&crlf).unwrap(), ["  a:", "  b:", "  c: []"]);
+
+        let four = "entries:\n    a:\n      - version: 1.0.0\n    b: []\n";
+        assert_eq!(keys_of(four).unwrap(), ["    a:", "    b: []"]);
+    }
+
+    #[test]
+    fn other_layouts_are_not_cut() {
+        for text in [
+            "entries: {a: [{version: 1.0.0}]}\n",
+            "entries: null\n",
+            "entries:\ngenerated: x\n",
+            "generated: \"x\"\nentries:\n  a: []\n",
+            "serverInfo:\n  x: y\nentries:\n  a: []\n",
+            "---\nentries:\n  a: []\n",
+            "apiVersion: v1\n",
+            "",
+        ] {
+            assert!(Layout::find(text).is_none(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn pieces_cover_the_block() {
+        let text = "entries:\n  a:\n  - version: 1.0.0\n  b:\n  - version: 1.0.0\n  c:\n  - version: 1.0.0\n";
+        let layout = Layout::find(text).unwrap();
+        assert_eq!(layout.pieces(usize::MAX), [layout.block]);
+        let pieces = layout.pieces(1);
+        assert_eq!(pieces.len(), 3);
+        assert_eq!(pieces.concat(), layout.block);
+        assert!(pieces
+            .iter()
+            .all(|p| p.starts_with("  ") && p.ends_with("1.0.0\n")));
+    }
+
+    /// Parses in pieces of single charts and checks the result against parsing the whole text.
+    fn pieces_agree(text: &str) -> bool {
+        let whole = parse_whole(text);
+        match parse_in_pieces(text, 3, 1) {
+            Some(charts) => {
+                assert_eq!(charts, whole.unwrap(), "{text}");
+                true
+            }
+            None => false,
+        }
+    }
+
+    #[test]
+    fn the_examples_parse_the_same_in_pieces() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/charts");
+        for file in ["bitnami-index.yaml", "community-index.yaml"] {
+            let text = std::fs::read_to_string(dir.join(file)).unwrap();
+            assert!(pieces_agree(&text), "{file} was not cut");
+            let crlf = text.replace('\n', "\r\n");
+            assert!(pieces_agree(&crlf), "{file} with CRLF was not cut");
+        }
+    }
+
+    #[test]
+    fn constructs_that_span_a_cut_fall_back_to_the_whole_file() {
+        // An anchor in one chart, its alias in another.
+        let alias = "entries:\n  a:\n  - version: 1.0.0\n    keywords: &k [x, y]\n  b:\n  - version: 1.0.0\n    keywords: *k\n";
+        assert!(parse_whole(alias).is_ok());
+        assert!(!pieces_agree(alias));
+        // A quoted scalar whose next line looks like a chart key.
+        let quoted = "entries:\n  a:\n  - version: 1.0.0\n    description: \"one\n  b: two\"\n";
+        assert!(!pieces_agree(quoted));
+        // A flow sequence likewise.
+        let flow = "entries:\n  a:\n  - version: 1.0.0\n    keywords: [x,\n  b: y]\n";
+        assert!(!pieces_agree(flow));
+        // A broken trailer, and a second `entries`.
+        assert!(!pieces_agree("entries:\n  a: []\n  b: []\ngenerated: [\n"));
+        assert!(!pieces_agree("entries:\n  a: []\nentries:\n  b: []\n"));
+        // An invalid chart.
+        assert!(!pieces_agree("entries:\n  a: []\n  b: 3\n"));
+    }
+
+    #[test]
+    fn cuts_agree_with_the_whole_file() {
+        let text = "apiVersion: v1\nentries:\n  a:\n  - version: 1.0.0\n    description: |\n      line one\n\n      line three\n  # between\n  b:\n  - version: 2.0.0\n    description: plain\n      continued\n    keywords: [x,\n      y]\n  \"c\":\n  - version: 3.0.0\n    description: \"quoted\n      on two lines\"\ngenerated: \"2023\"\n";
+        assert!(pieces_agree(text));
+        assert_eq!(parse_whole(text).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_large_index_is_parsed_in_pieces() {
+        let mut text = String::from("apiVersion: v1\nentries:\n");
+        let mut chart = 0;
+        while text.len() < crate::index::SPLIT_SIZE + 1000 {
+            text.push_str(&format!("  chart-{chart}:\n"));
+            for minor in 0..5 {
+                text.push_str(&format!(
+                    "  - version: 1.{minor}.0\n    appVersion: \"{chart}\"\n    description: Chart {chart}, a chart.\n    keywords: [k{minor}]\n    urls: [https://example.com/chart-{chart}-1.{minor}.0.tgz]\n"
+                ));
+            }
+            chart += 1;
+        }
+        text.push_str("generated: \"2023-11-21T20:30:00Z\"\n");
+        let whole = parse_whole(&text).unwrap();
+        assert_eq!(whole.len(), chart);
+        assert_eq!(
+            parse_in_pieces(&text, 2, crate::index::PIECE_SIZE),
+            Some(whole)
+        );
+    }
+}

@@ -1,0 +1,812 @@
+use std::{
+    cmp::Ordering,
+    fs,
+    path::{Path, PathBuf},
+};
+
+use serde_json::json;
+use tributary_plugin_api::{
+    Detail, ErrorKind, Filter, ListRequest, Maintainer, PackageSource, Plugin, PluginError,
+    ROption::{RNone, RSome},
+    RString, RVec, SeekKey, Summary, Version,
+};
+
+use crate::{HelmPlugin, HelmSource};
+
+/// A folder of its own under the system's temporary folder, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let path =
+            std::env::temp_dir().join(format!("tributary-helm-test-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    fn write(&self, file: &str, text: &str) -> PathBuf {
+        let path = self.0.join(file);
+        fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+const ALPHA: &str = r#"apiVersion: v1
+entries:
+  nginx:
+  - annotations:
+      category: Infrastructure
+      licenses: Apache-2.0
+    apiVersion: v2
+    appVersion: 1.25.1
+    created: "2023-07-10T10:12:48.000Z"
+    dependencies:
+    - name: common
+      repository: oci://registry-1.docker.io/bitnamicharts
+      tags: [bitnami-common]
+      version: 2.x.x
+    description: NGINX web server
+    digest: 6c0b0b1e
+    home: https://nginx.org
+    icon: https://example.com/nginx.png
+    keywords:
+    - nginx
+    - http
+    kubeVersion: ">=1.19.0-0"
+    maintainers:
+    - name: Alice
+      email: alice@example.com
+      url: https://example.com/alice
+    - name: Bob
+    name: nginx
+    sources:
+    - https://github.com/example/nginx
+    type: application
+    urls:
+    - https://charts.example.com/nginx-15.1.0.tgz
+    version: 15.1.0
+  - appVersion: 1.26.0
+    created: "2023-08-01T00:00:00Z"
+    description: NGINX web server (preview)
+    digest: 9f9f
+    version: 16.0.0-rc.1
+  - appVersion: 1.25.0
+    created: "2023-06-01T00:00:00Z"
+    description: NGINX web server, older
+    digest: 1234
+    version: 15.0.2
+  redis:
+  - appVersion: "7.0"
+    description: Redis nightly
+    version: latest
+  - appVersion: "7.2"
+    description: Redis key-value store
+    version: v7.2
+  empty: []
+  nothing:
+generated: "2023-08-01T00:00:00Z"
+serverInfo:
+  contextPath: /charts
+"#;
+
+const BETA: &str = r#"apiVersion: v1
+entries:
+  nginx:
+  - version: 1.0.0
+  apache:
+  - appVersion: 2.4.57
+    deprecated: true
+    description: Apache HTTP Server (deprecated)
+    version: 10.0.0
+  - appVersion: 2.4.56
+    description: Apache HTTP Server
+    version: 9.9.9
+  Zeta:
+  - annotations:
+      category: Testing
+    appVersion: 1.10
+    description: null
+    icon: ~
+    keywords: [zeta, "", null]
+    version: "2"
+generated: "2023-08-01T00:00:00Z"
+"#;
+
+fn source_for(dir: &TempDir, repos: &[(&str, &str)]) -> Result<HelmSource, PluginError> {
+    let repositories: Vec<_> = repos
+        .iter()
+        .map(|(name, file)| json!({ "name": name, "url": file }))
+        .collect();
+    HelmPlugin::new_source(&json!({ "repositories": repositories, "$base_dir": dir.0 }).to_string())
+}
+
+fn two_repos(dir: &TempDir) -> HelmSource {
+    dir.write("alpha.yaml", ALPHA);
+    dir.write("beta.yaml", BETA);
+    source_for(dir, &[("alpha", "alpha.yaml"), ("beta", "beta.yaml")]).unwrap()
+}
+
+fn strings(values: &[&str]) -> RVec<RString> {
+    values.iter().map(|v| RString::from(*v)).collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn summary(
+    repository: &str,
+    name: &str,
+    latest_version: &str,
+    latest_app_version: &str,
+    short_description: &str,
+    icon_url: &str,
+    categories: &[&str],
+) -> Summary {
+    Summary {
+        identifier: format!("{repository}/{name}").into(),
+        name: name.into(),
+        display_name: name.into(),
+        latest_version: latest_version.into(),
+        latest_app_version: latest_app_version.into(),
+        short_description: short_description.into(),
+        icon_url: icon_url.into(),
+        categories: strings(categories),
+        repository: repository.into(),
+    }
+}
+
+fn expected_summaries() -> Vec<Summary> {
+    vec![
+        summary("beta", "Zeta", "2", "1.10", "", "", &["Testing"]),
+        summary(
+            "beta",
+            "apache",
+            "10.0.0",
+            "2.4.57",
+            "Apache HTTP Server (deprecated)",
+            "",
+            &[],
+        ),
+        summary(
+            "alpha",
+            "nginx",
+            "15.1.0",
+            "1.25.1",
+            "NGINX web server",
+            "https://example.com/nginx.png",
+            &["Infrastructure"],
+        ),
+        summary("beta", "nginx", "1.0.0", "", "", "", &[]),
+        summary(
+            "alpha",
+            "redis",
+            "v7.2",
+            "7.2",
+            "Redis key-value store",
+            "",
+            &[],
+        ),
+    ]
+}
+
+fn request(after: Option<(&str, &str)>, limit: u32, filter: Filter) -> ListRequest {
+    ListRequest {
+        after: match after {
+            Some((name, identifier)) => RSome(SeekKey {
+                name: name.into(),
+                identifier: identifier.into(),
+            }),
+            None => RNone,
+        },
+        limit,
+        filter,
+    }
+}
+
+fn all(source: &HelmSource) -> Vec<Summary> {
+    source
+        .list(&request(None, 1000, Filter::default()))
+        .unwrap()
+}
+
+fn ids(items: &[Summary]) -> Vec<&str> {
+    items.iter().map(|s| s.identifier.as_str()).collect()
+}
+
+fn keys_strictly_increasing(items: &[Summary]) -> bool {
+    items
+        .windows(2)
+        .all(|pair| pair[0].key_cmp(&pair[1]) == Ordering::Less)
+}
+
+fn version(version: &str, app_version: &str, created: &str, digest: &str) -> Version {
+    Version {
+        version: version.into(),
+        app_version: app_version.into(),
+        created: created.into(),
+        digest: digest.into(),
+    }
+}
+
+#[test]
+fn plugin_metadata() {
+    assert_eq!(HelmPlugin::NAME, "helm");
+    assert_eq!(
+        HelmPlugin::DESCRIPTION,
+        "Helm chart repositories (index.yaml)"
+    );
+}
+
+#[test]
+fn two_repositories_list_in_exact_order() {
+    let dir = TempDir::new("two-repos");
+    let source = two_repos(&dir);
+    let items = all(&source);
+    assert_eq!(items, expected_summaries());
+    assert!(keys_strictly_increasing(&items));
+}
+
+#[test]
+fn single_repository_lists_its_own_charts() {
+    let dir = TempDir::new("single");
+    dir.write("beta.yaml", BETA);
+    let source = source_for(&dir, &[("beta", "beta.yaml")]).unwrap();
+    assert_eq!(
+        ids(&all(&source)),
+        ["beta/Zeta", "beta/apache", "beta/nginx"]
+    );
+}
+
+#[test]
+fn detail_of_a_full_chart() {
+    let dir = TempDir::new("detail-full");
+    let source = two_repos(&dir);
+    let detail = source.detail("alpha/nginx").unwrap();
+    assert_eq!(
+        detail,
+        Detail {
+            summary: expected_summaries()[2].clone(),
+            versions: RVec::from(vec![
+                version("16.0.0-rc.1", "1.26.0", "2023-08-01T00:00:00Z", "9f9f"),
+                version("15.1.0", "1.25.1", "2023-07-10T10:12:48.000Z", "6c0b0b1e"),
+                version("15.0.2", "1.25.0", "2023-06-01T00:00:00Z", "1234"),
+            ]),
+            home_url: "https://nginx.org".into(),
+            source_urls: strings(&["https://github.com/example/nginx"]),
+            maintainers: RVec::from(vec![
+                Maintainer {
+                    name: "Alice".into(),
+                    email: "alice@example.com".into(),
+                    url: "https://example.com/alice".into(),
+                },
+                Maintainer {
+                    name: "Bob".into(),
+                    ..Maintainer::default()
+                },
+            ]),
+            readme: "NGINX web server".into(),
+            deprecated: false,
+            keywords: strings(&["nginx", "http"]),
+        }
+    );
+}
+
+#[test]
+fn detail_with_missing_optional_fields() {
+    let dir = TempDir::new("detail-minimal");
+    let source = two_repos(&dir);
+    assert_eq!(
+        source.detail("beta/nginx").unwrap(),
+        Detail {
+            summary: expected_summaries()[3].clone(),
+            versions: RVec::from(vec![version("1.0.0", "", "", "")]),
+            ..Detail::default()
+        }
+    );
+    let zeta = source.detail("beta/Zeta").unwrap();
+    assert_eq!(zeta.summary, expected_summaries()[0]);
+    assert_eq!(zeta.keywords, strings(&["zeta"]));
+    assert_eq!(zeta.readme, "");
+}
+
+#[test]
+fn non_semver_versions_are_kept_after_valid_ones() {
+    let dir = TempDir::new("detail-non-semver");
+    let source = two_repos(&dir);
+    let redis = source.detail("alpha/redis").unwrap();
+    assert_eq!(
+        redis.versions,
+        RVec::from(vec![
+            version("v7.2", "7.2", "", ""),
+            version("latest", "7.0", "", ""),
+        ])
+    );
+    assert_eq!(redis.readme, "Redis key-value store");
+}
+
+#[test]
+fn deprecated_chart() {
+    let dir = TempDir::new("deprecated");
+    let source = two_repos(&dir);
+    let apache = source.detail("beta/apache").unwrap();
+    assert!(apache.deprecated);
+    assert_eq!(apache.summary, expected_summaries()[1]);
+    assert_eq!(ids_of_versions(&apache.versions), ["10.0.0", "9.9.9"]);
+    assert!(!source.detail("alpha/nginx").unwrap().deprecated);
+}
+
+fn ids_of_versions(versions: &[Version]) -> Vec<&str> {
+    versions.iter().map(|v| v.version.as_str()).collect()
+}
+
+#[test]
+fn deprecated_only_when_the_latest_version_says_so() {
+    let dir = TempDir::new("deprecated-old");
+    dir.write(
+        "r.yaml",
+        "entries:\n  old:\n  - version: 2.0.0\n  - version: 1.0.0\n    deprecated: true\n",
+    );
+    let source = source_for(&dir, &[("r", "r.yaml")]).unwrap();
+    assert!(!source.detail("r/old").unwrap().deprecated);
+}
+
+#[test]
+fn unknown_identifiers_are_not_found() {
+    let dir = TempDir::new("not-found");
+    let source = two_repos(&dir);
+    for id in [
+        "nginx",
+        "gamma/nginx",
+        "alpha/apache",
+        "alpha/",
+        "",
+        "/nginx",
+        "alpha/empty",
+    ] {
+        let err = source.detail(id).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::NotFound, "{id:?}");
+        assert!(err.message.contains(&format!("{id:?}")), "{err}");
+    }
+}
+
+#[test]
+fn list_seeks_after_a_key() {
+    let dir = TempDir::new("seek");
+    let source = two_repos(&dir);
+    let page = |after, limit, filter| source.list(&request(after, limit, filter)).unwrap();
+
+    assert_eq!(
+        ids(&page(None, 2, Filter::default())),
+        ["beta/Zeta", "beta/apache"]
+    );
+    assert_eq!(
+        ids(&page(Some(("apache", "beta/apache")), 2, Filter::default())),
+        ["alpha/nginx", "beta/nginx"]
+    );
+    assert_eq!(
+        ids(&page(Some(("nginx", "alpha/nginx")), 2, Filter::default())),
+        ["beta/nginx", "alpha/redis"]
+    );
+    // A key that is not an item: resume at the next item after it.
+    assert_eq!(
+        ids(&page(Some(("b", "")), 10, Filter::default())),
+        ["alpha/nginx", "beta/nginx", "alpha/redis"]
+    );
+    assert_eq!(
+        ids(&page(Some(("nginx", "beta/nginx")), 10, Filter::default())),
+        ["alpha/redis"]
+    );
+    assert!(page(Some(("redis", "alpha/redis")), 10, Filter::default()).is_empty());
+
+    let alpha_only = Filter {
+        repositories: strings(&["alpha"]),
+        ..Filter::default()
+    };
+    assert_eq!(
+        ids(&page(
+            Some(("apache", "beta/apache")),
+            1,
+            alpha_only.clone()
+        )),
+        ["alpha/nginx"]
+    );
+    assert_eq!(
+        ids(&page(Some(("nginx", "alpha/nginx")), 5, alpha_only)),
+        ["alpha/redis"]
+    );
+    let by_category = Filter {
+        categories: strings(&["Testing", "Infrastructure"]),
+        ..Filter::default()
+    };
+    assert_eq!(
+        ids(&page(None, 5, by_category)),
+        ["beta/Zeta", "alpha/nginx"]
+    );
+    let by_query = Filter {
+        query: "http server".into(),
+        ..Filter::default()
+    };
+    assert_eq!(ids(&page(None, 5, by_query)), ["beta/apache"]);
+}
+
+#[test]
+fn empty_and_null_entries() {
+    let dir = TempDir::new("empty");
+    dir.write("null.yaml", "apiVersion: v1\nentries:\ngenerated: x\n");
+    dir.write("empty.yaml", "apiVersion: v1\nentries: {}\n");
+    dir.write("none.yaml", "apiVersion: v1\n");
+    dir.write("lists.yaml", "apiVersion: v1\nentries:\n  a: []\n  b: ~\n");
+    let source = source_for(
+        &dir,
+        &[
+            ("null", "null.yaml"),
+            ("empty", "empty.yaml"),
+            ("none", "none.yaml"),
+            ("lists", "lists.yaml"),
+        ],
+    )
+    .unwrap();
+    assert!(all(&source).is_empty());
+}
+
+#[test]
+fn many_versions_are_ranked() {
+    let dir = TempDir::new("many");
+    let mut text = String::from("apiVersion: v1\nentries:\n  big:\n");
+    for minor in 0..300 {
+        text.push_str(&format!(
+            "  - version: 1.{minor}.0\n    appVersion: \"{minor}\"\n"
+        ));
+        text.push_str(&format!("  - version: 1.{minor}.1-rc.1\n"));
+    }
+    dir.write("big.yaml", &text);
+    let source = source_for(&dir, &[("r", "big.yaml")]).unwrap();
+    let detail = source.detail("r/big").unwrap();
+    assert_eq!(detail.versions.len(), 600);
+    assert_eq!(detail.summary.latest_version, "1.299.0");
+    assert_eq!(detail.summary.latest_app_version, "299");
+    assert_eq!(
+        ids_of_versions(&detail.versions[..3]),
+        ["1.299.1-rc.1", "1.299.0", "1.298.1-rc.1"]
+    );
+    assert_eq!(detail.versions.last().unwrap().version, "1.0.0");
+}
+
+#[test]
+fn duplicate_chart_names_are_an_error() {
+    let dir = TempDir::new("duplicate-chart");
+    let path = dir.write(
+        "dup.yaml",
+        "entries:\n  a:\n  - version: 1.0.0\n  a:\n  - version: 2.0.0\n",
+    );
+    match source_for(&dir, &[("r", "dup.yaml")]) {
+        // A parser that rejects duplicate keys itself is as good.
+        Err(err) => {
+            assert_eq!(err.kind, ErrorKind::Unavailable);
+            assert!(err.message.contains(&path.display().to_string()), "{err}");
+        }
+        Ok(_) => panic!("a duplicate chart was accepted"),
+    }
+}
+
+fn config_error(config: serde_json::Value) -> String {
+    let err = match HelmPlugin::new_source(&config.to_string()) {
+        Err(err) => err,
+        Ok(_) => panic!("accepted {config}"),
+    };
+    assert_eq!(err.kind, ErrorKind::InvalidConfig, "{err}");
+    err.message.to_string()
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let cases = [
+        (json!({}), "helm config: repositories is missing"),
+        (json!({ "repositories": null }), "helm config: repositories is missing"),
+        (json!({ "repositories": [] }), "helm config: repositories is empty"),
+        (
+            json!({ "repositories": "bitnami" }),
+            "helm config: repositories must be a list",
+        ),
+        (
+            json!({ "repositories": ["bitnami"] }),
+            "helm config: repositories[0] must be a { name, url } table",
+        ),
+        (
+            json!({ "repositories": [{ "name": "a", "url": "a.yaml" }, { "name": "b" }] }),
+            "helm config: repositories[1].url is missing",
+        ),
+        (
+            json!({ "repositories": [{ "url": "a.yaml" }] }),
+            "helm config: repositories[0].name is missing",
+        ),
+        (
+            json!({ "repositories": [{ "name": "", "url": "a.yaml" }] }),
+            "helm config: repositories[0].name is empty",
+        ),
+        (
+            json!({ "repositories": [{ "name": 3, "url": "a.yaml" }] }),
+            "helm config: repositories[0].name must be a string",
+        ),
+        (
+            json!({ "repositories": [{ "name": "a", "url": "" }] }),
+            "helm config: repositories[0].url is empty",
+        ),
+        (
+            json!({ "repositories": [{ "name": "a/b", "url": "a.yaml" }] }),
+            "helm config: repositories[0].name \"a/b\" must not contain '/'",
+        ),
+        (
+            json!({ "repositories": [
+                { "name": "a", "url": "a.yaml" },
+                { "name": "b", "url": "b.yaml" },
+                { "name": "a", "url": "c.yaml" },
+            ] }),
+            "helm config: repositories[2].name \"a\" is already used by repositories[0]",
+        ),
+        (
+            json!({ "repositories": [{ "name": "a", "url": "a.yaml", "path": "x" }] }),
+            "helm config: repositories[0].path is not a known key",
+        ),
+        (
+            json!({ "repositories": [{ "name": "bitnami", "url": "https://charts.bitnami.com/bitnami" }] }),
+            "helm config: repositories[0].url \"https://charts.bitnami.com/bitnami\" of repository \"bitnami\" is not supported: only local files are supported for now",
+        ),
+        (
+            json!({ "repositories": [{ "name": "oci", "url": "oci://registry-1.docker.io/bitnamicharts" }] }),
+            "repository \"oci\" is not supported: only local files",
+        ),
+        (json!({ "repos": [] }), "unknown field `repos`"),
+        (
+            json!({ "repositories": [{ "name": "a", "url": "a.yaml" }], "$base_dir": 3 }),
+            "helm config: $base_dir must be a string",
+        ),
+    ];
+    for (config, expected) in cases {
+        let message = config_error(config.clone());
+        assert!(message.contains(expected), "{config}: {message:?}");
+    }
+    let err = HelmPlugin::new_source("not json").err().unwrap();
+    assert!(err.message.starts_with("helm config: "), "{err}");
+}
+
+#[test]
+fn unreadable_and_invalid_files_are_unavailable() {
+    let dir = TempDir::new("unavailable");
+    let missing = dir.0.join("missing.yaml");
+    let err = source_for(&dir, &[("m", "missing.yaml")]).err().unwrap();
+    assert_eq!(err.kind, ErrorKind::Unavailable);
+    assert!(
+        err.message.contains(&missing.display().to_string()),
+        "{err}"
+    );
+    assert!(err.message.contains("\"m\""), "{err}");
+
+    let bad = dir.write(
+        "bad.yaml",
+        "entries:\n  a:\n  - version: 1.0.0\n   bad: [\n",
+    );
+    let err = source_for(&dir, &[("b", "bad.yaml")]).err().unwrap();
+    assert_eq!(err.kind, ErrorKind::Unavailable);
+    assert!(err.message.contains(&bad.display().to_string()), "{err}");
+    assert!(err.message.contains("line 4"), "{err}");
+
+    dir.write(
+        "wrong.yaml",
+        "entries:\n  a:\n  - version: 1.0.0\n    deprecated: [yes]\n",
+    );
+    let err = source_for(&dir, &[("w", "wrong.yaml")]).err().unwrap();
+    assert!(err.message.contains("deprecated"), "{err}");
+    assert!(err.message.contains("line 4 column 17"), "{err}");
+}
+
+#[test]
+fn file_urls_and_absolute_paths() {
+    let dir = TempDir::new("file-url");
+    let path = dir.write("beta.yaml", BETA);
+    let config = json!({ "repositories": [
+        { "name": "url", "url": format!("file://{}", path.display()) },
+    ] });
+    let source = HelmPlugin::new_source(&config.to_string()).unwrap();
+    assert_eq!(all(&source).len(), 3);
+
+    let config = json!({ "repositories": [{ "name": "abs", "url": path }] });
+    let source = HelmPlugin::new_source(&config.to_string()).unwrap();
+    assert_eq!(ids(&all(&source)), ["abs/Zeta", "abs/apache", "abs/nginx"]);
+}
+
+/// Rewrites a file so that its stamp changes: the size differs, and the time is moved forward in
+/// case the file system's clock granularity is coarse.
+fn rewrite(path: &Path, text: &str) {
+    let before = fs::metadata(path).unwrap().modified().unwrap();
+    fs::write(path, text).unwrap();
+    let file = fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(before + std::time::Duration::from_secs(2))
+        .unwrap();
+}
+
+#[test]
+fn reload_after_the_file_changes() {
+    let dir = TempDir::new("reload");
+    let alpha = dir.write("alpha.yaml", ALPHA);
+    dir.write("beta.yaml", BETA);
+    let source = source_for(&dir, &[("alpha", "alpha.yaml"), ("beta", "beta.yaml")]).unwrap();
+    assert_eq!(all(&source).len(), 5);
+
+    let added = ALPHA.replace(
+        "  empty: []\n",
+        "  empty: []\n  memcached:\n  - version: 7.0.0\n    description: Memcached\n",
+    );
+    rewrite(&alpha, &added);
+    assert_eq!(
+        ids(&all(&source)),
+        [
+            "beta/Zeta",
+            "beta/apache",
+            "alpha/memcached",
+            "alpha/nginx",
+            "beta/nginx",
+            "alpha/redis"
+        ]
+    );
+    assert_eq!(
+        source.detail("alpha/memcached").unwrap().readme,
+        "Memcached"
+    );
+
+    rewrite(&alpha, "entries:\n  a: [\n");
+    let err = source
+        .list(&request(None, 10, Filter::default()))
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Unavailable);
+    assert!(err.message.contains(&alpha.display().to_string()), "{err}");
+    assert!(err.message.contains("line"), "{err}");
+    assert_eq!(
+        source.detail("alpha/nginx").unwrap_err().kind,
+        ErrorKind::Unavailable
+    );
+
+    fs::remove_file(&alpha).unwrap();
+    let err = source
+        .list(&request(None, 10, Filter::default()))
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Unavailable);
+    assert!(err.message.contains("cannot read index"), "{err}");
+
+    // Another repository changes while this one is missing: read once this one is back.
+    let beta = dir.0.join("beta.yaml");
+    rewrite(
+        &beta,
+        &BETA.replace("  Zeta:\n", "  yarn:\n  - version: 1.0.0\n  Zeta:\n"),
+    );
+    assert_eq!(
+        source
+            .list(&request(None, 10, Filter::default()))
+            .unwrap_err(),
+        err
+    );
+
+    dir.write(
+        "alpha.yaml",
+        "apiVersion: v1\nentries:\n  solo:\n  - version: 0.1.0\n",
+    );
+    assert_eq!(
+        ids(&all(&source)),
+        [
+            "beta/Zeta",
+            "beta/apache",
+            "beta/nginx",
+            "alpha/solo",
+            "beta/yarn"
+        ]
+    );
+    assert!(source.detail("alpha/nginx").unwrap_err().kind == ErrorKind::NotFound);
+}
+
+#[test]
+fn concurrent_calls_see_a_consistent_listing() {
+    let dir = TempDir::new("threads");
+    let alpha = dir.write("alpha.yaml", ALPHA);
+    dir.write("beta.yaml", BETA);
+    let source = source_for(&dir, &[("alpha", "alpha.yaml"), ("beta", "beta.yaml")]).unwrap();
+    rewrite(
+        &alpha,
+        &ALPHA.replace("  empty: []\n", "  extra:\n  - version: 1.0.0\n"),
+    );
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                let items = all(&source);
+                assert_eq!(items.len(), 6);
+                assert!(keys_strictly_increasing(&items));
+            });
+        }
+    });
+}
+
+fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+#[test]
+fn example_indexes_load() {
+    let examples = examples_dir();
+    let config = json!({
+        "repositories": [
+            { "name": "bitnami", "url": "charts/bitnami-index.yaml" },
+            { "name": "community", "url": "charts/community-index.yaml" },
+        ],
+        "$base_dir": examples,
+    });
+    let source = HelmPlugin::new_source(&config.to_string()).unwrap();
+    let items = all(&source);
+    assert!(keys_strictly_increasing(&items));
+    let count = |repo: &str| items.iter().filter(|s| s.repository == repo).count();
+    assert!(count("bitnami") >= 10, "{}", count("bitnami"));
+    assert!(count("community") >= 5, "{}", count("community"));
+
+    let mut deprecated = 0;
+    let mut pre_releases = 0;
+    let mut names = std::collections::HashMap::<&str, usize>::new();
+    for item in &items {
+        *names.entry(item.name.as_str()).or_default() += 1;
+        assert!(!item.latest_version.is_empty(), "{}", item.identifier);
+        let detail = source.detail(&item.identifier).unwrap();
+        assert_eq!(detail.summary, *item);
+        assert!(detail.versions.len() >= 2, "{}", item.identifier);
+        deprecated += usize::from(detail.deprecated);
+        pre_releases += detail
+            .versions
+            .iter()
+            .filter(|v| v.version.contains('-'))
+            .count();
+        // The latest is a stable release whenever the chart has one.
+        if detail.versions.iter().any(|v| !v.version.contains('-')) {
+            assert!(!item.latest_version.contains('-'), "{}", item.identifier);
+        }
+    }
+    assert!(deprecated >= 1);
+    assert!(pre_releases >= 1);
+    assert!(
+        names.values().any(|&n| n > 1),
+        "no chart name in both repositories"
+    );
+    assert!(items.iter().any(|s| s.icon_url.is_empty()));
+    assert!(items.iter().any(|s| s.latest_app_version.is_empty()));
+    assert!(items.iter().any(|s| !s.categories.is_empty()));
+}
+
+#[test]
+fn example_files_exist_and_catalog_ids_are_unique() {
+    // The example host configuration names these files; they must all exist.
+    let examples = examples_dir();
+    let toml = fs::read_to_string(examples.join("tributary.toml")).unwrap();
+    for file in [
+        "charts/bitnami-index.yaml",
+        "charts/community-index.yaml",
+        "catalog.json",
+    ] {
+        assert!(toml.contains(file), "tributary.toml does not name {file}");
+        assert!(examples.join(file).is_file(), "{file} is missing");
+    }
+    let catalog: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(examples.join("catalog.json")).unwrap()).unwrap();
+    let packages = catalog["packages"].as_array().unwrap();
+    let mut identifiers: Vec<&str> = packages
+        .iter()
+        .map(|p| p.get("id").unwrap_or(&p["name"]).as_str().unwrap())
+        .collect();
+    identifiers.sort_unstable();
+    let before = identifiers.len();
+    identifiers.dedup();
+    assert_eq!(
+        identifiers.len(),
+        before,
+        "duplicate package ids in catalog.json"
+    );
+}

@@ -1,0 +1,436 @@
+//! Plugins that hang or are slow, clients that give up or crowd in: deadlines, back-off, bounded
+//! calls in flight, cancellation, load.
+
+use std::{path::Path, time::Duration};
+
+use serde_json::json;
+use tonic::Request;
+use tributary_host::guard::GuardLimits;
+use tributary_proto::v1::{self as pb, source_info::Status as SourceStatus};
+use tributary_tests::{config, keys, list_request, page_through, source, PluginDir, TestServer};
+
+fn calls(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+/// Waits (bounded) until `done` holds; the bound is a safety net, not a measurement.
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("gave up waiting: {what}");
+}
+
+#[tokio::test]
+async fn a_hung_source_times_out_then_backs_off() {
+    let plugins = PluginDir::with(&["testkit"]);
+    let calls_file = plugins.path().join("slow-calls");
+    let mut cfg = config(
+        plugins.path(),
+        plugins.path(),
+        vec![
+            source(
+                "fast",
+                "testkit",
+                json!({ "items": [{ "name": "a" }, { "name": "b" }] }),
+            ),
+            source(
+                "slow",
+                "testkit",
+                json!({ "items": [{ "name": "c" }], "sleep_ms": 1500, "calls_file": calls_file }),
+            ),
+        ],
+    );
+    cfg.source_timeout = Duration::from_millis(150);
+    cfg.guard_limits = GuardLimits {
+        max_calls: 4,
+        backoff: Duration::from_secs(30),
+    };
+    let server = TestServer::start(cfg).await;
+    let mut client = server.packages().await;
+
+    let page = client
+        .list_available_package_summaries(list_request(10, "", None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        keys(&page.available_package_summaries),
+        ["a@fast/a", "b@fast/b"]
+    );
+    assert_eq!(page.failed_sources.len(), 1);
+    assert_eq!(
+        (
+            page.failed_sources[0].source.as_str(),
+            page.failed_sources[0].kind.as_str()
+        ),
+        ("slow", "timeout")
+    );
+    assert!(
+        page.failed_sources[0]
+            .reason
+            .contains("source timeout of 150 ms"),
+        "{}",
+        page.failed_sources[0].reason
+    );
+
+    // Backing off: refused without a call.
+    let page = client
+        .list_available_package_summaries(list_request(10, "", None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        keys(&page.available_package_summaries),
+        ["a@fast/a", "b@fast/b"]
+    );
+    assert_eq!(page.failed_sources[0].kind, "unhealthy");
+    assert_eq!(
+        calls(&calls_file),
+        1,
+        "the second request made no call to the unhealthy source"
+    );
+
+    let listing = server
+        .plugins()
+        .await
+        .list_plugins(pb::ListPluginsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let slow = listing.sources.iter().find(|s| s.name == "slow").unwrap();
+    assert_eq!(slow.status, SourceStatus::Unhealthy as i32);
+    assert!(
+        slow.reason
+            .starts_with("unhealthy: 1 call(s) in a row exceeded the source timeout"),
+        "{}",
+        slow.reason
+    );
+    assert_eq!(slow.calls_in_flight, 1, "the hung call is still running");
+
+    use tonic_health::pb::{
+        health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+    };
+    let mut health = HealthClient::new(server.channel().await);
+    let mut status = 0;
+    for _ in 0..100 {
+        status = health
+            .check(HealthCheckRequest {
+                service: "tributary.source/slow".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        if status == ServingStatus::NotServing as i32 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, ServingStatus::NotServing as i32);
+    let fast = health
+        .check(HealthCheckRequest {
+            service: "tributary.source/fast".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(fast.into_inner().status, ServingStatus::Serving as i32);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_clients_deadline_bounds_the_answer_without_blaming_the_source() {
+    let plugins = PluginDir::with(&["testkit"]);
+    let cfg = config(
+        plugins.path(),
+        plugins.path(),
+        vec![
+            source("fast", "testkit", json!({ "items": [{ "name": "a" }] })),
+            source(
+                "slow",
+                "testkit",
+                json!({ "items": [{ "name": "b" }], "sleep_ms": 1500 }),
+            ),
+        ],
+    );
+    let server = TestServer::start(cfg).await;
+    let mut client = server.packages().await;
+    let mut request = Request::new(list_request(10, "", None));
+    request.set_timeout(Duration::from_millis(400));
+    let page = client
+        .list_available_package_summaries(request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(keys(&page.available_package_summaries), ["a@fast/a"]);
+    assert_eq!(page.failed_sources[0].kind, "timeout");
+    assert!(
+        page.failed_sources[0].reason.contains("request's deadline"),
+        "{}",
+        page.failed_sources[0].reason
+    );
+
+    let listing = server
+        .plugins()
+        .await
+        .list_plugins(pb::ListPluginsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let slow = listing.sources.iter().find(|s| s.name == "slow").unwrap();
+    assert_eq!(
+        slow.status,
+        SourceStatus::Ready as i32,
+        "a short client deadline does not make a source unhealthy"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn calls_in_flight_per_source_are_bounded() {
+    let plugins = PluginDir::with(&["testkit"]);
+    let calls_file = plugins.path().join("calls");
+    let mut cfg = config(
+        plugins.path(),
+        plugins.path(),
+        vec![source(
+            "slow",
+            "testkit",
+            json!({ "items": [{ "name": "b" }], "sleep_ms": 1500, "calls_file": calls_file }),
+        )],
+    );
+    cfg.guard_limits = GuardLimits {
+        max_calls: 2,
+        backoff: Duration::from_secs(1),
+    };
+    let server = TestServer::start(cfg).await;
+    let mut client = server.packages().await;
+    let mut kinds = Vec::new();
+    for _ in 0..3 {
+        let mut request = Request::new(list_request(10, "", None));
+        request.set_timeout(Duration::from_millis(200));
+        let page = client
+            .list_available_package_summaries(request)
+            .await
+            .unwrap()
+            .into_inner();
+        kinds.push(page.failed_sources[0].kind.clone());
+    }
+    assert_eq!(kinds, ["timeout", "timeout", "overloaded"]);
+    assert_eq!(calls(&calls_file), 2, "the third request made no call");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_cancelled_request_starts_no_further_plugin_call() {
+    let plugins = PluginDir::with(&["testkit"]);
+    let slow_calls = plugins.path().join("slow-calls");
+    let cfg = config(
+        plugins.path(),
+        plugins.path(),
+        vec![
+            source(
+                "slow",
+                "testkit",
+                json!({ "generate": 200, "prefix": "a-", "sleep_ms": 400, "calls_file": slow_calls }),
+            ),
+            source(
+                "fast",
+                "testkit",
+                json!({ "generate": 200, "prefix": "b-" }),
+            ),
+        ],
+    );
+    let server = TestServer::start(cfg).await;
+    let mut client = server.packages().await;
+    // Warm up the connection so that the baseline counts its tasks.
+    client
+        .list_available_package_summaries(list_request(
+            1,
+            "",
+            Some(pb::FilterOptions {
+                sources: vec!["fast".into()],
+                ..Default::default()
+            }),
+        ))
+        .await
+        .unwrap();
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let baseline = metrics.num_alive_tasks();
+
+    // A page of 50 needs two calls to `slow` (its first call asks for its share, 26): cancel the
+    // request while the first call runs.
+    let mut cancelled = client.clone();
+    let request = tokio::spawn(async move {
+        cancelled
+            .list_available_package_summaries(list_request(50, "", None))
+            .await
+    });
+    eventually("the first call started", || calls(&slow_calls) == 1).await;
+    request.abort();
+    let source = server
+        .registry
+        .source("slow")
+        .unwrap()
+        .state
+        .as_ref()
+        .ok()
+        .unwrap()
+        .clone();
+    eventually("the running call returned", || {
+        source.guard.in_flight() == 0
+    })
+    .await;
+    eventually("the request's tasks ended", || {
+        metrics.num_alive_tasks() == baseline
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        calls(&slow_calls),
+        1,
+        "no plugin call started after the client went away"
+    );
+    assert_eq!(
+        metrics.num_alive_tasks(),
+        baseline,
+        "live tasks are back to the baseline"
+    );
+
+    // The control: the same request, not cancelled, makes the second call.
+    let page = client
+        .list_available_package_summaries(list_request(50, "", None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.available_package_summaries.len(), 50);
+    assert_eq!(page.available_package_summaries[49].name, "a-0000000049");
+    assert_eq!(calls(&slow_calls), 3);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_clients_page_through_the_whole_catalog() {
+    const CLIENTS: usize = 64;
+    let plugins = PluginDir::with(&["testkit"]);
+    let sources = vec![
+        source(
+            "one",
+            "testkit",
+            json!({ "generate": 1000, "prefix": "pkg-" }),
+        ),
+        source(
+            "two",
+            "testkit",
+            json!({ "generate": 700, "prefix": "pkg-" }),
+        ),
+        source(
+            "three",
+            "testkit",
+            json!({ "generate": 500, "prefix": "pkg-0000000" }),
+        ),
+    ];
+    let server = TestServer::start(config(plugins.path(), plugins.path(), sources)).await;
+    let mut oracle: Vec<(String, &str, String)> = Vec::new();
+    for (name, count, prefix) in [
+        ("one", 1000, "pkg-"),
+        ("two", 700, "pkg-"),
+        ("three", 500, "pkg-0000000"),
+    ] {
+        for i in 0..count {
+            oracle.push((format!("{prefix}{i:010}"), name, format!("g{i}")));
+        }
+    }
+    oracle.sort();
+    let oracle: Vec<String> = oracle
+        .into_iter()
+        .map(|(n, s, i)| format!("{n}@{s}/{i}"))
+        .collect();
+
+    let mut clients = Vec::new();
+    for c in 0..CLIENTS {
+        let channel = server.channel().await;
+        let expected = oracle.clone();
+        clients.push(tokio::spawn(async move {
+            let mut client = pb::packages_service_client::PackagesServiceClient::new(channel);
+            let sizes = [1 + (c as i32 % 7), 37, 0, 101, 13 + c as i32];
+            let pages = page_through(&mut client, &sizes, None, 10_000).await;
+            assert_eq!(pages.concat(), expected, "client {c}");
+            pages.len()
+        }));
+    }
+    let mut pages = 0;
+    for client in clients {
+        pages += client.await.expect("client finished without error");
+    }
+    println!(
+        "load held: {CLIENTS} concurrent clients, {pages} pages, {} items each, {} items in all, 0 errors",
+        oracle.len(),
+        oracle.len() * CLIENTS
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_plugin_dir_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let plugins = PluginDir::with(&["testkit"]);
+    std::fs::set_permissions(plugins.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let cfg = config(plugins.path(), plugins.path(), vec![]);
+    let server = TestServer::start(cfg.clone()).await;
+    let listing = server
+        .plugins()
+        .await
+        .list_plugins(pb::ListPluginsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listing.plugins.len(), 1);
+    let reason = &listing.plugins[0].reason;
+    assert!(reason.starts_with("plugin_dir "), "{reason}");
+    assert!(
+        reason.contains("writable by group and others (mode 0777)"),
+        "{reason}"
+    );
+    assert!(listing.sources.is_empty());
+    server.stop().await;
+
+    // One file writable by others, in a safe directory.
+    std::fs::set_permissions(plugins.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let file = plugins.path().join("libtestkit.so");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let server = TestServer::start(cfg.clone()).await;
+    let listing = server
+        .plugins()
+        .await
+        .list_plugins(pb::ListPluginsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        listing.plugins[0].reason.starts_with("plugin file "),
+        "{}",
+        listing.plugins[0].reason
+    );
+    server.stop().await;
+
+    // The development switch.
+    let mut relaxed = cfg;
+    relaxed.strict_permissions = false;
+    let server = TestServer::start(relaxed).await;
+    let listing = server
+        .plugins()
+        .await
+        .list_plugins(pb::ListPluginsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listing.plugins[0].reason, "");
+    assert_eq!(listing.sources.len(), 1, "the default testkit source");
+    server.stop().await;
+}
