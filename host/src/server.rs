@@ -16,6 +16,10 @@ use tributary_proto::v1::{
 
 use crate::{guard::Condition, service::Catalog};
 
+/// The largest request accepted, in bytes: far above the largest valid request (the filter limits
+/// in [`crate::service`] cap it near 320 KiB), far below tonic's 4 MiB default.
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+
 /// How long calls in flight may run after a shutdown signal.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 
@@ -68,8 +72,13 @@ pub async fn serve(
     let server = Server::builder()
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(PackagesServiceServer::from_arc(catalog.clone()))
-        .add_service(PluginsServiceServer::from_arc(catalog))
+        .add_service(
+            PackagesServiceServer::from_arc(catalog.clone())
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            PluginsServiceServer::from_arc(catalog).max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
 
     tokio::select! {

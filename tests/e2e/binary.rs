@@ -25,9 +25,14 @@ fn write_config(
 
 /// Starts `tributary serve` and returns it with the address it printed.
 fn spawn_server(config: &std::path::Path) -> (Child, String) {
+    spawn_server_with(config, &[])
+}
+
+fn spawn_server_with(config: &std::path::Path, extra: &[&str]) -> (Child, String) {
     let mut child = Command::new(&artifacts().binary)
         .args(["serve", "--config"])
         .arg(config)
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -153,4 +158,88 @@ fn bad_configs_exit_with_their_own_code_naming_the_key() {
         .unwrap();
     assert_eq!(output.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&output.stderr).contains("nope.toml"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_drains_calls_in_flight_then_exits_zero() {
+    use tonic_health::pb::{
+        health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+    };
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let calls_file = dir.path().join("calls");
+    let sources = format!(
+        "[[source]]\nname = \"slow\"\nplugin = \"testkit\"\nconfig = {{ generate = 30, sleep_ms = 800, calls_file = {:?} }}\n",
+        calls_file.display().to_string()
+    );
+    let config = write_config(dir.path(), plugins.path(), &sources);
+    let (child, address) = spawn_server_with(&config, &["--grace-ms", "5000"]);
+    let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+
+    let mut watch = HealthClient::new(channel.clone())
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        watch.message().await.unwrap().unwrap().status,
+        ServingStatus::Serving as i32
+    );
+
+    const CLIENTS: usize = 6;
+    let mut in_flight = Vec::new();
+    for _ in 0..CLIENTS {
+        let mut client = PackagesServiceClient::new(channel.clone());
+        in_flight.push(tokio::spawn(async move {
+            client
+                .list_available_package_summaries(list_request(10, "", None))
+                .await
+        }));
+    }
+    for _ in 0..400 {
+        let started = std::fs::read_to_string(&calls_file)
+            .map(|s| s.lines().count())
+            .unwrap_or(0);
+        if started == CLIENTS {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+
+    // Health turns NOT_SERVING first.
+    assert_eq!(
+        watch.message().await.unwrap().unwrap().status,
+        ServingStatus::NotServing as i32
+    );
+    drop(watch);
+    // Every call in flight completes with its full page.
+    for call in in_flight {
+        let page = call
+            .await
+            .unwrap()
+            .expect("call in flight completes")
+            .into_inner();
+        assert_eq!(keys(&page.available_package_summaries).len(), 10);
+    }
+    let mut child = child;
+    assert_eq!(
+        child.wait().unwrap().code(),
+        Some(0),
+        "exit 0 after draining"
+    );
+    // And the port is closed.
+    assert!(PackagesServiceClient::connect(format!("http://{address}"))
+        .await
+        .is_err());
 }

@@ -4,6 +4,7 @@
 mod binary;
 mod changes;
 mod faults;
+mod fuzz;
 mod merge;
 mod random;
 mod robust;

@@ -97,3 +97,33 @@ async fn bad_tokens_are_invalid_argument() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn oversized_requests_are_refused() {
+    let plugins = PluginDir::with(&["testkit"]);
+    let cfg = config(
+        plugins.path(),
+        plugins.path(),
+        vec![source("gen", "testkit", json!({ "generate": 5 }))],
+    );
+    let server = TestServer::start(cfg).await;
+    let mut client = server.packages().await;
+    let filter = Some(pb::FilterOptions {
+        query: "q".repeat(2 * 1024 * 1024),
+        ..Default::default()
+    });
+    let err = client
+        .list_available_package_summaries(list_request(5, "", filter))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+    assert!(err.message().contains("too large"), "{}", err.message());
+    // The server is unaffected.
+    let page = client
+        .list_available_package_summaries(list_request(5, "", None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.available_package_summaries.len(), 5);
+    server.stop().await;
+}
