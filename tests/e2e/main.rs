@@ -3,6 +3,7 @@
 
 mod binary;
 mod changes;
+mod compat;
 mod faults;
 mod fuzz;
 mod merge;

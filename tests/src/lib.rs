@@ -32,68 +32,95 @@ pub struct Artifacts {
     pub binary: PathBuf,
 }
 
-/// Builds the plugin libraries, the fixture library and the `tributary` binary, once per test
+/// Builds the plugin libraries, the fixture libraries and the `tributary` binary, once per test
 /// process. `cargo test` does not build `cdylib` outputs for its dependents, so this runs
 /// `cargo build` on the same workspace and target directory and reads the artifact paths from its
-/// JSON messages.
+/// JSON messages. The interface fixtures live in a workspace of their own (`tests/fixtures/compat`)
+/// and are built one per command, so that cargo does not unify their features of the frozen
+/// interface crate; their outputs go to the same target directory.
 pub fn artifacts() -> &'static Artifacts {
     static ARTIFACTS: OnceLock<Artifacts> = OnceLock::new();
     ARTIFACTS.get_or_init(|| {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        let mut command = Command::new(env!("CARGO"));
-        command.current_dir(workspace).args([
-            "build",
-            "--message-format=json",
-            "-p",
-            "tributary-plugin-catalog",
-            "-p",
-            "tributary-plugin-helm",
-            "-p",
-            "tributary-plugin-testkit",
-            "-p",
-            "tributary-fixture-not-a-plugin",
-            "-p",
-            "tributary-host",
-        ]);
-        if !cfg!(debug_assertions) {
-            command.arg("--release");
-        }
-        let output = command.output().expect("run cargo build");
-        assert!(
-            output.status.success(),
-            "cargo build failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
+        let mut artifacts = Artifacts {
+            libraries: HashMap::new(),
+            binary: PathBuf::new(),
+        };
+        cargo_build(
+            None,
+            &[
+                "tributary-plugin-catalog",
+                "tributary-plugin-helm",
+                "tributary-plugin-testkit",
+                "tributary-fixture-not-a-plugin",
+                "tributary-host",
+            ],
+            &mut artifacts,
         );
-        let mut libraries = HashMap::new();
-        let mut binary = None;
-        for line in String::from_utf8_lossy(&output.stdout).lines() {
-            let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue;
-            };
-            if message["reason"] != "compiler-artifact" {
-                continue;
-            }
-            let name = message["target"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            if let Some(exe) = message["executable"].as_str() {
-                if name == "tributary" {
-                    binary = Some(PathBuf::from(exe));
-                }
-            }
-            for file in message["filenames"].as_array().into_iter().flatten() {
-                let file = PathBuf::from(file.as_str().unwrap_or_default());
-                if file.extension().is_some_and(|e| e == "so") {
-                    libraries.insert(name.clone(), file);
-                }
-            }
-        }
-        Artifacts {
-            libraries,
-            binary: binary.expect("cargo build produced the tributary binary"),
-        }
+        let compat = Some("tests/fixtures/compat/Cargo.toml");
+        cargo_build(compat, &["tributary-fixture-compat-v1-0"], &mut artifacts);
+        cargo_build(
+            compat,
+            &["tributary-fixture-compat-major-2"],
+            &mut artifacts,
+        );
+        cargo_build(compat, &["tributary-fixture-compat-layout"], &mut artifacts);
+        assert!(
+            artifacts.binary.is_file(),
+            "cargo build produced the tributary binary"
+        );
+        artifacts
     })
+}
+
+fn cargo_build(manifest: Option<&str>, packages: &[&str], artifacts: &mut Artifacts) {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut command = Command::new(env!("CARGO"));
+    command
+        .current_dir(workspace)
+        .args(["build", "--message-format=json"]);
+    if let Some(manifest) = manifest {
+        let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace.join("target"));
+        command
+            .arg("--manifest-path")
+            .arg(workspace.join(manifest))
+            .arg("--target-dir")
+            .arg(target_dir);
+    }
+    for package in packages {
+        command.args(["-p", package]);
+    }
+    if !cfg!(debug_assertions) {
+        command.arg("--release");
+    }
+    let output = command.output().expect("run cargo build");
+    assert!(
+        output.status.success(),
+        "cargo build failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if message["reason"] != "compiler-artifact" {
+            continue;
+        }
+        let name = message["target"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if let (Some(exe), "tributary") = (message["executable"].as_str(), name.as_str()) {
+            artifacts.binary = PathBuf::from(exe);
+        }
+        for file in message["filenames"].as_array().into_iter().flatten() {
+            let file = PathBuf::from(file.as_str().unwrap_or_default());
+            if file.extension().is_some_and(|e| e == "so") {
+                artifacts.libraries.insert(name.clone(), file);
+            }
+        }
+    }
 }
 
 /// A temporary plugin directory.
@@ -103,7 +130,8 @@ pub struct PluginDir {
 
 impl PluginDir {
     /// A directory holding copies of the named plugin libraries (`"catalog"`, `"helm"`, `"testkit"`,
-    /// `"not-a-plugin"`), each as `lib<name>.so`.
+    /// and the fixtures `"not-a-plugin"`, `"compat-v1-0"`, `"compat-major-2"`, `"compat-layout"`),
+    /// each as `lib<name>.so`.
     pub fn with(names: &[&str]) -> PluginDir {
         let dir = tempfile::tempdir().expect("temp dir");
         let plugin_dir = PluginDir { dir };
@@ -116,7 +144,9 @@ impl PluginDir {
     /// Copies the library of `name` into the directory as `file_name`.
     pub fn add(&self, name: &str, file_name: &str) {
         let crate_name = match name {
-            "not-a-plugin" => "tributary_fixture_not_a_plugin".to_owned(),
+            "not-a-plugin" | "compat-v1-0" | "compat-major-2" | "compat-layout" => {
+                format!("tributary_fixture_{}", name.replace('-', "_"))
+            }
             other => format!("tributary_plugin_{other}"),
         };
         let source = artifacts()

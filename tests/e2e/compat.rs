@@ -1,0 +1,78 @@
+//! Interface compatibility: a plugin built against the frozen interface 1.0 loads and serves in
+//! today's host; one that declares another major version, or whose types' layout differs, is rejected
+//! with one line saying what to rebuild against.
+
+use serde_json::json;
+use tributary_proto::v1::{self as pb, plugin_info::Status as PluginStatus};
+use tributary_tests::{config, keys, list_request, PluginDir, TestServer};
+
+#[tokio::test]
+async fn frozen_interface_plugins_load_and_incompatible_ones_are_named() {
+    let plugins = PluginDir::with(&["compat-v1-0", "compat-major-2", "compat-layout", "testkit"]);
+    let cfg = config(
+        plugins.path(),
+        plugins.path(),
+        vec![tributary_tests::source(
+            "t",
+            "testkit",
+            json!({ "items": [{ "name": "legacy-a" }] }),
+        )],
+    );
+    let server = TestServer::start(cfg).await;
+    let listing = server
+        .plugins()
+        .await
+        .list_plugins(pb::ListPluginsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let file = |name: &str| {
+        listing
+            .plugins
+            .iter()
+            .find(|p| p.path.ends_with(name))
+            .unwrap()
+            .clone()
+    };
+
+    let v1 = file("libcompat-v1-0.so");
+    assert_eq!(v1.status, PluginStatus::Loaded as i32, "{}", v1.reason);
+    assert_eq!(
+        (v1.name.as_str(), v1.interface_version.as_str()),
+        ("compat-v1-0", "1.0")
+    );
+
+    let major = file("libcompat-major-2.so");
+    assert_eq!(major.status, PluginStatus::Rejected as i32);
+    assert_eq!(
+        major.reason,
+        "built for plugin interface 2.0, this host speaks 1.x: rebuild the plugin against tributary-plugin-api 1.x"
+    );
+    let layout = file("libcompat-layout.so");
+    assert_eq!(layout.status, PluginStatus::Rejected as i32);
+    assert!(
+        layout
+            .reason
+            .starts_with("plugin interface layout does not match"),
+        "{}",
+        layout.reason
+    );
+    assert!(!layout.reason.contains('\n'), "one line");
+
+    // The 1.0 plugin serves through today's engine, merged with a current plugin.
+    let mut client = server.packages().await;
+    let page = client
+        .list_available_package_summaries(list_request(10, "", None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        keys(&page.available_package_summaries),
+        [
+            "legacy-a@compat-v1-0/legacy-a",
+            "legacy-a@t/legacy-a",
+            "legacy-b@compat-v1-0/legacy-b"
+        ]
+    );
+    server.stop().await;
+}
