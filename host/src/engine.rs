@@ -412,6 +412,68 @@ pub fn call_failure(error: CallError) -> (FailureKind, String) {
     }
 }
 
+/// Longest name or identifier a source may return, in bytes: clients send identifiers back, and the
+/// service accepts no longer ones.
+pub const MAX_KEY_BYTES: usize = crate::service::MAX_VALUE_BYTES;
+/// Longest other text field, in bytes.
+pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+/// Most categories on one item.
+pub const MAX_CATEGORIES: usize = 64;
+
+/// Checks one item's fields: non-empty identifier, sane sizes, valid UTF-8 (an `RString` built with
+/// `unsafe` code in a plugin could hold anything, and prost would refuse to encode it).
+fn check_fields(item: &Summary) -> Result<(), String> {
+    let printable = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(64)]).into_owned();
+    if item.identifier.is_empty() {
+        return Err(format!(
+            "item named {:?} has an empty identifier",
+            printable(item.name.as_bytes())
+        ));
+    }
+    let texts: [(&str, &RString, usize); 8] = [
+        ("identifier", &item.identifier, MAX_KEY_BYTES),
+        ("name", &item.name, MAX_KEY_BYTES),
+        ("display_name", &item.display_name, MAX_TEXT_BYTES),
+        ("latest_version", &item.latest_version, MAX_TEXT_BYTES),
+        (
+            "latest_app_version",
+            &item.latest_app_version,
+            MAX_TEXT_BYTES,
+        ),
+        ("short_description", &item.short_description, MAX_TEXT_BYTES),
+        ("icon_url", &item.icon_url, MAX_TEXT_BYTES),
+        ("repository", &item.repository, MAX_TEXT_BYTES),
+    ];
+    let categories = item
+        .categories
+        .iter()
+        .map(|c| ("categories[]", c, MAX_KEY_BYTES));
+    if item.categories.len() > MAX_CATEGORIES {
+        return Err(format!(
+            "item {:?} has {} categories, at most {MAX_CATEGORIES} are allowed",
+            printable(item.identifier.as_bytes()),
+            item.categories.len()
+        ));
+    }
+    for (field, value, max) in texts.into_iter().chain(categories) {
+        let bytes = value.as_bytes();
+        if bytes.len() > max {
+            return Err(format!(
+                "item {:?} has a {field} of {} bytes, at most {max} are allowed",
+                printable(item.identifier.as_bytes()),
+                bytes.len()
+            ));
+        }
+        if std::str::from_utf8(bytes).is_err() {
+            return Err(format!(
+                "item {:?} has a {field} that is not valid UTF-8",
+                printable(item.identifier.as_bytes())
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks a batch against the listing contract.
 fn check(items: &[Summary], request: &ListRequest) -> Result<(), String> {
     if items.len() > request.limit as usize {
@@ -422,10 +484,13 @@ fn check(items: &[Summary], request: &ListRequest) -> Result<(), String> {
         ));
     }
     let mut previous: Option<&Summary> = None;
+    let mut identifiers = std::collections::HashSet::with_capacity(items.len());
     for item in items {
-        if item.identifier.is_empty() {
+        check_fields(item)?;
+        if !identifiers.insert(item.identifier.as_str()) {
             return Err(format!(
-                "item named {:?} has an empty identifier",
+                "identifier {:?} appears twice in one answer (items named {:?} and another)",
+                item.identifier.as_str(),
                 item.name.as_str()
             ));
         }

@@ -310,3 +310,50 @@ async fn a_panicking_detail_call_is_internal_and_survived() {
     assert_eq!(keys(&page.available_package_summaries), ["x@p/x"]);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_source_that_ignores_the_seek_key_is_caught_on_the_next_page() {
+    let plugins = PluginDir::with(&["testkit"]);
+    let cfg = config(
+        plugins.path(),
+        plugins.path(),
+        vec![
+            source("good", "testkit", items(&["a", "c", "e"])),
+            source(
+                "stale",
+                "testkit",
+                json!({ "items": [{ "name": "b" }, { "name": "d" }], "stale_on_call": 2 }),
+            ),
+        ],
+    );
+    let server = TestServer::start(cfg).await;
+    let mut client = server.packages().await;
+    let first = client
+        .list_available_package_summaries(list_request(2, "", None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        keys(&first.available_package_summaries),
+        ["a@good/a", "b@stale/b"]
+    );
+    let second = client
+        .list_available_package_summaries(list_request(2, &first.next_page_token, None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        keys(&second.available_package_summaries),
+        ["c@good/c", "e@good/e"],
+        "b is not served twice"
+    );
+    assert_eq!(second.failed_sources[0].kind, "contract_violation");
+    assert!(
+        second.failed_sources[0]
+            .reason
+            .contains("is not after the requested key"),
+        "{}",
+        second.failed_sources[0].reason
+    );
+    server.stop().await;
+}

@@ -7,7 +7,9 @@
 //! config = { items = [{ name = "pkg-1", id = "a" }], generate = 1000, prefix = "pkg-",
 //!            fail_new = "reason", panic_new = "reason", sleep_ms = 50,
 //!            error_on_call = 2, panic_on_call = 2, hang_on_call = 2, unordered_on_call = 2,
-//!            oversize_on_call = 2, panic_in_detail = true, calls_file = "/tmp/calls" }
+//!            oversize_on_call = 2, stale_on_call = 2, duplicate_id_on_call = 2,
+//!            huge_field_on_call = 2, bad_utf8_on_call = 2, panic_in_detail = true,
+//!            calls_file = "/tmp/calls" }
 //! ```
 //! `*_on_call` counts list calls from 1; `calls_file` gets one line per list call, so that a test can
 //! count calls made after a response was sent.
@@ -74,6 +76,14 @@ struct Config {
     hang_on_call: Option<u64>,
     unordered_on_call: Option<u64>,
     oversize_on_call: Option<u64>,
+    /// Ignore the seek key: answer from the start of the listing.
+    stale_on_call: Option<u64>,
+    /// Give the second item the first one's identifier.
+    duplicate_id_on_call: Option<u64>,
+    /// Give the first item a 1 MiB description.
+    huge_field_on_call: Option<u64>,
+    /// Give the first item a display name that is not valid UTF-8.
+    bad_utf8_on_call: Option<u64>,
     #[serde(default)]
     panic_in_detail: bool,
     calls_file: Option<PathBuf>,
@@ -198,11 +208,34 @@ impl PackageSource for TestkitSource {
         if on(self.config.panic_on_call) {
             panic!("injected panic on call {call}");
         }
+        let stale;
+        let request = if on(self.config.stale_on_call) {
+            stale = ListRequest {
+                after: ROption::RNone,
+                ..request.clone()
+            };
+            &stale
+        } else {
+            request
+        };
         let mut page = Vec::new();
         if self.config.generate > 0 {
             self.list_generated(request, &mut page);
         } else {
             page = request.select(&self.items);
+        }
+        if on(self.config.duplicate_id_on_call) && page.len() >= 2 {
+            page[1].identifier = page[0].identifier.clone();
+            page[1].name = RString::from(format!("{}-dup", page[0].name));
+            page.sort_by(|a, b| a.key_cmp(b));
+        }
+        if let (true, Some(first)) = (on(self.config.huge_field_on_call), page.first_mut()) {
+            first.short_description = RString::from("x".repeat(1 << 20));
+        }
+        if let (true, Some(first)) = (on(self.config.bad_utf8_on_call), page.first_mut()) {
+            // SAFETY: deliberately not UTF-8, to prove the host checks; the host only inspects bytes.
+            first.display_name =
+                unsafe { RString::from_utf8_unchecked(vec![0x66, 0xff, 0xfe].into()) };
         }
         if on(self.config.unordered_on_call) && page.len() >= 2 {
             page.swap(0, 1);
