@@ -59,15 +59,20 @@ const EXIT_CONFIG: u8 = 3;
 const EXIT_PLUGIN_DIR: u8 = 4;
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // `plugins` prints its own report; its log says only what went wrong unless RUST_LOG says more.
+    let default_level = match cli.command {
+        Command::Serve { .. } => "info",
+        Command::Plugins { .. } => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
 
-    let cli = Cli::parse();
     let (common, listen) = match &cli.command {
         Command::Serve { common, listen, .. } => (common, listen.clone()),
         Command::Plugins { common } => (common, None),
