@@ -3,7 +3,8 @@
 //!
 //! A call that overruns its deadline cannot be stopped (it is plugin code on an OS thread); its result
 //! is discarded when it finally returns. What bounds the damage of a hung plugin is the per-source limit
-//! on calls in flight (a hung call keeps its permit until it returns) and the back-off: after a call
+//! on calls in flight (a hung call keeps its permit until it returns; a call that finds every permit
+//! taken waits for one within its own time, then fails as overloaded) and the back-off: after a call
 //! overruns the *source* timeout, the source is unhealthy and refused without a call until the
 //! back-off ends, doubling with each further overrun up to [`MAX_BACKOFF`]. The first call after the
 //! back-off is a trial: success makes the source healthy again.
@@ -18,7 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::registry::Source;
 
 /// Calls in flight per source when the configuration says nothing.
-pub const DEFAULT_MAX_CALLS: usize = 16;
+pub const DEFAULT_MAX_CALLS: usize = 64;
 /// The first back-off after a timeout when the configuration says nothing.
 pub const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
 /// The longest back-off.
@@ -119,7 +120,20 @@ impl CallGuard {
         self.limits.max_calls.max(1) - self.permits.available_permits()
     }
 
-    fn admit(&self) -> Result<OwnedSemaphorePermit, CallError> {
+    /// Refuses a call while the source backs off; otherwise waits up to `time` for a permit.
+    async fn admit(&self, time: Duration) -> Result<OwnedSemaphorePermit, CallError> {
+        self.check_backoff()?;
+        match tokio::time::timeout(time, self.permits.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(CallError::Overloaded(format!(
+                "source has {} calls in flight (the limit) and none finished within {} ms",
+                self.limits.max_calls,
+                time.as_millis()
+            ))),
+        }
+    }
+
+    fn check_backoff(&self) -> Result<(), CallError> {
         {
             let state = self.lock();
             if let Some(at) = state.retry_at {
@@ -133,12 +147,7 @@ impl CallGuard {
                 }
             }
         }
-        self.permits.clone().try_acquire_owned().map_err(|_| {
-            CallError::Overloaded(format!(
-                "source already has {} calls in flight (the limit); it is not answering",
-                self.limits.max_calls
-            ))
-        })
+        Ok(())
     }
 
     /// Records a call that overran the source timeout; returns the back-off now in force.
@@ -201,8 +210,10 @@ where
     T: Send + 'static,
     F: FnOnce(&Source) -> T + Send + 'static,
 {
-    let permit = source.guard.admit()?;
-    let (time, by_source) = budget.for_call();
+    let started = Instant::now();
+    let (limit, by_source) = budget.for_call();
+    let permit = source.guard.admit(limit).await?;
+    let time = limit.saturating_sub(started.elapsed());
     let src = source.clone();
     let task = tokio::task::spawn_blocking(move || {
         let _permit = permit;
@@ -226,13 +237,13 @@ where
             );
             Err(CallError::Timeout(format!(
                 "{what} call took longer than the source timeout of {} ms; the source backs off for {} ms",
-                time.as_millis(),
+                limit.as_millis(),
                 backoff.as_millis()
             )))
         }
         Err(_) => Err(CallError::Timeout(format!(
             "{what} call did not finish within the request's deadline ({} ms left)",
-            time.as_millis()
+            limit.as_millis()
         ))),
     }
 }
@@ -287,7 +298,10 @@ mod tests {
         assert_eq!(guard.record_timeout(), Duration::from_millis(100));
         assert_eq!(guard.record_timeout(), Duration::from_millis(200));
         assert_eq!(guard.record_timeout(), Duration::from_millis(400));
-        assert!(matches!(guard.admit(), Err(CallError::Unhealthy(_))));
+        assert!(matches!(
+            guard.check_backoff(),
+            Err(CallError::Unhealthy(_))
+        ));
         assert!(matches!(
             guard.condition(),
             Condition::Unhealthy { timeouts: 3, .. }
@@ -302,17 +316,21 @@ mod tests {
         assert_eq!(guard.condition(), Condition::Healthy);
     }
 
-    #[test]
-    fn calls_in_flight_are_bounded() {
+    #[tokio::test]
+    async fn calls_in_flight_are_bounded() {
         let guard = CallGuard::new(GuardLimits {
             max_calls: 2,
             backoff: Duration::from_millis(100),
         });
-        let a = guard.admit().unwrap();
-        let _b = guard.admit().unwrap();
+        let wait = Duration::from_millis(20);
+        let a = guard.admit(wait).await.unwrap();
+        let _b = guard.admit(wait).await.unwrap();
         assert_eq!(guard.in_flight(), 2);
-        assert!(matches!(guard.admit(), Err(CallError::Overloaded(_))));
+        assert!(matches!(
+            guard.admit(wait).await,
+            Err(CallError::Overloaded(_))
+        ));
         drop(a);
-        assert!(guard.admit().is_ok());
+        assert!(guard.admit(wait).await.is_ok());
     }
 }

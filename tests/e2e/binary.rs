@@ -7,7 +7,7 @@ use std::{
 };
 
 use tributary_proto::v1::packages_service_client::PackagesServiceClient;
-use tributary_tests::{artifacts, keys, list_request, PluginDir};
+use tributary_tests::{artifacts, keys, list, list_request, PluginDir};
 
 fn write_config(
     dir: &std::path::Path,
@@ -82,21 +82,9 @@ async fn two_processes_serve_one_listing() {
     let mut b = PackagesServiceClient::connect(format!("http://{second_address}"))
         .await
         .unwrap();
-    let page1 = a
-        .list_available_package_summaries(list_request(3, "", None))
-        .await
-        .unwrap()
-        .into_inner();
-    let page2 = b
-        .list_available_package_summaries(list_request(3, &page1.next_page_token, None))
-        .await
-        .unwrap()
-        .into_inner();
-    let page3 = a
-        .list_available_package_summaries(list_request(3, &page2.next_page_token, None))
-        .await
-        .unwrap()
-        .into_inner();
+    let page1 = list(&mut a, 3, "", None).await;
+    let page2 = list(&mut b, 3, &page1.next_page_token, None).await;
+    let page3 = list(&mut a, 3, &page2.next_page_token, None).await;
     assert_eq!(
         keys(&page1.available_package_summaries),
         ["a@one/a", "b@two/b", "c@one/c"]

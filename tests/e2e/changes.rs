@@ -4,7 +4,7 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use serde_json::json;
-use tributary_tests::{config, keys, list_request, source, PluginDir, TestServer};
+use tributary_tests::{config, keys, list, source, PluginDir, TestServer};
 
 fn write_catalog(path: &std::path::Path, names: &[&str]) {
     let packages: Vec<_> = names.iter().map(|n| json!({ "name": n })).collect();
@@ -29,11 +29,7 @@ async fn rewritten_catalog_between_pages() {
     let server = TestServer::start(cfg).await;
     let mut client = server.packages().await;
 
-    let first = client
-        .list_available_package_summaries(list_request(4, "", None))
-        .await
-        .unwrap()
-        .into_inner();
+    let first = list(&mut client, 4, "", None).await;
     assert_eq!(
         keys(&first.available_package_summaries),
         ["a1@a/a1", "b1@b/b1", "c1@a/c1", "d1@b/d1"]
@@ -48,11 +44,7 @@ async fn rewritten_catalog_between_pages() {
     let mut rest = Vec::new();
     let mut token = first.next_page_token;
     while !token.is_empty() {
-        let page = client
-            .list_available_package_summaries(list_request(2, &token, None))
-            .await
-            .unwrap()
-            .into_inner();
+        let page = list(&mut client, 2, &token, None).await;
         assert!(page.failed_sources.is_empty(), "{:?}", page.failed_sources);
         rest.extend(keys(&page.available_package_summaries));
         token = page.next_page_token;

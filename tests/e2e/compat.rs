@@ -3,29 +3,21 @@
 //! with one line saying what to rebuild against.
 
 use serde_json::json;
-use tributary_proto::v1::{self as pb, plugin_info::Status as PluginStatus};
-use tributary_tests::{config, keys, list_request, PluginDir, TestServer};
+use tributary_proto::v1::plugin_info::Status as PluginStatus;
+use tributary_tests::{keys, list, start_with};
 
 #[tokio::test]
 async fn frozen_interface_plugins_load_and_incompatible_ones_are_named() {
-    let plugins = PluginDir::with(&["compat-v1-0", "compat-major-2", "compat-layout", "testkit"]);
-    let cfg = config(
-        plugins.path(),
-        plugins.path(),
+    let (_plugins, server) = start_with(
+        &["compat-v1-0", "compat-major-2", "compat-layout", "testkit"],
         vec![tributary_tests::source(
             "t",
             "testkit",
             json!({ "items": [{ "name": "legacy-a" }] }),
         )],
-    );
-    let server = TestServer::start(cfg).await;
-    let listing = server
-        .plugins()
-        .await
-        .list_plugins(pb::ListPluginsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    )
+    .await;
+    let listing = server.listing().await;
     let file = |name: &str| {
         listing
             .plugins
@@ -61,11 +53,7 @@ async fn frozen_interface_plugins_load_and_incompatible_ones_are_named() {
 
     // The 1.0 plugin serves through today's engine, merged with a current plugin.
     let mut client = server.packages().await;
-    let page = client
-        .list_available_package_summaries(list_request(10, "", None))
-        .await
-        .unwrap()
-        .into_inner();
+    let page = list(&mut client, 10, "", None).await;
     assert_eq!(
         keys(&page.available_package_summaries),
         [

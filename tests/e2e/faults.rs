@@ -7,7 +7,9 @@ use tributary_host::config::OnSourceError;
 use tributary_proto::v1::{
     self as pb, plugin_info::Status as PluginStatus, source_info::Status as SourceStatus,
 };
-use tributary_tests::{config, keys, list_request, source, PluginDir, TestServer};
+use tributary_tests::{
+    config, keys, list, list_request, source, start_with, PluginDir, TestServer,
+};
 
 fn items(names: &[&str]) -> serde_json::Value {
     json!({ "items": names.iter().map(|n| json!({ "name": n })).collect::<Vec<_>>() })
@@ -45,13 +47,7 @@ async fn bad_libraries_and_failing_sources_are_reported_and_survived() {
     );
     let server = TestServer::start(cfg).await;
 
-    let listing = server
-        .plugins()
-        .await
-        .list_plugins(pb::ListPluginsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let listing = server.listing().await;
     let file = |name: &str| {
         listing
             .plugins
@@ -122,11 +118,7 @@ async fn bad_libraries_and_failing_sources_are_reported_and_survived() {
 
     // The listing is served from the healthy sources and names every failed one.
     let mut client = server.packages().await;
-    let page = client
-        .list_available_package_summaries(list_request(10, "", None))
-        .await
-        .unwrap()
-        .into_inner();
+    let page = list(&mut client, 10, "", None).await;
     assert_eq!(
         keys(&page.available_package_summaries),
         ["alpha@good/alpha", "omega@good/omega"]
@@ -154,11 +146,7 @@ async fn bad_libraries_and_failing_sources_are_reported_and_survived() {
     assert_eq!(panic.plugin, "testkit");
 
     // `list-panics` panics on its first call only: on the next request it answers.
-    let page = client
-        .list_available_package_summaries(list_request(10, "", None))
-        .await
-        .unwrap()
-        .into_inner();
+    let page = list(&mut client, 10, "", None).await;
     assert_eq!(
         keys(&page.available_package_summaries),
         [
@@ -173,10 +161,8 @@ async fn bad_libraries_and_failing_sources_are_reported_and_survived() {
 
 #[tokio::test]
 async fn contract_breaches_are_the_sources_error() {
-    let plugins = PluginDir::with(&["testkit"]);
-    let cfg = config(
-        plugins.path(),
-        plugins.path(),
+    let (_plugins, server) = start_with(
+        &["testkit"],
         vec![
             source("good", "testkit", items(&["a", "b", "c"])),
             source(
@@ -195,14 +181,10 @@ async fn contract_breaches_are_the_sources_error() {
                 json!({ "generate": 10, "prefix": "e-", "error_on_call": 1 }),
             ),
         ],
-    );
-    let server = TestServer::start(cfg).await;
+    )
+    .await;
     let mut client = server.packages().await;
-    let page = client
-        .list_available_package_summaries(list_request(5, "", None))
-        .await
-        .unwrap()
-        .into_inner();
+    let page = list(&mut client, 5, "", None).await;
     assert_eq!(
         keys(&page.available_package_summaries),
         ["a@good/a", "b@good/b", "c@good/c"]
@@ -274,17 +256,15 @@ async fn fail_fast_fails_the_request_naming_the_source() {
 
 #[tokio::test]
 async fn a_panicking_detail_call_is_internal_and_survived() {
-    let plugins = PluginDir::with(&["testkit"]);
-    let cfg = config(
-        plugins.path(),
-        plugins.path(),
+    let (_plugins, server) = start_with(
+        &["testkit"],
         vec![source(
             "p",
             "testkit",
             json!({ "items": [{ "name": "x" }], "panic_in_detail": true }),
         )],
-    );
-    let server = TestServer::start(cfg).await;
+    )
+    .await;
     let mut client = server.packages().await;
     let request = pb::GetAvailablePackageDetailRequest {
         available_package_ref: Some(pb::AvailablePackageReference {
@@ -302,21 +282,15 @@ async fn a_panicking_detail_call_is_internal_and_survived() {
         "{}",
         err.message()
     );
-    let page = client
-        .list_available_package_summaries(list_request(5, "", None))
-        .await
-        .unwrap()
-        .into_inner();
+    let page = list(&mut client, 5, "", None).await;
     assert_eq!(keys(&page.available_package_summaries), ["x@p/x"]);
     server.stop().await;
 }
 
 #[tokio::test]
 async fn a_source_that_ignores_the_seek_key_is_caught_on_the_next_page() {
-    let plugins = PluginDir::with(&["testkit"]);
-    let cfg = config(
-        plugins.path(),
-        plugins.path(),
+    let (_plugins, server) = start_with(
+        &["testkit"],
         vec![
             source("good", "testkit", items(&["a", "c", "e"])),
             source(
@@ -325,23 +299,15 @@ async fn a_source_that_ignores_the_seek_key_is_caught_on_the_next_page() {
                 json!({ "items": [{ "name": "b" }, { "name": "d" }], "stale_on_call": 2 }),
             ),
         ],
-    );
-    let server = TestServer::start(cfg).await;
+    )
+    .await;
     let mut client = server.packages().await;
-    let first = client
-        .list_available_package_summaries(list_request(2, "", None))
-        .await
-        .unwrap()
-        .into_inner();
+    let first = list(&mut client, 2, "", None).await;
     assert_eq!(
         keys(&first.available_package_summaries),
         ["a@good/a", "b@stale/b"]
     );
-    let second = client
-        .list_available_package_summaries(list_request(2, &first.next_page_token, None))
-        .await
-        .unwrap()
-        .into_inner();
+    let second = list(&mut client, 2, &first.next_page_token, None).await;
     assert_eq!(
         keys(&second.available_package_summaries),
         ["c@good/c", "e@good/e"],

@@ -3,7 +3,9 @@
 use serde_json::json;
 use tonic::Code;
 use tributary_proto::v1 as pb;
-use tributary_tests::{config, keys, list_request, page_through, source, PluginDir, TestServer};
+use tributary_tests::{
+    config, keys, list, list_request, page_through, source, start_with, PluginDir, TestServer,
+};
 
 /// Two sources, each with `pkg-1` and `pkg-2`.
 async fn two_sources() -> (PluginDir, TestServer) {
@@ -29,46 +31,26 @@ async fn kubeapps_core_cases() {
     let all = ["pkg-1@a/1", "pkg-1@b/1", "pkg-2@a/2", "pkg-2@b/2"];
 
     // The whole list, in order.
-    let page = client
-        .list_available_package_summaries(list_request(0, "", None))
-        .await
-        .unwrap()
-        .into_inner();
+    let page = list(&mut client, 0, "", None).await;
     assert_eq!(keys(&page.available_package_summaries), all);
     assert_eq!(page.next_page_token, "");
     assert!(page.failed_sources.is_empty());
 
     // Page size 2: the first two, and a token.
-    let page = client
-        .list_available_package_summaries(list_request(2, "", None))
-        .await
-        .unwrap()
-        .into_inner();
+    let page = list(&mut client, 2, "", None).await;
     assert_eq!(keys(&page.available_package_summaries), all[..2]);
     assert_ne!(page.next_page_token, "");
 
     // Page size 3 then 2: the first three, then pkg-2@b with an empty token.
-    let first = client
-        .list_available_package_summaries(list_request(3, "", None))
-        .await
-        .unwrap()
-        .into_inner();
+    let first = list(&mut client, 3, "", None).await;
     assert_eq!(keys(&first.available_package_summaries), all[..3]);
-    let second = client
-        .list_available_package_summaries(list_request(2, &first.next_page_token, None))
-        .await
-        .unwrap()
-        .into_inner();
+    let second = list(&mut client, 2, &first.next_page_token, None).await;
     assert_eq!(keys(&second.available_package_summaries), ["pkg-2@b/2"]);
     assert_eq!(second.next_page_token, "");
 
     // Page size 3 then 1: pkg-2@b, and the token is already empty (every source told the merge it
     // had nothing more), so no empty page follows.
-    let second = client
-        .list_available_package_summaries(list_request(1, &first.next_page_token, None))
-        .await
-        .unwrap()
-        .into_inner();
+    let second = list(&mut client, 1, &first.next_page_token, None).await;
     assert_eq!(keys(&second.available_package_summaries), ["pkg-2@b/2"]);
     assert_eq!(second.next_page_token, "");
     server.stop().await;
@@ -94,13 +76,11 @@ async fn every_page_size_concatenates_to_the_whole_list() {
 
 #[tokio::test]
 async fn page_sizes_are_defaulted_and_coerced() {
-    let plugins = PluginDir::with(&["testkit"]);
-    let cfg = config(
-        plugins.path(),
-        plugins.path(),
+    let (_plugins, server) = start_with(
+        &["testkit"],
         vec![source("gen", "testkit", json!({ "generate": 1500 }))],
-    );
-    let server = TestServer::start(cfg).await;
+    )
+    .await;
     let mut client = server.packages().await;
     let page = |size| list_request(size, "", None);
 
@@ -132,11 +112,7 @@ async fn page_sizes_are_defaulted_and_coerced() {
 
 #[tokio::test]
 async fn filters_select_and_unknown_sources_are_named() {
-    let plugins = PluginDir::with(&["testkit"]);
-    let cfg = config(
-        plugins.path(),
-        plugins.path(),
-        vec![
+    let (_plugins, server) = start_with(&["testkit"], vec![
             source(
                 "one",
                 "testkit",
@@ -153,9 +129,7 @@ async fn filters_select_and_unknown_sources_are_named() {
                     { "name": "apache", "description": "web server", "repository": "r3" },
                 ] }),
             ),
-        ],
-    );
-    let server = TestServer::start(cfg).await;
+        ]).await;
     let mut client = server.packages().await;
     let filter = |query: &str, categories: &[&str], repositories: &[&str], sources: &[&str]| {
         let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();

@@ -7,7 +7,9 @@ use serde_json::json;
 use tonic::Request;
 use tributary_host::guard::GuardLimits;
 use tributary_proto::v1::{self as pb, source_info::Status as SourceStatus};
-use tributary_tests::{config, keys, list_request, page_through, source, PluginDir, TestServer};
+use tributary_tests::{
+    config, keys, list, list_request, page_through, source, start_with, PluginDir, TestServer,
+};
 
 fn calls(path: &Path) -> usize {
     std::fs::read_to_string(path)
@@ -54,11 +56,7 @@ async fn a_hung_source_times_out_then_backs_off() {
     let server = TestServer::start(cfg).await;
     let mut client = server.packages().await;
 
-    let page = client
-        .list_available_package_summaries(list_request(10, "", None))
-        .await
-        .unwrap()
-        .into_inner();
+    let page = list(&mut client, 10, "", None).await;
     assert_eq!(
         keys(&page.available_package_summaries),
         ["a@fast/a", "b@fast/b"]
@@ -80,11 +78,7 @@ async fn a_hung_source_times_out_then_backs_off() {
     );
 
     // Backing off: refused without a call.
-    let page = client
-        .list_available_package_summaries(list_request(10, "", None))
-        .await
-        .unwrap()
-        .into_inner();
+    let page = list(&mut client, 10, "", None).await;
     assert_eq!(
         keys(&page.available_package_summaries),
         ["a@fast/a", "b@fast/b"]
@@ -96,13 +90,7 @@ async fn a_hung_source_times_out_then_backs_off() {
         "the second request made no call to the unhealthy source"
     );
 
-    let listing = server
-        .plugins()
-        .await
-        .list_plugins(pb::ListPluginsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let listing = server.listing().await;
     let slow = listing.sources.iter().find(|s| s.name == "slow").unwrap();
     assert_eq!(slow.status, SourceStatus::Unhealthy as i32);
     assert!(
@@ -145,10 +133,8 @@ async fn a_hung_source_times_out_then_backs_off() {
 
 #[tokio::test]
 async fn the_clients_deadline_bounds_the_answer_without_blaming_the_source() {
-    let plugins = PluginDir::with(&["testkit"]);
-    let cfg = config(
-        plugins.path(),
-        plugins.path(),
+    let (_plugins, server) = start_with(
+        &["testkit"],
         vec![
             source("fast", "testkit", json!({ "items": [{ "name": "a" }] })),
             source(
@@ -157,8 +143,8 @@ async fn the_clients_deadline_bounds_the_answer_without_blaming_the_source() {
                 json!({ "items": [{ "name": "b" }], "sleep_ms": 1500 }),
             ),
         ],
-    );
-    let server = TestServer::start(cfg).await;
+    )
+    .await;
     let mut client = server.packages().await;
     let mut request = Request::new(list_request(10, "", None));
     request.set_timeout(Duration::from_millis(400));
@@ -175,13 +161,7 @@ async fn the_clients_deadline_bounds_the_answer_without_blaming_the_source() {
         page.failed_sources[0].reason
     );
 
-    let listing = server
-        .plugins()
-        .await
-        .list_plugins(pb::ListPluginsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let listing = server.listing().await;
     let slow = listing.sources.iter().find(|s| s.name == "slow").unwrap();
     assert_eq!(
         slow.status,
@@ -303,11 +283,7 @@ async fn a_cancelled_request_starts_no_further_plugin_call() {
     );
 
     // The control: the same request, not cancelled, makes the second call.
-    let page = client
-        .list_available_package_summaries(list_request(50, "", None))
-        .await
-        .unwrap()
-        .into_inner();
+    let page = list(&mut client, 50, "", None).await;
     assert_eq!(page.available_package_summaries.len(), 50);
     assert_eq!(page.available_package_summaries[49].name, "a-0000000049");
     assert_eq!(calls(&slow_calls), 3);
@@ -383,13 +359,7 @@ async fn a_plugin_dir_others_can_write_is_refused() {
     std::fs::set_permissions(plugins.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let cfg = config(plugins.path(), plugins.path(), vec![]);
     let server = TestServer::start(cfg.clone()).await;
-    let listing = server
-        .plugins()
-        .await
-        .list_plugins(pb::ListPluginsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let listing = server.listing().await;
     assert_eq!(listing.plugins.len(), 1);
     let reason = &listing.plugins[0].reason;
     assert!(reason.starts_with("plugin_dir "), "{reason}");
@@ -405,13 +375,7 @@ async fn a_plugin_dir_others_can_write_is_refused() {
     let file = plugins.path().join("libtestkit.so");
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
     let server = TestServer::start(cfg.clone()).await;
-    let listing = server
-        .plugins()
-        .await
-        .list_plugins(pb::ListPluginsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let listing = server.listing().await;
     assert!(
         listing.plugins[0].reason.starts_with("plugin file "),
         "{}",
@@ -423,13 +387,7 @@ async fn a_plugin_dir_others_can_write_is_refused() {
     let mut relaxed = cfg;
     relaxed.strict_permissions = false;
     let server = TestServer::start(relaxed).await;
-    let listing = server
-        .plugins()
-        .await
-        .list_plugins(pb::ListPluginsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let listing = server.listing().await;
     assert_eq!(listing.plugins[0].reason, "");
     assert_eq!(listing.sources.len(), 1, "the default testkit source");
     server.stop().await;

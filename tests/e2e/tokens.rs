@@ -5,23 +5,17 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tonic::Code;
 use tributary_proto::v1 as pb;
-use tributary_tests::{config, keys, list_request, source, PluginDir, TestServer};
+use tributary_tests::{keys, list, list_request, source, start_with};
 
 #[tokio::test]
 async fn bad_tokens_are_invalid_argument() {
-    let plugins = PluginDir::with(&["testkit"]);
-    let cfg = config(
-        plugins.path(),
-        plugins.path(),
+    let (_plugins, server) = start_with(
+        &["testkit"],
         vec![source("gen", "testkit", json!({ "generate": 50 }))],
-    );
-    let server = TestServer::start(cfg).await;
+    )
+    .await;
     let mut client = server.packages().await;
-    let first = client
-        .list_available_package_summaries(list_request(10, "", None))
-        .await
-        .unwrap()
-        .into_inner();
+    let first = list(&mut client, 10, "", None).await;
     let good = first.next_page_token.clone();
     assert!(
         good.bytes()
@@ -82,11 +76,7 @@ async fn bad_tokens_are_invalid_argument() {
     );
 
     // A changed page size is honoured, and the server is still fine after all of that.
-    let next = client
-        .list_available_package_summaries(list_request(3, &good, None))
-        .await
-        .unwrap()
-        .into_inner();
+    let next = list(&mut client, 3, &good, None).await;
     assert_eq!(
         keys(&next.available_package_summaries),
         [
@@ -100,13 +90,11 @@ async fn bad_tokens_are_invalid_argument() {
 
 #[tokio::test]
 async fn oversized_requests_are_refused() {
-    let plugins = PluginDir::with(&["testkit"]);
-    let cfg = config(
-        plugins.path(),
-        plugins.path(),
+    let (_plugins, server) = start_with(
+        &["testkit"],
         vec![source("gen", "testkit", json!({ "generate": 5 }))],
-    );
-    let server = TestServer::start(cfg).await;
+    )
+    .await;
     let mut client = server.packages().await;
     let filter = Some(pb::FilterOptions {
         query: "q".repeat(2 * 1024 * 1024),
@@ -119,11 +107,7 @@ async fn oversized_requests_are_refused() {
     assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
     assert!(err.message().contains("too large"), "{}", err.message());
     // The server is unaffected.
-    let page = client
-        .list_available_package_summaries(list_request(5, "", None))
-        .await
-        .unwrap()
-        .into_inner();
+    let page = list(&mut client, 5, "", None).await;
     assert_eq!(page.available_package_summaries.len(), 5);
     server.stop().await;
 }

@@ -245,6 +245,16 @@ impl TestServer {
         PluginsServiceClient::new(self.channel().await)
     }
 
+    /// The `ListPlugins` answer.
+    pub async fn listing(&self) -> pb::ListPluginsResponse {
+        self.plugins()
+            .await
+            .list_plugins(pb::ListPluginsRequest {})
+            .await
+            .expect("ListPlugins")
+            .into_inner()
+    }
+
     /// Stops the server and waits for it to finish.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -262,6 +272,28 @@ impl Drop for TestServer {
             let _ = tx.send(());
         }
     }
+}
+
+/// A plugin directory with copies of `plugins` and a server over `sources`, relative paths resolving
+/// against the plugin directory.
+pub async fn start_with(plugins: &[&str], sources: Vec<SourceConfig>) -> (PluginDir, TestServer) {
+    let dir = PluginDir::with(plugins);
+    let server = TestServer::start(config(dir.path(), dir.path(), sources)).await;
+    (dir, server)
+}
+
+/// One page, which must not fail.
+pub async fn list(
+    client: &mut PackagesServiceClient<Channel>,
+    page_size: i32,
+    page_token: &str,
+    filter: Option<pb::FilterOptions>,
+) -> pb::ListAvailablePackageSummariesResponse {
+    client
+        .list_available_package_summaries(list_request(page_size, page_token, filter))
+        .await
+        .unwrap_or_else(|e| panic!("list page_size={page_size}: {e}"))
+        .into_inner()
 }
 
 /// A list request.
