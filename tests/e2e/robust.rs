@@ -132,6 +132,48 @@ async fn a_hung_source_times_out_then_backs_off() {
 }
 
 #[tokio::test]
+async fn an_unhealthy_source_is_tried_again_after_the_back_off() {
+    let plugins = PluginDir::with(&["testkit"]);
+    let mut cfg = config(
+        plugins.path(),
+        plugins.path(),
+        vec![source(
+            "flaky",
+            "testkit",
+            json!({ "items": [{ "name": "x" }], "hang_on_call": 1, "hang_ms": 1000 }),
+        )],
+    );
+    cfg.source_timeout = Duration::from_millis(150);
+    cfg.guard_limits = GuardLimits {
+        max_calls: 4,
+        backoff: Duration::from_millis(300),
+    };
+    let server = TestServer::start(cfg).await;
+    let mut client = server.packages().await;
+    let kind = |page: &pb::ListAvailablePackageSummariesResponse| {
+        page.failed_sources
+            .first()
+            .map(|f| f.kind.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(kind(&list(&mut client, 5, "", None).await), "timeout");
+    assert_eq!(kind(&list(&mut client, 5, "", None).await), "unhealthy");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let page = list(&mut client, 5, "", None).await;
+    assert_eq!(
+        keys(&page.available_package_summaries),
+        ["x@flaky/x"],
+        "tried again, and it answers"
+    );
+    assert_eq!(
+        server.listing().await.sources[0].status,
+        SourceStatus::Ready as i32,
+        "healthy again"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn the_clients_deadline_bounds_the_answer_without_blaming_the_source() {
     let (_plugins, server) = start_with(
         &["testkit"],

@@ -6,7 +6,7 @@
 //! ```toml
 //! config = { items = [{ name = "pkg-1", id = "a" }], generate = 1000, prefix = "pkg-",
 //!            fail_new = "reason", panic_new = "reason", sleep_ms = 50,
-//!            error_on_call = 2, panic_on_call = 2, hang_on_call = 2, unordered_on_call = 2,
+//!            error_on_call = 2, panic_on_call = 2, hang_on_call = 2, hang_ms = 2000, unordered_on_call = 2,
 //!            oversize_on_call = 2, stale_on_call = 2, duplicate_id_on_call = 2,
 //!            huge_field_on_call = 2, bad_utf8_on_call = 2, panic_in_detail = true,
 //!            calls_file = "/tmp/calls" }
@@ -74,6 +74,10 @@ struct Config {
     error_on_call: Option<u64>,
     panic_on_call: Option<u64>,
     hang_on_call: Option<u64>,
+    /// How long a "hang" lasts (default 60 s). Keep it finite: a runtime waits for its blocking
+    /// threads when it shuts down.
+    #[serde(default = "default_hang_ms")]
+    hang_ms: u64,
     unordered_on_call: Option<u64>,
     oversize_on_call: Option<u64>,
     /// Ignore the seek key: answer from the start of the listing.
@@ -90,6 +94,10 @@ struct Config {
     #[serde(rename = "$base_dir")]
     #[allow(dead_code)]
     base_dir: Option<String>,
+}
+
+fn default_hang_ms() -> u64 {
+    60_000
 }
 
 fn default_prefix() -> String {
@@ -198,7 +206,7 @@ impl PackageSource for TestkitSource {
             std::thread::sleep(Duration::from_millis(self.config.sleep_ms));
         }
         if on(self.config.hang_on_call) {
-            std::thread::sleep(Duration::from_secs(3600));
+            std::thread::sleep(Duration::from_millis(self.config.hang_ms));
         }
         if on(self.config.error_on_call) {
             return Err(PluginError::unavailable(format!(
