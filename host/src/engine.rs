@@ -4,8 +4,8 @@
 //! blocking thread (the FFI call is synchronous), checks the answer against the ordering contract, and
 //! sends it as one batch down a bounded channel. It fetches again only when the merge asks, with a
 //! demand saying how many items the page can still take, so a source is read no further than the page
-//! needs: the first call asks for the source's even share of the page plus one look-ahead item, a
-//! later call for what the page still lacks plus one.
+//! needs: the first call asks for the source's even share of the page plus one look-ahead item (see
+//! [`first_limit`]), a later call for what the page still lacks plus one.
 //!
 //! The merge keeps the head item of each source in a binary heap ordered by `(name, source, identifier)`
 //! and pops the smallest until the page is full. When the page is complete, or the request future is
@@ -160,6 +160,20 @@ pub fn seek_for(source: &str, last: &MergeKey) -> SeekKey {
     }
 }
 
+/// How many items the first call asks each source for: its even share of the page, plus one
+/// look-ahead item that tells the merge whether the source has more. When the page is smaller than
+/// the number of sources, each share is a single item and the look-ahead would double the fetch, so
+/// it is left out (the cost: a listing can end with an empty last page).
+pub fn first_limit(page_size: usize, sources: usize) -> usize {
+    let sources = sources.max(1);
+    let share = page_size.div_ceil(sources);
+    if page_size >= sources {
+        share + 1
+    } else {
+        share
+    }
+}
+
 /// Builds one page from `sources`, which must be sorted by name (the registry keeps them so).
 ///
 /// Returns `Err` only with `fail_fast`, naming the first source that failed.
@@ -170,8 +184,7 @@ pub async fn merge_page(
 ) -> Result<Page, Failure> {
     debug_assert!(sources.windows(2).all(|w| w[0].name < w[1].name));
     let page_size = request.page_size.max(1);
-    let share = page_size.div_ceil(sources.len().max(1)) + 1;
-    let first_limit = u32::try_from(share).unwrap_or(u32::MAX);
+    let first_limit = u32::try_from(first_limit(page_size, sources.len())).unwrap_or(u32::MAX);
     let filter = Arc::new(request.filter);
 
     let mut tasks = JoinSet::new();
@@ -565,3 +578,48 @@ impl PartialEq for Head {
 }
 
 impl Eq for Head {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_limits_keep_the_fetch_near_the_page() {
+        // (page size, sources) -> per-source limit; total fetched stays <= 2 * page + sources.
+        for (page, sources, limit) in [
+            (20, 3, 8),
+            (1000, 16, 64),
+            (1, 3, 1),
+            (1, 16, 1),
+            (20, 16, 3),
+            (3, 3, 2),
+        ] {
+            assert_eq!(
+                first_limit(page, sources),
+                limit,
+                "page {page}, {sources} sources"
+            );
+            assert!(
+                limit * sources <= 2 * page + sources,
+                "page {page}, {sources} sources"
+            );
+        }
+        assert_eq!(first_limit(5, 0), 6, "no sources: treated as one");
+    }
+
+    #[test]
+    fn seek_keys_follow_the_merge_order() {
+        let last = MergeKey {
+            name: "n".into(),
+            source: "m".into(),
+            identifier: "id".into(),
+        };
+        let key = |s: &str| {
+            let k = seek_for(s, &last);
+            (k.name.into_string(), k.identifier.into_string())
+        };
+        assert_eq!(key("a"), ("n\0".to_owned(), String::new()));
+        assert_eq!(key("m"), ("n".to_owned(), "id".to_owned()));
+        assert_eq!(key("z"), ("n".to_owned(), String::new()));
+    }
+}

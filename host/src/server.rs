@@ -7,8 +7,7 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::transport::{server::TcpIncoming, Server};
 use tonic_health::ServingStatus;
 use tributary_proto::v1::{
     packages_service_server::PackagesServiceServer, plugins_service_server::PluginsServiceServer,
@@ -79,7 +78,11 @@ pub async fn serve(
         .add_service(
             PluginsServiceServer::from_arc(catalog).max_decoding_message_size(MAX_REQUEST_BYTES),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        .serve_with_incoming_shutdown(
+            // Without TCP_NODELAY a small response waits for the client's delayed ACK (~40 ms).
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            signal,
+        );
 
     tokio::select! {
         result = server => result?,
