@@ -24,7 +24,7 @@ use std::{
 use serde::Deserialize;
 use tributary_plugin_api::{
     export_plugin, Detail, ListRequest, PackageSource, Plugin, PluginError, ROption, RString, RVec,
-    Summary,
+    SeekKey, Summary,
 };
 
 pub struct TestkitPlugin;
@@ -160,6 +160,23 @@ impl TestkitSource {
         }
     }
 
+    /// Whether generated item `index` comes after `key`, building only its name (and its identifier
+    /// when the names tie) in `buf`.
+    fn generated_is_after(&self, index: u64, key: &SeekKey, buf: &mut String) -> bool {
+        use std::fmt::Write;
+        buf.clear();
+        let _ = write!(buf, "{}{index:010}", self.config.prefix);
+        match buf.as_bytes().cmp(key.name.as_bytes()) {
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Less => false,
+            std::cmp::Ordering::Equal => {
+                buf.clear();
+                let _ = write!(buf, "g{index}");
+                buf.as_bytes() > key.identifier.as_bytes()
+            }
+        }
+    }
+
     /// Generated items, sought by binary search over their indices.
     fn list_generated(&self, request: &ListRequest, out: &mut Vec<Summary>) {
         let n = self.config.generate;
@@ -167,9 +184,10 @@ impl TestkitSource {
             ROption::RNone => 0,
             ROption::RSome(key) => {
                 let (mut lo, mut hi) = (0u64, n);
+                let mut buf = String::new();
                 while lo < hi {
                     let mid = lo + (hi - lo) / 2;
-                    if self.generated(mid).is_after(key) {
+                    if self.generated_is_after(mid, key, &mut buf) {
                         hi = mid;
                     } else {
                         lo = mid + 1;
