@@ -1,0 +1,200 @@
+//! `tributary-bench`: the benchmark suite of Tributary (issue #4). Every figure is a ratio against a
+//! baseline measured in the same run; nothing here is a timed assertion.
+//!
+//! ```sh
+//! cargo run --release -p tributary-bench                      # every scenario, one table
+//! cargo run --release -p tributary-bench -- --only 1,3        # a subset
+//! cargo run --release -p tributary-bench -- --quick           # small sizes: a smoke run
+//! cargo run --release -p tributary-bench -- --out table.md    # the table also to a file
+//! ```
+//!
+//! Progress goes to stderr; the table (Markdown) and its notes go to stdout. Two hidden modes serve
+//! the scenarios' child processes: `serve-baseline <response file>` and `parse-yaml <file>`.
+
+mod harness;
+mod scenarios;
+
+use std::{path::PathBuf, process::ExitCode, time::Instant};
+
+use harness::{table, Bench, Report, Settings};
+
+const USAGE: &str = "usage: tributary-bench [--only 1,3,...] [--quick] [--out FILE]
+
+Runs the benchmark scenarios of docs/PERFORMANCE.md in this process and child processes, and
+prints one table: scenario, our figure, the baseline's, the ratio, the target, the result.
+  --only LIST   run only these scenarios (comma-separated numbers 1-9)
+  --quick       small sizes and few repetitions: a smoke run, not a measurement
+  --out FILE    also write the table and its notes to FILE";
+
+/// The command line.
+#[derive(Debug, PartialEq)]
+struct Args {
+    only: Option<Vec<u32>>,
+    quick: bool,
+    out: Option<PathBuf>,
+}
+
+fn parse_args(args: &[String]) -> Result<Args, String> {
+    let mut parsed = Args {
+        only: None,
+        quick: false,
+        out: None,
+    };
+    let mut i = 0;
+    while i < args.len() {
+        let arg = args[i].as_str();
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
+            _ => (arg, None),
+        };
+        let mut value = || -> Result<String, String> {
+            if let Some(v) = inline.clone() {
+                return Ok(v);
+            }
+            i += 1;
+            args.get(i)
+                .cloned()
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag {
+            "--quick" => parsed.quick = true,
+            "--only" => {
+                let list = value()?;
+                let ids = list
+                    .split(',')
+                    .filter(|s| !s.trim().is_empty())
+                    .map(|s| {
+                        s.trim()
+                            .parse::<u32>()
+                            .ok()
+                            .filter(|n| (1..=scenarios::ALL.len() as u32).contains(n))
+                            .ok_or_else(|| format!("--only: {s:?} is not a scenario number (1-9)"))
+                    })
+                    .collect::<Result<Vec<u32>, String>>()?;
+                if ids.is_empty() {
+                    return Err("--only needs at least one scenario number".into());
+                }
+                parsed.only = Some(ids);
+            }
+            "--out" => parsed.out = Some(PathBuf::from(value()?)),
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+        i += 1;
+    }
+    Ok(parsed)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match (args.first().map(String::as_str), args.get(1)) {
+        (Some("serve-baseline"), Some(file)) => {
+            harness::grpc::serve_baseline(file.as_ref());
+            return ExitCode::SUCCESS;
+        }
+        (Some("parse-yaml"), Some(file)) => {
+            scenarios::s9_helm::parse_yaml_child(file.as_ref());
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
+    let args = match parse_args(&args) {
+        Ok(args) => args,
+        Err(message) => {
+            if !message.is_empty() {
+                eprintln!("tributary-bench: {message}");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::from(if message.is_empty() { 0 } else { 2 });
+        }
+    };
+    if cfg!(debug_assertions) {
+        eprintln!("note: this is a debug build; run with --release for real figures");
+    }
+
+    // Copy this executable before anything can rebuild it under the running process.
+    harness::process::own_executable();
+    let bench = Bench::new(Settings { quick: args.quick });
+    let started = Instant::now();
+    let mut report = Report::default();
+    for scenario in scenarios::ALL
+        .iter()
+        .filter(|s| args.only.as_ref().is_none_or(|only| only.contains(&s.id)))
+    {
+        eprintln!("== scenario {}: {}", scenario.id, scenario.title);
+        let t = Instant::now();
+        (scenario.run)(&bench, &mut report);
+        eprintln!(
+            "   ({} s)",
+            (t.elapsed().as_secs_f64() * 10.0).round() / 10.0
+        );
+    }
+
+    let mut out = table::render(&report.rows);
+    if !report.notes.is_empty() {
+        out.push('\n');
+        for note in &report.notes {
+            out.push_str(note);
+            out.push('\n');
+        }
+    }
+    out.push_str(&format!(
+        "\n{} scenario run(s){} in {:.0} s\n",
+        report
+            .rows
+            .iter()
+            .map(|r| r.id.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        if args.quick { " (--quick)" } else { "" },
+        started.elapsed().as_secs_f64()
+    ));
+    print!("{out}");
+    if let Some(path) = &args.out {
+        if let Err(e) = std::fs::write(path, &out) {
+            eprintln!("tributary-bench: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Result<Args, String> {
+        parse_args(&list.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn command_line() {
+        assert_eq!(
+            args(&[]).unwrap(),
+            Args {
+                only: None,
+                quick: false,
+                out: None
+            }
+        );
+        let a = args(&["--only", "1,3", "--quick", "--out=t.md"]).unwrap();
+        assert_eq!(a.only, Some(vec![1, 3]));
+        assert!(a.quick);
+        assert_eq!(a.out, Some(PathBuf::from("t.md")));
+        assert_eq!(args(&["--only=9"]).unwrap().only, Some(vec![9]));
+        assert!(args(&["--only", "0"])
+            .unwrap_err()
+            .contains("not a scenario"));
+        assert!(args(&["--only", "10"]).is_err());
+        assert!(args(&["--only"]).unwrap_err().contains("needs a value"));
+        assert!(args(&["--fast"]).unwrap_err().contains("unknown"));
+        assert_eq!(args(&["--help"]).unwrap_err(), "");
+    }
+
+    #[test]
+    fn scenarios_are_numbered_in_order() {
+        for (i, s) in scenarios::ALL.iter().enumerate() {
+            assert_eq!(s.id as usize, i + 1);
+        }
+    }
+}

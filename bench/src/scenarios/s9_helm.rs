@@ -1,0 +1,234 @@
+//! Scenario 9, Helm: a generated 50 MB `index.yaml` (tens of thousands of charts, several versions
+//! each) loaded by the `helm` plugin in a `tributary` server of its own, against `serde_yaml`
+//! parsing the same file into a `serde_yaml::Value` in a process of its own (`tributary-bench
+//! parse-yaml`).
+//!
+//! Figures: the time from starting the server to its listening (the index is read before it
+//! listens) against the parse alone, both processes' peak RSS, and the page rate of scenario 3 over
+//! the charts (random tokens, 1 and 32 clients) against the prebuilt-page baseline.
+
+use std::{
+    fmt::Write as _,
+    path::Path,
+    process::Command,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tributary_host::token::MergeKey;
+
+use crate::harness::{
+    grpc::token_after,
+    process::{artifacts, own_executable, own_vm_hwm_kib, source_table, ServerProcess, Workdir},
+    progress,
+    rng::Rng,
+    timing::{fmt_kib, fmt_secs, with_spread, Samples, NOISY},
+    Bench, Report, Row, Target,
+};
+
+use super::s3_grpc::compare_rates;
+
+const WORDS: [&str; 16] = [
+    "redis",
+    "nginx",
+    "postgresql",
+    "kafka",
+    "grafana",
+    "prometheus",
+    "mysql",
+    "mongodb",
+    "rabbitmq",
+    "elasticsearch",
+    "airflow",
+    "keycloak",
+    "minio",
+    "vault",
+    "jenkins",
+    "wordpress",
+];
+
+const CATEGORIES: [&str; 5] = [
+    "Database",
+    "Infrastructure",
+    "Monitoring",
+    "Security",
+    "Streaming",
+];
+
+/// Writes an `index.yaml` of about `target_bytes`, as `helm repo index` lays one out; returns the
+/// chart names and the number of versions.
+pub fn write_index(path: &Path, target_bytes: usize) -> (Vec<String>, usize) {
+    let mut rng = Rng::new(9);
+    let mut out = String::with_capacity(target_bytes + (1 << 20));
+    out.push_str("apiVersion: v1\nentries:\n");
+    let mut names = Vec::new();
+    let mut versions = 0;
+    while out.len() < target_bytes {
+        let i = names.len();
+        let word = WORDS[i % WORDS.len()];
+        let name = format!("{word}-{i:05}");
+        let _ = writeln!(out, "  {name}:");
+        let count = 1 + (i * 7) % 8;
+        for v in (0..count).rev() {
+            let version = format!("{}.{}.{}", 1 + v / 3, v % 3, i % 10);
+            let digest: String = (0..4).map(|_| format!("{:016x}", rng.next_u64())).collect();
+            let _ = write!(
+                out,
+                "  - annotations:
+      category: {category}
+    apiVersion: v2
+    appVersion: {app}.{v}.0
+    created: \"2024-0{month}-1{day}T10:12:48.123456789Z\"
+    description: {word} packaged as chart {i} for the Tributary benchmarks, with a description of typical length
+    digest: {digest}
+    home: https://example.com/charts/{name}
+    icon: https://example.com/icons/{name}.svg
+    keywords:
+    - {word}
+    - benchmark
+    maintainers:
+    - name: Benchmark Maintainers
+      url: https://github.com/example/charts
+    name: {name}
+    sources:
+    - https://github.com/example/charts/tree/main/{name}
+    urls:
+    - https://charts.example.com/{name}-{version}.tgz
+    version: {version}
+",
+                category = CATEGORIES[i % CATEGORIES.len()],
+                app = 1 + i % 9,
+                month = 1 + v % 9,
+                day = v % 10,
+            );
+            versions += 1;
+        }
+        names.push(name);
+    }
+    out.push_str("generated: \"2024-03-01T00:00:00Z\"\n");
+    std::fs::write(path, out).expect("write index.yaml");
+    (names, versions)
+}
+
+/// `tributary-bench parse-yaml <file>`: reads the file, parses it into a `serde_yaml::Value`, and
+/// prints the parse time and this process's peak RSS.
+pub fn parse_yaml_child(path: &Path) {
+    let text = std::fs::read_to_string(path).expect("read the index");
+    let start = Instant::now();
+    let value: serde_yaml::Value = serde_yaml::from_str(&text).expect("parse the index");
+    let secs = start.elapsed().as_secs_f64();
+    let entries = value
+        .get("entries")
+        .and_then(|e| e.as_mapping())
+        .map_or(0, |m| m.len());
+    println!(
+        "parse_secs={secs} hwm_kib={} entries={entries}",
+        own_vm_hwm_kib().unwrap_or(0)
+    );
+}
+
+/// Runs [`parse_yaml_child`] in a process of its own: `(seconds, peak KiB)`.
+fn parse_in_child(path: &Path, charts: usize) -> (f64, u64) {
+    let output = Command::new(own_executable())
+        .arg("parse-yaml")
+        .arg(path)
+        .output()
+        .expect("run parse-yaml");
+    assert!(output.status.success(), "parse-yaml failed");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let field = |key: &str| -> String {
+        text.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key))
+            .unwrap_or_else(|| panic!("parse-yaml printed no {key}: {text}"))
+            .to_owned()
+    };
+    assert_eq!(field("entries=").parse::<usize>().ok(), Some(charts));
+    (
+        field("parse_secs=").parse().expect("seconds"),
+        field("hwm_kib=").parse().expect("KiB"),
+    )
+}
+
+pub fn run(bench: &Bench, report: &mut Report) {
+    let work = Workdir::new();
+    let index = work.path().join("index.yaml");
+    let target = bench.settings.pick(50 << 20, 5 << 20);
+    let (names, versions) = write_index(&index, target);
+    let size = std::fs::metadata(&index).map(|m| m.len()).unwrap_or(0);
+    let what = format!(
+        "Helm, {:.0} MB index.yaml, {} charts, {versions} versions",
+        size as f64 / 1e6,
+        names.len()
+    );
+    progress(&what);
+
+    let plugins = work.plugin_dir("plugins", &[(&artifacts().helm, "libhelm.so")]);
+    let sources = source_table(
+        "charts",
+        "helm",
+        &serde_json::json!({ "repositories": [{ "name": "big", "url": index.to_string_lossy() }] }),
+    );
+    let config = work.config("helm.toml", &plugins, &sources);
+
+    let reps = bench.settings.pick(3, 1);
+    let (mut load, mut parse) = (Samples::new(), Samples::new());
+    let mut parse_rss = 0;
+    let mut server = None;
+    for _ in 0..reps {
+        drop(server.take());
+        let started = ServerProcess::tributary(&config);
+        load.push(started.startup.as_secs_f64());
+        server = Some(started);
+        let (secs, kib) = parse_in_child(&index, names.len());
+        parse.push(secs);
+        parse_rss = parse_rss.max(kib);
+    }
+    let server = server.expect("at least one run");
+    let loaded_rss = server.peak_rss_kib();
+    report.row(
+        Row::new("9", format!("{what}: start to listening vs parse alone"))
+            .figures(
+                with_spread(fmt_secs(load.median()), &load),
+                with_spread(fmt_secs(parse.median()), &parse),
+            )
+            .ratio(load.median() / parse.median())
+            .target(Target::Report)
+            .noisy(load.spread() > NOISY || parse.spread() > NOISY),
+    );
+
+    let mut names = names;
+    names.sort();
+    let mut rng = Rng::new(99);
+    let tokens: Vec<String> = (0..10_000)
+        .map(|_| {
+            let name = &names[rng.below((names.len() - 21) as u64) as usize];
+            token_after(MergeKey {
+                name: name.clone(),
+                source: "charts".to_owned(),
+                identifier: format!("big/{name}"),
+            })
+        })
+        .collect();
+    compare_rates(bench, report, "9", "Helm", &server, &work, Arc::new(tokens));
+    // Let the server settle before the last reading.
+    std::thread::sleep(Duration::from_millis(100));
+    let served_rss = server.peak_rss_kib();
+    report.row(
+        Row::new(
+            "9",
+            "Helm: host peak RSS (loaded and served) vs serde_yaml parse",
+        )
+        .figures(fmt_kib(served_rss as f64), fmt_kib(parse_rss as f64))
+        .ratio(served_rss as f64 / parse_rss as f64)
+        .target(Target::Report),
+    );
+    report.note(
+        "9",
+        format!(
+            "host peak RSS after loading {}, after serving {}; file {:.1} MiB",
+            fmt_kib(loaded_rss as f64),
+            fmt_kib(served_rss as f64),
+            size as f64 / (1 << 20) as f64
+        ),
+    );
+}
