@@ -10,7 +10,10 @@
 //! back-off is a trial: success makes the source healthy again.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -46,6 +49,8 @@ pub struct CallGuard {
     permits: Arc<Semaphore>,
     limits: GuardLimits,
     state: Mutex<State>,
+    /// A moving average of how long completed calls took, in microseconds.
+    typical_call_micros: AtomicU64,
 }
 
 #[derive(Default)]
@@ -97,7 +102,25 @@ impl CallGuard {
             permits: Arc::new(Semaphore::new(limits.max_calls.max(1))),
             limits,
             state: Mutex::new(State::default()),
+            typical_call_micros: AtomicU64::new(0),
         }
+    }
+
+    /// How long this source's calls have typically taken lately (zero before the first call).
+    pub fn typical_call(&self) -> Duration {
+        Duration::from_micros(self.typical_call_micros.load(Ordering::Relaxed))
+    }
+
+    /// Folds one completed call's duration into the moving average (weight 1/4 for the newest).
+    fn record_duration(&self, took: Duration) {
+        let took = took.as_micros().min(u64::MAX as u128) as u64;
+        let old = self.typical_call_micros.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            took
+        } else {
+            old - old / 4 + took / 4
+        };
+        self.typical_call_micros.store(new, Ordering::Relaxed);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -217,11 +240,14 @@ where
     let src = source.clone();
     let task = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        f(&src)
+        let started = Instant::now();
+        let value = f(&src);
+        (value, started.elapsed())
     });
     match tokio::time::timeout(time, task).await {
-        Ok(Ok(value)) => {
+        Ok(Ok((value, took))) => {
             source.guard.record_completion();
+            source.guard.record_duration(took);
             Ok(value)
         }
         Ok(Err(join_error)) => Err(CallError::Aborted(format!(
@@ -314,6 +340,16 @@ mod tests {
         );
         guard.record_completion();
         assert_eq!(guard.condition(), Condition::Healthy);
+    }
+
+    #[test]
+    fn typical_call_is_a_moving_average() {
+        let guard = CallGuard::new(GuardLimits::default());
+        assert_eq!(guard.typical_call(), Duration::ZERO);
+        guard.record_duration(Duration::from_millis(40));
+        assert_eq!(guard.typical_call(), Duration::from_millis(40));
+        guard.record_duration(Duration::from_millis(0));
+        assert_eq!(guard.typical_call(), Duration::from_millis(30));
     }
 
     #[tokio::test]
