@@ -236,3 +236,35 @@ async fn sigterm_under_load_drains_calls_in_flight_then_exits_zero() {
         .await
         .is_err());
 }
+
+#[tokio::test]
+async fn a_plugin_call_that_never_returns_does_not_keep_the_process_alive() {
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let sources = "source_timeout_ms = 200\n[[source]]\nname = \"stuck\"\nplugin = \"testkit\"\nconfig = { items = [{ name = \"a\" }], hang_on_call = 1, hang_ms = 600000 }\n";
+    let config = write_config(dir.path(), plugins.path(), sources);
+    let (mut child, address) = spawn_server_with(&config, &["--grace-ms", "200"]);
+    let mut client = PackagesServiceClient::connect(format!("http://{address}"))
+        .await
+        .unwrap();
+    let page = list(&mut client, 5, "", None).await;
+    assert_eq!(
+        page.failed_sources[0].kind, "timeout",
+        "the call is now stuck for ten minutes"
+    );
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    // Bounded wait: the process must exit long before the plugin call returns.
+    for _ in 0..300 {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert_eq!(status.code(), Some(0));
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    panic!("tributary did not exit within 30 s of SIGTERM while a plugin call hung");
+}

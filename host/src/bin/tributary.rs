@@ -107,7 +107,11 @@ fn main() -> ExitCode {
         }
         Command::Serve { grace_ms, .. } => {
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            match runtime.block_on(run(config, registry, Duration::from_millis(grace_ms))) {
+            let result = runtime.block_on(run(config, registry, Duration::from_millis(grace_ms)));
+            // A plugin call that never returns holds a blocking thread; dropping the runtime would
+            // wait for it forever. Give such threads a moment, then exit without them.
+            runtime.shutdown_timeout(Duration::from_millis(500));
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("tributary: {e}");
