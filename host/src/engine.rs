@@ -189,7 +189,6 @@ pub async fn merge_page(
     debug_assert!(sources.windows(2).all(|w| w[0].name < w[1].name));
     let page_size = request.page_size.max(1);
     let even_limit = first_limit(page_size, sources.len());
-    let filter = Arc::new(request.filter);
 
     let mut tasks = JoinSet::new();
     let mut lanes: Vec<Lane> = Vec::with_capacity(sources.len());
@@ -201,15 +200,13 @@ pub async fn merge_page(
                 Some(last) => ROption::RSome(seek_for(&source.name, last)),
                 None => ROption::RNone,
             },
-            // A slow source is asked for the whole page at once: a second round trip to it would
-            // cost more than the items it returns in vain.
             limit: u32::try_from(if source.guard.typical_call() >= SLOW_CALL {
                 page_size + 1
             } else {
                 even_limit
             })
             .unwrap_or(u32::MAX),
-            filter: (*filter).clone(),
+            filter: request.filter.clone(),
         };
         let budget = Budget {
             source_timeout: options.source_timeout,
