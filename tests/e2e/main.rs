@@ -4,6 +4,7 @@
 mod binary;
 mod changes;
 mod compat;
+mod examples;
 mod faults;
 mod fuzz;
 mod merge;

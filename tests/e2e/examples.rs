@@ -1,0 +1,74 @@
+//! The bundled example catalog, served by the real `helm` and `catalog` plugins: what the README's run
+//! command shows.
+
+use std::path::Path;
+
+use serde_json::json;
+use tributary_proto::v1 as pb;
+use tributary_tests::{config, keys, list, page_through, source, PluginDir, TestServer};
+
+#[tokio::test]
+async fn the_example_catalog_merges_helm_and_json_sources() {
+    let plugins = PluginDir::with(&["helm", "catalog"]);
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let repo = |name: &str| json!({ "repositories": [{ "name": name, "url": format!("charts/{name}-index.yaml") }] });
+    let cfg = config(
+        plugins.path(),
+        &examples,
+        vec![
+            source("bitnami", "helm", repo("bitnami")),
+            source("community", "helm", repo("community")),
+            source("internal", "catalog", json!({ "path": "catalog.json" })),
+        ],
+    );
+    let server = TestServer::start(cfg).await;
+    let mut client = server.packages().await;
+
+    let first = list(&mut client, 7, "", None).await;
+    assert_eq!(
+        keys(&first.available_package_summaries),
+        [
+            "apache@bitnami/bitnami/apache",
+            "auth-gateway@internal/auth-gateway",
+            "billing-api@internal/billing-api",
+            "cert-manager@community/community/cert-manager",
+            "common@bitnami/bitnami/common",
+            "cron-runner@internal/cron-runner",
+            "feature-flags@internal/feature-flags",
+        ]
+    );
+    let all = page_through(&mut client, &[7], None, 20).await.concat();
+    assert_eq!(all.len(), 31);
+    let nginx: Vec<&String> = all.iter().filter(|k| k.starts_with("nginx@")).collect();
+    assert_eq!(
+        nginx,
+        [
+            "nginx@bitnami/bitnami/nginx",
+            "nginx@community/community/nginx",
+            "nginx@internal/nginx"
+        ]
+    );
+
+    let detail = client
+        .get_available_package_detail(pb::GetAvailablePackageDetailRequest {
+            available_package_ref: Some(pb::AvailablePackageReference {
+                source: "bitnami".into(),
+                identifier: "bitnami/redis".into(),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .available_package_detail
+        .unwrap();
+    assert_eq!(
+        detail.summary.as_ref().unwrap().latest_version,
+        "18.4.0",
+        "stable before pre-release"
+    );
+    assert_eq!(
+        detail.versions[0].version, "19.0.0-beta.1",
+        "every version, newest first"
+    );
+    server.stop().await;
+}
