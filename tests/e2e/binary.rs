@@ -268,3 +268,42 @@ async fn a_plugin_call_that_never_returns_does_not_keep_the_process_alive() {
     let _ = child.kill();
     panic!("tributary did not exit within 30 s of SIGTERM while a plugin call hung");
 }
+
+/// Runs `tributary plugins` with `RUST_LOG=info` and the given extra arguments; returns stderr.
+fn plugins_stderr(extra: &[&str]) -> String {
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), plugins.path(), SOURCES);
+    let output = Command::new(&artifacts().binary)
+        .args(extra)
+        .args(["plugins", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run tributary plugins");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stderr).unwrap()
+}
+
+#[test]
+fn logs_are_plain_without_colours_or_json_on_request() {
+    let plain = plugins_stderr(&[]);
+    assert!(plain.contains("source ready"), "{plain}");
+    assert!(
+        !plain.contains('\u{1b}'),
+        "colour codes in a log that is not a terminal: {plain:?}"
+    );
+
+    let json = plugins_stderr(&["--log-format", "json"]);
+    let lines: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?} is not JSON: {e}")))
+        .collect();
+    let ready: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["fields"]["message"] == "source ready")
+        .map(|l| l["fields"]["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(ready, ["one", "two"]);
+    assert!(lines.iter().all(|l| l["level"].is_string()));
+}

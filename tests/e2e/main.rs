@@ -4,6 +4,7 @@
 mod binary;
 mod changes;
 mod compat;
+mod deploy;
 mod examples;
 mod faults;
 mod fuzz;

@@ -20,8 +20,18 @@ use tributary_host::{
     about = "Serves one ordered, merged package catalog from plugins over gRPC"
 )]
 struct Cli {
+    /// How log lines are written to stderr: `plain` text, or `json` (one object per line). Colours
+    /// are used only when stderr is a terminal. The level comes from `RUST_LOG` (default `info`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Plain)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Plain,
+    Json,
 }
 
 #[derive(clap::Args)]
@@ -65,13 +75,7 @@ fn main() -> ExitCode {
         Command::Serve { .. } => "info",
         Command::Plugins { .. } => "warn",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(cli.log_format, default_level);
 
     let (common, listen) = match &cli.command {
         Command::Serve { common, listen, .. } => (common, listen.clone()),
@@ -140,6 +144,19 @@ async fn run(config: Config, registry: Arc<Registry>, grace: Duration) -> Result
     server::serve(listener, catalog, shutdown_signal(), grace)
         .await
         .map_err(|e| e.to_string())
+}
+
+fn init_logging(format: LogFormat, default_level: &str) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Plain => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
 }
 
 /// Completes on SIGTERM (what Kubernetes sends) or SIGINT (Ctrl-C).
