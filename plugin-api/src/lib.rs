@@ -8,6 +8,7 @@
 //! # Layout
 //! - [`types`]: the FFI-safe data that crosses the boundary (summaries, details, requests, errors).
 //! - [`ffi`]: the root module and the `#[sabi_trait]` object; what the host sees.
+//! - [`search`]: an index that answers filtered listings without scanning the whole catalog.
 //! - [`export_plugin!`] and [`guard`]: how a plugin is exported, with every entry point run under
 //!   `catch_unwind` so that a panic becomes an error value instead of ending the host process.
 //!
@@ -45,9 +46,11 @@
 #![allow(non_local_definitions, non_camel_case_types)]
 
 pub mod ffi;
+pub mod search;
 pub mod types;
 
 pub use ffi::{PluginMod, PluginMod_Ref, SourceBox, Source_TO};
+pub use search::SearchIndex;
 pub use types::{
     Detail, ErrorKind, Filter, ListRequest, Maintainer, PluginError, PluginInfo, SeekKey, Summary,
     Version,

@@ -18,7 +18,7 @@ use std::{
 use serde::Deserialize;
 use tributary_plugin_api::{
     export_plugin, resolve_path, Detail, ListRequest, Maintainer, PackageSource, Plugin,
-    PluginError, RString, RVec, Summary, Version,
+    PluginError, RString, RVec, SearchIndex, Summary, Version,
 };
 
 /// The plugin: metadata and the constructor.
@@ -104,10 +104,12 @@ pub struct Package {
     maintainers: Vec<String>,
 }
 
-/// The catalog as last read: summaries sorted by `(name, identifier)` and the details beside them.
+/// The catalog as last read: summaries sorted by `(name, identifier)`, their search index, and the
+/// details beside them.
 struct Loaded {
     stamp: Option<(SystemTime, u64)>,
     summaries: Vec<Summary>,
+    index: SearchIndex,
     details: Vec<Detail>,
 }
 
@@ -148,9 +150,10 @@ impl Loaded {
                 empty.summary.name.as_str()
             )));
         }
-        let summaries = details.iter().map(|d| d.summary.clone()).collect();
+        let summaries: Vec<Summary> = details.iter().map(|d| d.summary.clone()).collect();
         Ok(Loaded {
             stamp,
+            index: SearchIndex::build(&summaries),
             summaries,
             details,
         })
@@ -230,7 +233,8 @@ impl CatalogSource {
 
 impl PackageSource for CatalogSource {
     fn list(&self, request: &ListRequest) -> Result<Vec<Summary>, PluginError> {
-        Ok(request.select(&self.current()?.summaries))
+        let loaded = self.current()?;
+        Ok(loaded.index.select(request, &loaded.summaries))
     }
 
     fn detail(&self, identifier: &str) -> Result<Detail, PluginError> {
