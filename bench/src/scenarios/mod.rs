@@ -2,6 +2,7 @@
 
 use crate::harness::{Bench, Report};
 
+pub mod s10_search;
 pub mod s1_engine;
 pub mod s2_boundary;
 pub mod s3_grpc;
@@ -19,7 +20,7 @@ pub struct Scenario {
     pub run: fn(&Bench, &mut Report),
 }
 
-pub const ALL: [Scenario; 9] = [
+pub const ALL: [Scenario; 10] = [
     Scenario {
         id: 1,
         title: "engine alone vs itertools::kmerge",
@@ -64,5 +65,10 @@ pub const ALL: [Scenario; 9] = [
         id: 9,
         title: "Helm: 50 MB index.yaml",
         run: s9_helm::run,
+    },
+    Scenario {
+        id: 10,
+        title: "search: a query's first page vs the unfiltered first page",
+        run: s10_search::run,
     },
 ];
