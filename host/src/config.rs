@@ -36,6 +36,8 @@ pub struct Config {
     /// Refuse plugin files and a plugin directory that others can write (see
     /// [`crate::loader::insecure_reason`]). On unless `allow_insecure_plugin_dir = true`.
     pub strict_permissions: bool,
+    /// Where Prometheus metrics are served (`GET /metrics`); `None` serves none.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// One `[[source]]`.
@@ -88,6 +90,7 @@ struct FileConfig {
     #[serde(default)]
     allow_insecure_plugin_dir: bool,
     unhealthy_backoff_ms: Option<u64>,
+    metrics_listen: Option<String>,
     #[serde(default)]
     source: Vec<FileSource>,
 }
@@ -167,6 +170,16 @@ impl Config {
                 "missing: name the folder that holds the plugin libraries (or pass --plugin-dir)"
                     .into(),
             )),
+        };
+
+        let metrics_listen = match &file.metrics_listen {
+            None => None,
+            Some(text) => Some(text.parse::<SocketAddr>().map_err(|e| {
+                invalid(
+                    "metrics_listen".to_owned(),
+                    format!("{text:?} is not an IP address and port ({e})"),
+                )
+            })?),
         };
 
         let source_timeout = match file.source_timeout_ms {
@@ -258,6 +271,7 @@ impl Config {
             source_timeout,
             guard_limits,
             strict_permissions: !file.allow_insecure_plugin_dir,
+            metrics_listen,
         })
     }
 }
@@ -285,6 +299,7 @@ mod tests {
             source_timeout_ms = 250
             max_calls_per_source = 4
             unhealthy_backoff_ms = 500
+            metrics_listen = "127.0.0.1:9464"
             [[source]]
             name = "bitnami"
             plugin = "helm"
@@ -306,6 +321,7 @@ mod tests {
                 backoff: Duration::from_millis(500)
             }
         );
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
         assert_eq!(c.sources.len(), 2);
         assert_eq!(
             serde_json::Value::Object(c.sources[0].config.clone()),
@@ -348,6 +364,7 @@ mod tests {
             ("plugin_dir = 'p'\nsource_timeout_ms = 0", "key `source_timeout_ms`"),
             ("plugin_dir = 'p'\nmax_calls_per_source = 0", "key `max_calls_per_source`"),
             ("plugin_dir = 'p'\nunhealthy_backoff_ms = 0", "key `unhealthy_backoff_ms`"),
+            ("plugin_dir = 'p'\nmetrics_listen = ':9'", "key `metrics_listen`"),
             ("plugin_dir = 'p'\non_source_error = 'explode'", "unknown variant `explode`"),
             ("plugin_dir = = 'p'", "t.toml"),
         ];

@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`config`]: the TOML configuration and its validation.
 //! - [`loader`]: scanning the plugin directory and loading each library.
+//! - [`metrics`]: Prometheus metrics and their admin listener.
 //! - [`registry`]: the plugin files and the sources built from them.
 //! - [`engine`]: fan-out to one task per source, fan-in by k-way merge, one page at a time.
 //! - [`guard`]: every plugin call: blocking thread, deadline, calls in flight, back-off.
@@ -17,6 +18,7 @@ pub mod config;
 pub mod engine;
 pub mod guard;
 pub mod loader;
+pub mod metrics;
 pub mod registry;
 pub mod server;
 pub mod service;

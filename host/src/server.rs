@@ -69,6 +69,7 @@ pub async fn serve(
     };
 
     let server = Server::builder()
+        .layer(crate::metrics::MetricsLayer(catalog.metrics().clone()))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(

@@ -34,6 +34,7 @@ pub struct Catalog {
     /// Every ready source, in name order.
     ready: Vec<Arc<Source>>,
     options: EngineOptions,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Catalog {
@@ -47,11 +48,17 @@ impl Catalog {
             registry,
             ready,
             options,
+            metrics: crate::metrics::Metrics::new(),
         }
     }
 
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// This server's metrics (see [`crate::metrics`]).
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
     }
 }
 

@@ -9,7 +9,7 @@ use std::{
 use tributary_proto::v1::packages_service_client::PackagesServiceClient;
 use tributary_tests::{artifacts, keys, list, list_request, PluginDir};
 
-fn write_config(
+pub(crate) fn write_config(
     dir: &std::path::Path,
     plugin_dir: &std::path::Path,
     extra: &str,
@@ -24,7 +24,7 @@ fn write_config(
 }
 
 /// Starts `tributary serve` and returns it with the address it printed.
-fn spawn_server(config: &std::path::Path) -> (Child, String) {
+pub(crate) fn spawn_server(config: &std::path::Path) -> (Child, String) {
     spawn_server_with(config, &[])
 }
 
@@ -48,7 +48,7 @@ fn spawn_server_with(config: &std::path::Path, extra: &[&str]) -> (Child, String
     (child, address)
 }
 
-fn terminate(mut child: Child) -> std::process::ExitStatus {
+pub(crate) fn terminate(mut child: Child) -> std::process::ExitStatus {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -57,7 +57,7 @@ fn terminate(mut child: Child) -> std::process::ExitStatus {
     child.wait().unwrap()
 }
 
-const SOURCES: &str = r#"
+pub(crate) const SOURCES: &str = r#"
 [[source]]
 name = "one"
 plugin = "testkit"

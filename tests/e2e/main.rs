@@ -9,6 +9,7 @@ mod examples;
 mod faults;
 mod fuzz;
 mod merge;
+mod metrics;
 mod random;
 mod robust;
 mod tokens;

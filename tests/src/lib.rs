@@ -184,6 +184,7 @@ pub fn config(plugin_dir: &Path, base_dir: &Path, sources: Vec<SourceConfig>) ->
         source_timeout: Duration::from_secs(10),
         guard_limits: GuardLimits::default(),
         strict_permissions: true,
+        metrics_listen: None,
     }
 }
 

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use tributary_host::{
     config::{Config, OnSourceError, Overrides},
     engine::EngineOptions,
+    metrics,
     registry::{Registry, StartError},
     server, service,
 };
@@ -138,12 +139,38 @@ async fn run(config: Config, registry: Arc<Registry>, grace: Duration) -> Result
             fail_fast: config.on_source_error == OnSourceError::Fail,
         },
     ));
+    let metrics_listener = match config.metrics_listen {
+        None => None,
+        Some(at) => Some(
+            tokio::net::TcpListener::bind(at)
+                .await
+                .map_err(|e| format!("cannot listen on {at} (metrics_listen): {e}"))?,
+        ),
+    };
     // Tests and scripts wait for this line (the port matters when listening on port 0).
     tracing::info!(%address, "serving gRPC");
     println!("listening on {address}");
-    server::serve(listener, catalog, shutdown_signal(), grace)
+    let metrics = match metrics_listener {
+        None => None,
+        Some(listener) => {
+            let address = listener.local_addr().map_err(|e| e.to_string())?;
+            tracing::info!(%address, "serving metrics at /metrics");
+            println!("metrics on {address}");
+            Some(tokio::spawn(metrics::serve_metrics(
+                listener,
+                catalog.metrics().clone(),
+                catalog.clone(),
+                std::future::pending(),
+            )))
+        }
+    };
+    let served = server::serve(listener, catalog, shutdown_signal(), grace)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string());
+    if let Some(task) = metrics {
+        task.abort();
+    }
+    served
 }
 
 fn init_logging(format: LogFormat, default_level: &str) {

@@ -1,0 +1,389 @@
+//! Metrics in the Prometheus text format, served on an admin listener of their own
+//! (`metrics_listen` in the config; off unless set).
+//!
+//! Two kinds of figures:
+//! - counted as requests pass: a tower layer around every gRPC service ([`MetricsLayer`]) counts
+//!   requests by method and status code and observes their latency and response size;
+//! - read when scraped: each source's state (ready, backing off, calls in flight) comes from the
+//!   catalog at the moment of the scrape, so it is never stale and costs nothing between scrapes.
+//!
+//! Label sets are bounded: methods come from a fixed list (anything else is `other`), codes are the
+//! seventeen gRPC codes, sources are the configured sources. Identifiers and queries never become
+//! labels. Every server has its own registry, so two servers in one process (as in the tests) do not
+//! mix their counts.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use tokio::net::TcpListener;
+
+use crate::{guard::Condition, service::Catalog};
+
+/// The gRPC methods counted under their own name; any other path is `other`.
+const METHODS: &[&str] = &[
+    "/tributary.v1.PackagesService/ListAvailablePackageSummaries",
+    "/tributary.v1.PackagesService/GetAvailablePackageDetail",
+    "/tributary.v1.PackagesService/StreamAvailablePackageSummaries",
+    "/tributary.v1.PluginsService/ListPlugins",
+    "/tributary.v1.PluginsService/Reload",
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+/// The names of the gRPC status codes, by number.
+const CODES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// The metric families of one server.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_seconds: HistogramVec,
+    response_bytes: HistogramVec,
+    source_up: IntGaugeVec,
+    source_backing_off: IntGaugeVec,
+    source_calls_in_flight: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "tributary_grpc_requests_total",
+                "gRPC requests answered, by method and status code.",
+            ),
+            &["method", "code"],
+        )
+        .expect("metric");
+        let request_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "tributary_grpc_request_duration_seconds",
+                "Time from a gRPC request's arrival to the end of its response.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
+            &["method"],
+        )
+        .expect("metric");
+        let response_bytes = HistogramVec::new(
+            HistogramOpts::new(
+                "tributary_grpc_response_bytes",
+                "Size of a gRPC response body (a page, for ListAvailablePackageSummaries).",
+            )
+            .buckets(prometheus::exponential_buckets(256.0, 4.0, 9).expect("buckets")),
+            &["method"],
+        )
+        .expect("metric");
+        let source_up = IntGaugeVec::new(
+            Opts::new(
+                "tributary_source_up",
+                "1 when the source takes calls, 0 when it failed at start or backs off.",
+            ),
+            &["source", "plugin"],
+        )
+        .expect("metric");
+        let source_backing_off = IntGaugeVec::new(
+            Opts::new(
+                "tributary_source_backing_off",
+                "1 while the source is not called after calls overran its timeout.",
+            ),
+            &["source"],
+        )
+        .expect("metric");
+        let source_calls_in_flight = IntGaugeVec::new(
+            Opts::new(
+                "tributary_source_calls_in_flight",
+                "Plugin calls running now for the source (a hung call counts until it returns).",
+            ),
+            &["source"],
+        )
+        .expect("metric");
+        for collector in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(request_seconds.clone()),
+            Box::new(response_bytes.clone()),
+            Box::new(source_up.clone()),
+            Box::new(source_backing_off.clone()),
+            Box::new(source_calls_in_flight.clone()),
+        ] {
+            registry.register(collector).expect("unique metric names");
+        }
+        Arc::new(Metrics {
+            registry,
+            requests,
+            request_seconds,
+            response_bytes,
+            source_up,
+            source_backing_off,
+            source_calls_in_flight,
+        })
+    }
+
+    /// The text exposition of every metric, with the source gauges read from `catalog` now.
+    pub fn render(&self, catalog: &Catalog) -> String {
+        self.source_up.reset();
+        self.source_backing_off.reset();
+        self.source_calls_in_flight.reset();
+        for entry in &catalog.registry().sources {
+            let (up, backing_off, in_flight) = match &entry.state {
+                Ok(source) => {
+                    let healthy = source.guard.condition() == Condition::Healthy;
+                    (healthy, !healthy, source.guard.in_flight())
+                }
+                Err(_) => (false, false, 0),
+            };
+            self.source_up
+                .with_label_values(&[entry.name.as_str(), entry.plugin.as_str()])
+                .set(i64::from(up));
+            self.source_backing_off
+                .with_label_values(&[entry.name.as_str()])
+                .set(i64::from(backing_off));
+            self.source_calls_in_flight
+                .with_label_values(&[entry.name.as_str()])
+                .set(in_flight as i64);
+        }
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding into a Vec");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+
+    fn record(&self, method: &'static str, code: usize, started: Instant, bytes: usize) {
+        self.requests
+            .with_label_values(&[method, CODES.get(code).copied().unwrap_or("UNKNOWN")])
+            .inc();
+        self.request_seconds
+            .with_label_values(&[method])
+            .observe(started.elapsed().as_secs_f64());
+        self.response_bytes
+            .with_label_values(&[method])
+            .observe(bytes as f64);
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown` completes.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    catalog: Arc<Catalog>,
+    shutdown: impl Future<Output = ()>,
+) {
+    use hyper::{server::conn::http1, service::service_fn};
+    use hyper_util::rt::TokioIo;
+
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            () = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors, say: try again shortly rather than spin.
+                    tracing::warn!("metrics listener: accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let (metrics, catalog) = (metrics.clone(), catalog.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                let response = if request.uri().path() == "/metrics" {
+                    http::Response::builder()
+                        .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+                        .body(http_body_util::Full::new(Bytes::from(
+                            metrics.render(&catalog),
+                        )))
+                } else {
+                    http::Response::builder()
+                        .status(http::StatusCode::NOT_FOUND)
+                        .body(http_body_util::Full::new(Bytes::from_static(
+                            b"not found: metrics are at /metrics\n",
+                        )))
+                };
+                std::future::ready(Ok::<_, Infallible>(response.expect("a valid response")))
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// Counts every request that passes through it; see the module docs.
+#[derive(Clone)]
+pub struct MetricsLayer(pub Arc<Metrics>);
+
+impl<S> tower_layer::Layer<S> for MetricsLayer {
+    type Service = MetricsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        MetricsService {
+            inner,
+            metrics: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct MetricsService<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, ReqBody, ResBody> tower_service::Service<http::Request<ReqBody>> for MetricsService<S>
+where
+    S: tower_service::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    ResBody: Body<Data = Bytes>,
+{
+    type Response = http::Response<CountedBody<ResBody>>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let path = request.uri().path();
+        let method = METHODS
+            .iter()
+            .copied()
+            .find(|m| *m == path)
+            .unwrap_or("other");
+        let started = Instant::now();
+        let future = self.inner.call(request);
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let response = future.await?;
+            let (parts, body) = response.into_parts();
+            // An error answered at once carries its status in the headers ("trailers only").
+            let code = parts.headers.get("grpc-status").and_then(parse_code);
+            Ok(http::Response::from_parts(
+                parts,
+                CountedBody {
+                    inner: body,
+                    pending: Some(Pending {
+                        metrics,
+                        method,
+                        started,
+                        code,
+                        bytes: 0,
+                    }),
+                },
+            ))
+        })
+    }
+}
+
+fn parse_code(value: &http::HeaderValue) -> Option<usize> {
+    value.to_str().ok()?.parse().ok()
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that records its request when it ends, or when it is dropped unfinished (the
+    /// client went away: CANCELLED).
+    pub struct CountedBody<B> {
+        #[pin]
+        inner: B,
+        pending: Option<Pending>,
+    }
+}
+
+struct Pending {
+    metrics: Arc<Metrics>,
+    method: &'static str,
+    started: Instant,
+    code: Option<usize>,
+    bytes: usize,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.metrics.record(
+            self.method,
+            self.code.unwrap_or(1),
+            self.started,
+            self.bytes,
+        );
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for CountedBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(pending) = this.pending.as_mut() {
+                    if let Some(data) = frame.data_ref() {
+                        pending.bytes += data.len();
+                    } else if let Some(trailers) = frame.trailers_ref() {
+                        if let Some(code) = trailers.get("grpc-status").and_then(parse_code) {
+                            pending.code = Some(code);
+                        }
+                    }
+                }
+            }
+            // The end: dropping the record counts the request.
+            Poll::Ready(None) => drop(this.pending.take()),
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(pending) = this.pending.as_mut() {
+                    pending.code.get_or_insert(2);
+                }
+                drop(this.pending.take());
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

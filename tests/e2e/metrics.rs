@@ -1,0 +1,134 @@
+//! Prometheus metrics: the real binary with `metrics_listen`, a known workload through a real gRPC
+//! client, then a scrape of `/metrics` over plain HTTP, with exact counts.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
+    process::{Command, Stdio},
+};
+
+use tributary_proto::v1::{self as pb, packages_service_client::PackagesServiceClient};
+use tributary_tests::{artifacts, list, list_request, PluginDir};
+
+use crate::binary::{terminate, write_config, SOURCES};
+
+/// `GET path` over HTTP/1.1: the status line and the body.
+fn http_get(address: &str, path: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(address).expect("connect to the metrics listener");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .expect("a complete response");
+    (
+        head.lines().next().unwrap_or("").to_owned(),
+        body.to_owned(),
+    )
+}
+
+/// The value of the sample whose line starts with `series` (name and labels exactly as exposed).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.parse().expect("a number"))
+}
+
+#[tokio::test]
+async fn metrics_count_a_known_workload() {
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        plugins.path(),
+        &format!("metrics_listen = \"127.0.0.1:0\"\n{SOURCES}"),
+    );
+    let mut child = Command::new(&artifacts().binary)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tributary");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = |prefix: &str| {
+        let line = lines.next().expect("a line").unwrap();
+        line.strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("expected {prefix:?}, got {line:?}"))
+            .to_owned()
+    };
+    let grpc = next("listening on ");
+    let metrics = next("metrics on ");
+
+    let mut client = PackagesServiceClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    // Three pages of the 7-item catalog, then a bad token and an unknown source.
+    let first = list(&mut client, 3, "", None).await;
+    let second = list(&mut client, 3, &first.next_page_token, None).await;
+    let third = list(&mut client, 3, &second.next_page_token, None).await;
+    assert_eq!(third.available_package_summaries.len(), 1);
+    let bad = client
+        .list_available_package_summaries(list_request(3, "not-a-token", None))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    let missing = client
+        .get_available_package_detail(pb::GetAvailablePackageDetailRequest {
+            available_package_ref: Some(pb::AvailablePackageReference {
+                source: "nowhere".into(),
+                identifier: "x".into(),
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+
+    let (status, text) = http_get(&metrics, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let list_method = "/tributary.v1.PackagesService/ListAvailablePackageSummaries";
+    let detail_method = "/tributary.v1.PackagesService/GetAvailablePackageDetail";
+    let requests = |method: &str, code: &str| {
+        sample(
+            &text,
+            &format!("tributary_grpc_requests_total{{code=\"{code}\",method=\"{method}\"}}"),
+        )
+    };
+    assert_eq!(requests(list_method, "OK"), Some(3.0), "{text}");
+    assert_eq!(requests(list_method, "INVALID_ARGUMENT"), Some(1.0));
+    assert_eq!(requests(detail_method, "NOT_FOUND"), Some(1.0));
+    assert_eq!(requests(detail_method, "OK"), None);
+    assert_eq!(
+        sample(
+            &text,
+            &format!("tributary_grpc_request_duration_seconds_count{{method=\"{list_method}\"}}")
+        ),
+        Some(4.0)
+    );
+    for source in ["one", "two"] {
+        assert_eq!(
+            sample(
+                &text,
+                &format!("tributary_source_up{{plugin=\"testkit\",source=\"{source}\"}}")
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &format!("tributary_source_calls_in_flight{{source=\"{source}\"}}")
+            ),
+            Some(0.0)
+        );
+    }
+    // Identifiers and tokens never become labels.
+    assert!(!text.contains("not-a-token") && !text.contains("nowhere"));
+
+    let (status, _) = http_get(&metrics, "/other");
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    assert!(terminate(child).success());
+}
