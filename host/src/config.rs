@@ -38,6 +38,8 @@ pub struct Config {
     pub strict_permissions: bool,
     /// Where Prometheus metrics are served (`GET /metrics`); `None` serves none.
     pub metrics_listen: Option<SocketAddr>,
+    /// TLS on the listener (`[tls]`), paths resolved against `base_dir`.
+    pub tls: Option<crate::tls::TlsSettings>,
 }
 
 /// One `[[source]]`.
@@ -91,8 +93,19 @@ struct FileConfig {
     allow_insecure_plugin_dir: bool,
     unhealthy_backoff_ms: Option<u64>,
     metrics_listen: Option<String>,
+    tls: Option<FileTls>,
     #[serde(default)]
     source: Vec<FileSource>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTls {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    client_ca_file: Option<PathBuf>,
+    #[serde(default)]
+    client_auth: crate::tls::ClientAuth,
 }
 
 #[derive(Deserialize)]
@@ -180,6 +193,24 @@ impl Config {
                     format!("{text:?} is not an IP address and port ({e})"),
                 )
             })?),
+        };
+
+        let tls = match file.tls {
+            None => None,
+            Some(t) => {
+                if t.client_auth != crate::tls::ClientAuth::None && t.client_ca_file.is_none() {
+                    return Err(invalid(
+                        "tls.client_ca_file".into(),
+                        "missing: client_auth asks for client certificates, name the CA bundle that verifies them".into(),
+                    ));
+                }
+                Some(crate::tls::TlsSettings {
+                    cert_file: base_dir.join(t.cert_file),
+                    key_file: base_dir.join(t.key_file),
+                    client_ca_file: t.client_ca_file.map(|p| base_dir.join(p)),
+                    client_auth: t.client_auth,
+                })
+            }
         };
 
         let source_timeout = match file.source_timeout_ms {
@@ -272,6 +303,7 @@ impl Config {
             guard_limits,
             strict_permissions: !file.allow_insecure_plugin_dir,
             metrics_listen,
+            tls,
         })
     }
 }
@@ -365,6 +397,11 @@ mod tests {
             ("plugin_dir = 'p'\nmax_calls_per_source = 0", "key `max_calls_per_source`"),
             ("plugin_dir = 'p'\nunhealthy_backoff_ms = 0", "key `unhealthy_backoff_ms`"),
             ("plugin_dir = 'p'\nmetrics_listen = ':9'", "key `metrics_listen`"),
+            (
+                "plugin_dir = 'p'\n[tls]\ncert_file = 'c'\nkey_file = 'k'\nclient_auth = 'required'",
+                "key `tls.client_ca_file`",
+            ),
+            ("plugin_dir = 'p'\n[tls]\ncert_file = 'c'", "missing field `key_file`"),
             ("plugin_dir = 'p'\non_source_error = 'explode'", "unknown variant `explode`"),
             ("plugin_dir = = 'p'", "t.toml"),
         ];

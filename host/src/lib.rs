@@ -10,6 +10,7 @@
 //! - [`guard`]: every plugin call: blocking thread, deadline, calls in flight, back-off.
 //! - [`token`]: the page-token codec.
 //! - [`service`]: the gRPC services and the mapping of errors to status codes.
+//! - [`tls`]: TLS on the listener, certificate reload, client certificates.
 //! - [`server`]: serving with health and reflection, and staged shutdown.
 //!
 //! The `tributary` binary (`src/bin/tributary.rs`) only parses arguments and calls into these.
@@ -22,4 +23,5 @@ pub mod metrics;
 pub mod registry;
 pub mod server;
 pub mod service;
+pub mod tls;
 pub mod token;

@@ -31,6 +31,24 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
+/// How to serve, beyond the listener and the catalog.
+#[derive(Clone)]
+pub struct ServeOptions {
+    /// How long calls in flight may run after the shutdown signal.
+    pub grace: Duration,
+    /// TLS for every connection, when set.
+    pub tls: Option<Arc<crate::tls::Certificates>>,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            grace: DEFAULT_GRACE,
+            tls: None,
+        }
+    }
+}
+
 /// Serves `catalog` on `listener` until `shutdown` completes, then drains for at most `grace`.
 pub async fn serve(
     listener: TcpListener,
@@ -38,6 +56,21 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> Result<(), ServeError> {
+    let options = ServeOptions {
+        grace,
+        ..ServeOptions::default()
+    };
+    serve_with(listener, catalog, shutdown, options).await
+}
+
+/// [`serve`] with every option.
+pub async fn serve_with(
+    listener: TcpListener,
+    catalog: Arc<Catalog>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    options: ServeOptions,
+) -> Result<(), ServeError> {
+    let grace = options.grace;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<PackagesServiceServer<Catalog>>().await;
     health.set_serving::<PluginsServiceServer<Catalog>>().await;
@@ -68,7 +101,7 @@ pub async fn serve(
         }
     };
 
-    let server = Server::builder()
+    let router = Server::builder()
         .layer(crate::metrics::MetricsLayer(catalog.metrics().clone()))
         .add_service(health_service)
         .add_service(reflection)
@@ -78,12 +111,15 @@ pub async fn serve(
         )
         .add_service(
             PluginsServiceServer::from_arc(catalog).max_decoding_message_size(MAX_REQUEST_BYTES),
-        )
-        .serve_with_incoming_shutdown(
-            // Without TCP_NODELAY a small response waits for the client's delayed ACK (~40 ms).
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            signal,
         );
+    // Without TCP_NODELAY a small response waits for the client's delayed ACK (~40 ms).
+    let tcp = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server: std::pin::Pin<Box<dyn Future<Output = _> + Send>> = match options.tls {
+        None => Box::pin(router.serve_with_incoming_shutdown(tcp, signal)),
+        Some(certificates) => Box::pin(
+            router.serve_with_incoming_shutdown(crate::tls::incoming(tcp, certificates), signal),
+        ),
+    };
 
     tokio::select! {
         result = server => result?,

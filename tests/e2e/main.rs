@@ -12,4 +12,5 @@ mod merge;
 mod metrics;
 mod random;
 mod robust;
+mod tls;
 mod tokens;

@@ -185,6 +185,7 @@ pub fn config(plugin_dir: &Path, base_dir: &Path, sources: Vec<SourceConfig>) ->
         guard_limits: GuardLimits::default(),
         strict_permissions: true,
         metrics_listen: None,
+        tls: None,
     }
 }
 

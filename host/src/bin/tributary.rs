@@ -11,7 +11,7 @@ use tributary_host::{
     engine::EngineOptions,
     metrics,
     registry::{Registry, StartError},
-    server, service,
+    server, service, tls,
 };
 
 #[derive(Parser)]
@@ -112,7 +112,16 @@ fn main() -> ExitCode {
         }
         Command::Serve { grace_ms, .. } => {
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            let result = runtime.block_on(run(config, registry, Duration::from_millis(grace_ms)));
+            // Certificates are read before anything is served: a bad file is a configuration error.
+            let tls = match config.tls.clone().map(tls::Certificates::load).transpose() {
+                Ok(tls) => tls.map(Arc::new),
+                Err(e) => {
+                    eprintln!("tributary: config file {}: {e}", common.config.display());
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let result =
+                runtime.block_on(run(config, registry, tls, Duration::from_millis(grace_ms)));
             // A plugin call that never returns holds a blocking thread; dropping the runtime would
             // wait for it forever. Give such threads a moment, then exit without them.
             runtime.shutdown_timeout(Duration::from_millis(500));
@@ -127,7 +136,12 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config, registry: Arc<Registry>, grace: Duration) -> Result<(), String> {
+async fn run(
+    config: Config,
+    registry: Arc<Registry>,
+    tls: Option<Arc<tls::Certificates>>,
+    grace: Duration,
+) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
@@ -139,6 +153,18 @@ async fn run(config: Config, registry: Arc<Registry>, grace: Duration) -> Result
             fail_fast: config.on_source_error == OnSourceError::Fail,
         },
     ));
+    let tls = match &config.tls {
+        None => {
+            if !config.listen.ip().is_loopback() {
+                tracing::warn!(
+                    address = %config.listen,
+                    "listening on a non-loopback address without TLS: anyone who can reach it reads the catalog in the clear; set [tls]"
+                );
+            }
+            None
+        }
+        Some(_) => tls,
+    };
     let metrics_listener = match config.metrics_listen {
         None => None,
         Some(at) => Some(
@@ -164,7 +190,8 @@ async fn run(config: Config, registry: Arc<Registry>, grace: Duration) -> Result
             )))
         }
     };
-    let served = server::serve(listener, catalog, shutdown_signal(), grace)
+    let options = server::ServeOptions { grace, tls };
+    let served = server::serve_with(listener, catalog, shutdown_signal(), options)
         .await
         .map_err(|e| e.to_string());
     if let Some(task) = metrics {
