@@ -40,6 +40,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// TLS on the listener (`[tls]`), paths resolved against `base_dir`.
     pub tls: Option<crate::tls::TlsSettings>,
+    /// Who may call, and what each caller sees (`[auth]`); `None`: everyone sees everything.
+    pub auth: Option<crate::auth::AuthSettings>,
 }
 
 /// One `[[source]]`.
@@ -94,8 +96,17 @@ struct FileConfig {
     unhealthy_backoff_ms: Option<u64>,
     metrics_listen: Option<String>,
     tls: Option<FileTls>,
+    auth: Option<FileAuth>,
     #[serde(default)]
     source: Vec<FileSource>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAuth {
+    tokens_file: Option<PathBuf>,
+    #[serde(default)]
+    identity: Vec<crate::auth::IdentitySettings>,
 }
 
 #[derive(Deserialize)]
@@ -293,6 +304,28 @@ impl Config {
             });
         }
 
+        let auth = match file.auth {
+            None => None,
+            Some(a) => {
+                let names: Vec<&str> = sources
+                    .iter()
+                    .map(|s: &SourceConfig| s.name.as_str())
+                    .collect();
+                crate::auth::validate(&a.identity, &names)
+                    .map_err(|(key, message)| invalid(key, message))?;
+                if a.identity.is_empty() {
+                    return Err(invalid(
+                        "auth.identity".into(),
+                        "missing: [auth] needs at least one [[auth.identity]]".into(),
+                    ));
+                }
+                Some(crate::auth::AuthSettings {
+                    tokens_file: a.tokens_file.map(|p| base_dir.join(p)),
+                    identities: a.identity,
+                })
+            }
+        };
+
         Ok(Config {
             listen,
             plugin_dir,
@@ -304,6 +337,7 @@ impl Config {
             strict_permissions: !file.allow_insecure_plugin_dir,
             metrics_listen,
             tls,
+            auth,
         })
     }
 }
@@ -402,6 +436,11 @@ mod tests {
                 "key `tls.client_ca_file`",
             ),
             ("plugin_dir = 'p'\n[tls]\ncert_file = 'c'", "missing field `key_file`"),
+            ("plugin_dir = 'p'\n[auth]\ntokens_file = 't'", "key `auth.identity`"),
+            (
+                "plugin_dir = 'p'\n[[auth.identity]]\nname = 'ci'\nsources = ['nope']",
+                "key `auth.identity[0].sources[0]`: no [[source]] is named \"nope\"",
+            ),
             ("plugin_dir = 'p'\non_source_error = 'explode'", "unknown variant `explode`"),
             ("plugin_dir = = 'p'", "t.toml"),
         ];

@@ -2,6 +2,7 @@
 //! merged catalog over gRPC.
 //!
 //! # Layout
+//! - [`auth`]: bearer tokens and client certificates, and the sources each caller may see.
 //! - [`config`]: the TOML configuration and its validation.
 //! - [`loader`]: scanning the plugin directory and loading each library.
 //! - [`metrics`]: Prometheus metrics and their admin listener.
@@ -15,6 +16,7 @@
 //!
 //! The `tributary` binary (`src/bin/tributary.rs`) only parses arguments and calls into these.
 
+pub mod auth;
 pub mod config;
 pub mod engine;
 pub mod guard;

@@ -38,6 +38,8 @@ pub struct ServeOptions {
     pub grace: Duration,
     /// TLS for every connection, when set.
     pub tls: Option<Arc<crate::tls::Certificates>>,
+    /// Who may call and what each caller sees, when set (see [`crate::auth`]).
+    pub auth: Option<Arc<crate::auth::Authenticator>>,
 }
 
 impl Default for ServeOptions {
@@ -45,6 +47,7 @@ impl Default for ServeOptions {
         ServeOptions {
             grace: DEFAULT_GRACE,
             tls: None,
+            auth: None,
         }
     }
 }
@@ -103,6 +106,7 @@ pub async fn serve_with(
 
     let router = Server::builder()
         .layer(crate::metrics::MetricsLayer(catalog.metrics().clone()))
+        .layer(crate::auth::AuthLayer(options.auth.clone()))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(

@@ -11,6 +11,7 @@ use tributary_proto::v1::{
 };
 
 use crate::{
+    auth::Identity,
     engine::{self, EngineOptions, Failure, FailureKind, PageRequest},
     guard::{self, Budget, Condition},
     registry::{Registry, Source},
@@ -93,8 +94,11 @@ fn check_values(field: &str, values: &[String]) -> Result<(), Status> {
     Ok(())
 }
 
-fn validate_filter(filter: Option<pb::FilterOptions>) -> Result<ValidFilter, Status> {
-    let f = filter.unwrap_or_default();
+fn validate_filter(
+    filter: Option<pb::FilterOptions>,
+    caller: Option<&Identity>,
+) -> Result<ValidFilter, Status> {
+    let mut f = filter.unwrap_or_default();
     let query_chars = f.query.chars().count();
     if query_chars > MAX_QUERY_CHARS {
         return Err(invalid(format!(
@@ -104,6 +108,19 @@ fn validate_filter(filter: Option<pb::FilterOptions>) -> Result<ValidFilter, Sta
     check_values("filter.categories", &f.categories)?;
     check_values("filter.repositories", &f.repositories)?;
     check_values("filter.sources", &f.sources)?;
+    // A caller limited to some sources lists only those; the view is part of the fingerprint, so a
+    // token issued for another view is refused.
+    if let Some(allowed) = caller.and_then(|c| c.sources.as_ref()) {
+        if f.sources.is_empty() {
+            f.sources = allowed.iter().cloned().collect();
+        } else if let Some(s) = f.sources.iter().find(|s| !allowed.contains(*s)) {
+            let known: Vec<&str> = allowed.iter().map(String::as_str).collect();
+            return Err(invalid(format!(
+                "filter.sources names unknown source {s:?} (known: {})",
+                known.join(", ")
+            )));
+        }
+    }
     let query = f.query.to_lowercase();
     let fingerprint = token::filter_fingerprint(&query, &f.categories, &f.repositories, &f.sources);
     let strings = |v: Vec<String>| v.into_iter().map(RString::from).collect::<RVec<_>>();
@@ -264,9 +281,10 @@ impl PackagesService for Catalog {
         request: Request<pb::ListAvailablePackageSummariesRequest>,
     ) -> Result<Response<pb::ListAvailablePackageSummariesResponse>, Status> {
         let deadline = request_deadline(&request);
+        let caller = caller(&request);
         let request = request.into_inner();
         let page_size = effective_page_size(request.page_size)?;
-        let filter = validate_filter(request.filter)?;
+        let filter = validate_filter(request.filter, caller.as_deref())?;
         let after = if request.page_token.is_empty() {
             None
         } else {
@@ -337,6 +355,7 @@ impl PackagesService for Catalog {
             source_timeout: self.options.source_timeout,
             deadline: request_deadline(&request),
         };
+        let caller = caller(&request);
         let reference = request
             .into_inner()
             .available_package_ref
@@ -351,12 +370,17 @@ impl PackagesService for Catalog {
                 "available_package_ref.identifier is longer than {MAX_VALUE_BYTES} bytes"
             )));
         }
-        let entry = self.registry.source(&reference.source).ok_or_else(|| {
-            Status::not_found(format!(
-                "no source named {:?} (available_package_ref.source)",
-                reference.source
-            ))
-        })?;
+        // A source the caller may not see is answered as one that does not exist.
+        let visible = caller.as_ref().is_none_or(|c| c.allows(&reference.source));
+        let entry = visible
+            .then(|| self.registry.source(&reference.source))
+            .flatten()
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no source named {:?} (available_package_ref.source)",
+                    reference.source
+                ))
+            })?;
         let source = match &entry.state {
             Ok(source) => source.clone(),
             Err(e) => {
@@ -423,10 +447,36 @@ async fn call_detail(
 impl PluginsService for Catalog {
     async fn list_plugins(
         &self,
-        _request: Request<pb::ListPluginsRequest>,
+        request: Request<pb::ListPluginsRequest>,
     ) -> Result<Response<pb::ListPluginsResponse>, Status> {
-        Ok(Response::new(list_plugins(&self.registry)))
+        let mut listing = list_plugins(&self.registry);
+        if let Some(caller) = caller(&request) {
+            restrict_listing(&mut listing, &caller);
+        }
+        Ok(Response::new(listing))
     }
+}
+
+/// The caller's identity, when the server authenticates (see [`crate::auth`]).
+fn caller<T>(request: &Request<T>) -> Option<Arc<Identity>> {
+    request.extensions().get::<Arc<Identity>>().cloned()
+}
+
+/// What a caller limited to some sources sees of `ListPlugins`: those sources, and the libraries that
+/// serve them; the plugin directory only for admins.
+fn restrict_listing(listing: &mut pb::ListPluginsResponse, caller: &Identity) {
+    if !caller.admin {
+        listing.plugin_dir.clear();
+    }
+    if caller.sources.is_none() {
+        return;
+    }
+    listing.sources.retain(|s| caller.allows(&s.name));
+    let plugins: std::collections::BTreeSet<String> =
+        listing.sources.iter().map(|s| s.plugin.clone()).collect();
+    listing
+        .plugins
+        .retain(|p| !p.name.is_empty() && plugins.contains(&p.name));
 }
 
 /// The `ListPlugins` answer; also what `tributary plugins` prints.
@@ -508,7 +558,7 @@ mod tests {
             query: "x".repeat(MAX_QUERY_CHARS + 1),
             ..Default::default()
         };
-        let e = validate_filter(Some(too_long)).err().unwrap();
+        let e = validate_filter(Some(too_long), None).err().unwrap();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
         assert!(e.message().starts_with("filter.query"), "{}", e.message());
 
@@ -516,7 +566,7 @@ mod tests {
             categories: vec!["c".into(); MAX_FILTER_VALUES + 1],
             ..Default::default()
         };
-        let e = validate_filter(Some(many)).err().unwrap();
+        let e = validate_filter(Some(many), None).err().unwrap();
         assert!(
             e.message().starts_with("filter.categories"),
             "{}",
@@ -527,7 +577,7 @@ mod tests {
             repositories: vec!["ok".into(), "r".repeat(MAX_VALUE_BYTES + 1)],
             ..Default::default()
         };
-        let e = validate_filter(Some(big)).err().unwrap();
+        let e = validate_filter(Some(big), None).err().unwrap();
         assert!(
             e.message().starts_with("filter.repositories[1]"),
             "{}",
@@ -537,16 +587,22 @@ mod tests {
 
     #[test]
     fn query_is_lowercased_and_fingerprint_ignores_case() {
-        let a = validate_filter(Some(pb::FilterOptions {
-            query: "ReDis".into(),
-            ..Default::default()
-        }))
+        let a = validate_filter(
+            Some(pb::FilterOptions {
+                query: "ReDis".into(),
+                ..Default::default()
+            }),
+            None,
+        )
         .ok()
         .unwrap();
-        let b = validate_filter(Some(pb::FilterOptions {
-            query: "redis".into(),
-            ..Default::default()
-        }))
+        let b = validate_filter(
+            Some(pb::FilterOptions {
+                query: "redis".into(),
+                ..Default::default()
+            }),
+            None,
+        )
         .ok()
         .unwrap();
         assert_eq!(a.ffi.query.as_str(), "redis");

@@ -1,6 +1,7 @@
 //! End-to-end tests: real plugin libraries copied into a temporary directory, a real server on
 //! loopback, a real gRPC client. One test binary, with a module per concern.
 
+mod auth;
 mod binary;
 mod changes;
 mod compat;

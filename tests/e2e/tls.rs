@@ -15,12 +15,12 @@ use tributary_tests::{keys, list, PluginDir};
 use crate::binary::{spawn_server, terminate, write_config, SOURCES};
 
 /// A certificate authority that issues the server's and clients' certificates.
-struct Authority {
+pub(crate) struct Authority {
     issuer: CertifiedIssuer<'static, KeyPair>,
 }
 
 impl Authority {
-    fn new(name: &str) -> Authority {
+    pub(crate) fn new(name: &str) -> Authority {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
@@ -29,12 +29,16 @@ impl Authority {
         }
     }
 
-    fn pem(&self) -> String {
+    pub(crate) fn pem(&self) -> String {
         self.issuer.pem()
     }
 
     /// A certificate and key (PEM) for `names`, for a server or a client.
-    fn issue(&self, names: &[&str], purpose: ExtendedKeyUsagePurpose) -> (String, String) {
+    pub(crate) fn issue(
+        &self,
+        names: &[&str],
+        purpose: ExtendedKeyUsagePurpose,
+    ) -> (String, String) {
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
         let mut params = CertificateParams::new(names.clone()).unwrap();
         params
@@ -47,7 +51,7 @@ impl Authority {
     }
 }
 
-fn write_server_pair(dir: &Path, authority: &Authority) {
+pub(crate) fn write_server_pair(dir: &Path, authority: &Authority) {
     let (cert, key) = authority.issue(
         &["localhost", "127.0.0.1"],
         ExtendedKeyUsagePurpose::ServerAuth,

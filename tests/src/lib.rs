@@ -186,6 +186,7 @@ pub fn config(plugin_dir: &Path, base_dir: &Path, sources: Vec<SourceConfig>) ->
         strict_permissions: true,
         metrics_listen: None,
         tls: None,
+        auth: None,
     }
 }
 

@@ -7,6 +7,7 @@ use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use clap::{Parser, Subcommand};
 use tributary_host::{
+    auth,
     config::{Config, OnSourceError, Overrides},
     engine::EngineOptions,
     metrics,
@@ -63,9 +64,23 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Helpers for the `[auth]` section.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+}
+
+#[derive(Subcommand)]
+enum AuthCommand {
+    /// Read a bearer token from standard input and print the line for `tokens_file`:
+    /// `<sha256 hex> <identity>`.
+    HashToken {
+        /// The identity the token authenticates, as named in `[[auth.identity]]`.
+        identity: String,
+    },
 }
 
 const EXIT_SERVE: u8 = 1;
+const EXIT_USAGE: u8 = 2;
 const EXIT_CONFIG: u8 = 3;
 const EXIT_PLUGIN_DIR: u8 = 4;
 
@@ -74,13 +89,14 @@ fn main() -> ExitCode {
     // `plugins` prints its own report; its log says only what went wrong unless RUST_LOG says more.
     let default_level = match cli.command {
         Command::Serve { .. } => "info",
-        Command::Plugins { .. } => "warn",
+        Command::Plugins { .. } | Command::Auth(_) => "warn",
     };
     init_logging(cli.log_format, default_level);
 
     let (common, listen) = match &cli.command {
         Command::Serve { common, listen, .. } => (common, listen.clone()),
         Command::Plugins { common } => (common, None),
+        Command::Auth(AuthCommand::HashToken { identity }) => return hash_token(identity),
     };
     let overrides = Overrides {
         listen,
@@ -110,6 +126,7 @@ fn main() -> ExitCode {
             print_plugins(&registry);
             ExitCode::SUCCESS
         }
+        Command::Auth(_) => unreachable!("answered before loading the configuration"),
         Command::Serve { grace_ms, .. } => {
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             // Certificates are read before anything is served: a bad file is a configuration error.
@@ -120,8 +137,25 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            let result =
-                runtime.block_on(run(config, registry, tls, Duration::from_millis(grace_ms)));
+            let auth = match config
+                .auth
+                .as_ref()
+                .map(auth::Authenticator::load)
+                .transpose()
+            {
+                Ok(auth) => auth.map(Arc::new),
+                Err(e) => {
+                    eprintln!("tributary: config file {}: {e}", common.config.display());
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let result = runtime.block_on(run(
+                config,
+                registry,
+                tls,
+                auth,
+                Duration::from_millis(grace_ms),
+            ));
             // A plugin call that never returns holds a blocking thread; dropping the runtime would
             // wait for it forever. Give such threads a moment, then exit without them.
             runtime.shutdown_timeout(Duration::from_millis(500));
@@ -140,6 +174,7 @@ async fn run(
     config: Config,
     registry: Arc<Registry>,
     tls: Option<Arc<tls::Certificates>>,
+    auth: Option<Arc<auth::Authenticator>>,
     grace: Duration,
 ) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -153,18 +188,20 @@ async fn run(
             fail_fast: config.on_source_error == OnSourceError::Fail,
         },
     ));
-    let tls = match &config.tls {
-        None => {
-            if !config.listen.ip().is_loopback() {
-                tracing::warn!(
-                    address = %config.listen,
-                    "listening on a non-loopback address without TLS: anyone who can reach it reads the catalog in the clear; set [tls]"
-                );
-            }
-            None
+    if !config.listen.ip().is_loopback() {
+        if tls.is_none() {
+            tracing::warn!(
+                address = %config.listen,
+                "listening on a non-loopback address without TLS: the catalog and any credentials travel in the clear; set [tls]"
+            );
         }
-        Some(_) => tls,
-    };
+        if auth.is_none() {
+            tracing::warn!(
+                address = %config.listen,
+                "listening on a non-loopback address without [auth]: anyone who can reach it reads every source"
+            );
+        }
+    }
     let metrics_listener = match config.metrics_listen {
         None => None,
         Some(at) => Some(
@@ -190,7 +227,7 @@ async fn run(
             )))
         }
     };
-    let options = server::ServeOptions { grace, tls };
+    let options = server::ServeOptions { grace, tls, auth };
     let served = server::serve_with(listener, catalog, shutdown_signal(), options)
         .await
         .map_err(|e| e.to_string());
@@ -211,6 +248,23 @@ fn init_logging(format: LogFormat, default_level: &str) {
         LogFormat::Plain => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => builder.json().with_ansi(false).init(),
     }
+}
+
+/// `tributary auth hash-token IDENTITY`: the token comes on standard input (so that it stays out of
+/// the shell history and the process list).
+fn hash_token(identity: &str) -> ExitCode {
+    let mut token = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut token) {
+        eprintln!("tributary: cannot read the token from standard input: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let token = token.trim_end_matches(['\n', '\r']);
+    if token.is_empty() || identity.chars().any(char::is_whitespace) {
+        eprintln!("tributary: give a non-empty token on standard input and an identity name without spaces");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    println!("{} {identity}", auth::hash_token(token));
+    ExitCode::SUCCESS
 }
 
 /// Completes on SIGTERM (what Kubernetes sends) or SIGINT (Ctrl-C).

@@ -1,0 +1,268 @@
+//! Authentication and per-caller views: the real binary with an `[auth]` section and a tokens file of
+//! hashes, real gRPC clients with bearer tokens and with client certificates.
+
+use std::process::{Command, Stdio};
+
+use tonic::{
+    metadata::MetadataValue,
+    service::interceptor::InterceptedService,
+    transport::{Certificate, Channel, ClientTlsConfig, Identity},
+    Code, Request, Status,
+};
+use tributary_proto::v1::{
+    self as pb, packages_service_client::PackagesServiceClient,
+    plugins_service_client::PluginsServiceClient,
+};
+use tributary_tests::{artifacts, keys, list_request, PluginDir};
+
+use crate::{
+    binary::{spawn_server, terminate, write_config, SOURCES},
+    tls::{write_server_pair, Authority},
+};
+
+type Bearer = Box<dyn FnMut(Request<()>) -> Result<Request<()>, Status> + Send>;
+type Client = PackagesServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// `tributary auth hash-token IDENTITY` with `token` on standard input: the tokens-file line.
+fn hash_line(token: &str, identity: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(&artifacts().binary)
+        .args(["auth", "hash-token", identity])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{token}").unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn bearer(token: Option<&str>) -> Bearer {
+    let value = token.map(|t| MetadataValue::try_from(format!("Bearer {t}")).unwrap());
+    Box::new(move |mut request: Request<()>| {
+        if let Some(v) = &value {
+            request.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(request)
+    })
+}
+
+async fn client(address: &str, token: Option<&str>) -> Client {
+    let channel = Channel::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    PackagesServiceClient::with_interceptor(channel, bearer(token))
+}
+
+/// Every key of the listing in pages of 2.
+async fn page_all(client: &mut Client, sources: &[&str]) -> Result<Vec<String>, Status> {
+    let filter = (!sources.is_empty()).then(|| pb::FilterOptions {
+        sources: sources.iter().map(|s| (*s).to_owned()).collect(),
+        ..Default::default()
+    });
+    let (mut seen, mut token) = (Vec::new(), String::new());
+    loop {
+        let page = client
+            .list_available_package_summaries(list_request(2, &token, filter.clone()))
+            .await?
+            .into_inner();
+        seen.extend(keys(&page.available_package_summaries));
+        if page.next_page_token.is_empty() {
+            return Ok(seen);
+        }
+        token = page.next_page_token;
+    }
+}
+
+fn detail(source: &str, identifier: &str) -> pb::GetAvailablePackageDetailRequest {
+    pb::GetAvailablePackageDetailRequest {
+        available_package_ref: Some(pb::AvailablePackageReference {
+            source: source.into(),
+            identifier: identifier.into(),
+        }),
+    }
+}
+
+const AUTH: &str = r#"
+[auth]
+tokens_file = "tokens"
+[[auth.identity]]
+name = "reader"
+sources = ["one"]
+[[auth.identity]]
+name = "admin"
+sources = ["*"]
+admin = true
+[[auth.identity]]
+name = "ops"
+sources = ["two"]
+certificate_names = ["ops-client"]
+"#;
+
+#[tokio::test]
+async fn tokens_authenticate_and_each_caller_sees_only_its_sources() {
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = format!(
+        "# reader and admin\n{}{}",
+        hash_line("t-reader", "reader"),
+        hash_line("t-admin", "admin")
+    );
+    assert!(!tokens.contains("t-reader"), "the file holds hashes only");
+    std::fs::write(dir.path().join("tokens"), tokens).unwrap();
+    let config = write_config(dir.path(), plugins.path(), &format!("{AUTH}{SOURCES}"));
+    let (child, address) = spawn_server(&config);
+
+    // No token, a wrong token: refused alike.
+    for token in [None, Some("t-wrong")] {
+        let err = page_all(&mut client(&address, token).await, &[])
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{token:?}: {err}");
+    }
+    // Health needs no token (probes and load balancers).
+    let channel = Channel::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let health = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(health.status, 1, "SERVING");
+
+    let mut admin = client(&address, Some("t-admin")).await;
+    let mut reader = client(&address, Some("t-reader")).await;
+    assert_eq!(
+        page_all(&mut admin, &[]).await.unwrap(),
+        ["a@one/a", "b@two/b", "c@one/c", "d@two/d", "e@one/e", "f@two/f", "g@one/g"]
+    );
+    assert_eq!(
+        page_all(&mut reader, &[]).await.unwrap(),
+        ["a@one/a", "c@one/c", "e@one/e", "g@one/g"]
+    );
+    let err = page_all(&mut reader, &["two"]).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(
+        err.message(),
+        "filter.sources names unknown source \"two\" (known: one)"
+    );
+
+    // A source the reader may not see reads as one that does not exist.
+    let hidden = reader
+        .get_available_package_detail(detail("two", "b"))
+        .await
+        .unwrap_err();
+    let missing = reader
+        .get_available_package_detail(detail("nowhere", "b"))
+        .await
+        .unwrap_err();
+    assert_eq!(hidden.code(), Code::NotFound);
+    assert_eq!(
+        hidden.message().replace("\"two\"", "\"nowhere\""),
+        missing.message()
+    );
+    assert!(reader
+        .get_available_package_detail(detail("one", "a"))
+        .await
+        .is_ok());
+    assert!(admin
+        .get_available_package_detail(detail("two", "b"))
+        .await
+        .is_ok());
+
+    // A token issued to the admin's view does not widen the reader's.
+    let first = admin
+        .list_available_package_summaries(list_request(2, "", None))
+        .await
+        .unwrap()
+        .into_inner();
+    let err = reader
+        .list_available_package_summaries(list_request(2, &first.next_page_token, None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+
+    // ListPlugins: only the caller's sources; the plugin directory for admins only.
+    let channel = Channel::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut plugins_client =
+        PluginsServiceClient::with_interceptor(channel.clone(), bearer(Some("t-reader")));
+    let listing = plugins_client
+        .list_plugins(pb::ListPluginsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<&str> = listing.sources.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["one"]);
+    assert!(listing.plugin_dir.is_empty());
+    let listing = PluginsServiceClient::with_interceptor(channel, bearer(Some("t-admin")))
+        .list_plugins(pb::ListPluginsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listing.sources.len(), 2);
+    assert!(!listing.plugin_dir.is_empty());
+    assert!(terminate(child).success());
+}
+
+#[tokio::test]
+async fn a_client_certificate_authenticates_its_identity() {
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let server_ca = Authority::new("server CA");
+    write_server_pair(dir.path(), &server_ca);
+    let client_ca = Authority::new("client CA");
+    std::fs::write(dir.path().join("clients.pem"), client_ca.pem()).unwrap();
+    std::fs::write(dir.path().join("tokens"), "").unwrap();
+    let config = write_config(
+        dir.path(),
+        plugins.path(),
+        &format!(
+            "[tls]\ncert_file = \"server.pem\"\nkey_file = \"server.key\"\nclient_ca_file = \"clients.pem\"\nclient_auth = \"optional\"\n{AUTH}{SOURCES}"
+        ),
+    );
+    let (child, address) = spawn_server(&config);
+    let port = address.rsplit(':').next().unwrap();
+    let connect = |identity: Option<(String, String)>| {
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(server_ca.pem()))
+            .domain_name("localhost");
+        if let Some((cert, key)) = identity {
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        let url = format!("https://localhost:{port}");
+        async move {
+            let channel = Channel::from_shared(url)
+                .unwrap()
+                .tls_config(tls)
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            PackagesServiceClient::with_interceptor(channel, bearer(None))
+        }
+    };
+    let ops = client_ca.issue(&["ops-client"], rcgen::ExtendedKeyUsagePurpose::ClientAuth);
+    assert_eq!(
+        page_all(&mut connect(Some(ops)).await, &[]).await.unwrap(),
+        ["b@two/b", "d@two/d", "f@two/f"]
+    );
+    // Verified, but named by no identity; and no certificate at all.
+    let stranger = client_ca.issue(&["someone"], rcgen::ExtendedKeyUsagePurpose::ClientAuth);
+    for identity in [Some(stranger), None] {
+        let err = page_all(&mut connect(identity).await, &[])
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated);
+    }
+    assert!(terminate(child).success());
+}
