@@ -12,6 +12,7 @@
 //! - [`token`]: the page-token codec.
 //! - [`service`]: the gRPC services and the mapping of errors to status codes.
 //! - [`tls`]: TLS on the listener, certificate reload, client certificates.
+//! - [`request_id`]: a request id on every log line of a request.
 //! - [`server`]: serving with health and reflection, and staged shutdown.
 //!
 //! The `tributary` binary (`src/bin/tributary.rs`) only parses arguments and calls into these.
@@ -23,6 +24,7 @@ pub mod guard;
 pub mod loader;
 pub mod metrics;
 pub mod registry;
+pub mod request_id;
 pub mod server;
 pub mod service;
 pub mod tls;

@@ -24,7 +24,8 @@ use std::{
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use tokio::net::TcpListener;
 
@@ -73,6 +74,10 @@ pub struct Metrics {
     source_up: IntGaugeVec,
     source_backing_off: IntGaugeVec,
     source_calls_in_flight: IntGaugeVec,
+    pages: IntCounter,
+    items: IntCounter,
+    source_failures: IntCounterVec,
+    libraries: IntGaugeVec,
 }
 
 impl Metrics {
@@ -131,8 +136,38 @@ impl Metrics {
             &["source"],
         )
         .expect("metric");
+        let pages = IntCounter::new(
+            "tributary_pages_total",
+            "Pages of the merged catalog served (ListAvailablePackageSummaries answers).",
+        )
+        .expect("metric");
+        let items = IntCounter::new(
+            "tributary_items_served_total",
+            "Package summaries served in pages.",
+        )
+        .expect("metric");
+        let source_failures = IntCounterVec::new(
+            Opts::new(
+                "tributary_source_failures_total",
+                "Pages a source could not contribute to, by source and failure kind.",
+            ),
+            &["source", "kind"],
+        )
+        .expect("metric");
+        let libraries = IntGaugeVec::new(
+            Opts::new(
+                "tributary_plugin_libraries",
+                "Library files in the plugin directory, by load result.",
+            ),
+            &["status"],
+        )
+        .expect("metric");
         for collector in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(pages.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(items.clone()),
+            Box::new(source_failures.clone()),
+            Box::new(libraries.clone()),
+            Box::new(requests.clone()),
             Box::new(request_seconds.clone()),
             Box::new(response_bytes.clone()),
             Box::new(source_up.clone()),
@@ -149,7 +184,26 @@ impl Metrics {
             source_up,
             source_backing_off,
             source_calls_in_flight,
+            pages,
+            items,
+            source_failures,
+            libraries,
         })
+    }
+
+    /// Counts one page served: its items and the sources that failed on it (`(source, kind)`).
+    pub fn record_page<'a>(
+        &self,
+        items: usize,
+        failures: impl Iterator<Item = (&'a str, &'a str)>,
+    ) {
+        self.pages.inc();
+        self.items.inc_by(items as u64);
+        for (source, kind) in failures {
+            self.source_failures
+                .with_label_values(&[source, kind])
+                .inc();
+        }
     }
 
     /// The text exposition of every metric, with the source gauges read from `catalog` now.
@@ -175,6 +229,19 @@ impl Metrics {
                 .with_label_values(&[entry.name.as_str()])
                 .set(in_flight as i64);
         }
+        let loaded = catalog
+            .registry()
+            .files
+            .iter()
+            .filter(|f| f.outcome.is_ok())
+            .count();
+        let rejected = catalog.registry().files.len() - loaded;
+        self.libraries
+            .with_label_values(&["loaded"])
+            .set(loaded as i64);
+        self.libraries
+            .with_label_values(&["rejected"])
+            .set(rejected as i64);
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)

@@ -105,6 +105,7 @@ pub async fn serve_with(
     };
 
     let router = Server::builder()
+        .layer(crate::request_id::RequestIdLayer)
         .layer(crate::metrics::MetricsLayer(catalog.metrics().clone()))
         .layer(crate::auth::AuthLayer(options.auth.clone()))
         .add_service(health_service)

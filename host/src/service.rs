@@ -334,6 +334,12 @@ impl PackagesService for Catalog {
             startup_failures.iter().map(failure_pb).collect();
         failed_sources.extend(page.failures.iter().map(failure_pb));
         failed_sources.sort_by(|a, b| a.source.cmp(&b.source));
+        self.metrics.record_page(
+            page.items.len(),
+            failed_sources
+                .iter()
+                .map(|f| (f.source.as_str(), f.kind.as_str())),
+        );
 
         let available_package_summaries = page
             .items

@@ -307,3 +307,73 @@ fn logs_are_plain_without_colours_or_json_on_request() {
     assert_eq!(ready, ["one", "two"]);
     assert!(lines.iter().all(|l| l["level"].is_string()));
 }
+
+#[tokio::test]
+async fn every_log_line_of_a_request_carries_its_id() {
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), plugins.path(), SOURCES);
+    let log = dir.path().join("log.json");
+    let mut child = Command::new(&artifacts().binary)
+        .args(["--log-format", "json", "serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info,tributary_host=debug")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let address = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    let mut client = PackagesServiceClient::connect(format!("http://{address}"))
+        .await
+        .unwrap();
+    let mut request = list_request(3, "", None);
+    let mut tonic_request = tonic::Request::new(request.clone());
+    tonic_request
+        .metadata_mut()
+        .insert("x-request-id", "trace-42".parse().unwrap());
+    let response = client
+        .list_available_package_summaries(tonic_request)
+        .await
+        .unwrap();
+    assert_eq!(response.metadata().get("x-request-id").unwrap(), "trace-42");
+    // Without an id of its own, the client gets one the server made.
+    request.page_size = 2;
+    let response = client
+        .list_available_package_summaries(request)
+        .await
+        .unwrap();
+    let made = response
+        .metadata()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(!made.is_empty() && made != "trace-42");
+    assert!(terminate(child).success());
+
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let served: Vec<(&str, u64)> = lines
+        .iter()
+        .filter(|l| l["fields"]["message"] == "page served")
+        .map(|l| {
+            (
+                l["span"]["id"].as_str().unwrap(),
+                l["fields"]["items"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(served, [("trace-42", 3), (made.as_str(), 2)]);
+}

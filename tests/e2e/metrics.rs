@@ -125,6 +125,12 @@ async fn metrics_count_a_known_workload() {
             Some(0.0)
         );
     }
+    assert_eq!(sample(&text, "tributary_pages_total"), Some(3.0));
+    assert_eq!(sample(&text, "tributary_items_served_total"), Some(7.0));
+    assert_eq!(
+        sample(&text, "tributary_plugin_libraries{status=\"loaded\"}"),
+        Some(1.0)
+    );
     // Identifiers and tokens never become labels.
     assert!(!text.contains("not-a-token") && !text.contains("nowhere"));
 
