@@ -1,8 +1,9 @@
 //! Serving: the gRPC server with health checking and reflection, on an injected listener, until an
 //! injected shutdown future completes.
 //!
-//! Shutdown goes in stages: health turns NOT_SERVING, the listener stops accepting, calls in flight
-//! get `grace` to finish, then `serve` returns.
+//! Shutdown goes in stages: health turns NOT_SERVING, requests are still accepted for the shutdown
+//! delay (so that load balancers watching health stop sending first), the listener stops accepting,
+//! calls in flight get `grace` to finish, then `serve` returns.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -40,6 +41,9 @@ pub struct ServeOptions {
     pub tls: Option<Arc<crate::tls::Certificates>>,
     /// Who may call and what each caller sees, when set (see [`crate::auth`]).
     pub auth: Option<Arc<crate::auth::Authenticator>>,
+    /// How long the server keeps accepting requests after the shutdown signal while its health says
+    /// NOT_SERVING, so that load balancers stop sending before the listener closes.
+    pub shutdown_delay: Duration,
 }
 
 impl Default for ServeOptions {
@@ -48,6 +52,7 @@ impl Default for ServeOptions {
             grace: DEFAULT_GRACE,
             tls: None,
             auth: None,
+            shutdown_delay: Duration::ZERO,
         }
     }
 }
@@ -74,6 +79,7 @@ pub async fn serve_with(
     options: ServeOptions,
 ) -> Result<(), ServeError> {
     let grace = options.grace;
+    let delay = options.shutdown_delay;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<PackagesServiceServer<Catalog>>().await;
     health.set_serving::<PluginsServiceServer<Catalog>>().await;
@@ -100,6 +106,13 @@ pub async fn serve_with(
             health
                 .set_not_serving::<PluginsServiceServer<Catalog>>()
                 .await;
+            if !delay.is_zero() {
+                tracing::info!(
+                    delay_ms = delay.as_millis() as u64,
+                    "still accepting while load balancers see NOT_SERVING"
+                );
+                tokio::time::sleep(delay).await;
+            }
             let _ = draining_tx.send(());
         }
     };

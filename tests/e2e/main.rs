@@ -13,5 +13,6 @@ mod merge;
 mod metrics;
 mod random;
 mod robust;
+mod rolling;
 mod tls;
 mod tokens;

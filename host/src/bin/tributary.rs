@@ -58,6 +58,10 @@ enum Command {
         /// How long calls in flight may run after SIGTERM or SIGINT, in milliseconds.
         #[arg(long, default_value_t = server::DEFAULT_GRACE.as_millis() as u64)]
         grace_ms: u64,
+        /// After SIGTERM, how long to keep accepting requests while health says NOT_SERVING (so
+        /// that load balancers stop sending first), in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        shutdown_delay_ms: u64,
     },
     /// Load the plugins, print what loaded, each source and why anything was rejected, and exit.
     Plugins {
@@ -127,7 +131,11 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Auth(_) => unreachable!("answered before loading the configuration"),
-        Command::Serve { grace_ms, .. } => {
+        Command::Serve {
+            grace_ms,
+            shutdown_delay_ms,
+            ..
+        } => {
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             // Certificates are read before anything is served: a bad file is a configuration error.
             let tls = match config.tls.clone().map(tls::Certificates::load).transpose() {
@@ -155,6 +163,7 @@ fn main() -> ExitCode {
                 tls,
                 auth,
                 Duration::from_millis(grace_ms),
+                Duration::from_millis(shutdown_delay_ms),
             ));
             // A plugin call that never returns holds a blocking thread; dropping the runtime would
             // wait for it forever. Give such threads a moment, then exit without them.
@@ -176,6 +185,7 @@ async fn run(
     tls: Option<Arc<tls::Certificates>>,
     auth: Option<Arc<auth::Authenticator>>,
     grace: Duration,
+    shutdown_delay: Duration,
 ) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -227,7 +237,12 @@ async fn run(
             )))
         }
     };
-    let options = server::ServeOptions { grace, tls, auth };
+    let options = server::ServeOptions {
+        grace,
+        tls,
+        auth,
+        shutdown_delay,
+    };
     let served = server::serve_with(listener, catalog, shutdown_signal(), options)
         .await
         .map_err(|e| e.to_string());
