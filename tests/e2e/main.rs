@@ -8,6 +8,7 @@ mod deploy;
 mod examples;
 mod faults;
 mod fuzz;
+mod helm_http;
 mod merge;
 mod metrics;
 mod random;

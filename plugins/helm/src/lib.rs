@@ -81,6 +81,13 @@ impl Plugin for HelmPlugin {
         let mut agents = Vec::new();
         for repo in &repositories {
             if let Location::Http(remote) = &repo.location {
+                if remote.insecure_skip_tls_verify {
+                    log(format_args!(
+                        "WARNING: helm repository {:?}: TLS certificates are not verified \
+                         (insecure_skip_tls_verify); anyone on the path can serve its index",
+                        repo.name
+                    ));
+                }
                 let agent = fetch::agent(remote).map_err(|e| {
                     PluginError::invalid_config(format!(
                         "helm config: repository {:?}: {e}",
