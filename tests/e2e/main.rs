@@ -11,6 +11,7 @@ mod fuzz;
 mod helm_http;
 mod merge;
 mod metrics;
+mod oci;
 mod random;
 mod robust;
 mod tls;

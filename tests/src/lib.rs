@@ -2,6 +2,7 @@
 //! temporary plugin directory, start a real server on loopback and connect a real gRPC client.
 
 pub mod http;
+pub mod oci;
 
 use std::{
     collections::HashMap,

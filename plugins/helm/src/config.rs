@@ -46,6 +46,8 @@ pub(crate) struct Remote {
     pub connect_timeout: Duration,
     pub timeout: Duration,
     pub max_index_size: u64,
+    /// For an `oci://` repository: where its charts are (`index_url` is then the registry's base).
+    pub oci: Option<crate::oci::OciTarget>,
 }
 
 /// Where a secret is read from. Its value is read on every use, so a rotated token is picked up
@@ -143,6 +145,8 @@ const KEYS: &[&str] = &[
     "connect_timeout",
     "timeout",
     "max_index_size",
+    "charts",
+    "plain_http",
 ];
 
 /// Parses the JSON configuration into the list of repositories, paths resolved.
@@ -206,18 +210,23 @@ pub(crate) fn parse(config: &str) -> Result<Vec<Repository>, PluginError> {
                 }
                 Location::File(resolve_path(base_dir, path))
             }
-            Some("http" | "https") => {
+            Some(scheme @ ("http" | "https" | "oci")) => {
+                if scheme != "oci" {
+                    if let Some(oci_key) = ["charts", "plain_http"]
+                        .into_iter()
+                        .find(|k| table.contains_key(*k))
+                    {
+                        return Err(invalid(format_args!(
+                            "{key}.{oci_key} applies to oci:// repositories only"
+                        )));
+                    }
+                }
                 Location::Http(Box::new(remote(table, &key, name, url, base_dir)?))
             }
-            Some(other) => {
-                let hint = if other == "oci" {
-                    " (charts in OCI registries are served by the oci plugin)"
-                } else {
-                    ""
-                };
+            Some(_) => {
                 return Err(invalid(format_args!(
                     "{key}.url {url:?} of repository {name:?} is not supported: give a local \
-                     path, a file:// URL or an http(s):// URL{hint}"
+                     path, a file:// URL, an http(s):// URL or an oci:// registry namespace"
                 )));
             }
         };
@@ -251,7 +260,20 @@ fn remote(
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(invalid(format_args!("{key}.url {url:?} names no host")));
     }
-    let (index_url, base_url) = index_and_base(parsed);
+    let (index_url, base_url, oci) = if parsed.scheme() == "oci" {
+        let (registry, target) = oci_target(table, key, &parsed)?;
+        let scheme = if optional_bool(table, key, "plain_http")?.unwrap_or(false) {
+            "http"
+        } else {
+            "https"
+        };
+        let base = Url::parse(&format!("{scheme}://{registry}/"))
+            .map_err(|e| invalid(format_args!("{key}.url {url:?}: {e}")))?;
+        (base.clone(), base, Some(target))
+    } else {
+        let (index, base) = index_and_base(parsed);
+        (index, base, None)
+    };
 
     let path = |field: &str| -> Result<Option<PathBuf>, PluginError> {
         Ok(optional_string(table, key, field)?.map(|p| resolve_path(base_dir, Path::new(p))))
@@ -376,7 +398,56 @@ fn remote(
                 ))
             })?,
         },
+        oci,
     })
+}
+
+/// The registry (`host[:port]`) and the target of an `oci://registry/namespace` URL.
+fn oci_target(
+    table: &Map<String, Value>,
+    key: &str,
+    url: &Url,
+) -> Result<(String, crate::oci::OciTarget), PluginError> {
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(format_args!(
+            "{key}.url {:?}: an oci:// URL has no query or fragment",
+            url.as_str()
+        )));
+    }
+    let host = url.host_str().unwrap_or_default();
+    let registry = match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    };
+    let namespace = url.path().trim_matches('/').to_owned();
+    let charts = match table.get("charts") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(list)) if !list.is_empty() => Some(
+            list.iter()
+                .enumerate()
+                .map(|(i, chart)| match chart {
+                    Value::String(c) if !c.is_empty() && !c.contains('/') => Ok(c.clone()),
+                    _ => Err(invalid(format_args!(
+                        "{key}.charts[{i}] must be a chart name (a non-empty string without '/')"
+                    ))),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        Some(_) => {
+            return Err(invalid(format_args!(
+                "{key}.charts must be a non-empty list of chart names (leave it out to list \
+                 the namespace through the registry's catalog)"
+            )))
+        }
+    };
+    Ok((
+        registry.clone(),
+        crate::oci::OciTarget {
+            registry,
+            namespace,
+            charts,
+        },
+    ))
 }
 
 /// The index URL and the repository URL (ending with `/`) of a configured URL: a URL whose last

@@ -45,6 +45,7 @@
 mod config;
 mod fetch;
 mod index;
+mod oci;
 mod split;
 mod version;
 
@@ -384,13 +385,26 @@ impl Shared {
     }
 
     /// Fetches repository `i` once and swaps in its index when it changed.
-    fn refresh_remote(&self, i: usize, remote: &Remote, agent: &ureq::Agent) {
+    fn refresh_remote(
+        &self,
+        i: usize,
+        remote: &Remote,
+        agent: &ureq::Agent,
+        oci_cache: &mut oci::Cache,
+    ) {
         let name = &self.repositories[i].name;
         let (validators, sha) = {
             let states = self.states();
             (states[i].validators.clone(), states[i].sha256)
         };
-        let result = match fetch::fetch(agent, remote, &validators) {
+        let started = std::time::Instant::now();
+        let fetched = match &remote.oci {
+            Some(target) => oci::refresh(agent, remote, target, oci_cache)
+                .map(|text| Fetched::Body(text.into_bytes(), Validators::default())),
+            None => fetch::fetch(agent, remote, &validators),
+        };
+        let mut changed_index = false;
+        let result = match fetched {
             Ok(Fetched::NotModified) => Ok(None),
             Ok(Fetched::Body(body, validators)) => {
                 let digest: [u8; 32] = Sha256::digest(&body).into();
@@ -401,7 +415,10 @@ impl Shared {
                         .map_err(|_| "is not UTF-8 text".to_owned())
                         .and_then(|text| RepoIndex::parse(name, &text, Some(&remote.base_url)))
                         .and_then(|index| self.swap(i, index))
-                        .map(|()| Some((validators, digest)))
+                        .map(|()| {
+                            changed_index = true;
+                            Some((validators, digest))
+                        })
                         .map_err(|e| format!("index {} {e}", fetch::shown(&remote.index_url)))
                 }
             }
@@ -411,10 +428,15 @@ impl Shared {
         let state = &mut states[i];
         match result {
             Ok(changed) => {
-                if state.last_success.is_none() || state.last_error.is_some() {
+                if changed_index || state.last_error.is_some() {
+                    let requests = match remote.oci {
+                        Some(_) => format!(", {} requests", oci_cache.requests),
+                        None => String::new(),
+                    };
                     log(format_args!(
-                        "helm repository {name:?}: index {} read",
-                        fetch::shown(&remote.index_url)
+                        "helm repository {name:?}: index {} read ({} ms{requests})",
+                        fetch::shown(&remote.index_url),
+                        started.elapsed().as_millis()
                     ));
                 }
                 if let Some((validators, digest)) = changed {
@@ -470,8 +492,9 @@ impl Shared {
 
 /// Fetches a remote repository every `refresh_interval` (jittered) until the source is dropped.
 fn refresh_loop(shared: &Shared, i: usize, remote: &Remote, agent: &ureq::Agent) {
+    let mut oci_cache = oci::Cache::default();
     loop {
-        shared.refresh_remote(i, remote, agent);
+        shared.refresh_remote(i, remote, agent, &mut oci_cache);
         if shared.wait_for_stop(fetch::jittered(remote.refresh_interval)) {
             return;
         }
