@@ -18,8 +18,9 @@
 //! password_env = "CHARTS_PASSWORD"          # or password_file; token_env / token_file for a bearer
 //! refresh_interval = 300                    # seconds
 //! ```
-//! Repository names are unique and contain no `/`. The keys of a remote repository are listed in
-//! the README ("Helm repositories over HTTP(S)").
+//! Repository names are unique and contain no `/`. A `url` may also be an OCI registry namespace,
+//! `oci://registry/namespace` with `charts = [...]` (see [`oci`]). The keys of remote repositories
+//! are listed in the README ("Helm repositories: local, HTTP(S), OCI").
 //!
 //! Every chart of every repository is one package, identified as `"<repository>/<chart>"`. Its
 //! latest version is the highest stable release by semantic versioning (Helm's lenient form: `v1.2`
@@ -40,6 +41,7 @@
 //! # Layout
 //! - [`config`]: the configuration, key by key; secrets named, never held in it.
 //! - [`fetch`]: one HTTP(S) fetch with redirects, credentials and validators.
+//! - [`oci`]: reading the charts of an OCI registry into an index document.
 //! - [`index`] and [`split`]: parsing an index into charts; [`version`]: ranking versions.
 
 mod config;

@@ -554,8 +554,16 @@ fn config_errors_name_the_key() {
             "helm config: repositories[0].path is not a known key",
         ),
         (
-            json!({ "repositories": [{ "name": "oci", "url": "oci://registry-1.docker.io/bitnamicharts" }] }),
-            "repository \"oci\" is not supported: give a local path, a file:// URL or an http(s):// URL (charts in OCI registries are served by the oci plugin)",
+            json!({ "repositories": [{ "name": "f", "url": "ftp://charts.example.com/index.yaml" }] }),
+            "repository \"f\" is not supported: give a local path, a file:// URL, an http(s):// URL or an oci:// registry namespace",
+        ),
+        (
+            json!({ "repositories": [{ "name": "o", "url": "oci://r.example/ns", "charts": ["a/b"] }] }),
+            "helm config: repositories[0].charts[0] must be a chart name",
+        ),
+        (
+            json!({ "repositories": [{ "name": "h", "url": "https://h.example/", "charts": ["a"] }] }),
+            "helm config: repositories[0].charts applies to oci:// repositories only",
         ),
         (
             json!({ "repositories": [{ "name": "a", "url": "a.yaml", "token_env": "T" }] }),
@@ -919,5 +927,34 @@ fn example_files_exist_and_catalog_ids_are_unique() {
         identifiers.len(),
         before,
         "duplicate package ids in catalog.json"
+    );
+}
+
+#[test]
+fn the_remote_example_config_parses() {
+    let text = fs::read_to_string(examples_dir().join("remote.toml")).unwrap();
+    let file: toml::Table = toml::from_str(&text).unwrap();
+    std::env::set_var("CHARTS_PASSWORD", "example");
+    let mut kinds = Vec::new();
+    for source in file["source"].as_array().unwrap() {
+        let config = serde_json::to_string(&source["config"]).unwrap();
+        for repo in crate::config::parse(&config).unwrap() {
+            kinds.push(match repo.location {
+                crate::config::Location::File(_) => "file".to_owned(),
+                crate::config::Location::Http(remote) => match remote.oci {
+                    Some(target) => format!("oci {}", target.charts.unwrap().join(",")),
+                    None => remote.index_url.to_string(),
+                },
+            });
+        }
+    }
+    assert_eq!(
+        kinds,
+        [
+            "https://charts.jetstack.io/index.yaml",
+            "https://prometheus-community.github.io/helm-charts/index.yaml",
+            "https://charts.internal.example.com/stable/index.yaml",
+            "oci nginx,redis,postgresql",
+        ]
     );
 }
