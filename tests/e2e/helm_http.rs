@@ -432,3 +432,75 @@ async fn credentials_go_to_the_repository_host_only() {
     }
     tributary.stop().await;
 }
+
+/// Figures for the README: a ~50 MB index over HTTP (time to the first page, memory) and the bytes
+/// of an unchanged refresh. Run in release:
+/// `cargo test --release -p tributary-tests --test e2e figures_ -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check; run on demand"]
+async fn figures_for_a_50_mb_index_over_http() {
+    use tributary_tests::http::{memory_kib, CountingProxy};
+    let index = helm_index("chart-", 4200, 10);
+    let size = index.len();
+    let server = HelmRepoServer::start(index).await;
+    let proxy = CountingProxy::start(server.address).await;
+    let url = format!("http://{}/", proxy.address);
+    let (rss_before, _) = memory_kib();
+
+    let started = std::time::Instant::now();
+    let (_plugins, tributary) = start_with(
+        &["helm"],
+        vec![helm(
+            "big",
+            vec![repo(
+                "b",
+                &url,
+                json!({ "refresh_interval": 1, "timeout": 60 }),
+            )],
+        )],
+    )
+    .await;
+    let mut client = tributary.packages().await;
+    let mut first_page = None;
+    for _ in 0..6000 {
+        let page = list(&mut client, 100, "", None).await;
+        if page.failed_sources.is_empty() && !page.available_package_summaries.is_empty() {
+            first_page = Some(started.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let first_page = first_page.expect("a first page within 60 s");
+    let (rss_after, hwm) = memory_kib();
+    let (_, first_bytes) = proxy.bytes();
+
+    server.wait_for_status(304, 1).await;
+    let before = (proxy.bytes(), server.seen().len());
+    server.wait_for_status(304, 6).await;
+    let after = (proxy.bytes(), server.seen().len());
+    let refreshes = (after.1 - before.1) as u64;
+    println!(
+        "FIGURE index {:.1} MB ({} charts x 10 versions), gzip on the wire {:.1} MB",
+        size as f64 / 1e6,
+        4200,
+        first_bytes as f64 / 1e6
+    );
+    println!(
+        "FIGURE time from start to the first page: {:.2} s",
+        first_page.as_secs_f64()
+    );
+    println!(
+        "FIGURE process RSS {} MiB before the source, {} MiB after the first page (+{} MiB), peak {} MiB \
+         (the test's own HTTP server holds the index and its gzip copy throughout)",
+        rss_before / 1024,
+        rss_after / 1024,
+        (rss_after.saturating_sub(rss_before)) / 1024,
+        hwm / 1024
+    );
+    println!(
+        "FIGURE unchanged refresh (304): {} bytes sent, {} bytes received per refresh (over {refreshes})",
+        (after.0 .0 - before.0 .0) / refreshes,
+        (after.0 .1 - before.0 .1) / refreshes
+    );
+    tributary.stop().await;
+}

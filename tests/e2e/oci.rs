@@ -345,3 +345,87 @@ async fn tags_are_paged_tokens_fetched_and_only_new_tags_read() {
     assert_eq!(manifests(&stub), 6);
     tributary.stop().await;
 }
+
+/// Figures for the README: refreshing an OCI source of N charts with M tags each, against the real
+/// registry. The plugin logs each refresh that changed the index with its time and requests. Run:
+/// `cargo test --release -p tributary-tests --test e2e figures_ -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check; run on demand"]
+async fn figures_for_an_oci_source() {
+    const CHARTS: usize = 20;
+    const TAGS: usize = 10;
+    let registry = tokio::task::spawn_blocking(Registry::start)
+        .await
+        .unwrap()
+        .expect("docker-registry is installed");
+    let registry = std::sync::Arc::new(registry);
+    let pusher = registry.clone();
+    tokio::task::spawn_blocking(move || {
+        for c in 0..CHARTS {
+            for t in 0..TAGS {
+                let name = format!("chart-{c:02}");
+                let version = format!("1.{t}.0");
+                pusher.push(
+                    &format!("charts/{name}"),
+                    &version,
+                    &ChartArtifact::helm(&chart(&name, &version, json!({}))),
+                );
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let proxy = tributary_tests::http::CountingProxy::start(registry.address).await;
+    let charts: Vec<String> = (0..CHARTS).map(|c| format!("chart-{c:02}")).collect();
+    let started = std::time::Instant::now();
+    let (_plugins, tributary) = start_with(
+        &["helm"],
+        vec![source(
+            "oci",
+            "helm",
+            json!({ "repositories": [{
+                "name": "reg",
+                "url": format!("oci://{}/charts", proxy.address),
+                "charts": charts,
+                "plain_http": true,
+                "refresh_interval": 1,
+            }] }),
+        )],
+    )
+    .await;
+    let mut client = tributary.packages().await;
+    wait_for(&mut client, "every chart", |p| {
+        p.available_package_summaries.len() == CHARTS
+    })
+    .await;
+    println!(
+        "FIGURE OCI source of {CHARTS} charts x {TAGS} tags: first page {:.2} s after start",
+        started.elapsed().as_secs_f64()
+    );
+    // Unchanged refreshes: bytes over the wire per refresh.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = proxy.bytes();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let after = proxy.bytes();
+    println!(
+        "FIGURE OCI unchanged refreshes over 10 s (refresh_interval 1 s ±10%): {} bytes sent, {} bytes received",
+        after.0 - before.0,
+        after.1 - before.1
+    );
+    let pusher = registry.clone();
+    tokio::task::spawn_blocking(move || {
+        pusher.push(
+            "charts/chart-00",
+            "2.0.0",
+            &ChartArtifact::helm(&chart("chart-00", "2.0.0", json!({}))),
+        )
+    })
+    .await
+    .unwrap();
+    wait_for(&mut client, "the new tag", |p| {
+        p.available_package_summaries[0].latest_version == "2.0.0"
+    })
+    .await;
+    println!("FIGURE see the plugin's log lines above for each changed refresh (ms, requests)");
+    tributary.stop().await;
+}

@@ -317,3 +317,80 @@ pub fn helm_index_of(names: &[String], versions: usize) -> String {
     text.push_str("generated: \"2023-11-21T20:30:00.123456789Z\"\n");
     text
 }
+
+/// A TCP relay on loopback that counts the bytes each way, to measure what crosses the wire.
+pub struct CountingProxy {
+    pub address: SocketAddr,
+    /// Bytes from clients to the target.
+    pub sent: Arc<std::sync::atomic::AtomicU64>,
+    /// Bytes from the target to clients.
+    pub received: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl CountingProxy {
+    pub async fn start(target: SocketAddr) -> CountingProxy {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let sent = Arc::new(AtomicU64::new(0));
+        let received = Arc::new(AtomicU64::new(0));
+        let (up, down) = (sent.clone(), received.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                    continue;
+                };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let (up, down) = (up.clone(), down.clone());
+                tokio::spawn(async move {
+                    let mut buffer = vec![0u8; 64 << 10];
+                    while let Ok(n @ 1..) = client_read.read(&mut buffer).await {
+                        up.fetch_add(n as u64, Ordering::Relaxed);
+                        if server_write.write_all(&buffer[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    let mut buffer = vec![0u8; 64 << 10];
+                    while let Ok(n @ 1..) = server_read.read(&mut buffer).await {
+                        down.fetch_add(n as u64, Ordering::Relaxed);
+                        if client_write.write_all(&buffer[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        CountingProxy {
+            address,
+            sent,
+            received,
+        }
+    }
+
+    /// `(sent, received)` so far.
+    pub fn bytes(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.received.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// This process's resident set size and its peak, in KiB (`VmRSS`, `VmHWM` of `/proc/self/status`).
+pub fn memory_kib() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
