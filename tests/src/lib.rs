@@ -1,6 +1,9 @@
 //! Helpers for Tributary's end-to-end tests: build the real plugin libraries once, lay them out in a
 //! temporary plugin directory, start a real server on loopback and connect a real gRPC client.
 
+pub mod http;
+pub mod oci;
+
 use std::{
     collections::HashMap,
     net::SocketAddr,

@@ -1,17 +1,119 @@
 //! The plugin's configuration, checked key by key so that every error names the key at fault.
+//!
+//! Secrets (passwords, tokens, header values) are never part of the configuration itself: the
+//! configuration names the environment variable or the file that holds each one, and the value is
+//! read when a request is made. Neither the value nor anything derived from it is ever put into an
+//! error or a log line.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tributary_plugin_api::{resolve_path, PluginError};
+use url::Url;
 
-/// One configured repository: its name and the local `index.yaml` it is read from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One configured repository: its name and where its index is read from.
+#[derive(Debug, Clone)]
 pub(crate) struct Repository {
     pub name: String,
-    pub path: PathBuf,
+    pub location: Location,
 }
+
+#[derive(Debug, Clone)]
+pub(crate) enum Location {
+    /// A local `index.yaml`, read again whenever its modification time or size changes.
+    File(PathBuf),
+    /// A repository served over HTTP(S), refreshed in the background.
+    Http(Box<Remote>),
+}
+
+/// How a remote repository is fetched.
+#[derive(Debug, Clone)]
+pub(crate) struct Remote {
+    /// The URL of the index itself.
+    pub index_url: Url,
+    /// The repository URL, ending with `/`: relative chart URLs resolve against it.
+    pub base_url: Url,
+    pub credentials: Vec<Credential>,
+    /// Send the credentials to other hosts too when the repository redirects there.
+    pub pass_credentials: bool,
+    pub ca_file: Option<PathBuf>,
+    pub insecure_skip_tls_verify: bool,
+    pub refresh_interval: Duration,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub max_index_size: u64,
+    /// For an `oci://` repository: where its charts are (`index_url` is then the registry's base).
+    pub oci: Option<crate::oci::OciTarget>,
+}
+
+/// Where a secret is read from. Its value is read on every use, so a rotated token is picked up
+/// at the next refresh.
+#[derive(Debug, Clone)]
+pub(crate) enum Secret {
+    /// A value written in the configuration (a user name only: never a password).
+    Plain(String),
+    Env(String),
+    File(PathBuf),
+}
+
+impl Secret {
+    /// The secret's value; the error names the variable or the file, never a value.
+    pub fn read(&self) -> Result<String, String> {
+        match self {
+            Secret::Plain(value) => Ok(value.clone()),
+            Secret::Env(var) => match std::env::var(var) {
+                Ok(value) if !value.is_empty() => Ok(value),
+                Ok(_) => Err(format!("environment variable {var} is empty")),
+                Err(_) => Err(format!("environment variable {var} is not set")),
+            },
+            Secret::File(path) => std::fs::read_to_string(path)
+                .map(|text| text.trim_end_matches(['\n', '\r']).to_owned())
+                .map_err(|e| format!("cannot read secret file {}: {e}", path.display())),
+        }
+    }
+}
+
+/// One set of credentials, sent as a request header.
+#[derive(Debug, Clone)]
+pub(crate) enum Credential {
+    Basic { username: Secret, password: Secret },
+    Bearer(Secret),
+    Header { name: String, value: Secret },
+}
+
+impl Credential {
+    /// The header this credential adds: `(name, value)`.
+    pub fn header(&self) -> Result<(String, String), String> {
+        use base64::Engine as _;
+        Ok(match self {
+            Credential::Basic { username, password } => {
+                let pair = format!("{}:{}", username.read()?, password.read()?);
+                (
+                    "Authorization".to_owned(),
+                    format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD.encode(pair)
+                    ),
+                )
+            }
+            Credential::Bearer(token) => (
+                "Authorization".to_owned(),
+                format!("Bearer {}", token.read()?),
+            ),
+            Credential::Header { name, value } => (name.clone(), value.read()?),
+        })
+    }
+}
+
+/// Defaults for remote repositories.
+pub(crate) const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(600);
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_MAX_INDEX_SIZE: u64 = 256 << 20;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,6 +127,28 @@ fn invalid(message: impl std::fmt::Display) -> PluginError {
     PluginError::invalid_config(format!("helm config: {message}"))
 }
 
+/// The keys a repository table may have; those after `url` apply to remote repositories only.
+const KEYS: &[&str] = &[
+    "name",
+    "url",
+    "username",
+    "username_env",
+    "password_env",
+    "password_file",
+    "token_env",
+    "token_file",
+    "headers",
+    "pass_credentials",
+    "ca_file",
+    "insecure_skip_tls_verify",
+    "refresh_interval",
+    "connect_timeout",
+    "timeout",
+    "max_index_size",
+    "charts",
+    "plain_http",
+];
+
 /// Parses the JSON configuration into the list of repositories, paths resolved.
 pub(crate) fn parse(config: &str) -> Result<Vec<Repository>, PluginError> {
     let config: Config = serde_json::from_str(config).map_err(invalid)?;
@@ -33,7 +157,8 @@ pub(crate) fn parse(config: &str) -> Result<Vec<Repository>, PluginError> {
         Some(Value::String(dir)) => Some(Path::new(dir.as_str())),
         Some(_) => return Err(invalid("$base_dir must be a string (a folder)")),
     };
-    const SHAPE: &str = "a list of { name, url } tables, url a local index.yaml";
+    const SHAPE: &str =
+        "a list of { name, url } tables, url a local index.yaml or an http(s) repository URL";
     let list = match config.repositories {
         None | Some(Value::Null) => {
             return Err(invalid(format_args!("repositories is missing ({SHAPE})")))
@@ -53,9 +178,10 @@ pub(crate) fn parse(config: &str) -> Result<Vec<Repository>, PluginError> {
                 "{key} must be a {{ name, url }} table"
             )));
         };
-        if let Some(unknown) = table.keys().find(|k| *k != "name" && *k != "url") {
+        if let Some(unknown) = table.keys().find(|k| !KEYS.contains(&k.as_str())) {
             return Err(invalid(format_args!(
-                "{key}.{unknown} is not a known key (expected name and url)"
+                "{key}.{unknown} is not a known key (expected one of {})",
+                KEYS.join(", ")
             )));
         }
         let name = string_field(table.get("name"), &key, "name")?;
@@ -70,21 +196,290 @@ pub(crate) fn parse(config: &str) -> Result<Vec<Repository>, PluginError> {
             )));
         }
         let url = string_field(table.get("url"), &key, "url")?;
-        let path = local_path(url).ok_or_else(|| {
-            invalid(format_args!(
-                "{key}.url {url:?} of repository {name:?} is not supported: only local files \
-                 are supported for now (a path or a file:// URL)"
-            ))
-        })?;
-        if path.as_os_str().is_empty() {
-            return Err(invalid(format_args!("{key}.url {url:?} names no file")));
-        }
+        let location = match scheme(url) {
+            None | Some("file") => {
+                if let Some(remote_key) = table.keys().find(|k| KEYS[2..].contains(&k.as_str())) {
+                    return Err(invalid(format_args!(
+                        "{key}.{remote_key} applies to http(s) repositories only; \
+                         {key}.url {url:?} is a local file"
+                    )));
+                }
+                let path = Path::new(url.strip_prefix("file://").unwrap_or(url));
+                if path.as_os_str().is_empty() {
+                    return Err(invalid(format_args!("{key}.url {url:?} names no file")));
+                }
+                Location::File(resolve_path(base_dir, path))
+            }
+            Some(scheme @ ("http" | "https" | "oci")) => {
+                if scheme != "oci" {
+                    if let Some(oci_key) = ["charts", "plain_http"]
+                        .into_iter()
+                        .find(|k| table.contains_key(*k))
+                    {
+                        return Err(invalid(format_args!(
+                            "{key}.{oci_key} applies to oci:// repositories only"
+                        )));
+                    }
+                }
+                Location::Http(Box::new(remote(table, &key, name, url, base_dir)?))
+            }
+            Some(_) => {
+                return Err(invalid(format_args!(
+                    "{key}.url {url:?} of repository {name:?} is not supported: give a local \
+                     path, a file:// URL, an http(s):// URL or an oci:// registry namespace"
+                )));
+            }
+        };
         repositories.push(Repository {
             name: name.to_owned(),
-            path: resolve_path(base_dir, path),
+            location,
         });
     }
     Ok(repositories)
+}
+
+/// The remote settings of a repository table whose `url` is http(s).
+fn remote(
+    table: &Map<String, Value>,
+    key: &str,
+    name: &str,
+    url: &str,
+    base_dir: Option<&Path>,
+) -> Result<Remote, PluginError> {
+    let parsed = Url::parse(url).map_err(|e| {
+        invalid(format_args!(
+            "{key}.url of repository {name:?} is not a URL: {e}"
+        ))
+    })?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(invalid(format_args!(
+            "{key}.url of repository {name:?} carries credentials; give them with \
+             username/password_env/password_file instead, so that they are never logged"
+        )));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(invalid(format_args!("{key}.url {url:?} names no host")));
+    }
+    let (index_url, base_url, oci) = if parsed.scheme() == "oci" {
+        let (registry, target) = oci_target(table, key, &parsed)?;
+        let scheme = if optional_bool(table, key, "plain_http")?.unwrap_or(false) {
+            "http"
+        } else {
+            "https"
+        };
+        let base = Url::parse(&format!("{scheme}://{registry}/"))
+            .map_err(|e| invalid(format_args!("{key}.url {url:?}: {e}")))?;
+        (base.clone(), base, Some(target))
+    } else {
+        let (index, base) = index_and_base(parsed);
+        (index, base, None)
+    };
+
+    let path = |field: &str| -> Result<Option<PathBuf>, PluginError> {
+        Ok(optional_string(table, key, field)?.map(|p| resolve_path(base_dir, Path::new(p))))
+    };
+    let secret = |env: &str, file: &str| -> Result<Option<Secret>, PluginError> {
+        match (optional_string(table, key, env)?, path(file)?) {
+            (Some(_), Some(_)) => Err(invalid(format_args!(
+                "{key}: give {env} or {file}, not both"
+            ))),
+            (Some(var), None) => Ok(Some(Secret::Env(var.to_owned()))),
+            (None, Some(file)) => Ok(Some(Secret::File(file))),
+            (None, None) => Ok(None),
+        }
+    };
+
+    let mut credentials = Vec::new();
+    let username = match (
+        optional_string(table, key, "username")?,
+        optional_string(table, key, "username_env")?,
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(format_args!(
+                "{key}: give username or username_env, not both"
+            )))
+        }
+        (Some(user), None) => Some(Secret::Plain(user.to_owned())),
+        (None, Some(var)) => Some(Secret::Env(var.to_owned())),
+        (None, None) => None,
+    };
+    let password = secret("password_env", "password_file")?;
+    match (username, password) {
+        (Some(username), Some(password)) => {
+            credentials.push(Credential::Basic { username, password })
+        }
+        (Some(_), None) => {
+            return Err(invalid(format_args!(
+                "{key}: username needs password_env or password_file"
+            )))
+        }
+        (None, Some(_)) => {
+            return Err(invalid(format_args!(
+                "{key}: password_env/password_file needs username or username_env"
+            )))
+        }
+        (None, None) => {}
+    }
+    if let Some(token) = secret("token_env", "token_file")? {
+        if !credentials.is_empty() {
+            return Err(invalid(format_args!(
+                "{key}: give basic auth (username, password) or a bearer token, not both"
+            )));
+        }
+        credentials.push(Credential::Bearer(token));
+    }
+    match table.get("headers") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(headers)) => {
+            for (header, source) in headers {
+                let field = format!("{key}.headers.{header}");
+                if ureq::http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                    return Err(invalid(format_args!("{field}: not a valid header name")));
+                }
+                let value = match source {
+                    Value::Object(source) => {
+                        match (source.get("env"), source.get("file"), source.len()) {
+                            (Some(Value::String(var)), None, 1) if !var.is_empty() => {
+                                Secret::Env(var.clone())
+                            }
+                            (None, Some(Value::String(file)), 1) if !file.is_empty() => {
+                                Secret::File(resolve_path(base_dir, Path::new(file)))
+                            }
+                            _ => {
+                                return Err(invalid(format_args!(
+                                    "{field} must be {{ env = \"VAR\" }} or {{ file = \"path\" }}"
+                                )))
+                            }
+                        }
+                    }
+                    _ => {
+                        return Err(invalid(format_args!(
+                            "{field} must be {{ env = \"VAR\" }} or {{ file = \"path\" }} \
+                             (header values are secrets: never written in the configuration)"
+                        )))
+                    }
+                };
+                credentials.push(Credential::Header {
+                    name: header.clone(),
+                    value,
+                });
+            }
+        }
+        Some(_) => {
+            return Err(invalid(format_args!(
+                "{key}.headers must be a table of header name = {{ env | file }}"
+            )))
+        }
+    }
+    // Every secret must be readable now: a typo is a configuration error, not a refresh failure.
+    for credential in &credentials {
+        credential
+            .header()
+            .map_err(|e| invalid(format_args!("{key} (repository {name:?}): {e}")))?;
+    }
+
+    Ok(Remote {
+        index_url,
+        base_url,
+        credentials,
+        pass_credentials: optional_bool(table, key, "pass_credentials")?.unwrap_or(false),
+        ca_file: path("ca_file")?,
+        insecure_skip_tls_verify: optional_bool(table, key, "insecure_skip_tls_verify")?
+            .unwrap_or(false),
+        refresh_interval: seconds(table, key, "refresh_interval")?
+            .unwrap_or(DEFAULT_REFRESH_INTERVAL),
+        connect_timeout: seconds(table, key, "connect_timeout")?.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+        timeout: seconds(table, key, "timeout")?.unwrap_or(DEFAULT_TIMEOUT),
+        max_index_size: match table.get("max_index_size") {
+            None | Some(Value::Null) => DEFAULT_MAX_INDEX_SIZE,
+            Some(v) => v.as_u64().filter(|n| *n > 0).ok_or_else(|| {
+                invalid(format_args!(
+                    "{key}.max_index_size must be a positive whole number of bytes"
+                ))
+            })?,
+        },
+        oci,
+    })
+}
+
+/// The registry (`host[:port]`) and the target of an `oci://registry/namespace` URL.
+fn oci_target(
+    table: &Map<String, Value>,
+    key: &str,
+    url: &Url,
+) -> Result<(String, crate::oci::OciTarget), PluginError> {
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(format_args!(
+            "{key}.url {:?}: an oci:// URL has no query or fragment",
+            url.as_str()
+        )));
+    }
+    let host = url.host_str().unwrap_or_default();
+    let registry = match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    };
+    let namespace = url.path().trim_matches('/').to_owned();
+    let charts = match table.get("charts") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(list)) if !list.is_empty() => Some(
+            list.iter()
+                .enumerate()
+                .map(|(i, chart)| match chart {
+                    Value::String(c) if !c.is_empty() && !c.contains('/') => Ok(c.clone()),
+                    _ => Err(invalid(format_args!(
+                        "{key}.charts[{i}] must be a chart name (a non-empty string without '/')"
+                    ))),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        Some(_) => {
+            return Err(invalid(format_args!(
+                "{key}.charts must be a non-empty list of chart names (leave it out to list \
+                 the namespace through the registry's catalog)"
+            )))
+        }
+    };
+    Ok((
+        registry.clone(),
+        crate::oci::OciTarget {
+            registry,
+            namespace,
+            charts,
+        },
+    ))
+}
+
+/// The index URL and the repository URL (ending with `/`) of a configured URL: a URL whose last
+/// segment names a `.yaml`, `.yml` or `.json` file is the index itself; any other is the repository,
+/// whose index is `index.yaml` beneath it, as Helm reads it.
+pub(crate) fn index_and_base(mut url: Url) -> (Url, Url) {
+    url.set_fragment(None);
+    let last = url
+        .path_segments()
+        .and_then(|mut segments| segments.next_back())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if [".yaml", ".yml", ".json"].iter().any(|e| last.ends_with(e)) {
+        let base = url.join("./").unwrap_or_else(|_| url.clone());
+        (url, base)
+    } else {
+        if !url.path().ends_with('/') {
+            let path = format!("{}/", url.path());
+            url.set_path(&path);
+        }
+        let index = url.join("index.yaml").unwrap_or_else(|_| url.clone());
+        (index, url)
+    }
+}
+
+/// The scheme of `url` when it has one (`https` in `https://...`).
+fn scheme(url: &str) -> Option<&str> {
+    let (scheme, _) = url.split_once("://")?;
+    let mut chars = scheme.chars();
+    let is_scheme = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    is_scheme.then_some(scheme)
 }
 
 fn string_field<'a>(
@@ -102,19 +497,45 @@ fn string_field<'a>(
     }
 }
 
-/// The local path a repository `url` names: a plain path or a `file://` URL. `None` for any other
-/// scheme.
-fn local_path(url: &str) -> Option<&Path> {
-    if let Some(rest) = url.strip_prefix("file://") {
-        return Some(Path::new(rest));
+fn optional_string<'a>(
+    table: &'a Map<String, Value>,
+    key: &str,
+    field: &str,
+) -> Result<Option<&'a str>, PluginError> {
+    match table.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        value => string_field(value, key, field).map(Some),
     }
-    if let Some((scheme, _)) = url.split_once("://") {
-        let mut chars = scheme.chars();
-        let is_scheme = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-            && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-        if is_scheme {
-            return None;
-        }
+}
+
+fn optional_bool(
+    table: &Map<String, Value>,
+    key: &str,
+    field: &str,
+) -> Result<Option<bool>, PluginError> {
+    match table.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(invalid(format_args!("{key}.{field} must be true or false"))),
     }
-    Some(Path::new(url))
+}
+
+/// A duration given as a positive number of seconds (fractions allowed).
+fn seconds(
+    table: &Map<String, Value>,
+    key: &str,
+    field: &str,
+) -> Result<Option<Duration>, PluginError> {
+    match table.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => value
+            .as_f64()
+            .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9)
+            .map(|s| Some(Duration::from_secs_f64(s)))
+            .ok_or_else(|| {
+                invalid(format_args!(
+                    "{key}.{field} must be a positive number of seconds"
+                ))
+            }),
+    }
 }

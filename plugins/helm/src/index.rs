@@ -1,4 +1,5 @@
-//! Reading a Helm repository's `index.yaml`.
+//! Reading a Helm repository's `index.yaml` (or `index.json`: content that opens with `{` is read
+//! as JSON, as Helm 4 accepts it).
 //!
 //! The file looks like this (keys are as `helm repo index` writes them; any other key is ignored):
 //! ```yaml
@@ -13,7 +14,7 @@
 //!       sources: [https://github.com/bitnami/charts/tree/main/bitnami/nginx]
 //!       keywords: [nginx, http, web]
 //!       maintainers: [{ name: VMware, url: https://github.com/bitnami/charts }]
-//!       annotations: { category: Infrastructure }
+//!       annotations: { category: Infrastructure }   # or artifacthub.io/category
 //!       deprecated: false
 //!       created: "2023-07-10T10:12:48.000Z"
 //!       digest: 6c0b…
@@ -51,6 +52,8 @@ pub(crate) struct Extra {
     pub maintainers: RVec<Maintainer>,
     pub deprecated: bool,
     pub keywords: RVec<RString>,
+    /// The first of the latest version's `urls`, as the index gives it (maybe relative).
+    pub chart_url: String,
 }
 
 /// Files at least this large are parsed in pieces on several threads (see [`crate::split`]).
@@ -62,7 +65,11 @@ const MAX_THREADS: usize = 8;
 
 /// Parses the text of an `index.yaml` into its charts, in the file's order. Charts with no versions
 /// (or an empty name) are left out.
-pub(crate) fn parse(text: &str) -> Result<Vec<Chart>, serde_yaml::Error> {
+pub(crate) fn parse(text: &str) -> Result<Vec<Chart>, String> {
+    if text.trim_start().starts_with('{') {
+        let file: IndexFile = serde_json::from_str(text).map_err(|e| format!("JSON: {e}"))?;
+        return Ok(file.entries.0);
+    }
     if text.len() >= SPLIT_SIZE {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         if threads > 1 {
@@ -72,7 +79,7 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Chart>, serde_yaml::Error> {
             }
         }
     }
-    parse_whole(text)
+    parse_whole(text).map_err(|e| e.to_string())
 }
 
 /// Parses the text of an `index.yaml` as one document.
@@ -169,6 +176,8 @@ struct RawVersion<'a> {
     created: Text<'a>,
     #[serde(borrow, default)]
     digest: Text<'a>,
+    #[serde(borrow, default)]
+    urls: Option<Vec<Text<'a>>>,
 }
 
 #[derive(Deserialize)]
@@ -181,11 +190,14 @@ struct RawMaintainer<'a> {
     url: Text<'a>,
 }
 
-/// The annotations Tributary reads: Artifact Hub's `category`.
+/// The annotations Tributary reads: `category` (Kubeapps) and `artifacthub.io/category`
+/// (Artifact Hub).
 #[derive(Deserialize)]
 struct RawAnnotations<'a> {
     #[serde(borrow, default)]
     category: Text<'a>,
+    #[serde(borrow, default, rename = "artifacthub.io/category")]
+    artifacthub_category: Text<'a>,
 }
 
 /// The `entries` mapping, read into finished charts.
@@ -264,17 +276,25 @@ fn build_chart(name: Text<'_>, mut raw: Vec<RawVersion<'_>>) -> Option<Chart> {
         })
         .collect();
 
-    let latest = raw.swap_remove(ranking.latest);
+    let mut latest = raw.swap_remove(ranking.latest);
     drop(raw);
-    let category = latest
-        .annotations
-        .map(|a| a.category.0.trim().to_owned())
+    let mut categories: RVec<RString> = RVec::new();
+    if let Some(annotations) = latest.annotations.take() {
+        for category in [annotations.category, annotations.artifacthub_category] {
+            let category = category.as_str().trim();
+            if !category.is_empty() && !categories.iter().any(|c| c == category) {
+                categories.push(RString::from(category));
+            }
+        }
+    }
+    let chart_url = latest
+        .urls
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|u| u.as_str().trim().to_owned())
+        .find(|u| !u.is_empty())
         .unwrap_or_default();
-    let categories: RVec<RString> = if category.is_empty() {
-        RVec::new()
-    } else {
-        RVec::from(vec![RString::from(category)])
-    };
     let name = name.into_rstring();
 
     Some(Chart {
@@ -310,6 +330,7 @@ fn build_chart(name: Text<'_>, mut raw: Vec<RawVersion<'_>>) -> Option<Chart> {
                 .collect(),
             deprecated: latest.deprecated.unwrap_or(false),
             keywords: non_empty(latest.keywords),
+            chart_url,
         },
     })
 }

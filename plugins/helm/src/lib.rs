@@ -1,4 +1,4 @@
-//! `helm`: serves the charts of Helm chart repositories from their `index.yaml` files.
+//! `helm`: serves the charts of Helm chart repositories from their indexes, local or over HTTP(S).
 //!
 //! Configuration (the `config` table of a `[[source]]`):
 //! ```toml
@@ -11,38 +11,63 @@
 //! [[source.config.repositories]]
 //! name = "community"
 //! url = "file:///srv/charts/index.yaml"
+//! [[source.config.repositories]]
+//! name = "private"
+//! url = "https://charts.example.com/stable" # the repository; index.yaml is appended
+//! username = "reader"
+//! password_env = "CHARTS_PASSWORD"          # or password_file; token_env / token_file for a bearer
+//! refresh_interval = 300                    # seconds
 //! ```
-//! or inline: `config = { repositories = [{ name = "bitnami", url = "charts/bitnami-index.yaml" }] }`.
-//!
-//! `url` names a local file, as a path or a `file://` URL; remote repositories (`https://...`) are
-//! not supported yet. Repository names are unique and contain no `/`.
+//! Repository names are unique and contain no `/`. A `url` may also be an OCI registry namespace,
+//! `oci://registry/namespace` with `charts = [...]` (see [`oci`]). The keys of remote repositories
+//! are listed in the README ("Helm repositories: local, HTTP(S), OCI").
 //!
 //! Every chart of every repository is one package, identified as `"<repository>/<chart>"`. Its
 //! latest version is the highest stable release by semantic versioning (Helm's lenient form: `v1.2`
 //! is `1.2.0`), or the highest pre-release when the chart has no stable release; versions that are
 //! not semantic versions are listed after all others. The summary and the detail's description,
-//! links, maintainers, keywords and `deprecated` flag come from that latest version; the category is
-//! the Artifact Hub annotation `category`.
+//! links, maintainers, keywords and `deprecated` flag come from that latest version; the categories
+//! are its annotations `category` and `artifacthub.io/category`.
 //!
-//! Each index file is read again whenever its modification time or size changes, so a refreshed
-//! index is served on the next request without a restart.
+//! # Refresh
+//! A local index is read again whenever its modification time or size changes. A remote index is
+//! fetched by a thread of its own every `refresh_interval` (with jitter), never on a request:
+//! conditional requests, gzip, and a SHA-256 of the body so that an unchanged index is not parsed
+//! again. Every index is parsed off the request path and swapped in whole. A read that fails (a
+//! transport error, an HTTP error, invalid YAML, or an index with no charts where the previous one
+//! had some) keeps the last good index serving and is logged; a source answers with an error only
+//! when none of its repositories has an index.
+//!
+//! # Layout
+//! - [`config`]: the configuration, key by key; secrets named, never held in it.
+//! - [`fetch`]: one HTTP(S) fetch with redirects, credentials and validators.
+//! - [`oci`]: reading the charts of an OCI registry into an index document.
+//! - [`index`] and [`split`]: parsing an index into charts; [`version`]: ranking versions.
 
 mod config;
+mod fetch;
 mod index;
+mod oci;
 mod split;
 mod version;
 
 use std::{
     path::Path,
-    sync::{Arc, Mutex, RwLock},
-    time::SystemTime,
+    sync::{Arc, Condvar, Mutex, MutexGuard, RwLock},
+    time::{Duration, SystemTime},
 };
 
+use sha2::{Digest, Sha256};
 use tributary_plugin_api::{
     export_plugin, Detail, ListRequest, PackageSource, Plugin, PluginError, RString, Summary,
 };
+use url::Url;
 
-use crate::{config::Repository, index::Extra};
+use crate::{
+    config::{Location, Remote, Repository},
+    fetch::{Fetched, Validators},
+    index::Extra,
+};
 
 /// The plugin: metadata and the constructor.
 pub struct HelmPlugin;
@@ -50,26 +75,79 @@ pub struct HelmPlugin;
 impl Plugin for HelmPlugin {
     const NAME: &'static str = "helm";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-    const DESCRIPTION: &'static str = "Helm chart repositories (index.yaml)";
+    const DESCRIPTION: &'static str = "Helm chart repositories (index.yaml, local or over HTTP(S))";
 
     type Source = HelmSource;
 
     fn new_source(config: &str) -> Result<HelmSource, PluginError> {
         let repositories = config::parse(config)?;
-        let indexes = repositories
-            .iter()
-            .map(|repo| RepoIndex::read(repo).map(Arc::new))
-            .collect::<Result<Vec<_>, _>>()?;
-        let failures = vec![None; indexes.len()];
-        Ok(HelmSource {
+        let mut agents = Vec::new();
+        for repo in &repositories {
+            if let Location::Http(remote) = &repo.location {
+                if remote.insecure_skip_tls_verify {
+                    log(format_args!(
+                        "WARNING: helm repository {:?}: TLS certificates are not verified \
+                         (insecure_skip_tls_verify); anyone on the path can serve its index",
+                        repo.name
+                    ));
+                }
+                let agent = fetch::agent(remote).map_err(|e| {
+                    PluginError::invalid_config(format!(
+                        "helm config: repository {:?}: {e}",
+                        repo.name
+                    ))
+                })?;
+                agents.push(agent);
+            }
+        }
+        // Local files are read now: a missing or broken file at start is the operator's to fix.
+        let mut indexes = Vec::with_capacity(repositories.len());
+        let mut states = Vec::with_capacity(repositories.len());
+        for repo in &repositories {
+            let mut state = RepoState::default();
+            indexes.push(match &repo.location {
+                Location::File(path) => {
+                    state.stamp = stamp(path);
+                    let index = RepoIndex::read_file(&repo.name, path)?;
+                    state.last_success = Some(SystemTime::now());
+                    Some(Arc::new(index))
+                }
+                Location::Http(_) => None,
+            });
+            states.push(state);
+        }
+        let shared = Arc::new(Shared {
+            loaded: RwLock::new(Arc::new(Loaded::new(indexes))),
+            states: Mutex::new(states),
+            swapping: Mutex::new(()),
+            reading: Mutex::new(()),
+            stop: Mutex::new(false),
+            wake: Condvar::new(),
             repositories,
-            loaded: RwLock::new(Arc::new(Loaded::new(indexes, failures))),
-            reloading: Mutex::new(()),
-        })
+        });
+        let mut agents = agents.into_iter();
+        for (i, repo) in shared.repositories.iter().enumerate() {
+            if let Location::Http(remote) = &repo.location {
+                let agent = agents.next().expect("one agent per remote repository");
+                let (shared, remote) = (shared.clone(), remote.clone());
+                std::thread::Builder::new()
+                    .name(format!("helm-refresh-{}", repo.name))
+                    .spawn(move || refresh_loop(&shared, i, &remote, &agent))
+                    .map_err(|e| {
+                        PluginError::internal(format!("cannot start a refresh thread: {e}"))
+                    })?;
+            }
+        }
+        Ok(HelmSource { shared })
     }
 }
 
 export_plugin!(HelmPlugin);
+
+/// A log line. The host's log callback replaces this once the interface offers one.
+fn log(message: std::fmt::Arguments) {
+    eprintln!("helm plugin: {message}");
+}
 
 type Stamp = Option<(SystemTime, u64)>;
 
@@ -81,55 +159,53 @@ fn stamp(path: &Path) -> Stamp {
 /// One repository's index as last read: summaries sorted by name (which, within a repository, is the
 /// `(name, identifier)` order) and the rest of each chart's detail beside them.
 struct RepoIndex {
-    stamp: Stamp,
     summaries: Vec<Summary>,
     extras: Vec<Extra>,
 }
 
 impl RepoIndex {
-    fn read(repo: &Repository) -> Result<RepoIndex, PluginError> {
-        let path = &repo.path;
-        let stamp = stamp(path);
+    fn read_file(name: &str, path: &Path) -> Result<RepoIndex, PluginError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             PluginError::unavailable(format!(
-                "helm repository {:?}: cannot read index {}: {e}",
-                repo.name,
+                "helm repository {name:?}: cannot read index {}: {e}",
                 path.display()
             ))
         })?;
-        let mut charts = index::parse(&text).map_err(|e| {
+        RepoIndex::parse(name, &text, None).map_err(|e| {
             PluginError::unavailable(format!(
-                "helm repository {:?}: index {} is not valid: {e}",
-                repo.name,
+                "helm repository {name:?}: index {} {e}",
                 path.display()
             ))
-        })?;
-        drop(text);
+        })
+    }
 
-        let repository = RString::from(repo.name.as_str());
+    /// Parses an index's text. Relative chart URLs resolve against `base` when given. The error
+    /// completes "index <where> ...".
+    fn parse(name: &str, text: &str, base: Option<&Url>) -> Result<RepoIndex, String> {
+        let mut charts = index::parse(text).map_err(|e| format!("is not valid: {e}"))?;
+        let repository = RString::from(name);
         for chart in &mut charts {
             let s = &mut chart.summary;
-            s.identifier = RString::from(format!("{}/{}", repo.name, s.name));
+            s.identifier = RString::from(format!("{name}/{}", s.name));
             s.repository = repository.clone();
+            if let (Some(base), false) = (base, chart.extra.chart_url.is_empty()) {
+                if let Ok(url) = base.join(&chart.extra.chart_url) {
+                    chart.extra.chart_url = url.to_string();
+                }
+            }
         }
         charts.sort_unstable_by(|a, b| a.summary.key_cmp(&b.summary));
         if let Some(pair) = charts
             .windows(2)
             .find(|pair| pair[0].summary.name == pair[1].summary.name)
         {
-            return Err(PluginError::unavailable(format!(
-                "helm repository {:?}: index {}: chart {:?} appears twice in entries",
-                repo.name,
-                path.display(),
+            return Err(format!(
+                "is not valid: chart {:?} appears twice in entries",
                 pair[0].summary.name.as_str()
-            )));
+            ));
         }
         let (summaries, extras) = charts.into_iter().map(|c| (c.summary, c.extra)).unzip();
-        Ok(RepoIndex {
-            stamp,
-            summaries,
-            extras,
-        })
+        Ok(RepoIndex { summaries, extras })
     }
 
     /// The position of the chart named `name`.
@@ -140,66 +216,87 @@ impl RepoIndex {
     }
 }
 
-/// Every repository's index, and their summaries merged in `(name, identifier)` order.
+/// The indexes served: one per repository (none until its first good read), and their summaries
+/// merged in `(name, identifier)` order. Replaced whole, never changed in place.
 struct Loaded {
     /// In configuration order.
-    indexes: Vec<Arc<RepoIndex>>,
-    /// Beside each index: the stamp of the file and the error of its last read when that read failed
-    /// (the index is then the one read before).
-    failures: Vec<Option<(Stamp, PluginError)>>,
-    /// The merged listing; empty when there is one repository, whose own list is the listing.
+    indexes: Vec<Option<Arc<RepoIndex>>>,
+    /// The merged listing; empty when one index alone is the listing.
     merged: Vec<Summary>,
 }
 
 impl Loaded {
-    fn new(indexes: Vec<Arc<RepoIndex>>, failures: Vec<Option<(Stamp, PluginError)>>) -> Loaded {
-        let merged = if indexes.len() == 1 {
+    fn new(indexes: Vec<Option<Arc<RepoIndex>>>) -> Loaded {
+        let present = indexes.iter().flatten().count();
+        let merged = if present <= 1 {
             Vec::new()
         } else {
             let mut merged: Vec<Summary> = indexes
                 .iter()
+                .flatten()
                 .flat_map(|index| index.summaries.iter().cloned())
                 .collect();
             merged.sort_unstable_by(Summary::key_cmp);
             merged
         };
-        Loaded {
-            indexes,
-            failures,
-            merged,
-        }
+        Loaded { indexes, merged }
     }
 
     fn summaries(&self) -> &[Summary] {
-        match self.indexes.as_slice() {
-            [only] => &only.summaries,
+        let mut present = self.indexes.iter().flatten();
+        match (present.next(), present.next()) {
+            (Some(only), None) => &only.summaries,
+            (None, _) => &[],
             _ => &self.merged,
         }
     }
 
-    /// Whether the file of repository `i`, whose stamp is now `now`, changed since it was last read.
-    fn is_stale(&self, i: usize, now: &Stamp) -> bool {
-        match &self.failures[i] {
-            Some((failed, _)) => failed != now,
-            None => self.indexes[i].stamp != *now,
+    fn has_any(&self) -> bool {
+        self.indexes.iter().any(Option::is_some)
+    }
+}
+
+/// What is known of one repository's reads.
+#[derive(Default, Clone)]
+struct RepoState {
+    /// A local file's stamp at its last read, good or not.
+    stamp: Stamp,
+    /// What the server said of the index served, and the SHA-256 of its body.
+    validators: Validators,
+    sha256: Option<[u8; 32]>,
+    last_success: Option<SystemTime>,
+    /// The error of the last read when it failed.
+    last_error: Option<String>,
+}
+
+impl RepoState {
+    /// "last refreshed at ..." or "never read".
+    fn since(&self) -> String {
+        match self.last_success {
+            Some(at) => format!(
+                "last good refresh {}s ago",
+                at.elapsed().unwrap_or_default().as_secs()
+            ),
+            None => "no index read yet".to_owned(),
         }
     }
-
-    /// The error of the first repository whose last read failed.
-    fn failure(&self) -> Option<&PluginError> {
-        self.failures.iter().flatten().map(|(_, e)| e).next()
-    }
 }
 
-/// One configured set of Helm repositories.
-pub struct HelmSource {
+/// What a source's calls and its refresh threads share.
+struct Shared {
     repositories: Vec<Repository>,
     loaded: RwLock<Arc<Loaded>>,
-    /// Held while indexes are read again, so that concurrent calls read a changed file once.
-    reloading: Mutex<()>,
+    states: Mutex<Vec<RepoState>>,
+    /// Held while an index is swapped in, so that two swaps do not lose one another.
+    swapping: Mutex<()>,
+    /// Held while local files are read again, so that concurrent calls read a change once.
+    reading: Mutex<()>,
+    /// Set when the source is dropped; the refresh threads then end.
+    stop: Mutex<bool>,
+    wake: Condvar,
 }
 
-impl HelmSource {
+impl Shared {
     fn snapshot(&self) -> Arc<Loaded> {
         self.loaded
             .read()
@@ -207,72 +304,238 @@ impl HelmSource {
             .clone()
     }
 
-    /// The stamps of the repositories' files as they are now.
-    fn stamps(&self) -> Vec<Stamp> {
-        self.repositories.iter().map(|r| stamp(&r.path)).collect()
+    fn states(&self) -> MutexGuard<'_, Vec<RepoState>> {
+        self.states.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `loaded` as a result: the error of a file that failed to read, if any.
-    fn result(loaded: Arc<Loaded>) -> Result<Arc<Loaded>, PluginError> {
-        match loaded.failure() {
-            Some(error) => Err(error.clone()),
-            None => Ok(loaded),
-        }
-    }
-
-    /// The current indexes, those whose file changed since the last read read again first. A file
-    /// that fails to read is read again only once it changes; until then its error is returned.
-    fn current(&self) -> Result<Arc<Loaded>, PluginError> {
+    /// Swaps in `index` for repository `i`, unless it has no charts while the index it replaces
+    /// had some (a file caught mid-write, a server answering an empty document): that is an error.
+    fn swap(&self, i: usize, index: RepoIndex) -> Result<(), String> {
+        let _swapping = self.swapping.lock().unwrap_or_else(|e| e.into_inner());
         let loaded = self.snapshot();
-        let stamps = self.stamps();
-        if !(0..stamps.len()).any(|i| loaded.is_stale(i, &stamps[i])) {
-            return Self::result(loaded);
+        if let Some(previous) = &loaded.indexes[i] {
+            if index.summaries.is_empty() && !previous.summaries.is_empty() {
+                return Err(format!(
+                    "has no charts while the index served has {}; keeping that one",
+                    previous.summaries.len()
+                ));
+            }
         }
-
-        let _reloading = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
-        // Another call may have read the files while this one waited.
-        let loaded = self.snapshot();
-        let stamps = self.stamps();
         let mut indexes = loaded.indexes.clone();
-        let mut failures = loaded.failures.clone();
-        let mut changed = false;
-        for (i, repo) in self.repositories.iter().enumerate() {
-            if !loaded.is_stale(i, &stamps[i]) {
+        indexes[i] = Some(Arc::new(index));
+        let fresh = Arc::new(Loaded::new(indexes));
+        *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
+    }
+
+    /// Waits up to `timeout`; true when the source was dropped meanwhile.
+    fn wait_for_stop(&self, timeout: Duration) -> bool {
+        let stop = self.stop.lock().unwrap_or_else(|e| e.into_inner());
+        let (stop, _) = self
+            .wake
+            .wait_timeout_while(stop, timeout, |stop| !*stop)
+            .unwrap_or_else(|e| e.into_inner());
+        *stop
+    }
+
+    /// Reads again the local files that changed since their last read.
+    fn refresh_files(&self) {
+        let changed = |i: usize, path: &Path| self.states()[i].stamp != stamp(path);
+        let files = || {
+            self.repositories
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| match &r.location {
+                    Location::File(path) => Some((i, r, path)),
+                    Location::Http(_) => None,
+                })
+        };
+        if !files().any(|(i, _, path)| changed(i, path)) {
+            return;
+        }
+        // One reader at a time: calls that waited find the files already read.
+        let _reading = self.reading.lock().unwrap_or_else(|e| e.into_inner());
+        for (i, repo, path) in files() {
+            let now = stamp(path);
+            if self.states()[i].stamp == now {
                 continue;
             }
-            changed = true;
-            match RepoIndex::read(repo) {
-                Ok(index) => {
-                    indexes[i] = Arc::new(index);
-                    failures[i] = None;
+            let result = RepoIndex::read_file(&repo.name, path)
+                .map_err(|e| e.message.to_string())
+                .and_then(|index| {
+                    self.swap(i, index).map_err(|e| {
+                        format!(
+                            "helm repository {:?}: index {} {e}",
+                            repo.name,
+                            path.display()
+                        )
+                    })
+                });
+            let mut states = self.states();
+            states[i].stamp = now;
+            match result {
+                Ok(()) => {
+                    states[i].last_success = Some(SystemTime::now());
+                    states[i].last_error = None;
                 }
-                Err(error) => failures[i] = Some((stamps[i], error)),
+                Err(error) => {
+                    log(format_args!("{error}"));
+                    states[i].last_error = Some(error);
+                }
             }
         }
-        if !changed {
-            return Self::result(loaded);
+    }
+
+    /// Fetches repository `i` once and swaps in its index when it changed.
+    fn refresh_remote(
+        &self,
+        i: usize,
+        remote: &Remote,
+        agent: &ureq::Agent,
+        oci_cache: &mut oci::Cache,
+    ) {
+        let name = &self.repositories[i].name;
+        let (validators, sha) = {
+            let states = self.states();
+            (states[i].validators.clone(), states[i].sha256)
+        };
+        let started = std::time::Instant::now();
+        let fetched = match &remote.oci {
+            Some(target) => oci::refresh(agent, remote, target, oci_cache)
+                .map(|text| Fetched::Body(text.into_bytes(), Validators::default())),
+            None => fetch::fetch(agent, remote, &validators),
+        };
+        let mut changed_index = false;
+        let result = match fetched {
+            Ok(Fetched::NotModified) => Ok(None),
+            Ok(Fetched::Body(body, validators)) => {
+                let digest: [u8; 32] = Sha256::digest(&body).into();
+                if sha == Some(digest) {
+                    Ok(Some((validators, digest)))
+                } else {
+                    String::from_utf8(body)
+                        .map_err(|_| "is not UTF-8 text".to_owned())
+                        .and_then(|text| RepoIndex::parse(name, &text, Some(&remote.base_url)))
+                        .and_then(|index| self.swap(i, index))
+                        .map(|()| {
+                            changed_index = true;
+                            Some((validators, digest))
+                        })
+                        .map_err(|e| format!("index {} {e}", fetch::shown(&remote.index_url)))
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let mut states = self.states();
+        let state = &mut states[i];
+        match result {
+            Ok(changed) => {
+                if changed_index || state.last_error.is_some() {
+                    let requests = match remote.oci {
+                        Some(_) => format!(", {} requests", oci_cache.requests),
+                        None => String::new(),
+                    };
+                    log(format_args!(
+                        "helm repository {name:?}: index {} read ({} ms{requests})",
+                        fetch::shown(&remote.index_url),
+                        started.elapsed().as_millis()
+                    ));
+                }
+                if let Some((validators, digest)) = changed {
+                    state.validators = validators;
+                    state.sha256 = Some(digest);
+                }
+                state.last_success = Some(SystemTime::now());
+                state.last_error = None;
+            }
+            Err(error) => {
+                let error = format!("helm repository {name:?}: {error}");
+                log(format_args!(
+                    "{error} ({}; {})",
+                    state.since(),
+                    if state.sha256.is_some() {
+                        "serving the last good index"
+                    } else {
+                        "nothing to serve from it yet"
+                    }
+                ));
+                state.last_error = Some(error);
+            }
         }
-        let fresh = Arc::new(Loaded::new(indexes, failures));
-        *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
-        Self::result(fresh)
+    }
+
+    /// The current indexes, local files that changed read again first; an error only when no
+    /// repository has an index.
+    fn current(&self) -> Result<Arc<Loaded>, PluginError> {
+        self.refresh_files();
+        let loaded = self.snapshot();
+        if loaded.has_any() {
+            return Ok(loaded);
+        }
+        Err(self.no_index(None))
+    }
+
+    /// The error of a repository (or of every one) that has no index to serve.
+    fn no_index(&self, only: Option<usize>) -> PluginError {
+        let states = self.states();
+        let reasons: Vec<String> = (0..self.repositories.len())
+            .filter(|&i| only.is_none_or(|only| only == i))
+            .map(|i| match &states[i].last_error {
+                Some(error) => error.clone(),
+                None => format!(
+                    "helm repository {:?}: the first fetch of its index has not finished",
+                    self.repositories[i].name
+                ),
+            })
+            .collect();
+        PluginError::unavailable(reasons.join("; "))
+    }
+}
+
+/// Fetches a remote repository every `refresh_interval` (jittered) until the source is dropped.
+fn refresh_loop(shared: &Shared, i: usize, remote: &Remote, agent: &ureq::Agent) {
+    let mut oci_cache = oci::Cache::default();
+    loop {
+        shared.refresh_remote(i, remote, agent, &mut oci_cache);
+        if shared.wait_for_stop(fetch::jittered(remote.refresh_interval)) {
+            return;
+        }
+    }
+}
+
+/// One configured set of Helm repositories.
+pub struct HelmSource {
+    shared: Arc<Shared>,
+}
+
+impl Drop for HelmSource {
+    fn drop(&mut self) {
+        *self.shared.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.shared.wake.notify_all();
     }
 }
 
 impl PackageSource for HelmSource {
     fn list(&self, request: &ListRequest) -> Result<Vec<Summary>, PluginError> {
-        Ok(request.select(self.current()?.summaries()))
+        Ok(request.select(self.shared.current()?.summaries()))
     }
 
     fn detail(&self, identifier: &str) -> Result<Detail, PluginError> {
         let not_found = || PluginError::not_found(format!("no chart with id {identifier:?}"));
         let (repo, chart) = identifier.split_once('/').ok_or_else(not_found)?;
         let position = self
+            .shared
             .repositories
             .iter()
             .position(|r| r.name == repo)
             .ok_or_else(not_found)?;
-        let loaded = self.current()?;
-        let index = &loaded.indexes[position];
+        let loaded = self
+            .shared
+            .current()
+            .map_err(|_| self.shared.no_index(Some(position)))?;
+        let index = loaded.indexes[position]
+            .as_ref()
+            .ok_or_else(|| self.shared.no_index(Some(position)))?;
         let i = index.find(chart).ok_or_else(not_found)?;
         let summary = index.summaries[i].clone();
         let extra = index.extras[i].clone();

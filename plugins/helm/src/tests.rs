@@ -238,7 +238,7 @@ fn plugin_metadata() {
     assert_eq!(HelmPlugin::NAME, "helm");
     assert_eq!(
         HelmPlugin::DESCRIPTION,
-        "Helm chart repositories (index.yaml)"
+        "Helm chart repositories (index.yaml, local or over HTTP(S))"
     );
 }
 
@@ -554,12 +554,44 @@ fn config_errors_name_the_key() {
             "helm config: repositories[0].path is not a known key",
         ),
         (
-            json!({ "repositories": [{ "name": "bitnami", "url": "https://charts.bitnami.com/bitnami" }] }),
-            "helm config: repositories[0].url \"https://charts.bitnami.com/bitnami\" of repository \"bitnami\" is not supported: only local files are supported for now",
+            json!({ "repositories": [{ "name": "f", "url": "ftp://charts.example.com/index.yaml" }] }),
+            "repository \"f\" is not supported: give a local path, a file:// URL, an http(s):// URL or an oci:// registry namespace",
         ),
         (
-            json!({ "repositories": [{ "name": "oci", "url": "oci://registry-1.docker.io/bitnamicharts" }] }),
-            "repository \"oci\" is not supported: only local files",
+            json!({ "repositories": [{ "name": "o", "url": "oci://r.example/ns", "charts": ["a/b"] }] }),
+            "helm config: repositories[0].charts[0] must be a chart name",
+        ),
+        (
+            json!({ "repositories": [{ "name": "h", "url": "https://h.example/", "charts": ["a"] }] }),
+            "helm config: repositories[0].charts applies to oci:// repositories only",
+        ),
+        (
+            json!({ "repositories": [{ "name": "a", "url": "a.yaml", "token_env": "T" }] }),
+            "helm config: repositories[0].token_env applies to http(s) repositories only",
+        ),
+        (
+            json!({ "repositories": [{ "name": "a", "url": "https://u:p@h.example/" }] }),
+            "helm config: repositories[0].url of repository \"a\" carries credentials",
+        ),
+        (
+            json!({ "repositories": [{ "name": "a", "url": "https://h.example/", "username": "u" }] }),
+            "helm config: repositories[0]: username needs password_env or password_file",
+        ),
+        (
+            json!({ "repositories": [{ "name": "a", "url": "https://h.example/", "token_env": "TRIBUTARY_TEST_UNSET_VARIABLE" }] }),
+            "helm config: repositories[0] (repository \"a\"): environment variable TRIBUTARY_TEST_UNSET_VARIABLE is not set",
+        ),
+        (
+            json!({ "repositories": [{ "name": "a", "url": "https://h.example/", "headers": { "X-Key": "s3cret" } }] }),
+            "helm config: repositories[0].headers.X-Key must be { env = \"VAR\" } or { file = \"path\" } (header values are secrets",
+        ),
+        (
+            json!({ "repositories": [{ "name": "a", "url": "https://h.example/", "refresh_interval": 0 }] }),
+            "helm config: repositories[0].refresh_interval must be a positive number of seconds",
+        ),
+        (
+            json!({ "repositories": [{ "name": "a", "url": "https://h.example/", "ca_file": "/nonexistent/ca.pem" }] }),
+            "helm config: repository \"a\": cannot read ca_file /nonexistent/ca.pem",
         ),
         (json!({ "repos": [] }), "unknown field `repos`"),
         (
@@ -570,6 +602,7 @@ fn config_errors_name_the_key() {
     for (config, expected) in cases {
         let message = config_error(config.clone());
         assert!(message.contains(expected), "{config}: {message:?}");
+        assert!(!message.contains("s3cret"), "a secret in {message:?}");
     }
     let err = HelmPlugin::new_source("not json").err().unwrap();
     assert!(err.message.starts_with("helm config: "), "{err}");
@@ -659,37 +692,34 @@ fn reload_after_the_file_changes() {
         "Memcached"
     );
 
+    // A broken file keeps the last good index serving, and so does a missing one.
+    let with_memcached = all(&source);
+    let with_memcached = ids(&with_memcached);
     rewrite(&alpha, "entries:\n  a: [\n");
-    let err = source
-        .list(&request(None, 10, Filter::default()))
-        .unwrap_err();
-    assert_eq!(err.kind, ErrorKind::Unavailable);
-    assert!(err.message.contains(&alpha.display().to_string()), "{err}");
-    assert!(err.message.contains("line"), "{err}");
+    assert_eq!(ids(&all(&source)), with_memcached);
     assert_eq!(
-        source.detail("alpha/nginx").unwrap_err().kind,
-        ErrorKind::Unavailable
+        source.detail("alpha/memcached").unwrap().readme,
+        "Memcached"
     );
+    let states = source.shared.states();
+    let error = states[0].last_error.as_deref().unwrap();
+    assert!(error.contains(&alpha.display().to_string()), "{error}");
+    assert!(error.contains("line"), "{error}");
+    assert!(states[1].last_error.is_none());
+    drop(states);
 
     fs::remove_file(&alpha).unwrap();
-    let err = source
-        .list(&request(None, 10, Filter::default()))
-        .unwrap_err();
-    assert_eq!(err.kind, ErrorKind::Unavailable);
-    assert!(err.message.contains("cannot read index"), "{err}");
+    assert_eq!(ids(&all(&source)), with_memcached);
+    let error = source.shared.states()[0].last_error.clone().unwrap();
+    assert!(error.contains("cannot read index"), "{error}");
 
-    // Another repository changes while this one is missing: read once this one is back.
+    // Another repository changes while this one is missing: it is read at once.
     let beta = dir.0.join("beta.yaml");
     rewrite(
         &beta,
         &BETA.replace("  Zeta:\n", "  yarn:\n  - version: 1.0.0\n  Zeta:\n"),
     );
-    assert_eq!(
-        source
-            .list(&request(None, 10, Filter::default()))
-            .unwrap_err(),
-        err
-    );
+    assert!(ids(&all(&source)).contains(&"beta/yarn"));
 
     dir.write(
         "alpha.yaml",
@@ -706,6 +736,95 @@ fn reload_after_the_file_changes() {
         ]
     );
     assert!(source.detail("alpha/nginx").unwrap_err().kind == ErrorKind::NotFound);
+    assert!(source.shared.states()[0].last_error.is_none());
+}
+
+#[test]
+fn an_emptied_file_is_reported_not_served() {
+    let dir = TempDir::new("emptied");
+    let alpha = dir.write("alpha.yaml", ALPHA);
+    let source = source_for(&dir, &[("alpha", "alpha.yaml")]).unwrap();
+    let before = all(&source);
+    let before = ids(&before);
+    assert_eq!(before, ["alpha/nginx", "alpha/redis"]);
+    for text in ["", "apiVersion: v1\n", "apiVersion: v1\nentries: {}\n"] {
+        rewrite(&alpha, text);
+        assert_eq!(ids(&all(&source)), before, "{text:?}");
+        let error = source.shared.states()[0].last_error.clone().unwrap();
+        assert!(
+            error.contains("has no charts while the index served has 2; keeping that one")
+                || error.contains("is not valid"),
+            "{error}"
+        );
+    }
+    // A file that starts empty is served as empty: nothing was lost.
+    dir.write("empty.yaml", "apiVersion: v1\nentries: {}\n");
+    let empty = source_for(&dir, &[("empty", "empty.yaml")]).unwrap();
+    assert!(all(&empty).is_empty());
+}
+
+#[test]
+fn json_indexes_relative_urls_and_artifacthub_categories() {
+    let dir = TempDir::new("json");
+    dir.write(
+        "index.json",
+        r#"{"apiVersion":"v1","entries":{"web":[{"version":"1.0.0","description":"Web",
+        "annotations":{"artifacthub.io/category":"networking","category":"Web"},
+        "urls":["charts/web-1.0.0.tgz"]},{"version":"0.9.0","deprecated":true}]}}"#,
+    );
+    let source = source_for(&dir, &[("j", "index.json")]).unwrap();
+    let items = all(&source);
+    assert_eq!(ids(&items), ["j/web"]);
+    assert_eq!(items[0].categories, strings(&["Web", "networking"]));
+    assert!(!source.detail("j/web").unwrap().deprecated);
+
+    let base = url::Url::parse("https://charts.example.com/stable/").unwrap();
+    let text = "entries:\n  a:\n  - version: 1.0.0\n    urls: [a-1.0.0.tgz]\n  b:\n  - version: 1.0.0\n    urls: [https://cdn.example.com/b.tgz]\n";
+    let index = crate::RepoIndex::parse("r", text, Some(&base)).unwrap();
+    let urls: Vec<&str> = index.extras.iter().map(|e| e.chart_url.as_str()).collect();
+    assert_eq!(
+        urls,
+        [
+            "https://charts.example.com/stable/a-1.0.0.tgz",
+            "https://cdn.example.com/b.tgz"
+        ]
+    );
+}
+
+#[test]
+fn repository_urls_name_the_index() {
+    let pair = |s: &str| {
+        let (index, base) = crate::config::index_and_base(url::Url::parse(s).unwrap());
+        (index.to_string(), base.to_string())
+    };
+    assert_eq!(
+        pair("https://h.example/charts"),
+        (
+            "https://h.example/charts/index.yaml".into(),
+            "https://h.example/charts/".into()
+        )
+    );
+    assert_eq!(
+        pair("https://h.example/charts/"),
+        (
+            "https://h.example/charts/index.yaml".into(),
+            "https://h.example/charts/".into()
+        )
+    );
+    assert_eq!(
+        pair("https://h.example/charts/index.yaml"),
+        (
+            "https://h.example/charts/index.yaml".into(),
+            "https://h.example/charts/".into()
+        )
+    );
+    assert_eq!(
+        pair("https://h.example/x/index.json"),
+        (
+            "https://h.example/x/index.json".into(),
+            "https://h.example/x/".into()
+        )
+    );
 }
 
 #[test]
@@ -808,5 +927,34 @@ fn example_files_exist_and_catalog_ids_are_unique() {
         identifiers.len(),
         before,
         "duplicate package ids in catalog.json"
+    );
+}
+
+#[test]
+fn the_remote_example_config_parses() {
+    let text = fs::read_to_string(examples_dir().join("remote.toml")).unwrap();
+    let file: toml::Table = toml::from_str(&text).unwrap();
+    std::env::set_var("CHARTS_PASSWORD", "example");
+    let mut kinds = Vec::new();
+    for source in file["source"].as_array().unwrap() {
+        let config = serde_json::to_string(&source["config"]).unwrap();
+        for repo in crate::config::parse(&config).unwrap() {
+            kinds.push(match repo.location {
+                crate::config::Location::File(_) => "file".to_owned(),
+                crate::config::Location::Http(remote) => match remote.oci {
+                    Some(target) => format!("oci {}", target.charts.unwrap().join(",")),
+                    None => remote.index_url.to_string(),
+                },
+            });
+        }
+    }
+    assert_eq!(
+        kinds,
+        [
+            "https://charts.jetstack.io/index.yaml",
+            "https://prometheus-community.github.io/helm-charts/index.yaml",
+            "https://charts.internal.example.com/stable/index.yaml",
+            "oci nginx,redis,postgresql",
+        ]
     );
 }

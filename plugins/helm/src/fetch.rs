@@ -1,0 +1,229 @@
+//! Fetching a remote repository's index over HTTP(S) with a blocking client (no async runtime in
+//! the plugin).
+//!
+//! Redirects are followed here rather than by the client, so that credentials go only to the
+//! repository's own host (scheme-independent host and port, as Helm compares them since
+//! CVE-2021-32690) unless `pass_credentials` is set. Requests are conditional on the validators of
+//! the last index served (`If-None-Match`, `If-Modified-Since`), ask for gzip, and read at most
+//! `max_index_size` bytes.
+
+use std::{sync::Arc, time::Duration};
+
+use ureq::{
+    tls::{Certificate, RootCerts, TlsConfig},
+    Agent,
+};
+use url::Url;
+
+use crate::config::Remote;
+
+/// The most redirects followed for one fetch.
+const MAX_REDIRECTS: usize = 10;
+
+/// What the server said about the index last served.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Validators {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+/// The outcome of one fetch.
+pub(crate) enum Fetched {
+    /// `304 Not Modified`: the index last served is current.
+    NotModified,
+    /// A body, and the validators to send next time.
+    Body(Vec<u8>, Validators),
+}
+
+/// Builds the client of one repository: its roots (the system's, or the given CA bundle), its
+/// timeouts, no automatic redirects and no status-as-error.
+pub(crate) fn agent(remote: &Remote) -> Result<Agent, String> {
+    let roots = match &remote.ca_file {
+        None => RootCerts::PlatformVerifier,
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
+            let certs = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(cert)) => Some(Ok(cert)),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                })
+                .collect::<Result<Vec<Certificate<'static>>, _>>()
+                .map_err(|e| format!("ca_file {} is not valid PEM: {e}", path.display()))?;
+            if certs.is_empty() {
+                return Err(format!("ca_file {} holds no certificate", path.display()));
+            }
+            RootCerts::Specific(Arc::new(certs))
+        }
+    };
+    let tls = TlsConfig::builder()
+        .root_certs(roots)
+        .disable_verification(remote.insecure_skip_tls_verify)
+        .build();
+    let config = Agent::config_builder()
+        .tls_config(tls)
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .max_redirects_will_error(false)
+        .user_agent(concat!("tributary-helm/", env!("CARGO_PKG_VERSION")))
+        .timeout_connect(Some(remote.connect_timeout))
+        .timeout_recv_response(Some(remote.timeout))
+        .timeout_per_read(Some(remote.timeout))
+        .build();
+    Ok(config.into())
+}
+
+/// A URL as it may appear in a log line or an error (query strings can carry tokens).
+pub(crate) fn shown(url: &Url) -> String {
+    let mut url = url.clone();
+    url.set_query(None);
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.to_string()
+}
+
+/// Whether `a` and `b` name the same host and port (the scheme aside, as Helm compares them).
+fn same_host(a: &Url, b: &Url) -> bool {
+    a.host_str() == b.host_str() && a.port_or_known_default() == b.port_or_known_default()
+}
+
+/// Fetches the index once. Errors are one line, naming the URL and what went wrong.
+pub(crate) fn fetch(
+    agent: &Agent,
+    remote: &Remote,
+    validators: &Validators,
+) -> Result<Fetched, String> {
+    let mut url = remote.index_url.clone();
+    for _ in 0..=MAX_REDIRECTS {
+        let mut request = agent.get(url.as_str());
+        if let Some(etag) = &validators.etag {
+            request = request.header("If-None-Match", etag);
+        }
+        if let Some(date) = &validators.last_modified {
+            request = request.header("If-Modified-Since", date);
+        }
+        if remote.pass_credentials || same_host(&url, &remote.index_url) {
+            for credential in &remote.credentials {
+                let (name, value) = credential.header()?;
+                request = request.header(name, value);
+            }
+        }
+        let mut response = request.call().map_err(|e| describe(&url, e))?;
+        let status = response.status().as_u16();
+        match status {
+            200 => {
+                let header = |name: &str| {
+                    response
+                        .headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                };
+                let next = Validators {
+                    etag: header("etag"),
+                    last_modified: header("last-modified"),
+                };
+                let body = response
+                    .body_mut()
+                    .with_config()
+                    .limit(remote.max_index_size)
+                    .read_to_vec()
+                    .map_err(|e| match e {
+                        ureq::Error::BodyExceedsLimit(_) => format!(
+                            "{}: the index is larger than max_index_size ({} bytes)",
+                            shown(&url),
+                            remote.max_index_size
+                        ),
+                        e => describe(&url, e),
+                    })?;
+                return Ok(Fetched::Body(body, next));
+            }
+            304 => return Ok(Fetched::NotModified),
+            301 | 302 | 303 | 307 | 308 => {
+                let location = response
+                    .headers()
+                    .get("location")
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or_else(|| format!("{}: HTTP {status} without a Location", shown(&url)))?;
+                let next = url.join(location).map_err(|e| {
+                    format!("{}: HTTP {status} to a bad Location: {e}", shown(&url))
+                })?;
+                if !matches!(next.scheme(), "http" | "https") {
+                    return Err(format!(
+                        "{}: redirected to a {} URL",
+                        shown(&url),
+                        next.scheme()
+                    ));
+                }
+                url = next;
+            }
+            401 | 403 => {
+                return Err(format!(
+                    "{}: HTTP {status} (check the repository's credentials)",
+                    shown(&url)
+                ))
+            }
+            _ => return Err(format!("{}: HTTP {status}", shown(&url))),
+        }
+    }
+    Err(format!(
+        "{}: more than {MAX_REDIRECTS} redirects",
+        shown(&remote.index_url)
+    ))
+}
+
+/// One line for a client error.
+fn describe(url: &Url, error: ureq::Error) -> String {
+    let what = match &error {
+        ureq::Error::Timeout(_) => format!("timed out ({error})"),
+        _ => error.to_string(),
+    };
+    format!("{}: {what}", shown(url))
+}
+
+/// A refresh interval with up to ±10% of jitter, so that many sources started together do not
+/// refresh together.
+pub(crate) fn jittered(interval: Duration) -> Duration {
+    interval.mul_f64(0.9 + 0.2 * rand::random::<f64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_compare_without_scheme() {
+        let u = |s: &str| Url::parse(s).unwrap();
+        assert!(same_host(
+            &u("https://a.example/x"),
+            &u("https://a.example:443/y")
+        ));
+        assert!(!same_host(
+            &u("https://a.example/x"),
+            &u("https://b.example/x")
+        ));
+        assert!(!same_host(
+            &u("http://127.0.0.1:1/"),
+            &u("http://127.0.0.1:2/")
+        ));
+        assert!(!same_host(
+            &u("http://127.0.0.1:1/"),
+            &u("http://localhost:1/")
+        ));
+    }
+
+    #[test]
+    fn shown_urls_lose_queries() {
+        let u = Url::parse("https://a.example/index.yaml?token=s3cret").unwrap();
+        assert_eq!(shown(&u), "https://a.example/index.yaml");
+    }
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        for _ in 0..100 {
+            let d = jittered(Duration::from_secs(100));
+            assert!(d >= Duration::from_secs(90) && d <= Duration::from_secs(110));
+        }
+    }
+}
