@@ -59,7 +59,8 @@ use std::{
 
 use sha2::{Digest, Sha256};
 use tributary_plugin_api::{
-    export_plugin, Detail, ListRequest, PackageSource, Plugin, PluginError, RString, Summary,
+    export_plugin, Detail, ListRequest, PackageSource, Plugin, PluginError, RString, SearchIndex,
+    Summary,
 };
 use url::Url;
 
@@ -160,6 +161,8 @@ fn stamp(path: &Path) -> Stamp {
 /// `(name, identifier)` order) and the rest of each chart's detail beside them.
 struct RepoIndex {
     summaries: Vec<Summary>,
+    /// Built with the index, off the request path: a query costs what it finds.
+    search: SearchIndex,
     extras: Vec<Extra>,
 }
 
@@ -204,8 +207,13 @@ impl RepoIndex {
                 pair[0].summary.name.as_str()
             ));
         }
-        let (summaries, extras) = charts.into_iter().map(|c| (c.summary, c.extra)).unzip();
-        Ok(RepoIndex { summaries, extras })
+        let (summaries, extras): (Vec<Summary>, Vec<Extra>) =
+            charts.into_iter().map(|c| (c.summary, c.extra)).unzip();
+        Ok(RepoIndex {
+            search: SearchIndex::build(&summaries),
+            summaries,
+            extras,
+        })
     }
 
     /// The position of the chart named `name`.
@@ -221,8 +229,9 @@ impl RepoIndex {
 struct Loaded {
     /// In configuration order.
     indexes: Vec<Option<Arc<RepoIndex>>>,
-    /// The merged listing; empty when one index alone is the listing.
+    /// The merged listing and its search index; empty when one index alone is the listing.
     merged: Vec<Summary>,
+    merged_search: SearchIndex,
 }
 
 impl Loaded {
@@ -239,15 +248,19 @@ impl Loaded {
             merged.sort_unstable_by(Summary::key_cmp);
             merged
         };
-        Loaded { indexes, merged }
+        Loaded {
+            merged_search: SearchIndex::build(&merged),
+            indexes,
+            merged,
+        }
     }
 
-    fn summaries(&self) -> &[Summary] {
+    /// The listing and its search index.
+    fn summaries(&self) -> (&[Summary], &SearchIndex) {
         let mut present = self.indexes.iter().flatten();
         match (present.next(), present.next()) {
-            (Some(only), None) => &only.summaries,
-            (None, _) => &[],
-            _ => &self.merged,
+            (Some(only), None) => (&only.summaries, &only.search),
+            _ => (&self.merged, &self.merged_search),
         }
     }
 
@@ -517,7 +530,9 @@ impl Drop for HelmSource {
 
 impl PackageSource for HelmSource {
     fn list(&self, request: &ListRequest) -> Result<Vec<Summary>, PluginError> {
-        Ok(request.select(self.shared.current()?.summaries()))
+        let loaded = self.shared.current()?;
+        let (summaries, search) = loaded.summaries();
+        Ok(search.select(request, summaries))
     }
 
     fn detail(&self, identifier: &str) -> Result<Detail, PluginError> {
