@@ -2,6 +2,7 @@
 //! merged catalog over gRPC.
 //!
 //! # Layout
+//! - [`check`]: `tributary plugin check`, one library through the conformance kit.
 //! - [`config`]: the TOML configuration and its validation.
 //! - [`loader`]: scanning the plugin directory and loading each library.
 //! - [`metrics`]: Prometheus metrics and their admin listener.
@@ -16,6 +17,7 @@
 //!
 //! The `tributary` binary (`src/bin/tributary.rs`) only parses arguments and calls into these.
 
+pub mod check;
 pub mod config;
 pub mod engine;
 pub mod guard;

@@ -10,6 +10,7 @@ mod faults;
 mod fuzz;
 mod merge;
 mod metrics;
+mod plugin_kit;
 mod random;
 mod robust;
 mod tls;
