@@ -8,6 +8,7 @@
 //! - [`registry`]: the plugin files and the sources built from them.
 //! - [`engine`]: fan-out to one task per source, fan-in by k-way merge, one page at a time.
 //! - [`guard`]: every plugin call: blocking thread, deadline, calls in flight, back-off.
+//! - [`isolation`]: sources run in a child process (`isolation = "process"`).
 //! - [`token`]: the page-token codec.
 //! - [`service`]: the gRPC services and the mapping of errors to status codes.
 //! - [`server`]: serving with health and reflection, and staged shutdown.
@@ -17,6 +18,7 @@
 pub mod config;
 pub mod engine;
 pub mod guard;
+pub mod isolation;
 pub mod loader;
 pub mod metrics;
 pub mod registry;

@@ -193,6 +193,9 @@ impl ErrorKind {
     pub const Panic: ErrorKind = ErrorKind(5);
     /// The request itself is wrong (for example a malformed identifier).
     pub const InvalidArgument: ErrorKind = ErrorKind(6);
+    /// The process that ran the source died (process isolation only); the message gives the signal
+    /// or exit status. Set by the host, never by a plugin.
+    pub const Crashed: ErrorKind = ErrorKind(7);
 
     /// A stable lower-case name, used in logs and in API responses.
     pub fn name(self) -> &'static str {
@@ -203,6 +206,7 @@ impl ErrorKind {
             4 => "internal",
             5 => "panic",
             6 => "invalid_argument",
+            7 => "crashed",
             _ => "internal",
         }
     }

@@ -8,6 +8,7 @@ mod deploy;
 mod examples;
 mod faults;
 mod fuzz;
+mod isolation;
 mod merge;
 mod metrics;
 mod random;
