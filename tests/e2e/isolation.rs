@@ -289,3 +289,168 @@ fn a_bad_isolation_setting_names_the_key() {
         assert!(stderr.contains(needle), "{extra}: {stderr}");
     }
 }
+
+/// What the runner is denied: inherited descriptors (only 0-3 remain), the variables in `env_remove`,
+/// privilege gain (`NoNewPrivs`), address space past `memory_limit_mb`.
+#[tokio::test]
+async fn the_runner_gets_only_what_it_needs() {
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        plugins.path(),
+        "[[source]]\nname = \"one\"\nplugin = \"testkit\"\nisolation = \"process\"\nmemory_limit_mb = 300\nenv_remove = [\"TRIBUTARY_TEST_SECRET\"]\nconfig = { items = [{ name = \"a\" }] }\n",
+    );
+    let mut command = Command::new(&artifacts().binary);
+    command
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("TRIBUTARY_TEST_SECRET", "hunter2")
+        .env("TRIBUTARY_TEST_KEPT", "kept")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = command.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let address = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    let page = list(&mut client(&address).await, 10, "", None).await;
+    assert_eq!(keys(&page.available_package_summaries), ["a@one/a"]);
+
+    let runners = children_of(child.id());
+    assert_eq!(runners.len(), 1);
+    let runner = runners[0];
+    let environ = std::fs::read(format!("/proc/{runner}/environ")).unwrap();
+    let environ: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+    assert!(environ.contains(&&b"TRIBUTARY_TEST_KEPT=kept"[..]));
+    assert!(
+        !environ
+            .iter()
+            .any(|v| v.starts_with(b"TRIBUTARY_TEST_SECRET")),
+        "the secret was removed"
+    );
+    assert!(
+        !environ
+            .iter()
+            .any(|v| v.starts_with(b"TRIBUTARY_RUNNER_CONFIG")),
+        "the runner dropped its configuration variable after reading it"
+    );
+    let mut fds: Vec<u32> = std::fs::read_dir(format!("/proc/{runner}/fd"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
+        .collect();
+    fds.sort();
+    // Above stdio, only the socket on 3 and the runner's own clones of it (reader and writer).
+    let link = |fd: u32| std::fs::read_link(format!("/proc/{runner}/fd/{fd}")).unwrap();
+    assert_eq!(fds[..4], [0, 1, 2, 3]);
+    assert!(link(3).to_string_lossy().starts_with("socket:["));
+    for fd in &fds[3..] {
+        assert_eq!(
+            link(*fd),
+            link(3),
+            "descriptor {fd} is not the runner's socket"
+        );
+    }
+    let status = std::fs::read_to_string(format!("/proc/{runner}/status")).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.split_whitespace().eq(["NoNewPrivs:", "1"])),
+        "{status}"
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{runner}/limits")).unwrap();
+    let address_space = limits
+        .lines()
+        .find(|l| l.starts_with("Max address space"))
+        .unwrap();
+    assert_eq!(
+        address_space.split_whitespace().collect::<Vec<_>>()[3..6],
+        ["314572800", "314572800", "bytes"]
+    );
+    assert_eq!(terminate(child).code(), Some(0));
+    wait_gone(&runners);
+}
+
+/// The figures of process isolation, printed (no timing is asserted): a 20-item page from an
+/// isolated source vs the same source in-process, the time from a runner's crash to serving again,
+/// and the memory of a runner. Run with
+/// `cargo test -p tributary-tests --test e2e isolation::figures -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "prints figures; run on demand"]
+async fn figures() {
+    const PAGES: usize = 300;
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut medians = Vec::new();
+    for isolation in ["", "isolation = \"process\"\n"] {
+        let config = write_config(
+            dir.path(),
+            plugins.path(),
+            &format!("[[source]]\nname = \"s\"\nplugin = \"testkit\"\n{isolation}config = {{ generate = 10000 }}\n"),
+        );
+        let (child, address) = spawn(&config, None);
+        let mut client = client(&address).await;
+        let mut token = String::new();
+        let mut times = Vec::with_capacity(PAGES);
+        for _ in 0..PAGES {
+            let started = Instant::now();
+            let page = list(&mut client, 20, &token, None).await;
+            times.push(started.elapsed());
+            assert_eq!(page.available_package_summaries.len(), 20);
+            token = page.next_page_token;
+        }
+        times.sort();
+        let (median, p90) = (times[PAGES / 2], times[PAGES * 9 / 10]);
+        let mode = if isolation.is_empty() {
+            "in-process"
+        } else {
+            "process"
+        };
+        println!("20-item page, {mode}: median {median:?}, p90 {p90:?} over {PAGES} pages");
+        medians.push(median);
+        if !isolation.is_empty() {
+            let runner = children_of(child.id())[0];
+            let rss = |pid: u32| {
+                std::fs::read_to_string(format!("/proc/{pid}/status"))
+                    .unwrap()
+                    .lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .unwrap()
+                    .to_owned()
+            };
+            println!(
+                "memory: runner {} / server {}",
+                rss(runner),
+                rss(child.id())
+            );
+            // Crash to serving again: kill the runner, then ask until a page has no failure. This
+            // includes the first restart back-off (100 ms).
+            let killed = Instant::now();
+            Command::new("kill")
+                .args(["-KILL", &runner.to_string()])
+                .status()
+                .unwrap();
+            loop {
+                let page = list(&mut client, 20, "", None).await;
+                if page.failed_sources.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            println!(
+                "crash to serving again: {:?} (includes the 100 ms back-off)",
+                killed.elapsed()
+            );
+        }
+        terminate(child);
+    }
+    println!(
+        "ratio process / in-process (medians): {:.2}",
+        medians[1].as_secs_f64() / medians[0].as_secs_f64()
+    );
+}

@@ -15,7 +15,7 @@ use std::{
 use tributary_plugin_api::{Detail, ErrorKind, ListRequest, PackageSource, PluginError, Summary};
 use tributary_proto::runner as pb;
 
-use super::{frame, runner, RunnerSpec, CONFIG_ENV, RUNNER_ARG, RUNNER_PROTOCOL_VERSION};
+use super::{frame, runner, RunnerSpec, RUNNER_ARG, RUNNER_PROTOCOL_VERSION};
 
 /// The first wait before a dead runner is started again; it doubles per death in a row.
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -99,7 +99,6 @@ impl RunnerSource {
             } else {
                 "lax"
             })
-            .env(CONFIG_ENV, &spec.config_json)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
@@ -126,6 +125,14 @@ impl RunnerSource {
             .try_clone()
             .map_err(|e| PluginError::unavailable(format!("runner socket: {e}")))?;
         let mut reader = BufReader::new(reader_stream);
+        let start = pb::Request {
+            id: 0,
+            call: Some(pb::request::Call::Start(pb::Start {
+                config: spec.config_json.clone(),
+            })),
+        };
+        // A failed write shows up as a missing hello below.
+        let _ = frame::write(&mut &host, &start);
 
         // The hello, with a bound on how long loading may take.
         host.set_read_timeout(Some(HELLO_TIMEOUT)).ok();

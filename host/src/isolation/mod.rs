@@ -34,10 +34,6 @@ pub const RUNNER_PROTOCOL_VERSION: u32 = 1;
 /// The hidden first argument that runs the binary as a runner.
 pub const RUNNER_ARG: &str = "__runner";
 
-/// The environment variable that passes the source's JSON configuration to the runner (removed by the
-/// runner as soon as it has read it).
-pub const CONFIG_ENV: &str = "TRIBUTARY_RUNNER_CONFIG";
-
 /// How one isolated source is run.
 #[derive(Debug, Clone)]
 pub struct RunnerSpec {

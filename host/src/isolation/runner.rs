@@ -1,5 +1,5 @@
 //! The runner: `tributary __runner <library>`, started by [`super::client`] with its socket on
-//! descriptor 3 and the source configuration in [`super::CONFIG_ENV`].
+//! descriptor 3; the first frame it reads carries the source configuration.
 //!
 //! It loads the library with [`crate::loader::load_all`], builds the source, says hello (with the
 //! constructor's error, if any) and answers each request on its own thread, so that several calls can
@@ -20,7 +20,7 @@ use tributary_plugin_api::{
 };
 use tributary_proto::runner as pb;
 
-use super::{frame, CONFIG_ENV, RUNNER_PROTOCOL_VERSION};
+use super::{frame, RUNNER_PROTOCOL_VERSION};
 
 /// The runner's `main`. `args` are the arguments after `__runner`: the library path, the plugin name
 /// and `strict` or `lax`.
@@ -32,9 +32,24 @@ pub fn main(args: &[String]) -> ExitCode {
     // SAFETY: the host passes the runner's end of the socket pair as descriptor 3, and nothing else in
     // this process owns it.
     let stream = unsafe { UnixStream::from_raw_fd(3) };
-    let config = std::env::var(CONFIG_ENV).unwrap_or_else(|_| "{}".to_owned());
-    // SAFETY: single-threaded at this point.
-    unsafe { std::env::remove_var(CONFIG_ENV) };
+    let mut reader = BufReader::new(match stream.try_clone() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tributary __runner: {e}");
+            return ExitCode::from(1);
+        }
+    });
+    let config = match frame::read::<pb::Request>(&mut reader) {
+        Ok(Some(pb::Request {
+            call: Some(pb::request::Call::Start(start)),
+            ..
+        })) => start.config,
+        Ok(None) => return ExitCode::SUCCESS,
+        other => {
+            eprintln!("tributary __runner: expected a start frame, got {other:?}");
+            return ExitCode::from(1);
+        }
+    };
 
     let built = build(PathBuf::from(library), plugin, strict == "strict", &config);
     let writer = match stream.try_clone() {
@@ -59,7 +74,6 @@ pub fn main(args: &[String]) -> ExitCode {
         return ExitCode::SUCCESS;
     };
     let source = Arc::new(source);
-    let mut reader = BufReader::new(stream);
     loop {
         match frame::read::<pb::Request>(&mut reader) {
             Ok(Some(request)) => {
@@ -120,10 +134,9 @@ fn answer(source: &SourceBox, request: pb::Request) -> pb::Response {
                 RResult::RErr(e) => pb::response::Result::Error(error_to_pb(&e)),
             }
         }
-        None => pb::response::Result::Error(error_to_pb(&PluginError::new(
-            ErrorKind::InvalidArgument,
-            "request without a call",
-        ))),
+        Some(pb::request::Call::Start(_)) | None => pb::response::Result::Error(error_to_pb(
+            &PluginError::new(ErrorKind::InvalidArgument, "not a list or detail call"),
+        )),
     };
     pb::Response {
         id: request.id,
