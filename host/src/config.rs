@@ -51,6 +51,27 @@ pub struct SourceConfig {
     pub plugin: String,
     /// The `config` table as a JSON object.
     pub config: serde_json::Map<String, serde_json::Value>,
+    /// `isolation = "process"`: run the source in a child process (see [`crate::isolation`]);
+    /// `None` runs it in the server's process (`"in-process"`, the default).
+    pub isolation: Option<ProcessIsolation>,
+}
+
+/// The settings of a source run with `isolation = "process"`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessIsolation {
+    /// `memory_limit_mb`: the runner's address-space limit (`RLIMIT_AS`), in MiB.
+    pub memory_limit_mb: Option<u64>,
+    /// `env_remove`: environment variables the runner does not inherit.
+    pub env_remove: Vec<String>,
+}
+
+/// `isolation` of a `[[source]]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum Isolation {
+    #[default]
+    InProcess,
+    Process,
 }
 
 /// What a list request does when one of its sources fails.
@@ -126,6 +147,10 @@ struct FileSource {
     plugin: String,
     #[serde(default)]
     config: Option<toml::Table>,
+    #[serde(default)]
+    isolation: Isolation,
+    memory_limit_mb: Option<u64>,
+    env_remove: Option<Vec<String>>,
 }
 
 /// Overrides from the command line; `None` keeps the file's value.
@@ -297,10 +322,32 @@ impl Config {
                     }
                 },
             };
+            let isolation = match s.isolation {
+                Isolation::Process => Some(ProcessIsolation {
+                    memory_limit_mb: s.memory_limit_mb,
+                    env_remove: s.env_remove.clone().unwrap_or_default(),
+                }),
+                Isolation::InProcess => {
+                    if s.memory_limit_mb.is_some() || s.env_remove.is_some() {
+                        return Err(invalid(
+                            format!("source[{i}].isolation"),
+                            "memory_limit_mb and env_remove need isolation = \"process\"".into(),
+                        ));
+                    }
+                    None
+                }
+            };
+            if s.memory_limit_mb == Some(0) {
+                return Err(invalid(
+                    format!("source[{i}].memory_limit_mb"),
+                    "must be at least 1".into(),
+                ));
+            }
             sources.push(SourceConfig {
                 name: s.name.clone(),
                 plugin: s.plugin.clone(),
                 config,
+                isolation,
             });
         }
 

@@ -11,6 +11,7 @@
 //! - [`plugin_context`]: what a source is told when it is built, and its log and time-left calls.
 //! - [`engine`]: fan-out to one task per source, fan-in by k-way merge, one page at a time.
 //! - [`guard`]: every plugin call: blocking thread, deadline, calls in flight, back-off.
+//! - [`isolation`]: sources run in a child process (`isolation = "process"`).
 //! - [`token`]: the page-token codec.
 //! - [`service`]: the gRPC services and the mapping of errors to status codes.
 //! - [`tls`]: TLS on the listener, certificate reload, client certificates.
@@ -24,6 +25,7 @@ pub mod check;
 pub mod config;
 pub mod engine;
 pub mod guard;
+pub mod isolation;
 pub mod loader;
 pub mod metrics;
 pub mod plugin_context;

@@ -7,7 +7,7 @@
 
 use std::{path::PathBuf, sync::Arc};
 
-use abi_stable::std_types::{RResult, RStr};
+use abi_stable::std_types::RStr;
 use tributary_plugin_api::{PluginError, SourceBox, BASE_DIR_KEY};
 
 use crate::{
@@ -176,6 +176,7 @@ impl Registry {
                 name: name.clone(),
                 plugin: name.clone(),
                 config: serde_json::Map::new(),
+                isolation: None,
             };
             sources.push(SourceEntry {
                 name: name.clone(),
@@ -242,13 +243,17 @@ fn construct(
     });
     let text = serde_json::Value::Object(json).to_string();
     let context = crate::plugin_context::context(&sc.name, &config.base_dir, config.source_timeout);
-    match (plugin.module.new_source())(&context, RStr::from_str(&text)) {
-        RResult::ROk(imp) => Ok(Arc::new(Source::with_limits(
+    let built = match &sc.isolation {
+        Some(isolation) => crate::isolation::start_for(plugin, sc, isolation, config, text),
+        None => (plugin.module.new_source())(&context, RStr::from_str(&text)).into_result(),
+    };
+    match built {
+        Ok(imp) => Ok(Arc::new(Source::with_limits(
             &sc.name,
             &plugin.meta.name,
             imp,
             config.guard_limits,
         ))),
-        RResult::RErr(e) => Err(e),
+        Err(e) => Err(e),
     }
 }

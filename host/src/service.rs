@@ -156,7 +156,9 @@ fn code_for(kind: ErrorKind) -> tonic::Code {
     match kind {
         ErrorKind::NotFound => tonic::Code::NotFound,
         ErrorKind::InvalidArgument => tonic::Code::InvalidArgument,
-        ErrorKind::Unavailable | ErrorKind::InvalidConfig => tonic::Code::Unavailable,
+        ErrorKind::Unavailable | ErrorKind::InvalidConfig | ErrorKind::Crashed => {
+            tonic::Code::Unavailable
+        }
         _ => tonic::Code::Internal,
     }
 }

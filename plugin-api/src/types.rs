@@ -250,6 +250,9 @@ impl ErrorKind {
     /// The source does not implement this operation or version (the answer to a
     /// [`crate::PackageSource::call`] it does not know).
     pub const Unsupported: ErrorKind = ErrorKind(7);
+    /// The process that ran the source died (process isolation only); the message gives the signal
+    /// or exit status. Set by the host, never by a plugin.
+    pub const Crashed: ErrorKind = ErrorKind(8);
 
     /// A stable lower-case name, used in logs and in API responses.
     pub fn name(self) -> &'static str {
@@ -261,6 +264,7 @@ impl ErrorKind {
             5 => "panic",
             6 => "invalid_argument",
             7 => "unsupported",
+            8 => "crashed",
             _ => "internal",
         }
     }

@@ -179,6 +179,7 @@ pub fn source(name: &str, plugin: &str, config: serde_json::Value) -> SourceConf
             .as_object()
             .cloned()
             .expect("config is a JSON object"),
+        isolation: None,
     }
 }
 

@@ -116,6 +116,12 @@ const EXIT_CONFIG: u8 = 3;
 const EXIT_PLUGIN_DIR: u8 = 4;
 
 fn main() -> ExitCode {
+    // The hidden runner mode of process isolation (see `tributary_host::isolation`).
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(tributary_host::isolation::RUNNER_ARG) {
+        init_logging(LogFormat::Plain, "warn");
+        return tributary_host::isolation::runner::main(&args[2..]);
+    }
     let cli = Cli::parse();
     // `plugins` prints its own report; its log says only what went wrong unless RUST_LOG says more.
     let default_level = match cli.command {

@@ -1,6 +1,7 @@
 //! `testkit`: a plugin for tests and benchmarks. It serves items given inline in its configuration or
 //! generated on the fly, and misbehaves on demand: fail or panic in its constructor, and on the Nth
-//! list call return an error, panic, sleep, hang, break the order or return too many items.
+//! list call return an error, panic, sleep, hang, break the order or return too many items, or commit
+//! a fault that ends its process (segfault, abort, stack overflow, runaway allocation, never return).
 //!
 //! Configuration (every key optional):
 //! ```toml
@@ -9,6 +10,7 @@
 //!            error_on_call = 2, panic_on_call = 2, hang_on_call = 2, hang_ms = 2000, unordered_on_call = 2,
 //!            oversize_on_call = 2, stale_on_call = 2, duplicate_id_on_call = 2,
 //!            huge_field_on_call = 2, bad_utf8_on_call = 2, panic_in_detail = true,
+//!            fault = "segfault", fault_on_call = 2, fault_marker = "/tmp/fired",
 //!            calls_file = "/tmp/calls", log_calls = true }
 //! ```
 //! Items also take `deprecated = true`. `*_on_call` counts list calls from 1; `calls_file` gets one
@@ -94,9 +96,63 @@ struct Config {
     bad_utf8_on_call: Option<u64>,
     #[serde(default)]
     panic_in_detail: bool,
+    /// A fault no in-process guard survives: "segfault" (a write through a null pointer), "abort",
+    /// "stack_overflow", "allocate" (until an allocation fails) or "never_return".
+    fault: Option<Fault>,
+    /// The list call (from 1) on which `fault` fires.
+    fault_on_call: Option<u64>,
+    /// When given, `fault` fires only while this file does not exist, and creates it just before: a
+    /// restarted process then serves normally.
+    fault_marker: Option<PathBuf>,
     calls_file: Option<PathBuf>,
     #[serde(default)]
     log_calls: bool,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum Fault {
+    Segfault,
+    Abort,
+    StackOverflow,
+    Allocate,
+    NeverReturn,
+}
+
+impl Fault {
+    fn fire(self) -> ! {
+        match self {
+            // SAFETY: none; this is the fault.
+            Fault::Segfault => unsafe {
+                std::ptr::write_volatile(std::ptr::null_mut::<u8>(), 1);
+                unreachable!("a write through a null pointer returned")
+            },
+            Fault::Abort => std::process::abort(),
+            Fault::StackOverflow => {
+                fn deeper(n: u64) -> u64 {
+                    if n == u64::MAX {
+                        return 0;
+                    }
+                    let frame = std::hint::black_box([n; 512]);
+                    deeper(frame[(n % 512) as usize] + 1) + frame[0]
+                }
+                deeper(0);
+                unreachable!("unbounded recursion returned")
+            }
+            Fault::Allocate => {
+                let mut held: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    // Zeroed memory is mapped but not touched: the address-space cap (RLIMIT_AS)
+                    // stops it quickly, without using the machine's memory on the way.
+                    held.push(vec![0u8; 64 << 20]);
+                    std::hint::black_box(&held);
+                }
+            }
+            Fault::NeverReturn => loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            },
+        }
+    }
 }
 
 fn default_hang_ms() -> u64 {
@@ -236,6 +292,15 @@ impl PackageSource for TestkitSource {
         let on = |n: Option<u64>| n == Some(call);
         if self.config.sleep_ms > 0 {
             std::thread::sleep(Duration::from_millis(self.config.sleep_ms));
+        }
+        if let (Some(fault), true) = (self.config.fault, on(self.config.fault_on_call)) {
+            let armed = match &self.config.fault_marker {
+                Some(marker) => std::fs::File::create_new(marker).is_ok(),
+                None => true,
+            };
+            if armed {
+                fault.fire();
+            }
         }
         if on(self.config.hang_on_call) {
             std::thread::sleep(Duration::from_millis(self.config.hang_ms));

@@ -1,0 +1,473 @@
+//! The host side of an isolated source: spawning, calling, killing and restarting its runner.
+
+use std::{
+    collections::HashMap,
+    io::{BufReader, BufWriter},
+    os::{
+        fd::AsRawFd,
+        unix::{net::UnixStream, process::CommandExt, process::ExitStatusExt},
+    },
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{mpsc, Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use tributary_plugin_api::{Detail, ErrorKind, ListRequest, PackageSource, PluginError, Summary};
+use tributary_proto::runner as pb;
+
+use super::{frame, runner, RunnerSpec, RUNNER_ARG, RUNNER_PROTOCOL_VERSION};
+
+/// The first wait before a dead runner is started again; it doubles per death in a row.
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest wait between two starts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long a runner may take to load its library and say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+
+type Reply = Result<pb::response::Result, PluginError>;
+
+/// One live runner.
+struct Running {
+    pid: u32,
+    writer: Arc<Mutex<BufWriter<UnixStream>>>,
+    /// The host end of the socket: shut down to unblock the reader.
+    stream: UnixStream,
+    pending: Arc<Mutex<HashMap<u64, mpsc::Sender<Reply>>>>,
+}
+
+#[derive(Default)]
+struct State {
+    running: Option<Arc<Running>>,
+    /// Starts after the first, successful or not.
+    restarts: u64,
+    /// Why the last runner ended.
+    last_exit: Option<String>,
+    /// Deaths in a row since the last call that was answered.
+    deaths_in_a_row: u32,
+    /// No start before this instant.
+    retry_at: Option<Instant>,
+    next_id: u64,
+}
+
+/// A [`PackageSource`] whose calls run in a runner process.
+pub struct RunnerSource {
+    spec: RunnerSpec,
+    state: Arc<Mutex<State>>,
+}
+
+/// What `ListPlugins` and metrics can read about a runner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunnerStatus {
+    pub pid: Option<u32>,
+    pub restarts: u64,
+    pub last_exit: Option<String>,
+}
+
+impl RunnerSource {
+    /// Starts the first runner; fails when it cannot start or its source cannot be built.
+    pub fn start(spec: RunnerSpec) -> Result<RunnerSource, PluginError> {
+        let source = RunnerSource {
+            spec,
+            state: Arc::new(Mutex::new(State::default())),
+        };
+        let running = source.spawn()?;
+        source.state.lock().unwrap().running = Some(running);
+        Ok(source)
+    }
+
+    pub fn status(&self) -> RunnerStatus {
+        let state = self.state.lock().unwrap();
+        RunnerStatus {
+            pid: state.running.as_ref().map(|r| r.pid),
+            restarts: state.restarts,
+            last_exit: state.last_exit.clone(),
+        }
+    }
+
+    /// Spawns a runner and waits for its hello.
+    fn spawn(&self) -> Result<Arc<Running>, PluginError> {
+        let spec = &self.spec;
+        let (host, child_end) = UnixStream::pair()
+            .map_err(|e| PluginError::unavailable(format!("runner socket: {e}")))?;
+        let mut command = Command::new(&spec.program);
+        command
+            .arg(RUNNER_ARG)
+            .arg(&spec.library)
+            .arg(&spec.plugin)
+            .arg(if spec.strict_permissions {
+                "strict"
+            } else {
+                "lax"
+            })
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for name in &spec.env_remove {
+            command.env_remove(name);
+        }
+        let child_fd = child_end.as_raw_fd();
+        let parent = std::process::id() as libc::pid_t;
+        let memory = spec.memory_limit_mb.map(|mb| mb.saturating_mul(1 << 20));
+        // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
+        // system calls (dup2, fcntl, close_range, prctl, setrlimit).
+        unsafe {
+            command.pre_exec(move || harden_child(child_fd, parent, memory));
+        }
+        let child = spawn_from_keeper(command)
+            .map_err(|e| PluginError::unavailable(format!("cannot start runner: {e}")))?;
+        drop(child_end);
+        let pid = child.id();
+
+        let reader_stream = host
+            .try_clone()
+            .map_err(|e| PluginError::unavailable(format!("runner socket: {e}")))?;
+        let writer = host
+            .try_clone()
+            .map_err(|e| PluginError::unavailable(format!("runner socket: {e}")))?;
+        let mut reader = BufReader::new(reader_stream);
+        let start = pb::Request {
+            id: 0,
+            call: Some(pb::request::Call::Start(pb::Start {
+                config: spec.config_json.clone(),
+                source_name: spec.source.clone(),
+                base_dir: spec.base_dir.to_string_lossy().into_owned(),
+                source_timeout_ms: spec.call_timeout.as_millis() as u64,
+            })),
+        };
+        // A failed write shows up as a missing hello below.
+        let _ = frame::write(&mut &host, &start);
+
+        // The hello, with a bound on how long loading may take.
+        host.set_read_timeout(Some(HELLO_TIMEOUT)).ok();
+        let hello = frame::read::<pb::Response>(&mut reader);
+        host.set_read_timeout(None).ok();
+        let mut child = child;
+        let hello = match hello {
+            Ok(Some(pb::Response {
+                result: Some(pb::response::Result::Hello(hello)),
+                ..
+            })) => hello,
+            other => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                let why = match other {
+                    Err(e) => format!("no hello: {e}"),
+                    Ok(_) => "no hello".to_owned(),
+                };
+                return Err(PluginError::new(
+                    ErrorKind::Crashed,
+                    format!(
+                        "runner for source {:?} failed to start ({why}); {}",
+                        spec.source,
+                        status.map(describe_exit).unwrap_or_default()
+                    ),
+                ));
+            }
+        };
+        if hello.version != RUNNER_PROTOCOL_VERSION {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(PluginError::unavailable(format!(
+                "runner speaks protocol {}, the server {RUNNER_PROTOCOL_VERSION}",
+                hello.version
+            )));
+        }
+        if let Some(e) = hello.error {
+            let _ = child.wait();
+            return Err(runner::error_from_pb(e));
+        }
+
+        let running = Arc::new(Running {
+            pid,
+            writer: Arc::new(Mutex::new(BufWriter::new(writer))),
+            stream: host,
+            pending: Arc::new(Mutex::new(HashMap::new())),
+        });
+        let (state, watched, source) = (self.state.clone(), running.clone(), spec.source.clone());
+        std::thread::Builder::new()
+            .name(format!("runner-{}", spec.source))
+            .spawn(move || read_loop(reader, child, watched, state, source))
+            .map_err(|e| PluginError::unavailable(format!("runner reader thread: {e}")))?;
+        tracing::info!(source = %spec.source, pid, "runner started");
+        Ok(running)
+    }
+
+    /// The live runner, starting one when the last died and its back-off has passed.
+    fn runner(&self) -> Result<(Arc<Running>, u64), PluginError> {
+        let mut state = self.state.lock().unwrap();
+        state.next_id += 1;
+        let id = state.next_id;
+        if let Some(running) = &state.running {
+            return Ok((running.clone(), id));
+        }
+        let last = state.last_exit.clone().unwrap_or_default();
+        if let Some(at) = state.retry_at {
+            let now = Instant::now();
+            if now < at {
+                return Err(PluginError::new(
+                    ErrorKind::Crashed,
+                    format!(
+                        "runner restarts in {} ms; it {last}",
+                        (at - now).as_millis()
+                    ),
+                ));
+            }
+        }
+        state.restarts += 1;
+        match self.spawn() {
+            Ok(running) => {
+                state.running = Some(running.clone());
+                Ok((running, id))
+            }
+            Err(e) => {
+                state.deaths_in_a_row += 1;
+                state.retry_at = Some(Instant::now() + backoff(state.deaths_in_a_row));
+                state.last_exit = Some(e.message.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    fn call(&self, call: pb::request::Call) -> Reply {
+        let (running, id) = self.runner()?;
+        let (tx, rx) = mpsc::channel();
+        running.pending.lock().unwrap().insert(id, tx);
+        let request = pb::Request {
+            id,
+            call: Some(call),
+        };
+        if let Err(e) = frame::write(&mut *running.writer.lock().unwrap(), &request) {
+            running.pending.lock().unwrap().remove(&id);
+            // The reader sees the same broken socket and records why.
+            return Err(PluginError::new(
+                ErrorKind::Crashed,
+                format!("runner is gone: {e}"),
+            ));
+        }
+        match rx.recv_timeout(self.spec.call_timeout) {
+            Ok(reply) => {
+                if reply.is_ok() {
+                    self.state.lock().unwrap().deaths_in_a_row = 0;
+                }
+                reply
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                tracing::warn!(
+                    source = %self.spec.source,
+                    pid = running.pid,
+                    "a call exceeded the source timeout of {} ms; killing the runner",
+                    self.spec.call_timeout.as_millis()
+                );
+                kill(&running, "a call exceeded the source timeout");
+                Err(PluginError::new(
+                    ErrorKind::Crashed,
+                    format!(
+                        "runner killed: a call exceeded the source timeout of {} ms",
+                        self.spec.call_timeout.as_millis()
+                    ),
+                ))
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(PluginError::new(
+                ErrorKind::Crashed,
+                "runner ended without an answer",
+            )),
+        }
+    }
+}
+
+impl Drop for RunnerSource {
+    fn drop(&mut self) {
+        if let Some(running) = self.state.lock().unwrap().running.take() {
+            // Closing the socket is the runner's signal to exit; the reader thread reaps it.
+            let _ = running.stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// Spawns `command` from one long-lived thread. `PR_SET_PDEATHSIG` fires when the *thread* that
+/// forked the child ends, and restarts happen on blocking-pool threads that end when idle: forking
+/// from a thread that lives as long as the process keeps the signal for the server's death only.
+fn spawn_from_keeper(command: Command) -> std::io::Result<Child> {
+    type Job = (Command, mpsc::Sender<std::io::Result<Child>>);
+    static KEEPER: std::sync::OnceLock<Mutex<mpsc::Sender<Job>>> = std::sync::OnceLock::new();
+    let keeper = KEEPER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("runner-spawner".into())
+            .spawn(move || {
+                for (mut command, reply) in rx {
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .expect("runner spawner thread");
+        Mutex::new(tx)
+    });
+    let (tx, rx) = mpsc::channel();
+    keeper
+        .lock()
+        .unwrap()
+        .send((command, tx))
+        .map_err(|_| std::io::Error::other("runner spawner thread is gone"))?;
+    rx.recv()
+        .map_err(|_| std::io::Error::other("runner spawner thread is gone"))?
+}
+
+/// Marks why the runner is being killed and kills it; the reader thread reaps it.
+fn kill(running: &Running, why: &str) {
+    KILL_REASONS
+        .lock()
+        .unwrap()
+        .push((running.pid, why.to_owned()));
+    // SAFETY: the pid is our child and has not been reaped (only the reader thread reaps it, after
+    // the socket closes, which a kill is what causes).
+    unsafe {
+        libc::kill(running.pid as libc::pid_t, libc::SIGKILL);
+    }
+}
+
+/// Why the host killed a runner, by pid, for the reader thread's report.
+static KILL_REASONS: Mutex<Vec<(u32, String)>> = Mutex::new(Vec::new());
+
+fn take_kill_reason(pid: u32) -> Option<String> {
+    let mut reasons = KILL_REASONS.lock().unwrap();
+    let at = reasons.iter().position(|(p, _)| *p == pid)?;
+    Some(reasons.swap_remove(at).1)
+}
+
+fn backoff(deaths: u32) -> Duration {
+    let doublings = deaths.saturating_sub(1).min(16);
+    FIRST_BACKOFF
+        .saturating_mul(1 << doublings)
+        .min(MAX_BACKOFF)
+}
+
+/// "killed by signal 11 (SIGSEGV)" or "exited with status 3".
+pub fn describe_exit(status: ExitStatus) -> String {
+    if let Some(signal) = status.signal() {
+        // SAFETY: strsignal returns a pointer to a static or thread-local string.
+        let name = unsafe { std::ffi::CStr::from_ptr(libc::strsignal(signal)) }
+            .to_string_lossy()
+            .into_owned();
+        format!("was killed by signal {signal} ({name})")
+    } else {
+        format!("exited with status {}", status.code().unwrap_or(-1))
+    }
+}
+
+fn read_loop(
+    mut reader: BufReader<UnixStream>,
+    mut child: Child,
+    running: Arc<Running>,
+    state: Arc<Mutex<State>>,
+    source: String,
+) {
+    let end = loop {
+        match frame::read::<pb::Response>(&mut reader) {
+            Ok(Some(response)) => {
+                let reply = match response.result {
+                    Some(pb::response::Result::Error(e)) => Err(runner::error_from_pb(e)),
+                    Some(result) => Ok(result),
+                    None => Err(PluginError::internal("runner sent an empty response")),
+                };
+                if let Some(tx) = running.pending.lock().unwrap().remove(&response.id) {
+                    let _ = tx.send(reply);
+                }
+            }
+            Ok(None) => break "its socket closed".to_owned(),
+            Err(e) => break format!("reading from it failed: {e}"),
+        }
+    };
+    // The socket is closed or broken: make sure the process is gone, then reap it.
+    let _ = child.kill();
+    let status = child.wait();
+    let killed_for = take_kill_reason(running.pid);
+    let reason = match (killed_for, status) {
+        (Some(why), _) => format!("was killed by the server: {why}"),
+        (None, Ok(status)) => describe_exit(status),
+        (None, Err(e)) => format!("ended ({end}); waiting for it failed: {e}"),
+    };
+    let reason = format!("runner (pid {}) {reason}", running.pid);
+    {
+        let mut state = state.lock().unwrap();
+        if state
+            .running
+            .as_ref()
+            .is_some_and(|r| Arc::ptr_eq(r, &running))
+        {
+            state.running = None;
+        }
+        state.deaths_in_a_row += 1;
+        state.retry_at = Some(Instant::now() + backoff(state.deaths_in_a_row));
+        state.last_exit = Some(reason.clone());
+    }
+    tracing::warn!(source = %source, "{reason}");
+    for (_, tx) in running.pending.lock().unwrap().drain() {
+        let _ = tx.send(Err(PluginError::new(ErrorKind::Crashed, reason.clone())));
+    }
+}
+
+/// Runs in the forked child before `exec`: moves the socket to descriptor 3, closes every other
+/// inherited descriptor above 2, dies with the parent, forbids privilege gain, caps memory.
+fn harden_child(fd: i32, parent: libc::pid_t, memory: Option<u64>) -> std::io::Result<()> {
+    // SAFETY: plain system calls on descriptors and limits of this (child) process.
+    unsafe {
+        if fd == 3 {
+            // dup2 onto itself keeps close-on-exec: clear it explicitly.
+            if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        } else if libc::dup2(fd, 3) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // Every descriptor from 4 up is closed (close_range exists since Linux 5.9; on older kernels
+        // the descriptors are close-on-exec anyway when Rust opened them).
+        libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // The parent may have died between fork and prctl.
+        if libc::getppid() != parent {
+            libc::_exit(1);
+        }
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if let Some(bytes) = memory {
+            let limit = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: bytes,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
+impl PackageSource for RunnerSource {
+    fn list(&self, request: &ListRequest) -> Result<Vec<Summary>, PluginError> {
+        match self.call(pb::request::Call::List(runner::list_to_pb(request)))? {
+            pb::response::Result::List(list) => Ok(list
+                .items
+                .into_iter()
+                .map(runner::summary_from_pb)
+                .collect()),
+            _ => Err(PluginError::internal(
+                "runner answered a list with another kind",
+            )),
+        }
+    }
+
+    fn detail(&self, identifier: &str) -> Result<Detail, PluginError> {
+        let call = pb::request::Call::Detail(pb::DetailCall {
+            identifier: identifier.to_owned(),
+        });
+        match self.call(call)? {
+            pb::response::Result::Detail(d) => Ok(runner::detail_from_pb(d)),
+            _ => Err(PluginError::internal(
+                "runner answered a detail with another kind",
+            )),
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Process isolation: a source whose `[[source]]` says `isolation = "process"` runs in a child
+//! process, the `tributary` binary itself in its hidden `__runner` mode.
+//!
+//! - [`client`]: the host side. [`client::RunnerSource`] implements [`PackageSource`] by sending each
+//!   call to the runner, so it is wrapped into the same [`SourceBox`] as an in-process source and the
+//!   engine and guard treat both alike (contract checks, deadlines, failure kinds). It spawns the
+//!   runner, restarts it with back-off after it dies, and kills it when a call outlives the source
+//!   timeout (which is what finally frees a call that never returns).
+//! - [`runner`]: the child side. It loads the library through [`crate::loader::load_all`] (the same
+//!   checks as the server), builds the source and answers calls until its socket closes.
+//! - [`frame`]: the framing: 4-byte big-endian length + one `tributary.runner.v1` prost message.
+//!
+//! # What the runner is given and denied
+//! Enforced (Linux): the runner gets only its socket (descriptor 3) and stdin/stdout/stderr, every
+//! other inherited descriptor is closed before `exec`; `PR_SET_NO_NEW_PRIVS` is set (no set-uid gain
+//! through `exec`); `PR_SET_PDEATHSIG` = `SIGKILL` ends it if the server dies, and it exits by itself
+//! when its socket closes; `memory_limit_mb` sets `RLIMIT_AS` (an allocation past it fails, which a
+//! Rust plugin turns into an abort: the runner dies and is reported `crashed`); the variables named in
+//! `env_remove` are removed from its environment.
+//! Not enforced: no seccomp filter and no landlock ruleset. The runner runs as the server's user and
+//! can read what the server can read and open network connections.
+
+pub mod client;
+pub mod frame;
+pub mod runner;
+
+use std::path::PathBuf;
+
+use tributary_plugin_api::SourceBox;
+
+/// The version of the host-to-runner framing; the runner's hello must carry it.
+pub const RUNNER_PROTOCOL_VERSION: u32 = 1;
+
+/// The hidden first argument that runs the binary as a runner.
+pub const RUNNER_ARG: &str = "__runner";
+
+/// How one isolated source is run.
+#[derive(Debug, Clone)]
+pub struct RunnerSpec {
+    /// The source's name (for logs and reasons).
+    pub source: String,
+    /// The plugin's name: the runner checks that the library still carries it.
+    pub plugin: String,
+    pub library: PathBuf,
+    /// The source configuration as JSON text, `$base_dir` included.
+    pub config_json: String,
+    /// The folder relative paths resolve against (the host context's base dir).
+    pub base_dir: PathBuf,
+    pub strict_permissions: bool,
+    /// `RLIMIT_AS` of the runner, in MiB.
+    pub memory_limit_mb: Option<u64>,
+    /// Environment variables the runner does not get.
+    pub env_remove: Vec<String>,
+    /// A call that takes longer kills the runner (the source timeout).
+    pub call_timeout: std::time::Duration,
+    /// The program to run (`std::env::current_exe()` in the server).
+    pub program: PathBuf,
+}
+
+/// Starts a runner for `spec` and returns the source the engine calls. Fails when the first runner
+/// cannot start or its library or constructor fails (the reason names which).
+pub fn start(spec: RunnerSpec) -> Result<SourceBox, tributary_plugin_api::PluginError> {
+    let source = client::RunnerSource::start(spec)?;
+    Ok(tributary_plugin_api::ffi::source_box(source))
+}
+
+/// The registry's one call: starts the runner of source `sc` of `plugin` with its JSON `config_json`.
+pub fn start_for(
+    plugin: &crate::loader::LoadedPlugin,
+    sc: &crate::config::SourceConfig,
+    isolation: &crate::config::ProcessIsolation,
+    config: &crate::config::Config,
+    config_json: String,
+) -> Result<SourceBox, tributary_plugin_api::PluginError> {
+    let program = std::env::current_exe().map_err(|e| {
+        tributary_plugin_api::PluginError::unavailable(format!(
+            "cannot find the server's own binary to start a runner: {e}"
+        ))
+    })?;
+    start(RunnerSpec {
+        base_dir: config.base_dir.clone(),
+        source: sc.name.clone(),
+        plugin: plugin.meta.name.clone(),
+        library: plugin.path.clone(),
+        config_json,
+        strict_permissions: config.strict_permissions,
+        memory_limit_mb: isolation.memory_limit_mb,
+        env_remove: isolation.env_remove.clone(),
+        call_timeout: config.source_timeout,
+        program: runner_program().unwrap_or(program),
+    })
+}
+
+/// `TRIBUTARY_RUNNER_PROGRAM` overrides the runner binary (tests that embed the server in another
+/// binary point it at `tributary`).
+fn runner_program() -> Option<PathBuf> {
+    std::env::var_os("TRIBUTARY_RUNNER_PROGRAM").map(PathBuf::from)
+}

@@ -1,0 +1,456 @@
+//! Process isolation (`isolation = "process"`): faults that end a process leave the server serving,
+//! the faulty source is reported and serves again after its runner restarts; the same faults in the
+//! server's own process end the server. Everything runs the real `tributary` binary as a child of the
+//! test, so that no fault can touch the test process.
+
+use std::{
+    io::{BufRead, BufReader},
+    os::unix::process::{CommandExt, ExitStatusExt},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use tonic::transport::Channel;
+use tributary_proto::v1::packages_service_client::PackagesServiceClient;
+use tributary_tests::{artifacts, keys, list, list_request, PluginDir};
+
+use crate::binary::{terminate, write_config};
+
+/// The good source (in-process) and the faulty one; `{mode}` and `{fault}` are filled in.
+fn sources(marker: &std::path::Path, fault: &str, isolated: bool) -> String {
+    let isolation = if isolated {
+        "isolation = \"process\"\nmemory_limit_mb = 512\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"source_timeout_ms = 3000
+unhealthy_backoff_ms = 100
+[[source]]
+name = "good"
+plugin = "testkit"
+config = {{ items = [{{ name = "a" }}, {{ name = "c" }}, {{ name = "e" }}] }}
+[[source]]
+name = "bad"
+plugin = "testkit"
+{isolation}config = {{ items = [{{ name = "b" }}, {{ name = "d" }}], fault = "{fault}", fault_on_call = 1, fault_marker = {marker:?} }}
+"#,
+        marker = marker.display().to_string()
+    )
+}
+
+/// Starts `tributary serve`; `memory_cap` sets the server's own address-space limit (in bytes).
+fn spawn(config: &std::path::Path, memory_cap: Option<u64>) -> (Child, String) {
+    let mut command = Command::new(&artifacts().binary);
+    command
+        .args(["serve", "--grace-ms", "300", "--config"])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if let Some(bytes) = memory_cap {
+        // SAFETY: setrlimit only, in the forked child.
+        unsafe {
+            command.pre_exec(move || {
+                let limit = libc::rlimit {
+                    rlim_cur: bytes,
+                    rlim_max: bytes,
+                };
+                if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = command.spawn().expect("start tributary");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let address = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    (child, address)
+}
+
+async fn client(address: &str) -> PackagesServiceClient<Channel> {
+    PackagesServiceClient::connect(format!("http://{address}"))
+        .await
+        .unwrap()
+}
+
+const ALL: [&str; 5] = ["a@good/a", "b@bad/b", "c@good/c", "d@bad/d", "e@good/e"];
+const GOOD: [&str; 3] = ["a@good/a", "c@good/c", "e@good/e"];
+
+/// The pids of `pid`'s children (every thread's `children` list).
+pub(crate) fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let path = task.unwrap().path().join("children");
+        if let Ok(text) = std::fs::read_to_string(path) {
+            out.extend(text.split_whitespace().map(|p| p.parse::<u32>().unwrap()));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Whether `pid` is gone (or a zombie nobody reaped yet: it runs no code).
+fn is_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+fn wait_gone(pids: &[u32]) {
+    let until = Instant::now() + Duration::from_secs(20);
+    while !pids.iter().all(|p| is_gone(*p)) {
+        assert!(
+            Instant::now() < until,
+            "runners {pids:?} outlived the server"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One fault in an isolated source: the first page is the good source's items exactly, with the
+/// faulty source named with `kind`; later pages (after the runner restarts) are everything.
+async fn isolated_fault(fault: &str, kinds: &[&str], reason: &str) {
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("fired");
+    let config = write_config(dir.path(), plugins.path(), &sources(&marker, fault, true));
+    let (child, address) = spawn(&config, None);
+    let runners = children_of(child.id());
+    assert_eq!(runners.len(), 1, "one runner for the one isolated source");
+    let mut client = client(&address).await;
+
+    let page = list(&mut client, 10, "", None).await;
+    assert_eq!(keys(&page.available_package_summaries), GOOD, "{fault}");
+    assert_eq!(
+        page.failed_sources.len(),
+        1,
+        "{fault}: {:?}",
+        page.failed_sources
+    );
+    let failed = &page.failed_sources[0];
+    assert_eq!(failed.source, "bad");
+    assert!(
+        kinds.contains(&failed.kind.as_str()),
+        "{fault}: kind {:?} ({})",
+        failed.kind,
+        failed.reason
+    );
+    assert!(marker.exists(), "{fault}: the fault fired");
+    assert!(
+        is_gone(runners[0]) || fault == "never_return",
+        "{fault}: the runner died"
+    );
+
+    // The server itself never stopped: the good source keeps serving while the runner restarts,
+    // and then the faulty source serves its items again.
+    let until = Instant::now() + Duration::from_secs(30);
+    let mut seen_reason = failed.reason.contains(reason);
+    let page = loop {
+        let page = list(&mut client, 10, "", None).await;
+        if page.failed_sources.is_empty() {
+            break page;
+        }
+        assert_eq!(keys(&page.available_package_summaries), GOOD);
+        seen_reason |= page.failed_sources[0].reason.contains(reason);
+        assert!(
+            Instant::now() < until,
+            "{fault}: never served again: {page:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(keys(&page.available_package_summaries), ALL, "{fault}");
+    assert!(seen_reason, "{fault}: no failure said {reason:?}");
+    let now = children_of(child.id());
+    assert_eq!(now.len(), 1, "{fault}: one runner again");
+    assert_ne!(now, runners, "{fault}: a new runner");
+    assert_eq!(
+        terminate(child).code(),
+        Some(0),
+        "{fault}: the server exits 0 on SIGTERM"
+    );
+    wait_gone(&now);
+}
+
+#[tokio::test]
+async fn isolated_segfault() {
+    isolated_fault("segfault", &["crashed"], "signal 11").await;
+}
+
+#[tokio::test]
+async fn isolated_abort() {
+    isolated_fault("abort", &["crashed"], "signal 6").await;
+}
+
+#[tokio::test]
+async fn isolated_stack_overflow() {
+    // Rust's guard page handler reports the overflow and aborts.
+    isolated_fault("stack_overflow", &["crashed"], "signal").await;
+}
+
+#[tokio::test]
+async fn isolated_allocation_past_the_memory_limit() {
+    isolated_fault("allocate", &["crashed"], "signal").await;
+}
+
+#[tokio::test]
+async fn isolated_call_that_never_returns_is_killed() {
+    // The guard's deadline reports `timeout`; the runner is then killed, which frees the stuck call.
+    isolated_fault("never_return", &["timeout", "crashed"], "").await;
+}
+
+/// The same faults in the server's own process end the server (the difference isolation makes). A
+/// call that never returns does not end it, but holds one of its threads until it exits.
+#[tokio::test]
+async fn in_process_faults_end_the_server() {
+    let cases = [
+        ("segfault", libc::SIGSEGV),
+        ("abort", libc::SIGABRT),
+        ("stack_overflow", libc::SIGABRT),
+        ("allocate", libc::SIGABRT),
+    ];
+    for (fault, signal) in cases {
+        let plugins = PluginDir::with(&["testkit"]);
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("fired");
+        let config = write_config(dir.path(), plugins.path(), &sources(&marker, fault, false));
+        // Cap the server at 2 GiB so the runaway allocation ends it instead of straining the machine.
+        let (mut child, address) = spawn(&config, Some(2 << 30));
+        let mut client = client(&address).await;
+        let answer = client
+            .list_available_package_summaries(list_request(10, "", None))
+            .await;
+        assert!(answer.is_err(), "{fault}: the server answered: {answer:?}");
+        let status = child.wait().unwrap();
+        assert_eq!(
+            status.signal(),
+            Some(signal),
+            "{fault}: in-process the server died of the fault: {status:?}"
+        );
+        assert!(marker.exists());
+    }
+}
+
+/// `kill -9` of the server: its runners exit (their socket closes; `PR_SET_PDEATHSIG`).
+#[tokio::test]
+async fn runners_do_not_outlive_a_killed_server() {
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        plugins.path(),
+        "[[source]]\nname = \"one\"\nplugin = \"testkit\"\nisolation = \"process\"\nconfig = { items = [{ name = \"a\" }] }\n[[source]]\nname = \"two\"\nplugin = \"testkit\"\nisolation = \"process\"\nconfig = { items = [{ name = \"b\" }] }\n",
+    );
+    let (mut child, address) = spawn(&config, None);
+    let runners = children_of(child.id());
+    assert_eq!(runners.len(), 2);
+    let page = list(&mut client(&address).await, 10, "", None).await;
+    assert_eq!(
+        keys(&page.available_package_summaries),
+        ["a@one/a", "b@two/b"]
+    );
+    child.kill().unwrap();
+    assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
+    wait_gone(&runners);
+}
+
+#[test]
+fn a_bad_isolation_setting_names_the_key() {
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    for (extra, needle) in [
+        ("isolation = \"sandbox\"\n", "unknown variant `sandbox`"),
+        ("memory_limit_mb = 100\n", "key `source[0].isolation`"),
+        (
+            "isolation = \"process\"\nmemory_limit_mb = 0\n",
+            "key `source[0].memory_limit_mb`",
+        ),
+    ] {
+        let text = format!("[[source]]\nname = \"x\"\nplugin = \"testkit\"\n{extra}");
+        let config = write_config(dir.path(), plugins.path(), &text);
+        let output = Command::new(&artifacts().binary)
+            .args(["plugins", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(3), "{extra}: {stderr}");
+        assert!(stderr.contains(needle), "{extra}: {stderr}");
+    }
+}
+
+/// What the runner is denied: inherited descriptors (only 0-3 remain), the variables in `env_remove`,
+/// privilege gain (`NoNewPrivs`), address space past `memory_limit_mb`.
+#[tokio::test]
+async fn the_runner_gets_only_what_it_needs() {
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        plugins.path(),
+        "[[source]]\nname = \"one\"\nplugin = \"testkit\"\nisolation = \"process\"\nmemory_limit_mb = 300\nenv_remove = [\"TRIBUTARY_TEST_SECRET\"]\nconfig = { items = [{ name = \"a\" }] }\n",
+    );
+    let mut command = Command::new(&artifacts().binary);
+    command
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("TRIBUTARY_TEST_SECRET", "hunter2")
+        .env("TRIBUTARY_TEST_KEPT", "kept")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = command.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let address = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    let page = list(&mut client(&address).await, 10, "", None).await;
+    assert_eq!(keys(&page.available_package_summaries), ["a@one/a"]);
+
+    let runners = children_of(child.id());
+    assert_eq!(runners.len(), 1);
+    let runner = runners[0];
+    let environ = std::fs::read(format!("/proc/{runner}/environ")).unwrap();
+    let environ: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+    assert!(environ.contains(&&b"TRIBUTARY_TEST_KEPT=kept"[..]));
+    assert!(
+        !environ
+            .iter()
+            .any(|v| v.starts_with(b"TRIBUTARY_TEST_SECRET")),
+        "the secret was removed"
+    );
+    assert!(
+        !environ
+            .iter()
+            .any(|v| v.starts_with(b"TRIBUTARY_RUNNER_CONFIG")),
+        "the runner dropped its configuration variable after reading it"
+    );
+    let mut fds: Vec<u32> = std::fs::read_dir(format!("/proc/{runner}/fd"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
+        .collect();
+    fds.sort();
+    // Above stdio, only the socket on 3 and the runner's own clones of it (reader and writer).
+    let link = |fd: u32| std::fs::read_link(format!("/proc/{runner}/fd/{fd}")).unwrap();
+    assert_eq!(fds[..4], [0, 1, 2, 3]);
+    assert!(link(3).to_string_lossy().starts_with("socket:["));
+    for fd in &fds[3..] {
+        assert_eq!(
+            link(*fd),
+            link(3),
+            "descriptor {fd} is not the runner's socket"
+        );
+    }
+    let status = std::fs::read_to_string(format!("/proc/{runner}/status")).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.split_whitespace().eq(["NoNewPrivs:", "1"])),
+        "{status}"
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{runner}/limits")).unwrap();
+    let address_space = limits
+        .lines()
+        .find(|l| l.starts_with("Max address space"))
+        .unwrap();
+    assert_eq!(
+        address_space.split_whitespace().collect::<Vec<_>>()[3..6],
+        ["314572800", "314572800", "bytes"]
+    );
+    assert_eq!(terminate(child).code(), Some(0));
+    wait_gone(&runners);
+}
+
+/// The figures of process isolation, printed (no timing is asserted): a 20-item page from an
+/// isolated source vs the same source in-process, the time from a runner's crash to serving again,
+/// and the memory of a runner. Run with
+/// `cargo test -p tributary-tests --test e2e isolation::figures -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "prints figures; run on demand"]
+async fn figures() {
+    const PAGES: usize = 300;
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut medians = Vec::new();
+    for isolation in ["", "isolation = \"process\"\n"] {
+        let config = write_config(
+            dir.path(),
+            plugins.path(),
+            &format!("[[source]]\nname = \"s\"\nplugin = \"testkit\"\n{isolation}config = {{ generate = 10000 }}\n"),
+        );
+        let (child, address) = spawn(&config, None);
+        let mut client = client(&address).await;
+        let mut token = String::new();
+        let mut times = Vec::with_capacity(PAGES);
+        for _ in 0..PAGES {
+            let started = Instant::now();
+            let page = list(&mut client, 20, &token, None).await;
+            times.push(started.elapsed());
+            assert_eq!(page.available_package_summaries.len(), 20);
+            token = page.next_page_token;
+        }
+        times.sort();
+        let (median, p90) = (times[PAGES / 2], times[PAGES * 9 / 10]);
+        let mode = if isolation.is_empty() {
+            "in-process"
+        } else {
+            "process"
+        };
+        println!("20-item page, {mode}: median {median:?}, p90 {p90:?} over {PAGES} pages");
+        medians.push(median);
+        if !isolation.is_empty() {
+            let runner = children_of(child.id())[0];
+            let rss = |pid: u32| {
+                std::fs::read_to_string(format!("/proc/{pid}/status"))
+                    .unwrap()
+                    .lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .unwrap()
+                    .to_owned()
+            };
+            println!(
+                "memory: runner {} / server {}",
+                rss(runner),
+                rss(child.id())
+            );
+            // Crash to serving again: kill the runner, then ask until a page has no failure. This
+            // includes the first restart back-off (100 ms).
+            let killed = Instant::now();
+            Command::new("kill")
+                .args(["-KILL", &runner.to_string()])
+                .status()
+                .unwrap();
+            loop {
+                let page = list(&mut client, 20, "", None).await;
+                if page.failed_sources.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            println!(
+                "crash to serving again: {:?} (includes the 100 ms back-off)",
+                killed.elapsed()
+            );
+        }
+        terminate(child);
+    }
+    println!(
+        "ratio process / in-process (medians): {:.2}",
+        medians[1].as_secs_f64() / medians[0].as_secs_f64()
+    );
+}
