@@ -23,7 +23,9 @@ use std::{
 
 use abi_stable::std_types::{ROption, RResult, RString};
 use tokio::{sync::mpsc, task::JoinSet};
-use tributary_plugin_api::{ErrorKind, Filter, ListRequest, SeekKey, Summary};
+use tributary_plugin_api::{
+    contract, ErrorKind, Filter, ListRequest, PluginError, SeekKey, Summary,
+};
 
 use crate::{
     guard::{self, Budget, CallError},
@@ -358,7 +360,8 @@ async fn feed(
         let batch = call_list(&source, request, budget)
             .await
             .and_then(|(returned, items)| {
-                check(&items, &returned).map_err(|message| (FailureKind::Contract, message))?;
+                contract::check_list(&returned, &items)
+                    .map_err(|v| (FailureKind::Contract, v.into_message()))?;
                 let fetched = items.len();
                 let exhausted = fetched < returned.limit as usize;
                 let next_after = items.last().map(|last| SeekKey {
@@ -422,8 +425,17 @@ async fn call_list(
     .await;
     match result {
         Ok((request, RResult::ROk(items))) => Ok((request, items.into_vec())),
-        Ok((_, RResult::RErr(e))) => Err((FailureKind::Plugin(e.kind), e.message.into_string())),
+        Ok((_, RResult::RErr(e))) => Err(plugin_error(e)),
         Err(e) => Err(call_failure(e)),
+    }
+}
+
+/// The failure kind and message of a plugin's error; an error that itself breaks the contract (a
+/// message too long or not UTF-8) is a contract violation.
+pub fn plugin_error(error: PluginError) -> (FailureKind, String) {
+    match contract::check_error(&error) {
+        Ok(()) => (FailureKind::Plugin(error.kind), error.message.into_string()),
+        Err(v) => (FailureKind::Contract, v.into_message()),
     }
 }
 
@@ -435,119 +447,6 @@ pub fn call_failure(error: CallError) -> (FailureKind, String) {
         CallError::Overloaded(m) => (FailureKind::Overloaded, m),
         CallError::Aborted(m) => (FailureKind::Plugin(ErrorKind::Internal), m),
     }
-}
-
-/// Longest name or identifier a source may return, in bytes: clients send identifiers back, and the
-/// service accepts no longer ones.
-pub const MAX_KEY_BYTES: usize = crate::service::MAX_VALUE_BYTES;
-/// Longest other text field, in bytes.
-pub const MAX_TEXT_BYTES: usize = 64 * 1024;
-/// Most categories on one item.
-pub const MAX_CATEGORIES: usize = 64;
-
-/// Checks one item's fields: non-empty identifier, sane sizes, valid UTF-8 (an `RString` built with
-/// `unsafe` code in a plugin could hold anything, and prost would refuse to encode it).
-fn check_fields(item: &Summary) -> Result<(), String> {
-    let printable = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(64)]).into_owned();
-    if item.identifier.is_empty() {
-        return Err(format!(
-            "item named {:?} has an empty identifier",
-            printable(item.name.as_bytes())
-        ));
-    }
-    let texts: [(&str, &RString, usize); 8] = [
-        ("identifier", &item.identifier, MAX_KEY_BYTES),
-        ("name", &item.name, MAX_KEY_BYTES),
-        ("display_name", &item.display_name, MAX_TEXT_BYTES),
-        ("latest_version", &item.latest_version, MAX_TEXT_BYTES),
-        (
-            "latest_app_version",
-            &item.latest_app_version,
-            MAX_TEXT_BYTES,
-        ),
-        ("short_description", &item.short_description, MAX_TEXT_BYTES),
-        ("icon_url", &item.icon_url, MAX_TEXT_BYTES),
-        ("repository", &item.repository, MAX_TEXT_BYTES),
-    ];
-    let categories = item
-        .categories
-        .iter()
-        .map(|c| ("categories[]", c, MAX_KEY_BYTES));
-    if item.categories.len() > MAX_CATEGORIES {
-        return Err(format!(
-            "item {:?} has {} categories, at most {MAX_CATEGORIES} are allowed",
-            printable(item.identifier.as_bytes()),
-            item.categories.len()
-        ));
-    }
-    for (field, value, max) in texts.into_iter().chain(categories) {
-        let bytes = value.as_bytes();
-        if bytes.len() > max {
-            return Err(format!(
-                "item {:?} has a {field} of {} bytes, at most {max} are allowed",
-                printable(item.identifier.as_bytes()),
-                bytes.len()
-            ));
-        }
-        if std::str::from_utf8(bytes).is_err() {
-            return Err(format!(
-                "item {:?} has a {field} that is not valid UTF-8",
-                printable(item.identifier.as_bytes())
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Checks a batch against the listing contract.
-fn check(items: &[Summary], request: &ListRequest) -> Result<(), String> {
-    if items.len() > request.limit as usize {
-        return Err(format!(
-            "returned {} items, more than the {} asked for",
-            items.len(),
-            request.limit
-        ));
-    }
-    let mut previous: Option<&Summary> = None;
-    let mut identifiers = std::collections::HashSet::with_capacity(items.len());
-    for item in items {
-        check_fields(item)?;
-        if !identifiers.insert(item.identifier.as_str()) {
-            return Err(format!(
-                "identifier {:?} appears twice in one answer (items named {:?} and another)",
-                item.identifier.as_str(),
-                item.name.as_str()
-            ));
-        }
-        match previous {
-            Some(prev) => {
-                if prev.key_cmp(item) != Ordering::Less {
-                    return Err(format!(
-                        "items out of order: ({:?}, {:?}) came after ({:?}, {:?}); sources must sort by name, then identifier, as bytes",
-                        item.name.as_str(),
-                        item.identifier.as_str(),
-                        prev.name.as_str(),
-                        prev.identifier.as_str()
-                    ));
-                }
-            }
-            None => {
-                if let ROption::RSome(key) = &request.after {
-                    if !item.is_after(key) {
-                        return Err(format!(
-                            "item ({:?}, {:?}) is not after the requested key ({:?}, {:?})",
-                            item.name.as_str(),
-                            item.identifier.as_str(),
-                            key.name.as_str(),
-                            key.identifier.as_str()
-                        ));
-                    }
-                }
-            }
-        }
-        previous = Some(item);
-    }
-    Ok(())
 }
 
 /// A binary min-heap of lane indices, ordered by each lane's head item under the merged order

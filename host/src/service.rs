@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Instant};
 
 use abi_stable::std_types::{RResult, RStr, RString, RVec};
 use tonic::{Request, Response, Status};
-use tributary_plugin_api::{Detail, ErrorKind, Filter, PluginError, Summary};
+use tributary_plugin_api::{contract, Detail, ErrorKind, Filter, PluginError, Summary};
 use tributary_proto::v1::{
     self as pb, packages_service_server::PackagesService, plugins_service_server::PluginsService,
 };
@@ -26,7 +26,7 @@ pub const MAX_QUERY_CHARS: usize = 256;
 /// Most values in one repeated filter field.
 pub const MAX_FILTER_VALUES: usize = 100;
 /// Longest single filter value or identifier, in bytes.
-pub const MAX_VALUE_BYTES: usize = 1024;
+pub const MAX_VALUE_BYTES: usize = tributary_plugin_api::contract::MAX_KEY_BYTES;
 
 /// The state behind both services.
 pub struct Catalog {
@@ -371,15 +371,6 @@ impl PackagesService for Catalog {
                     ),
                 )
             })?;
-        if detail.summary.identifier.as_str() != reference.identifier {
-            return Err(Status::internal(format!(
-                "source {:?} (plugin {:?}) answered identifier {:?} with a package whose identifier is {:?}",
-                source.name,
-                source.plugin,
-                reference.identifier,
-                detail.summary.identifier.as_str()
-            )));
-        }
         Ok(Response::new(pb::GetAvailablePackageDetailResponse {
             available_package_detail: Some(detail_pb(&source.name, detail)),
         }))
@@ -391,16 +382,28 @@ async fn call_detail(
     identifier: String,
     budget: Budget,
 ) -> Result<Detail, (tonic::Code, String)> {
+    let identifier_for_check = identifier.clone();
     let result = guard::call(source, "detail", budget, move |src| {
         src.imp.detail(RStr::from_str(&identifier))
     })
     .await;
+    let contract_error = |message: String| {
+        (
+            tonic::Code::Internal,
+            format!("{}: {message}", FailureKind::Contract.name()),
+        )
+    };
     match result {
-        Ok(RResult::ROk(detail)) => Ok(detail),
-        Ok(RResult::RErr(e)) => Err((
-            code_for(e.kind),
-            format!("{}: {}", e.kind.name(), e.message),
-        )),
+        Ok(RResult::ROk(detail)) => match contract::check_detail(&identifier_for_check, &detail) {
+            Ok(()) => Ok(detail),
+            Err(v) => Err(contract_error(v.into_message())),
+        },
+        Ok(RResult::RErr(e)) => match engine::plugin_error(e) {
+            (FailureKind::Plugin(kind), message) => {
+                Err((code_for(kind), format!("{}: {message}", kind.name())))
+            }
+            (_, message) => Err(contract_error(message)),
+        },
         Err(e) => {
             let (kind, message) = engine::call_failure(e);
             let code = match kind {

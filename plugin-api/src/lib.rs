@@ -7,6 +7,7 @@
 //!
 //! # Layout
 //! - [`types`]: the FFI-safe data that crosses the boundary (summaries, details, requests, errors).
+//! - [`contract`]: the checks the host applies to every answer and error, for plugin tests too.
 //! - [`ffi`]: the root module and the `#[sabi_trait]` object; what the host sees.
 //! - [`export_plugin!`] and [`guard`]: how a plugin is exported, with every entry point run under
 //!   `catch_unwind` so that a panic becomes an error value instead of ending the host process.
@@ -27,7 +28,7 @@
 //! 4. only items that match `request.filter` ([`Filter::matches`] is the definition). The host
 //!    re-applies the filter, so a source that skips filtering is still correct, only slower.
 //!
-//! The host checks 1-3 on every response and treats a breach as that source's error (the page is
+//! The host checks 1-3 (and field sizes and UTF-8, see [`contract`]) on every response and treats a breach as that source's error (the page is
 //! then served without it). Because the host resumes by *key*, not by offset, a source whose data
 //! changes between two pages neither repeats nor skips the items that were present before and after
 //! the change. [`ListRequest::select`] implements the whole contract over a sorted slice, including an
@@ -44,6 +45,7 @@
 
 #![allow(non_local_definitions, non_camel_case_types)]
 
+pub mod contract;
 pub mod ffi;
 pub mod types;
 

@@ -7,6 +7,7 @@ mod compat;
 mod examples;
 mod faults;
 mod fuzz;
+mod honest;
 mod merge;
 mod random;
 mod robust;

@@ -9,6 +9,7 @@
 //!            error_on_call = 2, panic_on_call = 2, hang_on_call = 2, hang_ms = 2000, unordered_on_call = 2,
 //!            oversize_on_call = 2, stale_on_call = 2, duplicate_id_on_call = 2,
 //!            huge_field_on_call = 2, bad_utf8_on_call = 2, panic_in_detail = true,
+//!            bad_utf8_in_detail = true, long_error_in_detail = 100000,
 //!            calls_file = "/tmp/calls" }
 //! ```
 //! `*_on_call` counts list calls from 1; `calls_file` gets one line per list call, so that a test can
@@ -90,6 +91,11 @@ struct Config {
     bad_utf8_on_call: Option<u64>,
     #[serde(default)]
     panic_in_detail: bool,
+    /// Answer `detail` with a display name that is not valid UTF-8.
+    #[serde(default)]
+    bad_utf8_in_detail: bool,
+    /// Fail `detail` with an error whose message is this many bytes long.
+    long_error_in_detail: Option<usize>,
     calls_file: Option<PathBuf>,
     #[serde(rename = "$base_dir")]
     #[allow(dead_code)]
@@ -277,12 +283,21 @@ impl PackageSource for TestkitSource {
         if self.config.panic_in_detail {
             panic!("injected panic in detail");
         }
+        if let Some(len) = self.config.long_error_in_detail {
+            return Err(PluginError::unavailable("e".repeat(len)));
+        }
         let summary = self
             .items
             .iter()
             .find(|s| s.identifier.as_str() == identifier)
             .cloned()
             .ok_or_else(|| PluginError::not_found(format!("no item with id {identifier:?}")))?;
+        let mut summary = summary;
+        if self.config.bad_utf8_in_detail {
+            // SAFETY: deliberately not UTF-8, to prove the host checks; the host only inspects bytes.
+            summary.display_name =
+                unsafe { RString::from_utf8_unchecked(vec![0x66, 0xff, 0xfe].into()) };
+        }
         Ok(Detail {
             summary,
             versions: RVec::new(),
