@@ -130,7 +130,8 @@ pub struct PageStats {
 /// A merged page.
 pub struct Page {
     pub items: Vec<Item>,
-    /// Whether items may follow the last one (the caller then issues a token).
+    /// Whether items may follow the last one (the caller then issues a token). True whenever a
+    /// source failed: only sources that answered can be known to be exhausted.
     pub more: bool,
     /// Sources that failed during this page, in source order.
     pub failures: Vec<Failure>,
@@ -266,6 +267,9 @@ pub async fn merge_page(
             heap.push(lane, &lanes);
         }
     }
+    // A failed source is not known to be exhausted: the listing goes on, so that it can serve its
+    // remaining items once it recovers.
+    page.more |= !page.failures.is_empty();
     // Dropping the lanes closes every channel; dropping the JoinSet aborts what is left.
     drop(lanes);
     drop(tasks);

@@ -274,6 +274,7 @@ impl PackagesService for Catalog {
             }
         }
 
+        let resume_from = after.clone();
         let page = engine::merge_page(
             &sources,
             PageRequest {
@@ -293,17 +294,40 @@ impl PackagesService for Catalog {
             "page served"
         );
 
+        // Every selected source failed: that is not an empty catalog.
+        let none_answered = (sources.is_empty() && !startup_failures.is_empty())
+            || (!sources.is_empty() && page.failures.len() == sources.len());
+        if none_answered {
+            let mut all: Vec<&Failure> = startup_failures.iter().chain(&page.failures).collect();
+            all.sort_by(|a, b| a.source.cmp(&b.source));
+            return Err(Status::unavailable(format!(
+                "no source could answer: {}",
+                all.iter()
+                    .map(|f| f.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )));
+        }
+        // An empty page on which a source failed resumes where it started (the empty key is before
+        // every item: identifiers are never empty).
         let next_page_token = match (page.more, page.items.last()) {
-            (true, Some(last)) => PageToken {
+            (false, _) => String::new(),
+            (true, last) => PageToken {
                 filter_fingerprint: filter.fingerprint,
-                last: MergeKey {
-                    name: last.summary.name.to_string(),
-                    source: sources[last.source].name.to_string(),
-                    identifier: last.summary.identifier.to_string(),
+                last: match last {
+                    Some(last) => MergeKey {
+                        name: last.summary.name.to_string(),
+                        source: sources[last.source].name.to_string(),
+                        identifier: last.summary.identifier.to_string(),
+                    },
+                    None => resume_from.unwrap_or(MergeKey {
+                        name: String::new(),
+                        source: String::new(),
+                        identifier: String::new(),
+                    }),
                 },
             }
             .encode(),
-            _ => String::new(),
         };
         let mut failed_sources: Vec<pb::SourceFailure> =
             startup_failures.iter().map(failure_pb).collect();

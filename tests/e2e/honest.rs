@@ -4,7 +4,7 @@
 use serde_json::json;
 use tonic::Code;
 use tributary_proto::v1 as pb;
-use tributary_tests::{source, start_with};
+use tributary_tests::{keys, list, list_request, source, start_with};
 
 fn detail_request(source: &str, identifier: &str) -> pb::GetAvailablePackageDetailRequest {
     pb::GetAvailablePackageDetailRequest {
@@ -68,6 +68,127 @@ async fn detail_answers_and_plugin_errors_are_checked() {
     assert_eq!(
         err.message(),
         "source \"short-error\" (plugin \"testkit\"), identifier \"x\": unavailable: eeeeeeeeee"
+    );
+    server.stop().await;
+}
+
+fn items(names: &[&str]) -> serde_json::Value {
+    json!({ "items": names.iter().map(|n| json!({ "name": n })).collect::<Vec<_>>() })
+}
+
+/// Sources a (a-1..a-3) and b (b-1..b-3, failing its first call), page size 10: the page with b
+/// failed carries a token, and b's items come on the next page once it answers.
+#[tokio::test]
+async fn a_failed_source_does_not_end_the_listing() {
+    let (_plugins, server) = start_with(
+        &["testkit"],
+        vec![
+            source("a", "testkit", items(&["a-1", "a-2", "a-3"])),
+            source("b", "testkit", {
+                let mut c = items(&["b-1", "b-2", "b-3"]);
+                c["error_on_call"] = json!(1);
+                c
+            }),
+        ],
+    )
+    .await;
+    let mut client = server.packages().await;
+    let first = list(&mut client, 10, "", None).await;
+    assert_eq!(
+        keys(&first.available_package_summaries),
+        ["a-1@a/a-1", "a-2@a/a-2", "a-3@a/a-3"]
+    );
+    assert_eq!(first.failed_sources.len(), 1);
+    assert_eq!(first.failed_sources[0].source, "b");
+    assert!(
+        !first.next_page_token.is_empty(),
+        "b has not been exhausted"
+    );
+    let second = list(&mut client, 10, &first.next_page_token, None).await;
+    assert_eq!(
+        keys(&second.available_package_summaries),
+        ["b-1@b/b-1", "b-2@b/b-2", "b-3@b/b-3"]
+    );
+    assert!(second.failed_sources.is_empty());
+    assert_eq!(second.next_page_token, "");
+    server.stop().await;
+}
+
+/// When every source that could still have items fails, the call is UNAVAILABLE naming them, not an
+/// empty, complete catalog.
+#[tokio::test]
+async fn every_source_failing_is_unavailable() {
+    let failing = |names: &[&str]| {
+        let mut c = items(names);
+        c["error_on_call"] = json!(1);
+        c
+    };
+    let (_plugins, server) = start_with(
+        &["testkit"],
+        vec![
+            source("a", "testkit", failing(&["a-1"])),
+            source("b", "testkit", failing(&["b-1"])),
+        ],
+    )
+    .await;
+    let mut client = server.packages().await;
+    let err = client
+        .list_available_package_summaries(list_request(10, "", None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert_eq!(
+        err.message(),
+        "no source could answer: source \"a\" (plugin \"testkit\") unavailable: injected error on call 1; source \"b\" (plugin \"testkit\") unavailable: injected error on call 1"
+    );
+    // They recover: the same request now serves both.
+    let page = list(&mut client, 10, "", None).await;
+    assert_eq!(
+        keys(&page.available_package_summaries),
+        ["a-1@a/a-1", "b-1@b/b-1"]
+    );
+    assert_eq!(page.next_page_token, "");
+    server.stop().await;
+}
+
+/// The failed source held the last items: the listing does not end with them unserved.
+#[tokio::test]
+async fn a_source_failing_mid_listing_is_resumed() {
+    let (_plugins, server) = start_with(
+        &["testkit"],
+        vec![
+            source("a", "testkit", items(&["a-1", "a-2"])),
+            source("b", "testkit", {
+                let mut c = items(&["z-1", "z-2", "z-3"]);
+                c["error_on_call"] = json!(2);
+                c
+            }),
+        ],
+    )
+    .await;
+    let mut client = server.packages().await;
+    let mut served = Vec::new();
+    let mut token = String::new();
+    let mut failures = 0;
+    for _ in 0..10 {
+        let page = list(&mut client, 2, &token, None).await;
+        served.extend(keys(&page.available_package_summaries));
+        failures += page.failed_sources.len();
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(failures, 1, "b failed once");
+    assert_eq!(
+        served,
+        [
+            "a-1@a/a-1",
+            "a-2@a/a-2",
+            "z-1@b/z-1",
+            "z-2@b/z-2",
+            "z-3@b/z-3"
+        ]
     );
     server.stop().await;
 }
