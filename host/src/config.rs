@@ -16,6 +16,10 @@ use serde::Deserialize;
 use crate::guard::GuardLimits;
 
 /// The address served when neither the file nor the command line names one.
+/// The most `max_calls_per_source` accepts: blocking threads are a shared, bounded pool.
+pub const MAX_CALLS_PER_SOURCE: usize = 256;
+/// The most a duration key in milliseconds accepts (one hour); larger values overflow deadlines.
+pub const MAX_MILLIS: u64 = 3_600_000;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 /// How long one plugin call may take before the source counts as unavailable for that request.
 pub const DEFAULT_SOURCE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -177,6 +181,12 @@ impl Config {
                     "must be at least 1".into(),
                 ))
             }
+            Some(ms) if ms > MAX_MILLIS => {
+                return Err(invalid(
+                    "source_timeout_ms".into(),
+                    format!("{ms} is too large: at most {MAX_MILLIS} (one hour)"),
+                ))
+            }
             Some(ms) => Duration::from_millis(ms),
         };
 
@@ -189,6 +199,12 @@ impl Config {
                     "must be at least 1".into(),
                 ))
             }
+            Some(n) if n > MAX_CALLS_PER_SOURCE => {
+                return Err(invalid(
+                    "max_calls_per_source".into(),
+                    format!("{n} is too large: at most {MAX_CALLS_PER_SOURCE}"),
+                ))
+            }
             Some(n) => guard_limits.max_calls = n,
         }
         match file.unhealthy_backoff_ms {
@@ -197,6 +213,12 @@ impl Config {
                 return Err(invalid(
                     "unhealthy_backoff_ms".into(),
                     "must be at least 1".into(),
+                ))
+            }
+            Some(ms) if ms > MAX_MILLIS => {
+                return Err(invalid(
+                    "unhealthy_backoff_ms".into(),
+                    format!("{ms} is too large: at most {MAX_MILLIS} (one hour)"),
                 ))
             }
             Some(ms) => guard_limits.backoff = Duration::from_millis(ms),
@@ -348,6 +370,18 @@ mod tests {
             ("plugin_dir = 'p'\nsource_timeout_ms = 0", "key `source_timeout_ms`"),
             ("plugin_dir = 'p'\nmax_calls_per_source = 0", "key `max_calls_per_source`"),
             ("plugin_dir = 'p'\nunhealthy_backoff_ms = 0", "key `unhealthy_backoff_ms`"),
+            (
+                "plugin_dir = 'p'\nmax_calls_per_source = 4611686018427387904",
+                "key `max_calls_per_source`: 4611686018427387904 is too large: at most 256",
+            ),
+            (
+                "plugin_dir = 'p'\nsource_timeout_ms = 18446744073709551615",
+                "key `source_timeout_ms`: 18446744073709551615 is too large",
+            ),
+            (
+                "plugin_dir = 'p'\nunhealthy_backoff_ms = 3600001",
+                "key `unhealthy_backoff_ms`: 3600001 is too large",
+            ),
             ("plugin_dir = 'p'\non_source_error = 'explode'", "unknown variant `explode`"),
             ("plugin_dir = = 'p'", "t.toml"),
         ];
