@@ -16,6 +16,13 @@ use serde::Deserialize;
 use crate::guard::GuardLimits;
 
 /// The address served when neither the file nor the command line names one.
+/// A page's byte budget when the configuration says nothing: below the 4 MiB that gRPC clients
+/// accept by default, with room for the response's other fields.
+pub const DEFAULT_MAX_PAGE_BYTES: usize = 3 * 1024 * 1024;
+/// The least `max_page_bytes` accepts: one item of maximal size always fits.
+pub const MIN_PAGE_BYTES: usize = 1024 * 1024;
+/// The most `max_page_bytes` accepts.
+pub const MAX_PAGE_BYTES_LIMIT: usize = 64 * 1024 * 1024;
 /// The most `max_calls_per_source` accepts: blocking threads are a shared, bounded pool.
 pub const MAX_CALLS_PER_SOURCE: usize = 256;
 /// The most a duration key in milliseconds accepts (one hour); larger values overflow deadlines.
@@ -37,6 +44,9 @@ pub struct Config {
     pub source_timeout: Duration,
     /// Calls in flight per source, and the first back-off after a source timeout.
     pub guard_limits: GuardLimits,
+    /// A page's byte budget (`max_page_bytes`): the page ends early, with a token, before the next
+    /// item would take it past this.
+    pub max_page_bytes: usize,
     /// Refuse plugin files and a plugin directory that others can write (see
     /// [`crate::loader::insecure_reason`]). On unless `allow_insecure_plugin_dir = true`.
     pub strict_permissions: bool,
@@ -92,6 +102,7 @@ struct FileConfig {
     #[serde(default)]
     allow_insecure_plugin_dir: bool,
     unhealthy_backoff_ms: Option<u64>,
+    max_page_bytes: Option<usize>,
     #[serde(default)]
     source: Vec<FileSource>,
 }
@@ -224,6 +235,17 @@ impl Config {
             Some(ms) => guard_limits.backoff = Duration::from_millis(ms),
         }
 
+        let max_page_bytes = match file.max_page_bytes {
+            None => DEFAULT_MAX_PAGE_BYTES,
+            Some(n) if !(MIN_PAGE_BYTES..=MAX_PAGE_BYTES_LIMIT).contains(&n) => {
+                return Err(invalid(
+                    "max_page_bytes".into(),
+                    format!("{n} is out of range: {MIN_PAGE_BYTES} to {MAX_PAGE_BYTES_LIMIT}"),
+                ))
+            }
+            Some(n) => n,
+        };
+
         let mut seen: HashMap<&str, usize> = HashMap::new();
         let mut sources = Vec::with_capacity(file.source.len());
         for (i, s) in file.source.iter().enumerate() {
@@ -279,6 +301,7 @@ impl Config {
             on_source_error: file.on_source_error,
             source_timeout,
             guard_limits,
+            max_page_bytes,
             strict_permissions: !file.allow_insecure_plugin_dir,
         })
     }
@@ -377,6 +400,10 @@ mod tests {
             (
                 "plugin_dir = 'p'\nsource_timeout_ms = 18446744073709551615",
                 "key `source_timeout_ms`: 18446744073709551615 is too large",
+            ),
+            (
+                "plugin_dir = 'p'\nmax_page_bytes = 1000",
+                "key `max_page_bytes`: 1000 is out of range: 1048576 to 67108864",
             ),
             (
                 "plugin_dir = 'p'\nunhealthy_backoff_ms = 3600001",

@@ -40,6 +40,40 @@ pub struct EngineOptions {
     pub source_timeout: Duration,
     /// Fail the whole page on the first source failure instead of serving the others.
     pub fail_fast: bool,
+    /// A page ends early (with more to come) before the next item would take its estimated encoded
+    /// size ([`summary_bytes`]) past this. The first item is always served.
+    pub max_page_bytes: usize,
+}
+
+impl EngineOptions {
+    /// The options a configuration asks for.
+    pub fn from_config(config: &crate::config::Config) -> EngineOptions {
+        EngineOptions {
+            source_timeout: config.source_timeout,
+            fail_fast: config.on_source_error == crate::config::OnSourceError::Fail,
+            max_page_bytes: config.max_page_bytes,
+        }
+    }
+}
+
+/// An upper estimate of one summary's encoded size in a response, in bytes: every field's bytes,
+/// plus a tag and a length prefix of up to 4 bytes each, plus the source name.
+pub fn summary_bytes(summary: &Summary, source_name: &str) -> usize {
+    const FIELD: usize = 6;
+    let texts = [
+        &summary.identifier,
+        &summary.name,
+        &summary.display_name,
+        &summary.latest_version,
+        &summary.latest_app_version,
+        &summary.short_description,
+        &summary.icon_url,
+        &summary.repository,
+    ];
+    let text: usize = texts.iter().map(|t| t.len() + FIELD).sum();
+    let categories: usize = summary.categories.iter().map(|c| c.len() + FIELD).sum();
+    // The summary's own tag and length, and the reference (source and identifier again).
+    text + categories + 2 * FIELD + source_name.len() + summary.identifier.len() + 2 * FIELD
 }
 
 impl Default for EngineOptions {
@@ -47,6 +81,7 @@ impl Default for EngineOptions {
         EngineOptions {
             source_timeout: crate::config::DEFAULT_SOURCE_TIMEOUT,
             fail_fast: false,
+            max_page_bytes: crate::config::DEFAULT_MAX_PAGE_BYTES,
         }
     }
 }
@@ -248,7 +283,16 @@ pub async fn merge_page(
         }
     }
 
+    let mut page_bytes = 0usize;
     while let Some(lane) = heap.pop(&lanes) {
+        let head = &lanes[lane].buffer.as_slice()[0];
+        let bytes = summary_bytes(head, &lanes[lane].source.name);
+        if !page.items.is_empty() && page_bytes + bytes > options.max_page_bytes {
+            // The page is full by size: this item leads the next page.
+            page.more = true;
+            break;
+        }
+        page_bytes += bytes;
         let summary = lanes[lane]
             .buffer
             .next()

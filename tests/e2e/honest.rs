@@ -192,3 +192,42 @@ async fn a_source_failing_mid_listing_is_resumed() {
     );
     server.stop().await;
 }
+
+/// 200 items with 60 KB descriptions (within the field limits), page size 1000: each page stays
+/// within the byte budget that a default client (4 MiB limit) accepts, ends early with a token, and
+/// paging serves every item exactly once.
+#[tokio::test]
+async fn a_page_stays_within_its_byte_budget() {
+    use prost::Message;
+    let (_plugins, server) = start_with(
+        &["testkit"],
+        vec![source(
+            "big",
+            "testkit",
+            json!({ "generate": 200, "description_bytes": 60_000 }),
+        )],
+    )
+    .await;
+    let mut client = server.packages().await;
+    let mut token = String::new();
+    let mut served = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = list(&mut client, 1000, &token, None).await;
+        let bytes = page.encoded_len();
+        assert!(
+            bytes <= tributary_host::config::DEFAULT_MAX_PAGE_BYTES,
+            "page of {bytes} bytes"
+        );
+        pages += 1;
+        served.extend(keys(&page.available_package_summaries));
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    let expected: Vec<String> = (0..200).map(|i| format!("pkg-{i:010}@big/g{i}")).collect();
+    assert_eq!(served, expected);
+    assert_eq!(pages, 4, "52 items of ~60 KB fit in 3 MiB");
+    server.stop().await;
+}

@@ -7,7 +7,7 @@ use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use clap::{Parser, Subcommand};
 use tributary_host::{
-    config::{Config, OnSourceError, Overrides},
+    config::{Config, Overrides},
     engine::EngineOptions,
     registry::{Registry, StartError},
     server, service,
@@ -129,10 +129,7 @@ async fn run(config: Config, registry: Arc<Registry>, grace: Duration) -> Result
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     let catalog = Arc::new(service::Catalog::new(
         registry,
-        EngineOptions {
-            source_timeout: config.source_timeout,
-            fail_fast: config.on_source_error == OnSourceError::Fail,
-        },
+        EngineOptions::from_config(&config),
     ));
     // Tests and scripts wait for this line (the port matters when listening on port 0).
     tracing::info!(%address, "serving gRPC");

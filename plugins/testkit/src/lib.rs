@@ -9,7 +9,7 @@
 //!            error_on_call = 2, panic_on_call = 2, hang_on_call = 2, hang_ms = 2000, unordered_on_call = 2,
 //!            oversize_on_call = 2, stale_on_call = 2, duplicate_id_on_call = 2,
 //!            huge_field_on_call = 2, bad_utf8_on_call = 2, panic_in_detail = true,
-//!            bad_utf8_in_detail = true, long_error_in_detail = 100000,
+//!            description_bytes = 60000, bad_utf8_in_detail = true, long_error_in_detail = 100000,
 //!            calls_file = "/tmp/calls" }
 //! ```
 //! `*_on_call` counts list calls from 1; `calls_file` gets one line per list call, so that a test can
@@ -68,6 +68,8 @@ struct Config {
     generate: u64,
     #[serde(default = "default_prefix")]
     prefix: String,
+    /// Generated items' description length in bytes (default: a short text).
+    description_bytes: Option<usize>,
     fail_new: Option<String>,
     panic_new: Option<String>,
     #[serde(default)]
@@ -160,7 +162,10 @@ impl TestkitSource {
             display_name: RString::from(name.as_str()),
             name: RString::from(name),
             latest_version: RString::from("1.0.0"),
-            short_description: RString::from("generated item"),
+            short_description: match self.config.description_bytes {
+                Some(n) => RString::from("d".repeat(n)),
+                None => RString::from("generated item"),
+            },
             repository: RString::from("generated"),
             ..Summary::default()
         }
