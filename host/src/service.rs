@@ -368,6 +368,12 @@ impl PackagesService for Catalog {
                 "available_package_ref.identifier is longer than {MAX_VALUE_BYTES} bytes"
             )));
         }
+        if reference.source.len() > MAX_VALUE_BYTES {
+            return Err(invalid(format!(
+                "available_package_ref.source is {} bytes long, at most {MAX_VALUE_BYTES} are allowed",
+                reference.source.len()
+            )));
+        }
         let entry = self.registry.source(&reference.source).ok_or_else(|| {
             Status::not_found(format!(
                 "no source named {:?} (available_package_ref.source)",

@@ -231,3 +231,21 @@ async fn a_page_stays_within_its_byte_budget() {
     assert_eq!(pages, 4, "52 items of ~60 KB fit in 3 MiB");
     server.stop().await;
 }
+
+/// A 500 KB source name in a detail reference (1 MiB requests are OUT_OF_RANGE already) is refused without being echoed.
+#[tokio::test]
+async fn a_huge_source_name_is_refused_without_echo() {
+    let (_plugins, server) =
+        start_with(&["testkit"], vec![source("a", "testkit", items(&["x"]))]).await;
+    let mut client = server.packages().await;
+    let err = client
+        .get_available_package_detail(detail_request(&"s".repeat(500_000), "x"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(
+        err.message(),
+        "available_package_ref.source is 500000 bytes long, at most 1024 are allowed"
+    );
+    server.stop().await;
+}
