@@ -249,3 +249,71 @@ async fn a_huge_source_name_is_refused_without_echo() {
     );
     server.stop().await;
 }
+
+/// Clients whose deadlines are shorter than the source timeout: the plugin's own clock still charges
+/// the overrun (the source goes unhealthy), and eight calls caught in one stall are one step of
+/// back-off, not eight.
+#[tokio::test]
+async fn a_stall_is_charged_on_the_plugins_clock_once() {
+    use std::time::Duration;
+    use tributary_host::guard::GuardLimits;
+    use tributary_proto::v1::source_info::Status as SourceStatus;
+    use tributary_tests::{config, PluginDir, TestServer};
+    let plugins = PluginDir::with(&["testkit"]);
+    let mut cfg = config(
+        plugins.path(),
+        plugins.path(),
+        vec![
+            source("empty", "testkit", json!({})),
+            source(
+                "slow",
+                "testkit",
+                json!({ "items": [{ "name": "b" }], "sleep_ms": 1500 }),
+            ),
+        ],
+    );
+    cfg.source_timeout = Duration::from_millis(400);
+    cfg.guard_limits = GuardLimits {
+        max_calls: 8,
+        backoff: Duration::from_secs(30),
+    };
+    let server = TestServer::start(cfg).await;
+    let client = server.packages().await;
+    let mut requests = Vec::new();
+    for _ in 0..8 {
+        let mut client = client.clone();
+        requests.push(tokio::spawn(async move {
+            let mut request = tonic::Request::new(list_request(10, "", None));
+            request.set_timeout(Duration::from_millis(200));
+            client.list_available_package_summaries(request).await
+        }));
+    }
+    for r in requests {
+        // Either the page (slow: timeout, by the client's deadline) or the client gave up first.
+        if let Ok(page) = r.await.unwrap() {
+            assert_eq!(page.into_inner().failed_sources[0].kind, "timeout");
+        }
+    }
+    let mut slow = None;
+    for _ in 0..200 {
+        let listing = server.listing().await;
+        let s = listing
+            .sources
+            .into_iter()
+            .find(|s| s.name == "slow")
+            .unwrap();
+        if s.status == SourceStatus::Unhealthy as i32 {
+            slow = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let slow = slow.expect("the overrun marks the source unhealthy");
+    assert!(
+        slow.reason
+            .starts_with("unhealthy: 1 call(s) in a row exceeded the source timeout"),
+        "{}",
+        slow.reason
+    );
+    server.stop().await;
+}
