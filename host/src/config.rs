@@ -16,6 +16,17 @@ use serde::Deserialize;
 use crate::guard::GuardLimits;
 
 /// The address served when neither the file nor the command line names one.
+/// A page's byte budget when the configuration says nothing: below the 4 MiB that gRPC clients
+/// accept by default, with room for the response's other fields.
+pub const DEFAULT_MAX_PAGE_BYTES: usize = 3 * 1024 * 1024;
+/// The least `max_page_bytes` accepts: one item of maximal size always fits.
+pub const MIN_PAGE_BYTES: usize = 1024 * 1024;
+/// The most `max_page_bytes` accepts.
+pub const MAX_PAGE_BYTES_LIMIT: usize = 64 * 1024 * 1024;
+/// The most `max_calls_per_source` accepts: blocking threads are a shared, bounded pool.
+pub const MAX_CALLS_PER_SOURCE: usize = 256;
+/// The most a duration key in milliseconds accepts (one hour); larger values overflow deadlines.
+pub const MAX_MILLIS: u64 = 3_600_000;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 /// How long one plugin call may take before the source counts as unavailable for that request.
 pub const DEFAULT_SOURCE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,6 +44,9 @@ pub struct Config {
     pub source_timeout: Duration,
     /// Calls in flight per source, and the first back-off after a source timeout.
     pub guard_limits: GuardLimits,
+    /// A page's byte budget (`max_page_bytes`): the page ends early, with a token, before the next
+    /// item would take it past this.
+    pub max_page_bytes: usize,
     /// Refuse plugin files and a plugin directory that others can write (see
     /// [`crate::loader::insecure_reason`]). On unless `allow_insecure_plugin_dir = true`.
     pub strict_permissions: bool,
@@ -118,6 +132,7 @@ struct FileConfig {
     metrics_listen: Option<String>,
     tls: Option<FileTls>,
     auth: Option<FileAuth>,
+    max_page_bytes: Option<usize>,
     #[serde(default)]
     source: Vec<FileSource>,
 }
@@ -257,6 +272,12 @@ impl Config {
                     "must be at least 1".into(),
                 ))
             }
+            Some(ms) if ms > MAX_MILLIS => {
+                return Err(invalid(
+                    "source_timeout_ms".into(),
+                    format!("{ms} is too large: at most {MAX_MILLIS} (one hour)"),
+                ))
+            }
             Some(ms) => Duration::from_millis(ms),
         };
 
@@ -269,6 +290,12 @@ impl Config {
                     "must be at least 1".into(),
                 ))
             }
+            Some(n) if n > MAX_CALLS_PER_SOURCE => {
+                return Err(invalid(
+                    "max_calls_per_source".into(),
+                    format!("{n} is too large: at most {MAX_CALLS_PER_SOURCE}"),
+                ))
+            }
             Some(n) => guard_limits.max_calls = n,
         }
         match file.unhealthy_backoff_ms {
@@ -279,8 +306,25 @@ impl Config {
                     "must be at least 1".into(),
                 ))
             }
+            Some(ms) if ms > MAX_MILLIS => {
+                return Err(invalid(
+                    "unhealthy_backoff_ms".into(),
+                    format!("{ms} is too large: at most {MAX_MILLIS} (one hour)"),
+                ))
+            }
             Some(ms) => guard_limits.backoff = Duration::from_millis(ms),
         }
+
+        let max_page_bytes = match file.max_page_bytes {
+            None => DEFAULT_MAX_PAGE_BYTES,
+            Some(n) if !(MIN_PAGE_BYTES..=MAX_PAGE_BYTES_LIMIT).contains(&n) => {
+                return Err(invalid(
+                    "max_page_bytes".into(),
+                    format!("{n} is out of range: {MIN_PAGE_BYTES} to {MAX_PAGE_BYTES_LIMIT}"),
+                ))
+            }
+            Some(n) => n,
+        };
 
         let mut seen: HashMap<&str, usize> = HashMap::new();
         let mut sources = Vec::with_capacity(file.source.len());
@@ -381,6 +425,7 @@ impl Config {
             on_source_error: file.on_source_error,
             source_timeout,
             guard_limits,
+            max_page_bytes,
             strict_permissions: !file.allow_insecure_plugin_dir,
             metrics_listen,
             tls,
@@ -487,6 +532,22 @@ mod tests {
             (
                 "plugin_dir = 'p'\n[[auth.identity]]\nname = 'ci'\nsources = ['nope']",
                 "key `auth.identity[0].sources[0]`: no [[source]] is named \"nope\"",
+            ),
+            (
+                "plugin_dir = 'p'\nmax_calls_per_source = 4611686018427387904",
+                "key `max_calls_per_source`: 4611686018427387904 is too large: at most 256",
+            ),
+            (
+                "plugin_dir = 'p'\nsource_timeout_ms = 18446744073709551615",
+                "key `source_timeout_ms`: 18446744073709551615 is too large",
+            ),
+            (
+                "plugin_dir = 'p'\nmax_page_bytes = 1000",
+                "key `max_page_bytes`: 1000 is out of range: 1048576 to 67108864",
+            ),
+            (
+                "plugin_dir = 'p'\nunhealthy_backoff_ms = 3600001",
+                "key `unhealthy_backoff_ms`: 3600001 is too large",
             ),
             ("plugin_dir = 'p'\non_source_error = 'explode'", "unknown variant `explode`"),
             ("plugin_dir = = 'p'", "t.toml"),

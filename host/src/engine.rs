@@ -23,7 +23,9 @@ use std::{
 
 use abi_stable::std_types::{ROption, RResult, RString};
 use tokio::{sync::mpsc, task::JoinSet};
-use tributary_plugin_api::{ErrorKind, Filter, ListRequest, SeekKey, Summary};
+use tributary_plugin_api::{
+    contract, ErrorKind, Filter, ListRequest, PluginError, SeekKey, Summary,
+};
 
 use crate::{
     guard::{self, Budget, CallError},
@@ -38,6 +40,40 @@ pub struct EngineOptions {
     pub source_timeout: Duration,
     /// Fail the whole page on the first source failure instead of serving the others.
     pub fail_fast: bool,
+    /// A page ends early (with more to come) before the next item would take its estimated encoded
+    /// size ([`summary_bytes`]) past this. The first item is always served.
+    pub max_page_bytes: usize,
+}
+
+impl EngineOptions {
+    /// The options a configuration asks for.
+    pub fn from_config(config: &crate::config::Config) -> EngineOptions {
+        EngineOptions {
+            source_timeout: config.source_timeout,
+            fail_fast: config.on_source_error == crate::config::OnSourceError::Fail,
+            max_page_bytes: config.max_page_bytes,
+        }
+    }
+}
+
+/// An upper estimate of one summary's encoded size in a response, in bytes: every field's bytes,
+/// plus a tag and a length prefix of up to 4 bytes each, plus the source name.
+pub fn summary_bytes(summary: &Summary, source_name: &str) -> usize {
+    const FIELD: usize = 6;
+    let texts = [
+        &summary.identifier,
+        &summary.name,
+        &summary.display_name,
+        &summary.latest_version,
+        &summary.latest_app_version,
+        &summary.short_description,
+        &summary.icon_url,
+        &summary.repository,
+    ];
+    let text: usize = texts.iter().map(|t| t.len() + FIELD).sum();
+    let categories: usize = summary.categories.iter().map(|c| c.len() + FIELD).sum();
+    // The summary's own tag and length, and the reference (source and identifier again).
+    text + categories + 2 * FIELD + source_name.len() + summary.identifier.len() + 2 * FIELD
 }
 
 impl Default for EngineOptions {
@@ -45,6 +81,7 @@ impl Default for EngineOptions {
         EngineOptions {
             source_timeout: crate::config::DEFAULT_SOURCE_TIMEOUT,
             fail_fast: false,
+            max_page_bytes: crate::config::DEFAULT_MAX_PAGE_BYTES,
         }
     }
 }
@@ -128,7 +165,8 @@ pub struct PageStats {
 /// A merged page.
 pub struct Page {
     pub items: Vec<Item>,
-    /// Whether items may follow the last one (the caller then issues a token).
+    /// Whether items may follow the last one (the caller then issues a token). True whenever a
+    /// source failed: only sources that answered can be known to be exhausted.
     pub more: bool,
     /// Sources that failed during this page, in source order.
     pub failures: Vec<Failure>,
@@ -246,7 +284,16 @@ pub async fn merge_page(
         }
     }
 
+    let mut page_bytes = 0usize;
     while let Some(lane) = heap.pop(&lanes) {
+        let head = &lanes[lane].buffer.as_slice()[0];
+        let bytes = summary_bytes(head, &lanes[lane].source.name);
+        if !page.items.is_empty() && page_bytes + bytes > options.max_page_bytes {
+            // The page is full by size: this item leads the next page.
+            page.more = true;
+            break;
+        }
+        page_bytes += bytes;
         let summary = lanes[lane]
             .buffer
             .next()
@@ -265,6 +312,9 @@ pub async fn merge_page(
             heap.push(lane, &lanes);
         }
     }
+    // A failed source is not known to be exhausted: the listing goes on, so that it can serve its
+    // remaining items once it recovers.
+    page.more |= !page.failures.is_empty();
     // Dropping the lanes closes every channel; dropping the JoinSet aborts what is left.
     drop(lanes);
     drop(tasks);
@@ -359,7 +409,8 @@ async fn feed(
         let batch = call_list(&source, request, budget)
             .await
             .and_then(|(returned, items)| {
-                check(&items, &returned).map_err(|message| (FailureKind::Contract, message))?;
+                contract::check_list(&returned, &items)
+                    .map_err(|v| (FailureKind::Contract, v.into_message()))?;
                 let fetched = items.len();
                 let exhausted = fetched < returned.limit as usize;
                 let next_after = items.last().map(|last| SeekKey {
@@ -423,8 +474,17 @@ async fn call_list(
     .await;
     match result {
         Ok((request, RResult::ROk(items))) => Ok((request, items.into_vec())),
-        Ok((_, RResult::RErr(e))) => Err((FailureKind::Plugin(e.kind), e.message.into_string())),
+        Ok((_, RResult::RErr(e))) => Err(plugin_error(e)),
         Err(e) => Err(call_failure(e)),
+    }
+}
+
+/// The failure kind and message of a plugin's error; an error that itself breaks the contract (a
+/// message too long or not UTF-8) is a contract violation.
+pub fn plugin_error(error: PluginError) -> (FailureKind, String) {
+    match contract::check_error(&error) {
+        Ok(()) => (FailureKind::Plugin(error.kind), error.message.into_string()),
+        Err(v) => (FailureKind::Contract, v.into_message()),
     }
 }
 
@@ -436,119 +496,6 @@ pub fn call_failure(error: CallError) -> (FailureKind, String) {
         CallError::Overloaded(m) => (FailureKind::Overloaded, m),
         CallError::Aborted(m) => (FailureKind::Plugin(ErrorKind::Internal), m),
     }
-}
-
-/// Longest name or identifier a source may return, in bytes: clients send identifiers back, and the
-/// service accepts no longer ones.
-pub const MAX_KEY_BYTES: usize = crate::service::MAX_VALUE_BYTES;
-/// Longest other text field, in bytes.
-pub const MAX_TEXT_BYTES: usize = 64 * 1024;
-/// Most categories on one item.
-pub const MAX_CATEGORIES: usize = 64;
-
-/// Checks one item's fields: non-empty identifier, sane sizes, valid UTF-8 (an `RString` built with
-/// `unsafe` code in a plugin could hold anything, and prost would refuse to encode it).
-fn check_fields(item: &Summary) -> Result<(), String> {
-    let printable = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(64)]).into_owned();
-    if item.identifier.is_empty() {
-        return Err(format!(
-            "item named {:?} has an empty identifier",
-            printable(item.name.as_bytes())
-        ));
-    }
-    let texts: [(&str, &RString, usize); 8] = [
-        ("identifier", &item.identifier, MAX_KEY_BYTES),
-        ("name", &item.name, MAX_KEY_BYTES),
-        ("display_name", &item.display_name, MAX_TEXT_BYTES),
-        ("latest_version", &item.latest_version, MAX_TEXT_BYTES),
-        (
-            "latest_app_version",
-            &item.latest_app_version,
-            MAX_TEXT_BYTES,
-        ),
-        ("short_description", &item.short_description, MAX_TEXT_BYTES),
-        ("icon_url", &item.icon_url, MAX_TEXT_BYTES),
-        ("repository", &item.repository, MAX_TEXT_BYTES),
-    ];
-    let categories = item
-        .categories
-        .iter()
-        .map(|c| ("categories[]", c, MAX_KEY_BYTES));
-    if item.categories.len() > MAX_CATEGORIES {
-        return Err(format!(
-            "item {:?} has {} categories, at most {MAX_CATEGORIES} are allowed",
-            printable(item.identifier.as_bytes()),
-            item.categories.len()
-        ));
-    }
-    for (field, value, max) in texts.into_iter().chain(categories) {
-        let bytes = value.as_bytes();
-        if bytes.len() > max {
-            return Err(format!(
-                "item {:?} has a {field} of {} bytes, at most {max} are allowed",
-                printable(item.identifier.as_bytes()),
-                bytes.len()
-            ));
-        }
-        if std::str::from_utf8(bytes).is_err() {
-            return Err(format!(
-                "item {:?} has a {field} that is not valid UTF-8",
-                printable(item.identifier.as_bytes())
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Checks a batch against the listing contract.
-fn check(items: &[Summary], request: &ListRequest) -> Result<(), String> {
-    if items.len() > request.limit as usize {
-        return Err(format!(
-            "returned {} items, more than the {} asked for",
-            items.len(),
-            request.limit
-        ));
-    }
-    let mut previous: Option<&Summary> = None;
-    let mut identifiers = std::collections::HashSet::with_capacity(items.len());
-    for item in items {
-        check_fields(item)?;
-        if !identifiers.insert(item.identifier.as_str()) {
-            return Err(format!(
-                "identifier {:?} appears twice in one answer (items named {:?} and another)",
-                item.identifier.as_str(),
-                item.name.as_str()
-            ));
-        }
-        match previous {
-            Some(prev) => {
-                if prev.key_cmp(item) != Ordering::Less {
-                    return Err(format!(
-                        "items out of order: ({:?}, {:?}) came after ({:?}, {:?}); sources must sort by name, then identifier, as bytes",
-                        item.name.as_str(),
-                        item.identifier.as_str(),
-                        prev.name.as_str(),
-                        prev.identifier.as_str()
-                    ));
-                }
-            }
-            None => {
-                if let ROption::RSome(key) = &request.after {
-                    if !item.is_after(key) {
-                        return Err(format!(
-                            "item ({:?}, {:?}) is not after the requested key ({:?}, {:?})",
-                            item.name.as_str(),
-                            item.identifier.as_str(),
-                            key.name.as_str(),
-                            key.identifier.as_str()
-                        ));
-                    }
-                }
-            }
-        }
-        previous = Some(item);
-    }
-    Ok(())
 }
 
 /// A binary min-heap of lane indices, ordered by each lane's head item under the merged order

@@ -8,6 +8,12 @@
 //! overruns the *source* timeout, the source is unhealthy and refused without a call until the
 //! back-off ends, doubling with each further overrun up to [`MAX_BACKOFF`]. The first call after the
 //! back-off is a trial: success makes the source healthy again.
+//!
+//! A source is charged only for its own time: its clock runs from when the plugin call starts on its
+//! thread to when it returns, and a watchdog task (not the caller, who may have given up) charges an
+//! overrun of the source timeout. Calls that started before the current back-off began belong to the
+//! same stall and add no step. A call that timed out before it got a thread is `Overloaded` (the
+//! host's queue), not a timeout.
 
 use std::{
     sync::{
@@ -57,6 +63,9 @@ pub struct CallGuard {
 struct State {
     consecutive_timeouts: u32,
     retry_at: Option<Instant>,
+    /// When the back-off in force began: a call that started before it belongs to the same stall and
+    /// adds no further step.
+    backoff_since: Option<Instant>,
 }
 
 /// Whether a source is taking calls, as `ListPlugins` and health report it.
@@ -173,9 +182,17 @@ impl CallGuard {
         Ok(())
     }
 
-    /// Records a call that overran the source timeout; returns the back-off now in force.
-    fn record_timeout(&self) -> Duration {
+    /// Records a call, started at `call_started`, that overran the source timeout; returns the
+    /// back-off now in force. Calls that started before the current back-off began are the same
+    /// stall: one stall is one step of back-off, however many calls it caught.
+    fn record_timeout(&self, call_started: Instant) -> Duration {
         let mut state = self.lock();
+        if let (Some(since), Some(at)) = (state.backoff_since, state.retry_at) {
+            if call_started <= since {
+                return at.saturating_duration_since(Instant::now());
+            }
+        }
+        state.backoff_since = Some(Instant::now());
         state.consecutive_timeouts = state.consecutive_timeouts.saturating_add(1);
         let doublings = state.consecutive_timeouts.saturating_sub(1).min(16);
         let backoff = self
@@ -233,19 +250,51 @@ where
     T: Send + 'static,
     F: FnOnce(&Source) -> T + Send + 'static,
 {
-    let started = Instant::now();
     let (limit, by_source) = budget.for_call();
+    let waited_from = Instant::now();
     let permit = source.guard.admit(limit).await?;
-    let time = limit.saturating_sub(started.elapsed());
     let src = source.clone();
+    // The source's clock runs from when the plugin call starts on its thread to when it returns,
+    // whoever stops waiting: a watchdog, not the caller, charges an overrun of the source timeout.
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<Instant>();
+    let (finished_tx, finished_rx) = tokio::sync::oneshot::channel::<()>();
+    let started_at = Arc::new(std::sync::OnceLock::<Instant>::new());
+    let started_in_call = started_at.clone();
     let task = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let started = Instant::now();
-        // What the plugin learns from `Host::time_left`.
-        let _scope = crate::plugin_context::enter_call(started + time);
+        let _ = started_in_call.set(started);
+        let _ = started_tx.send(started);
+        // What the plugin learns from `Host::time_left`: the end of this call's budget.
+        let _scope = crate::plugin_context::enter_call(waited_from + limit);
         let value = f(&src);
+        drop(finished_tx);
         (value, started.elapsed())
     });
+    {
+        let source = source.clone();
+        let source_timeout = budget.source_timeout;
+        let what = what.to_owned();
+        tokio::spawn(async move {
+            let Ok(started) = started_rx.await else {
+                return;
+            };
+            let overran = tokio::select! {
+                _ = tokio::time::sleep_until((started + source_timeout).into()) => true,
+                _ = finished_rx => false,
+            };
+            if overran {
+                let backoff = source.guard.record_timeout(started);
+                tracing::warn!(
+                    source = %source.name,
+                    plugin = %source.plugin,
+                    backoff_ms = backoff.as_millis() as u64,
+                    "{what} call exceeded the source timeout; backing off"
+                );
+            }
+        });
+    }
+    let time = limit.saturating_sub(waited_from.elapsed());
     match tokio::time::timeout(time, task).await {
         Ok(Ok((value, took))) => {
             source.guard.record_completion();
@@ -256,13 +305,18 @@ where
             "{what} call did not complete: {join_error}"
         ))),
         Err(_) if by_source => {
-            let backoff = source.guard.record_timeout();
-            tracing::warn!(
-                source = %source.name,
-                plugin = %source.plugin,
-                backoff_ms = backoff.as_millis() as u64,
-                "{what} call exceeded the source timeout; backing off"
-            );
+            let Some(&started) = started_at.get() else {
+                // The call never started (it waited for a thread): the host's queue, not the
+                // plugin's time.
+                return Err(CallError::Overloaded(format!(
+                    "{what} call waited {} ms for a thread and did not start",
+                    limit.as_millis()
+                )));
+            };
+            // Charged on the plugin's own clock; the watchdog charges the same stall at most once
+            // more, which adds no step.
+            tokio::time::sleep_until((started + budget.source_timeout).into()).await;
+            let backoff = source.guard.record_timeout(started);
             Err(CallError::Timeout(format!(
                 "{what} call took longer than the source timeout of {} ms; the source backs off for {} ms",
                 limit.as_millis(),
@@ -323,9 +377,14 @@ mod tests {
             backoff: Duration::from_millis(100),
         });
         assert_eq!(guard.condition(), Condition::Healthy);
-        assert_eq!(guard.record_timeout(), Duration::from_millis(100));
-        assert_eq!(guard.record_timeout(), Duration::from_millis(200));
-        assert_eq!(guard.record_timeout(), Duration::from_millis(400));
+        // Calls that started after the back-off in force began: each a new stall.
+        let later = |n: u64| Instant::now() + Duration::from_secs(n);
+        let early = Instant::now();
+        assert_eq!(guard.record_timeout(later(1)), Duration::from_millis(100));
+        assert_eq!(guard.record_timeout(later(2)), Duration::from_millis(200));
+        assert_eq!(guard.record_timeout(later(3)), Duration::from_millis(400));
+        // A call that started before the back-off began is the same stall: no further step.
+        assert!(guard.record_timeout(early) <= Duration::from_millis(400));
         assert!(matches!(
             guard.check_backoff(),
             Err(CallError::Unhealthy(_))
@@ -334,8 +393,8 @@ mod tests {
             guard.condition(),
             Condition::Unhealthy { timeouts: 3, .. }
         ));
-        for _ in 0..20 {
-            guard.record_timeout();
+        for n in 0..20 {
+            guard.record_timeout(later(10 + n));
         }
         assert!(
             matches!(guard.condition(), Condition::Unhealthy { retry_in, .. } if retry_in <= MAX_BACKOFF)

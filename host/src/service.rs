@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Instant};
 
 use abi_stable::std_types::{RResult, RStr, RString, RVec};
 use tonic::{Request, Response, Status};
-use tributary_plugin_api::{Detail, ErrorKind, Filter, PluginError, Summary};
+use tributary_plugin_api::{contract, Detail, ErrorKind, Filter, PluginError, Summary};
 use tributary_proto::v1::{
     self as pb, packages_service_server::PackagesService, plugins_service_server::PluginsService,
 };
@@ -27,7 +27,7 @@ pub const MAX_QUERY_CHARS: usize = 256;
 /// Most values in one repeated filter field.
 pub const MAX_FILTER_VALUES: usize = 100;
 /// Longest single filter value or identifier, in bytes.
-pub const MAX_VALUE_BYTES: usize = 1024;
+pub const MAX_VALUE_BYTES: usize = tributary_plugin_api::contract::MAX_KEY_BYTES;
 
 /// The state behind both services.
 pub struct Catalog {
@@ -310,6 +310,7 @@ impl PackagesService for Catalog {
             }
         }
 
+        let resume_from = after.clone();
         let page = engine::merge_page(
             &sources,
             PageRequest {
@@ -329,17 +330,40 @@ impl PackagesService for Catalog {
             "page served"
         );
 
+        // Every selected source failed: that is not an empty catalog.
+        let none_answered = (sources.is_empty() && !startup_failures.is_empty())
+            || (!sources.is_empty() && page.failures.len() == sources.len());
+        if none_answered {
+            let mut all: Vec<&Failure> = startup_failures.iter().chain(&page.failures).collect();
+            all.sort_by(|a, b| a.source.cmp(&b.source));
+            return Err(Status::unavailable(format!(
+                "no source could answer: {}",
+                all.iter()
+                    .map(|f| f.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )));
+        }
+        // An empty page on which a source failed resumes where it started (the empty key is before
+        // every item: identifiers are never empty).
         let next_page_token = match (page.more, page.items.last()) {
-            (true, Some(last)) => PageToken {
+            (false, _) => String::new(),
+            (true, last) => PageToken {
                 filter_fingerprint: filter.fingerprint,
-                last: MergeKey {
-                    name: last.summary.name.to_string(),
-                    source: sources[last.source].name.to_string(),
-                    identifier: last.summary.identifier.to_string(),
+                last: match last {
+                    Some(last) => MergeKey {
+                        name: last.summary.name.to_string(),
+                        source: sources[last.source].name.to_string(),
+                        identifier: last.summary.identifier.to_string(),
+                    },
+                    None => resume_from.unwrap_or(MergeKey {
+                        name: String::new(),
+                        source: String::new(),
+                        identifier: String::new(),
+                    }),
                 },
             }
             .encode(),
-            _ => String::new(),
         };
         let mut failed_sources: Vec<pb::SourceFailure> =
             startup_failures.iter().map(failure_pb).collect();
@@ -387,6 +411,12 @@ impl PackagesService for Catalog {
                 "available_package_ref.identifier is longer than {MAX_VALUE_BYTES} bytes"
             )));
         }
+        if reference.source.len() > MAX_VALUE_BYTES {
+            return Err(invalid(format!(
+                "available_package_ref.source is {} bytes long, at most {MAX_VALUE_BYTES} are allowed",
+                reference.source.len()
+            )));
+        }
         // A source the caller may not see is answered as one that does not exist.
         let visible = caller.as_ref().is_none_or(|c| c.allows(&reference.source));
         let entry = visible
@@ -419,15 +449,6 @@ impl PackagesService for Catalog {
                     ),
                 )
             })?;
-        if detail.summary.identifier.as_str() != reference.identifier {
-            return Err(Status::internal(format!(
-                "source {:?} (plugin {:?}) answered identifier {:?} with a package whose identifier is {:?}",
-                source.name,
-                source.plugin,
-                reference.identifier,
-                detail.summary.identifier.as_str()
-            )));
-        }
         Ok(Response::new(pb::GetAvailablePackageDetailResponse {
             available_package_detail: Some(detail_pb(&source.name, detail)),
         }))
@@ -439,16 +460,28 @@ async fn call_detail(
     identifier: String,
     budget: Budget,
 ) -> Result<Detail, (tonic::Code, String)> {
+    let identifier_for_check = identifier.clone();
     let result = guard::call(source, "detail", budget, move |src| {
         src.imp.detail(RStr::from_str(&identifier))
     })
     .await;
+    let contract_error = |message: String| {
+        (
+            tonic::Code::Internal,
+            format!("{}: {message}", FailureKind::Contract.name()),
+        )
+    };
     match result {
-        Ok(RResult::ROk(detail)) => Ok(detail),
-        Ok(RResult::RErr(e)) => Err((
-            code_for(e.kind),
-            format!("{}: {}", e.kind.name(), e.message),
-        )),
+        Ok(RResult::ROk(detail)) => match contract::check_detail(&identifier_for_check, &detail) {
+            Ok(()) => Ok(detail),
+            Err(v) => Err(contract_error(v.into_message())),
+        },
+        Ok(RResult::RErr(e)) => match engine::plugin_error(e) {
+            (FailureKind::Plugin(kind), message) => {
+                Err((code_for(kind), format!("{}: {message}", kind.name())))
+            }
+            (_, message) => Err(contract_error(message)),
+        },
         Err(e) => {
             let (kind, message) = engine::call_failure(e);
             let code = match kind {

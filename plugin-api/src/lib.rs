@@ -7,6 +7,7 @@
 //!
 //! # Layout
 //! - [`types`]: the FFI-safe data that crosses the boundary (summaries, details, requests, errors).
+//! - [`contract`]: the checks the host applies to every answer and error, for plugin tests too.
 //! - [`ffi`]: the root module and the `#[sabi_trait]` object; what the host sees.
 //! - [`search`]: an index that answers filtered listings without scanning the whole catalog.
 //! - [`export_plugin!`] and [`guard`]: how a plugin is exported, with every entry point run under
@@ -29,7 +30,7 @@
 //!    leaves deprecated packages out). The host re-applies the filter, so a source that skips
 //!    filtering is still correct, only slower.
 //!
-//! The host checks 1-3 on every response and treats a breach as that source's error (the page is
+//! The host checks 1-3 (and field sizes and UTF-8, see [`contract`]) on every response and treats a breach as that source's error (the page is
 //! then served without it). Because the host resumes by *key*, not by offset, a source whose data
 //! changes between two pages neither repeats nor skips the items that were present before and after
 //! the change. [`ListRequest::select`] implements the whole contract over a sorted slice, including an
@@ -52,6 +53,7 @@ pub mod capabilities;
 pub mod config;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod contract;
 pub mod ffi;
 pub mod host;
 pub mod keys;

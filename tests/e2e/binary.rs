@@ -241,7 +241,7 @@ async fn sigterm_under_load_drains_calls_in_flight_then_exits_zero() {
 async fn a_plugin_call_that_never_returns_does_not_keep_the_process_alive() {
     let plugins = PluginDir::with(&["testkit"]);
     let dir = tempfile::tempdir().unwrap();
-    let sources = "source_timeout_ms = 200\n[[source]]\nname = \"stuck\"\nplugin = \"testkit\"\nconfig = { items = [{ name = \"a\" }], hang_on_call = 1, hang_ms = 600000 }\n";
+    let sources = "source_timeout_ms = 200\n[[source]]\nname = \"stuck\"\nplugin = \"testkit\"\nconfig = { items = [{ name = \"a\" }], hang_on_call = 1, hang_ms = 600000 }\n[[source]]\nname = \"zz-empty\"\nplugin = \"testkit\"\n";
     let config = write_config(dir.path(), plugins.path(), sources);
     let (mut child, address) = spawn_server_with(&config, &["--grace-ms", "200"]);
     let mut client = PackagesServiceClient::connect(format!("http://{address}"))

@@ -10,6 +10,7 @@ mod examples;
 mod faults;
 mod fuzz;
 mod helm_http;
+mod honest;
 mod isolation;
 mod merge;
 mod metrics;

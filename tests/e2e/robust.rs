@@ -137,11 +137,15 @@ async fn an_unhealthy_source_is_tried_again_after_the_back_off() {
     let mut cfg = config(
         plugins.path(),
         plugins.path(),
-        vec![source(
-            "flaky",
-            "testkit",
-            json!({ "items": [{ "name": "x" }], "hang_on_call": 1, "hang_ms": 1000 }),
-        )],
+        vec![
+            // An answering source: with every source failing the call would be UNAVAILABLE.
+            source("empty", "testkit", json!({})),
+            source(
+                "flaky",
+                "testkit",
+                json!({ "items": [{ "name": "x" }], "hang_on_call": 1, "hang_ms": 1000 }),
+            ),
+        ],
     );
     cfg.source_timeout = Duration::from_millis(150);
     cfg.guard_limits = GuardLimits {
@@ -166,7 +170,14 @@ async fn an_unhealthy_source_is_tried_again_after_the_back_off() {
         "tried again, and it answers"
     );
     assert_eq!(
-        server.listing().await.sources[0].status,
+        server
+            .listing()
+            .await
+            .sources
+            .iter()
+            .find(|s| s.name == "flaky")
+            .unwrap()
+            .status,
         SourceStatus::Ready as i32,
         "healthy again"
     );
@@ -220,11 +231,14 @@ async fn calls_in_flight_per_source_are_bounded() {
     let mut cfg = config(
         plugins.path(),
         plugins.path(),
-        vec![source(
-            "slow",
-            "testkit",
-            json!({ "items": [{ "name": "b" }], "sleep_ms": 1500, "calls_file": calls_file }),
-        )],
+        vec![
+            source("empty", "testkit", json!({})),
+            source(
+                "slow",
+                "testkit",
+                json!({ "items": [{ "name": "b" }], "sleep_ms": 1500, "calls_file": calls_file }),
+            ),
+        ],
     );
     cfg.guard_limits = GuardLimits {
         max_calls: 2,

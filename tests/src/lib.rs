@@ -193,6 +193,7 @@ pub fn config(plugin_dir: &Path, base_dir: &Path, sources: Vec<SourceConfig>) ->
         on_source_error: OnSourceError::Skip,
         source_timeout: Duration::from_secs(10),
         guard_limits: GuardLimits::default(),
+        max_page_bytes: tributary_host::config::DEFAULT_MAX_PAGE_BYTES,
         strict_permissions: true,
         metrics_listen: None,
         tls: None,
@@ -214,10 +215,7 @@ impl TestServer {
         let registry = Arc::new(Registry::load(&config).expect("registry loads"));
         let catalog = Arc::new(service::Catalog::new(
             registry.clone(),
-            EngineOptions {
-                source_timeout: config.source_timeout,
-                fail_fast: config.on_source_error == OnSourceError::Fail,
-            },
+            EngineOptions::from_config(&config),
         ));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();

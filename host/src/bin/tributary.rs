@@ -9,7 +9,7 @@ use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 use clap::{Parser, Subcommand};
 use tributary_host::{
     auth,
-    config::{Config, OnSourceError, Overrides},
+    config::{Config, Overrides},
     engine::EngineOptions,
     metrics,
     registry::{Registry, StartError},
@@ -238,10 +238,7 @@ async fn run(
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     let catalog = Arc::new(service::Catalog::new(
         registry,
-        EngineOptions {
-            source_timeout: config.source_timeout,
-            fail_fast: config.on_source_error == OnSourceError::Fail,
-        },
+        EngineOptions::from_config(&config),
     ));
     if !config.listen.ip().is_loopback() {
         if tls.is_none() {

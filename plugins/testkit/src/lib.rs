@@ -11,6 +11,7 @@
 //!            oversize_on_call = 2, stale_on_call = 2, duplicate_id_on_call = 2,
 //!            huge_field_on_call = 2, bad_utf8_on_call = 2, panic_in_detail = true,
 //!            fault = "segfault", fault_on_call = 2, fault_marker = "/tmp/fired",
+//!            description_bytes = 60000, bad_utf8_in_detail = true, long_error_in_detail = 100000,
 //!            calls_file = "/tmp/calls", log_calls = true }
 //! ```
 //! Items also take `deprecated = true`. `*_on_call` counts list calls from 1; `calls_file` gets one
@@ -73,6 +74,8 @@ struct Config {
     generate: u64,
     #[serde(default = "default_prefix")]
     prefix: String,
+    /// Generated items' description length in bytes (default: a short text).
+    description_bytes: Option<usize>,
     fail_new: Option<String>,
     panic_new: Option<String>,
     #[serde(default)]
@@ -104,6 +107,11 @@ struct Config {
     /// When given, `fault` fires only while this file does not exist, and creates it just before: a
     /// restarted process then serves normally.
     fault_marker: Option<PathBuf>,
+    /// Answer `detail` with a display name that is not valid UTF-8.
+    #[serde(default)]
+    bad_utf8_in_detail: bool,
+    /// Fail `detail` with an error whose message is this many bytes long.
+    long_error_in_detail: Option<usize>,
     calls_file: Option<PathBuf>,
     #[serde(default)]
     log_calls: bool,
@@ -217,7 +225,10 @@ impl TestkitSource {
             display_name: RString::from(name.as_str()),
             name: RString::from(name),
             latest_version: RString::from("1.0.0"),
-            short_description: RString::from("generated item"),
+            short_description: match self.config.description_bytes {
+                Some(n) => RString::from("d".repeat(n)),
+                None => RString::from("generated item"),
+            },
             repository: RString::from("generated"),
             ..Summary::default()
         }
@@ -356,6 +367,9 @@ impl PackageSource for TestkitSource {
         if self.config.panic_in_detail {
             panic!("injected panic in detail");
         }
+        if let Some(len) = self.config.long_error_in_detail {
+            return Err(PluginError::unavailable("e".repeat(len)));
+        }
         let generated = identifier
             .strip_prefix('g')
             .and_then(|i| i.parse::<u64>().ok())
@@ -370,6 +384,12 @@ impl PackageSource for TestkitSource {
                 .cloned()
                 .ok_or_else(|| PluginError::not_found(format!("no item with id {identifier:?}")))?,
         };
+        let mut summary = summary;
+        if self.config.bad_utf8_in_detail {
+            // SAFETY: deliberately not UTF-8, to prove the host checks; the host only inspects bytes.
+            summary.display_name =
+                unsafe { RString::from_utf8_unchecked(vec![0x66, 0xff, 0xfe].into()) };
+        }
         Ok(Detail {
             summary,
             versions: RVec::new(),

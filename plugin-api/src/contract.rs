@@ -1,0 +1,425 @@
+//! The checks the host applies to every plugin answer, public so that plugin authors (and their
+//! tests) run exactly the same rules.
+//!
+//! The host calls [`check_list`] on every `list` answer, [`check_detail`] on every `detail` answer and
+//! [`check_error`] on every error a plugin returns. A breach is that source's failure
+//! (`contract_violation`): the answer is discarded, never served. Every check is cheap (linear in
+//! the answer) and every [`Violation`] message is bounded: values from the answer are quoted at most
+//! [`QUOTE_BYTES`] bytes long.
+//!
+//! What is checked:
+//! - every text field is valid UTF-8 (an `RString` built with `unsafe` code could hold anything) and
+//!   within its size limit ([`MAX_KEY_BYTES`] for names, identifiers and categories, [`MAX_TEXT_BYTES`]
+//!   for other short fields, [`MAX_README_BYTES`] for a detail's readme);
+//! - identifiers are non-empty and unique within one answer;
+//! - a list answer has at most `request.limit` items, strictly after `request.after`, in strictly
+//!   increasing `(name, identifier)` byte order;
+//! - a detail answer is about the identifier asked for and has at most [`MAX_VERSIONS`] versions and
+//!   [`MAX_ENTRIES`] entries in each other list;
+//! - an error message is valid UTF-8 and at most [`MAX_MESSAGE_BYTES`] long.
+
+use std::{cmp::Ordering, collections::HashSet};
+
+use abi_stable::std_types::{ROption, RString};
+
+use crate::{Detail, ListRequest, PluginError, Summary};
+
+/// Longest name, identifier or category, in bytes: clients send these back, and the host accepts no
+/// longer ones in requests.
+pub const MAX_KEY_BYTES: usize = 1024;
+/// Longest other short text field (descriptions, versions, URLs), in bytes.
+pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+/// Longest readme in a detail answer, in bytes.
+pub const MAX_README_BYTES: usize = 1024 * 1024;
+/// Most categories on one item.
+pub const MAX_CATEGORIES: usize = 64;
+/// Most versions in one detail answer.
+pub const MAX_VERSIONS: usize = 10_000;
+/// Most entries in a detail's other lists (source URLs, maintainers, keywords).
+pub const MAX_ENTRIES: usize = 1024;
+/// Longest plugin error message, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+/// Longest quotation of a plugin's value inside a [`Violation`] message, in bytes.
+pub const QUOTE_BYTES: usize = 64;
+
+/// How an answer broke the contract: a one-line message naming the item and the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    message: String,
+}
+
+impl Violation {
+    fn new(message: String) -> Violation {
+        Violation { message }
+    }
+
+    /// The message, bounded in length.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The message, owned.
+    pub fn into_message(self) -> String {
+        self.message
+    }
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Violation {}
+
+/// Quotes at most `max` bytes of `bytes` (lossy UTF-8, cut on a character boundary, `…` when cut), as
+/// a debug string. Use it wherever a value of unbounded length goes into a message.
+pub fn quote(bytes: &[u8], max: usize) -> String {
+    let mut cut = bytes.len().min(max);
+    // Back off to a character boundary when the bytes are UTF-8 up to the cut.
+    if let Err(e) = std::str::from_utf8(&bytes[..cut]) {
+        if e.error_len().is_none() {
+            cut = e.valid_up_to();
+        }
+    }
+    let mut text = String::from_utf8_lossy(&bytes[..cut]).into_owned();
+    if cut < bytes.len() {
+        text.push('…');
+    }
+    format!("{text:?}")
+}
+
+fn q(value: &RString) -> String {
+    quote(value.as_bytes(), QUOTE_BYTES)
+}
+
+/// Checks one text field: size and UTF-8. `owner` names the item for the message.
+fn check_text(owner: &str, field: &str, value: &RString, max: usize) -> Result<(), Violation> {
+    let bytes = value.as_bytes();
+    if bytes.len() > max {
+        return Err(Violation::new(format!(
+            "{owner} has a {field} of {} bytes, at most {max} are allowed",
+            bytes.len()
+        )));
+    }
+    if std::str::from_utf8(bytes).is_err() {
+        return Err(Violation::new(format!(
+            "{owner} has a {field} that is not valid UTF-8"
+        )));
+    }
+    Ok(())
+}
+
+fn check_count(owner: &str, field: &str, count: usize, max: usize) -> Result<(), Violation> {
+    if count > max {
+        return Err(Violation::new(format!(
+            "{owner} has {count} {field}, at most {max} are allowed"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks one item's fields: a non-empty identifier, every text field valid UTF-8 and within its
+/// limit, at most [`MAX_CATEGORIES`] categories.
+pub fn check_summary(item: &Summary) -> Result<(), Violation> {
+    // The key fields first, so that later messages may quote them.
+    if item.identifier.is_empty() {
+        check_text("an item", "name", &item.name, MAX_KEY_BYTES)?;
+        return Err(Violation::new(format!(
+            "item named {} has an empty identifier",
+            q(&item.name)
+        )));
+    }
+    check_text("an item", "identifier", &item.identifier, MAX_KEY_BYTES)?;
+    let owner = format!("item {}", q(&item.identifier));
+    check_text(&owner, "name", &item.name, MAX_KEY_BYTES)?;
+    for (field, value) in [
+        ("display_name", &item.display_name),
+        ("latest_version", &item.latest_version),
+        ("latest_app_version", &item.latest_app_version),
+        ("short_description", &item.short_description),
+        ("icon_url", &item.icon_url),
+        ("repository", &item.repository),
+    ] {
+        check_text(&owner, field, value, MAX_TEXT_BYTES)?;
+    }
+    check_count(&owner, "categories", item.categories.len(), MAX_CATEGORIES)?;
+    for category in item.categories.iter() {
+        check_text(&owner, "categories[]", category, MAX_KEY_BYTES)?;
+    }
+    Ok(())
+}
+
+/// Checks a `list` answer against `request`: every item by [`check_summary`], at most
+/// `request.limit` items, unique identifiers, strictly after `request.after`, strictly increasing
+/// `(name, identifier)` byte order.
+pub fn check_list(request: &ListRequest, items: &[Summary]) -> Result<(), Violation> {
+    if items.len() > request.limit as usize {
+        return Err(Violation::new(format!(
+            "returned {} items, more than the {} asked for",
+            items.len(),
+            request.limit
+        )));
+    }
+    let mut previous: Option<&Summary> = None;
+    let mut identifiers = HashSet::with_capacity(items.len());
+    for item in items {
+        check_summary(item)?;
+        if !identifiers.insert(item.identifier.as_str()) {
+            return Err(Violation::new(format!(
+                "identifier {} appears twice in one answer (items named {} and another)",
+                q(&item.identifier),
+                q(&item.name)
+            )));
+        }
+        match previous {
+            Some(prev) => {
+                if prev.key_cmp(item) != Ordering::Less {
+                    return Err(Violation::new(format!(
+                        "items out of order: ({}, {}) came after ({}, {}); sources must sort by name, then identifier, as bytes",
+                        q(&item.name),
+                        q(&item.identifier),
+                        q(&prev.name),
+                        q(&prev.identifier)
+                    )));
+                }
+            }
+            None => {
+                if let ROption::RSome(key) = &request.after {
+                    if !item.is_after(key) {
+                        return Err(Violation::new(format!(
+                            "item ({}, {}) is not after the requested key ({}, {})",
+                            q(&item.name),
+                            q(&item.identifier),
+                            q(&key.name),
+                            q(&key.identifier)
+                        )));
+                    }
+                }
+            }
+        }
+        previous = Some(item);
+    }
+    Ok(())
+}
+
+/// Checks a `detail` answer for `identifier`: its summary by [`check_summary`] and about
+/// `identifier`, every other field valid UTF-8 within its limit, bounded list lengths.
+pub fn check_detail(identifier: &str, detail: &Detail) -> Result<(), Violation> {
+    check_summary(&detail.summary)?;
+    if detail.summary.identifier.as_str() != identifier {
+        return Err(Violation::new(format!(
+            "asked for identifier {}, answered with a package whose identifier is {}",
+            quote(identifier.as_bytes(), QUOTE_BYTES),
+            q(&detail.summary.identifier)
+        )));
+    }
+    let owner = format!("detail {}", quote(identifier.as_bytes(), QUOTE_BYTES));
+    check_text(&owner, "home_url", &detail.home_url, MAX_TEXT_BYTES)?;
+    check_text(&owner, "readme", &detail.readme, MAX_README_BYTES)?;
+    check_count(&owner, "versions", detail.versions.len(), MAX_VERSIONS)?;
+    for v in detail.versions.iter() {
+        for (field, value) in [
+            ("versions[].version", &v.version),
+            ("versions[].app_version", &v.app_version),
+            ("versions[].created", &v.created),
+            ("versions[].digest", &v.digest),
+        ] {
+            check_text(&owner, field, value, MAX_TEXT_BYTES)?;
+        }
+    }
+    check_count(&owner, "source_urls", detail.source_urls.len(), MAX_ENTRIES)?;
+    for url in detail.source_urls.iter() {
+        check_text(&owner, "source_urls[]", url, MAX_TEXT_BYTES)?;
+    }
+    check_count(&owner, "maintainers", detail.maintainers.len(), MAX_ENTRIES)?;
+    for m in detail.maintainers.iter() {
+        for (field, value) in [
+            ("maintainers[].name", &m.name),
+            ("maintainers[].email", &m.email),
+            ("maintainers[].url", &m.url),
+        ] {
+            check_text(&owner, field, value, MAX_TEXT_BYTES)?;
+        }
+    }
+    check_count(&owner, "keywords", detail.keywords.len(), MAX_ENTRIES)?;
+    for k in detail.keywords.iter() {
+        check_text(&owner, "keywords[]", k, MAX_KEY_BYTES)?;
+    }
+    Ok(())
+}
+
+/// Checks a plugin error: its message is valid UTF-8 and at most [`MAX_MESSAGE_BYTES`] long.
+pub fn check_error(error: &PluginError) -> Result<(), Violation> {
+    check_text(
+        &format!("error of kind {}", error.kind.name()),
+        "message",
+        &error.message,
+        MAX_MESSAGE_BYTES,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ErrorKind, Maintainer, SeekKey, Version};
+    use abi_stable::std_types::RVec;
+
+    fn item(name: &str, id: &str) -> Summary {
+        Summary {
+            name: name.into(),
+            identifier: id.into(),
+            ..Summary::default()
+        }
+    }
+
+    fn request(limit: u32, after: Option<(&str, &str)>) -> ListRequest {
+        ListRequest {
+            after: match after {
+                Some((n, i)) => ROption::RSome(SeekKey {
+                    name: n.into(),
+                    identifier: i.into(),
+                }),
+                None => ROption::RNone,
+            },
+            limit,
+            ..ListRequest::default()
+        }
+    }
+
+    /// An `RString` holding arbitrary bytes, as `unsafe` plugin code could build.
+    fn raw(bytes: &[u8]) -> RString {
+        let v: RVec<u8> = bytes.to_vec().into();
+        // SAFETY: only ever read through `as_bytes` by the checks under test.
+        unsafe { RString::from_utf8_unchecked(v) }
+    }
+
+    #[test]
+    fn good_lists_pass() {
+        let items = [item("a", "1"), item("a", "2"), item("b", "0")];
+        assert_eq!(check_list(&request(3, None), &items), Ok(()));
+        assert_eq!(check_list(&request(5, Some(("a", "0"))), &items), Ok(()));
+        assert_eq!(check_list(&request(1, None), &[]), Ok(()));
+    }
+
+    #[test]
+    fn list_breaches_are_named() {
+        let msg = |r: ListRequest, items: &[Summary]| check_list(&r, items).unwrap_err().message;
+        assert_eq!(
+            msg(request(1, None), &[item("a", "1"), item("b", "1")]),
+            "returned 2 items, more than the 1 asked for"
+        );
+        assert_eq!(
+            msg(request(5, None), &[item("b", "1"), item("a", "2")]),
+            "items out of order: (\"a\", \"2\") came after (\"b\", \"1\"); sources must sort by name, then identifier, as bytes"
+        );
+        assert_eq!(
+            msg(request(5, None), &[item("a", "1"), item("b", "1")]),
+            "identifier \"1\" appears twice in one answer (items named \"b\" and another)"
+        );
+        assert_eq!(
+            msg(request(5, Some(("b", "1"))), &[item("b", "1")]),
+            "item (\"b\", \"1\") is not after the requested key (\"b\", \"1\")"
+        );
+        assert_eq!(
+            msg(request(5, None), &[item("a", "")]),
+            "item named \"a\" has an empty identifier"
+        );
+    }
+
+    #[test]
+    fn field_sizes_and_utf8_are_checked() {
+        let mut long = item("a", "1");
+        long.short_description = "x".repeat(MAX_TEXT_BYTES + 1).into();
+        assert_eq!(
+            check_summary(&long).unwrap_err().message,
+            format!(
+                "item \"1\" has a short_description of {} bytes, at most {MAX_TEXT_BYTES} are allowed",
+                MAX_TEXT_BYTES + 1
+            )
+        );
+        let mut bad = item("a", "1");
+        bad.icon_url = raw(b"\xff\xfe");
+        assert_eq!(
+            check_summary(&bad).unwrap_err().message,
+            "item \"1\" has a icon_url that is not valid UTF-8"
+        );
+        let mut many = item("a", "1");
+        many.categories = (0..=MAX_CATEGORIES)
+            .map(|i| RString::from(i.to_string()))
+            .collect();
+        assert_eq!(
+            check_summary(&many).unwrap_err().message,
+            format!("item \"1\" has 65 categories, at most {MAX_CATEGORIES} are allowed")
+        );
+        // A huge identifier is refused without being quoted whole.
+        let huge = item("a", &"i".repeat(1 << 20));
+        let m = check_summary(&huge).unwrap_err().message;
+        assert!(m.len() < 200, "{m}");
+    }
+
+    #[test]
+    fn detail_answers_get_the_same_checks() {
+        let good = Detail {
+            summary: item("a", "id"),
+            versions: vec![Version {
+                version: "1.0.0".into(),
+                ..Version::default()
+            }]
+            .into(),
+            maintainers: vec![Maintainer::default()].into(),
+            ..Detail::default()
+        };
+        assert_eq!(check_detail("id", &good), Ok(()));
+        assert_eq!(
+            check_detail("other", &good).unwrap_err().message,
+            "asked for identifier \"other\", answered with a package whose identifier is \"id\""
+        );
+        let mut bad = good.clone();
+        bad.versions[0].app_version = raw(b"\xc3");
+        assert_eq!(
+            check_detail("id", &bad).unwrap_err().message,
+            "detail \"id\" has a versions[].app_version that is not valid UTF-8"
+        );
+        let mut bad = good.clone();
+        bad.summary.display_name = raw(b"ok\x80");
+        assert_eq!(
+            check_detail("id", &bad).unwrap_err().message,
+            "item \"id\" has a display_name that is not valid UTF-8"
+        );
+        let mut big = good;
+        big.readme = "r".repeat(MAX_README_BYTES + 1).into();
+        assert!(check_detail("id", &big)
+            .unwrap_err()
+            .message
+            .starts_with("detail \"id\" has a readme of 1048577 bytes"));
+    }
+
+    #[test]
+    fn error_messages_are_bounded_utf8() {
+        assert_eq!(
+            check_error(&PluginError::unavailable("backend down")),
+            Ok(())
+        );
+        let long = PluginError::internal("m".repeat(MAX_MESSAGE_BYTES + 1));
+        assert_eq!(
+            check_error(&long).unwrap_err().message,
+            format!("error of kind internal has a message of 4097 bytes, at most {MAX_MESSAGE_BYTES} are allowed")
+        );
+        let bad = PluginError {
+            kind: ErrorKind::Panic,
+            message: raw(b"\xff"),
+        };
+        assert_eq!(
+            check_error(&bad).unwrap_err().message,
+            "error of kind panic has a message that is not valid UTF-8"
+        );
+    }
+
+    #[test]
+    fn quotes_are_cut_on_character_boundaries() {
+        assert_eq!(quote("héllo".as_bytes(), 2), "\"h…\"");
+        assert_eq!(quote(b"abc", 64), "\"abc\"");
+        assert_eq!(quote(b"\xffab", 2), "\"\u{fffd}a…\"");
+    }
+}

@@ -1,0 +1,319 @@
+//! Honest answers under hostile plugins: every answer and every plugin error is checked against the
+//! contract (`tributary_plugin_api::contract`), on the detail path as on the list path.
+
+use serde_json::json;
+use tonic::Code;
+use tributary_proto::v1 as pb;
+use tributary_tests::{keys, list, list_request, source, start_with};
+
+fn detail_request(source: &str, identifier: &str) -> pb::GetAvailablePackageDetailRequest {
+    pb::GetAvailablePackageDetailRequest {
+        available_package_ref: Some(pb::AvailablePackageReference {
+            source: source.into(),
+            identifier: identifier.into(),
+        }),
+    }
+}
+
+#[tokio::test]
+async fn detail_answers_and_plugin_errors_are_checked() {
+    let (_plugins, server) = start_with(
+        &["testkit"],
+        vec![
+            source(
+                "bad-utf8",
+                "testkit",
+                json!({ "items": [{ "name": "x" }], "bad_utf8_in_detail": true }),
+            ),
+            source(
+                "long-error",
+                "testkit",
+                json!({ "items": [{ "name": "x" }], "long_error_in_detail": 1_000_000 }),
+            ),
+            source(
+                "short-error",
+                "testkit",
+                json!({ "items": [{ "name": "x" }], "long_error_in_detail": 10 }),
+            ),
+        ],
+    )
+    .await;
+    let mut client = server.packages().await;
+
+    let err = client
+        .get_available_package_detail(detail_request("bad-utf8", "x"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Internal);
+    assert_eq!(
+        err.message(),
+        "source \"bad-utf8\" (plugin \"testkit\"), identifier \"x\": contract_violation: item \"x\" has a display_name that is not valid UTF-8"
+    );
+
+    let err = client
+        .get_available_package_detail(detail_request("long-error", "x"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Internal);
+    assert_eq!(
+        err.message(),
+        "source \"long-error\" (plugin \"testkit\"), identifier \"x\": contract_violation: error of kind unavailable has a message of 1000000 bytes, at most 4096 are allowed"
+    );
+
+    let err = client
+        .get_available_package_detail(detail_request("short-error", "x"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert_eq!(
+        err.message(),
+        "source \"short-error\" (plugin \"testkit\"), identifier \"x\": unavailable: eeeeeeeeee"
+    );
+    server.stop().await;
+}
+
+fn items(names: &[&str]) -> serde_json::Value {
+    json!({ "items": names.iter().map(|n| json!({ "name": n })).collect::<Vec<_>>() })
+}
+
+/// Sources a (a-1..a-3) and b (b-1..b-3, failing its first call), page size 10: the page with b
+/// failed carries a token, and b's items come on the next page once it answers.
+#[tokio::test]
+async fn a_failed_source_does_not_end_the_listing() {
+    let (_plugins, server) = start_with(
+        &["testkit"],
+        vec![
+            source("a", "testkit", items(&["a-1", "a-2", "a-3"])),
+            source("b", "testkit", {
+                let mut c = items(&["b-1", "b-2", "b-3"]);
+                c["error_on_call"] = json!(1);
+                c
+            }),
+        ],
+    )
+    .await;
+    let mut client = server.packages().await;
+    let first = list(&mut client, 10, "", None).await;
+    assert_eq!(
+        keys(&first.available_package_summaries),
+        ["a-1@a/a-1", "a-2@a/a-2", "a-3@a/a-3"]
+    );
+    assert_eq!(first.failed_sources.len(), 1);
+    assert_eq!(first.failed_sources[0].source, "b");
+    assert!(
+        !first.next_page_token.is_empty(),
+        "b has not been exhausted"
+    );
+    let second = list(&mut client, 10, &first.next_page_token, None).await;
+    assert_eq!(
+        keys(&second.available_package_summaries),
+        ["b-1@b/b-1", "b-2@b/b-2", "b-3@b/b-3"]
+    );
+    assert!(second.failed_sources.is_empty());
+    assert_eq!(second.next_page_token, "");
+    server.stop().await;
+}
+
+/// When every source that could still have items fails, the call is UNAVAILABLE naming them, not an
+/// empty, complete catalog.
+#[tokio::test]
+async fn every_source_failing_is_unavailable() {
+    let failing = |names: &[&str]| {
+        let mut c = items(names);
+        c["error_on_call"] = json!(1);
+        c
+    };
+    let (_plugins, server) = start_with(
+        &["testkit"],
+        vec![
+            source("a", "testkit", failing(&["a-1"])),
+            source("b", "testkit", failing(&["b-1"])),
+        ],
+    )
+    .await;
+    let mut client = server.packages().await;
+    let err = client
+        .list_available_package_summaries(list_request(10, "", None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert_eq!(
+        err.message(),
+        "no source could answer: source \"a\" (plugin \"testkit\") unavailable: injected error on call 1; source \"b\" (plugin \"testkit\") unavailable: injected error on call 1"
+    );
+    // They recover: the same request now serves both.
+    let page = list(&mut client, 10, "", None).await;
+    assert_eq!(
+        keys(&page.available_package_summaries),
+        ["a-1@a/a-1", "b-1@b/b-1"]
+    );
+    assert_eq!(page.next_page_token, "");
+    server.stop().await;
+}
+
+/// The failed source held the last items: the listing does not end with them unserved.
+#[tokio::test]
+async fn a_source_failing_mid_listing_is_resumed() {
+    let (_plugins, server) = start_with(
+        &["testkit"],
+        vec![
+            source("a", "testkit", items(&["a-1", "a-2"])),
+            source("b", "testkit", {
+                let mut c = items(&["z-1", "z-2", "z-3"]);
+                c["error_on_call"] = json!(2);
+                c
+            }),
+        ],
+    )
+    .await;
+    let mut client = server.packages().await;
+    let mut served = Vec::new();
+    let mut token = String::new();
+    let mut failures = 0;
+    for _ in 0..10 {
+        let page = list(&mut client, 2, &token, None).await;
+        served.extend(keys(&page.available_package_summaries));
+        failures += page.failed_sources.len();
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(failures, 1, "b failed once");
+    assert_eq!(
+        served,
+        [
+            "a-1@a/a-1",
+            "a-2@a/a-2",
+            "z-1@b/z-1",
+            "z-2@b/z-2",
+            "z-3@b/z-3"
+        ]
+    );
+    server.stop().await;
+}
+
+/// 200 items with 60 KB descriptions (within the field limits), page size 1000: each page stays
+/// within the byte budget that a default client (4 MiB limit) accepts, ends early with a token, and
+/// paging serves every item exactly once.
+#[tokio::test]
+async fn a_page_stays_within_its_byte_budget() {
+    use prost::Message;
+    let (_plugins, server) = start_with(
+        &["testkit"],
+        vec![source(
+            "big",
+            "testkit",
+            json!({ "generate": 200, "description_bytes": 60_000 }),
+        )],
+    )
+    .await;
+    let mut client = server.packages().await;
+    let mut token = String::new();
+    let mut served = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = list(&mut client, 1000, &token, None).await;
+        let bytes = page.encoded_len();
+        assert!(
+            bytes <= tributary_host::config::DEFAULT_MAX_PAGE_BYTES,
+            "page of {bytes} bytes"
+        );
+        pages += 1;
+        served.extend(keys(&page.available_package_summaries));
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    let expected: Vec<String> = (0..200).map(|i| format!("pkg-{i:010}@big/g{i}")).collect();
+    assert_eq!(served, expected);
+    assert_eq!(pages, 4, "52 items of ~60 KB fit in 3 MiB");
+    server.stop().await;
+}
+
+/// A 500 KB source name in a detail reference (1 MiB requests are OUT_OF_RANGE already) is refused without being echoed.
+#[tokio::test]
+async fn a_huge_source_name_is_refused_without_echo() {
+    let (_plugins, server) =
+        start_with(&["testkit"], vec![source("a", "testkit", items(&["x"]))]).await;
+    let mut client = server.packages().await;
+    let err = client
+        .get_available_package_detail(detail_request(&"s".repeat(500_000), "x"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(
+        err.message(),
+        "available_package_ref.source is 500000 bytes long, at most 1024 are allowed"
+    );
+    server.stop().await;
+}
+
+/// Clients whose deadlines are shorter than the source timeout: the plugin's own clock still charges
+/// the overrun (the source goes unhealthy), and eight calls caught in one stall are one step of
+/// back-off, not eight.
+#[tokio::test]
+async fn a_stall_is_charged_on_the_plugins_clock_once() {
+    use std::time::Duration;
+    use tributary_host::guard::GuardLimits;
+    use tributary_proto::v1::source_info::Status as SourceStatus;
+    use tributary_tests::{config, PluginDir, TestServer};
+    let plugins = PluginDir::with(&["testkit"]);
+    let mut cfg = config(
+        plugins.path(),
+        plugins.path(),
+        vec![
+            source("empty", "testkit", json!({})),
+            source(
+                "slow",
+                "testkit",
+                json!({ "items": [{ "name": "b" }], "sleep_ms": 1500 }),
+            ),
+        ],
+    );
+    cfg.source_timeout = Duration::from_millis(400);
+    cfg.guard_limits = GuardLimits {
+        max_calls: 8,
+        backoff: Duration::from_secs(30),
+    };
+    let server = TestServer::start(cfg).await;
+    let client = server.packages().await;
+    let mut requests = Vec::new();
+    for _ in 0..8 {
+        let mut client = client.clone();
+        requests.push(tokio::spawn(async move {
+            let mut request = tonic::Request::new(list_request(10, "", None));
+            request.set_timeout(Duration::from_millis(200));
+            client.list_available_package_summaries(request).await
+        }));
+    }
+    for r in requests {
+        // Either the page (slow: timeout, by the client's deadline) or the client gave up first.
+        if let Ok(page) = r.await.unwrap() {
+            assert_eq!(page.into_inner().failed_sources[0].kind, "timeout");
+        }
+    }
+    let mut slow = None;
+    for _ in 0..200 {
+        let listing = server.listing().await;
+        let s = listing
+            .sources
+            .into_iter()
+            .find(|s| s.name == "slow")
+            .unwrap();
+        if s.status == SourceStatus::Unhealthy as i32 {
+            slow = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let slow = slow.expect("the overrun marks the source unhealthy");
+    assert!(
+        slow.reason
+            .starts_with("unhealthy: 1 call(s) in a row exceeded the source timeout"),
+        "{}",
+        slow.reason
+    );
+    server.stop().await;
+}
