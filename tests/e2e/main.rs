@@ -3,6 +3,7 @@
 
 mod binary;
 mod changes;
+mod clients;
 mod compat;
 mod examples;
 mod faults;
