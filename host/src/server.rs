@@ -1,4 +1,4 @@
-//! Serving: the gRPC server with health checking and reflection, on an injected listener, until an
+//! Serving: the gRPC server with health checking and reflection (v1 and v1alpha), on an injected listener, until an
 //! injected shutdown future completes.
 //!
 //! Shutdown goes in stages: health turns NOT_SERVING, requests are still accepted for the shutdown
@@ -86,10 +86,7 @@ pub async fn serve_with(
 
     let watcher = tokio::spawn(watch_sources(health.clone(), catalog.clone()));
 
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(tributary_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    let (reflection_v1, reflection_v1alpha) = reflection()?;
 
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = {
@@ -122,7 +119,8 @@ pub async fn serve_with(
         .layer(crate::metrics::MetricsLayer(catalog.metrics().clone()))
         .layer(crate::auth::AuthLayer(options.auth.clone()))
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(
             PackagesServiceServer::from_arc(catalog.clone())
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
@@ -154,6 +152,28 @@ pub async fn serve_with(
     watcher.abort();
     tracing::info!("server stopped");
     Ok(())
+}
+
+/// Server reflection in both versions: `grpc.reflection.v1` and `grpc.reflection.v1alpha`, which is
+/// the only one grpcurl 1.8.x and Python grpcio's reflection client speak.
+#[allow(clippy::type_complexity)]
+fn reflection() -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    ServeError,
+> {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tributary_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    Ok((builder().build_v1()?, builder().build_v1alpha()?))
 }
 
 /// The health service name of a source: `tributary.source/<name>`.

@@ -4,6 +4,7 @@
 mod auth;
 mod binary;
 mod changes;
+mod clients;
 mod compat;
 mod deploy;
 mod examples;
