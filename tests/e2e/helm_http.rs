@@ -337,7 +337,8 @@ async fn credentials_go_to_the_repository_host_only() {
     std::fs::write(&password, "pa55word\n").unwrap();
     let api_key = secrets.path().join("api-key");
     std::fs::write(&api_key, "k3y").unwrap();
-    std::env::set_var("TRIBUTARY_E2E_HELM_TOKEN", "t0ken");
+    let token_file = secrets.path().join("token");
+    std::fs::write(&token_file, "t0ken").unwrap();
 
     let basic = HelmRepoServer::start(helm_index("basic-", 2, 1)).await;
     let basic_value = format!(
@@ -358,17 +359,29 @@ async fn credentials_go_to_the_repository_host_only() {
     let wrong = HelmRepoServer::start(helm_index("wrong-", 2, 1)).await;
     wrong.set_auth(Auth::Authorization("Bearer right".into()));
 
-    let token = json!({ "token_env": "TRIBUTARY_E2E_HELM_TOKEN" });
+    let token = json!({ "token_file": token_file });
     let (_plugins, tributary) = start_with(
         &["helm"],
         vec![
             helm(
                 "auth",
                 vec![
-                    repo("basic", &basic.url("/"), json!({ "username": "reader", "password_file": password })),
-                    repo("keyed", &keyed.url("/"), json!({ "headers": { "X-Api-Key": { "file": api_key } } })),
+                    repo(
+                        "basic",
+                        &basic.url("/"),
+                        json!({ "username": "reader", "password_file": password }),
+                    ),
+                    repo(
+                        "keyed",
+                        &keyed.url("/"),
+                        json!({ "headers": { "X-Api-Key": { "file": api_key } } }),
+                    ),
                     repo("moved", &bearer.url("/"), token.clone()),
-                    repo("passed", &bearer_passing.url("/"), json!({ "token_env": "TRIBUTARY_E2E_HELM_TOKEN", "pass_credentials": true })),
+                    repo(
+                        "passed",
+                        &bearer_passing.url("/"),
+                        json!({ "token_file": token_file, "pass_credentials": true }),
+                    ),
                 ],
             ),
             helm("wrong", vec![repo("w", &wrong.url("/"), token)]),
@@ -433,6 +446,40 @@ async fn credentials_go_to_the_repository_host_only() {
     tributary.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_over_max_index_size_is_refused() {
+    let index = helm_index("big-", 50, 2);
+    let limit = index.len() - 1;
+    let server = HelmRepoServer::start(index).await;
+    let (_plugins, tributary) = start_with(
+        &["helm"],
+        vec![helm(
+            "capped",
+            vec![repo(
+                "c",
+                &server.url("/"),
+                json!({ "max_index_size": limit }),
+            )],
+        )],
+    )
+    .await;
+    let mut client = tributary.packages().await;
+    let expected = format!("the index is larger than max_index_size ({limit} bytes)");
+    let failures = wait_for(&mut client, "the size error", |l| {
+        l.as_ref().is_err_and(|f| f[0].reason.contains(&expected))
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(failures[0].reason.contains(&expected), "{failures:?}");
+    let first = &server.seen()[0];
+    assert!(
+        first.gzipped && first.body_bytes < limit,
+        "the limit counts the index's bytes, not the compressed ones: {first:?}"
+    );
+    tributary.stop().await;
+}
+
 /// Figures for the README: a ~50 MB index over HTTP (time to the first page, memory) and the bytes
 /// of an unchanged refresh. Run in release:
 /// `cargo test --release -p tributary-tests --test e2e figures_ -- --ignored --nocapture`.
@@ -440,7 +487,9 @@ async fn credentials_go_to_the_repository_host_only() {
 #[ignore = "a measurement, not a check; run on demand"]
 async fn figures_for_a_50_mb_index_over_http() {
     use tributary_tests::http::{memory_kib, CountingProxy};
-    let index = helm_index("chart-", 4200, 10);
+    // Build and copy the plugin first: the clock starts at the server's start.
+    let plugins = tributary_tests::PluginDir::with(&["helm"]);
+    let index = helm_index("chart-", 4700, 10);
     let size = index.len();
     let server = HelmRepoServer::start(index).await;
     let proxy = CountingProxy::start(server.address).await;
@@ -448,8 +497,9 @@ async fn figures_for_a_50_mb_index_over_http() {
     let (rss_before, _) = memory_kib();
 
     let started = std::time::Instant::now();
-    let (_plugins, tributary) = start_with(
-        &["helm"],
+    let tributary = tributary_tests::TestServer::start(tributary_tests::config(
+        plugins.path(),
+        plugins.path(),
         vec![helm(
             "big",
             vec![repo(
@@ -458,7 +508,7 @@ async fn figures_for_a_50_mb_index_over_http() {
                 json!({ "refresh_interval": 1, "timeout": 60 }),
             )],
         )],
-    )
+    ))
     .await;
     let mut client = tributary.packages().await;
     let mut first_page = None;
@@ -482,7 +532,7 @@ async fn figures_for_a_50_mb_index_over_http() {
     println!(
         "FIGURE index {:.1} MB ({} charts x 10 versions), gzip on the wire {:.1} MB",
         size as f64 / 1e6,
-        4200,
+        4700,
         first_bytes as f64 / 1e6
     );
     println!(

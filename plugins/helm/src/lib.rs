@@ -280,6 +280,8 @@ struct RepoState {
     last_success: Option<SystemTime>,
     /// The error of the last read when it failed.
     last_error: Option<String>,
+    /// How many bodies were parsed (an unchanged body, by its SHA-256, is not).
+    parses: u64,
 }
 
 impl RepoState {
@@ -426,6 +428,7 @@ impl Shared {
                 if sha == Some(digest) {
                     Ok(Some((validators, digest)))
                 } else {
+                    self.states()[i].parses += 1;
                     String::from_utf8(body)
                         .map_err(|_| "is not UTF-8 text".to_owned())
                         .and_then(|text| RepoIndex::parse(name, &text, Some(&remote.base_url)))

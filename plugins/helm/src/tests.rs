@@ -972,3 +972,93 @@ fn the_remote_example_config_parses() {
         ]
     );
 }
+
+/// Serves `body` with `200 OK` and no validators to every request on a loopback port, counting
+/// the requests, until `stop` is set.
+fn plain_server(
+    body: &'static str,
+) -> (
+    String,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::{
+        io::{Read, Write},
+        sync::{
+            atomic::{AtomicBool, AtomicUsize, Ordering},
+            Arc,
+        },
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let (count, stop) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (c, st) = (count.clone(), stop.clone());
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        while !st.load(Ordering::Relaxed) {
+            let Ok((mut stream, _)) = listener.accept() else {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                continue;
+            };
+            stream.set_nonblocking(false).unwrap();
+            let mut request = Vec::new();
+            let mut buffer = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buffer) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buffer[..n]),
+                }
+            }
+            c.fetch_add(1, Ordering::Relaxed);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (url, count, stop)
+}
+
+#[test]
+fn an_unchanged_body_is_not_parsed_again() {
+    let (url, requests, stop) = plain_server(BETA);
+    let config = json!({ "repositories": [{ "name": "p", "url": url, "refresh_interval": 0.05 }] });
+    let source = HelmPlugin::new_source(&config.to_string()).unwrap();
+    for _ in 0..2000 {
+        if requests.load(std::sync::atomic::Ordering::Relaxed) >= 4 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(requests.load(std::sync::atomic::Ordering::Relaxed) >= 4);
+    assert_eq!(ids(&all(&source)), ["p/Zeta", "p/apache", "p/nginx"]);
+    let state = source.shared.states()[0].clone();
+    assert_eq!(state.parses, 1, "one parse for several identical bodies");
+    assert!(state.last_error.is_none());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[test]
+fn secrets_are_read_from_the_environment_and_files() {
+    use crate::config::{Credential, Secret};
+    let path = std::env::var("PATH").unwrap();
+    assert_eq!(Secret::Env("PATH".into()).read().unwrap(), path);
+    let dir = TempDir::new("secrets");
+    let token = dir.write("token", "t0k3n\n");
+    let bearer = Credential::Bearer(Secret::File(token));
+    assert_eq!(
+        bearer.header().unwrap(),
+        ("Authorization".to_owned(), "Bearer t0k3n".to_owned())
+    );
+    let basic = Credential::Basic {
+        username: Secret::Plain("u".into()),
+        password: Secret::File(dir.write("password", "p")),
+    };
+    assert_eq!(basic.header().unwrap().1, "Basic dTpw");
+    let missing = Secret::File(dir.0.join("nothing")).read().unwrap_err();
+    assert!(missing.starts_with("cannot read secret file "), "{missing}");
+}
