@@ -207,6 +207,7 @@ pub async fn merge_page(
             })
             .unwrap_or(u32::MAX),
             filter: request.filter.clone(),
+            extensions: Default::default(),
         };
         let budget = Budget {
             source_timeout: options.source_timeout,

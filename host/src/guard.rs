@@ -241,6 +241,8 @@ where
     let task = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let started = Instant::now();
+        // What the plugin learns from `Host::time_left`.
+        let _scope = crate::plugin_context::enter_call(started + time);
         let value = f(&src);
         (value, started.elapsed())
     });

@@ -7,6 +7,7 @@
 //! - [`loader`]: scanning the plugin directory and loading each library.
 //! - [`metrics`]: Prometheus metrics and their admin listener.
 //! - [`registry`]: the plugin files and the sources built from them.
+//! - [`plugin_context`]: what a source is told when it is built, and its log and time-left calls.
 //! - [`engine`]: fan-out to one task per source, fan-in by k-way merge, one page at a time.
 //! - [`guard`]: every plugin call: blocking thread, deadline, calls in flight, back-off.
 //! - [`token`]: the page-token codec.
@@ -23,6 +24,7 @@ pub mod engine;
 pub mod guard;
 pub mod loader;
 pub mod metrics;
+pub mod plugin_context;
 pub mod registry;
 pub mod request_id;
 pub mod server;

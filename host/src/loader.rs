@@ -20,6 +20,8 @@ pub struct PluginMeta {
     pub version: String,
     pub description: String,
     pub interface: (u32, u32),
+    /// Optional abilities the plugin declares (`method@version`).
+    pub capabilities: Vec<String>,
 }
 
 /// A library that loaded: its metadata and its root module.
@@ -184,6 +186,7 @@ fn load_one(path: &Path) -> PluginFile {
         version: info.version.into_string(),
         description: info.description.into_string(),
         interface: (info.interface_major, info.interface_minor),
+        capabilities: info.capabilities.iter().map(|c| c.to_string()).collect(),
     };
     if meta.interface.0 != INTERFACE_VERSION.0 {
         let reason = format!(

@@ -241,7 +241,8 @@ fn construct(
         serde_json::Value::String(config.base_dir.to_string_lossy().into_owned())
     });
     let text = serde_json::Value::Object(json).to_string();
-    match (plugin.module.new_source())(RStr::from_str(&text)) {
+    let context = crate::plugin_context::context(&sc.name, &config.base_dir, config.source_timeout);
+    match (plugin.module.new_source())(&context, RStr::from_str(&text)) {
         RResult::ROk(imp) => Ok(Arc::new(Source::with_limits(
             &sc.name,
             &plugin.meta.name,

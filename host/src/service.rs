@@ -122,13 +122,20 @@ fn validate_filter(
         }
     }
     let query = f.query.to_lowercase();
-    let fingerprint = token::filter_fingerprint(&query, &f.categories, &f.repositories, &f.sources);
+    let fingerprint = token::filter_fingerprint_with(
+        &query,
+        &f.categories,
+        &f.repositories,
+        &f.sources,
+        f.include_deprecated,
+    );
     let strings = |v: Vec<String>| v.into_iter().map(RString::from).collect::<RVec<_>>();
     Ok(ValidFilter {
         ffi: Filter {
             query: RString::from(query),
             categories: strings(f.categories),
             repositories: strings(f.repositories),
+            include_deprecated: f.include_deprecated,
         },
         sources: f.sources,
         fingerprint,
@@ -199,6 +206,7 @@ pub fn summary_pb(source: &str, s: Summary) -> pb::AvailablePackageSummary {
         icon_url: s.icon_url.into_string(),
         categories: strings(s.categories),
         repository: s.repository.into_string(),
+        deprecated: s.deprecated,
     }
 }
 
@@ -207,6 +215,7 @@ fn strings(v: RVec<RString>) -> Vec<String> {
 }
 
 fn detail_pb(source: &str, d: Detail) -> pb::AvailablePackageDetail {
+    let deprecated = d.summary.deprecated;
     pb::AvailablePackageDetail {
         summary: Some(summary_pb(source, d.summary)),
         versions: d
@@ -231,7 +240,7 @@ fn detail_pb(source: &str, d: Detail) -> pb::AvailablePackageDetail {
             })
             .collect(),
         readme: d.readme.into_string(),
-        deprecated: d.deprecated,
+        deprecated,
         keywords: strings(d.keywords),
     }
 }
@@ -507,8 +516,10 @@ pub fn list_plugins(registry: &Registry) -> pb::ListPluginsResponse {
                 } as i32,
                 reason: f.outcome.as_ref().err().cloned().unwrap_or_default(),
                 interface_version: meta
+                    .as_ref()
                     .map(|m| format!("{}.{}", m.interface.0, m.interface.1))
                     .unwrap_or_default(),
+                capabilities: meta.map(|m| m.capabilities).unwrap_or_default(),
             }
         })
         .collect();

@@ -152,7 +152,22 @@ pub fn filter_fingerprint(
     repositories: &[String],
     sources: &[String],
 ) -> [u8; 8] {
+    filter_fingerprint_with(query, categories, repositories, sources, false)
+}
+
+/// [`filter_fingerprint`] that also covers `include_deprecated` (left out of the hash when false,
+/// so the default filter's fingerprint is unchanged).
+pub fn filter_fingerprint_with(
+    query: &str,
+    categories: &[String],
+    repositories: &[String],
+    sources: &[String],
+    include_deprecated: bool,
+) -> [u8; 8] {
     let mut hasher = Sha256::new();
+    if include_deprecated {
+        hasher.update(b"d");
+    }
     let mut part = |label: u8, values: &mut dyn Iterator<Item = &str>| {
         hasher.update([label]);
         for v in values {

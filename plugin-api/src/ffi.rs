@@ -2,6 +2,12 @@
 //!
 //! The host never calls a plugin's Rust traits directly. [`root_module`] wraps a [`Plugin`] in a
 //! [`PluginMod`] whose functions, and the [`Source`] object's methods, all run under [`guard`].
+//!
+//! Everything here is frozen for interface 1.x: `abi_stable` rejects a library whose types differ in
+//! any way from the host's (a host whose types gained a field rejects every older plugin). What may
+//! grow goes through the open ends designed in: [`HostContext::extensions`], the extension slots of
+//! [`Summary`] and [`crate::Detail`], [`PluginInfo::capabilities`], [`Source::call`] and
+//! [`HostContext::call`]. See `COMPATIBILITY.md`.
 
 use abi_stable::{
     declare_root_module_statics,
@@ -15,9 +21,45 @@ use abi_stable::{
 
 use crate::{
     guard,
-    types::{Detail, ListRequest, PluginError, PluginInfo, Summary},
+    host::Host,
+    types::{Detail, Extension, ListRequest, PluginError, PluginInfo, Summary},
     PackageSource, Plugin, INTERFACE_VERSION,
 };
+
+/// What the host tells a source when it builds it, and how the source calls back into the host.
+///
+/// The host owns it and lends it for the duration of [`PluginMod::new_source`]; the plugin copies
+/// what it keeps (the [`Host`] handle does). The function pointers point into the host binary and
+/// stay valid for the life of the process.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct HostContext {
+    /// The `[[source]]` name this source serves under (unique in the host).
+    pub source_name: RString,
+    /// The folder of the host's configuration file: relative paths in the configuration are
+    /// relative to it. Empty when the host has no configuration file.
+    pub base_dir: RString,
+    /// The host's interface version (the plugin's own is [`crate::INTERFACE_VERSION`]).
+    pub interface_major: u32,
+    pub interface_minor: u32,
+    /// The host program and its version, for messages (`"tributary 0.1.0"`).
+    pub host_version: RString,
+    /// Writes `message` to the host's log at `level` ([`crate::host::Level`]), tagged with `source`.
+    pub log: extern "C" fn(level: u32, source: RStr<'_>, message: RStr<'_>),
+    /// Milliseconds left for the call this thread is running for the host (a `list`, a `detail`, a
+    /// `call`), or `u64::MAX` when the thread runs no call with a deadline.
+    pub time_left_ms: extern "C" fn() -> u64,
+    /// A call into the host by name and version, for host services added after 1.0. A host answers
+    /// [`crate::ErrorKind::Unsupported`] for a method or version it does not have.
+    pub call: extern "C" fn(
+        method: RStr<'_>,
+        version: u32,
+        payload: RStr<'_>,
+    ) -> RResult<RString, PluginError>,
+    /// Further facts about the host and this source, keys in [`crate::keys`]. A plugin ignores
+    /// keys it does not know and uses a default for keys a host does not send.
+    pub extensions: RVec<Extension>,
+}
 
 /// A source as the host holds it: an FFI-safe trait object.
 #[sabi_trait]
@@ -26,8 +68,16 @@ pub trait Source: Send + Sync {
     fn list(&self, request: &ListRequest) -> RResult<RVec<Summary>, PluginError>;
 
     /// See [`PackageSource::detail`].
-    #[sabi(last_prefix_field)]
     fn detail(&self, identifier: RStr<'_>) -> RResult<Detail, PluginError>;
+
+    /// See [`PackageSource::call`].
+    #[sabi(last_prefix_field)]
+    fn call(
+        &self,
+        method: RStr<'_>,
+        version: u32,
+        payload: RStr<'_>,
+    ) -> RResult<RString, PluginError>;
 }
 
 /// The boxed, type-erased source the host receives from a constructor.
@@ -44,7 +94,8 @@ pub struct PluginMod {
 
     /// Builds one source from its JSON configuration.
     #[sabi(last_prefix_field)]
-    pub new_source: extern "C" fn(config: RStr<'_>) -> RResult<SourceBox, PluginError>,
+    pub new_source:
+        extern "C" fn(host: &HostContext, config: RStr<'_>) -> RResult<SourceBox, PluginError>,
 }
 
 impl RootModule for PluginMod_Ref {
@@ -67,6 +118,20 @@ impl<S: PackageSource> Source for Guarded<S> {
     fn detail(&self, identifier: RStr<'_>) -> RResult<Detail, PluginError> {
         guard(|| self.0.detail(identifier.as_str())).into()
     }
+
+    fn call(
+        &self,
+        method: RStr<'_>,
+        version: u32,
+        payload: RStr<'_>,
+    ) -> RResult<RString, PluginError> {
+        guard(|| {
+            self.0
+                .call(method.as_str(), version, payload.as_str())
+                .map(RString::from)
+        })
+        .into()
+    }
 }
 
 extern "C" fn info<P: Plugin>() -> PluginInfo {
@@ -76,12 +141,16 @@ extern "C" fn info<P: Plugin>() -> PluginInfo {
         description: RString::from(P::DESCRIPTION),
         interface_major: INTERFACE_VERSION.0,
         interface_minor: INTERFACE_VERSION.1,
+        capabilities: P::CAPABILITIES.iter().map(|c| RString::from(*c)).collect(),
     }
 }
 
-extern "C" fn new_source<P: Plugin>(config: RStr<'_>) -> RResult<SourceBox, PluginError> {
+extern "C" fn new_source<P: Plugin>(
+    host: &HostContext,
+    config: RStr<'_>,
+) -> RResult<SourceBox, PluginError> {
     guard(|| {
-        P::new_source(config.as_str())
+        P::new_source(Host::from_context(host), config.as_str())
             .map(|source| Source_TO::from_value(Guarded(source), TD_Opaque))
     })
     .into()
@@ -91,6 +160,9 @@ extern "C" fn new_source<P: Plugin>(config: RStr<'_>) -> RResult<SourceBox, Plug
 #[doc(hidden)]
 pub fn root_module<P: Plugin>() -> PluginMod_Ref {
     use abi_stable::prefix_type::PrefixTypeTrait;
+    // Runs once, when the host loads the library: from here on this library's own copy of std
+    // reports panics to `guard` instead of printing them.
+    crate::panic::install_hook();
     PluginMod {
         info: info::<P>,
         new_source: new_source::<P>,

@@ -25,8 +25,9 @@
 //!    and never empty);
 //! 3. **at most** `request.limit` items, and **fewer** than `request.limit` only when no further
 //!    item exists: a short page tells the host the source is exhausted;
-//! 4. only items that match `request.filter` ([`Filter::matches`] is the definition). The host
-//!    re-applies the filter, so a source that skips filtering is still correct, only slower.
+//! 4. only items that match `request.filter` ([`Filter::matches`] is the definition; by default it
+//!    leaves deprecated packages out). The host re-applies the filter, so a source that skips
+//!    filtering is still correct, only slower.
 //!
 //! The host checks 1-3 on every response and treats a breach as that source's error (the page is
 //! then served without it). Because the host resumes by *key*, not by offset, a source whose data
@@ -40,20 +41,29 @@
 //!
 //! # Compatibility
 //! See `COMPATIBILITY.md` beside this crate: the interface version is [`INTERFACE_VERSION`], the host
-//! accepts plugins of the same major version, and the layout of every type here is checked by
-//! `abi_stable` when the library is loaded.
+//! accepts plugins of the same major version, the layout of every type here is checked by
+//! `abi_stable` when the library is loaded and is frozen for all of 1.x, and 1.x grows through
+//! extension keys, capabilities and named calls.
 
 #![allow(non_local_definitions, non_camel_case_types)]
 
+pub mod capabilities;
+#[cfg(feature = "config")]
+pub mod config;
 pub mod ffi;
+pub mod host;
+pub mod keys;
+pub mod panic;
 pub mod search;
 pub mod types;
 
-pub use ffi::{PluginMod, PluginMod_Ref, SourceBox, Source_TO};
+pub use ffi::{HostContext, PluginMod, PluginMod_Ref, SourceBox, Source_TO};
+pub use host::{Host, Level};
+pub use panic::guard;
 pub use search::SearchIndex;
 pub use types::{
-    Detail, ErrorKind, Filter, ListRequest, Maintainer, PluginError, PluginInfo, SeekKey, Summary,
-    Version,
+    extension, Detail, ErrorKind, Extension, Filter, ListRequest, Maintainer, PluginError,
+    PluginInfo, SeekKey, Summary, Version,
 };
 
 /// Re-exported so that plugins and the export macro need no direct dependency on `abi_stable`.
@@ -64,7 +74,8 @@ pub use abi_stable::std_types::{ROption, RStr, RString, RVec};
 ///
 /// The major version is also the version `abi_stable` checks when a library is loaded: a plugin built
 /// against another major version is rejected before any of its code runs. A minor version adds only
-/// what older plugins can do without (see `COMPATIBILITY.md`).
+/// extension keys, capabilities and named calls, which older plugins and hosts do without (see
+/// `COMPATIBILITY.md`).
 pub const INTERFACE_VERSION: (u32, u32) = (1, 0);
 
 /// What a plugin library provides: metadata and a constructor for sources.
@@ -77,13 +88,18 @@ pub trait Plugin {
     const VERSION: &'static str;
     /// One line saying what the plugin serves.
     const DESCRIPTION: &'static str;
+    /// Optional abilities the sources of this plugin have, named in [`capabilities`]. A host uses an
+    /// ability (through [`PackageSource::call`]) only when the plugin declares it.
+    const CAPABILITIES: &'static [&'static str] = &[];
 
     /// The source type this plugin builds.
     type Source: PackageSource;
 
     /// Builds one source from its configuration, given as JSON text (an object; `{}` when the
-    /// operator gave none). Return [`ErrorKind::InvalidConfig`] naming the bad key on bad input.
-    fn new_source(config: &str) -> Result<Self::Source, PluginError>;
+    /// operator gave none; keys starting with `$` are the host's, see [`config`]). `host` tells the
+    /// source its name and base folder and carries its log; keep it if the source logs. Return
+    /// [`ErrorKind::InvalidConfig`] naming the bad key on bad input.
+    fn new_source(host: Host, config: &str) -> Result<Self::Source, PluginError>;
 }
 
 /// One catalog of packages. See the crate docs for the contract `list` must keep.
@@ -95,27 +111,16 @@ pub trait PackageSource: Send + Sync + 'static {
     /// Everything the source knows about one package. [`ErrorKind::NotFound`] when the identifier is
     /// unknown.
     fn detail(&self, identifier: &str) -> Result<Detail, PluginError>;
-}
 
-/// Runs `f`, turning a panic into a [`ErrorKind::Panic`] error that carries the panic message.
-///
-/// Every entry point that [`export_plugin!`] generates goes through this function, inside the plugin.
-pub fn guard<T>(f: impl FnOnce() -> Result<T, PluginError>) -> Result<T, PluginError> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(result) => result,
-        Err(payload) => {
-            let message = if let Some(s) = payload.downcast_ref::<&str>() {
-                (*s).to_owned()
-            } else if let Some(s) = payload.downcast_ref::<String>() {
-                s.clone()
-            } else {
-                "panic with a non-string payload".to_owned()
-            };
-            Err(PluginError::new(
-                ErrorKind::Panic,
-                format!("panicked: {message}"),
-            ))
-        }
+    /// A named, versioned operation beyond `list` and `detail`, with JSON text in and out: how a
+    /// minor version adds an operation without changing the layout. The host calls a method only
+    /// when the plugin declares its capability ([`Plugin::CAPABILITIES`]). The default answers
+    /// [`ErrorKind::Unsupported`], as a source must for any method or version it does not know.
+    fn call(&self, method: &str, version: u32, payload: &str) -> Result<String, PluginError> {
+        let _ = payload;
+        Err(PluginError::unsupported(format!(
+            "this source has no operation {method} version {version}"
+        )))
     }
 }
 
@@ -127,13 +132,22 @@ pub fn guard<T>(f: impl FnOnce() -> Result<T, PluginError>) -> Result<T, PluginE
 /// tributary_plugin_api::export_plugin!(MyPlugin);
 /// ```
 ///
-/// The crate must be built as a `cdylib`. Every entry point runs under [`guard`], so a panic in the
-/// plugin reaches the host as an error value naming the panic, never as a crash.
+/// The crate must be built as a `cdylib` with `panic = "unwind"` (the default): every entry point
+/// runs under [`guard`], so a panic in the plugin reaches the host as an error value naming the
+/// panic, never as a crash. With `panic = "abort"` a panic would end the host, so the macro refuses
+/// to compile.
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
+        const _: () = ::core::assert!(
+            ::core::cfg!(panic = "unwind"),
+            "a Tributary plugin must be built with panic = \"unwind\": with panic = \"abort\" a panic in the plugin ends the host process (remove `panic = \"abort\"` from the Cargo profile)"
+        );
+
         // The same static that `#[abi_stable::export_root_module]` emits, spelled with `$crate`
-        // paths so that the plugin crate needs no direct dependency on `abi_stable`.
+        // paths so that the plugin crate needs no direct dependency on `abi_stable`. It uses
+        // abi_stable's hidden `__call_root_module_loader`, which is why abi_stable is pinned to an
+        // exact version in this crate's manifest.
         #[no_mangle]
         pub static _1as_0lib_1header_0root_bmodule_bloader: $crate::abi_stable::library::LibHeader = {
             fn root_module() -> $crate::PluginMod_Ref {
@@ -153,12 +167,15 @@ macro_rules! export_plugin {
 }
 
 /// The key under which the host passes the configuration file's folder inside every source's JSON
-/// configuration. Plugins resolve relative paths in their configuration against it (see
-/// [`resolve_path`]) and should accept the key even when they reject other unknown keys.
+/// configuration (also [`Host::base_dir`]). Every key starting with `$` is reserved for the host:
+/// [`config::parse`] removes them before parsing, so a plugin that rejects unknown keys keeps
+/// working when a newer host adds one.
 pub const BASE_DIR_KEY: &str = "$base_dir";
 
-/// Resolves `path` against `base_dir` (the value of [`BASE_DIR_KEY`]) unless it is absolute or no
-/// base was given.
+/// The prefix of configuration keys reserved for the host.
+pub const HOST_KEY_PREFIX: char = '$';
+
+/// Resolves `path` against `base_dir` unless it is absolute or no base was given.
 pub fn resolve_path(
     base_dir: Option<&std::path::Path>,
     path: &std::path::Path,

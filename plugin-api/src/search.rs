@@ -260,6 +260,7 @@ mod tests {
                     .map(|_| RString::from(["db", "web", "ops", "ml"][rng.below(4)]))
                     .collect(),
                 repository: RString::from(["r1", "r2", ""][rng.below(3)]),
+                deprecated: rng.below(5) == 0,
                 ..Summary::default()
             })
             .collect();
@@ -310,7 +311,9 @@ mod tests {
                         query: RString::from(query),
                         categories: strings(categories),
                         repositories: strings(repositories),
+                        include_deprecated: rng.below(2) == 0,
                     },
+                    extensions: RVec::new(),
                 };
                 assert_eq!(
                     index.select(&request, &sorted),

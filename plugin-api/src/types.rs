@@ -26,6 +26,42 @@ pub struct Summary {
     pub categories: RVec<RString>,
     /// The repository within the source that holds the package (may be empty).
     pub repository: RString,
+    /// The package is deprecated. Listings leave deprecated packages out unless the filter asks for
+    /// them ([`Filter::include_deprecated`]).
+    pub deprecated: bool,
+    /// Extension slot: further facts as key/value pairs, keys documented in [`crate::keys`]. A host
+    /// ignores keys it does not know; a source leaves out keys it has no value for.
+    pub extensions: RVec<Extension>,
+}
+
+/// One key/value pair of an extension slot ([`Summary::extensions`], [`Detail::extensions`],
+/// [`ListRequest::extensions`], [`crate::ffi::HostContext::extensions`]).
+///
+/// Extension slots are how the interface grows inside a major version: the layout of every type is
+/// frozen at 1.0 (see `COMPATIBILITY.md`), but a new key is not part of the layout. Keys are
+/// lower-case, dot-separated and documented in [`crate::keys`]; a value is text (JSON text when the
+/// key's documentation says so). Keys starting with `x-` are private to a plugin and its operators.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Extension {
+    pub key: RString,
+    pub value: RString,
+}
+
+impl Extension {
+    pub fn new(key: impl Into<String>, value: impl Into<String>) -> Extension {
+        Extension {
+            key: RString::from(key.into()),
+            value: RString::from(value.into()),
+        }
+    }
+}
+
+/// The value of `key` in an extension slot, if present (the first one when repeated).
+pub fn extension<'a>(slot: &'a [Extension], key: &str) -> Option<&'a str> {
+    slot.iter()
+        .find(|e| e.key.as_str() == key)
+        .map(|e| e.value.as_str())
 }
 
 impl Summary {
@@ -63,18 +99,32 @@ pub struct Filter {
     pub categories: RVec<RString>,
     /// Any of these repositories (exact match).
     pub repositories: RVec<RString>,
+    /// Keep deprecated packages too. `false` (the default) leaves them out, as Artifact Hub and
+    /// Kubeapps do.
+    pub include_deprecated: bool,
 }
 
 impl Filter {
     /// Whether the filter keeps nothing out.
+    ///
+    /// Not empty by default: the default filter leaves deprecated packages out.
     pub fn is_empty(&self) -> bool {
-        self.query.is_empty() && self.categories.is_empty() && self.repositories.is_empty()
+        self.query.is_empty()
+            && self.categories.is_empty()
+            && self.repositories.is_empty()
+            && self.include_deprecated
     }
 
     /// The definition of a match, shared by the host and the plugins.
     ///
-    /// `query` is expected in lower case (the host lower-cases it before sending).
+    /// `query` is expected in lower case (the host lower-cases it before sending). This function is
+    /// behaviour each plugin compiles in: a plugin keeps the copy it was built with, so a change to
+    /// it reaches plugins only when they are rebuilt (the host re-applies the filter, so answers stay
+    /// correct meanwhile). See `COMPATIBILITY.md`.
     pub fn matches(&self, item: &Summary) -> bool {
+        if item.deprecated && !self.include_deprecated {
+            return false;
+        }
         if !self.repositories.is_empty() && !self.repositories.contains(&item.repository) {
             return false;
         }
@@ -115,6 +165,9 @@ pub struct ListRequest {
     /// The most items to return; fewer only when the listing ends. Always at least 1.
     pub limit: u32,
     pub filter: Filter,
+    /// Extension slot for request facts added after 1.0 (keys in [`crate::keys`]). A source ignores
+    /// keys it does not know.
+    pub extensions: RVec<Extension>,
 }
 
 impl ListRequest {
@@ -169,8 +222,9 @@ pub struct Detail {
     pub maintainers: RVec<Maintainer>,
     /// A long description or README text.
     pub readme: RString,
-    pub deprecated: bool,
     pub keywords: RVec<RString>,
+    /// Extension slot: further facts as key/value pairs (keys in [`crate::keys`]).
+    pub extensions: RVec<Extension>,
 }
 
 /// The kind of a [`PluginError`]. A number rather than an enum so that a newer plugin can send a
@@ -193,6 +247,9 @@ impl ErrorKind {
     pub const Panic: ErrorKind = ErrorKind(5);
     /// The request itself is wrong (for example a malformed identifier).
     pub const InvalidArgument: ErrorKind = ErrorKind(6);
+    /// The source does not implement this operation or version (the answer to a
+    /// [`crate::PackageSource::call`] it does not know).
+    pub const Unsupported: ErrorKind = ErrorKind(7);
 
     /// A stable lower-case name, used in logs and in API responses.
     pub fn name(self) -> &'static str {
@@ -203,6 +260,7 @@ impl ErrorKind {
             4 => "internal",
             5 => "panic",
             6 => "invalid_argument",
+            7 => "unsupported",
             _ => "internal",
         }
     }
@@ -239,6 +297,14 @@ impl PluginError {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Internal, message)
     }
+
+    pub fn invalid_argument(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidArgument, message)
+    }
+
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unsupported, message)
+    }
 }
 
 impl std::fmt::Display for PluginError {
@@ -259,4 +325,7 @@ pub struct PluginInfo {
     /// [`crate::INTERFACE_VERSION`] as the plugin was compiled against it.
     pub interface_major: u32,
     pub interface_minor: u32,
+    /// Optional abilities the plugin declares (names in [`crate::capabilities`]): a host uses an
+    /// ability only when it is declared, so a plugin built before the ability existed is never asked.
+    pub capabilities: RVec<RString>,
 }

@@ -1,19 +1,42 @@
 //! Interface compatibility: a plugin built against the frozen interface 1.0 loads and serves in
-//! today's host; one that declares another major version, or whose types' layout differs, is rejected
-//! with one line saying what to rebuild against.
+//! today's host, which uses every extension point (context keys, summary flags and keys,
+//! capabilities); a plugin built against interface 1.1 loads in this 1.0 host and degrades cleanly;
+//! one that declares another major version, or whose types' layout differs, is rejected with one
+//! line saying what to rebuild against. Also the extension points in use: plugin logs in the host
+//! log with the source name, the time a call has left, and deprecated packages hidden by default.
+
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
 
 use serde_json::json;
-use tributary_proto::v1::plugin_info::Status as PluginStatus;
-use tributary_tests::{keys, list, start_with};
+use tributary_proto::v1::{self as pb, plugin_info::Status as PluginStatus};
+use tributary_tests::{artifacts, keys, list, list_request, start_with, PluginDir};
+
+use crate::binary::write_config;
+
+fn with_deprecated() -> Option<pb::FilterOptions> {
+    Some(pb::FilterOptions {
+        include_deprecated: true,
+        ..Default::default()
+    })
+}
 
 #[tokio::test]
-async fn frozen_interface_plugins_load_and_incompatible_ones_are_named() {
+async fn frozen_and_newer_minor_plugins_load_and_incompatible_ones_are_named() {
     let (_plugins, server) = start_with(
-        &["compat-v1-0", "compat-major-2", "compat-layout", "testkit"],
+        &[
+            "compat-v1-0",
+            "compat-v1-1",
+            "compat-major-2",
+            "compat-layout",
+            "testkit",
+        ],
         vec![tributary_tests::source(
             "t",
             "testkit",
-            json!({ "items": [{ "name": "legacy-a" }] }),
+            json!({ "items": [{ "name": "legacy-a" }, { "name": "old-t", "deprecated": true }] }),
         )],
     )
     .await;
@@ -33,6 +56,20 @@ async fn frozen_interface_plugins_load_and_incompatible_ones_are_named() {
         (v1.name.as_str(), v1.interface_version.as_str()),
         ("compat-v1-0", "1.0")
     );
+    assert!(v1.capabilities.is_empty());
+
+    let newer = file("libcompat-v1-1.so");
+    assert_eq!(
+        newer.status,
+        PluginStatus::Loaded as i32,
+        "{}",
+        newer.reason
+    );
+    assert_eq!(
+        (newer.name.as_str(), newer.interface_version.as_str()),
+        ("compat-v1-1", "1.1")
+    );
+    assert_eq!(newer.capabilities, ["detail.batch@1"]);
 
     let major = file("libcompat-major-2.so");
     assert_eq!(major.status, PluginStatus::Rejected as i32);
@@ -51,7 +88,8 @@ async fn frozen_interface_plugins_load_and_incompatible_ones_are_named() {
     );
     assert!(!layout.reason.contains('\n'), "one line");
 
-    // The 1.0 plugin serves through today's engine, merged with a current plugin.
+    // Both serve through today's engine, merged with a current plugin; deprecated packages are
+    // left out by default, from the 1.0 plugin and the current one alike.
     let mut client = server.packages().await;
     let page = list(&mut client, 10, "", None).await;
     assert_eq!(
@@ -59,8 +97,191 @@ async fn frozen_interface_plugins_load_and_incompatible_ones_are_named() {
         [
             "legacy-a@compat-v1-0/legacy-a",
             "legacy-a@t/legacy-a",
-            "legacy-b@compat-v1-0/legacy-b"
+            "legacy-b@compat-v1-0/legacy-b",
+            "newer-a@compat-v1-1/newer-a",
+            "newer-b@compat-v1-1/newer-b",
         ]
     );
+    // The 1.1 plugin found no region key in this 1.0 host and fell back to its default.
+    assert_eq!(
+        page.available_package_summaries[3].short_description,
+        "served for region default"
+    );
+    assert!(page
+        .available_package_summaries
+        .iter()
+        .all(|s| !s.deprecated));
+
+    let first = list(&mut client, 2, "", with_deprecated()).await;
+    let rest = list(&mut client, 10, &first.next_page_token, with_deprecated()).await;
+    let all: Vec<String> = keys(&first.available_package_summaries)
+        .into_iter()
+        .chain(keys(&rest.available_package_summaries))
+        .collect();
+    assert_eq!(
+        all,
+        [
+            "legacy-a@compat-v1-0/legacy-a",
+            "legacy-a@t/legacy-a",
+            "legacy-b@compat-v1-0/legacy-b",
+            "legacy-old@compat-v1-0/legacy-old",
+            "newer-a@compat-v1-1/newer-a",
+            "newer-b@compat-v1-1/newer-b",
+            "old-t@t/old-t",
+        ]
+    );
+    let flags: Vec<bool> = rest
+        .available_package_summaries
+        .iter()
+        .map(|s| s.deprecated)
+        .collect();
+    assert_eq!(flags, [false, true, false, false, true]);
+
+    // A token is bound to its filter: include_deprecated is part of it.
+    let changed = client
+        .list_available_package_summaries(list_request(10, &first.next_page_token, None))
+        .await
+        .unwrap_err();
+    assert_eq!(changed.code(), tonic::Code::InvalidArgument, "{changed}");
     server.stop().await;
+}
+
+/// Runs `tributary plugins --log-format json` with `RUST_LOG=info` over `plugins` and `sources`
+/// (TOML); returns the log lines as JSON.
+fn plugins_log(plugins: &[&str], sources: &str) -> Vec<serde_json::Value> {
+    let plugin_dir = PluginDir::with(plugins);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), plugin_dir.path(), sources);
+    let output = Command::new(&artifacts().binary)
+        .args(["--log-format", "json", "plugins", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run tributary plugins");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stderr)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
+}
+
+/// `(source, message)` of every log line a plugin wrote.
+fn plugin_lines(log: &[serde_json::Value]) -> Vec<(String, String)> {
+    log.iter()
+        .filter(|l| l["target"] == "plugin")
+        .map(|l| {
+            (
+                l["fields"]["source"].as_str().unwrap_or("").to_owned(),
+                l["fields"]["message"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn plugin_logs_reach_the_host_log_with_the_source_name() {
+    let log = plugins_log(
+        &["compat-v1-0", "compat-v1-1", "testkit"],
+        "source_timeout_ms = 4321\n\
+         [[source]]\nname = \"kit\"\nplugin = \"testkit\"\n\
+         config = { log_calls = true, items = [{ name = \"a\" }] }\n",
+    );
+    let mut lines = plugin_lines(&log);
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            (
+                "compat-v1-0".to_owned(),
+                "legacy source compat-v1-0 ready; host source timeout 4321 ms".to_owned()
+            ),
+            (
+                "compat-v1-1".to_owned(),
+                "host interface 1.0 sends no host.region: serving the default region".to_owned()
+            ),
+            (
+                "kit".to_owned(),
+                "testkit source ready with 1 items".to_owned()
+            ),
+        ]
+    );
+    assert!(log
+        .iter()
+        .filter(|l| l["target"] == "plugin")
+        .all(|l| l["level"] == "INFO"));
+}
+
+#[tokio::test]
+async fn a_plugin_learns_the_time_its_call_has_left() {
+    let plugin_dir = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        plugin_dir.path(),
+        "source_timeout_ms = 60000\n\
+         [[source]]\nname = \"kit\"\nplugin = \"testkit\"\n\
+         config = { log_calls = true, items = [{ name = \"a\" }] }\n",
+    );
+    let log_path = dir.path().join("log.json");
+    let mut child = Command::new(&artifacts().binary)
+        .args(["--log-format", "json", "serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .expect("start tributary");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let address = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    let mut client =
+        pb::packages_service_client::PackagesServiceClient::connect(format!("http://{address}"))
+            .await
+            .unwrap();
+    // First without a client deadline (the source timeout bounds the call), then with 5 s.
+    client
+        .list_available_package_summaries(list_request(10, "", None))
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(list_request(10, "", None));
+    request.set_timeout(Duration::from_secs(5));
+    client
+        .list_available_package_summaries(request)
+        .await
+        .unwrap();
+    crate::binary::terminate(child);
+
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let log: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let left: Vec<(String, u64)> = plugin_lines(&log)
+        .into_iter()
+        .filter_map(|(source, message)| {
+            let rest = message.strip_prefix("list call ")?;
+            let (call, ms) = rest.split_once(": ")?;
+            let ms = ms.strip_suffix(" ms left")?.parse().ok()?;
+            Some((format!("{source} {call}"), ms))
+        })
+        .collect();
+    assert_eq!(left.len(), 2, "{text}");
+    assert_eq!((left[0].0.as_str(), left[1].0.as_str()), ("kit 1", "kit 2"));
+    assert!(
+        left[0].1 > 5_000 && left[0].1 <= 60_000,
+        "without a client deadline the source timeout bounds the call: {left:?}"
+    );
+    assert!(
+        left[1].1 <= 5_000,
+        "the client's 5 s deadline reaches the plugin: {left:?}"
+    );
 }

@@ -24,6 +24,7 @@ async fn the_example_catalog_merges_helm_and_json_sources() {
     let server = TestServer::start(cfg).await;
     let mut client = server.packages().await;
 
+    // Deprecated packages (cron-runner) are left out unless the filter asks for them.
     let first = list(&mut client, 7, "", None).await;
     assert_eq!(
         keys(&first.available_package_summaries),
@@ -33,12 +34,26 @@ async fn the_example_catalog_merges_helm_and_json_sources() {
             "billing-api@internal/billing-api",
             "cert-manager@community/community/cert-manager",
             "common@bitnami/bitnami/common",
-            "cron-runner@internal/cron-runner",
             "feature-flags@internal/feature-flags",
+            "grafana@community/community/grafana",
         ]
     );
+    let with_deprecated = Some(pb::FilterOptions {
+        include_deprecated: true,
+        ..Default::default()
+    });
+    let first = list(&mut client, 7, "", with_deprecated.clone()).await;
+    assert_eq!(
+        keys(&first.available_package_summaries)[5],
+        "cron-runner@internal/cron-runner"
+    );
+    let everything = page_through(&mut client, &[7], with_deprecated, 20)
+        .await
+        .concat();
+    assert_eq!(everything.len(), 31);
     let all = page_through(&mut client, &[7], None, 20).await.concat();
-    assert_eq!(all.len(), 31);
+    let deprecated: Vec<&String> = everything.iter().filter(|k| !all.contains(k)).collect();
+    assert_eq!(deprecated, DEPRECATED);
     let nginx: Vec<&String> = all.iter().filter(|k| k.starts_with("nginx@")).collect();
     assert_eq!(
         nginx,
@@ -72,3 +87,10 @@ async fn the_example_catalog_merges_helm_and_json_sources() {
     );
     server.stop().await;
 }
+
+/// The example packages marked deprecated (in `catalog.json` and the chart indexes).
+const DEPRECATED: &[&str] = &[
+    "cron-runner@internal/cron-runner",
+    "node@bitnami/bitnami/node",
+    "redis@community/community/redis",
+];

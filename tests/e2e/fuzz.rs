@@ -111,6 +111,7 @@ async fn hostile_requests_get_pages_or_invalid_argument() {
                 categories: odd_list(&mut rng),
                 repositories: odd_list(&mut rng),
                 sources: odd_list(&mut rng),
+                include_deprecated: rng.random_bool(0.5),
             }),
         };
         let page_size = match rng.random_range(0..6) {

@@ -142,6 +142,7 @@ async fn filters_select_and_unknown_sources_are_named() {
             categories: v(categories),
             repositories: v(repositories),
             sources: v(sources),
+            include_deprecated: false,
         })
     };
     let cases = [

@@ -67,6 +67,11 @@ pub fn artifacts() -> &'static Artifacts {
             &mut artifacts,
         );
         cargo_build(compat, &["tributary-fixture-compat-layout"], &mut artifacts);
+        cargo_build(
+            Some("tests/fixtures/compat/v1-1/Cargo.toml"),
+            &["tributary-fixture-compat-v1-1"],
+            &mut artifacts,
+        );
         assert!(
             artifacts.binary.is_file(),
             "cargo build produced the tributary binary"
@@ -133,7 +138,8 @@ pub struct PluginDir {
 
 impl PluginDir {
     /// A directory holding copies of the named plugin libraries (`"catalog"`, `"helm"`, `"testkit"`,
-    /// and the fixtures `"not-a-plugin"`, `"compat-v1-0"`, `"compat-major-2"`, `"compat-layout"`),
+    /// and the fixtures `"not-a-plugin"`, `"compat-v1-0"`, `"compat-v1-1"`, `"compat-major-2"`,
+    /// `"compat-layout"`),
     /// each as `lib<name>.so`.
     pub fn with(names: &[&str]) -> PluginDir {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -147,7 +153,7 @@ impl PluginDir {
     /// Copies the library of `name` into the directory as `file_name`.
     pub fn add(&self, name: &str, file_name: &str) {
         let crate_name = match name {
-            "not-a-plugin" | "compat-v1-0" | "compat-major-2" | "compat-layout" => {
+            "not-a-plugin" | "compat-v1-0" | "compat-v1-1" | "compat-major-2" | "compat-layout" => {
                 format!("tributary_fixture_{}", name.replace('-', "_"))
             }
             other => format!("tributary_plugin_{other}"),

@@ -173,6 +173,7 @@ pub fn blocking_round_trip(bench: &Bench, report: &mut Report) {
                     }),
                     limit: 21,
                     filter: Filter::default(),
+                    extensions: Default::default(),
                 }
             })
             .collect(),

@@ -50,14 +50,24 @@ pub fn run(bench: &Bench, report: &mut Report) {
         .outcome
         .as_ref()
         .unwrap_or_else(|e| panic!("{} does not load: {e}", library.display()));
-    let loaded = match (plugin.module.new_source())(RStr::from_str(&config)) {
+    let loaded = match (plugin.module.new_source())(
+        &tributary_host::plugin_context::context(
+            "s",
+            std::path::Path::new(""),
+            std::time::Duration::from_secs(5),
+        ),
+        RStr::from_str(&config),
+    ) {
         RResult::ROk(imp) => Arc::new(Source::new("s", "testkit", imp)),
         RResult::RErr(e) => panic!("the loaded testkit rejects its config: {e}"),
     };
     let linked = Arc::new(Source::new(
         "s",
         "testkit",
-        source_box(TestkitPlugin::new_source(&config).expect("testkit config")),
+        source_box(
+            TestkitPlugin::new_source(tributary_plugin_api::Host::detached("s", None), &config)
+                .expect("testkit config"),
+        ),
     ));
 
     let mut rng = Rng::new(2);
@@ -123,6 +133,7 @@ pub fn run(bench: &Bench, report: &mut Report) {
                 }),
                 limit: 21,
                 filter: Filter::default(),
+                extensions: Default::default(),
             }
         })
         .collect();

@@ -17,7 +17,7 @@ use std::{
 
 use serde::Deserialize;
 use tributary_plugin_api::{
-    export_plugin, resolve_path, Detail, ListRequest, Maintainer, PackageSource, Plugin,
+    config, export_plugin, Detail, Host, ListRequest, Maintainer, PackageSource, Plugin,
     PluginError, RString, RVec, SearchIndex, Summary, Version,
 };
 
@@ -31,19 +31,24 @@ impl Plugin for CatalogPlugin {
 
     type Source = CatalogSource;
 
-    fn new_source(config: &str) -> Result<CatalogSource, PluginError> {
-        let config: Config = serde_json::from_str(config)
-            .map_err(|e| PluginError::invalid_config(format!("catalog config: {e}")))?;
+    fn new_source(host: Host, config: &str) -> Result<CatalogSource, PluginError> {
+        let config: Config = config::parse("catalog", config)?;
         let path = config.path.ok_or_else(|| {
             PluginError::invalid_config(
                 "catalog config: missing key `path` (the catalog JSON file)",
             )
         })?;
-        let path = resolve_path(config.base_dir.as_deref(), &path);
+        let path = host.resolve(&path);
         let loaded = Loaded::read(&path)?;
+        host.debug(&format!(
+            "read {} packages from {}",
+            loaded.summaries.len(),
+            path.display()
+        ));
         Ok(CatalogSource {
             path,
             loaded: RwLock::new(Arc::new(loaded)),
+            host,
         })
     }
 }
@@ -54,8 +59,6 @@ export_plugin!(CatalogPlugin);
 #[serde(deny_unknown_fields)]
 struct Config {
     path: Option<PathBuf>,
-    #[serde(rename = "$base_dir")]
-    base_dir: Option<PathBuf>,
 }
 
 /// The catalog file.
@@ -190,6 +193,8 @@ fn to_detail(p: Package) -> Detail {
             icon_url: RString::from(p.icon_url),
             categories: strings(p.categories),
             repository: RString::from(p.repository),
+            deprecated: p.deprecated,
+            extensions: RVec::new(),
         },
         versions: RVec::from(versions),
         home_url: RString::from(p.home_url),
@@ -203,8 +208,8 @@ fn to_detail(p: Package) -> Detail {
             })
             .collect(),
         readme: RString::from(p.readme),
-        deprecated: p.deprecated,
         keywords: strings(p.keywords),
+        extensions: RVec::new(),
     }
 }
 
@@ -212,6 +217,7 @@ fn to_detail(p: Package) -> Detail {
 pub struct CatalogSource {
     path: PathBuf,
     loaded: RwLock<Arc<Loaded>>,
+    host: Host,
 }
 
 impl CatalogSource {
@@ -225,7 +231,10 @@ impl CatalogSource {
         if loaded.stamp == stamp(&self.path) {
             return Ok(loaded);
         }
-        let fresh = Arc::new(Loaded::read(&self.path)?);
+        let fresh = Arc::new(Loaded::read(&self.path).inspect_err(|e| {
+            self.host
+                .warn(&format!("catalog changed but cannot be served: {e}"))
+        })?);
         *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
         Ok(fresh)
     }

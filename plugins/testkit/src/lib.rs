@@ -9,10 +9,11 @@
 //!            error_on_call = 2, panic_on_call = 2, hang_on_call = 2, hang_ms = 2000, unordered_on_call = 2,
 //!            oversize_on_call = 2, stale_on_call = 2, duplicate_id_on_call = 2,
 //!            huge_field_on_call = 2, bad_utf8_on_call = 2, panic_in_detail = true,
-//!            calls_file = "/tmp/calls" }
+//!            calls_file = "/tmp/calls", log_calls = true }
 //! ```
-//! `*_on_call` counts list calls from 1; `calls_file` gets one line per list call, so that a test can
-//! count calls made after a response was sent.
+//! Items also take `deprecated = true`. `*_on_call` counts list calls from 1; `calls_file` gets one
+//! line per list call, so that a test can count calls made after a response was sent; `log_calls`
+//! writes one line per list call into the host's log, with the time the call has left.
 
 use std::{
     io::Write,
@@ -23,8 +24,8 @@ use std::{
 
 use serde::Deserialize;
 use tributary_plugin_api::{
-    export_plugin, Detail, ListRequest, PackageSource, Plugin, PluginError, ROption, RString, RVec,
-    SeekKey, Summary,
+    config, export_plugin, Detail, Host, ListRequest, PackageSource, Plugin, PluginError, ROption,
+    RString, RVec, SeekKey, Summary,
 };
 
 pub struct TestkitPlugin;
@@ -36,9 +37,8 @@ impl Plugin for TestkitPlugin {
 
     type Source = TestkitSource;
 
-    fn new_source(config: &str) -> Result<TestkitSource, PluginError> {
-        let config: Config = serde_json::from_str(config)
-            .map_err(|e| PluginError::invalid_config(format!("testkit config: {e}")))?;
+    fn new_source(host: Host, config: &str) -> Result<TestkitSource, PluginError> {
+        let config: Config = config::parse("testkit", config)?;
         if let Some(reason) = &config.fail_new {
             return Err(PluginError::invalid_config(reason.clone()));
         }
@@ -47,10 +47,14 @@ impl Plugin for TestkitPlugin {
         }
         let mut items: Vec<Summary> = config.items.iter().map(Item::to_summary).collect();
         items.sort_by(|a, b| a.key_cmp(b));
+        if config.log_calls {
+            host.info(&format!("testkit source ready with {} items", items.len()));
+        }
         Ok(TestkitSource {
             items,
             calls: AtomicU64::new(0),
             config,
+            host,
         })
     }
 }
@@ -91,9 +95,8 @@ struct Config {
     #[serde(default)]
     panic_in_detail: bool,
     calls_file: Option<PathBuf>,
-    #[serde(rename = "$base_dir")]
-    #[allow(dead_code)]
-    base_dir: Option<String>,
+    #[serde(default)]
+    log_calls: bool,
 }
 
 fn default_hang_ms() -> u64 {
@@ -119,6 +122,8 @@ struct Item {
     repository: String,
     #[serde(default)]
     version: String,
+    #[serde(default)]
+    deprecated: bool,
 }
 
 impl Item {
@@ -135,6 +140,7 @@ impl Item {
                 .collect(),
             repository: RString::from(self.repository.as_str()),
             latest_version: RString::from(self.version.as_str()),
+            deprecated: self.deprecated,
             ..Summary::default()
         }
     }
@@ -144,6 +150,7 @@ pub struct TestkitSource {
     config: Config,
     items: Vec<Summary>,
     calls: AtomicU64,
+    host: Host,
 }
 
 impl TestkitSource {
@@ -219,6 +226,13 @@ impl PackageSource for TestkitSource {
                 let _ = writeln!(f, "list {call}");
             }
         }
+        if self.config.log_calls {
+            let left = match self.host.time_left() {
+                Some(left) => format!("{} ms left", left.as_millis()),
+                None => "no deadline".to_owned(),
+            };
+            self.host.info(&format!("list call {call}: {left}"));
+        }
         let on = |n: Option<u64>| n == Some(call);
         if self.config.sleep_ms > 0 {
             std::thread::sleep(Duration::from_millis(self.config.sleep_ms));
@@ -277,12 +291,20 @@ impl PackageSource for TestkitSource {
         if self.config.panic_in_detail {
             panic!("injected panic in detail");
         }
-        let summary = self
-            .items
-            .iter()
-            .find(|s| s.identifier.as_str() == identifier)
-            .cloned()
-            .ok_or_else(|| PluginError::not_found(format!("no item with id {identifier:?}")))?;
+        let generated = identifier
+            .strip_prefix('g')
+            .and_then(|i| i.parse::<u64>().ok())
+            .filter(|&i| i < self.config.generate && identifier == format!("g{i}"))
+            .map(|i| self.generated(i));
+        let summary = match generated {
+            Some(summary) => summary,
+            None => self
+                .items
+                .iter()
+                .find(|s| s.identifier.as_str() == identifier)
+                .cloned()
+                .ok_or_else(|| PluginError::not_found(format!("no item with id {identifier:?}")))?,
+        };
         Ok(Detail {
             summary,
             versions: RVec::new(),

@@ -1,0 +1,19 @@
+//! Capability names a plugin may declare in [`crate::Plugin::CAPABILITIES`].
+//!
+//! A capability is `method@version`: a plugin that declares it answers
+//! [`crate::PackageSource::call`] for that method and version. A host calls a method only when the
+//! plugin declares it, so a plugin built before the capability existed is never asked (and a
+//! plugin asked anyway answers [`crate::ErrorKind::Unsupported`]). A host that does not know a
+//! declared capability ignores it. Interface 1.0 defines none; a minor version adds names here
+//! with the JSON shapes of their payload and answer.
+
+/// The capability string for `method` at `version`.
+pub fn name(method: &str, version: u32) -> String {
+    format!("{method}@{version}")
+}
+
+/// Whether `declared` includes `method` at `version`.
+pub fn declares<S: AsRef<str>>(declared: &[S], method: &str, version: u32) -> bool {
+    let wanted = name(method, version);
+    declared.iter().any(|c| c.as_ref() == wanted)
+}
