@@ -308,6 +308,8 @@ fn build_chart(name: Text<'_>, mut raw: Vec<RawVersion<'_>>) -> Option<Chart> {
             icon_url: latest.icon.into_rstring(),
             categories,
             repository: RString::new(),
+            deprecated: latest.deprecated.unwrap_or(false),
+            extensions: RVec::new(),
         },
         extra: Extra {
             versions,

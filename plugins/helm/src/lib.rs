@@ -59,7 +59,7 @@ use std::{
 
 use sha2::{Digest, Sha256};
 use tributary_plugin_api::{
-    export_plugin, Detail, ListRequest, PackageSource, Plugin, PluginError, RString, Summary,
+    export_plugin, Detail, Host, ListRequest, PackageSource, Plugin, PluginError, RString, Summary,
 };
 use url::Url;
 
@@ -79,7 +79,7 @@ impl Plugin for HelmPlugin {
 
     type Source = HelmSource;
 
-    fn new_source(config: &str) -> Result<HelmSource, PluginError> {
+    fn new_source(_host: Host, config: &str) -> Result<HelmSource, PluginError> {
         let repositories = config::parse(config)?;
         let mut agents = Vec::new();
         for repo in &repositories {
@@ -546,8 +546,8 @@ impl PackageSource for HelmSource {
             home_url: extra.home_url,
             source_urls: extra.source_urls,
             maintainers: extra.maintainers,
-            deprecated: extra.deprecated,
             keywords: extra.keywords,
+            extensions: Default::default(),
         })
     }
 }

@@ -6,7 +6,7 @@ use std::{
 
 use serde_json::json;
 use tributary_plugin_api::{
-    Detail, ErrorKind, Filter, ListRequest, Maintainer, PackageSource, Plugin, PluginError,
+    Detail, ErrorKind, Filter, Host, ListRequest, Maintainer, PackageSource, Plugin, PluginError,
     ROption::{RNone, RSome},
     RString, RVec, SeekKey, Summary, Version,
 };
@@ -124,7 +124,10 @@ fn source_for(dir: &TempDir, repos: &[(&str, &str)]) -> Result<HelmSource, Plugi
         .iter()
         .map(|(name, file)| json!({ "name": name, "url": file }))
         .collect();
-    HelmPlugin::new_source(&json!({ "repositories": repositories, "$base_dir": dir.0 }).to_string())
+    HelmPlugin::new_source(
+        Host::detached("helm", None),
+        &json!({ "repositories": repositories, "$base_dir": dir.0 }).to_string(),
+    )
 }
 
 fn two_repos(dir: &TempDir) -> HelmSource {
@@ -157,21 +160,25 @@ fn summary(
         icon_url: icon_url.into(),
         categories: strings(categories),
         repository: repository.into(),
+        ..Summary::default()
     }
 }
 
 fn expected_summaries() -> Vec<Summary> {
     vec![
         summary("beta", "Zeta", "2", "1.10", "", "", &["Testing"]),
-        summary(
-            "beta",
-            "apache",
-            "10.0.0",
-            "2.4.57",
-            "Apache HTTP Server (deprecated)",
-            "",
-            &[],
-        ),
+        Summary {
+            deprecated: true,
+            ..summary(
+                "beta",
+                "apache",
+                "10.0.0",
+                "2.4.57",
+                "Apache HTTP Server (deprecated)",
+                "",
+                &[],
+            )
+        },
         summary(
             "alpha",
             "nginx",
@@ -204,7 +211,12 @@ fn request(after: Option<(&str, &str)>, limit: u32, filter: Filter) -> ListReque
             None => RNone,
         },
         limit,
-        filter,
+        // These tests predate the deprecated filter and expect every chart.
+        filter: Filter {
+            include_deprecated: true,
+            ..filter
+        },
+        extensions: RVec::new(),
     }
 }
 
@@ -290,8 +302,8 @@ fn detail_of_a_full_chart() {
                 },
             ]),
             readme: "NGINX web server".into(),
-            deprecated: false,
             keywords: strings(&["nginx", "http"]),
+            extensions: RVec::new(),
         }
     );
 }
@@ -334,10 +346,10 @@ fn deprecated_chart() {
     let dir = TempDir::new("deprecated");
     let source = two_repos(&dir);
     let apache = source.detail("beta/apache").unwrap();
-    assert!(apache.deprecated);
+    assert!(apache.summary.deprecated);
     assert_eq!(apache.summary, expected_summaries()[1]);
     assert_eq!(ids_of_versions(&apache.versions), ["10.0.0", "9.9.9"]);
-    assert!(!source.detail("alpha/nginx").unwrap().deprecated);
+    assert!(!source.detail("alpha/nginx").unwrap().summary.deprecated);
 }
 
 fn ids_of_versions(versions: &[Version]) -> Vec<&str> {
@@ -352,7 +364,7 @@ fn deprecated_only_when_the_latest_version_says_so() {
         "entries:\n  old:\n  - version: 2.0.0\n  - version: 1.0.0\n    deprecated: true\n",
     );
     let source = source_for(&dir, &[("r", "r.yaml")]).unwrap();
-    assert!(!source.detail("r/old").unwrap().deprecated);
+    assert!(!source.detail("r/old").unwrap().summary.deprecated);
 }
 
 #[test]
@@ -495,7 +507,7 @@ fn duplicate_chart_names_are_an_error() {
 }
 
 fn config_error(config: serde_json::Value) -> String {
-    let err = match HelmPlugin::new_source(&config.to_string()) {
+    let err = match HelmPlugin::new_source(Host::detached("helm", None), &config.to_string()) {
         Err(err) => err,
         Ok(_) => panic!("accepted {config}"),
     };
@@ -604,7 +616,9 @@ fn config_errors_name_the_key() {
         assert!(message.contains(expected), "{config}: {message:?}");
         assert!(!message.contains("s3cret"), "a secret in {message:?}");
     }
-    let err = HelmPlugin::new_source("not json").err().unwrap();
+    let err = HelmPlugin::new_source(Host::detached("helm", None), "not json")
+        .err()
+        .unwrap();
     assert!(err.message.starts_with("helm config: "), "{err}");
 }
 
@@ -645,11 +659,11 @@ fn file_urls_and_absolute_paths() {
     let config = json!({ "repositories": [
         { "name": "url", "url": format!("file://{}", path.display()) },
     ] });
-    let source = HelmPlugin::new_source(&config.to_string()).unwrap();
+    let source = HelmPlugin::new_source(Host::detached("helm", None), &config.to_string()).unwrap();
     assert_eq!(all(&source).len(), 3);
 
     let config = json!({ "repositories": [{ "name": "abs", "url": path }] });
-    let source = HelmPlugin::new_source(&config.to_string()).unwrap();
+    let source = HelmPlugin::new_source(Host::detached("helm", None), &config.to_string()).unwrap();
     assert_eq!(ids(&all(&source)), ["abs/Zeta", "abs/apache", "abs/nginx"]);
 }
 
@@ -862,7 +876,7 @@ fn example_indexes_load() {
         ],
         "$base_dir": examples,
     });
-    let source = HelmPlugin::new_source(&config.to_string()).unwrap();
+    let source = HelmPlugin::new_source(Host::detached("helm", None), &config.to_string()).unwrap();
     let items = all(&source);
     assert!(keys_strictly_increasing(&items));
     let count = |repo: &str| items.iter().filter(|s| s.repository == repo).count();
@@ -878,7 +892,7 @@ fn example_indexes_load() {
         let detail = source.detail(&item.identifier).unwrap();
         assert_eq!(detail.summary, *item);
         assert!(detail.versions.len() >= 2, "{}", item.identifier);
-        deprecated += usize::from(detail.deprecated);
+        deprecated += usize::from(detail.summary.deprecated);
         pre_releases += detail
             .versions
             .iter()
