@@ -50,6 +50,8 @@
 pub mod capabilities;
 #[cfg(feature = "config")]
 pub mod config;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod ffi;
 pub mod host;
 pub mod keys;

@@ -256,3 +256,45 @@ impl PackageSource for CatalogSource {
             .ok_or_else(|| PluginError::not_found(format!("no package with id {identifier:?}")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use tributary_plugin_api::conformance::{check, Options};
+
+    use super::*;
+
+    #[test]
+    fn the_example_catalog_conforms() {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+        let source = CatalogPlugin::new_source(
+            Host::detached("internal", Some(examples)),
+            r#"{"path":"catalog.json","$base_dir":"ignored: the host context gives the base"}"#,
+        )
+        .unwrap();
+        let report = check(&source, &Options::default());
+        assert!(report.passed(), "{report}");
+        assert!(report.items >= 10, "{report}");
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let host = || Host::detached("c", None);
+        let e = CatalogPlugin::new_source(host(), r#"{"path": 3}"#)
+            .err()
+            .unwrap();
+        assert_eq!(
+            e.message.as_str(),
+            "catalog config: key `path`: invalid type: integer `3`, expected path string"
+        );
+        let e = CatalogPlugin::new_source(host(), r#"{"paht": "x"}"#)
+            .err()
+            .unwrap();
+        assert!(
+            e.message
+                .starts_with("catalog config: unknown field `paht`"),
+            "{e}"
+        );
+    }
+}

@@ -312,3 +312,59 @@ impl PackageSource for TestkitSource {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tributary_plugin_api::{
+        conformance::{check, Options},
+        ErrorKind,
+    };
+
+    use super::*;
+
+    fn source(config: &str) -> TestkitSource {
+        TestkitPlugin::new_source(Host::detached("kit", None), config).unwrap()
+    }
+
+    #[test]
+    fn inline_and_generated_items_conform() {
+        let inline = source(
+            r#"{"items":[{"name":"b","categories":["db"],"repository":"r"},{"name":"a","id":"2"},
+                {"name":"a","id":"1","deprecated":true},{"name":"c","description":"Cee"}]}"#,
+        );
+        let report = check(&inline, &Options::default());
+        assert!(report.passed(), "{report}");
+        assert_eq!(report.items, 4);
+        let generated = source(r#"{"generate":700}"#);
+        let report = check(&generated, &Options::default());
+        assert!(report.passed(), "{report}");
+        assert_eq!(report.items, 700);
+    }
+
+    #[test]
+    fn faults_fail_the_kit() {
+        let stale = source(r#"{"generate":50,"stale_on_call":3}"#);
+        assert!(!check(&stale, &Options::default()).passed());
+        let panics = source(r#"{"items":[{"name":"a"}],"panic_in_detail":true}"#);
+        let report = check(&panics, &Options::default());
+        let failure = report
+            .checks
+            .iter()
+            .find_map(|c| c.failure.clone())
+            .unwrap();
+        assert!(
+            failure.starts_with(
+                "detail of \"a\": the source panicked: panicked: injected panic in detail"
+            ),
+            "{report}"
+        );
+        let e = TestkitPlugin::new_source(Host::detached("kit", None), r#"{"generate":"x"}"#)
+            .err()
+            .unwrap();
+        assert_eq!(e.kind, ErrorKind::InvalidConfig);
+        assert_eq!(
+            e.message.as_str(),
+            "testkit config: key `generate`: invalid type: string \"x\", expected u64"
+        );
+    }
+}

@@ -1,0 +1,630 @@
+//! The conformance kit (feature `conformance`): the checks a source must pass, runnable from a
+//! plugin's own `cargo test` against its [`PackageSource`] and, by `tributary plugin check`, against
+//! a loaded library through the real FFI boundary ([`SourceBox`]).
+//!
+//! ```ignore
+//! #[test]
+//! fn conforms() {
+//!     let source = MyPlugin::new_source(Host::detached("test", None), r#"{"path":"fixtures/a.json"}"#).unwrap();
+//!     let report = tributary_plugin_api::conformance::check(&source, &Options::default());
+//!     assert!(report.passed(), "{report}");
+//! }
+//! ```
+//!
+//! What is checked, each a line of the [`Report`]:
+//! - the full listing (pages of 1000) keeps the contract: strictly increasing `(name, identifier)`,
+//!   non-empty unique identifiers, at most `limit` items, a short page only at the end;
+//! - paging with random limits (1 to 20) gives exactly the full listing;
+//! - seeks before the first item, at every sampled item (resume after it), at `name + "\0"` (the
+//!   first key after every identifier of that name) and after the last item;
+//! - every filter field: a query taken from a listed name, a category, a repository, deprecated
+//!   packages left out by default and kept with `include_deprecated`; the answer must be exactly
+//!   the full listing filtered by [`Filter::matches`];
+//! - the detail of every listed identifier names that identifier and name;
+//! - error kinds: an unknown identifier is `not_found`, an unknown `call` is `unsupported`;
+//! - no call panicked (a panic is reported as a failure wherever it happens).
+
+use std::fmt;
+
+use abi_stable::std_types::{ROption, RResult, RStr, RString};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+use crate::{
+    types::{Detail, ErrorKind, Filter, ListRequest, PluginError, SeekKey, Summary},
+    PackageSource, SourceBox,
+};
+
+/// What the kit calls: a [`PackageSource`] in the same process, or a loaded library's [`SourceBox`].
+pub trait Subject {
+    fn list(&self, request: &ListRequest) -> Result<Vec<Summary>, PluginError>;
+    fn detail(&self, identifier: &str) -> Result<Detail, PluginError>;
+    fn call(&self, method: &str, version: u32, payload: &str) -> Result<String, PluginError>;
+}
+
+impl<S: PackageSource> Subject for S {
+    fn list(&self, request: &ListRequest) -> Result<Vec<Summary>, PluginError> {
+        crate::guard(|| PackageSource::list(self, request))
+    }
+    fn detail(&self, identifier: &str) -> Result<Detail, PluginError> {
+        crate::guard(|| PackageSource::detail(self, identifier))
+    }
+    fn call(&self, method: &str, version: u32, payload: &str) -> Result<String, PluginError> {
+        crate::guard(|| PackageSource::call(self, method, version, payload))
+    }
+}
+
+/// Calls through the FFI boundary, exactly as the host does.
+pub struct Ffi<'a>(pub &'a SourceBox);
+
+impl Subject for Ffi<'_> {
+    fn list(&self, request: &ListRequest) -> Result<Vec<Summary>, PluginError> {
+        match self.0.list(request) {
+            RResult::ROk(items) => Ok(items.into_vec()),
+            RResult::RErr(e) => Err(e),
+        }
+    }
+    fn detail(&self, identifier: &str) -> Result<Detail, PluginError> {
+        self.0.detail(RStr::from_str(identifier)).into_result()
+    }
+    fn call(&self, method: &str, version: u32, payload: &str) -> Result<String, PluginError> {
+        self.0
+            .call(RStr::from_str(method), version, RStr::from_str(payload))
+            .into_result()
+            .map(RString::into_string)
+    }
+}
+
+/// How hard to check.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Seed of the random limits and samples; a report names it so a failure can be replayed.
+    pub seed: u64,
+    /// Rounds of paging with random limits.
+    pub rounds: usize,
+    /// Stop reading the listing after this many items (the checks then cover a prefix).
+    pub max_items: usize,
+    /// Items whose seeks and details are checked (sampled evenly when there are more).
+    pub samples: usize,
+    /// Capabilities the source declares: a declared method is not expected to be `unsupported`.
+    pub capabilities: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            seed: 0x7472_6962,
+            rounds: 5,
+            max_items: 20_000,
+            samples: 200,
+            capabilities: Vec::new(),
+        }
+    }
+}
+
+/// One check and its outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub name: String,
+    /// `None` when it passed; otherwise what went wrong.
+    pub failure: Option<String>,
+}
+
+/// The outcome of [`check`]. `Display` prints one line per check.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub items: usize,
+    pub seed: u64,
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.failure.is_none())
+    }
+
+    pub fn failures(&self) -> usize {
+        self.checks.iter().filter(|c| c.failure.is_some()).count()
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in &self.checks {
+            match &c.failure {
+                None => writeln!(f, "  ok    {}", c.name)?,
+                Some(why) => writeln!(f, "  FAIL  {}: {why}", c.name)?,
+            }
+        }
+        write!(
+            f,
+            "{} of {} checks passed over {} items (seed {})",
+            self.checks.len() - self.failures(),
+            self.checks.len(),
+            self.items,
+            self.seed
+        )
+    }
+}
+
+fn request(after: Option<(&str, &str)>, limit: u32, filter: &Filter) -> ListRequest {
+    ListRequest {
+        after: match after {
+            Some((name, identifier)) => ROption::RSome(SeekKey {
+                name: RString::from(name),
+                identifier: RString::from(identifier),
+            }),
+            None => ROption::RNone,
+        },
+        limit,
+        filter: filter.clone(),
+        extensions: Default::default(),
+    }
+}
+
+fn everything() -> Filter {
+    Filter {
+        include_deprecated: true,
+        ..Filter::default()
+    }
+}
+
+fn describe(e: &PluginError) -> String {
+    if e.kind == ErrorKind::Panic {
+        format!("the source panicked: {}", e.message)
+    } else {
+        e.to_string()
+    }
+}
+
+/// Pages through the listing from `after` with `limits` (cycled), checking each answer against
+/// the contract; at most `max` items.
+fn page_through(
+    subject: &dyn Subject,
+    after: Option<(String, String)>,
+    filter: &Filter,
+    limits: &mut dyn FnMut() -> u32,
+    max: usize,
+) -> Result<Vec<Summary>, String> {
+    let mut out: Vec<Summary> = Vec::new();
+    let mut after = after;
+    loop {
+        let limit = limits();
+        let req = request(
+            after.as_ref().map(|(n, i)| (n.as_str(), i.as_str())),
+            limit,
+            filter,
+        );
+        let page = subject.list(&req).map_err(|e| describe(&e))?;
+        if page.len() > limit as usize {
+            return Err(format!("{} items for limit {limit}", page.len()));
+        }
+        for item in &page {
+            if item.identifier.is_empty() {
+                return Err(format!(
+                    "item {:?} has an empty identifier",
+                    item.name.as_str()
+                ));
+            }
+            if let Some((n, i)) = &after {
+                let key = SeekKey {
+                    name: RString::from(n.as_str()),
+                    identifier: RString::from(i.as_str()),
+                };
+                if !item.is_after(&key) {
+                    return Err(format!(
+                        "item ({:?}, {:?}) does not come after ({n:?}, {i:?})",
+                        item.name.as_str(),
+                        item.identifier.as_str()
+                    ));
+                }
+            }
+            if let Some(prev) = out.last() {
+                if prev.key_cmp(item) != std::cmp::Ordering::Less {
+                    return Err(format!(
+                        "({:?}, {:?}) follows ({:?}, {:?}): not strictly increasing",
+                        item.name.as_str(),
+                        item.identifier.as_str(),
+                        prev.name.as_str(),
+                        prev.identifier.as_str()
+                    ));
+                }
+            }
+            if !filter.matches(item) {
+                return Err(format!(
+                    "item ({:?}, {:?}) does not match the filter {filter:?}",
+                    item.name.as_str(),
+                    item.identifier.as_str()
+                ));
+            }
+            out.push(item.clone());
+        }
+        if (page.len() as u32) < limit || out.len() >= max {
+            return Ok(out);
+        }
+        let last = out.last().expect("a full page has items");
+        after = Some((last.name.to_string(), last.identifier.to_string()));
+    }
+}
+
+fn ids(items: &[Summary]) -> Vec<(String, String)> {
+    items
+        .iter()
+        .map(|s| (s.name.to_string(), s.identifier.to_string()))
+        .collect()
+}
+
+fn compare(got: &[Summary], want: &[Summary]) -> Option<String> {
+    if ids(got) == ids(want) {
+        return None;
+    }
+    let at = got
+        .iter()
+        .zip(want)
+        .position(|(g, w)| g.key_cmp(w) != std::cmp::Ordering::Equal)
+        .unwrap_or(got.len().min(want.len()));
+    Some(format!(
+        "{} items (expected {}); first difference at position {at}: got {:?}, expected {:?}",
+        got.len(),
+        want.len(),
+        got.get(at)
+            .map(|s| (s.name.as_str(), s.identifier.as_str())),
+        want.get(at)
+            .map(|s| (s.name.as_str(), s.identifier.as_str()))
+    ))
+}
+
+/// Runs every check against `subject`.
+pub fn check(subject: &dyn Subject, options: &Options) -> Report {
+    let mut report = Report {
+        seed: options.seed,
+        ..Report::default()
+    };
+    let mut rng = StdRng::seed_from_u64(options.seed);
+    let push = |report: &mut Report, name: String, failure: Option<String>| {
+        report.checks.push(Check { name, failure });
+    };
+
+    let all = match page_through(
+        subject,
+        None,
+        &everything(),
+        &mut || 1000,
+        options.max_items,
+    ) {
+        Ok(all) => all,
+        Err(why) => {
+            push(
+                &mut report,
+                "full listing keeps the contract".into(),
+                Some(why),
+            );
+            return report;
+        }
+    };
+    report.items = all.len();
+    let unique = {
+        let mut seen: Vec<&str> = all.iter().map(|s| s.identifier.as_str()).collect();
+        seen.sort_unstable();
+        seen.windows(2)
+            .find(|w| w[0] == w[1])
+            .map(|w| format!("identifier {:?} is listed twice", w[0]))
+    };
+    push(
+        &mut report,
+        "full listing keeps the contract".into(),
+        unique,
+    );
+
+    for round in 0..options.rounds {
+        let got = page_through(
+            subject,
+            None,
+            &everything(),
+            &mut || rng.random_range(1..=20),
+            options.max_items,
+        );
+        let failure = match got {
+            Ok(got) => compare(&got, &all),
+            Err(why) => Some(why),
+        };
+        push(
+            &mut report,
+            format!("paging with random limits, round {}", round + 1),
+            failure,
+        );
+    }
+
+    // Seeks.
+    let step = (all.len() / options.samples.max(1)).max(1);
+    let sampled: Vec<usize> = (0..all.len()).step_by(step).collect();
+    let seek = |after: (String, String), want: &[Summary], limit: u32| -> Option<String> {
+        match page_through(
+            subject,
+            Some(after),
+            &everything(),
+            &mut || limit,
+            want.len() + 1,
+        ) {
+            Ok(got) => compare(&got, want),
+            Err(why) => Some(why),
+        }
+    };
+    let mut failure = seek((String::new(), String::new()), &all, 1000);
+    push(&mut report, "seek before the first item".into(), failure);
+    failure = None;
+    for &i in &sampled {
+        let item = &all[i];
+        let want = &all[i + 1..(i + 1 + 5).min(all.len())];
+        let got = subject.list(&request(
+            Some((item.name.as_str(), item.identifier.as_str())),
+            5,
+            &everything(),
+        ));
+        let f = match got {
+            Ok(got) => compare(&got, want).map(|d| {
+                format!(
+                    "after ({:?}, {:?}): {d}",
+                    item.name.as_str(),
+                    item.identifier.as_str()
+                )
+            }),
+            Err(e) => Some(describe(&e)),
+        };
+        if f.is_some() {
+            failure = f;
+            break;
+        }
+    }
+    push(
+        &mut report,
+        format!("seek between items ({} sampled)", sampled.len()),
+        failure,
+    );
+    failure = None;
+    for &i in &sampled {
+        let name = format!("{}\0", all[i].name);
+        let start = all.partition_point(|s| s.name.as_bytes() <= all[i].name.as_bytes());
+        let want = &all[start..(start + 5).min(all.len())];
+        let f = match subject.list(&request(Some((&name, "")), 5, &everything())) {
+            Ok(got) => compare(&got, want).map(|d| format!("after name {name:?}: {d}")),
+            Err(e) => Some(describe(&e)),
+        };
+        if f.is_some() {
+            failure = f;
+            break;
+        }
+    }
+    push(&mut report, "seek at name + \"\\0\"".into(), failure);
+    let failure = match all.last() {
+        Some(last) if all.len() < options.max_items => {
+            match subject.list(&request(
+                Some((last.name.as_str(), last.identifier.as_str())),
+                10,
+                &everything(),
+            )) {
+                Ok(got) if got.is_empty() => None,
+                Ok(got) => Some(format!("{} items after the last one", got.len())),
+                Err(e) => Some(describe(&e)),
+            }
+        }
+        _ => None,
+    };
+    push(&mut report, "seek after the last item".into(), failure);
+
+    // Filters: each field alone, against the definition applied to the full listing.
+    let mut filters: Vec<(String, Filter)> =
+        vec![("deprecated left out by default".into(), Filter::default())];
+    if let Some(item) = all.get(rng.random_range(0..all.len().max(1))) {
+        let name = item.name.to_lowercase();
+        let chars: Vec<char> = name.chars().collect();
+        let from = rng.random_range(0..chars.len().max(1)).min(chars.len());
+        let query: String = chars[from..].iter().take(3).collect();
+        filters.push((
+            format!("filter query {query:?}"),
+            Filter {
+                query: RString::from(query),
+                include_deprecated: true,
+                ..Filter::default()
+            },
+        ));
+    }
+    if let Some(category) = all.iter().find_map(|s| s.categories.first()) {
+        filters.push((
+            format!("filter category {:?}", category.as_str()),
+            Filter {
+                categories: vec![category.clone()].into(),
+                include_deprecated: true,
+                ..Filter::default()
+            },
+        ));
+    }
+    if let Some(repository) = all.iter().map(|s| &s.repository).find(|r| !r.is_empty()) {
+        filters.push((
+            format!("filter repository {:?}", repository.as_str()),
+            Filter {
+                repositories: vec![repository.clone()].into(),
+                include_deprecated: true,
+                ..Filter::default()
+            },
+        ));
+    }
+    filters.push((
+        "filter that matches nothing".into(),
+        Filter {
+            query: RString::from("\u{1}no such package\u{1}"),
+            include_deprecated: true,
+            ..Filter::default()
+        },
+    ));
+    for (name, filter) in filters {
+        let want: Vec<Summary> = all.iter().filter(|s| filter.matches(s)).cloned().collect();
+        let failure = match page_through(subject, None, &filter, &mut || 7, options.max_items) {
+            Ok(got) => compare(&got, &want),
+            Err(why) => Some(why),
+        };
+        push(&mut report, name, failure);
+    }
+
+    // Details.
+    let mut failure = None;
+    for item in &all {
+        let f = match subject.detail(&item.identifier) {
+            Ok(d) if d.summary.identifier != item.identifier || d.summary.name != item.name => {
+                Some(format!(
+                    "detail of {:?} names ({:?}, {:?})",
+                    item.identifier.as_str(),
+                    d.summary.name.as_str(),
+                    d.summary.identifier.as_str()
+                ))
+            }
+            Ok(_) => None,
+            Err(e) => Some(format!(
+                "detail of {:?}: {}",
+                item.identifier.as_str(),
+                describe(&e)
+            )),
+        };
+        if f.is_some() {
+            failure = f;
+            break;
+        }
+    }
+    push(
+        &mut report,
+        format!("detail of every listed identifier ({})", all.len()),
+        failure,
+    );
+
+    // Error kinds.
+    let unknown = "\u{1}conformance: no such identifier";
+    let failure = match subject.detail(unknown) {
+        Err(e) if e.kind == ErrorKind::NotFound => None,
+        Err(e) => Some(format!("expected not_found, got {}", describe(&e))),
+        Ok(_) => Some("expected not_found, got a detail".into()),
+    };
+    push(
+        &mut report,
+        "unknown identifier is not_found".into(),
+        failure,
+    );
+    let method = "conformance.unknown";
+    let failure = if options
+        .capabilities
+        .iter()
+        .any(|c| c.starts_with("conformance.unknown@"))
+    {
+        None
+    } else {
+        match subject.call(method, 1, "{}") {
+            Err(e) if e.kind == ErrorKind::Unsupported => None,
+            Err(e) => Some(format!("expected unsupported, got {}", describe(&e))),
+            Ok(answer) => Some(format!("expected unsupported, got an answer {answer:?}")),
+        }
+    };
+    push(&mut report, "unknown call is unsupported".into(), failure);
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Extension;
+
+    struct Sorted(Vec<Summary>);
+
+    impl PackageSource for Sorted {
+        fn list(&self, request: &ListRequest) -> Result<Vec<Summary>, PluginError> {
+            Ok(request.select(&self.0))
+        }
+        fn detail(&self, identifier: &str) -> Result<Detail, PluginError> {
+            self.0
+                .iter()
+                .find(|s| s.identifier.as_str() == identifier)
+                .map(|s| Detail {
+                    summary: s.clone(),
+                    ..Detail::default()
+                })
+                .ok_or_else(|| PluginError::not_found("no"))
+        }
+    }
+
+    /// Ignores the seek key (a stale seek).
+    struct Stale(Sorted);
+
+    impl PackageSource for Stale {
+        fn list(&self, request: &ListRequest) -> Result<Vec<Summary>, PluginError> {
+            let mut r = request.clone();
+            r.after = ROption::RNone;
+            PackageSource::list(&self.0, &r)
+        }
+        fn detail(&self, identifier: &str) -> Result<Detail, PluginError> {
+            PackageSource::detail(&self.0, identifier)
+        }
+    }
+
+    fn items() -> Vec<Summary> {
+        let mut v: Vec<Summary> = (0..60)
+            .map(|i| Summary {
+                identifier: RString::from(format!("id{}", i % 7)),
+                name: RString::from(format!("pkg-{:02}", i / 2)),
+                categories: vec![RString::from(["db", "web"][i % 2])].into(),
+                repository: RString::from(["r1", "r2", "r3"][i % 3]),
+                deprecated: i % 11 == 0,
+                extensions: vec![Extension::new("x-test", "1")].into(),
+                ..Summary::default()
+            })
+            .collect();
+        v.sort_by(Summary::key_cmp);
+        v.dedup_by(|a, b| a.key_cmp(b) == std::cmp::Ordering::Equal);
+        v
+    }
+
+    #[test]
+    fn a_correct_source_passes_and_a_stale_one_fails() {
+        let mut unique = items();
+        for (i, s) in unique.iter_mut().enumerate() {
+            s.identifier = RString::from(format!("id{i}"));
+        }
+        let good = check(&Sorted(unique.clone()), &Options::default());
+        assert!(good.passed(), "{good}");
+        assert!(good.checks.len() >= 15, "{good}");
+
+        let stale = check(&Stale(Sorted(unique)), &Options::default());
+        assert!(!stale.passed());
+        let failed: Vec<&str> = stale
+            .checks
+            .iter()
+            .filter(|c| c.failure.is_some())
+            .map(|c| c.name.as_str())
+            .collect();
+        assert!(failed.contains(&"seek after the last item"), "{stale}");
+        assert!(!failed.contains(&"seek before the first item"), "{stale}");
+    }
+
+    #[test]
+    fn duplicate_identifiers_and_panics_are_reported() {
+        let dup = check(&Sorted(items()), &Options::default());
+        assert_eq!(
+            dup.checks[0].failure.as_deref(),
+            Some("identifier \"id0\" is listed twice"),
+            "{dup}"
+        );
+
+        struct Panics;
+        impl PackageSource for Panics {
+            fn list(&self, _: &ListRequest) -> Result<Vec<Summary>, PluginError> {
+                panic!("list exploded")
+            }
+            fn detail(&self, _: &str) -> Result<Detail, PluginError> {
+                unreachable!()
+            }
+        }
+        let report = check(&Panics, &Options::default());
+        assert!(!report.passed());
+        let why = report.checks[0].failure.as_deref().unwrap();
+        assert!(
+            why.starts_with("the source panicked: panicked: list exploded"),
+            "{why}"
+        );
+    }
+}
