@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`auth`]: bearer tokens and client certificates, and the sources each caller may see.
+//! - [`check`]: `tributary plugin check`, one library through the conformance kit.
 //! - [`config`]: the TOML configuration and its validation.
 //! - [`loader`]: scanning the plugin directory and loading each library.
 //! - [`metrics`]: Prometheus metrics and their admin listener.
@@ -19,6 +20,7 @@
 //! The `tributary` binary (`src/bin/tributary.rs`) only parses arguments and calls into these.
 
 pub mod auth;
+pub mod check;
 pub mod config;
 pub mod engine;
 pub mod guard;

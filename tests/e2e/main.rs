@@ -13,6 +13,7 @@ mod helm_http;
 mod merge;
 mod metrics;
 mod oci;
+mod plugin_kit;
 mod random;
 mod robust;
 mod rolling;

@@ -2,6 +2,7 @@
 //!
 //! Exit codes: 0 after a clean shutdown, 1 when serving fails (the address is taken, say), 2 for a
 //! usage error, 3 for a bad configuration file, 4 when the plugin directory cannot be used.
+//! `tributary plugin check` exits 0 when the library passes, 1 when anything fails, 2 on bad input.
 
 use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
@@ -71,6 +72,9 @@ enum Command {
     /// Helpers for the `[auth]` section.
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// Tools for plugin authors.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
 }
 
 #[derive(Subcommand)]
@@ -80,6 +84,29 @@ enum AuthCommand {
     HashToken {
         /// The identity the token authenticates, as named in `[[auth.identity]]`.
         identity: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Load one library as the server would, print its metadata and SHA-256, build a source and
+    /// run the conformance checks through the FFI boundary. Exits 1 on any failure.
+    Check {
+        /// The plugin library (`lib<name>.so`).
+        library: PathBuf,
+        /// The source configuration as JSON text (default `{}`).
+        #[arg(long, conflicts_with = "config_file")]
+        config: Option<String>,
+        /// A file holding the source configuration as JSON; relative paths in it resolve against
+        /// its folder.
+        #[arg(long)]
+        config_file: Option<PathBuf>,
+        /// The source name the plugin is told (default: the plugin's name).
+        #[arg(long)]
+        source_name: Option<String>,
+        /// Seed of the random limits and samples, to replay a failure.
+        #[arg(long, default_value_t = tributary_plugin_api::conformance::Options::default().seed)]
+        seed: u64,
     },
 }
 
@@ -93,14 +120,25 @@ fn main() -> ExitCode {
     // `plugins` prints its own report; its log says only what went wrong unless RUST_LOG says more.
     let default_level = match cli.command {
         Command::Serve { .. } => "info",
-        Command::Plugins { .. } | Command::Auth(_) => "warn",
+        Command::Plugins { .. } | Command::Auth(_) | Command::Plugin(_) => "warn",
     };
     init_logging(cli.log_format, default_level);
+    if let Command::Plugin(PluginCommand::Check {
+        library,
+        config,
+        config_file,
+        source_name,
+        seed,
+    }) = &cli.command
+    {
+        return plugin_check(library, config, config_file, source_name, *seed);
+    }
 
     let (common, listen) = match &cli.command {
         Command::Serve { common, listen, .. } => (common, listen.clone()),
         Command::Plugins { common } => (common, None),
         Command::Auth(AuthCommand::HashToken { identity }) => return hash_token(identity),
+        Command::Plugin(_) => unreachable!("handled above"),
     };
     let overrides = Overrides {
         listen,
@@ -126,6 +164,7 @@ fn main() -> ExitCode {
     };
 
     match cli.command {
+        Command::Plugin(_) => unreachable!("handled above"),
         Command::Plugins { .. } => {
             print_plugins(&registry);
             ExitCode::SUCCESS
@@ -322,5 +361,41 @@ fn print_plugins(registry: &Registry) {
                 s.name, s.plugin, s.reason
             );
         }
+    }
+}
+
+/// `tributary plugin check`: see `tributary_host::check`.
+fn plugin_check(
+    library: &std::path::Path,
+    config: &Option<String>,
+    config_file: &Option<PathBuf>,
+    source_name: &Option<String>,
+    seed: u64,
+) -> ExitCode {
+    use tributary_host::check;
+    let json = match check::parse_config(config.as_deref(), config_file.as_deref()) {
+        Ok(json) => json,
+        Err(e) => {
+            eprintln!("tributary: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let base_dir = match config_file.as_deref().and_then(std::path::Path::parent) {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => std::env::current_dir().unwrap_or_default(),
+    };
+    let outcome = check::run(&check::CheckRequest {
+        library: library.to_path_buf(),
+        config: json,
+        base_dir,
+        source_name: source_name.clone(),
+        call_timeout: Duration::from_secs(10),
+        seed,
+    });
+    print!("{}", outcome.report);
+    if outcome.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
