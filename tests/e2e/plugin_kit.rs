@@ -225,3 +225,58 @@ async fn the_template_builds_outside_the_tree_loads_and_passes_the_check() {
         "{stderr}"
     );
 }
+
+/// The fenced block that follows `marker` in `text`.
+fn block_after<'a>(text: &'a str, marker: &str) -> &'a str {
+    let rest = &text[text.find(marker).unwrap_or_else(|| panic!("no {marker:?}"))..];
+    let start = rest.find("```").unwrap();
+    let body = &rest[start..];
+    let body = &body[body.find('\n').unwrap() + 1..];
+    &body[..body.find("```").unwrap()]
+}
+
+#[test]
+fn the_plugin_guide_matches_the_template() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let guide = std::fs::read_to_string(root.join("docs/PLUGINS.md")).unwrap();
+    let manifest = std::fs::read_to_string(root.join("plugins/template/Cargo.toml")).unwrap();
+    let dependencies = block_after(&guide, "<!-- dependencies:");
+    assert!(
+        manifest.contains(dependencies),
+        "docs/PLUGINS.md quotes dependencies the template does not have:\n{dependencies}"
+    );
+
+    // The sample report lists the checks the real command prints for the template.
+    let template = template_target().join("debug/libtributary_plugin_template.so");
+    if !template.is_file() {
+        let copy = template_copy();
+        let built = cargo(copy.path(), &["build", "--lib"], &[]);
+        assert!(
+            built.status.success(),
+            "{}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+    }
+    let plugins = PluginDir::with(&[]);
+    let shipped = plugins.path().join("libtemplate.so");
+    std::fs::copy(&template, &shipped).unwrap();
+    let (code, report) = check(
+        &shipped,
+        &[
+            "--config",
+            r#"{"packages": [{"name": "redis", "version": "7.2.0"}, {"name": "nginx", "version": "1.25.1"}]}"#,
+        ],
+    );
+    assert_eq!(code, 0, "{report}");
+    let sample = block_after(&guide, "<!-- report:");
+    let checks = |text: &str| lines_starting(text, "ok ");
+    assert_eq!(checks(sample), checks(&report));
+    let command = guide
+        .lines()
+        .find(|l| l.starts_with("tributary plugin check"))
+        .unwrap();
+    assert!(
+        command.contains("libtributary_plugin_template.so"),
+        "{command}"
+    );
+}
