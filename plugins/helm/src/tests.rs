@@ -790,7 +790,7 @@ fn json_indexes_relative_urls_and_artifacthub_categories() {
     let items = all(&source);
     assert_eq!(ids(&items), ["j/web"]);
     assert_eq!(items[0].categories, strings(&["Web", "networking"]));
-    assert!(!source.detail("j/web").unwrap().deprecated);
+    assert!(!source.detail("j/web").unwrap().summary.deprecated);
 
     let base = url::Url::parse("https://charts.example.com/stable/").unwrap();
     let text = "entries:\n  a:\n  - version: 1.0.0\n    urls: [a-1.0.0.tgz]\n  b:\n  - version: 1.0.0\n    urls: [https://cdn.example.com/b.tgz]\n";
