@@ -380,7 +380,7 @@ fn plugin_check(
         Ok(json) => json,
         Err(e) => {
             eprintln!("tributary: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(EXIT_USAGE);
         }
     };
     let base_dir = match config_file.as_deref().and_then(std::path::Path::parent) {
