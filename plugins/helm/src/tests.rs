@@ -1027,7 +1027,7 @@ fn plain_server(
 fn an_unchanged_body_is_not_parsed_again() {
     let (url, requests, stop) = plain_server(BETA);
     let config = json!({ "repositories": [{ "name": "p", "url": url, "refresh_interval": 0.05 }] });
-    let source = HelmPlugin::new_source(&config.to_string()).unwrap();
+    let source = HelmPlugin::new_source(Host::detached("helm", None), &config.to_string()).unwrap();
     for _ in 0..2000 {
         if requests.load(std::sync::atomic::Ordering::Relaxed) >= 4 {
             break;
