@@ -7,6 +7,7 @@ mod compat;
 mod examples;
 mod faults;
 mod fuzz;
+mod loading;
 mod merge;
 mod random;
 mod robust;

@@ -1,7 +1,10 @@
 //! The `tributary` command: parses arguments, loads the configuration and plugins, and serves.
 //!
 //! Exit codes: 0 after a clean shutdown, 1 when serving fails (the address is taken, say), 2 for a
-//! usage error, 3 for a bad configuration file, 4 when the plugin directory cannot be used.
+//! usage error, 3 for a bad configuration file, 4 when the plugin directory cannot be used (missing,
+//! unreadable, or insecure: it or a folder above it is writable by others, unless
+//! `allow_insecure_plugin_dir = true`), 5 from `tributary plugins` when any library was rejected or
+//! none loaded.
 
 use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
@@ -57,6 +60,7 @@ enum Command {
 const EXIT_SERVE: u8 = 1;
 const EXIT_CONFIG: u8 = 3;
 const EXIT_PLUGIN_DIR: u8 = 4;
+const EXIT_PLUGINS_REJECTED: u8 = 5;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -90,7 +94,7 @@ fn main() -> ExitCode {
     };
     let registry = match Registry::load(&config) {
         Ok(registry) => Arc::new(registry),
-        Err(e @ StartError::Scan(_)) => {
+        Err(e @ (StartError::Scan(_) | StartError::InsecurePluginDir(_))) => {
             eprintln!("tributary: {e}");
             return ExitCode::from(EXIT_PLUGIN_DIR);
         }
@@ -103,7 +107,12 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Plugins { .. } => {
             print_plugins(&registry);
-            ExitCode::SUCCESS
+            let loaded = registry.files.iter().filter(|f| f.outcome.is_ok()).count();
+            if loaded == 0 || loaded < registry.files.len() {
+                ExitCode::from(EXIT_PLUGINS_REJECTED)
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Command::Serve { grace_ms, .. } => {
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
@@ -160,9 +169,14 @@ fn print_plugins(registry: &Registry) {
     }
     for p in &listing.plugins {
         if p.reason.is_empty() {
+            let idle = if p.idle {
+                " (idle: no [[source]] names it)"
+            } else {
+                ""
+            };
             println!(
-                "  loaded    {} {} (interface {}) {}: {}",
-                p.name, p.version, p.interface_version, p.path, p.description
+                "  loaded    {} {} (interface {}) {} sha256:{}{idle}: {}",
+                p.name, p.version, p.interface_version, p.path, p.sha256, p.description
             );
         } else {
             println!("  rejected  {}: {}", p.path, p.reason);
@@ -173,12 +187,11 @@ fn print_plugins(registry: &Registry) {
         println!("  (none)");
     }
     for s in &listing.sources {
-        let default = if s.is_default { " (default)" } else { "" };
         if s.reason.is_empty() {
-            println!("  ready     {} <- plugin {}{default}", s.name, s.plugin);
+            println!("  ready     {} <- plugin {}", s.name, s.plugin);
         } else {
             println!(
-                "  failed    {} <- plugin {}{default}: {}",
+                "  failed    {} <- plugin {}: {}",
                 s.name, s.plugin, s.reason
             );
         }
