@@ -10,11 +10,10 @@ use tributary_tests::{keys, list, start_with};
 async fn frozen_interface_plugins_load_and_incompatible_ones_are_named() {
     let (_plugins, server) = start_with(
         &["compat-v1-0", "compat-major-2", "compat-layout", "testkit"],
-        vec![tributary_tests::source(
-            "t",
-            "testkit",
-            json!({ "items": [{ "name": "legacy-a" }] }),
-        )],
+        vec![
+            tributary_tests::source("compat-v1-0", "compat-v1-0", json!({})),
+            tributary_tests::source("t", "testkit", json!({ "items": [{ "name": "legacy-a" }] })),
+        ],
     )
     .await;
     let listing = server.listing().await;
