@@ -5,8 +5,16 @@
 //! `RootModule::load_from*` functions would hand back the first module for every file. A file that
 //! fails for any reason is recorded with a one-line reason and skipped; the others still load.
 //!
-//! Libraries are never unloaded (`abi_stable` leaks them on purpose), and a path already open is not
-//! opened again by `dlopen`: to pick up a changed plugin, restart the server.
+//! No code runs from a file someone can change under the server. Each candidate is resolved once
+//! (a symlink to its target), opened with `O_NOFOLLOW | O_NONBLOCK` and checked on the opened
+//! descriptor (`fstat`: a regular file; with strict permissions, owned by root or this user and not
+//! writable by group or others) before anything else reads it: a FIFO is refused without blocking.
+//! Its bytes are copied into a private, sealed memfd, hashed (SHA-256), and `dlopen` loads that copy
+//! through `/proc/self/fd/N`. Overwriting, truncating or deleting the file in the plugin directory
+//! then cannot touch the running code.
+//!
+//! Libraries are never unloaded (`abi_stable` leaks them on purpose): each memfd stays open and mapped
+//! for the life of the process.
 
 use std::path::{Path, PathBuf};
 
@@ -36,6 +44,9 @@ pub struct LoadedPlugin {
 #[derive(Clone)]
 pub struct PluginFile {
     pub path: PathBuf,
+    /// SHA-256 of the bytes that were loaded (lower-case hex); empty when the file was refused before
+    /// its bytes were read.
+    pub sha256: String,
     /// Known whenever the library's metadata could be read, even if it was then rejected.
     pub meta: Option<PluginMeta>,
     pub outcome: Result<LoadedPlugin, String>,
@@ -122,23 +133,64 @@ pub fn insecure_reason(path: &Path, what: &str) -> Option<String> {
     None
 }
 
+/// Like [`insecure_reason`], for `path` and every folder above it, after resolving symlinks once: the
+/// canonical target and each of its folders up to `/` must be owned by root or this user and not
+/// writable by group or others. A sticky world-writable folder such as `/tmp` does not pass: anyone
+/// can create a name there before the operator does.
+pub fn insecure_path_reason(path: &Path, what: &str) -> Option<String> {
+    if let Some(reason) = insecure_reason(path, what) {
+        return Some(reason);
+    }
+    let real = match std::fs::canonicalize(path) {
+        Ok(real) => real,
+        Err(e) => return Some(format!("cannot resolve {what} {}: {e}", path.display())),
+    };
+    if real != path {
+        if let Some(reason) = insecure_reason(&real, &format!("{what} target")) {
+            return Some(reason);
+        }
+    }
+    let mut above = path.parent().map(Path::to_path_buf);
+    if let Some(parent) = &above {
+        if parent.as_os_str().is_empty() {
+            above = None;
+        }
+    }
+    let folders = real
+        .ancestors()
+        .skip(1)
+        .map(Path::to_path_buf)
+        .chain(above.iter().flat_map(|p| {
+            std::fs::canonicalize(p)
+                .map(|c| c.ancestors().map(Path::to_path_buf).collect::<Vec<_>>())
+                .unwrap_or_default()
+        }));
+    for folder in folders {
+        if let Some(reason) = insecure_reason(&folder, &format!("folder above {what}")) {
+            return Some(reason);
+        }
+    }
+    None
+}
+
 /// Loads every library in `paths`. Never fails as a whole: each file gets its own outcome. With
 /// `strict`, a file that [`insecure_reason`] objects to is rejected without being opened.
 pub fn load_all(paths: &[PathBuf], strict: bool) -> Vec<PluginFile> {
     let mut files: Vec<PluginFile> = Vec::with_capacity(paths.len());
     for path in paths {
         let unsafe_file = if strict {
-            insecure_reason(path, "plugin file")
+            insecure_path_reason(path, "plugin file")
         } else {
             None
         };
         let mut file = match unsafe_file {
             Some(reason) => PluginFile {
                 path: path.clone(),
+                sha256: String::new(),
                 meta: None,
                 outcome: Err(reason),
             },
-            None => load_one(path),
+            None => load_one(path, strict),
         };
         if let (Ok(loaded), Some(first)) = (
             &file.outcome,
@@ -156,6 +208,7 @@ pub fn load_all(paths: &[PathBuf], strict: bool) -> Vec<PluginFile> {
         match &file.outcome {
             Ok(p) => tracing::info!(
                 path = %path.display(),
+                sha256 = %file.sha256,
                 plugin = %p.meta.name,
                 version = %p.meta.version,
                 "loaded plugin"
@@ -169,14 +222,114 @@ pub fn load_all(paths: &[PathBuf], strict: bool) -> Vec<PluginFile> {
     files
 }
 
-fn load_one(path: &Path) -> PluginFile {
-    let rejected = |meta: Option<PluginMeta>, reason: String| PluginFile {
+/// The bytes of a plugin file, read through one descriptor that was checked before reading.
+fn read_checked(path: &Path, strict: bool) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    // Resolve a symlink once; the target is then opened without following anything further.
+    let real = std::fs::canonicalize(path)
+        .map_err(|e| format!("cannot resolve {}: {e}", path.display()))?;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&real)
+        .map_err(|e| format!("cannot open {}: {e}", real.display()))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot inspect {}: {e}", real.display()))?;
+    if !meta.file_type().is_file() {
+        return Err(format!(
+            "{} is not a regular file (a FIFO, device, socket or directory is never loaded)",
+            real.display()
+        ));
+    }
+    if strict {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != 0 && meta.uid() != me {
+            return Err(format!(
+                "plugin file {} is owned by uid {}, neither this user (uid {me}) nor root",
+                real.display(),
+                meta.uid()
+            ));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(format!(
+                "plugin file {} is writable by group or others (mode {:04o})",
+                real.display(),
+                meta.mode() & 0o7777
+            ));
+        }
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read {}: {e}", real.display()))?;
+    Ok(bytes)
+}
+
+/// A sealed, read-only memfd holding `bytes`, kept open for the life of the process (the library
+/// loaded from it is never unloaded). Returns the path `dlopen` can open.
+fn private_copy(bytes: &[u8], name: &str) -> Result<PathBuf, String> {
+    use std::io::Write;
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let cname = std::ffi::CString::new(format!("tributary-plugin-{name}"))
+        .map_err(|_| "file name holds a NUL byte".to_owned())?;
+    // SAFETY: cname is a valid NUL-terminated string; the flags are valid for memfd_create.
+    let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_ALLOW_SEALING) };
+    if fd < 0 {
+        return Err(format!(
+            "cannot create a private copy: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: fd was just created and is owned here.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    file.write_all(bytes)
+        .map_err(|e| format!("cannot write the private copy: {e}"))?;
+    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    // SAFETY: fcntl on a descriptor this function owns.
+    if unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals) } != 0 {
+        return Err(format!(
+            "cannot seal the private copy: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let fd = file.into_raw_fd();
+    Ok(PathBuf::from(format!("/proc/self/fd/{fd}")))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn load_one(path: &Path, strict: bool) -> PluginFile {
+    let rejected = |sha256: &str, meta: Option<PluginMeta>, reason: String| PluginFile {
         path: path.to_path_buf(),
+        sha256: sha256.to_owned(),
         meta,
         outcome: Err(reason),
     };
+    let bytes = match read_checked(path, strict) {
+        Ok(bytes) => bytes,
+        Err(reason) => return rejected("", None, reason),
+    };
+    let sha256 = sha256_hex(&bytes);
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let copy = match private_copy(&bytes, &file_name) {
+        Ok(copy) => copy,
+        Err(reason) => return rejected(&sha256, None, reason),
+    };
+    drop(bytes);
+    let rejected = |meta: Option<PluginMeta>, reason: String| rejected(&sha256, meta, reason);
     let module =
-        match lib_header_from_path(path).and_then(|h| h.init_root_module::<PluginMod_Ref>()) {
+        match lib_header_from_path(&copy).and_then(|h| h.init_root_module::<PluginMod_Ref>()) {
             Ok(module) => module,
             Err(e) => return rejected(None, describe(&e)),
         };
@@ -209,6 +362,7 @@ fn load_one(path: &Path) -> PluginFile {
     }
     PluginFile {
         path: path.to_path_buf(),
+        sha256,
         meta: Some(meta.clone()),
         outcome: Ok(LoadedPlugin {
             meta,

@@ -1,8 +1,8 @@
 //! The registry: every plugin file and every source, built once at start from the configuration.
 //!
-//! A source is one plugin instance with one configuration. Configured sources come from `[[source]]`;
-//! a loaded plugin that no `[[source]]` names gets a default source named after the plugin, with an
-//! empty configuration. A source whose constructor fails (or panics) is kept, marked failed with the
+//! A source is one plugin instance with one configuration; every source comes from a `[[source]]`.
+//! A loaded plugin that no `[[source]]` names serves nothing: it is listed as loaded and idle, not
+//! failed (most plugins need configuration, so a source built from `{}` would only fail). A source whose constructor fails (or panics) is kept, marked failed with the
 //! reason, so that `ListPlugins` and every page can say why it is missing.
 
 use std::{path::PathBuf, sync::Arc};
@@ -45,7 +45,6 @@ impl Source {
 pub struct SourceEntry {
     pub name: String,
     pub plugin: String,
-    pub is_default: bool,
     pub state: Result<Arc<Source>, PluginError>,
 }
 
@@ -62,6 +61,9 @@ pub struct Registry {
 pub enum StartError {
     #[error(transparent)]
     Scan(#[from] ScanError),
+    /// The plugin directory, or a folder above it, could be changed by someone else.
+    #[error("{0}")]
+    InsecurePluginDir(String),
     #[error(
         "key `source[{index}].plugin`: no plugin named {plugin:?} in {dir} (loaded: {loaded})"
     )]
@@ -76,7 +78,7 @@ pub enum StartError {
 impl Registry {
     /// Scans the plugin directory, loads every library and builds every source.
     ///
-    /// Fails only when the directory cannot be read or a `[[source]]` names a plugin that is neither
+    /// Fails only when the directory cannot be read, is insecure (with strict permissions), or a `[[source]]` names a plugin that is neither
     /// loaded nor possibly among the rejected files (a typo): a rejected library never stops the start.
     pub fn load(config: &Config) -> Result<Registry, StartError> {
         let paths = loader::scan(&config.plugin_dir)?;
@@ -86,24 +88,12 @@ impl Registry {
                 "the plugin directory holds no plugin libraries (lib*.so); the catalog will be empty"
             );
         }
-        let files = match config
-            .strict_permissions
-            .then(|| loader::insecure_reason(&config.plugin_dir, "plugin_dir"))
-            .flatten()
-        {
-            Some(reason) => {
-                tracing::error!("{reason}");
-                paths
-                    .into_iter()
-                    .map(|path| PluginFile {
-                        path,
-                        meta: None,
-                        outcome: Err(reason.clone()),
-                    })
-                    .collect()
+        if config.strict_permissions {
+            if let Some(reason) = loader::insecure_path_reason(&config.plugin_dir, "plugin_dir") {
+                return Err(StartError::InsecurePluginDir(reason));
             }
-            None => loader::load_all(&paths, config.strict_permissions),
-        };
+        }
+        let files = loader::load_all(&paths, config.strict_permissions);
         Registry::build(config, files)
     }
 
@@ -155,42 +145,21 @@ impl Registry {
             sources.push(SourceEntry {
                 name: sc.name.clone(),
                 plugin: sc.plugin.clone(),
-                is_default: false,
                 state,
             });
         }
 
         for plugin in &loaded {
-            let name = &plugin.meta.name;
-            if config.sources.iter().any(|s| &s.plugin == name) {
-                continue;
+            if !config.sources.iter().any(|s| s.plugin == plugin.meta.name) {
+                tracing::info!(plugin = %plugin.meta.name, "plugin loaded and idle: no [[source]] names it");
             }
-            if sources.iter().any(|s| &s.name == name) {
-                tracing::warn!(
-                    plugin = %name,
-                    "plugin is loaded but gets no default source: a configured source already has its name"
-                );
-                continue;
-            }
-            let sc = SourceConfig {
-                name: name.clone(),
-                plugin: name.clone(),
-                config: serde_json::Map::new(),
-                isolation: None,
-            };
-            sources.push(SourceEntry {
-                name: name.clone(),
-                plugin: name.clone(),
-                is_default: true,
-                state: construct(plugin, &sc, config),
-            });
         }
 
         sources.sort_by(|a, b| a.name.cmp(&b.name));
         for s in &sources {
             match &s.state {
                 Ok(_) => {
-                    tracing::info!(source = %s.name, plugin = %s.plugin, default = s.is_default, "source ready")
+                    tracing::info!(source = %s.name, plugin = %s.plugin, "source ready")
                 }
                 Err(e) => {
                     tracing::warn!(source = %s.name, plugin = %s.plugin, "source failed: {e}")
@@ -211,7 +180,6 @@ impl Registry {
             .map(|s| SourceEntry {
                 name: s.name.to_string(),
                 plugin: s.plugin.to_string(),
-                is_default: false,
                 state: Ok(Arc::new(s)),
             })
             .collect();

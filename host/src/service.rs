@@ -550,6 +550,12 @@ pub fn list_plugins(registry: &Registry) -> pb::ListPluginsResponse {
                     Err(_) => PStatus::Rejected,
                 } as i32,
                 reason: f.outcome.as_ref().err().cloned().unwrap_or_default(),
+                sha256: f.sha256.clone(),
+                idle: f.outcome.is_ok()
+                    && !registry
+                        .sources
+                        .iter()
+                        .any(|s| meta.as_ref().is_some_and(|m| m.name == s.plugin)),
                 interface_version: meta
                     .as_ref()
                     .map(|m| format!("{}.{}", m.interface.0, m.interface.1))
@@ -577,7 +583,7 @@ pub fn list_plugins(registry: &Registry) -> pb::ListPluginsResponse {
                 plugin: s.plugin.clone(),
                 status: status as i32,
                 reason,
-                is_default: s.is_default,
+                is_default: false,
                 calls_in_flight,
             }
         })

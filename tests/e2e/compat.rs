@@ -33,11 +33,15 @@ async fn frozen_and_newer_minor_plugins_load_and_incompatible_ones_are_named() {
             "compat-layout",
             "testkit",
         ],
-        vec![tributary_tests::source(
-            "t",
-            "testkit",
-            json!({ "items": [{ "name": "legacy-a" }, { "name": "old-t", "deprecated": true }] }),
-        )],
+        vec![
+            tributary_tests::source("compat-v1-0", "compat-v1-0", json!({})),
+            tributary_tests::source("compat-v1-1", "compat-v1-1", json!({})),
+            tributary_tests::source(
+                "t",
+                "testkit",
+                json!({ "items": [{ "name": "legacy-a" }, { "name": "old-t", "deprecated": true }] }),
+            ),
+        ],
     )
     .await;
     let listing = server.listing().await;

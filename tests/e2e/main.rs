@@ -13,6 +13,7 @@ mod fuzz;
 mod helm_http;
 mod honest;
 mod isolation;
+mod loading;
 mod merge;
 mod metrics;
 mod oci;

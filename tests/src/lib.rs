@@ -131,6 +131,24 @@ fn cargo_build(manifest: Option<&str>, packages: &[&str], artifacts: &mut Artifa
     }
 }
 
+/// A folder for plugin directories that passes the host's whole-path checks (`/tmp` does not: it is
+/// world-writable): `tributary-e2e` in the target directory, mode 0700.
+pub fn private_root() -> &'static Path {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        use std::os::unix::fs::PermissionsExt;
+        let root = artifacts()
+            .binary
+            .parent()
+            .expect("binary has a folder")
+            .join("tributary-e2e");
+        std::fs::create_dir_all(&root).expect("create private root");
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700))
+            .expect("chmod private root");
+        root
+    })
+}
+
 /// A temporary plugin directory.
 pub struct PluginDir {
     pub dir: tempfile::TempDir,
@@ -142,7 +160,10 @@ impl PluginDir {
     /// `"compat-layout"`),
     /// each as `lib<name>.so`.
     pub fn with(names: &[&str]) -> PluginDir {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("plugins-")
+            .tempdir_in(private_root())
+            .expect("temp dir");
         let plugin_dir = PluginDir { dir };
         for name in names {
             plugin_dir.add(name, &format!("lib{name}.so"));

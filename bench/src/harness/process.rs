@@ -138,7 +138,7 @@ impl Workdir {
     pub fn config(&self, file_name: &str, plugin_dir: &Path, sources: &str) -> PathBuf {
         let path = self.path().join(file_name);
         let text = format!(
-            "listen = \"127.0.0.1:0\"\nplugin_dir = {}\nsource_timeout_ms = 60000\n\n{sources}",
+            "listen = \"127.0.0.1:0\"\nplugin_dir = {}\nsource_timeout_ms = 60000\n# The work folder is under the world-writable /tmp.\nallow_insecure_plugin_dir = true\n\n{sources}",
             toml_string(&plugin_dir.to_string_lossy())
         );
         std::fs::write(&path, text).expect("write config");

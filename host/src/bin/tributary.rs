@@ -1,7 +1,10 @@
 //! The `tributary` command: parses arguments, loads the configuration and plugins, and serves.
 //!
 //! Exit codes: 0 after a clean shutdown, 1 when serving fails (the address is taken, say), 2 for a
-//! usage error, 3 for a bad configuration file, 4 when the plugin directory cannot be used.
+//! usage error, 3 for a bad configuration file, 4 when the plugin directory cannot be used (missing,
+//! unreadable, or insecure: it or a folder above it is writable by others, unless
+//! `allow_insecure_plugin_dir = true`), 5 from `tributary plugins` when any library was rejected or
+//! none loaded.
 //! `tributary plugin check` exits 0 when the library passes, 1 when anything fails, 2 on bad input.
 
 use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
@@ -114,6 +117,7 @@ const EXIT_SERVE: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_CONFIG: u8 = 3;
 const EXIT_PLUGIN_DIR: u8 = 4;
+const EXIT_PLUGINS_REJECTED: u8 = 5;
 
 fn main() -> ExitCode {
     // The hidden runner mode of process isolation (see `tributary_host::isolation`).
@@ -159,7 +163,7 @@ fn main() -> ExitCode {
     };
     let registry = match Registry::load(&config) {
         Ok(registry) => Arc::new(registry),
-        Err(e @ StartError::Scan(_)) => {
+        Err(e @ (StartError::Scan(_) | StartError::InsecurePluginDir(_))) => {
             eprintln!("tributary: {e}");
             return ExitCode::from(EXIT_PLUGIN_DIR);
         }
@@ -173,7 +177,12 @@ fn main() -> ExitCode {
         Command::Plugin(_) => unreachable!("handled above"),
         Command::Plugins { .. } => {
             print_plugins(&registry);
-            ExitCode::SUCCESS
+            let loaded = registry.files.iter().filter(|f| f.outcome.is_ok()).count();
+            if loaded == 0 || loaded < registry.files.len() {
+                ExitCode::from(EXIT_PLUGINS_REJECTED)
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Command::Auth(_) => unreachable!("answered before loading the configuration"),
         Command::Serve {
@@ -342,9 +351,14 @@ fn print_plugins(registry: &Registry) {
     }
     for p in &listing.plugins {
         if p.reason.is_empty() {
+            let idle = if p.idle {
+                " (idle: no [[source]] names it)"
+            } else {
+                ""
+            };
             println!(
-                "  loaded    {} {} (interface {}) {}: {}",
-                p.name, p.version, p.interface_version, p.path, p.description
+                "  loaded    {} {} (interface {}) {} sha256:{}{idle}: {}",
+                p.name, p.version, p.interface_version, p.path, p.sha256, p.description
             );
         } else {
             println!("  rejected  {}: {}", p.path, p.reason);
@@ -355,12 +369,11 @@ fn print_plugins(registry: &Registry) {
         println!("  (none)");
     }
     for s in &listing.sources {
-        let default = if s.is_default { " (default)" } else { "" };
         if s.reason.is_empty() {
-            println!("  ready     {} <- plugin {}{default}", s.name, s.plugin);
+            println!("  ready     {} <- plugin {}", s.name, s.plugin);
         } else {
             println!(
-                "  failed    {} <- plugin {}{default}: {}",
+                "  failed    {} <- plugin {}: {}",
                 s.name, s.plugin, s.reason
             );
         }
