@@ -57,6 +57,8 @@ pub struct CallGuard {
     state: Mutex<State>,
     /// A moving average of how long completed calls took, in microseconds.
     typical_call_micros: AtomicU64,
+    /// Where calls are counted and timed, once a server has attached its metrics.
+    metrics: std::sync::OnceLock<crate::metrics::SourceMetrics>,
 }
 
 #[derive(Default)]
@@ -112,7 +114,13 @@ impl CallGuard {
             limits,
             state: Mutex::new(State::default()),
             typical_call_micros: AtomicU64::new(0),
+            metrics: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Counts and times this source's calls in `metrics` from now on (the first attach wins).
+    pub fn attach_metrics(&self, metrics: crate::metrics::SourceMetrics) {
+        let _ = self.metrics.set(metrics);
     }
 
     /// How long this source's calls have typically taken lately (zero before the first call).
@@ -239,13 +247,30 @@ impl Budget {
 }
 
 /// Runs `f` against `source` on a blocking thread, guarded as this module describes. `what` names the
-/// call in messages.
+/// call in messages (and in metrics: `list` or `detail`).
 pub async fn call<T, F>(
     source: &Arc<Source>,
     what: &str,
     budget: Budget,
     f: F,
 ) -> Result<T, CallError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Source) -> T + Send + 'static,
+{
+    let result = guarded_call(source, what, budget, f).await;
+    if let Some(metrics) = source.guard.metrics.get() {
+        metrics.count(what, result.as_ref().map(|(_, took)| *took));
+    }
+    result.map(|(value, _)| value)
+}
+
+async fn guarded_call<T, F>(
+    source: &Arc<Source>,
+    what: &str,
+    budget: Budget,
+    f: F,
+) -> Result<(T, Duration), CallError>
 where
     T: Send + 'static,
     F: FnOnce(&Source) -> T + Send + 'static,
@@ -299,7 +324,7 @@ where
         Ok(Ok((value, took))) => {
             source.guard.record_completion();
             source.guard.record_duration(took);
-            Ok(value)
+            Ok((value, took))
         }
         Ok(Err(join_error)) => Err(CallError::Aborted(format!(
             "{what} call did not complete: {join_error}"

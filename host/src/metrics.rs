@@ -74,6 +74,8 @@ pub struct Metrics {
     source_up: IntGaugeVec,
     source_backing_off: IntGaugeVec,
     source_calls_in_flight: IntGaugeVec,
+    source_calls: IntCounterVec,
+    source_call_seconds: HistogramVec,
     pages: IntCounter,
     items: IntCounter,
     source_failures: IntCounterVec,
@@ -136,6 +138,28 @@ impl Metrics {
             &["source"],
         )
         .expect("metric");
+        let source_calls = IntCounterVec::new(
+            Opts::new(
+                "tributary_source_calls_total",
+                "Plugin calls by source, call (list or detail) and outcome: completed (whatever the \
+                 plugin answered), timeout, overloaded, unhealthy (refused while backing off) or \
+                 aborted.",
+            ),
+            &["source", "call", "outcome"],
+        )
+        .expect("metric");
+        let source_call_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "tributary_source_call_duration_seconds",
+                "Time a completed plugin call took on its thread, by source and call.",
+            )
+            .buckets(vec![
+                0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["source", "call"],
+        )
+        .expect("metric");
         let pages = IntCounter::new(
             "tributary_pages_total",
             "Pages of the merged catalog served (ListAvailablePackageSummaries answers).",
@@ -164,6 +188,8 @@ impl Metrics {
         .expect("metric");
         for collector in [
             Box::new(pages.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(source_calls.clone()),
+            Box::new(source_call_seconds.clone()),
             Box::new(items.clone()),
             Box::new(source_failures.clone()),
             Box::new(libraries.clone()),
@@ -184,11 +210,25 @@ impl Metrics {
             source_up,
             source_backing_off,
             source_calls_in_flight,
+            source_calls,
+            source_call_seconds,
             pages,
             items,
             source_failures,
             libraries,
         })
+    }
+
+    /// The per-call metrics of one source, for its guard (see [`crate::guard::CallGuard`]).
+    pub fn for_source(&self, source: &str) -> SourceMetrics {
+        let call = |what: &str| CallMetrics {
+            seconds: self.source_call_seconds.with_label_values(&[source, what]),
+            outcomes: OUTCOMES.map(|o| self.source_calls.with_label_values(&[source, what, o])),
+        };
+        SourceMetrics {
+            list: call("list"),
+            detail: call("detail"),
+        }
     }
 
     /// Counts one page served: its items and the sources that failed on it (`(source, kind)`).
@@ -259,6 +299,43 @@ impl Metrics {
         self.response_bytes
             .with_label_values(&[method])
             .observe(bytes as f64);
+    }
+}
+
+/// The outcomes a plugin call is counted under, in [`CallMetrics::outcomes`] order.
+const OUTCOMES: [&str; 5] = ["completed", "timeout", "overloaded", "unhealthy", "aborted"];
+
+/// One source's call metrics, resolved once so that a call costs two atomic adds.
+pub struct SourceMetrics {
+    list: CallMetrics,
+    detail: CallMetrics,
+}
+
+struct CallMetrics {
+    seconds: prometheus::Histogram,
+    outcomes: [prometheus::IntCounter; 5],
+}
+
+impl SourceMetrics {
+    /// Counts one call named `what` (`list` or `detail`): its plugin time when it completed.
+    pub fn count(&self, what: &str, result: Result<std::time::Duration, &crate::guard::CallError>) {
+        use crate::guard::CallError;
+        let call = if what == "detail" {
+            &self.detail
+        } else {
+            &self.list
+        };
+        let outcome = match result {
+            Ok(took) => {
+                call.seconds.observe(took.as_secs_f64());
+                0
+            }
+            Err(CallError::Timeout(_)) => 1,
+            Err(CallError::Overloaded(_)) => 2,
+            Err(CallError::Unhealthy(_)) => 3,
+            Err(CallError::Aborted(_)) => 4,
+        };
+        call.outcomes[outcome].inc();
     }
 }
 

@@ -45,11 +45,18 @@ impl Catalog {
             .iter()
             .filter_map(|s| s.state.as_ref().ok().cloned())
             .collect();
+        let metrics = crate::metrics::Metrics::new();
+        for source in &ready {
+            let source: &Arc<Source> = source;
+            source
+                .guard
+                .attach_metrics(metrics.for_source(&source.name));
+        }
         Catalog {
             registry,
             ready,
             options,
-            metrics: crate::metrics::Metrics::new(),
+            metrics,
         }
     }
 

@@ -188,6 +188,8 @@ fn plugin_logs_reach_the_host_log_with_the_source_name() {
     let log = plugins_log(
         &["compat-v1-0", "compat-v1-1", "testkit"],
         "source_timeout_ms = 4321\n\
+         [[source]]\nname = \"compat-v1-0\"\nplugin = \"compat-v1-0\"\n\
+         [[source]]\nname = \"compat-v1-1\"\nplugin = \"compat-v1-1\"\n\
          [[source]]\nname = \"kit\"\nplugin = \"testkit\"\n\
          config = { log_calls = true, items = [{ name = \"a\" }] }\n",
     );

@@ -11,7 +11,7 @@ use tonic::transport::Channel;
 use tributary_proto::v1::{self as pb, packages_service_client::PackagesServiceClient};
 use tributary_tests::{
     http::{helm_index, helm_index_of, Auth, HelmRepoServer, Mode},
-    keys, list, source, start_with,
+    keys, list, list_or_failure, source, start_with,
 };
 
 type Client = PackagesServiceClient<Channel>;
@@ -34,7 +34,7 @@ async fn listing(client: &mut Client) -> Result<Vec<String>, Vec<pb::SourceFailu
     let mut all = Vec::new();
     let mut token = String::new();
     loop {
-        let page = list(client, 500, &token, None).await;
+        let page = list_or_failure(client, 500, &token, None).await;
         if !page.failed_sources.is_empty() {
             return Err(page.failed_sources);
         }
@@ -391,7 +391,7 @@ async fn credentials_go_to_the_repository_host_only() {
     let mut client = tributary.packages().await;
     let failures = wait_for(&mut client, "every authenticated repository", |l| {
         l.as_ref()
-            .is_err_and(|f| f.len() == 1 && f[0].reason.contains("401"))
+            .is_err_and(|f| f.len() == 1 && f[0].source == "wrong" && f[0].reason.contains("401"))
     })
     .await
     .unwrap_err();
@@ -513,7 +513,7 @@ async fn figures_for_a_50_mb_index_over_http() {
     let mut client = tributary.packages().await;
     let mut first_page = None;
     for _ in 0..6000 {
-        let page = list(&mut client, 100, "", None).await;
+        let page = list_or_failure(&mut client, 100, "", None).await;
         if page.failed_sources.is_empty() && !page.available_package_summaries.is_empty() {
             first_page = Some(started.elapsed());
             break;

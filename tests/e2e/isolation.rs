@@ -345,17 +345,27 @@ async fn the_runner_gets_only_what_it_needs() {
         .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
         .collect();
     fds.sort();
-    // Above stdio, only the socket on 3 and the runner's own clones of it (reader and writer).
+    // Above stdio, only the socket on 3, the runner's own clones of it (reader and writer), and the
+    // sealed in-memory copy of the library the runner loaded itself.
     let link = |fd: u32| std::fs::read_link(format!("/proc/{runner}/fd/{fd}")).unwrap();
     assert_eq!(fds[..4], [0, 1, 2, 3]);
     assert!(link(3).to_string_lossy().starts_with("socket:["));
+    let mut copies = 0;
     for fd in &fds[3..] {
+        if link(*fd)
+            .to_string_lossy()
+            .starts_with("/memfd:tributary-plugin-")
+        {
+            copies += 1;
+            continue;
+        }
         assert_eq!(
             link(*fd),
             link(3),
-            "descriptor {fd} is not the runner's socket"
+            "descriptor {fd} is neither the runner's socket nor its library"
         );
     }
+    assert_eq!(copies, 1, "one library copy");
     let status = std::fs::read_to_string(format!("/proc/{runner}/status")).unwrap();
     assert!(
         status

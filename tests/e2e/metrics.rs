@@ -126,6 +126,26 @@ async fn metrics_count_a_known_workload() {
         );
     }
     assert_eq!(sample(&text, "tributary_pages_total"), Some(3.0));
+    // Pages of 3 from two sources: each source is called for its share (2) plus one look-ahead,
+    // then again while the page lacks items; every call completes.
+    let calls = |source: &str, outcome: &str| {
+        sample(
+            &text,
+            &format!(
+                "tributary_source_calls_total{{call=\"list\",outcome=\"{outcome}\",source=\"{source}\"}}"
+            ),
+        )
+    };
+    let completed = calls("one", "completed").unwrap() + calls("two", "completed").unwrap();
+    assert_eq!(
+        sample(
+            &text,
+            "tributary_source_call_duration_seconds_count{call=\"list\",source=\"one\"}"
+        ),
+        calls("one", "completed")
+    );
+    assert!(completed >= 6.0, "{text}");
+    assert_eq!(calls("one", "timeout"), Some(0.0));
     assert_eq!(sample(&text, "tributary_items_served_total"), Some(7.0));
     assert_eq!(
         sample(&text, "tributary_plugin_libraries{status=\"loaded\"}"),

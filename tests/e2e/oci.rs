@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use tonic::transport::Channel;
 use tributary_proto::v1::{self as pb, packages_service_client::PackagesServiceClient};
 use tributary_tests::{
-    keys, list,
+    keys, list_or_failure,
     oci::{ChartArtifact, Registry, RegistryStub, STUB_PAGE},
     source, start_with,
 };
@@ -31,7 +31,7 @@ fn chart(name: &str, version: &str, extra: Value) -> Value {
     chart
 }
 
-/// Polls the first page (at most 60 s) until `done` holds for it.
+/// Polls the first page, deprecated charts included (at most 60 s), until `done` holds for it.
 async fn wait_for(
     client: &mut Client,
     what: &str,
@@ -39,7 +39,12 @@ async fn wait_for(
 ) -> pb::ListAvailablePackageSummariesResponse {
     let mut last = None;
     for _ in 0..600 {
-        let page = list(client, 100, "", None).await;
+        // Deprecated charts too: these tests follow every chart pushed.
+        let every = pb::FilterOptions {
+            include_deprecated: true,
+            ..Default::default()
+        };
+        let page = list_or_failure(client, 100, "", Some(every)).await;
         if done(&page) {
             return page;
         }

@@ -328,6 +328,33 @@ pub async fn list(
         .into_inner()
 }
 
+/// One page while sources may still be failing: when every selected source failed (UNAVAILABLE),
+/// a page with no items and one failure that carries the status message. Any other error panics.
+pub async fn list_or_failure(
+    client: &mut PackagesServiceClient<Channel>,
+    page_size: i32,
+    page_token: &str,
+    filter: Option<pb::FilterOptions>,
+) -> pb::ListAvailablePackageSummariesResponse {
+    match client
+        .list_available_package_summaries(list_request(page_size, page_token, filter))
+        .await
+    {
+        Ok(page) => page.into_inner(),
+        Err(status) if status.code() == tonic::Code::Unavailable => {
+            pb::ListAvailablePackageSummariesResponse {
+                failed_sources: vec![pb::SourceFailure {
+                    kind: "unavailable".into(),
+                    reason: status.message().to_owned(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }
+        }
+        Err(e) => panic!("list page_size={page_size}: {e}"),
+    }
+}
+
 /// A list request.
 pub fn list_request(
     page_size: i32,
