@@ -56,6 +56,9 @@ pub struct Config {
     pub tls: Option<crate::tls::TlsSettings>,
     /// Who may call, and what each caller sees (`[auth]`); `None`: everyone sees everything.
     pub auth: Option<crate::auth::AuthSettings>,
+    /// The log filter (`RUST_LOG` syntax, e.g. `info` or `warn,tributary_host=debug`) when `RUST_LOG`
+    /// is not set; `None`: `info` for `serve`, `warn` for the other commands.
+    pub log_level: Option<String>,
 }
 
 /// One `[[source]]`.
@@ -133,6 +136,7 @@ struct FileConfig {
     tls: Option<FileTls>,
     auth: Option<FileAuth>,
     max_page_bytes: Option<usize>,
+    log_level: Option<String>,
     #[serde(default)]
     source: Vec<FileSource>,
 }
@@ -417,6 +421,17 @@ impl Config {
             }
         };
 
+        if let Some(level) = &file.log_level {
+            tracing_subscriber::EnvFilter::builder()
+                .parse(level)
+                .map_err(|e| {
+                    invalid(
+                        "log_level".into(),
+                        format!("{level:?} is not a log filter such as \"info\" or \"warn,tributary_host=debug\" ({e})"),
+                    )
+                })?;
+        }
+
         Ok(Config {
             listen,
             plugin_dir,
@@ -430,6 +445,7 @@ impl Config {
             metrics_listen,
             tls,
             auth,
+            log_level: file.log_level,
         })
     }
 }
@@ -458,6 +474,7 @@ mod tests {
             max_calls_per_source = 4
             unhealthy_backoff_ms = 500
             metrics_listen = "127.0.0.1:9464"
+            log_level = "warn,tributary_host=debug"
             [[source]]
             name = "bitnami"
             plugin = "helm"
@@ -480,6 +497,7 @@ mod tests {
             }
         );
         assert_eq!(c.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(c.log_level.as_deref(), Some("warn,tributary_host=debug"));
         assert_eq!(c.sources.len(), 2);
         assert_eq!(
             serde_json::Value::Object(c.sources[0].config.clone()),
@@ -529,6 +547,7 @@ mod tests {
             ),
             ("plugin_dir = 'p'\n[tls]\ncert_file = 'c'", "missing field `key_file`"),
             ("plugin_dir = 'p'\n[auth]\ntokens_file = 't'", "key `auth.identity`"),
+            ("plugin_dir = 'p'\nlog_level = 'info,=='", "key `log_level`"),
             (
                 "plugin_dir = 'p'\n[[auth.identity]]\nname = 'ci'\nsources = ['nope']",
                 "key `auth.identity[0].sources[0]`: no [[source]] is named \"nope\"",

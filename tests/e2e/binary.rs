@@ -377,3 +377,25 @@ async fn every_log_line_of_a_request_carries_its_id() {
         .collect();
     assert_eq!(served, [("trace-42", 3), (made.as_str(), 2)]);
 }
+
+#[test]
+fn the_config_sets_the_log_level_unless_rust_log_does() {
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let run = |extra: &str, rust_log: Option<&str>| {
+        let config = write_config(dir.path(), plugins.path(), &format!("{extra}\n{SOURCES}"));
+        let mut command = Command::new(&artifacts().binary);
+        command.args(["plugins", "--config"]).arg(&config);
+        match rust_log {
+            Some(filter) => command.env("RUST_LOG", filter),
+            None => command.env_remove("RUST_LOG"),
+        };
+        let output = command.output().unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stderr).unwrap()
+    };
+    // `plugins` logs warnings only by default; the config asks for more; RUST_LOG overrides it.
+    assert!(!run("", None).contains("source ready"));
+    assert!(run("log_level = \"info\"", None).contains("source ready"));
+    assert!(!run("log_level = \"info\"", Some("warn")).contains("source ready"));
+}

@@ -219,6 +219,7 @@ pub fn config(plugin_dir: &Path, base_dir: &Path, sources: Vec<SourceConfig>) ->
         metrics_listen: None,
         tls: None,
         auth: None,
+        log_level: None,
     }
 }
 

@@ -132,7 +132,6 @@ fn main() -> ExitCode {
         Command::Serve { .. } => "info",
         Command::Plugins { .. } | Command::Auth(_) | Command::Plugin(_) => "warn",
     };
-    init_logging(cli.log_format, default_level);
     if let Command::Plugin(PluginCommand::Check {
         library,
         config,
@@ -141,13 +140,17 @@ fn main() -> ExitCode {
         seed,
     }) = &cli.command
     {
+        init_logging(cli.log_format, default_level);
         return plugin_check(library, config, config_file, source_name, *seed);
     }
 
     let (common, listen) = match &cli.command {
         Command::Serve { common, listen, .. } => (common, listen.clone()),
         Command::Plugins { common } => (common, None),
-        Command::Auth(AuthCommand::HashToken { identity }) => return hash_token(identity),
+        Command::Auth(AuthCommand::HashToken { identity }) => {
+            init_logging(cli.log_format, default_level);
+            return hash_token(identity);
+        }
         Command::Plugin(_) => unreachable!("handled above"),
     };
     let overrides = Overrides {
@@ -161,6 +164,11 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    // RUST_LOG, when set, wins over the config's `log_level`.
+    init_logging(
+        cli.log_format,
+        config.log_level.as_deref().unwrap_or(default_level),
+    );
     let registry = match Registry::load(&config) {
         Ok(registry) => Arc::new(registry),
         Err(e @ (StartError::Scan(_) | StartError::InsecurePluginDir(_))) => {
