@@ -320,10 +320,11 @@ impl SourceMetrics {
     /// Counts one call named `what` (`list` or `detail`): its plugin time when it completed.
     pub fn count(&self, what: &str, result: Result<std::time::Duration, &crate::guard::CallError>) {
         use crate::guard::CallError;
-        let call = if what == "detail" {
-            &self.detail
-        } else {
-            &self.list
+        let call = match what {
+            "list" => &self.list,
+            "detail" => &self.detail,
+            // Named calls (`status@1`, say) are not counted per source.
+            _ => return,
         };
         let outcome = match result {
             Ok(took) => {

@@ -251,6 +251,11 @@ fn detail_pb(source: &str, d: Detail) -> pb::AvailablePackageDetail {
         readme: d.readme.into_string(),
         deprecated,
         keywords: strings(d.keywords),
+        extensions: d
+            .extensions
+            .into_iter()
+            .map(|e| (e.key.into_string(), e.value.into_string()))
+            .collect(),
     }
 }
 
@@ -506,11 +511,69 @@ impl PluginsService for Catalog {
         &self,
         request: Request<pb::ListPluginsRequest>,
     ) -> Result<Response<pb::ListPluginsResponse>, Status> {
+        let caller = caller(&request);
         let mut listing = list_plugins(&self.registry);
-        if let Some(caller) = caller(&request) {
-            restrict_listing(&mut listing, &caller);
+        if let Some(caller) = &caller {
+            restrict_listing(&mut listing, caller);
         }
+        self.fill_status(&mut listing).await;
         Ok(Response::new(listing))
+    }
+}
+
+/// How long `ListPlugins` waits for one source's `status@1` answer.
+const STATUS_BUDGET: std::time::Duration = std::time::Duration::from_millis(500);
+/// The largest `status@1` answer shown.
+const MAX_STATUS_BYTES: usize = 64 * 1024;
+
+impl Catalog {
+    /// Asks every listed, ready source whose plugin declares `status@1` for its state, concurrently,
+    /// each within [`STATUS_BUDGET`].
+    async fn fill_status(&self, listing: &mut pb::ListPluginsResponse) {
+        use tributary_plugin_api::capabilities::{declares, STATUS};
+        let asks = listing.sources.iter().enumerate().filter_map(|(i, info)| {
+            let source = self
+                .registry
+                .source(&info.name)?
+                .state
+                .as_ref()
+                .ok()?
+                .clone();
+            let declared = self.registry.files.iter().any(|f| {
+                f.outcome.as_ref().is_ok_and(|p| {
+                    p.meta.name == info.plugin && declares(&p.meta.capabilities, STATUS, 1)
+                })
+            });
+            // The answer waits at most STATUS_BUDGET; the source is charged only if the call
+            // overruns its own timeout, as any call.
+            let budget = Budget {
+                source_timeout: self.options.source_timeout,
+                deadline: Some(Instant::now() + STATUS_BUDGET),
+            };
+            declared.then_some(async move {
+                let answer = guard::call(&source, "status", budget, |src| {
+                    src.imp.call(RStr::from_str(STATUS), 1, RStr::from_str(""))
+                })
+                .await;
+                let text = match answer {
+                    Ok(RResult::ROk(text)) => text.into_string(),
+                    _ => return (i, String::new()),
+                };
+                let is_object = text.len() <= MAX_STATUS_BYTES
+                    && serde_json::from_str::<serde_json::Value>(&text)
+                        .is_ok_and(|v| v.is_object());
+                (i, if is_object { text } else { String::new() })
+            })
+        });
+        let mut set = tokio::task::JoinSet::new();
+        for ask in asks {
+            set.spawn(ask);
+        }
+        while let Some(answer) = set.join_next().await {
+            if let Ok((i, text)) = answer {
+                listing.sources[i].status_json = text;
+            }
+        }
     }
 }
 
@@ -592,6 +655,7 @@ pub fn list_plugins(registry: &Registry) -> pb::ListPluginsResponse {
                 reason,
                 is_default: false,
                 calls_in_flight,
+                status_json: String::new(),
             }
         })
         .collect();

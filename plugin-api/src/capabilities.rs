@@ -7,6 +7,13 @@
 //! declared capability ignores it. Interface 1.0 defines none; a minor version adds names here
 //! with the JSON shapes of their payload and answer.
 
+/// `status@1`: the source's own state, for operators. The payload is empty; the answer is a JSON
+/// object of the plugin's choosing (for example, per repository: the last successful refresh and the
+/// last error), at most 64 KiB. The host shows it verbatim in `ListPlugins` as the source's
+/// `status_json`, asking with a short deadline; a source that does not answer in time, or answers
+/// something that is not a JSON object, shows none.
+pub const STATUS: &str = "status";
+
 /// The capability string for `method` at `version`.
 pub fn name(method: &str, version: u32) -> String {
     format!("{method}@{version}")

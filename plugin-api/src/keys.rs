@@ -13,6 +13,11 @@
 /// this source may take. Sent by hosts of interface 1.0 and later.
 pub const CONTEXT_SOURCE_TIMEOUT_MS: &str = "host.source_timeout_ms";
 
+/// Detail: the absolute URL of the latest version's package archive (for a Helm chart, its `.tgz`),
+/// relative URLs already resolved against the repository. The host shows it in the API's
+/// `AvailablePackageDetail.extensions`.
+pub const DETAIL_DOWNLOAD_URL: &str = "package.download_url";
+
 /// Host context: the host's process id (decimal), for messages that must tell two hosts apart.
 /// Sent by hosts of interface 1.0 and later.
 pub const CONTEXT_HOST_PID: &str = "host.pid";

@@ -554,3 +554,91 @@ async fn figures_for_a_50_mb_index_over_http() {
     );
     tributary.stop().await;
 }
+
+/// The `status@1` answer of source `name` in `ListPlugins`, parsed.
+async fn source_status(tributary: &tributary_tests::TestServer, name: &str) -> Value {
+    let listing = tributary.listing().await;
+    let info = listing
+        .sources
+        .iter()
+        .find(|s| s.name == name)
+        .expect("the source is listed");
+    serde_json::from_str(&info.status_json)
+        .unwrap_or_else(|e| panic!("status_json {:?}: {e}", info.status_json))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_repositorys_state_and_chart_urls_are_shown() {
+    let server = HelmRepoServer::start(helm_index("st-", 3, 1)).await;
+    let (_plugins, tributary) = start_with(
+        &["helm"],
+        vec![helm(
+            "st",
+            vec![repo("r", &server.url("/charts/"), json!({}))],
+        )],
+    )
+    .await;
+    let mut client = tributary.packages().await;
+    assert_eq!(
+        wait_for(&mut client, "the index", |l| l.is_ok())
+            .await
+            .unwrap(),
+        expected("st", "r", "st-", 0..3)
+    );
+
+    // The index lists `st-00000-1.0.0.tgz`, relative to the repository.
+    let detail = client
+        .get_available_package_detail(pb::GetAvailablePackageDetailRequest {
+            available_package_ref: Some(pb::AvailablePackageReference {
+                source: "st".into(),
+                identifier: "r/st-00000".into(),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .available_package_detail
+        .unwrap();
+    assert_eq!(
+        detail.extensions.get("package.download_url"),
+        Some(&server.url("/charts/st-00000-1.0.0.tgz"))
+    );
+
+    let good = source_status(&tributary, "st").await;
+    let repo_state = &good["repositories"][0];
+    assert_eq!(repo_state["name"], "r");
+    assert_eq!(repo_state["charts"], 3);
+    assert_eq!(repo_state["last_error"], "");
+    assert!(repo_state["last_success_unix"].as_u64().unwrap() > 1_600_000_000);
+
+    // The repository fails: the state says so, the last good index keeps serving.
+    server.set_mode(Mode::Status(500));
+    let mut failing = Value::Null;
+    for _ in 0..300 {
+        failing = source_status(&tributary, "st").await;
+        if failing["repositories"][0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("500"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let repo_state = &failing["repositories"][0];
+    assert!(
+        repo_state["last_error"].as_str().unwrap().contains("500"),
+        "{failing}"
+    );
+    assert_eq!(repo_state["charts"], 3);
+    assert_eq!(
+        repo_state["last_success_unix"],
+        good["repositories"][0]["last_success_unix"]
+    );
+    assert_eq!(
+        wait_for(&mut client, "the same listing", |l| l.is_ok())
+            .await
+            .unwrap(),
+        expected("st", "r", "st-", 0..3)
+    );
+    tributary.stop().await;
+}

@@ -132,20 +132,36 @@ fn cargo_build(manifest: Option<&str>, packages: &[&str], artifacts: &mut Artifa
 }
 
 /// A folder for plugin directories that passes the host's whole-path checks (`/tmp` does not: it is
-/// world-writable): `tributary-e2e` in the target directory, mode 0700.
+/// world-writable, and so is any folder below it): `tributary-e2e`, mode 0700, in the target
+/// directory when its whole path is safe, else in `$HOME/.cache`, else in `/var/lib` (a checkout
+/// under `/tmp`, as CI may use, needs one of the latter).
 pub fn private_root() -> &'static Path {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| {
         use std::os::unix::fs::PermissionsExt;
-        let root = artifacts()
+        let mut candidates = vec![artifacts()
             .binary
             .parent()
             .expect("binary has a folder")
-            .join("tributary-e2e");
-        std::fs::create_dir_all(&root).expect("create private root");
-        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700))
-            .expect("chmod private root");
-        root
+            .join("tributary-e2e")];
+        if let Some(home) = std::env::var_os("HOME") {
+            candidates.push(Path::new(&home).join(".cache").join("tributary-e2e"));
+        }
+        candidates.push(PathBuf::from("/var/lib/tributary-e2e"));
+        let mut refused = Vec::new();
+        for root in candidates {
+            if std::fs::create_dir_all(&root).is_err()
+                || std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700)).is_err()
+            {
+                refused.push(format!("{}: cannot create it", root.display()));
+                continue;
+            }
+            match tributary_host::loader::insecure_path_reason(&root, "plugin_dir") {
+                None => return root,
+                Some(reason) => refused.push(reason),
+            }
+        }
+        panic!("no folder for test plugin directories passes the whole-path checks: {refused:?}");
     })
 }
 

@@ -59,8 +59,8 @@ use std::{
 
 use sha2::{Digest, Sha256};
 use tributary_plugin_api::{
-    export_plugin, Detail, Host, ListRequest, PackageSource, Plugin, PluginError, RString,
-    SearchIndex, Summary,
+    capabilities, export_plugin, keys, Detail, Extension, Host, ListRequest, PackageSource, Plugin,
+    PluginError, RString, SearchIndex, Summary,
 };
 use url::Url;
 
@@ -77,6 +77,8 @@ impl Plugin for HelmPlugin {
     const NAME: &'static str = "helm";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str = "Helm chart repositories (index.yaml, local or over HTTP(S))";
+    /// `status@1`: each repository's last good refresh, last error and chart count.
+    const CAPABILITIES: &'static [&'static str] = &["status@1"];
 
     type Source = HelmSource;
 
@@ -312,6 +314,38 @@ struct Shared {
 }
 
 impl Shared {
+    /// The `status@1` answer: per repository, when its index was last read well (seconds since the
+    /// Unix epoch, and ago), the last error (empty after a good read), and the charts served.
+    fn status(&self) -> serde_json::Value {
+        let loaded = self.snapshot();
+        let states = self
+            .states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let repositories: Vec<serde_json::Value> = self
+            .repositories
+            .iter()
+            .zip(states)
+            .zip(loaded.indexes.iter())
+            .map(|((repo, state), index)| {
+                let unix = |t: SystemTime| {
+                    t.duration_since(SystemTime::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0)
+                };
+                serde_json::json!({
+                    "name": repo.name,
+                    "last_success_unix": state.last_success.map(unix),
+                    "last_success_ago_s": state.last_success.map(|t| t.elapsed().unwrap_or_default().as_secs()),
+                    "last_error": state.last_error.clone().unwrap_or_default(),
+                    "charts": index.as_ref().map_or(0, |i| i.summaries.len()),
+                })
+            })
+            .collect();
+        serde_json::json!({ "repositories": repositories })
+    }
+
     fn snapshot(&self) -> Arc<Loaded> {
         self.loaded
             .read()
@@ -565,8 +599,25 @@ impl PackageSource for HelmSource {
             source_urls: extra.source_urls,
             maintainers: extra.maintainers,
             keywords: extra.keywords,
-            extensions: Default::default(),
+            extensions: if extra.chart_url.is_empty() {
+                Default::default()
+            } else {
+                vec![Extension {
+                    key: RString::from(keys::DETAIL_DOWNLOAD_URL),
+                    value: RString::from(extra.chart_url),
+                }]
+                .into()
+            },
         })
+    }
+
+    fn call(&self, method: &str, version: u32, _payload: &str) -> Result<String, PluginError> {
+        if (method, version) != (capabilities::STATUS, 1) {
+            return Err(PluginError::unsupported(format!(
+                "the helm plugin has no operation {method} version {version}"
+            )));
+        }
+        Ok(self.shared.status().to_string())
     }
 }
 
