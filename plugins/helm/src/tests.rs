@@ -303,7 +303,10 @@ fn detail_of_a_full_chart() {
             ]),
             readme: "NGINX web server".into(),
             keywords: strings(&["nginx", "http"]),
-            extensions: RVec::new(),
+            extensions: RVec::from(vec![tributary_plugin_api::Extension {
+                key: tributary_plugin_api::keys::DETAIL_DOWNLOAD_URL.into(),
+                value: "https://charts.example.com/nginx-15.1.0.tgz".into(),
+            }]),
         }
     );
 }
