@@ -112,8 +112,11 @@ async fn a_real_size_index_is_served_refreshed_conditionally_and_followed() {
     names[5] = "app-00005x".into();
     names.extend((0..3).map(|i| format!("new-{i:05}")));
     server.set_index(helm_index_of(&names, 4));
+    // A listing read while the index changed mixes old and new pages; wait for a whole new one.
     let now = wait_for(&mut client, "the changed index", |l| {
-        l.as_ref().is_ok_and(|l| l.len() == 1003)
+        l.as_ref().is_ok_and(|l| {
+            l.len() == 1003 && l.contains(&"app-00005x@remote/r/app-00005x".to_owned())
+        })
     })
     .await
     .unwrap();
@@ -279,8 +282,9 @@ async fn an_unreachable_repository_leaves_its_source_up_and_others_serving() {
         &mut client,
         "the late source failing with its status",
         |l| {
-            l.as_ref()
-                .is_err_and(|f| f.len() == 1 && f[0].reason.contains("HTTP 503"))
+            l.as_ref().is_err_and(|f| {
+                f.len() == 1 && f[0].source == "late" && f[0].reason.contains("HTTP 503")
+            })
         },
     )
     .await
