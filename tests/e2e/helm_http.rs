@@ -408,7 +408,16 @@ async fn credentials_go_to_the_repository_host_only() {
     );
     assert!(!failures[0].reason.contains("t0ken"), "{failures:?}");
 
-    let page = list(&mut client, 20, "", None).await;
+    // The `auth` source serves once any of its repositories has been read: wait (bounded) until
+    // every one of them has.
+    let mut page = list(&mut client, 20, "", None).await;
+    for _ in 0..600 {
+        if page.available_package_summaries.len() >= 8 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        page = list(&mut client, 20, "", None).await;
+    }
     let mut want = [
         expected("auth", "basic", "basic-", 0..2),
         expected("auth", "keyed", "keyed-", 0..2),
