@@ -12,15 +12,18 @@
 //! ```
 //!
 //! What is checked, each a line of the [`Report`]:
-//! - the full listing (pages of 1000) keeps the contract: strictly increasing `(name, identifier)`,
-//!   non-empty unique identifiers, at most `limit` items, a short page only at the end;
+//! - every answer passes the host's own checks ([`crate::contract`]: [`contract::check_list`],
+//!   [`contract::check_detail`], [`contract::check_error`]; the same functions the server runs), so
+//!   the full listing (pages of 1000) keeps strictly increasing `(name, identifier)`, non-empty unique
+//!   identifiers, valid bounded fields and at most `limit` items, with a short page only at the end;
 //! - paging with random limits (1 to 20) gives exactly the full listing;
 //! - seeks before the first item, at every sampled item (resume after it), at `name + "\0"` (the
 //!   first key after every identifier of that name) and after the last item;
 //! - every filter field: a query taken from a listed name, a category, a repository, deprecated
 //!   packages left out by default and kept with `include_deprecated`; the answer must be exactly
 //!   the full listing filtered by [`Filter::matches`];
-//! - the detail of every listed identifier names that identifier and name;
+//! - the detail of every listed identifier passes [`contract::check_detail`] and names the listed
+//!   package;
 //! - error kinds: an unknown identifier is `not_found`, an unknown `call` is `unsupported`;
 //! - no call panicked (a panic is reported as a failure wherever it happens).
 
@@ -30,6 +33,7 @@ use abi_stable::std_types::{ROption, RResult, RStr, RString};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use crate::{
+    contract::{self, Violation},
     types::{Detail, ErrorKind, Filter, ListRequest, PluginError, SeekKey, Summary},
     PackageSource, SourceBox,
 };
@@ -169,6 +173,10 @@ fn everything() -> Filter {
 }
 
 fn describe(e: &PluginError) -> String {
+    // An error the host would not pass on (invalid UTF-8, an unbounded message) is itself a failure.
+    if let Err(v) = contract::check_error(e) {
+        return v.into_message();
+    }
     if e.kind == ErrorKind::Panic {
         format!("the source panicked: {}", e.message)
     } else {
@@ -195,40 +203,10 @@ fn page_through(
             filter,
         );
         let page = subject.list(&req).map_err(|e| describe(&e))?;
-        if page.len() > limit as usize {
-            return Err(format!("{} items for limit {limit}", page.len()));
-        }
+        // The host's own rules (crate::contract): limit, fields, unique identifiers, order, after
+        // the seek key. Pages chain through `after`, so the order holds across pages too.
+        contract::check_list(&req, &page).map_err(Violation::into_message)?;
         for item in &page {
-            if item.identifier.is_empty() {
-                return Err(format!(
-                    "item {:?} has an empty identifier",
-                    item.name.as_str()
-                ));
-            }
-            if let Some((n, i)) = &after {
-                let key = SeekKey {
-                    name: RString::from(n.as_str()),
-                    identifier: RString::from(i.as_str()),
-                };
-                if !item.is_after(&key) {
-                    return Err(format!(
-                        "item ({:?}, {:?}) does not come after ({n:?}, {i:?})",
-                        item.name.as_str(),
-                        item.identifier.as_str()
-                    ));
-                }
-            }
-            if let Some(prev) = out.last() {
-                if prev.key_cmp(item) != std::cmp::Ordering::Less {
-                    return Err(format!(
-                        "({:?}, {:?}) follows ({:?}, {:?}): not strictly increasing",
-                        item.name.as_str(),
-                        item.identifier.as_str(),
-                        prev.name.as_str(),
-                        prev.identifier.as_str()
-                    ));
-                }
-            }
             if !filter.matches(item) {
                 return Err(format!(
                     "item ({:?}, {:?}) does not match the filter {filter:?}",
@@ -469,15 +447,16 @@ pub fn check(subject: &dyn Subject, options: &Options) -> Report {
     let mut failure = None;
     for item in &all {
         let f = match subject.detail(&item.identifier) {
-            Ok(d) if d.summary.identifier != item.identifier || d.summary.name != item.name => {
-                Some(format!(
-                    "detail of {:?} names ({:?}, {:?})",
+            Ok(d) => match contract::check_detail(&item.identifier, &d) {
+                Err(v) => Some(format!("detail of {:?}: {v}", item.identifier.as_str())),
+                Ok(()) if d.summary.name != item.name => Some(format!(
+                    "detail of {:?} names the package {:?}, listed as {:?}",
                     item.identifier.as_str(),
                     d.summary.name.as_str(),
-                    d.summary.identifier.as_str()
-                ))
-            }
-            Ok(_) => None,
+                    item.name.as_str()
+                )),
+                Ok(()) => None,
+            },
             Err(e) => Some(format!(
                 "detail of {:?}: {}",
                 item.identifier.as_str(),
@@ -602,11 +581,27 @@ mod tests {
     }
 
     #[test]
+    fn the_hosts_field_rules_apply() {
+        // The server discards answers that break crate::contract; the kit must fail them too.
+        let mut unique = items();
+        for (i, s) in unique.iter_mut().enumerate() {
+            s.identifier = RString::from(format!("id{i}"));
+        }
+        unique[5].display_name = RString::from("d".repeat(contract::MAX_TEXT_BYTES + 1));
+        let report = check(&Sorted(unique), &Options::default());
+        assert_eq!(
+            report.checks[0].failure.as_deref(),
+            Some("item \"id5\" has a display_name of 65537 bytes, at most 65536 are allowed"),
+            "{report}"
+        );
+    }
+
+    #[test]
     fn duplicate_identifiers_and_panics_are_reported() {
         let dup = check(&Sorted(items()), &Options::default());
         assert_eq!(
             dup.checks[0].failure.as_deref(),
-            Some("identifier \"id0\" is listed twice"),
+            Some("identifier \"id0\" appears twice in one answer (items named \"pkg-03\" and another)"),
             "{dup}"
         );
 
