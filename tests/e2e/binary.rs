@@ -399,3 +399,29 @@ fn the_config_sets_the_log_level_unless_rust_log_does() {
     assert!(run("log_level = \"info\"", None).contains("source ready"));
     assert!(!run("log_level = \"info\"", Some("warn")).contains("source ready"));
 }
+
+#[test]
+fn plugins_command_prints_each_librarys_capabilities() {
+    let plugins = PluginDir::with(&["helm", "testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), plugins.path(), "");
+    let output = Command::new(&artifacts().binary)
+        .args(["plugins", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run tributary plugins");
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let line = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("  loaded    {name} ")))
+            .unwrap_or_else(|| panic!("no line for {name}: {stdout}"))
+            .to_owned()
+    };
+    assert!(
+        line("helm").contains("; capabilities status@1)"),
+        "{stdout}"
+    );
+    assert!(!line("testkit").contains("capabilities"), "{stdout}");
+}

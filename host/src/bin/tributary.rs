@@ -364,8 +364,13 @@ fn print_plugins(registry: &Registry) {
             } else {
                 ""
             };
+            let capabilities = if p.capabilities.is_empty() {
+                String::new()
+            } else {
+                format!("; capabilities {}", p.capabilities.join(", "))
+            };
             println!(
-                "  loaded    {} {} (interface {}) {} sha256:{}{idle}: {}",
+                "  loaded    {} {} (interface {}{capabilities}) {} sha256:{}{idle}: {}",
                 p.name, p.version, p.interface_version, p.path, p.sha256, p.description
             );
         } else {
