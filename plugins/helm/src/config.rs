@@ -115,12 +115,13 @@ pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) const DEFAULT_MAX_INDEX_SIZE: u64 = 256 << 20;
 
+/// The top level, read by the shared helper ([`tributary_plugin_api::config::parse`]: the host's
+/// `$` keys ignored, an unknown key named); each repository table is then checked key by key below,
+/// since its keys depend on one another (remote-only keys, secrets given one way only).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
     repositories: Option<Value>,
-    #[serde(rename = "$base_dir")]
-    base_dir: Option<Value>,
 }
 
 fn invalid(message: impl std::fmt::Display) -> PluginError {
@@ -149,14 +150,10 @@ const KEYS: &[&str] = &[
     "plain_http",
 ];
 
-/// Parses the JSON configuration into the list of repositories, paths resolved.
-pub(crate) fn parse(config: &str) -> Result<Vec<Repository>, PluginError> {
-    let config: Config = serde_json::from_str(config).map_err(invalid)?;
-    let base_dir = match &config.base_dir {
-        None | Some(Value::Null) => None,
-        Some(Value::String(dir)) => Some(Path::new(dir.as_str())),
-        Some(_) => return Err(invalid("$base_dir must be a string (a folder)")),
-    };
+/// Parses the JSON configuration into the list of repositories, relative paths resolved against
+/// `base_dir` (the host's [`tributary_plugin_api::Host::base_dir`]).
+pub(crate) fn parse(config: &str, base_dir: Option<&Path>) -> Result<Vec<Repository>, PluginError> {
+    let config: Config = tributary_plugin_api::config::parse("helm", config)?;
     const SHAPE: &str =
         "a list of { name, url } tables, url a local index.yaml or an http(s) repository URL";
     let list = match config.repositories {

@@ -82,14 +82,14 @@ impl Plugin for HelmPlugin {
 
     type Source = HelmSource;
 
-    fn new_source(_host: Host, config: &str) -> Result<HelmSource, PluginError> {
-        let repositories = config::parse(config)?;
+    fn new_source(host: Host, config: &str) -> Result<HelmSource, PluginError> {
+        let repositories = config::parse(config, host.base_dir())?;
         let mut agents = Vec::new();
         for repo in &repositories {
             if let Location::Http(remote) = &repo.location {
                 if remote.insecure_skip_tls_verify {
-                    log(format_args!(
-                        "WARNING: helm repository {:?}: TLS certificates are not verified \
+                    host.warn(&format!(
+                        "helm repository {:?}: TLS certificates are not verified \
                          (insecure_skip_tls_verify); anyone on the path can serve its index",
                         repo.name
                     ));
@@ -127,6 +127,7 @@ impl Plugin for HelmPlugin {
             stop: Mutex::new(false),
             wake: Condvar::new(),
             repositories,
+            host,
         });
         let mut agents = agents.into_iter();
         for (i, repo) in shared.repositories.iter().enumerate() {
@@ -146,11 +147,6 @@ impl Plugin for HelmPlugin {
 }
 
 export_plugin!(HelmPlugin);
-
-/// A log line. The host's log callback replaces this once the interface offers one.
-fn log(message: std::fmt::Arguments) {
-    eprintln!("helm plugin: {message}");
-}
 
 type Stamp = Option<(SystemTime, u64)>;
 
@@ -301,6 +297,8 @@ impl RepoState {
 
 /// What a source's calls and its refresh threads share.
 struct Shared {
+    /// The host's view: logs go to the host's log, tagged with the source name.
+    host: Host,
     repositories: Vec<Repository>,
     loaded: RwLock<Arc<Loaded>>,
     states: Mutex<Vec<RepoState>>,
@@ -428,7 +426,7 @@ impl Shared {
                     states[i].last_error = None;
                 }
                 Err(error) => {
-                    log(format_args!("{error}"));
+                    self.host.warn(&error);
                     states[i].last_error = Some(error);
                 }
             }
@@ -485,7 +483,7 @@ impl Shared {
                         Some(_) => format!(", {} requests", oci_cache.requests),
                         None => String::new(),
                     };
-                    log(format_args!(
+                    self.host.info(&format!(
                         "helm repository {name:?}: index {} read ({} ms{requests})",
                         fetch::shown(&remote.index_url),
                         started.elapsed().as_millis()
@@ -500,7 +498,7 @@ impl Shared {
             }
             Err(error) => {
                 let error = format!("helm repository {name:?}: {error}");
-                log(format_args!(
+                self.host.warn(&format!(
                     "{error} ({}; {})",
                     state.since(),
                     if state.sha256.is_some() {

@@ -124,9 +124,11 @@ fn source_for(dir: &TempDir, repos: &[(&str, &str)]) -> Result<HelmSource, Plugi
         .iter()
         .map(|(name, file)| json!({ "name": name, "url": file }))
         .collect();
+    // The folder relative paths resolve against comes from the host, not the config.
     HelmPlugin::new_source(
-        Host::detached("helm", None),
-        &json!({ "repositories": repositories, "$base_dir": dir.0 }).to_string(),
+        Host::detached("helm", Some(dir.0.clone())),
+        &json!({ "repositories": repositories, "$base_dir": "/ignored: host keys are stripped" })
+            .to_string(),
     )
 }
 
@@ -610,8 +612,8 @@ fn config_errors_name_the_key() {
         ),
         (json!({ "repos": [] }), "unknown field `repos`"),
         (
-            json!({ "repositories": [{ "name": "a", "url": "a.yaml" }], "$base_dir": 3 }),
-            "helm config: $base_dir must be a string",
+            json!({ "repositories": [{ "name": "a", "url": "a.yaml" }], "colour": 3 }),
+            "helm config: unknown field `colour`, expected `repositories`",
         ),
     ];
     for (config, expected) in cases {
@@ -869,6 +871,33 @@ fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
 }
 
+/// The conformance kit (the checks `tributary plugin check` runs) over the two example indexes
+/// merged into one source: random limits, every kind of seek, every filter field, every detail.
+#[test]
+fn the_example_indexes_conform() {
+    use tributary_plugin_api::conformance::{check, Options};
+    let config = json!({
+        "repositories": [
+            { "name": "bitnami", "url": "charts/bitnami-index.yaml" },
+            { "name": "community", "url": "charts/community-index.yaml" },
+        ],
+    });
+    let source = HelmPlugin::new_source(
+        Host::detached("helm", Some(examples_dir())),
+        &config.to_string(),
+    )
+    .unwrap();
+    let report = check(
+        &source,
+        &Options {
+            capabilities: vec!["status@1".into()],
+            ..Options::default()
+        },
+    );
+    assert!(report.passed(), "{report}");
+    assert!(report.items >= 10, "{report}");
+}
+
 #[test]
 fn example_indexes_load() {
     let examples = examples_dir();
@@ -877,9 +906,10 @@ fn example_indexes_load() {
             { "name": "bitnami", "url": "charts/bitnami-index.yaml" },
             { "name": "community", "url": "charts/community-index.yaml" },
         ],
-        "$base_dir": examples,
     });
-    let source = HelmPlugin::new_source(Host::detached("helm", None), &config.to_string()).unwrap();
+    let source =
+        HelmPlugin::new_source(Host::detached("helm", Some(examples)), &config.to_string())
+            .unwrap();
     let items = all(&source);
     assert!(keys_strictly_increasing(&items));
     let count = |repo: &str| items.iter().filter(|s| s.repository == repo).count();
@@ -955,7 +985,7 @@ fn the_remote_example_config_parses() {
     let mut kinds = Vec::new();
     for source in file["source"].as_array().unwrap() {
         let config = serde_json::to_string(&source["config"]).unwrap();
-        for repo in crate::config::parse(&config).unwrap() {
+        for repo in crate::config::parse(&config, None).unwrap() {
             kinds.push(match repo.location {
                 crate::config::Location::File(_) => "file".to_owned(),
                 crate::config::Location::Http(remote) => match remote.oci {
