@@ -28,6 +28,10 @@ pub const MAX_CALLS_PER_SOURCE: usize = 256;
 /// The most a duration key in milliseconds accepts (one hour); larger values overflow deadlines.
 pub const MAX_MILLIS: u64 = 3_600_000;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// Default `reload_debounce_ms`.
+pub const DEFAULT_RELOAD_DEBOUNCE: Duration = Duration::from_millis(500);
+/// Default `max_retired_libraries`.
+pub const DEFAULT_MAX_RETIRED_LIBRARIES: usize = 32;
 /// How long one plugin call may take before the source counts as unavailable for that request.
 pub const DEFAULT_SOURCE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -59,6 +63,15 @@ pub struct Config {
     /// The log filter (`RUST_LOG` syntax, e.g. `info` or `warn,tributary_host=debug`) when `RUST_LOG`
     /// is not set; `None`: `info` for `serve`, `warn` for the other commands.
     pub log_level: Option<String>,
+    /// `watch`: reload when a library in the plugin directory or the config file changes (see
+    /// [`crate::reload`]); SIGHUP and the Reload RPC reload either way.
+    pub watch: bool,
+    /// `reload_debounce_ms`: how long the directory and the config file must stay unchanged before
+    /// the watcher reloads.
+    pub reload_debounce: Duration,
+    /// `max_retired_libraries`: past this many replaced or removed libraries (still mapped), each
+    /// reload warns that a restart gives their memory back.
+    pub max_retired_libraries: usize,
 }
 
 /// One `[[source]]`.
@@ -137,6 +150,9 @@ struct FileConfig {
     auth: Option<FileAuth>,
     max_page_bytes: Option<usize>,
     log_level: Option<String>,
+    watch: Option<bool>,
+    reload_debounce_ms: Option<u64>,
+    max_retired_libraries: Option<usize>,
     #[serde(default)]
     source: Vec<FileSource>,
 }
@@ -319,6 +335,27 @@ impl Config {
             Some(ms) => guard_limits.backoff = Duration::from_millis(ms),
         }
 
+        let reload_debounce = match file.reload_debounce_ms {
+            None => DEFAULT_RELOAD_DEBOUNCE,
+            Some(ms) if !(10..=60_000).contains(&ms) => {
+                return Err(invalid(
+                    "reload_debounce_ms".into(),
+                    format!("{ms} is out of range: give 10 to 60000 milliseconds"),
+                ))
+            }
+            Some(ms) => Duration::from_millis(ms),
+        };
+        let max_retired_libraries = match file.max_retired_libraries {
+            None => DEFAULT_MAX_RETIRED_LIBRARIES,
+            Some(n) if n > 100_000 => {
+                return Err(invalid(
+                    "max_retired_libraries".into(),
+                    format!("{n} is too large: at most 100000"),
+                ))
+            }
+            Some(n) => n,
+        };
+
         let max_page_bytes = match file.max_page_bytes {
             None => DEFAULT_MAX_PAGE_BYTES,
             Some(n) if !(MIN_PAGE_BYTES..=MAX_PAGE_BYTES_LIMIT).contains(&n) => {
@@ -446,6 +483,9 @@ impl Config {
             tls,
             auth,
             log_level: file.log_level,
+            watch: file.watch.unwrap_or(true),
+            reload_debounce,
+            max_retired_libraries,
         })
     }
 }

@@ -30,6 +30,7 @@ pub mod loader;
 pub mod metrics;
 pub mod plugin_context;
 pub mod registry;
+pub mod reload;
 pub mod request_id;
 pub mod server;
 pub mod service;

@@ -50,6 +50,9 @@ pub struct PluginFile {
     /// Known whenever the library's metadata could be read, even if it was then rejected.
     pub meta: Option<PluginMeta>,
     pub outcome: Result<LoadedPlugin, String>,
+    /// When these bytes were first loaded (or read and rejected). A library kept across a reload
+    /// keeps its time.
+    pub loaded_at: std::time::SystemTime,
 }
 
 /// Why the plugin directory could not be scanned at all.
@@ -176,6 +179,16 @@ pub fn insecure_path_reason(path: &Path, what: &str) -> Option<String> {
 /// Loads every library in `paths`. Never fails as a whole: each file gets its own outcome. With
 /// `strict`, a file that [`insecure_reason`] objects to is rejected without being opened.
 pub fn load_all(paths: &[PathBuf], strict: bool) -> Vec<PluginFile> {
+    load_all_reusing(paths, strict, &[])
+}
+
+/// [`load_all`] for a reload: a file whose bytes hash to a library of `previous` that loaded is not
+/// loaded again (no second copy is mapped); it reuses that library, its metadata and its load time.
+pub fn load_all_reusing(
+    paths: &[PathBuf],
+    strict: bool,
+    previous: &[PluginFile],
+) -> Vec<PluginFile> {
     let mut files: Vec<PluginFile> = Vec::with_capacity(paths.len());
     for path in paths {
         let unsafe_file = if strict {
@@ -189,8 +202,9 @@ pub fn load_all(paths: &[PathBuf], strict: bool) -> Vec<PluginFile> {
                 sha256: String::new(),
                 meta: None,
                 outcome: Err(reason),
+                loaded_at: std::time::SystemTime::now(),
             },
-            None => load_one(path, strict),
+            None => load_one(path, strict, previous),
         };
         if let (Ok(loaded), Some(first)) = (
             &file.outcome,
@@ -205,7 +219,11 @@ pub fn load_all(paths: &[PathBuf], strict: bool) -> Vec<PluginFile> {
                 first.display()
             ));
         }
+        let reused = previous
+            .iter()
+            .any(|f| f.outcome.is_ok() && f.sha256 == file.sha256 && f.loaded_at == file.loaded_at);
         match &file.outcome {
+            Ok(_) if reused => {}
             Ok(p) => tracing::info!(
                 path = %path.display(),
                 sha256 = %file.sha256,
@@ -306,18 +324,30 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-fn load_one(path: &Path, strict: bool) -> PluginFile {
+fn load_one(path: &Path, strict: bool, previous: &[PluginFile]) -> PluginFile {
     let rejected = |sha256: &str, meta: Option<PluginMeta>, reason: String| PluginFile {
         path: path.to_path_buf(),
         sha256: sha256.to_owned(),
         meta,
         outcome: Err(reason),
+        loaded_at: std::time::SystemTime::now(),
     };
     let bytes = match read_checked(path, strict) {
         Ok(bytes) => bytes,
         Err(reason) => return rejected("", None, reason),
     };
     let sha256 = sha256_hex(&bytes);
+    if let Some(known) = previous
+        .iter()
+        .find(|f| f.outcome.is_ok() && f.sha256 == sha256)
+    {
+        let mut file = known.clone();
+        file.path = path.to_path_buf();
+        if let Ok(loaded) = &mut file.outcome {
+            loaded.path = path.to_path_buf();
+        }
+        return file;
+    }
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -364,6 +394,7 @@ fn load_one(path: &Path, strict: bool) -> PluginFile {
         path: path.to_path_buf(),
         sha256,
         meta: Some(meta.clone()),
+        loaded_at: std::time::SystemTime::now(),
         outcome: Ok(LoadedPlugin {
             meta,
             path: path.to_path_buf(),

@@ -24,8 +24,8 @@ use std::{
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use tokio::net::TcpListener;
 
@@ -80,6 +80,8 @@ pub struct Metrics {
     items: IntCounter,
     source_failures: IntCounterVec,
     libraries: IntGaugeVec,
+    generation: IntGauge,
+    reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -186,8 +188,24 @@ impl Metrics {
             &["status"],
         )
         .expect("metric");
+        let generation = IntGauge::new(
+            "tributary_reload_generation",
+            "The generation of libraries and sources serving now: 1 at start, one more per reload that took effect.",
+        )
+        .expect("metric");
+        generation.set(1);
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "tributary_reloads_total",
+                "Reloads tried (SIGHUP, the Reload RPC, the directory watcher), by outcome: ok or refused.",
+            ),
+            &["outcome"],
+        )
+        .expect("metric");
         for collector in [
             Box::new(pages.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(generation.clone()),
+            Box::new(reloads.clone()),
             Box::new(source_calls.clone()),
             Box::new(source_call_seconds.clone()),
             Box::new(items.clone()),
@@ -216,7 +234,17 @@ impl Metrics {
             items,
             source_failures,
             libraries,
+            generation,
+            reloads,
         })
+    }
+
+    /// Counts one reload and shows the generation serving after it.
+    pub fn record_reload(&self, ok: bool, generation: u64) {
+        self.reloads
+            .with_label_values(&[if ok { "ok" } else { "refused" }])
+            .inc();
+        self.generation.set(generation as i64);
     }
 
     /// The per-call metrics of one source, for its guard (see [`crate::guard::CallGuard`]).

@@ -46,6 +46,9 @@ pub struct SourceEntry {
     pub name: String,
     pub plugin: String,
     pub state: Result<Arc<Source>, PluginError>,
+    /// The `[[source]]` table and the SHA-256 of the library it was built from (`None` for sources
+    /// made by tests): a reload keeps the source as it is when neither changed.
+    pub built_from: Option<(SourceConfig, String)>,
 }
 
 /// Everything loaded at start.
@@ -99,9 +102,79 @@ impl Registry {
 
     /// Builds the sources from already-loaded files.
     pub fn build(config: &Config, files: Vec<PluginFile>) -> Result<Registry, StartError> {
-        let loaded: Vec<&LoadedPlugin> = files
+        Registry::build_from(config, files, None)
+    }
+
+    /// The next generation, for a reload: the plugin directory scanned again and `config` (read
+    /// again) applied on top of `previous`.
+    ///
+    /// - A library whose bytes (SHA-256) were already loaded is not loaded again; a new or changed one
+    ///   is loaded from a private copy like at start.
+    /// - A library that was serving and whose file now holds bytes that are rejected keeps serving:
+    ///   both are listed, the rejected one with its reason.
+    /// - A source whose `[[source]]` table and library are unchanged is kept as it is (same calls in
+    ///   flight, same health, same back-off); others are built anew; sources no longer configured
+    ///   are retired (dropped once the requests that use them finish).
+    /// - A `[[source]]` naming a plugin that is not loaded becomes a failed source (at start it is a
+    ///   configuration error).
+    pub fn reload(config: &Config, previous: &Registry) -> Result<Registry, StartError> {
+        let paths = loader::scan(&config.plugin_dir)?;
+        if config.strict_permissions {
+            if let Some(reason) = loader::insecure_path_reason(&config.plugin_dir, "plugin_dir") {
+                return Err(StartError::InsecurePluginDir(reason));
+            }
+        }
+        let mut files =
+            loader::load_all_reusing(&paths, config.strict_permissions, &previous.files);
+        for old in previous.files.iter().filter(|f| f.outcome.is_ok()) {
+            let Some(meta) = &old.meta else { continue };
+            let still_loaded = files
+                .iter()
+                .any(|f| f.outcome.as_ref().is_ok_and(|p| p.meta.name == meta.name));
+            let replaced_by_reject = files
+                .iter()
+                .any(|f| f.path == old.path && f.outcome.is_err());
+            if still_loaded || !replaced_by_reject {
+                continue;
+            }
+            for f in files
+                .iter_mut()
+                .filter(|f| f.path == old.path && f.outcome.is_err())
+            {
+                if let Err(reason) = &mut f.outcome {
+                    if !reason.contains("keeps serving") {
+                        reason.push_str(&format!(
+                            "; the previous version ({} {}, sha256 {}) keeps serving",
+                            meta.name,
+                            meta.version,
+                            &old.sha256[..old.sha256.len().min(12)]
+                        ));
+                    }
+                }
+            }
+            tracing::warn!(
+                path = %old.path.display(),
+                plugin = %meta.name,
+                "the new library was rejected; the previous version keeps serving"
+            );
+            files.push(old.clone());
+        }
+        files.sort_by(|a, b| {
+            a.path
+                .cmp(&b.path)
+                .then(a.outcome.is_err().cmp(&b.outcome.is_err()))
+        });
+        Registry::build_from(config, files, Some(previous))
+    }
+
+    fn build_from(
+        config: &Config,
+        files: Vec<PluginFile>,
+        previous: Option<&Registry>,
+    ) -> Result<Registry, StartError> {
+        let loaded: Vec<(&LoadedPlugin, &str)> = files
             .iter()
-            .filter_map(|f| f.outcome.as_ref().ok())
+            .filter_map(|f| f.outcome.as_ref().ok().map(|p| (p, f.sha256.as_str())))
             .collect();
         let unnamed_rejects = files
             .iter()
@@ -110,8 +183,24 @@ impl Registry {
 
         let mut sources = Vec::new();
         for (index, sc) in config.sources.iter().enumerate() {
-            let state = match loaded.iter().find(|p| p.meta.name == sc.plugin) {
-                Some(plugin) => construct(plugin, sc, config),
+            let mut built_from = None;
+            let state = match loaded.iter().find(|(p, _)| p.meta.name == sc.plugin) {
+                Some((plugin, sha256)) => {
+                    built_from = Some((sc.clone(), sha256.to_string()));
+                    let kept = previous
+                        .and_then(|r| r.source(&sc.name))
+                        .filter(|old| old.built_from == built_from)
+                        .and_then(|old| old.state.as_ref().ok().cloned());
+                    match kept {
+                        Some(source) => Ok(source),
+                        None => construct(plugin, sc, config),
+                    }
+                }
+                None if previous.is_some() => Err(PluginError::unavailable(format!(
+                    "no loaded plugin is named {:?} in {}",
+                    sc.plugin,
+                    config.plugin_dir.display()
+                ))),
                 None => {
                     let rejected_with_name = files.iter().find(|f| {
                         f.outcome.is_err() && f.meta.as_ref().is_some_and(|m| m.name == sc.plugin)
@@ -135,7 +224,7 @@ impl Registry {
                                 loaded: if loaded.is_empty() {
                                     "none".to_owned()
                                 } else {
-                                    loaded.iter().map(|p| p.meta.name.as_str()).collect::<Vec<_>>().join(", ")
+                                    loaded.iter().map(|(p, _)| p.meta.name.as_str()).collect::<Vec<_>>().join(", ")
                                 },
                             })
                         }
@@ -146,10 +235,11 @@ impl Registry {
                 name: sc.name.clone(),
                 plugin: sc.plugin.clone(),
                 state,
+                built_from,
             });
         }
 
-        for plugin in &loaded {
+        for (plugin, _) in &loaded {
             if !config.sources.iter().any(|s| s.plugin == plugin.meta.name) {
                 tracing::info!(plugin = %plugin.meta.name, "plugin loaded and idle: no [[source]] names it");
             }
@@ -181,6 +271,7 @@ impl Registry {
                 name: s.name.to_string(),
                 plugin: s.plugin.to_string(),
                 state: Ok(Arc::new(s)),
+                built_from: None,
             })
             .collect();
         sources.sort_by(|a, b| a.name.cmp(&b.name));

@@ -184,22 +184,36 @@ pub fn source_health_name(source: &str) -> String {
 /// Keeps each source's health entry current: SERVING while it takes calls, NOT_SERVING while it
 /// failed at start or backs off after timeouts.
 async fn watch_sources(health: tonic_health::server::HealthReporter, catalog: Arc<Catalog>) {
-    let mut last: Vec<Option<ServingStatus>> = vec![None; catalog.registry().sources.len()];
+    let mut last: std::collections::HashMap<String, ServingStatus> = Default::default();
     loop {
-        for (entry, last) in catalog.registry().sources.iter().zip(last.iter_mut()) {
+        let registry = catalog.registry();
+        for entry in &registry.sources {
             let status = match &entry.state {
                 Ok(source) if source.guard.condition() == Condition::Healthy => {
                     ServingStatus::Serving
                 }
                 _ => ServingStatus::NotServing,
             };
-            if *last != Some(status) {
+            if last.get(&entry.name) != Some(&status) {
                 health
                     .set_service_status(source_health_name(&entry.name), status)
                     .await;
-                *last = Some(status);
+                last.insert(entry.name.clone(), status);
             }
         }
+        // A source retired by a reload is no longer served.
+        let retired: Vec<String> = last
+            .keys()
+            .filter(|name| registry.source(name).is_none())
+            .cloned()
+            .collect();
+        for name in retired {
+            health
+                .set_service_status(source_health_name(&name), ServingStatus::NotServing)
+                .await;
+            last.remove(&name);
+        }
+        drop(registry);
         tokio::time::sleep(WATCH_INTERVAL).await;
     }
 }

@@ -30,43 +30,77 @@ pub const MAX_FILTER_VALUES: usize = 100;
 pub const MAX_VALUE_BYTES: usize = tributary_plugin_api::contract::MAX_KEY_BYTES;
 
 /// The state behind both services.
+///
+/// What is served (libraries, sources) is one [`Generation`], swapped whole by a reload (see
+/// [`crate::reload`]): a request takes the generation current when it starts and finishes on its
+/// sources; the next request uses the newest.
 pub struct Catalog {
-    registry: Arc<Registry>,
-    /// Every ready source, in name order.
-    ready: Vec<Arc<Source>>,
-    options: EngineOptions,
+    pub(crate) current: Arc<arc_swap::ArcSwap<Generation>>,
+    pub(crate) options: EngineOptions,
     metrics: Arc<crate::metrics::Metrics>,
+    pub(crate) reload: Arc<std::sync::Mutex<crate::reload::ReloadState>>,
 }
 
-impl Catalog {
-    pub fn new(registry: Arc<Registry>, options: EngineOptions) -> Catalog {
+/// One set of loaded libraries and built sources.
+pub struct Generation {
+    /// 1 at start, one more after each reload that took effect.
+    pub number: u64,
+    pub registry: Arc<Registry>,
+    /// Every ready source, in name order.
+    pub(crate) ready: Vec<Arc<Source>>,
+}
+
+impl Generation {
+    pub(crate) fn new(number: u64, registry: Arc<Registry>) -> Generation {
         let ready = registry
             .sources
             .iter()
             .filter_map(|s| s.state.as_ref().ok().cloned())
             .collect();
-        let metrics = crate::metrics::Metrics::new();
-        for source in &ready {
-            let source: &Arc<Source> = source;
-            source
-                .guard
-                .attach_metrics(metrics.for_source(&source.name));
-        }
-        Catalog {
+        Generation {
+            number,
             registry,
             ready,
+        }
+    }
+}
+
+impl Catalog {
+    pub fn new(registry: Arc<Registry>, options: EngineOptions) -> Catalog {
+        let generation = Generation::new(1, registry);
+        let metrics = crate::metrics::Metrics::new();
+        attach_metrics(&metrics, &generation);
+        Catalog {
+            current: Arc::new(arc_swap::ArcSwap::from_pointee(generation)),
             options,
             metrics,
+            reload: Default::default(),
         }
     }
 
-    pub fn registry(&self) -> &Registry {
-        &self.registry
+    /// The registry of the generation serving now.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.current.load().registry.clone()
+    }
+
+    /// The generation serving now.
+    pub fn generation(&self) -> Arc<Generation> {
+        self.current.load_full()
     }
 
     /// This server's metrics (see [`crate::metrics`]).
     pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
         &self.metrics
+    }
+}
+
+/// Gives each new source of `generation` its call metrics (a source kept from an earlier
+/// generation keeps the ones it has).
+pub(crate) fn attach_metrics(metrics: &crate::metrics::Metrics, generation: &Generation) {
+    for source in &generation.ready {
+        source
+            .guard
+            .attach_metrics(metrics.for_source(&source.name));
     }
 }
 
@@ -263,21 +297,22 @@ impl Catalog {
     /// The sources a filter selects, ready ones to merge and failed ones to report.
     fn select_sources(&self, names: &[String]) -> Result<(Vec<Arc<Source>>, Vec<Failure>), Status> {
         let mut failures = Vec::new();
+        let generation = self.current.load();
         if names.is_empty() {
-            for s in &self.registry.sources {
+            for s in &generation.registry.sources {
                 if let Err(e) = &s.state {
                     failures.push(startup_failure(&s.name, &s.plugin, e));
                 }
             }
-            return Ok((self.ready.clone(), failures));
+            return Ok((generation.ready.clone(), failures));
         }
         let mut wanted: Vec<&str> = names.iter().map(String::as_str).collect();
         wanted.sort_unstable();
         wanted.dedup();
         let mut ready = Vec::with_capacity(wanted.len());
         for name in wanted {
-            let entry = self.registry.source(name).ok_or_else(|| {
-                let known: Vec<&str> = self
+            let entry = generation.registry.source(name).ok_or_else(|| {
+                let known: Vec<&str> = generation
                     .registry
                     .sources
                     .iter()
@@ -431,8 +466,9 @@ impl PackagesService for Catalog {
         }
         // A source the caller may not see is answered as one that does not exist.
         let visible = caller.as_ref().is_none_or(|c| c.allows(&reference.source));
+        let registry = self.registry();
         let entry = visible
-            .then(|| self.registry.source(&reference.source))
+            .then(|| registry.source(&reference.source))
             .flatten()
             .ok_or_else(|| {
                 Status::not_found(format!(
@@ -512,12 +548,32 @@ impl PluginsService for Catalog {
         request: Request<pb::ListPluginsRequest>,
     ) -> Result<Response<pb::ListPluginsResponse>, Status> {
         let caller = caller(&request);
-        let mut listing = list_plugins(&self.registry);
+        let generation = self.generation();
+        let mut listing = list_plugins(&generation.registry);
+        self.reload_facts(&mut listing, generation.number);
         if let Some(caller) = &caller {
             restrict_listing(&mut listing, caller);
         }
-        self.fill_status(&mut listing).await;
+        self.fill_status(&mut listing, &generation.registry).await;
         Ok(Response::new(listing))
+    }
+
+    async fn reload(
+        &self,
+        request: Request<pb::ReloadRequest>,
+    ) -> Result<Response<pb::ReloadResponse>, Status> {
+        if let Some(caller) = caller(&request) {
+            if !caller.admin {
+                return Err(Status::permission_denied(format!(
+                    "{:?} may not reload the server: only an admin identity may",
+                    caller.name
+                )));
+            }
+        }
+        self.reload_now("Reload RPC")
+            .await
+            .map(|summary| Response::new(summary.into()))
+            .map_err(Status::failed_precondition)
     }
 }
 
@@ -529,17 +585,11 @@ const MAX_STATUS_BYTES: usize = 64 * 1024;
 impl Catalog {
     /// Asks every listed, ready source whose plugin declares `status@1` for its state, concurrently,
     /// each within [`STATUS_BUDGET`].
-    async fn fill_status(&self, listing: &mut pb::ListPluginsResponse) {
+    async fn fill_status(&self, listing: &mut pb::ListPluginsResponse, registry: &Registry) {
         use tributary_plugin_api::capabilities::{declares, STATUS};
         let asks = listing.sources.iter().enumerate().filter_map(|(i, info)| {
-            let source = self
-                .registry
-                .source(&info.name)?
-                .state
-                .as_ref()
-                .ok()?
-                .clone();
-            let declared = self.registry.files.iter().any(|f| {
+            let source = registry.source(&info.name)?.state.as_ref().ok()?.clone();
+            let declared = registry.files.iter().any(|f| {
                 f.outcome.as_ref().is_ok_and(|p| {
                     p.meta.name == info.plugin && declares(&p.meta.capabilities, STATUS, 1)
                 })
@@ -631,6 +681,7 @@ pub fn list_plugins(registry: &Registry) -> pb::ListPluginsResponse {
                     .map(|m| format!("{}.{}", m.interface.0, m.interface.1))
                     .unwrap_or_default(),
                 capabilities: meta.map(|m| m.capabilities).unwrap_or_default(),
+                loaded_at_unix: unix_seconds(f.loaded_at),
             }
         })
         .collect();
@@ -663,7 +714,16 @@ pub fn list_plugins(registry: &Registry) -> pb::ListPluginsResponse {
         plugins,
         sources,
         plugin_dir: registry.plugin_dir.display().to_string(),
+        generation: 1,
+        ..Default::default()
     }
+}
+
+/// Seconds since the Unix epoch (0 before it).
+pub(crate) fn unix_seconds(at: std::time::SystemTime) -> i64 {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ mod metrics;
 mod oci;
 mod plugin_kit;
 mod random;
+mod reload;
 mod robust;
 mod rolling;
 mod tls;

@@ -236,6 +236,9 @@ pub fn config(plugin_dir: &Path, base_dir: &Path, sources: Vec<SourceConfig>) ->
         tls: None,
         auth: None,
         log_level: None,
+        watch: false,
+        reload_debounce: tributary_host::config::DEFAULT_RELOAD_DEBOUNCE,
+        max_retired_libraries: tributary_host::config::DEFAULT_MAX_RETIRED_LIBRARIES,
     }
 }
 

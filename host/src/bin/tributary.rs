@@ -219,8 +219,10 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
+            let reload_from = (common.config.clone(), overrides.clone());
             let result = runtime.block_on(run(
                 config,
+                reload_from,
                 registry,
                 tls,
                 auth,
@@ -243,6 +245,7 @@ fn main() -> ExitCode {
 
 async fn run(
     config: Config,
+    (config_path, overrides): (PathBuf, tributary_host::config::Overrides),
     registry: Arc<Registry>,
     tls: Option<Arc<tls::Certificates>>,
     auth: Option<Arc<auth::Authenticator>>,
@@ -257,6 +260,24 @@ async fn run(
         registry,
         EngineOptions::from_config(&config),
     ));
+    // SIGHUP reloads (the plugin directory and the config file) instead of ending the process.
+    catalog.enable_reload(config_path.clone(), overrides, config.max_retired_libraries);
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
+    let reloader = catalog.clone();
+    let hangup_task = tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let _ = reloader.reload_now("SIGHUP").await;
+        }
+    });
+    let watch_task = config.watch.then(|| {
+        tokio::spawn(tributary_host::reload::watch(
+            catalog.clone(),
+            config.plugin_dir.clone(),
+            config_path,
+            config.reload_debounce,
+        ))
+    });
     if !config.listen.ip().is_loopback() {
         if tls.is_none() {
             tracing::warn!(
@@ -306,6 +327,10 @@ async fn run(
         .await
         .map_err(|e| e.to_string());
     if let Some(task) = metrics {
+        task.abort();
+    }
+    hangup_task.abort();
+    if let Some(task) = watch_task {
         task.abort();
     }
     served

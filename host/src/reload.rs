@@ -1,0 +1,377 @@
+//! Reloading while serving: the plugin directory scanned again and the configuration file read
+//! again, on SIGHUP, on the `PluginsService.Reload` RPC, or when the directory watcher sees a
+//! library or the configuration change.
+//!
+//! A reload builds the next [`Generation`] with [`Registry::reload`] (unchanged libraries and
+//! sources kept as they are, new and changed ones loaded and built, a rejected new version never
+//! replacing a serving one) and swaps it in whole. Requests already running finish on the sources
+//! they started with; page tokens hold merge keys, not positions, so they resume in the new
+//! generation. An invalid configuration file is refused whole: the running generation keeps
+//! serving and the error is logged and shown in `ListPlugins`.
+//!
+//! Only the plugin libraries and the `[[source]]` tables (and the call limits sources are built
+//! with) take effect on reload; every other key (listen addresses, TLS, auth, engine options,
+//! `plugin_dir`) needs a restart, and a reload whose file changes `plugin_dir` is refused.
+//!
+//! Libraries are never unloaded (abi_stable's rule; Rust thread-local destructors make `dlclose`
+//! unsafe): a replaced or removed library stays mapped, counted in `retired_libraries`; past
+//! `max_retired_libraries` each reload logs a warning that a restart gives the memory back.
+//!
+//! The watcher ([`watch`]) waits until the directory and the configuration file have been quiet
+//! and every library's size and modification time unchanged for the debounce window, so a file
+//! being copied in is not loaded half-written (a file renamed into place is complete at once).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use tributary_proto::v1 as pb;
+
+use crate::{
+    config::{Config, Overrides},
+    registry::Registry,
+    service::{attach_metrics, unix_seconds, Catalog, Generation},
+};
+
+/// How a catalog reloads, and what its reloads did so far.
+#[derive(Default)]
+pub struct ReloadState {
+    /// The configuration file and the command-line overrides it was read with at start; `None`
+    /// when the catalog was not built from a file (tests, benchmarks): reload is then refused.
+    source: Option<(PathBuf, Overrides)>,
+    /// Library versions (by SHA-256) replaced or removed so far: still mapped.
+    retired: BTreeSet<String>,
+    max_retired: usize,
+    last_at: Option<SystemTime>,
+    last_error: Option<String>,
+}
+
+/// What one reload changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub generation: u64,
+    pub added_libraries: Vec<String>,
+    pub replaced_libraries: Vec<String>,
+    pub removed_libraries: Vec<String>,
+    pub rejected_libraries: Vec<String>,
+    pub added_sources: Vec<String>,
+    pub changed_sources: Vec<String>,
+    pub removed_sources: Vec<String>,
+}
+
+impl ReloadSummary {
+    fn is_empty(&self) -> bool {
+        self.added_libraries.is_empty()
+            && self.replaced_libraries.is_empty()
+            && self.removed_libraries.is_empty()
+            && self.rejected_libraries.is_empty()
+            && self.added_sources.is_empty()
+            && self.changed_sources.is_empty()
+            && self.removed_sources.is_empty()
+    }
+}
+
+impl From<ReloadSummary> for pb::ReloadResponse {
+    fn from(s: ReloadSummary) -> pb::ReloadResponse {
+        pb::ReloadResponse {
+            generation: s.generation,
+            added_libraries: s.added_libraries,
+            replaced_libraries: s.replaced_libraries,
+            removed_libraries: s.removed_libraries,
+            rejected_libraries: s.rejected_libraries,
+            added_sources: s.added_sources,
+            changed_sources: s.changed_sources,
+            removed_sources: s.removed_sources,
+        }
+    }
+}
+
+impl Catalog {
+    /// Lets this catalog reload from `config_path` (read with `overrides`, like at start).
+    pub fn enable_reload(&self, config_path: PathBuf, overrides: Overrides, max_retired: usize) {
+        let mut state = self.reload.lock().expect("reload state");
+        state.source = Some((config_path, overrides));
+        state.max_retired = max_retired;
+    }
+
+    /// Reloads on a blocking thread (loading libraries and building sources may read files and
+    /// take a while); `trigger` names what asked, for the log. Reloads run one at a time.
+    pub async fn reload_now(&self, trigger: &str) -> Result<ReloadSummary, String> {
+        let parts = Parts {
+            current: self.current.clone(),
+            metrics: self.metrics().clone(),
+            state: self.reload.clone(),
+        };
+        let trigger = trigger.to_owned();
+        tokio::task::spawn_blocking(move || parts.reload(&trigger))
+            .await
+            .map_err(|e| format!("the reload stopped: {e}"))?
+    }
+
+    /// Adds the generation and the reload facts to a `ListPlugins` answer.
+    pub fn reload_facts(&self, listing: &mut pb::ListPluginsResponse, generation: u64) {
+        let state = self.reload.lock().unwrap_or_else(|p| p.into_inner());
+        listing.generation = generation;
+        listing.retired_libraries = state.retired.len() as u32;
+        listing.last_reload_unix = state.last_at.map(unix_seconds).unwrap_or(0);
+        listing.last_reload_error = state.last_error.clone().unwrap_or_default();
+    }
+}
+
+/// What a reload needs of a [`Catalog`], owned, so that it can run on a blocking thread.
+struct Parts {
+    current: Arc<arc_swap::ArcSwap<Generation>>,
+    metrics: Arc<crate::metrics::Metrics>,
+    state: Arc<std::sync::Mutex<ReloadState>>,
+}
+
+impl Parts {
+    /// One reload, on the calling thread.
+    fn reload(&self, trigger: &str) -> Result<ReloadSummary, String> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let result = self.reload_locked(&mut state);
+        state.last_at = Some(SystemTime::now());
+        self.metrics
+            .record_reload(result.is_ok(), self.current.load().number);
+        match &result {
+            Ok(summary) => {
+                state.last_error = None;
+                if summary.is_empty() {
+                    tracing::info!(
+                        trigger,
+                        generation = summary.generation,
+                        "reload: nothing changed"
+                    );
+                } else {
+                    tracing::info!(
+                        trigger,
+                        generation = summary.generation,
+                        added_libraries = ?summary.added_libraries,
+                        replaced_libraries = ?summary.replaced_libraries,
+                        removed_libraries = ?summary.removed_libraries,
+                        rejected_libraries = ?summary.rejected_libraries,
+                        added_sources = ?summary.added_sources,
+                        changed_sources = ?summary.changed_sources,
+                        removed_sources = ?summary.removed_sources,
+                        "reloaded"
+                    );
+                }
+                if state.retired.len() > state.max_retired {
+                    tracing::warn!(
+                        retired_libraries = state.retired.len(),
+                        max_retired_libraries = state.max_retired,
+                        "replaced and removed libraries stay mapped (a library is never unloaded); restart the server to give their memory back"
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::error!(
+                    trigger,
+                    "reload refused, the running generation keeps serving: {e}"
+                );
+                state.last_error = Some(e.clone());
+            }
+        }
+        result
+    }
+
+    fn reload_locked(&self, state: &mut ReloadState) -> Result<ReloadSummary, String> {
+        let Some((path, overrides)) = &state.source else {
+            return Err(
+                "this server was not started from a configuration file: nothing to reload".into(),
+            );
+        };
+        let config = Config::load(path, overrides)
+            .map_err(|e| format!("config file {}: {e}", path.display()))?;
+        let old = self.current.load_full();
+        if config.plugin_dir != old.registry.plugin_dir {
+            return Err(format!(
+                "config file {}: key `plugin_dir` changed from {} to {}; a new plugin directory needs a restart",
+                path.display(),
+                old.registry.plugin_dir.display(),
+                config.plugin_dir.display()
+            ));
+        }
+        let registry = Registry::reload(&config, &old.registry)
+            .map_err(|e| format!("config file {}: {e}", path.display()))?;
+        let generation = Generation::new(old.number + 1, Arc::new(registry));
+        let summary = summarize(&old, &generation);
+        for sha in loaded_versions(&old.registry).keys() {
+            if !loaded_versions(&generation.registry).contains_key(sha) {
+                state.retired.insert(sha.clone());
+            }
+        }
+        attach_metrics(&self.metrics, &generation);
+        self.current.store(Arc::new(generation));
+        Ok(summary)
+    }
+}
+
+/// Loaded library versions by SHA-256: (name, version, path).
+fn loaded_versions(registry: &Registry) -> BTreeMap<String, (String, String, PathBuf)> {
+    registry
+        .files
+        .iter()
+        .filter_map(|f| {
+            f.outcome.as_ref().ok().map(|p| {
+                (
+                    f.sha256.clone(),
+                    (p.meta.name.clone(), p.meta.version.clone(), f.path.clone()),
+                )
+            })
+        })
+        .collect()
+}
+
+fn summarize(old: &Generation, new: &Generation) -> ReloadSummary {
+    let before = loaded_versions(&old.registry);
+    let after = loaded_versions(&new.registry);
+    let show = |(name, version, path): &(String, String, PathBuf)| {
+        format!("{name} {version} ({})", path.display())
+    };
+    let mut summary = ReloadSummary {
+        generation: new.number,
+        ..ReloadSummary::default()
+    };
+    for (sha, lib) in &after {
+        if before.contains_key(sha) {
+            continue;
+        }
+        match before.values().find(|b| b.0 == lib.0) {
+            Some(previous) => summary.replaced_libraries.push(format!(
+                "{} {} -> {} ({})",
+                lib.0,
+                previous.1,
+                lib.1,
+                lib.2.display()
+            )),
+            None => summary.added_libraries.push(show(lib)),
+        }
+    }
+    for (sha, lib) in &before {
+        if !after.contains_key(sha) && !after.values().any(|a| a.0 == lib.0) {
+            summary.removed_libraries.push(show(lib));
+        }
+    }
+    for f in &new.registry.files {
+        if let Err(reason) = &f.outcome {
+            let known = old
+                .registry
+                .files
+                .iter()
+                .any(|o| o.outcome.is_err() && o.path == f.path && o.sha256 == f.sha256);
+            if !known {
+                summary
+                    .rejected_libraries
+                    .push(format!("{}: {reason}", f.path.display()));
+            }
+        }
+    }
+    for entry in &new.registry.sources {
+        match old.registry.source(&entry.name) {
+            None => summary.added_sources.push(entry.name.clone()),
+            Some(previous) => {
+                let kept = match (&previous.state, &entry.state) {
+                    (Ok(a), Ok(b)) => Arc::ptr_eq(a, b),
+                    (Err(a), Err(b)) => a.to_string() == b.to_string(),
+                    _ => false,
+                };
+                if !kept {
+                    summary.changed_sources.push(entry.name.clone());
+                }
+            }
+        }
+    }
+    for entry in &old.registry.sources {
+        if new.registry.source(&entry.name).is_none() {
+            summary.removed_sources.push(entry.name.clone());
+        }
+    }
+    summary
+}
+
+/// What the watcher compares: each library's and the configuration file's size and modification
+/// time.
+fn stamp(plugin_dir: &Path, config: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(plugin_dir)
+        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.push(config.to_path_buf());
+    files.sort();
+    files
+        .into_iter()
+        .map(|path| {
+            let meta = std::fs::metadata(&path).ok();
+            let len = meta.as_ref().map_or(0, |m| m.len());
+            let modified = meta.and_then(|m| m.modified().ok());
+            (path, len, modified)
+        })
+        .collect()
+}
+
+/// Watches the plugin directory and the configuration file and reloads `catalog` when they have
+/// changed and then stayed unchanged for `debounce`. Runs until the process ends; an error setting
+/// up the watch is logged (SIGHUP and the RPC still work).
+pub async fn watch(
+    catalog: Arc<Catalog>,
+    plugin_dir: PathBuf,
+    config: PathBuf,
+    debounce: Duration,
+) {
+    use notify::{RecursiveMode, Watcher};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let config_name = config.file_name().map(|n| n.to_owned());
+    let handler = move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            if event.kind.is_access() {
+                return;
+            }
+            let _ = tx.send(());
+        }
+    };
+    let mut watcher = match notify::recommended_watcher(handler) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(
+                "cannot watch the plugin directory ({e}); reload with SIGHUP or the Reload RPC"
+            );
+            return;
+        }
+    };
+    if let Err(e) = watcher.watch(&plugin_dir, RecursiveMode::NonRecursive) {
+        tracing::error!(dir = %plugin_dir.display(), "cannot watch the plugin directory ({e}); reload with SIGHUP or the Reload RPC");
+        return;
+    }
+    // The folder holding the configuration file, so that an editor's rename-into-place is seen.
+    let config_dir = config
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    if config_dir != plugin_dir {
+        if let Err(e) = watcher.watch(&config_dir, RecursiveMode::NonRecursive) {
+            tracing::warn!(file = %config.display(), "cannot watch the configuration file ({e}); reload it with SIGHUP or the Reload RPC");
+        }
+    }
+    let _ = config_name;
+    tracing::info!(dir = %plugin_dir.display(), config = %config.display(), debounce_ms = debounce.as_millis() as u64, "watching for plugin and configuration changes");
+    while rx.recv().await.is_some() {
+        // Quiet for the whole window, and every stamp unchanged across it.
+        loop {
+            let before = stamp(&plugin_dir, &config);
+            tokio::time::sleep(debounce).await;
+            let mut more = false;
+            while rx.try_recv().is_ok() {
+                more = true;
+            }
+            if !more && stamp(&plugin_dir, &config) == before {
+                break;
+            }
+        }
+        let _ = catalog.reload_now("file watcher").await;
+    }
+    drop(watcher);
+}
