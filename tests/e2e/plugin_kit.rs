@@ -68,7 +68,7 @@ fn plugin_check_passes_a_good_plugin_and_fails_a_broken_one() {
     let failed = lines_starting(&report, "FAIL");
     assert_eq!(failed.len(), 1, "{report}");
     assert!(
-        failed[0].starts_with("FAIL  paging with random limits, round 1: item (\"pkg-0000000000\", \"g0\") does not come after"),
+        failed[0].starts_with("FAIL  paging with random limits, round 1: item (\"pkg-0000000000\", \"g0\") is not after the requested key"),
         "{report}"
     );
     assert!(
