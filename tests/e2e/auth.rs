@@ -204,13 +204,29 @@ async fn tokens_authenticate_and_each_caller_sees_only_its_sources() {
     let names: Vec<&str> = listing.sources.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["one"]);
     assert!(listing.plugin_dir.is_empty());
-    let listing = PluginsServiceClient::with_interceptor(channel, bearer(Some("t-admin")))
+    let mut admin_plugins =
+        PluginsServiceClient::with_interceptor(channel, bearer(Some("t-admin")));
+    let listing = admin_plugins
         .list_plugins(pb::ListPluginsRequest {})
         .await
         .unwrap()
         .into_inner();
     assert_eq!(listing.sources.len(), 2);
     assert!(!listing.plugin_dir.is_empty());
+
+    // Reload is an admin call.
+    let err = plugins_client
+        .reload(pb::ReloadRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    assert!(err.message().contains("\"reader\""), "{err}");
+    let reloaded = admin_plugins
+        .reload(pb::ReloadRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reloaded.generation, 2);
     assert!(terminate(child).success());
 }
 
