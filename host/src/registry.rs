@@ -159,11 +159,63 @@ impl Registry {
             );
             files.push(old.clone());
         }
-        files.sort_by(|a, b| {
-            a.path
-                .cmp(&b.path)
-                .then(a.outcome.is_err().cmp(&b.outcome.is_err()))
-        });
+        sort_files(&mut files);
+        let registry = Registry::build_from(config, files.clone(), Some(previous))?;
+
+        // A new library version that cannot build a source the previous version served is rejected
+        // too, and the previous version kept.
+        let mut bad: Vec<(String, String)> = Vec::new();
+        for entry in &registry.sources {
+            let (Err(e), Some((_, sha))) = (&entry.state, &entry.built_from) else {
+                continue;
+            };
+            let served_by = previous
+                .source(&entry.name)
+                .filter(|old| old.state.is_ok())
+                .and_then(|old| old.built_from.as_ref());
+            let new_version = !previous.files.iter().any(|f| &f.sha256 == sha);
+            if let Some((_, old_sha)) = served_by {
+                if old_sha != sha && new_version && !bad.iter().any(|(b, _)| b == sha) {
+                    bad.push((
+                        sha.clone(),
+                        format!("source {:?} could not be built with it: {e}", entry.name),
+                    ));
+                }
+            }
+        }
+        if bad.is_empty() {
+            return Ok(registry);
+        }
+        drop(registry);
+        for (sha, reason) in bad {
+            let Some(i) = files
+                .iter()
+                .position(|f| f.sha256 == sha && f.outcome.is_ok())
+            else {
+                continue;
+            };
+            let name = files[i].meta.as_ref().map(|m| m.name.clone());
+            let old = previous
+                .files
+                .iter()
+                .find(|o| o.outcome.is_ok() && o.meta.as_ref().map(|m| &m.name) == name.as_ref());
+            if let Some(old) = old {
+                let meta = old.meta.as_ref().expect("a loaded file has metadata");
+                tracing::warn!(
+                    path = %files[i].path.display(),
+                    plugin = %meta.name,
+                    "the new library was rejected ({reason}); the previous version keeps serving"
+                );
+                files[i].outcome = Err(format!(
+                    "{reason}; the previous version ({} {}, sha256 {}) keeps serving",
+                    meta.name,
+                    meta.version,
+                    &old.sha256[..old.sha256.len().min(12)]
+                ));
+                files.push(old.clone());
+            }
+        }
+        sort_files(&mut files);
         Registry::build_from(config, files, Some(previous))
     }
 
@@ -288,6 +340,15 @@ impl Registry {
             .ok()
             .map(|i| &self.sources[i])
     }
+}
+
+/// Files by path, a loaded one before a rejected one at the same path.
+fn sort_files(files: &mut [PluginFile]) {
+    files.sort_by(|a, b| {
+        a.path
+            .cmp(&b.path)
+            .then(a.outcome.is_err().cmp(&b.outcome.is_err()))
+    });
 }
 
 /// Calls the plugin's constructor with the source's JSON configuration plus `$base_dir`.

@@ -488,3 +488,46 @@ async fn a_half_written_library_is_never_loaded_before_it_is_complete() {
     }
     stop(server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_whose_constructor_fails_leaves_the_old_one_serving() {
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let sources = "watch = false\n[[source]]\nname = \"one\"\nplugin = \"testkit\"\nconfig = { items = [{ name = \"a\" }], fail_new_when_exists = \"broken\" }\n";
+    let config = write_config(dir.path(), plugins.path(), sources);
+    let mut server = Server::start(&config).await;
+    let old_sha = server.listing().await.plugins[0].sha256.clone();
+
+    // From now on the constructor fails; a new build (other bytes) arrives.
+    std::fs::write(dir.path().join("broken"), "").unwrap();
+    let target = plugins.path().join("libtestkit.so");
+    let mut bytes = std::fs::read(&target).unwrap();
+    bytes.extend_from_slice(b"\0another build");
+    std::fs::write(&target, bytes).unwrap();
+    let reloaded = server.reload().await.unwrap();
+    assert_eq!(reloaded.rejected_libraries.len(), 1, "{reloaded:?}");
+    assert!(
+        reloaded.rejected_libraries[0].contains("source \"one\" could not be built with it")
+            && reloaded.rejected_libraries[0].contains("fail_new_when_exists"),
+        "{reloaded:?}"
+    );
+    assert!(reloaded.changed_sources.is_empty(), "{reloaded:?}");
+    assert!(reloaded.replaced_libraries.is_empty(), "{reloaded:?}");
+    assert_eq!(server.all_keys().await, ["a@one/a"]);
+    let listing = server.listing().await;
+    assert_eq!(listing.plugins.len(), 2, "{listing:?}");
+    assert_eq!(listing.plugins[0].sha256, old_sha);
+    assert_eq!(
+        listing.plugins[0].status,
+        pb::plugin_info::Status::Loaded as i32
+    );
+    assert!(
+        listing.plugins[1].reason.contains("keeps serving"),
+        "{listing:?}"
+    );
+    assert_eq!(
+        listing.sources[0].status,
+        pb::source_info::Status::Ready as i32
+    );
+    stop(server);
+}

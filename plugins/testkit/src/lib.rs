@@ -6,7 +6,7 @@
 //! Configuration (every key optional):
 //! ```toml
 //! config = { items = [{ name = "pkg-1", id = "a" }], generate = 1000, prefix = "pkg-",
-//!            fail_new = "reason", panic_new = "reason", sleep_ms = 50,
+//!            fail_new = "reason", panic_new = "reason", fail_new_when_exists = "/tmp/flag", sleep_ms = 50,
 //!            error_on_call = 2, panic_on_call = 2, hang_on_call = 2, hang_ms = 2000, unordered_on_call = 2,
 //!            oversize_on_call = 2, stale_on_call = 2, duplicate_id_on_call = 2,
 //!            huge_field_on_call = 2, bad_utf8_on_call = 2, panic_in_detail = true,
@@ -48,6 +48,13 @@ impl Plugin for TestkitPlugin {
         if let Some(reason) = &config.panic_new {
             panic!("{reason}");
         }
+        if let Some(flag) = &config.fail_new_when_exists {
+            if host.resolve(std::path::Path::new(flag)).exists() {
+                return Err(PluginError::invalid_config(format!(
+                    "testkit: {flag} exists (fail_new_when_exists)"
+                )));
+            }
+        }
         let mut items: Vec<Summary> = config.items.iter().map(Item::to_summary).collect();
         items.sort_by(|a, b| a.key_cmp(b));
         if config.log_calls {
@@ -78,6 +85,8 @@ struct Config {
     description_bytes: Option<usize>,
     fail_new: Option<String>,
     panic_new: Option<String>,
+    /// The constructor fails while this file exists (a new build that cannot start, for reloads).
+    fail_new_when_exists: Option<String>,
     #[serde(default)]
     sleep_ms: u64,
     error_on_call: Option<u64>,
