@@ -245,7 +245,7 @@ impl Registry {
                         .and_then(|old| old.state.as_ref().ok().cloned());
                     match kept {
                         Some(source) => Ok(source),
-                        None => construct(plugin, sc, config),
+                        None => construct(plugin, sha256, sc, config),
                     }
                 }
                 None if previous.is_some() => Err(PluginError::unavailable(format!(
@@ -354,6 +354,7 @@ fn sort_files(files: &mut [PluginFile]) {
 /// Calls the plugin's constructor with the source's JSON configuration plus `$base_dir`.
 fn construct(
     plugin: &LoadedPlugin,
+    sha256: &str,
     sc: &SourceConfig,
     config: &Config,
 ) -> Result<Arc<Source>, PluginError> {
@@ -364,7 +365,7 @@ fn construct(
     let text = serde_json::Value::Object(json).to_string();
     let context = crate::plugin_context::context(&sc.name, &config.base_dir, config.source_timeout);
     let built = match &sc.isolation {
-        Some(isolation) => crate::isolation::start_for(plugin, sc, isolation, config, text),
+        Some(isolation) => crate::isolation::start_for(plugin, sha256, sc, isolation, config, text),
         None => (plugin.module.new_source())(&context, RStr::from_str(&text)).into_result(),
     };
     match built {

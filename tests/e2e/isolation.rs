@@ -99,7 +99,7 @@ pub(crate) fn children_of(pid: u32) -> Vec<u32> {
 }
 
 /// Whether `pid` is gone (or a zombie nobody reaped yet: it runs no code).
-fn is_gone(pid: u32) -> bool {
+pub(crate) fn is_gone(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
         Ok(stat) => stat

@@ -531,3 +531,40 @@ async fn a_new_version_whose_constructor_fails_leaves_the_old_one_serving() {
     );
     stop(server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_restarts_an_isolated_source_on_the_new_library() {
+    use crate::isolation::{children_of, is_gone};
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let sources = "watch = false\n[[source]]\nname = \"iso\"\nplugin = \"testkit\"\nisolation = \"process\"\nconfig = { items = [{ name = \"a\" }] }\n";
+    let config = write_config(dir.path(), plugins.path(), sources);
+    let mut server = Server::start(&config).await;
+    assert_eq!(server.all_keys().await, ["a@iso/a"]);
+    let before = children_of(server.pid());
+    assert_eq!(before.len(), 1, "one runner: {before:?}");
+
+    let target = plugins.path().join("libtestkit.so");
+    let mut bytes = std::fs::read(&target).unwrap();
+    bytes.extend_from_slice(b"\0a new build");
+    std::fs::write(&target, bytes).unwrap();
+    let reloaded = server.reload().await.unwrap();
+    assert_eq!(reloaded.changed_sources, ["iso"], "{reloaded:?}");
+    assert_eq!(server.all_keys().await, ["a@iso/a"]);
+    let started = Instant::now();
+    while !is_gone(before[0]) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the old runner {} outlived its generation",
+            before[0]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after: Vec<u32> = children_of(server.pid())
+        .into_iter()
+        .filter(|p| !is_gone(*p))
+        .collect();
+    assert_eq!(after.len(), 1, "one runner after the reload: {after:?}");
+    assert_ne!(after[0], before[0]);
+    stop(server);
+}

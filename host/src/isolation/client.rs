@@ -99,6 +99,7 @@ impl RunnerSource {
             } else {
                 "lax"
             })
+            .arg(&spec.sha256)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());

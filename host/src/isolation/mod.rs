@@ -42,6 +42,9 @@ pub struct RunnerSpec {
     /// The plugin's name: the runner checks that the library still carries it.
     pub plugin: String,
     pub library: PathBuf,
+    /// SHA-256 of the library the server loaded: a runner (re)started after the file changed on
+    /// disk refuses the new bytes until a reload brings them in.
+    pub sha256: String,
     /// The source configuration as JSON text, `$base_dir` included.
     pub config_json: String,
     /// The folder relative paths resolve against (the host context's base dir).
@@ -67,6 +70,7 @@ pub fn start(spec: RunnerSpec) -> Result<SourceBox, tributary_plugin_api::Plugin
 /// The registry's one call: starts the runner of source `sc` of `plugin` with its JSON `config_json`.
 pub fn start_for(
     plugin: &crate::loader::LoadedPlugin,
+    sha256: &str,
     sc: &crate::config::SourceConfig,
     isolation: &crate::config::ProcessIsolation,
     config: &crate::config::Config,
@@ -82,6 +86,7 @@ pub fn start_for(
         source: sc.name.clone(),
         plugin: plugin.meta.name.clone(),
         library: plugin.path.clone(),
+        sha256: sha256.to_owned(),
         config_json,
         strict_permissions: config.strict_permissions,
         memory_limit_mb: isolation.memory_limit_mb,

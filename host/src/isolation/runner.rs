@@ -22,12 +22,16 @@ use tributary_proto::runner as pb;
 
 use super::{frame, RUNNER_PROTOCOL_VERSION};
 
-/// The runner's `main`. `args` are the arguments after `__runner`: the library path, the plugin name
-/// and `strict` or `lax`.
+/// The runner's `main`. `args` are the arguments after `__runner`: the library path, the plugin name,
+/// `strict` or `lax`, and the SHA-256 the library must have (empty: any).
 pub fn main(args: &[String]) -> ExitCode {
-    let [library, plugin, strict] = args else {
-        eprintln!("tributary __runner: expected <library> <plugin> <strict|lax>");
-        return ExitCode::from(2);
+    let (library, plugin, strict, sha256) = match args {
+        [library, plugin, strict] => (library, plugin, strict, ""),
+        [library, plugin, strict, sha256] => (library, plugin, strict, sha256.as_str()),
+        _ => {
+            eprintln!("tributary __runner: expected <library> <plugin> <strict|lax> [<sha256>]");
+            return ExitCode::from(2);
+        }
     };
     // SAFETY: the host passes the runner's end of the socket pair as descriptor 3, and nothing else in
     // this process owns it.
@@ -51,7 +55,13 @@ pub fn main(args: &[String]) -> ExitCode {
         }
     };
 
-    let built = build(PathBuf::from(library), plugin, strict == "strict", &config);
+    let built = build(
+        PathBuf::from(library),
+        plugin,
+        strict == "strict",
+        sha256,
+        &config,
+    );
     let writer = match stream.try_clone() {
         Ok(w) => Arc::new(Mutex::new(BufWriter::new(w))),
         Err(e) => {
@@ -97,10 +107,19 @@ fn build(
     library: PathBuf,
     plugin: &str,
     strict: bool,
+    sha256: &str,
     start: &pb::Start,
 ) -> Result<SourceBox, PluginError> {
     let mut files = crate::loader::load_all(std::slice::from_ref(&library), strict);
     let file = files.pop().expect("one file in, one out");
+    if !sha256.is_empty() && !file.sha256.is_empty() && file.sha256 != sha256 {
+        return Err(PluginError::unavailable(format!(
+            "library {} changed on disk since the server loaded it (sha256 {}, now {}): reload to run the new version",
+            library.display(),
+            &sha256[..sha256.len().min(12)],
+            &file.sha256[..file.sha256.len().min(12)]
+        )));
+    }
     let loaded = file.outcome.map_err(|reason| {
         PluginError::unavailable(format!(
             "library {} was rejected: {reason}",
