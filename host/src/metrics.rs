@@ -82,6 +82,8 @@ pub struct Metrics {
     libraries: IntGaugeVec,
     generation: IntGauge,
     reloads: IntCounterVec,
+    runner_restarts: IntCounterVec,
+    runner_up: IntGaugeVec,
 }
 
 impl Metrics {
@@ -202,8 +204,26 @@ impl Metrics {
             &["outcome"],
         )
         .expect("metric");
+        let runner_restarts = IntCounterVec::new(
+            Opts::new(
+                "tributary_runner_restarts_total",
+                "Restarts of an isolated source's runner process (after a crash, a kill on timeout or the memory cap), by source.",
+            ),
+            &["source"],
+        )
+        .expect("metric");
+        let runner_up = IntGaugeVec::new(
+            Opts::new(
+                "tributary_runner_up",
+                "1 while an isolated source's runner process runs, by source.",
+            ),
+            &["source"],
+        )
+        .expect("metric");
         for collector in [
             Box::new(pages.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(runner_restarts.clone()),
+            Box::new(runner_up.clone()),
             Box::new(generation.clone()),
             Box::new(reloads.clone()),
             Box::new(source_calls.clone()),
@@ -236,6 +256,8 @@ impl Metrics {
             libraries,
             generation,
             reloads,
+            runner_restarts,
+            runner_up,
         })
     }
 
@@ -279,7 +301,20 @@ impl Metrics {
         self.source_up.reset();
         self.source_backing_off.reset();
         self.source_calls_in_flight.reset();
+        self.runner_up.reset();
         for entry in &catalog.registry().sources {
+            if let Some(runner) = entry.state.as_ref().ok().and_then(|s| s.runner.as_ref()) {
+                let status = runner.status();
+                let counted = self
+                    .runner_restarts
+                    .with_label_values(&[entry.name.as_str()]);
+                if status.restarts > counted.get() {
+                    counted.inc_by(status.restarts - counted.get());
+                }
+                self.runner_up
+                    .with_label_values(&[entry.name.as_str()])
+                    .set(i64::from(status.pid.is_some()));
+            }
             let (up, backing_off, in_flight) = match &entry.state {
                 Ok(source) => {
                     let healthy = source.guard.condition() == Condition::Healthy;

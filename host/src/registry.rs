@@ -22,6 +22,8 @@ pub struct Source {
     pub plugin: Arc<str>,
     pub imp: SourceBox,
     pub guard: CallGuard,
+    /// The runner of a source with `isolation = "process"`.
+    pub runner: Option<crate::isolation::client::RunnerHandle>,
 }
 
 impl Source {
@@ -37,6 +39,7 @@ impl Source {
             plugin: plugin.into(),
             imp,
             guard: CallGuard::new(limits),
+            runner: None,
         }
     }
 }
@@ -365,16 +368,14 @@ fn construct(
     let text = serde_json::Value::Object(json).to_string();
     let context = crate::plugin_context::context(&sc.name, &config.base_dir, config.source_timeout);
     let built = match &sc.isolation {
-        Some(isolation) => crate::isolation::start_for(plugin, sha256, sc, isolation, config, text),
-        None => (plugin.module.new_source())(&context, RStr::from_str(&text)).into_result(),
+        Some(isolation) => crate::isolation::start_for(plugin, sha256, sc, isolation, config, text)
+            .map(|(imp, runner)| (imp, Some(runner))),
+        None => (plugin.module.new_source())(&context, RStr::from_str(&text))
+            .into_result()
+            .map(|imp| (imp, None)),
     };
-    match built {
-        Ok(imp) => Ok(Arc::new(Source::with_limits(
-            &sc.name,
-            &plugin.meta.name,
-            imp,
-            config.guard_limits,
-        ))),
-        Err(e) => Err(e),
-    }
+    let (imp, runner) = built?;
+    let mut source = Source::with_limits(&sc.name, &plugin.meta.name, imp, config.guard_limits);
+    source.runner = runner;
+    Ok(Arc::new(source))
 }

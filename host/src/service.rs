@@ -699,6 +699,12 @@ pub fn list_plugins(registry: &Registry) -> pb::ListPluginsResponse {
                     }
                 }
             };
+            let runner = s
+                .state
+                .as_ref()
+                .ok()
+                .and_then(|source| source.runner.as_ref())
+                .map(|r| r.status());
             pb::SourceInfo {
                 name: s.name.clone(),
                 plugin: s.plugin.clone(),
@@ -707,6 +713,10 @@ pub fn list_plugins(registry: &Registry) -> pb::ListPluginsResponse {
                 is_default: false,
                 calls_in_flight,
                 status_json: String::new(),
+                isolated: runner.is_some(),
+                runner_pid: runner.as_ref().and_then(|r| r.pid).unwrap_or(0),
+                runner_restarts: runner.as_ref().map_or(0, |r| r.restarts),
+                runner_last_exit: runner.and_then(|r| r.last_exit).unwrap_or_default(),
             }
         })
         .collect();

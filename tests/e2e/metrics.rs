@@ -158,3 +158,105 @@ async fn metrics_count_a_known_workload() {
     assert_eq!(status, "HTTP/1.1 404 Not Found");
     assert!(terminate(child).success());
 }
+
+/// An isolated source's runner, killed with SIGKILL: `ListPlugins` shows the pid, then the restart
+/// and why the last runner ended; the metrics count the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_runner_shows_its_restart_and_exit_in_list_plugins_and_metrics() {
+    use tributary_proto::v1::plugins_service_client::PluginsServiceClient;
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        plugins.path(),
+        "metrics_listen = \"127.0.0.1:0\"\n[[source]]\nname = \"iso\"\nplugin = \"testkit\"\nisolation = \"process\"\nconfig = { items = [{ name = \"a\" }] }\n",
+    );
+    let mut child = Command::new(&artifacts().binary)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tributary");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = |prefix: &str| {
+        let line = lines.next().expect("a line").unwrap();
+        line.strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("expected {prefix:?}, got {line:?}"))
+            .to_owned()
+    };
+    let grpc = next("listening on ");
+    let metrics = next("metrics on ");
+    let mut packages = PackagesServiceClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    let mut plugins_client = PluginsServiceClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    let source = |listing: pb::ListPluginsResponse| listing.sources.into_iter().next().unwrap();
+    let first = source(
+        plugins_client
+            .list_plugins(pb::ListPluginsRequest {})
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert!(first.isolated);
+    assert!(first.runner_pid > 0, "{first:?}");
+    assert_eq!(
+        (first.runner_restarts, first.runner_last_exit.as_str()),
+        (0, "")
+    );
+    let (_, text) = http_get(&metrics, "/metrics");
+    assert_eq!(
+        sample(&text, "tributary_runner_up{source=\"iso\"}"),
+        Some(1.0),
+        "{text}"
+    );
+
+    let killed = Command::new("kill")
+        .args(["-KILL", &first.runner_pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // Calls go on; the runner comes back after its back-off.
+    let started = std::time::Instant::now();
+    let after = loop {
+        let page = packages
+            .list_available_package_summaries(list_request(10, "", None))
+            .await;
+        let info = source(
+            plugins_client
+                .list_plugins(pb::ListPluginsRequest {})
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+        if matches!(&page, Ok(p) if p.get_ref().available_package_summaries.len() == 1)
+            && info.runner_restarts == 1
+            && info.runner_pid != 0
+        {
+            break info;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "no restart: {info:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_ne!(after.runner_pid, first.runner_pid);
+    assert_eq!(
+        after.runner_last_exit,
+        format!(
+            "runner (pid {}) was killed by signal 9 (Killed)",
+            first.runner_pid
+        )
+    );
+    let (_, text) = http_get(&metrics, "/metrics");
+    assert_eq!(
+        sample(&text, "tributary_runner_restarts_total{source=\"iso\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(terminate(child).success());
+}

@@ -407,8 +407,13 @@ fn print_plugins(registry: &Registry) {
         println!("  (none)");
     }
     for s in &listing.sources {
+        let isolated = if s.isolated {
+            format!(" (isolated, runner pid {})", s.runner_pid)
+        } else {
+            String::new()
+        };
         if s.reason.is_empty() {
-            println!("  ready     {} <- plugin {}", s.name, s.plugin);
+            println!("  ready     {} <- plugin {}{isolated}", s.name, s.plugin);
         } else {
             println!(
                 "  failed    {} <- plugin {}: {}",

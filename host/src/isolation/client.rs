@@ -76,14 +76,31 @@ impl RunnerSource {
     }
 
     pub fn status(&self) -> RunnerStatus {
-        let state = self.state.lock().unwrap();
+        self.handle().status()
+    }
+
+    /// A handle that reads this runner's status after the source was boxed for the engine.
+    pub fn handle(&self) -> RunnerHandle {
+        RunnerHandle(self.state.clone())
+    }
+}
+
+/// Reads a runner's status (pid, restarts, last exit) for `ListPlugins` and metrics.
+#[derive(Clone)]
+pub struct RunnerHandle(Arc<Mutex<State>>);
+
+impl RunnerHandle {
+    pub fn status(&self) -> RunnerStatus {
+        let state = self.0.lock().unwrap_or_else(|p| p.into_inner());
         RunnerStatus {
             pid: state.running.as_ref().map(|r| r.pid),
             restarts: state.restarts,
             last_exit: state.last_exit.clone(),
         }
     }
+}
 
+impl RunnerSource {
     /// Spawns a runner and waits for its hello.
     fn spawn(&self) -> Result<Arc<Running>, PluginError> {
         let spec = &self.spec;

@@ -62,9 +62,12 @@ pub struct RunnerSpec {
 
 /// Starts a runner for `spec` and returns the source the engine calls. Fails when the first runner
 /// cannot start or its library or constructor fails (the reason names which).
-pub fn start(spec: RunnerSpec) -> Result<SourceBox, tributary_plugin_api::PluginError> {
+pub fn start(
+    spec: RunnerSpec,
+) -> Result<(SourceBox, client::RunnerHandle), tributary_plugin_api::PluginError> {
     let source = client::RunnerSource::start(spec)?;
-    Ok(tributary_plugin_api::ffi::source_box(source))
+    let handle = source.handle();
+    Ok((tributary_plugin_api::ffi::source_box(source), handle))
 }
 
 /// The registry's one call: starts the runner of source `sc` of `plugin` with its JSON `config_json`.
@@ -75,7 +78,7 @@ pub fn start_for(
     isolation: &crate::config::ProcessIsolation,
     config: &crate::config::Config,
     config_json: String,
-) -> Result<SourceBox, tributary_plugin_api::PluginError> {
+) -> Result<(SourceBox, client::RunnerHandle), tributary_plugin_api::PluginError> {
     let program = std::env::current_exe().map_err(|e| {
         tributary_plugin_api::PluginError::unavailable(format!(
             "cannot find the server's own binary to start a runner: {e}"
