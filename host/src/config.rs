@@ -93,6 +93,12 @@ pub struct ProcessIsolation {
     pub memory_limit_mb: Option<u64>,
     /// `env_remove`: environment variables the runner does not inherit.
     pub env_remove: Vec<String>,
+    /// `allow_read`: folders or files (relative to the config file's folder) the runner may read
+    /// besides its library, that folder and the system folders (see
+    /// [`crate::isolation::runner::confine`]).
+    pub allow_read: Vec<PathBuf>,
+    /// `allow_write`: folders or files the runner may also write, create and remove files in.
+    pub allow_write: Vec<PathBuf>,
 }
 
 /// `isolation` of a `[[source]]`.
@@ -186,6 +192,8 @@ struct FileSource {
     isolation: Isolation,
     memory_limit_mb: Option<u64>,
     env_remove: Option<Vec<String>>,
+    allow_read: Option<Vec<PathBuf>>,
+    allow_write: Option<Vec<PathBuf>>,
 }
 
 /// Overrides from the command line; `None` keeps the file's value.
@@ -411,12 +419,28 @@ impl Config {
                 Isolation::Process => Some(ProcessIsolation {
                     memory_limit_mb: s.memory_limit_mb,
                     env_remove: s.env_remove.clone().unwrap_or_default(),
+                    allow_read: s
+                        .allow_read
+                        .iter()
+                        .flatten()
+                        .map(|p| base_dir.join(p))
+                        .collect(),
+                    allow_write: s
+                        .allow_write
+                        .iter()
+                        .flatten()
+                        .map(|p| base_dir.join(p))
+                        .collect(),
                 }),
                 Isolation::InProcess => {
-                    if s.memory_limit_mb.is_some() || s.env_remove.is_some() {
+                    if s.memory_limit_mb.is_some()
+                        || s.env_remove.is_some()
+                        || s.allow_read.is_some()
+                        || s.allow_write.is_some()
+                    {
                         return Err(invalid(
                             format!("source[{i}].isolation"),
-                            "memory_limit_mb and env_remove need isolation = \"process\"".into(),
+                            "memory_limit_mb, env_remove, allow_read and allow_write need isolation = \"process\"".into(),
                         ));
                     }
                     None

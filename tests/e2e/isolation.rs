@@ -18,10 +18,14 @@ use crate::binary::{terminate, write_config};
 
 /// The good source (in-process) and the faulty one; `{mode}` and `{fault}` are filled in.
 fn sources(marker: &std::path::Path, fault: &str, isolated: bool) -> String {
+    // The marker is written by the plugin: its folder is granted to the runner (`allow_write`).
     let isolation = if isolated {
-        "isolation = \"process\"\nmemory_limit_mb = 512\n"
+        format!(
+            "isolation = \"process\"\nmemory_limit_mb = 512\nallow_write = [{:?}]\n",
+            marker.parent().unwrap().display().to_string()
+        )
     } else {
-        ""
+        String::new()
     };
     format!(
         r#"source_timeout_ms = 3000
@@ -463,4 +467,77 @@ async fn figures() {
         "ratio process / in-process (medians): {:.2}",
         medians[1].as_secs_f64() / medians[0].as_secs_f64()
     );
+}
+
+/// Landlock: an isolated source reads below its base directory and system folders, nothing else,
+/// and writes nowhere; the same source in-process reads what the server can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_source_reads_only_its_own_paths() {
+    use tributary_proto::v1::{plugins_service_client::PluginsServiceClient, ListPluginsRequest};
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    // A file outside the config's folder, and one inside it.
+    let elsewhere = tempfile::Builder::new()
+        .prefix("elsewhere-")
+        .tempdir_in(tributary_tests::private_root())
+        .unwrap();
+    let outside = elsewhere.path().join("secret.txt");
+    std::fs::write(&outside, "s").unwrap();
+    std::fs::write(dir.path().join("inside.txt"), "i").unwrap();
+    let table = |name: &str, isolated: bool, path: &str| {
+        format!(
+            "[[source]]\nname = \"{name}\"\nplugin = \"testkit\"\n{}config = {{ items = [{{ name = \"{name}\" }}], read_on_new = {path:?} }}\n",
+            if isolated { "isolation = \"process\"\n" } else { "" }
+        )
+    };
+    let outside = outside.display().to_string();
+    let config = write_config(
+        dir.path(),
+        plugins.path(),
+        &[
+            table("in-process-outside", false, &outside),
+            table("isolated-inside", true, "inside.txt"),
+            table("isolated-outside", true, &outside),
+            table("isolated-granted", true, &outside),
+            format!(
+                "allow_read = [{:?}]\n",
+                elsewhere.path().display().to_string()
+            ),
+        ]
+        .concat(),
+    );
+    let (child, address) = spawn(&config, None);
+    let listing = PluginsServiceClient::connect(format!("http://{address}"))
+        .await
+        .unwrap()
+        .list_plugins(ListPluginsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let reason = |name: &str| {
+        listing
+            .sources
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap()
+            .reason
+            .clone()
+    };
+    assert_eq!(reason("in-process-outside"), "");
+    assert_eq!(reason("isolated-inside"), "");
+    assert_eq!(reason("isolated-granted"), "");
+    assert!(
+        reason("isolated-outside").contains(&format!("cannot read {outside}: Permission denied")),
+        "{listing:?}"
+    );
+    let page = list(&mut client(&address).await, 10, "", None).await;
+    assert_eq!(
+        keys(&page.available_package_summaries),
+        [
+            "in-process-outside@in-process-outside/in-process-outside",
+            "isolated-granted@isolated-granted/isolated-granted",
+            "isolated-inside@isolated-inside/isolated-inside"
+        ]
+    );
+    assert!(terminate(child).success());
 }

@@ -117,6 +117,16 @@ impl RunnerSource {
                 "lax"
             })
             .arg(&spec.sha256)
+            .args(
+                spec.allow_read
+                    .iter()
+                    .flat_map(|p| [std::ffi::OsStr::new("--read"), p.as_os_str()]),
+            )
+            .args(
+                spec.allow_write
+                    .iter()
+                    .flat_map(|p| [std::ffi::OsStr::new("--write"), p.as_os_str()]),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());

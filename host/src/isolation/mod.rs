@@ -17,8 +17,10 @@
 //! when its socket closes; `memory_limit_mb` sets `RLIMIT_AS` (an allocation past it fails, which a
 //! Rust plugin turns into an abort: the runner dies and is reported `crashed`); the variables named in
 //! `env_remove` are removed from its environment.
-//! Not enforced: no seccomp filter and no landlock ruleset. The runner runs as the server's user and
-//! can read what the server can read and open network connections.
+//! With Landlock (where the kernel has it; [`runner::confine`]), the runner reads only its library,
+//! the config's folder, the system folders and its `allow_read` paths, and writes only below its
+//! `allow_write` paths.
+//! Not enforced: no seccomp filter, and the network is open. The runner runs as the server's user.
 
 pub mod client;
 pub mod frame;
@@ -54,6 +56,9 @@ pub struct RunnerSpec {
     pub memory_limit_mb: Option<u64>,
     /// Environment variables the runner does not get.
     pub env_remove: Vec<String>,
+    /// Extra paths the runner may read, and may write (Landlock).
+    pub allow_read: Vec<PathBuf>,
+    pub allow_write: Vec<PathBuf>,
     /// A call that takes longer kills the runner (the source timeout).
     pub call_timeout: std::time::Duration,
     /// The program to run (`std::env::current_exe()` in the server).
@@ -94,6 +99,8 @@ pub fn start_for(
         strict_permissions: config.strict_permissions,
         memory_limit_mb: isolation.memory_limit_mb,
         env_remove: isolation.env_remove.clone(),
+        allow_read: isolation.allow_read.clone(),
+        allow_write: isolation.allow_write.clone(),
         call_timeout: config.source_timeout,
         program: runner_program().unwrap_or(program),
     })

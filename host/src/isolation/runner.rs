@@ -25,14 +25,28 @@ use super::{frame, RUNNER_PROTOCOL_VERSION};
 /// The runner's `main`. `args` are the arguments after `__runner`: the library path, the plugin name,
 /// `strict` or `lax`, and the SHA-256 the library must have (empty: any).
 pub fn main(args: &[String]) -> ExitCode {
-    let (library, plugin, strict, sha256) = match args {
-        [library, plugin, strict] => (library, plugin, strict, ""),
-        [library, plugin, strict, sha256] => (library, plugin, strict, sha256.as_str()),
+    let usage = "tributary __runner: expected <library> <plugin> <strict|lax> [<sha256> [--read PATH | --write PATH]...]";
+    let (library, plugin, strict, sha256, extra) = match args {
+        [library, plugin, strict] => (library, plugin, strict, "", &[][..]),
+        [library, plugin, strict, sha256, extra @ ..] => {
+            (library, plugin, strict, sha256.as_str(), extra)
+        }
         _ => {
-            eprintln!("tributary __runner: expected <library> <plugin> <strict|lax> [<sha256>]");
+            eprintln!("{usage}");
             return ExitCode::from(2);
         }
     };
+    let mut allow = Allowed::default();
+    for pair in extra.chunks(2) {
+        match pair {
+            [flag, path] if flag == "--read" => allow.read.push(PathBuf::from(path)),
+            [flag, path] if flag == "--write" => allow.write.push(PathBuf::from(path)),
+            _ => {
+                eprintln!("{usage}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     // SAFETY: the host passes the runner's end of the socket pair as descriptor 3, and nothing else in
     // this process owns it.
     let stream = unsafe { UnixStream::from_raw_fd(3) };
@@ -55,6 +69,22 @@ pub fn main(args: &[String]) -> ExitCode {
         }
     };
 
+    // Before the plugin's code runs: read-only access to what it needs, no writes (Landlock).
+    match confine(
+        std::path::Path::new(library),
+        std::path::Path::new(&config.base_dir),
+        &allow,
+    ) {
+        Ok(landlock::RulesetStatus::FullyEnforced) => {}
+        Ok(status) => eprintln!(
+            "tributary __runner: source {:?}: the kernel enforces the file-access limits only partly or not at all ({status:?})",
+            config.source_name
+        ),
+        Err(e) => eprintln!(
+            "tributary __runner: source {:?}: file-access limits not applied: {e}",
+            config.source_name
+        ),
+    }
     let built = build(
         PathBuf::from(library),
         plugin,
@@ -101,6 +131,62 @@ pub fn main(args: &[String]) -> ExitCode {
             }
         }
     }
+}
+
+/// Paths an isolated source may use besides the defaults of [`confine`].
+#[derive(Debug, Default)]
+pub struct Allowed {
+    pub read: Vec<PathBuf>,
+    pub write: Vec<PathBuf>,
+}
+
+/// Limits this process's file access with Landlock (best effort: what the kernel supports): files
+/// below these paths may be read (and folders listed, programs executed), nothing may be written,
+/// created, removed or renamed anywhere:
+/// - the plugin library (the path given and its target);
+/// - the source's base directory (the config file's folder: relative paths in its config);
+/// - `/usr`, `/lib`, `/lib64`, `/etc` (shared libraries, CA certificates, DNS configuration);
+/// - `/proc/<own pid>`, `/dev/null`, `/dev/urandom`.
+///
+/// plus the source's `allow_read` paths, and its `allow_write` paths for reading and writing.
+///
+/// Descriptors opened before (the socket to the server, standard error) keep working; the network is
+/// not limited.
+pub fn confine(
+    library: &std::path::Path,
+    base_dir: &std::path::Path,
+    allow: &Allowed,
+) -> Result<landlock::RulesetStatus, landlock::RulesetError> {
+    use landlock::{
+        path_beneath_rules, Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, ABI,
+    };
+    let abi = ABI::V5;
+    let mut readable: Vec<PathBuf> = vec![library.to_path_buf()];
+    if let Ok(real) = std::fs::canonicalize(library) {
+        readable.push(real);
+    }
+    if !base_dir.as_os_str().is_empty() {
+        readable.push(base_dir.to_path_buf());
+    }
+    for system in [
+        "/usr",
+        "/lib",
+        "/lib64",
+        "/etc",
+        "/dev/null",
+        "/dev/urandom",
+    ] {
+        readable.push(PathBuf::from(system));
+    }
+    readable.push(PathBuf::from(format!("/proc/{}", std::process::id())));
+    readable.extend(allow.read.iter().cloned());
+    let status = Ruleset::default()
+        .handle_access(AccessFs::from_all(abi))?
+        .create()?
+        .add_rules(path_beneath_rules(&readable, AccessFs::from_read(abi)))?
+        .add_rules(path_beneath_rules(&allow.write, AccessFs::from_all(abi)))?
+        .restrict_self()?;
+    Ok(status.ruleset)
 }
 
 fn build(

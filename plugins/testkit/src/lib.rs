@@ -6,7 +6,7 @@
 //! Configuration (every key optional):
 //! ```toml
 //! config = { items = [{ name = "pkg-1", id = "a" }], generate = 1000, prefix = "pkg-",
-//!            fail_new = "reason", panic_new = "reason", fail_new_when_exists = "/tmp/flag", sleep_ms = 50,
+//!            fail_new = "reason", panic_new = "reason", fail_new_when_exists = "/tmp/flag", read_on_new = "/etc/hostname", sleep_ms = 50,
 //!            error_on_call = 2, panic_on_call = 2, hang_on_call = 2, hang_ms = 2000, unordered_on_call = 2,
 //!            oversize_on_call = 2, stale_on_call = 2, duplicate_id_on_call = 2,
 //!            huge_field_on_call = 2, bad_utf8_on_call = 2, panic_in_detail = true,
@@ -48,6 +48,12 @@ impl Plugin for TestkitPlugin {
         if let Some(reason) = &config.panic_new {
             panic!("{reason}");
         }
+        if let Some(path) = &config.read_on_new {
+            // A plugin reading a file of its choice: allowed in-process, limited in isolation.
+            std::fs::read(host.resolve(std::path::Path::new(path))).map_err(|e| {
+                PluginError::unavailable(format!("testkit: cannot read {path}: {e}"))
+            })?;
+        }
         if let Some(flag) = &config.fail_new_when_exists {
             if host.resolve(std::path::Path::new(flag)).exists() {
                 return Err(PluginError::invalid_config(format!(
@@ -87,6 +93,8 @@ struct Config {
     panic_new: Option<String>,
     /// The constructor fails while this file exists (a new build that cannot start, for reloads).
     fail_new_when_exists: Option<String>,
+    /// The constructor reads this file and fails when it cannot.
+    read_on_new: Option<String>,
     #[serde(default)]
     sleep_ms: u64,
     error_on_call: Option<u64>,
