@@ -371,7 +371,18 @@ async fn fill(
                 lane.buffer = batch.items.into_iter();
             }
             Some(Err(failure)) => {
-                tracing::warn!("{failure}");
+                // Once per source, kind and message a minute (a failing source fails every page).
+                if let Some(left_out) = crate::log_limit::admit(&[
+                    &failure.source,
+                    failure.kind.name(),
+                    &failure.message,
+                ]) {
+                    if left_out == 0 {
+                        tracing::warn!("{failure}");
+                    } else {
+                        tracing::warn!("{failure} ({left_out} more like it in the last minute)");
+                    }
+                }
                 lane.failed = true;
                 if options.fail_fast {
                     return Err(failure);

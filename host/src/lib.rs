@@ -27,6 +27,7 @@ pub mod engine;
 pub mod guard;
 pub mod isolation;
 pub mod loader;
+pub mod log_limit;
 pub mod metrics;
 pub mod plugin_context;
 pub mod registry;

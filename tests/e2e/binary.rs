@@ -425,3 +425,50 @@ fn plugins_command_prints_each_librarys_capabilities() {
     );
     assert!(!line("testkit").contains("capabilities"), "{stdout}");
 }
+
+/// A source that panics on every call, under 500 pages: its failure is logged once (then counted),
+/// not once per page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_failing_on_every_page_is_logged_once_not_per_page() {
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        plugins.path(),
+        "[[source]]\nname = \"good\"\nplugin = \"testkit\"\nconfig = { items = [{ name = \"a\" }] }\n[[source]]\nname = \"bad\"\nplugin = \"testkit\"\nconfig = { items = [{ name = \"b\" }], panic_always = true }\n",
+    );
+    let log = dir.path().join("stderr.log");
+    let mut child = Command::new(&artifacts().binary)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_BACKTRACE", "1")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let address = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    let mut client = PackagesServiceClient::connect(format!("http://{address}"))
+        .await
+        .unwrap();
+    for _ in 0..500 {
+        let page = list(&mut client, 10, "", None).await;
+        assert_eq!(keys(&page.available_package_summaries), ["a@good/a"]);
+        assert_eq!(page.failed_sources[0].kind, "panic");
+    }
+    assert_eq!(terminate(child).code(), Some(0));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines = text
+        .lines()
+        .filter(|l| l.contains("injected panic on every call"))
+        .count();
+    assert_eq!(lines, 1, "{text}");
+    assert!(text.len() < 64 * 1024, "{} bytes of log", text.len());
+}

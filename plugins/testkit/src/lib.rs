@@ -7,7 +7,7 @@
 //! ```toml
 //! config = { items = [{ name = "pkg-1", id = "a" }], generate = 1000, prefix = "pkg-",
 //!            fail_new = "reason", panic_new = "reason", fail_new_when_exists = "/tmp/flag", read_on_new = "/etc/hostname", sleep_ms = 50,
-//!            error_on_call = 2, panic_on_call = 2, hang_on_call = 2, hang_ms = 2000, unordered_on_call = 2,
+//!            error_on_call = 2, panic_on_call = 2, panic_always = true, hang_on_call = 2, hang_ms = 2000, unordered_on_call = 2,
 //!            oversize_on_call = 2, stale_on_call = 2, duplicate_id_on_call = 2,
 //!            huge_field_on_call = 2, bad_utf8_on_call = 2, panic_in_detail = true,
 //!            fault = "segfault", fault_on_call = 2, fault_marker = "/tmp/fired",
@@ -99,6 +99,9 @@ struct Config {
     sleep_ms: u64,
     error_on_call: Option<u64>,
     panic_on_call: Option<u64>,
+    /// Every list call panics, with the same message.
+    #[serde(default)]
+    panic_always: bool,
     hang_on_call: Option<u64>,
     /// How long a "hang" lasts (default 60 s). Keep it finite: a runtime waits for its blocking
     /// threads when it shuts down.
@@ -340,6 +343,9 @@ impl PackageSource for TestkitSource {
         }
         if on(self.config.panic_on_call) {
             panic!("injected panic on call {call}");
+        }
+        if self.config.panic_always {
+            panic!("injected panic on every call");
         }
         let stale;
         let request = if on(self.config.stale_on_call) {
