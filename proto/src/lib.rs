@@ -5,6 +5,8 @@
 
 #![allow(clippy::all)]
 
+pub mod codec;
+
 /// Generated code for `tributary.v1`.
 pub mod v1 {
     tonic::include_proto!("tributary.v1");

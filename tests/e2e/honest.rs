@@ -317,3 +317,98 @@ async fn a_stall_is_charged_on_the_plugins_clock_once() {
     );
     server.stop().await;
 }
+
+/// Sends raw bytes as a gRPC request body: what a broken or hostile client sends.
+#[derive(Default)]
+struct RawCodec;
+
+struct RawEncoder;
+struct RawDecoder;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        buf.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawDecoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        buf: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf;
+        let mut out = vec![0; buf.remaining()];
+        buf.copy_to_slice(&mut out);
+        Ok(Some(out))
+    }
+}
+
+/// Malformed protobuf (invalid UTF-8 in a string field, a truncated field, a bad wire type) is the
+/// caller's fault: INVALID_ARGUMENT, saying what is wrong, never echoing the bytes.
+#[tokio::test]
+async fn malformed_protobuf_is_invalid_argument() {
+    let (_plugins, server) =
+        start_with(&["testkit"], vec![source("a", "testkit", items(&["x"]))]).await;
+    let mut grpc = tonic::client::Grpc::new(server.channel().await);
+    // ListAvailablePackageSummariesRequest: field 2 is page_token (a string).
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        (
+            "invalid UTF-8",
+            vec![0x12, 0x02, 0xff, 0xfe],
+            "invalid string value: data is not UTF-8 encoded",
+        ),
+        ("truncated", vec![0x12, 0x05, b'a'], "buffer underflow"),
+        (
+            "bad wire type",
+            vec![0x0f, 0x01],
+            "invalid wire type value: 7",
+        ),
+    ];
+    for (what, body, needle) in cases {
+        grpc.ready().await.unwrap();
+        let err = grpc
+            .unary(
+                tonic::Request::new(body),
+                http::uri::PathAndQuery::from_static(
+                    "/tributary.v1.PackagesService/ListAvailablePackageSummaries",
+                ),
+                RawCodec,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");
+        assert!(
+            err.message().starts_with("malformed protobuf message: ")
+                && err.message().contains(needle),
+            "{what}: {err:?}"
+        );
+    }
+    // The server is unharmed.
+    let mut client = server.packages().await;
+    let page = list(&mut client, 10, "", None).await;
+    assert_eq!(keys(&page.available_package_summaries), ["x@a/x"]);
+    server.stop().await;
+}
