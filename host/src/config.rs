@@ -63,6 +63,9 @@ pub struct Config {
     /// The log filter (`RUST_LOG` syntax, e.g. `info` or `warn,tributary_host=debug`) when `RUST_LOG`
     /// is not set; `None`: `info` for `serve`, `warn` for the other commands.
     pub log_level: Option<String>,
+    /// `max_connections`: the most connections open at once (see [`crate::listener`]); by default
+    /// 10000 or the open-file limit minus a reserve, whichever is lower.
+    pub max_connections: usize,
     /// `watch`: reload when a library in the plugin directory or the config file changes (see
     /// [`crate::reload`]); SIGHUP and the Reload RPC reload either way.
     pub watch: bool,
@@ -157,6 +160,7 @@ struct FileConfig {
     max_page_bytes: Option<usize>,
     log_level: Option<String>,
     watch: Option<bool>,
+    max_connections: Option<usize>,
     reload_debounce_ms: Option<u64>,
     max_retired_libraries: Option<usize>,
     #[serde(default)]
@@ -343,6 +347,16 @@ impl Config {
             Some(ms) => guard_limits.backoff = Duration::from_millis(ms),
         }
 
+        let max_connections = match file.max_connections {
+            None => crate::listener::default_max_connections(),
+            Some(n) if !(1..=1_000_000).contains(&n) => {
+                return Err(invalid(
+                    "max_connections".into(),
+                    format!("{n} is out of range: give 1 to 1000000"),
+                ))
+            }
+            Some(n) => n,
+        };
         let reload_debounce = match file.reload_debounce_ms {
             None => DEFAULT_RELOAD_DEBOUNCE,
             Some(ms) if !(10..=60_000).contains(&ms) => {
@@ -508,6 +522,7 @@ impl Config {
             auth,
             log_level: file.log_level,
             watch: file.watch.unwrap_or(true),
+            max_connections,
             reload_debounce,
             max_retired_libraries,
         })

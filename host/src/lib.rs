@@ -26,6 +26,7 @@ pub mod config;
 pub mod engine;
 pub mod guard;
 pub mod isolation;
+pub mod listener;
 pub mod loader;
 pub mod log_limit;
 pub mod metrics;

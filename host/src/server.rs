@@ -8,7 +8,7 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
-use tonic::transport::{server::TcpIncoming, Server};
+use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tributary_proto::v1::{
     packages_service_server::PackagesServiceServer, plugins_service_server::PluginsServiceServer,
@@ -19,6 +19,11 @@ use crate::{guard::Condition, service::Catalog};
 /// The largest request accepted, in bytes: far above the largest valid request (the filter limits
 /// in [`crate::service`] cap it near 320 KiB), far below tonic's 4 MiB default.
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+
+/// How often an HTTP/2 ping goes to a connection, and how long its answer may take before the
+/// connection is closed.
+pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How long calls in flight may run after a shutdown signal.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
@@ -44,6 +49,8 @@ pub struct ServeOptions {
     /// How long the server keeps accepting requests after the shutdown signal while its health says
     /// NOT_SERVING, so that load balancers stop sending before the listener closes.
     pub shutdown_delay: Duration,
+    /// The most connections open at once (see [`crate::listener`]).
+    pub max_connections: usize,
 }
 
 impl Default for ServeOptions {
@@ -53,6 +60,7 @@ impl Default for ServeOptions {
             tls: None,
             auth: None,
             shutdown_delay: Duration::ZERO,
+            max_connections: crate::listener::default_max_connections(),
         }
     }
 }
@@ -115,6 +123,9 @@ pub async fn serve_with(
     };
 
     let router = Server::builder()
+        // A peer that stops answering HTTP/2 pings is dropped; so is one that never finishes.
+        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
         .layer(crate::request_id::RequestIdLayer)
         .layer(crate::metrics::MetricsLayer(catalog.metrics().clone()))
         .layer(crate::auth::AuthLayer(options.auth.clone()))
@@ -128,8 +139,9 @@ pub async fn serve_with(
         .add_service(
             PluginsServiceServer::from_arc(catalog).max_decoding_message_size(MAX_REQUEST_BYTES),
         );
-    // Without TCP_NODELAY a small response waits for the client's delayed ACK (~40 ms).
-    let tcp = TcpIncoming::from(listener).with_nodelay(Some(true));
+    // TCP_NODELAY (a small response must not wait for the client's delayed ACK), the connection
+    // limit and no busy loop when descriptors run out: see crate::listener.
+    let tcp = crate::listener::incoming(listener, options.max_connections);
     let server: std::pin::Pin<Box<dyn Future<Output = _> + Send>> = match options.tls {
         None => Box::pin(router.serve_with_incoming_shutdown(tcp, signal)),
         Some(certificates) => Box::pin(

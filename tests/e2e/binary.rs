@@ -472,3 +472,107 @@ async fn a_source_failing_on_every_page_is_logged_once_not_per_page() {
     assert_eq!(lines, 1, "{text}");
     assert!(text.len() < 64 * 1024, "{} bytes of log", text.len());
 }
+
+/// CPU time (user + system, in clock ticks) the process has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    // After the command name: state is field 3, utime 14 and stime 15 (1-based, whole line).
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// With an open-file limit of 256, 400 idle connections: the server stays idle (no accept loop
+/// spinning on EMFILE), refuses what is over its limit at once, logs why, and serves again as soon
+/// as connections close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_past_the_limit_are_refused_without_spinning() {
+    use std::os::unix::process::CommandExt;
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), plugins.path(), SOURCES);
+    let log = dir.path().join("stderr.log");
+    let mut command = Command::new(&artifacts().binary);
+    command
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap());
+    // SAFETY: setrlimit only, in the forked child.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: 256,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let address = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+
+    let mut idle = Vec::new();
+    for _ in 0..400 {
+        idle.push(std::net::TcpStream::connect(&address).unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let before = cpu_ticks(child.id());
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let used = cpu_ticks(child.id()) - before;
+    assert!(
+        used < 100,
+        "{used} ticks of CPU in 2 s while connections sat idle"
+    );
+
+    // A new client is refused at once while the limit is reached...
+    let started = std::time::Instant::now();
+    let refused = async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect()
+            .await?;
+        HealthClient::new(channel)
+            .check(HealthCheckRequest::default())
+            .await
+            .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+    };
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(10), refused).await;
+    assert!(
+        matches!(outcome, Ok(Err(_))),
+        "over the limit: {outcome:?} after {:?}",
+        started.elapsed()
+    );
+    // ...and served as soon as connections close.
+    idle.truncate(10);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    HealthClient::new(channel)
+        .check(HealthCheckRequest::default())
+        .await
+        .unwrap();
+    drop(idle);
+    assert_eq!(terminate(child).code(), Some(0));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("connection limit reached"), "{text}");
+}

@@ -237,6 +237,7 @@ pub fn config(plugin_dir: &Path, base_dir: &Path, sources: Vec<SourceConfig>) ->
         auth: None,
         log_level: None,
         watch: false,
+        max_connections: tributary_host::listener::default_max_connections(),
         reload_debounce: tributary_host::config::DEFAULT_RELOAD_DEBOUNCE,
         max_retired_libraries: tributary_host::config::DEFAULT_MAX_RETIRED_LIBRARIES,
     }

@@ -317,8 +317,18 @@ async fn run(
             )))
         }
     };
+    if let Some(limit) = tributary_host::listener::open_file_limit() {
+        if config.max_connections as u64 + tributary_host::listener::RESERVED_DESCRIPTORS > limit {
+            tracing::warn!(
+                max_connections = config.max_connections,
+                open_file_limit = limit,
+                "max_connections is above what the open-file limit allows; raise the limit (ulimit -n) or connections will be refused when descriptors run out"
+            );
+        }
+    }
     let options = server::ServeOptions {
         grace,
+        max_connections: config.max_connections,
         tls,
         auth,
         shutdown_delay,

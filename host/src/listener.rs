@@ -1,0 +1,221 @@
+//! The accept loop: a bound on open connections, and no busy loop when descriptors run out.
+//!
+//! - At most `max_connections` connections are open at once; one more is accepted and closed at
+//!   once (the client sees its connection refused promptly rather than hanging), with a
+//!   rate-limited warning. The default stays below the process's open-file limit
+//!   ([`default_max_connections`]) so that descriptors do not run out first.
+//! - When `accept` fails because descriptors ran out (EMFILE, ENFILE) or memory did (ENOBUFS,
+//!   ENOMEM), the loop waits (5 ms, doubling to 1 s) instead of retrying at once, and logs it (once a
+//!   second at most).
+//! - Every accepted socket has TCP_NODELAY (a small response must not wait for the client's delayed
+//!   ACK) and TCP keep-alive (a peer that vanished is noticed).
+
+use std::{
+    io,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    sync::{mpsc, OwnedSemaphorePermit, Semaphore},
+};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+/// Descriptors kept free for everything else (plugin files, private copies, runner sockets, logs).
+pub const RESERVED_DESCRIPTORS: u64 = 64;
+/// The most connections by default, when the open-file limit allows it.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// The open-file limit of this process (soft), if it can be read.
+pub fn open_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given.
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0).then_some(limit.rlim_cur)
+}
+
+/// [`DEFAULT_MAX_CONNECTIONS`], or fewer when the open-file limit minus
+/// [`RESERVED_DESCRIPTORS`] is lower (at least 16).
+pub fn default_max_connections() -> usize {
+    let by_limit = open_file_limit()
+        .map(|n| n.saturating_sub(RESERVED_DESCRIPTORS).max(16))
+        .unwrap_or(u64::MAX);
+    DEFAULT_MAX_CONNECTIONS.min(usize::try_from(by_limit).unwrap_or(usize::MAX))
+}
+
+/// An accepted connection; its slot is given back when it closes.
+pub struct Connection {
+    stream: TcpStream,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Connected for Connection {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// Turns TCP keep-alive on (the kernel's default timings), so that a peer that vanished is noticed.
+fn set_keepalive(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt on a socket this process owns, with a valid pointer and length.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_KEEPALIVE,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// Whether an `accept` error means the process or the system ran out of descriptors or memory.
+fn out_of_resources(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Logs at most once per second.
+struct Every {
+    last: Option<Instant>,
+    skipped: u64,
+}
+
+impl Every {
+    fn due(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        match self.last {
+            Some(last) if now.duration_since(last) < Duration::from_secs(1) => {
+                self.skipped += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.skipped))
+            }
+        }
+    }
+}
+
+/// Accepts connections on `listener` for as long as the returned stream is read.
+pub fn incoming(
+    listener: TcpListener,
+    max_connections: usize,
+) -> ReceiverStream<Result<Connection, io::Error>> {
+    let (tx, rx) = mpsc::channel(32);
+    let slots = Arc::new(Semaphore::new(max_connections));
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(5);
+        let mut exhausted = Every {
+            last: None,
+            skipped: 0,
+        };
+        let mut full = Every {
+            last: None,
+            skipped: 0,
+        };
+        loop {
+            let stream = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = tx.closed() => return,
+            };
+            let stream = match stream {
+                Ok((stream, _)) => stream,
+                Err(e) if out_of_resources(&e) => {
+                    if let Some(skipped) = exhausted.due() {
+                        tracing::error!(
+                            backoff_ms = backoff.as_millis() as u64,
+                            failed_since_last_log = skipped,
+                            "cannot accept connections: {e}; waiting before the next try (raise the open-file limit, or lower max_connections)"
+                        );
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!("connection not accepted: {e}");
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(5);
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                if let Some(skipped) = full.due() {
+                    tracing::warn!(
+                        max_connections,
+                        refused_since_last_log = skipped,
+                        "connection limit reached: a new connection was closed at once (max_connections)"
+                    );
+                }
+                drop(stream);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            set_keepalive(&stream);
+            if tx
+                .send(Ok(Connection {
+                    stream,
+                    _slot: slot,
+                }))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}
