@@ -63,6 +63,8 @@ pub struct Config {
     /// The log filter (`RUST_LOG` syntax, e.g. `info` or `warn,tributary_host=debug`) when `RUST_LOG`
     /// is not set; `None`: `info` for `serve`, `warn` for the other commands.
     pub log_level: Option<String>,
+    /// `cors_allowed_origins`: web origins whose pages may call the API (gRPC-web with CORS).
+    pub cors_allowed_origins: Vec<http::HeaderValue>,
     /// `max_connections`: the most connections open at once (see [`crate::listener`]); by default
     /// 10000 or the open-file limit minus a reserve, whichever is lower.
     pub max_connections: usize,
@@ -161,6 +163,7 @@ struct FileConfig {
     log_level: Option<String>,
     watch: Option<bool>,
     max_connections: Option<usize>,
+    cors_allowed_origins: Option<Vec<String>>,
     reload_debounce_ms: Option<u64>,
     max_retired_libraries: Option<usize>,
     #[serde(default)]
@@ -347,6 +350,25 @@ impl Config {
             Some(ms) => guard_limits.backoff = Duration::from_millis(ms),
         }
 
+        let mut cors_allowed_origins = Vec::new();
+        for (i, origin) in file.cors_allowed_origins.iter().flatten().enumerate() {
+            let valid = url::Url::parse(origin).ok().filter(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some()
+                    && u.path() == "/"
+                    && !origin.ends_with('/')
+                    && u.query().is_none()
+            });
+            match (valid, http::HeaderValue::from_str(origin)) {
+                (Some(_), Ok(value)) => cors_allowed_origins.push(value),
+                _ => {
+                    return Err(invalid(
+                        format!("cors_allowed_origins[{i}]"),
+                        format!("{origin:?} is not an origin such as \"https://catalog.example.com\" (scheme, host, optional port; no path)"),
+                    ))
+                }
+            }
+        }
         let max_connections = match file.max_connections {
             None => crate::listener::default_max_connections(),
             Some(n) if !(1..=1_000_000).contains(&n) => {
@@ -523,6 +545,7 @@ impl Config {
             log_level: file.log_level,
             watch: file.watch.unwrap_or(true),
             max_connections,
+            cors_allowed_origins,
             reload_debounce,
             max_retired_libraries,
         })

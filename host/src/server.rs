@@ -51,6 +51,9 @@ pub struct ServeOptions {
     pub shutdown_delay: Duration,
     /// The most connections open at once (see [`crate::listener`]).
     pub max_connections: usize,
+    /// Web origins (`https://catalog.example.com`) whose pages may call the API (CORS); none by
+    /// default: only pages served from the API's own origin.
+    pub cors_allowed_origins: Vec<http::HeaderValue>,
 }
 
 impl Default for ServeOptions {
@@ -61,6 +64,7 @@ impl Default for ServeOptions {
             auth: None,
             shutdown_delay: Duration::ZERO,
             max_connections: crate::listener::default_max_connections(),
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -126,6 +130,11 @@ pub async fn serve_with(
         // A peer that stops answering HTTP/2 pings is dropped; so is one that never finishes.
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+        // gRPC-web (HTTP/1.1 or HTTP/2, binary or base64 text) on the same port, translated to gRPC
+        // before the other layers: auth, metrics and request ids see one kind of request.
+        .accept_http1(true)
+        .layer(cors(&options.cors_allowed_origins))
+        .layer(tonic_web::GrpcWebLayer::new())
         .layer(crate::request_id::RequestIdLayer)
         .layer(crate::metrics::MetricsLayer(catalog.metrics().clone()))
         .layer(crate::auth::AuthLayer(options.auth.clone()))
@@ -164,6 +173,31 @@ pub async fn serve_with(
     watcher.abort();
     tracing::info!("server stopped");
     Ok(())
+}
+
+/// CORS for gRPC-web callers from the allowed origins: preflight answered, the gRPC-web and auth
+/// request headers allowed, the gRPC status headers exposed. No origin allowed means no CORS headers.
+fn cors(origins: &[http::HeaderValue]) -> tower_http::cors::CorsLayer {
+    use http::{header::HeaderName, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins.iter().cloned()))
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([
+            HeaderName::from_static("content-type"),
+            HeaderName::from_static("authorization"),
+            HeaderName::from_static("x-grpc-web"),
+            HeaderName::from_static("x-user-agent"),
+            HeaderName::from_static("grpc-timeout"),
+            HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([
+            HeaderName::from_static("grpc-status"),
+            HeaderName::from_static("grpc-message"),
+            HeaderName::from_static("grpc-status-details-bin"),
+            HeaderName::from_static("x-request-id"),
+        ])
+        .max_age(Duration::from_secs(600))
 }
 
 /// Server reflection in both versions: `grpc.reflection.v1` and `grpc.reflection.v1alpha`, which is

@@ -576,3 +576,62 @@ async fn idle_connections_past_the_limit_are_refused_without_spinning() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("connection limit reached"), "{text}");
 }
+
+/// An HTTP/1.1 request over a fresh connection; the whole response as text.
+fn http_request(address: &str, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// CORS for gRPC-web callers: a preflight from an allowed origin is answered with it; one from
+/// another origin gets no CORS headers; a bad origin in the config names the key.
+#[test]
+fn cors_preflight_allows_only_the_configured_origins() {
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        plugins.path(),
+        &format!("cors_allowed_origins = [\"https://catalog.example.com\"]\n{SOURCES}"),
+    );
+    let (child, address) = spawn_server(&config);
+    let preflight = |origin: &str| {
+        http_request(
+            &address,
+            &format!(
+                "OPTIONS /tributary.v1.PackagesService/ListAvailablePackageSummaries HTTP/1.1\r\nHost: {address}\r\nOrigin: {origin}\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type,x-grpc-web\r\nConnection: close\r\n\r\n"
+            ),
+        )
+        .to_ascii_lowercase()
+    };
+    let allowed = preflight("https://catalog.example.com");
+    assert!(allowed.starts_with("http/1.1 200"), "{allowed}");
+    assert!(
+        allowed.contains("access-control-allow-origin: https://catalog.example.com"),
+        "{allowed}"
+    );
+    assert!(allowed.contains("x-grpc-web"), "{allowed}");
+    let other = preflight("https://evil.example.net");
+    assert!(!other.contains("access-control-allow-origin"), "{other}");
+    assert_eq!(terminate(child).code(), Some(0));
+
+    let bad = write_config(
+        dir.path(),
+        plugins.path(),
+        "cors_allowed_origins = [\"https://a.example.com/path\"]\n",
+    );
+    let output = Command::new(&artifacts().binary)
+        .args(["plugins", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("cors_allowed_origins[0]"),
+        "{output:?}"
+    );
+}

@@ -238,6 +238,7 @@ pub fn config(plugin_dir: &Path, base_dir: &Path, sources: Vec<SourceConfig>) ->
         log_level: None,
         watch: false,
         max_connections: tributary_host::listener::default_max_connections(),
+        cors_allowed_origins: Vec::new(),
         reload_debounce: tributary_host::config::DEFAULT_RELOAD_DEBOUNCE,
         max_retired_libraries: tributary_host::config::DEFAULT_MAX_RETIRED_LIBRARIES,
     }

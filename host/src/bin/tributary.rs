@@ -329,6 +329,7 @@ async fn run(
     let options = server::ServeOptions {
         grace,
         max_connections: config.max_connections,
+        cors_allowed_origins: config.cors_allowed_origins.clone(),
         tls,
         auth,
         shutdown_delay,
