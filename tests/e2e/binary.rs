@@ -29,12 +29,20 @@ pub(crate) fn spawn_server(config: &std::path::Path) -> (Child, String) {
 }
 
 fn spawn_server_with(config: &std::path::Path, extra: &[&str]) -> (Child, String) {
-    let mut child = Command::new(&artifacts().binary)
+    let mut command = Command::new(&artifacts().binary);
+    command
         .args(["serve", "--config"])
         .arg(config)
         .args(extra)
+        .stderr(Stdio::null());
+    start(command)
+}
+
+/// Runs a prepared `tributary ... serve` command (its stderr, environment and limits set by the
+/// caller) and returns it with the address it printed.
+pub(crate) fn start(mut command: Command) -> (Child, String) {
+    let mut child = command
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
         .expect("start tributary");
     let stdout = child.stdout.take().unwrap();
@@ -314,23 +322,13 @@ async fn every_log_line_of_a_request_carries_its_id() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), plugins.path(), SOURCES);
     let log = dir.path().join("log.json");
-    let mut child = Command::new(&artifacts().binary)
+    let mut command = Command::new(&artifacts().binary);
+    command
         .args(["--log-format", "json", "serve", "--config"])
         .arg(&config)
         .env("RUST_LOG", "info,tributary_host=debug")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let address = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
+        .stderr(std::fs::File::create(&log).unwrap());
+    let (child, address) = start(command);
     let mut client = PackagesServiceClient::connect(format!("http://{address}"))
         .await
         .unwrap();
@@ -438,23 +436,13 @@ async fn a_source_failing_on_every_page_is_logged_once_not_per_page() {
         "[[source]]\nname = \"good\"\nplugin = \"testkit\"\nconfig = { items = [{ name = \"a\" }] }\n[[source]]\nname = \"bad\"\nplugin = \"testkit\"\nconfig = { items = [{ name = \"b\" }], panic_always = true }\n",
     );
     let log = dir.path().join("stderr.log");
-    let mut child = Command::new(&artifacts().binary)
+    let mut command = Command::new(&artifacts().binary);
+    command
         .args(["serve", "--config"])
         .arg(&config)
         .env("RUST_BACKTRACE", "1")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let address = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
+        .stderr(std::fs::File::create(&log).unwrap());
+    let (child, address) = start(command);
     let mut client = PackagesServiceClient::connect(format!("http://{address}"))
         .await
         .unwrap();
@@ -501,7 +489,6 @@ async fn idle_connections_past_the_limit_are_refused_without_spinning() {
     command
         .args(["serve", "--config"])
         .arg(&config)
-        .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap());
     // SAFETY: setrlimit only, in the forked child.
     unsafe {
@@ -516,16 +503,7 @@ async fn idle_connections_past_the_limit_are_refused_without_spinning() {
             Ok(())
         });
     }
-    let mut child = command.spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let address = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
+    let (child, address) = start(command);
 
     let mut idle = Vec::new();
     for _ in 0..400 {
