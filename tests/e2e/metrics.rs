@@ -38,18 +38,11 @@ fn sample(text: &str, series: &str) -> Option<f64> {
         .map(|v| v.parse().expect("a number"))
 }
 
-#[tokio::test]
-async fn metrics_count_a_known_workload() {
-    let plugins = PluginDir::with(&["testkit"]);
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        plugins.path(),
-        &format!("metrics_listen = \"127.0.0.1:0\"\n{SOURCES}"),
-    );
+/// Starts `tributary serve` with `metrics_listen`; returns it, the gRPC address and the metrics one.
+fn serve_with_metrics(config: &std::path::Path) -> (std::process::Child, String, String) {
     let mut child = Command::new(&artifacts().binary)
         .args(["serve", "--config"])
-        .arg(&config)
+        .arg(config)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -63,6 +56,19 @@ async fn metrics_count_a_known_workload() {
     };
     let grpc = next("listening on ");
     let metrics = next("metrics on ");
+    (child, grpc, metrics)
+}
+
+#[tokio::test]
+async fn metrics_count_a_known_workload() {
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        plugins.path(),
+        &format!("metrics_listen = \"127.0.0.1:0\"\n{SOURCES}"),
+    );
+    let (child, grpc, metrics) = serve_with_metrics(&config);
 
     let mut client = PackagesServiceClient::connect(format!("http://{grpc}"))
         .await
@@ -171,22 +177,7 @@ async fn a_killed_runner_shows_its_restart_and_exit_in_list_plugins_and_metrics(
         plugins.path(),
         "metrics_listen = \"127.0.0.1:0\"\n[[source]]\nname = \"iso\"\nplugin = \"testkit\"\nisolation = \"process\"\nconfig = { items = [{ name = \"a\" }] }\n",
     );
-    let mut child = Command::new(&artifacts().binary)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start tributary");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut next = |prefix: &str| {
-        let line = lines.next().expect("a line").unwrap();
-        line.strip_prefix(prefix)
-            .unwrap_or_else(|| panic!("expected {prefix:?}, got {line:?}"))
-            .to_owned()
-    };
-    let grpc = next("listening on ");
-    let metrics = next("metrics on ");
+    let (child, grpc, metrics) = serve_with_metrics(&config);
     let mut packages = PackagesServiceClient::connect(format!("http://{grpc}"))
         .await
         .unwrap();
