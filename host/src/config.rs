@@ -28,6 +28,10 @@ pub const MAX_CALLS_PER_SOURCE: usize = 256;
 /// The most a duration key in milliseconds accepts (one hour); larger values overflow deadlines.
 pub const MAX_MILLIS: u64 = 3_600_000;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// Default `max_requests_in_flight`.
+pub const DEFAULT_MAX_REQUESTS_IN_FLIGHT: usize = 1024;
+/// Default `request_queue_ms`.
+pub const DEFAULT_REQUEST_QUEUE_WAIT: Duration = Duration::from_millis(1000);
 /// Default `reload_debounce_ms`.
 pub const DEFAULT_RELOAD_DEBOUNCE: Duration = Duration::from_millis(500);
 /// Default `max_retired_libraries`.
@@ -63,6 +67,10 @@ pub struct Config {
     /// The log filter (`RUST_LOG` syntax, e.g. `info` or `warn,tributary_host=debug`) when `RUST_LOG`
     /// is not set; `None`: `info` for `serve`, `warn` for the other commands.
     pub log_level: Option<String>,
+    /// `max_requests_in_flight`: list and detail requests running at once; more wait
+    /// `request_queue_ms` for a slot, then fail with RESOURCE_EXHAUSTED.
+    pub max_requests_in_flight: usize,
+    pub request_queue_wait: Duration,
     /// `cors_allowed_origins`: web origins whose pages may call the API (gRPC-web with CORS).
     pub cors_allowed_origins: Vec<http::HeaderValue>,
     /// `max_connections`: the most connections open at once (see [`crate::listener`]); by default
@@ -163,6 +171,8 @@ struct FileConfig {
     log_level: Option<String>,
     watch: Option<bool>,
     max_connections: Option<usize>,
+    max_requests_in_flight: Option<usize>,
+    request_queue_ms: Option<u64>,
     cors_allowed_origins: Option<Vec<String>>,
     reload_debounce_ms: Option<u64>,
     max_retired_libraries: Option<usize>,
@@ -369,6 +379,26 @@ impl Config {
                 }
             }
         }
+        let max_requests_in_flight = match file.max_requests_in_flight {
+            None => DEFAULT_MAX_REQUESTS_IN_FLIGHT,
+            Some(n) if !(1..=100_000).contains(&n) => {
+                return Err(invalid(
+                    "max_requests_in_flight".into(),
+                    format!("{n} is out of range: give 1 to 100000"),
+                ))
+            }
+            Some(n) => n,
+        };
+        let request_queue_wait = match file.request_queue_ms {
+            None => DEFAULT_REQUEST_QUEUE_WAIT,
+            Some(ms) if ms > MAX_MILLIS => {
+                return Err(invalid(
+                    "request_queue_ms".into(),
+                    format!("{ms} is too large: at most {MAX_MILLIS} (one hour)"),
+                ))
+            }
+            Some(ms) => Duration::from_millis(ms),
+        };
         let max_connections = match file.max_connections {
             None => crate::listener::default_max_connections(),
             Some(n) if !(1..=1_000_000).contains(&n) => {
@@ -545,6 +575,8 @@ impl Config {
             log_level: file.log_level,
             watch: file.watch.unwrap_or(true),
             max_connections,
+            max_requests_in_flight,
+            request_queue_wait,
             cors_allowed_origins,
             reload_debounce,
             max_retired_libraries,

@@ -43,6 +43,10 @@ pub struct EngineOptions {
     /// A page ends early (with more to come) before the next item would take its estimated encoded
     /// size ([`summary_bytes`]) past this. The first item is always served.
     pub max_page_bytes: usize,
+    /// The most list and detail requests running at once (`max_requests_in_flight`); one more waits
+    /// up to `request_queue_wait` for a slot, then fails with RESOURCE_EXHAUSTED.
+    pub max_requests_in_flight: usize,
+    pub request_queue_wait: Duration,
 }
 
 impl EngineOptions {
@@ -52,6 +56,8 @@ impl EngineOptions {
             source_timeout: config.source_timeout,
             fail_fast: config.on_source_error == crate::config::OnSourceError::Fail,
             max_page_bytes: config.max_page_bytes,
+            max_requests_in_flight: config.max_requests_in_flight,
+            request_queue_wait: config.request_queue_wait,
         }
     }
 }
@@ -82,6 +88,8 @@ impl Default for EngineOptions {
             source_timeout: crate::config::DEFAULT_SOURCE_TIMEOUT,
             fail_fast: false,
             max_page_bytes: crate::config::DEFAULT_MAX_PAGE_BYTES,
+            max_requests_in_flight: crate::config::DEFAULT_MAX_REQUESTS_IN_FLIGHT,
+            request_queue_wait: crate::config::DEFAULT_REQUEST_QUEUE_WAIT,
         }
     }
 }

@@ -39,6 +39,8 @@ pub struct Catalog {
     pub(crate) options: EngineOptions,
     metrics: Arc<crate::metrics::Metrics>,
     pub(crate) reload: Arc<std::sync::Mutex<crate::reload::ReloadState>>,
+    /// Slots for list and detail requests running at once (`max_requests_in_flight`).
+    requests: Arc<tokio::sync::Semaphore>,
 }
 
 /// One set of loaded libraries and built sources.
@@ -70,11 +72,35 @@ impl Catalog {
         let generation = Generation::new(1, registry);
         let metrics = crate::metrics::Metrics::new();
         attach_metrics(&metrics, &generation);
+        let requests = Arc::new(tokio::sync::Semaphore::new(options.max_requests_in_flight));
         Catalog {
             current: Arc::new(arc_swap::ArcSwap::from_pointee(generation)),
             options,
             metrics,
             reload: Default::default(),
+            requests,
+        }
+    }
+
+    /// A slot for one list or detail request: at most `max_requests_in_flight` run at once, and one
+    /// more waits at most `request_queue_wait` (and never past its own deadline) for a slot.
+    async fn admit(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        if let Ok(permit) = self.requests.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        let mut until = Instant::now() + self.options.request_queue_wait;
+        if let Some(deadline) = deadline {
+            until = until.min(deadline);
+        }
+        match tokio::time::timeout_at(until.into(), self.requests.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(Status::resource_exhausted(format!(
+                "the server is at its limit of {} requests in flight (max_requests_in_flight); retry later",
+                self.options.max_requests_in_flight
+            ))),
         }
     }
 
@@ -339,6 +365,7 @@ impl PackagesService for Catalog {
         request: Request<pb::ListAvailablePackageSummariesRequest>,
     ) -> Result<Response<pb::ListAvailablePackageSummariesResponse>, Status> {
         let deadline = request_deadline(&request);
+        let _slot = self.admit(deadline).await?;
         let caller = caller(&request);
         let request = request.into_inner();
         let page_size = effective_page_size(request.page_size)?;
@@ -443,6 +470,7 @@ impl PackagesService for Catalog {
             source_timeout: self.options.source_timeout,
             deadline: request_deadline(&request),
         };
+        let _slot = self.admit(budget.deadline).await?;
         let caller = caller(&request);
         let reference = request
             .into_inner()

@@ -412,3 +412,50 @@ async fn malformed_protobuf_is_invalid_argument() {
     assert_eq!(keys(&page.available_package_summaries), ["x@a/x"]);
     server.stop().await;
 }
+
+/// At most `max_requests_in_flight` requests run at once; one more waits `request_queue_ms` for a
+/// slot, then gets RESOURCE_EXHAUSTED naming the limit; the server serves again once slots free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_are_bounded() {
+    let plugins = tributary_tests::PluginDir::with(&["testkit"]);
+    let mut config = tributary_tests::config(
+        plugins.path(),
+        plugins.path(),
+        vec![source(
+            "slow",
+            "testkit",
+            json!({ "items": [{ "name": "a" }], "sleep_ms": 1500 }),
+        )],
+    );
+    config.max_requests_in_flight = 2;
+    config.request_queue_wait = std::time::Duration::from_millis(100);
+    let server = tributary_tests::TestServer::start(config).await;
+    let mut calls = Vec::new();
+    for _ in 0..2 {
+        let mut client = server.packages().await;
+        calls.push(tokio::spawn(async move {
+            client
+                .list_available_package_summaries(list_request(10, "", None))
+                .await
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut client = server.packages().await;
+    let err = client
+        .list_available_package_summaries(list_request(10, "", None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message()
+            .contains("2 requests in flight (max_requests_in_flight)"),
+        "{err:?}"
+    );
+    for call in calls {
+        let page = call.await.unwrap().unwrap().into_inner();
+        assert_eq!(keys(&page.available_package_summaries), ["a@slow/a"]);
+    }
+    let page = list(&mut client, 10, "", None).await;
+    assert_eq!(keys(&page.available_package_summaries), ["a@slow/a"]);
+    server.stop().await;
+}

@@ -239,6 +239,8 @@ pub fn config(plugin_dir: &Path, base_dir: &Path, sources: Vec<SourceConfig>) ->
         watch: false,
         max_connections: tributary_host::listener::default_max_connections(),
         cors_allowed_origins: Vec::new(),
+        max_requests_in_flight: tributary_host::config::DEFAULT_MAX_REQUESTS_IN_FLIGHT,
+        request_queue_wait: tributary_host::config::DEFAULT_REQUEST_QUEUE_WAIT,
         reload_debounce: tributary_host::config::DEFAULT_RELOAD_DEBOUNCE,
         max_retired_libraries: tributary_host::config::DEFAULT_MAX_RETIRED_LIBRARIES,
     }
