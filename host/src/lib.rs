@@ -14,7 +14,9 @@
 //! - [`isolation`]: sources run in a child process (`isolation = "process"`).
 //! - [`token`]: the page-token codec.
 //! - [`service`]: the gRPC services and the mapping of errors to status codes.
+//! - [`grpc_web`]: gRPC-web beside REST's plain HTTP/1.1 on one port.
 //! - [`tls`]: TLS on the listener, certificate reload, client certificates.
+//! - [`rest`]: REST/JSON on the gRPC port, through the same service code.
 //! - [`request_id`]: a request id on every log line of a request.
 //! - [`server`]: serving with health and reflection, and staged shutdown.
 //!
@@ -24,6 +26,7 @@ pub mod auth;
 pub mod check;
 pub mod config;
 pub mod engine;
+pub mod grpc_web;
 pub mod guard;
 pub mod isolation;
 pub mod listener;
@@ -34,6 +37,7 @@ pub mod plugin_context;
 pub mod registry;
 pub mod reload;
 pub mod request_id;
+pub mod rest;
 pub mod server;
 pub mod service;
 pub mod tls;

@@ -2,8 +2,8 @@
 //! (`metrics_listen` in the config; off unless set).
 //!
 //! Two kinds of figures:
-//! - counted as requests pass: a tower layer around every gRPC service ([`MetricsLayer`]) counts
-//!   requests by method and status code and observes their latency and response size;
+//! - counted as requests pass: a tower layer around every gRPC service and REST route
+//!   ([`MetricsLayer`]) counts requests by method (or REST route) and gRPC status code and observes their latency and response size;
 //! - read when scraped: each source's state (ready, backing off, calls in flight) comes from the
 //!   catalog at the moment of the scrape, so it is never stale and costs nothing between scrapes.
 //!
@@ -42,6 +42,16 @@ const METHODS: &[&str] = &[
     "/grpc.health.v1.Health/Watch",
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+/// The REST routes counted under their own name (see [`crate::rest`]); every detail path counts as
+/// `GET /v1/packages/{source}/{identifier}`.
+const REST_ROUTES: &[&str] = &[
+    "GET /v1/packages",
+    "GET /v1/plugins",
+    "GET /v1/openapi.json",
+    "GET /healthz",
+    "GET /readyz",
 ];
 
 /// The names of the gRPC status codes, by number.
@@ -488,12 +498,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let path = request.uri().path();
-        let method = METHODS
-            .iter()
-            .copied()
-            .find(|m| *m == path)
-            .unwrap_or("other");
+        let method = method_label(request.uri().path());
         let started = Instant::now();
         let future = self.inner.call(request);
         let metrics = self.metrics.clone();
@@ -501,7 +506,12 @@ where
             let response = future.await?;
             let (parts, body) = response.into_parts();
             // An error answered at once carries its status in the headers ("trailers only").
-            let code = parts.headers.get("grpc-status").and_then(parse_code);
+            // A REST answer carries its gRPC code as a response extension (see crate::rest).
+            let code = parts
+                .headers
+                .get("grpc-status")
+                .and_then(parse_code)
+                .or_else(|| parts.extensions.get::<tonic::Code>().map(|c| *c as usize));
             Ok(http::Response::from_parts(
                 parts,
                 CountedBody {
@@ -517,6 +527,21 @@ where
             ))
         })
     }
+}
+
+/// The `method` label of a request path: a gRPC method, a REST route (`GET /v1/packages/{source}/{identifier}`
+/// for every detail path), or `other`.
+fn method_label(path: &str) -> &'static str {
+    if let Some(m) = METHODS.iter().copied().find(|m| *m == path) {
+        return m;
+    }
+    if let Some(m) = REST_ROUTES.iter().copied().find(|m| m[4..] == *path) {
+        return m;
+    }
+    if path.starts_with("/v1/packages/") {
+        return "GET /v1/packages/{source}/{identifier}";
+    }
+    "other"
 }
 
 fn parse_code(value: &http::HeaderValue) -> Option<usize> {

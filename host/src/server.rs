@@ -1,5 +1,6 @@
-//! Serving: the gRPC server with health checking and reflection (v1 and v1alpha), on an injected listener, until an
-//! injected shutdown future completes.
+//! Serving: the gRPC server with health checking and reflection (v1 and v1alpha), gRPC-web and the
+//! REST/JSON routes of [`crate::rest`], all on one injected listener, until an injected shutdown
+//! future completes.
 //!
 //! Shutdown goes in stages: health turns NOT_SERVING, requests are still accepted for the shutdown
 //! delay (so that load balancers watching health stop sending first), the listener stops accepting,
@@ -126,19 +127,9 @@ pub async fn serve_with(
         }
     };
 
-    let router = Server::builder()
-        // A peer that stops answering HTTP/2 pings is dropped; so is one that never finishes.
-        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
-        // gRPC-web (HTTP/1.1 or HTTP/2, binary or base64 text) on the same port, translated to gRPC
-        // before the other layers: auth, metrics and request ids see one kind of request.
-        .accept_http1(true)
-        .layer(cors(&options.cors_allowed_origins))
-        .layer(tonic_web::GrpcWebLayer::new())
-        .layer(crate::request_id::RequestIdLayer)
-        .layer(crate::metrics::MetricsLayer(catalog.metrics().clone()))
-        .layer(crate::auth::AuthLayer(options.auth.clone()))
-        .add_service(health_service)
+    // gRPC services and the REST routes in one axum router, so one listener serves native gRPC,
+    // gRPC-web and REST/JSON, all behind the same layers.
+    let grpc = tonic::service::Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
@@ -146,8 +137,27 @@ pub async fn serve_with(
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .add_service(
-            PluginsServiceServer::from_arc(catalog).max_decoding_message_size(MAX_REQUEST_BYTES),
+            PluginsServiceServer::from_arc(catalog.clone())
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
         );
+    let routes = grpc
+        .into_axum_router()
+        .merge(crate::rest::routes(catalog.clone(), health.clone()))
+        .fallback(crate::rest::fallback);
+    let router = Server::builder()
+        // A peer that stops answering HTTP/2 pings is dropped; so is one that never finishes.
+        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+        // gRPC-web (HTTP/1.1 or HTTP/2, binary or base64 text) and REST on the same port; gRPC-web is
+        // translated to gRPC before the other layers: auth, metrics and request ids see one kind of
+        // gRPC request, and REST requests pass through the same layers.
+        .accept_http1(true)
+        .layer(cors(&options.cors_allowed_origins))
+        .layer(crate::grpc_web::GrpcWebLayer)
+        .layer(crate::request_id::RequestIdLayer)
+        .layer(crate::metrics::MetricsLayer(catalog.metrics().clone()))
+        .layer(crate::auth::AuthLayer(options.auth.clone()))
+        .add_routes(tonic::service::Routes::from(routes).prepare());
     // TCP_NODELAY (a small response must not wait for the client's delayed ACK), the connection
     // limit and no busy loop when descriptors run out: see crate::listener.
     let tcp = crate::listener::incoming(listener, options.max_connections);

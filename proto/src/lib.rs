@@ -1,7 +1,8 @@
 //! The Tributary gRPC contract, package `tributary.v1`, compiled from `proto/tributary/v1/tributary.proto`.
 //!
 //! This crate holds the contract and nothing else: generated message types, client and server stubs,
-//! and the encoded file descriptor set that server reflection serves.
+//! serde impls following the proto3 JSON mapping (pbjson) for the REST API, and the encoded file
+//! descriptor set that server reflection serves.
 
 #![allow(clippy::all)]
 
@@ -10,6 +11,7 @@ pub mod codec;
 /// Generated code for `tributary.v1`.
 pub mod v1 {
     tonic::include_proto!("tributary.v1");
+    include!(concat!(env!("OUT_DIR"), "/tributary.v1.serde.rs"));
 }
 
 /// Generated code for `tributary.runner.v1`: the private framing between the server and an isolation

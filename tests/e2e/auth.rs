@@ -136,6 +136,27 @@ async fn tokens_authenticate_and_each_caller_sees_only_its_sources() {
         .into_inner();
     assert_eq!(health.status, 1, "SERVING");
 
+    // REST takes the same tokens (`Authorization: Bearer`); its probes need none.
+    let http: std::net::SocketAddr = address.parse().unwrap();
+    for token in [None, Some("t-wrong")] {
+        let (status, _) = crate::rest::get(http, "/v1/packages", token).await;
+        assert_eq!(status, 401, "{token:?}");
+    }
+    let (status, body) =
+        crate::rest::get(http, "/v1/packages?page_size=10", Some("t-reader")).await;
+    assert_eq!(status, 200, "{body}");
+    let names: Vec<&str> = body["availablePackageSummaries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a", "c", "e", "g"]);
+    let (status, _) = crate::rest::get(http, "/v1/packages/two/b", Some("t-reader")).await;
+    assert_eq!(status, 404, "a source the reader may not see");
+    assert_eq!(crate::rest::get(http, "/healthz", None).await.0, 200);
+    assert_eq!(crate::rest::get(http, "/readyz", None).await.0, 200);
+
     let mut admin = client(&address, Some("t-admin")).await;
     let mut reader = client(&address, Some("t-reader")).await;
     assert_eq!(

@@ -20,6 +20,7 @@ mod oci;
 mod plugin_kit;
 mod random;
 mod reload;
+mod rest;
 mod robust;
 mod rolling;
 mod tls;

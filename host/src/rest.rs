@@ -1,0 +1,360 @@
+//! REST/JSON on the gRPC port: the same calls as the gRPC services, answered in the proto3 JSON
+//! mapping (camelCase field names, enums by name, 64-bit integers as strings; see `tributary-proto`).
+//!
+//! | Path | Answers like |
+//! |---|---|
+//! | `GET /v1/packages` | `PackagesService.ListAvailablePackageSummaries` |
+//! | `GET /v1/packages/{source}/{identifier}` | `PackagesService.GetAvailablePackageDetail` |
+//! | `GET /v1/plugins` | `PluginsService.ListPlugins` |
+//! | `GET /healthz` | liveness: 200 while the process serves |
+//! | `GET /readyz` | readiness: the gRPC health's overall state (503 once shutting down) |
+//! | `GET /v1/openapi.json` | the OpenAPI 3 document of these paths (`host/src/openapi.json`) |
+//!
+//! Each handler builds the RPC's request message and calls the same service method as gRPC (the
+//! caller's identity from [`crate::auth`] travels as a request extension), so limits, filters,
+//! page tokens and error messages are the RPC's own. Errors are JSON
+//! `{"code": "INVALID_ARGUMENT", "status": 400, "message": "..."}` with the HTTP status of the
+//! gRPC code ([`http_status`]); a bad query parameter is a 400 naming it.
+
+use std::sync::Arc;
+
+use axum::{
+    body::Body,
+    extract::{Path, Request, State},
+    routing::get,
+    Router,
+};
+use tonic::Code;
+use tonic_health::pb::health_server::Health;
+use tributary_proto::v1::{
+    self as pb, packages_service_server::PackagesService, plugins_service_server::PluginsService,
+};
+
+use crate::service::Catalog;
+
+/// The OpenAPI 3 document describing the REST paths.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+#[derive(Clone)]
+struct Rest {
+    catalog: Arc<Catalog>,
+    health: Arc<tonic_health::server::HealthService>,
+}
+
+/// The REST routes, answering from `catalog`; `/readyz` reads `health`.
+pub fn routes(catalog: Arc<Catalog>, health: tonic_health::server::HealthReporter) -> Router {
+    let state = Rest {
+        catalog,
+        health: Arc::new(tonic_health::server::HealthService::from_health_reporter(
+            health,
+        )),
+    };
+    Router::new()
+        .route("/v1/packages", get(list_packages))
+        .route("/v1/packages/{source}/{*identifier}", get(package_detail))
+        .route("/v1/plugins", get(list_plugins))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+/// The HTTP status of a gRPC code (the `google.rpc.Code` mapping).
+pub fn http_status(code: Code) -> http::StatusCode {
+    use http::StatusCode as S;
+    match code {
+        Code::Ok => S::OK,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => S::BAD_REQUEST,
+        Code::Unauthenticated => S::UNAUTHORIZED,
+        Code::PermissionDenied => S::FORBIDDEN,
+        Code::NotFound => S::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => S::CONFLICT,
+        Code::ResourceExhausted => S::TOO_MANY_REQUESTS,
+        Code::Cancelled => S::from_u16(499).expect("499 is a valid status"),
+        Code::Unknown | Code::Internal | Code::DataLoss => S::INTERNAL_SERVER_ERROR,
+        Code::Unimplemented => S::NOT_IMPLEMENTED,
+        Code::Unavailable => S::SERVICE_UNAVAILABLE,
+        Code::DeadlineExceeded => S::GATEWAY_TIMEOUT,
+    }
+}
+
+/// The proto name of a gRPC code: `INVALID_ARGUMENT`.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// A JSON response; the gRPC code rides along as a response extension for the metrics layer.
+fn json(status: http::StatusCode, code: Code, body: Vec<u8>) -> http::Response<Body> {
+    let mut response = http::Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .expect("a valid response");
+    response.extensions_mut().insert(code);
+    response
+}
+
+/// The error body for `status`.
+pub fn error_response(status: &tonic::Status) -> http::Response<Body> {
+    let http = http_status(status.code());
+    let body = serde_json::json!({
+        "code": code_name(status.code()),
+        "status": http.as_u16(),
+        "message": status.message(),
+    });
+    json(http, status.code(), body.to_string().into_bytes())
+}
+
+/// A message in the proto3 JSON mapping, or the RPC's error.
+fn answer<T: serde::Serialize>(
+    result: Result<tonic::Response<T>, tonic::Status>,
+) -> http::Response<Body> {
+    match result {
+        Ok(response) => match serde_json::to_vec(response.get_ref()) {
+            Ok(body) => json(http::StatusCode::OK, Code::Ok, body),
+            Err(e) => error_response(&tonic::Status::internal(format!(
+                "encoding the answer as JSON: {e}"
+            ))),
+        },
+        Err(status) => error_response(&status),
+    }
+}
+
+/// A tonic request carrying the HTTP request's extensions (the caller's identity) and the
+/// `grpc-timeout` header when a REST client sends one.
+fn rpc_request<T>(http: &http::request::Parts, message: T) -> tonic::Request<T> {
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    if let Some(timeout) = http.headers.get("grpc-timeout") {
+        if let Ok(value) = tonic::metadata::MetadataValue::try_from(timeout.as_bytes()) {
+            metadata.insert("grpc-timeout", value);
+        }
+    }
+    tonic::Request::from_parts(metadata, http.extensions.clone(), message)
+}
+
+fn bad_parameter(name: &str, problem: impl std::fmt::Display) -> tonic::Status {
+    tonic::Status::invalid_argument(format!("query parameter `{name}`: {problem}"))
+}
+
+/// Reads the query string of `GET /v1/packages`; repeated fields may repeat (`categories=a&categories=b`).
+pub fn parse_list_query(
+    query: Option<&str>,
+) -> Result<pb::ListAvailablePackageSummariesRequest, tonic::Status> {
+    let mut request = pb::ListAvailablePackageSummariesRequest::default();
+    let mut filter = pb::FilterOptions::default();
+    let mut seen = std::collections::HashSet::new();
+    for (name, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        let single = |seen: &mut std::collections::HashSet<String>| {
+            if seen.insert(name.to_string()) {
+                Ok(())
+            } else {
+                Err(bad_parameter(&name, "given more than once"))
+            }
+        };
+        match &*name {
+            "page_size" | "pageSize" => {
+                single(&mut seen)?;
+                request.page_size = value
+                    .parse()
+                    .map_err(|_| bad_parameter(&name, format!("not an integer: {value:?}")))?;
+            }
+            "page_token" | "pageToken" => {
+                single(&mut seen)?;
+                request.page_token = value.into_owned();
+            }
+            "query" => {
+                single(&mut seen)?;
+                filter.query = value.into_owned();
+            }
+            "categories" => filter.categories.push(value.into_owned()),
+            "repositories" => filter.repositories.push(value.into_owned()),
+            "sources" => filter.sources.push(value.into_owned()),
+            "include_deprecated" | "includeDeprecated" => {
+                single(&mut seen)?;
+                filter.include_deprecated = match &*value {
+                    "true" | "1" | "" => true,
+                    "false" | "0" => false,
+                    _ => {
+                        return Err(bad_parameter(
+                            &name,
+                            format!("not a boolean (true or false): {value:?}"),
+                        ))
+                    }
+                };
+            }
+            _ => {
+                return Err(bad_parameter(
+                    &name,
+                    "unknown (known: page_size, page_token, query, categories, repositories, \
+                     sources, include_deprecated)",
+                ))
+            }
+        }
+    }
+    request.filter = Some(filter);
+    Ok(request)
+}
+
+async fn list_packages(State(rest): State<Rest>, request: Request) -> http::Response<Body> {
+    let (parts, _) = request.into_parts();
+    let message = match parse_list_query(parts.uri.query()) {
+        Ok(message) => message,
+        Err(status) => return error_response(&status),
+    };
+    answer(
+        rest.catalog
+            .list_available_package_summaries(rpc_request(&parts, message))
+            .await,
+    )
+}
+
+async fn package_detail(
+    State(rest): State<Rest>,
+    Path((source, identifier)): Path<(String, String)>,
+    request: Request,
+) -> http::Response<Body> {
+    let (parts, _) = request.into_parts();
+    if let Some(query) = parts.uri.query().filter(|q| !q.is_empty()) {
+        let name = query.split(['=', '&']).next().unwrap_or(query);
+        return error_response(&bad_parameter(name, "unknown (this path takes none)"));
+    }
+    let message = pb::GetAvailablePackageDetailRequest {
+        available_package_ref: Some(pb::AvailablePackageReference { source, identifier }),
+    };
+    answer(
+        rest.catalog
+            .get_available_package_detail(rpc_request(&parts, message))
+            .await,
+    )
+}
+
+async fn list_plugins(State(rest): State<Rest>, request: Request) -> http::Response<Body> {
+    let (parts, _) = request.into_parts();
+    answer(
+        rest.catalog
+            .list_plugins(rpc_request(&parts, pb::ListPluginsRequest {}))
+            .await,
+    )
+}
+
+async fn openapi() -> http::Response<Body> {
+    json(http::StatusCode::OK, Code::Ok, OPENAPI.as_bytes().to_vec())
+}
+
+async fn healthz() -> http::Response<Body> {
+    json(
+        http::StatusCode::OK,
+        Code::Ok,
+        br#"{"status":"SERVING"}"#.to_vec(),
+    )
+}
+
+async fn readyz(State(rest): State<Rest>) -> http::Response<Body> {
+    use tonic_health::pb::{health_check_response::ServingStatus, HealthCheckRequest};
+    let status = rest
+        .health
+        .check(tonic::Request::new(HealthCheckRequest {
+            service: String::new(),
+        }))
+        .await
+        .map(|r| r.into_inner().status())
+        .unwrap_or(ServingStatus::Unknown);
+    let (http, code) = match status {
+        ServingStatus::Serving => (http::StatusCode::OK, Code::Ok),
+        _ => (http::StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable),
+    };
+    json(
+        http,
+        code,
+        serde_json::json!({ "status": status.as_str_name() })
+            .to_string()
+            .into_bytes(),
+    )
+}
+
+/// Any other path: gRPC's UNIMPLEMENTED for gRPC callers, a JSON 404 otherwise.
+pub async fn fallback(request: Request) -> http::Response<Body> {
+    let grpc = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    let path = request.uri().path();
+    if grpc {
+        let (parts, ()) = tonic::Status::unimplemented(format!("unknown method {path}"))
+            .into_http::<()>()
+            .into_parts();
+        return http::Response::from_parts(parts, Body::empty());
+    }
+    error_response(&tonic::Status::not_found(format!(
+        "no such path: {} {path} (see /v1/openapi.json)",
+        request.method()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters_fill_the_request_and_name_the_bad_one() {
+        let r = parse_list_query(Some(
+            "page_size=5&query=ng&categories=a&categories=b%20c&sources=s1&include_deprecated=true",
+        ))
+        .unwrap();
+        assert_eq!(r.page_size, 5);
+        let f = r.filter.unwrap();
+        assert_eq!(f.query, "ng");
+        assert_eq!(f.categories, vec!["a", "b c"]);
+        assert_eq!(f.sources, vec!["s1"]);
+        assert!(f.include_deprecated);
+
+        let e = parse_list_query(Some("page_size=ten")).unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert_eq!(
+            e.message(),
+            "query parameter `page_size`: not an integer: \"ten\""
+        );
+        let e = parse_list_query(Some("colour=red")).unwrap_err();
+        assert!(e.message().starts_with("query parameter `colour`: unknown"));
+        let e = parse_list_query(Some("query=a&query=b")).unwrap_err();
+        assert_eq!(e.message(), "query parameter `query`: given more than once");
+        let e = parse_list_query(Some("include_deprecated=maybe")).unwrap_err();
+        assert!(e
+            .message()
+            .starts_with("query parameter `include_deprecated`"));
+    }
+
+    #[test]
+    fn codes_map_to_http_statuses() {
+        assert_eq!(http_status(Code::InvalidArgument), 400);
+        assert_eq!(http_status(Code::Unauthenticated), 401);
+        assert_eq!(http_status(Code::PermissionDenied), 403);
+        assert_eq!(http_status(Code::NotFound), 404);
+        assert_eq!(http_status(Code::Aborted), 409);
+        assert_eq!(http_status(Code::ResourceExhausted), 429);
+        assert_eq!(http_status(Code::Cancelled), 499);
+        assert_eq!(http_status(Code::Internal), 500);
+        assert_eq!(http_status(Code::Unimplemented), 501);
+        assert_eq!(http_status(Code::Unavailable), 503);
+        assert_eq!(http_status(Code::DeadlineExceeded), 504);
+    }
+}

@@ -1,0 +1,314 @@
+//! REST/JSON on the gRPC port: every path answers what the RPC answers (pages, details, plugins,
+//! errors), in the proto3 JSON mapping, through a real HTTP/1.1 client.
+
+use serde_json::{json, Value};
+use tonic::Code;
+use tributary_proto::v1 as pb;
+use tributary_tests::{keys, list, source, start_with, TestServer};
+
+/// `GET http://{address}{path}` with an optional bearer token: the status and the parsed JSON body
+/// (`Value::Null` when the body is not JSON).
+pub async fn get(address: std::net::SocketAddr, path: &str, token: Option<&str>) -> (u16, Value) {
+    let url = format!("http://{address}{path}");
+    let token = token.map(|t| format!("Bearer {t}"));
+    tokio::task::spawn_blocking(move || {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        let mut request = agent.get(&url);
+        if let Some(token) = &token {
+            request = request.header("authorization", token);
+        }
+        let mut response = request.call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let status = response.status().as_u16();
+        let body = response.body_mut().read_to_vec().unwrap();
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    })
+    .await
+    .unwrap()
+}
+
+fn items() -> Value {
+    json!({ "items": [
+        { "name": "apache", "id": "charts/apache", "categories": ["web"], "repository": "bitnami" },
+        { "name": "nginx", "id": "charts/nginx", "categories": ["web", "proxy"], "repository": "bitnami" },
+        { "name": "old", "id": "legacy/old", "deprecated": true },
+        { "name": "redis", "id": "charts/redis", "categories": ["db"], "repository": "other" },
+    ] })
+}
+
+async fn two_sources() -> (tributary_tests::PluginDir, TestServer) {
+    start_with(
+        &["testkit"],
+        vec![
+            source("b", "testkit", items()),
+            source("a", "testkit", items()),
+        ],
+    )
+    .await
+}
+
+fn page(json: Value) -> pb::ListAvailablePackageSummariesResponse {
+    serde_json::from_value(json).expect("a ListAvailablePackageSummariesResponse in JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_pages_are_the_grpc_pages() {
+    let (_plugins, server) = two_sources().await;
+    let mut client = server.packages().await;
+
+    // Page after page, following the token, REST and gRPC give the same pages.
+    let mut token = String::new();
+    let mut all = Vec::new();
+    for _ in 0..10 {
+        let native = list(&mut client, 4, &token, None).await;
+        let path = format!("/v1/packages?page_size=4&page_token={token}");
+        let (status, body) = get(server.address, &path, None).await;
+        assert_eq!(status, 200, "{body}");
+        // The proto3 JSON mapping: camelCase names; an empty token is left out.
+        assert!(body.get("availablePackageSummaries").is_some(), "{body}");
+        assert_eq!(
+            body["availablePackageSummaries"][0]["availablePackageRef"]["source"],
+            json!(
+                native.available_package_summaries[0]
+                    .available_package_ref
+                    .as_ref()
+                    .unwrap()
+                    .source
+            )
+        );
+        assert_eq!(page(body), native);
+        all.extend(keys(&native.available_package_summaries));
+        token = native.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(
+        all,
+        [
+            "apache@a/charts/apache",
+            "apache@b/charts/apache",
+            "nginx@a/charts/nginx",
+            "nginx@b/charts/nginx",
+            "redis@a/charts/redis",
+            "redis@b/charts/redis"
+        ]
+    );
+
+    // Filters: repeated parameters repeat; deprecated packages on request.
+    let filter = pb::FilterOptions {
+        categories: vec!["db".into(), "proxy".into()],
+        sources: vec!["b".into()],
+        ..Default::default()
+    };
+    let native = list(&mut client, 10, "", Some(filter)).await;
+    assert_eq!(
+        keys(&native.available_package_summaries),
+        ["nginx@b/charts/nginx", "redis@b/charts/redis"]
+    );
+    let (status, body) = get(
+        server.address,
+        "/v1/packages?categories=db&categories=proxy&sources=b&page_size=10",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(page(body), native);
+
+    let (status, body) = get(
+        server.address,
+        "/v1/packages?query=OL&include_deprecated=true",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let found = page(body);
+    assert_eq!(
+        keys(&found.available_package_summaries),
+        ["old@a/legacy/old", "old@b/legacy/old"]
+    );
+    assert!(
+        found.available_package_summaries[0].deprecated,
+        "deprecated items are listed on request"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_detail_takes_identifiers_with_slashes() {
+    let (_plugins, server) = two_sources().await;
+    let mut client = server.packages().await;
+    let native = client
+        .get_available_package_detail(pb::GetAvailablePackageDetailRequest {
+            available_package_ref: Some(pb::AvailablePackageReference {
+                source: "a".into(),
+                identifier: "charts/nginx".into(),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (status, body) = get(server.address, "/v1/packages/a/charts/nginx", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["availablePackageDetail"]["summary"]["name"],
+        json!("nginx")
+    );
+    let rest: pb::GetAvailablePackageDetailResponse = serde_json::from_value(body).unwrap();
+    assert_eq!(rest, native);
+
+    // Not found: the RPC's code and message, as JSON with HTTP 404.
+    let grpc = client
+        .get_available_package_detail(pb::GetAvailablePackageDetailRequest {
+            available_package_ref: Some(pb::AvailablePackageReference {
+                source: "a".into(),
+                identifier: "charts/none".into(),
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(grpc.code(), Code::NotFound);
+    let (status, body) = get(server.address, "/v1/packages/a/charts/none", None).await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        body,
+        json!({ "code": "NOT_FOUND", "status": 404, "message": grpc.message() })
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_errors_carry_the_rpc_code_and_message() {
+    let (_plugins, server) = two_sources().await;
+    let mut client = server.packages().await;
+
+    // Errors of the service itself: the same message as gRPC.
+    let cases: [(&str, pb::ListAvailablePackageSummariesRequest); 3] = [
+        (
+            "/v1/packages?page_size=-1",
+            tributary_tests::list_request(-1, "", None),
+        ),
+        (
+            "/v1/packages?sources=nowhere",
+            tributary_tests::list_request(
+                0,
+                "",
+                Some(pb::FilterOptions {
+                    sources: vec!["nowhere".into()],
+                    ..Default::default()
+                }),
+            ),
+        ),
+        (
+            "/v1/packages?page_token=not-a-token",
+            tributary_tests::list_request(0, "not-a-token", None),
+        ),
+    ];
+    for (path, request) in cases {
+        let grpc = client
+            .list_available_package_summaries(request)
+            .await
+            .unwrap_err();
+        assert_eq!(grpc.code(), Code::InvalidArgument, "{path}");
+        let (status, body) = get(server.address, path, None).await;
+        assert_eq!(status, 400, "{path}");
+        assert_eq!(
+            body,
+            json!({ "code": "INVALID_ARGUMENT", "status": 400, "message": grpc.message() }),
+            "{path}"
+        );
+    }
+
+    // Bad query parameters: 400 naming the parameter.
+    for (path, message) in [
+        (
+            "/v1/packages?page_size=ten",
+            "query parameter `page_size`: not an integer: \"ten\"",
+        ),
+        (
+            "/v1/packages?include_deprecated=perhaps",
+            "query parameter `include_deprecated`: not a boolean (true or false): \"perhaps\"",
+        ),
+        (
+            "/v1/packages?query=a&query=b",
+            "query parameter `query`: given more than once",
+        ),
+    ] {
+        let (status, body) = get(server.address, path, None).await;
+        assert_eq!(status, 400, "{path}");
+        assert_eq!(
+            body,
+            json!({ "code": "INVALID_ARGUMENT", "status": 400, "message": message }),
+            "{path}"
+        );
+    }
+    let (status, body) = get(server.address, "/v1/packages?colour=red", None).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("query parameter `colour`: unknown"),
+        "{body}"
+    );
+
+    // Paths that do not exist.
+    let (status, body) = get(server.address, "/v2/nothing", None).await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        body,
+        json!({ "code": "NOT_FOUND", "status": 404,
+                "message": "no such path: GET /v2/nothing (see /v1/openapi.json)" })
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_plugins_health_and_readiness() {
+    let (_plugins, server) = two_sources().await;
+    let native = server.listing().await;
+    let (status, body) = get(server.address, "/v1/plugins", None).await;
+    assert_eq!(status, 200, "{body}");
+    // uint64 as a string, enums by name.
+    assert_eq!(body["generation"], json!("1"));
+    assert_eq!(body["sources"][0]["status"], json!("STATUS_READY"));
+    let rest: pb::ListPluginsResponse = serde_json::from_value(body).unwrap();
+    assert_eq!(rest.sources, native.sources);
+    assert_eq!(rest.plugins, native.plugins);
+
+    assert_eq!(
+        get(server.address, "/healthz", None).await,
+        (200, json!({ "status": "SERVING" }))
+    );
+    assert_eq!(
+        get(server.address, "/readyz", None).await,
+        (200, json!({ "status": "SERVING" }))
+    );
+    server.stop().await;
+}
+
+/// Every path of the OpenAPI document answers 200, its placeholders filled with a real package.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_openapi_path_answers() {
+    let (_plugins, server) = two_sources().await;
+    let (status, document) = get(server.address, "/v1/openapi.json", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(document["openapi"], json!("3.0.3"));
+    let paths: Vec<&String> = document["paths"].as_object().unwrap().keys().collect();
+    assert_eq!(paths.len(), 6, "{paths:?}");
+    for path in paths {
+        let concrete = path
+            .replace("{source}", "a")
+            .replace("{identifier}", "charts/redis");
+        let (status, body) = get(server.address, &concrete, None).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(body.is_object(), "{path}: {body}");
+        assert!(
+            document["paths"][path]["get"]["responses"]["200"].is_object(),
+            "{path} documents its answer"
+        );
+    }
+    server.stop().await;
+}
