@@ -34,6 +34,7 @@ pub const MAX_VALUE_BYTES: usize = tributary_plugin_api::contract::MAX_KEY_BYTES
 /// What is served (libraries, sources) is one [`Generation`], swapped whole by a reload (see
 /// [`crate::reload`]): a request takes the generation current when it starts and finishes on its
 /// sources; the next request uses the newest.
+#[derive(Clone)]
 pub struct Catalog {
     pub(crate) current: Arc<arc_swap::ArcSwap<Generation>>,
     pub(crate) options: EngineOptions,
@@ -460,6 +461,52 @@ impl PackagesService for Catalog {
             next_page_token,
             failed_sources,
         }))
+    }
+
+    type StreamAvailablePackageSummariesStream = tokio_stream::wrappers::ReceiverStream<
+        Result<pb::ListAvailablePackageSummariesResponse, Status>,
+    >;
+
+    /// Page after page through [`Self::list_available_package_summaries`], each page sent before the
+    /// next is fetched: the channel holds one page, so a client that stops reading (HTTP/2 flow
+    /// control) stops the plugin calls, and memory stays at a few pages.
+    async fn stream_available_package_summaries(
+        &self,
+        request: Request<pb::ListAvailablePackageSummariesRequest>,
+    ) -> Result<Response<Self::StreamAvailablePackageSummariesStream>, Status> {
+        let (metadata, extensions, mut message) = request.into_parts();
+        let page = move |message: &pb::ListAvailablePackageSummariesRequest| {
+            Request::from_parts(metadata.clone(), extensions.clone(), message.clone())
+        };
+        // The first page answers for the request: a bad filter or token is the call's own status.
+        let first = self
+            .list_available_package_summaries(page(&message))
+            .await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let catalog = self.clone();
+        tokio::spawn(async move {
+            let mut next = first.into_inner();
+            loop {
+                let token = next.next_page_token.clone();
+                if tx.send(Ok(next)).await.is_err() || token.is_empty() {
+                    return; // The client went away, or the listing is complete.
+                }
+                message.page_token = token;
+                next = match catalog
+                    .list_available_package_summaries(page(&message))
+                    .await
+                {
+                    Ok(response) => response.into_inner(),
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                };
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
     }
 
     async fn get_available_package_detail(

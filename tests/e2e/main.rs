@@ -23,5 +23,6 @@ mod reload;
 mod rest;
 mod robust;
 mod rolling;
+mod stream;
 mod tls;
 mod tokens;

@@ -173,6 +173,16 @@ impl PackagesService for Prebuilt {
     ) -> Result<Response<pb::GetAvailablePackageDetailResponse>, Status> {
         Err(Status::unimplemented("the baseline serves list calls only"))
     }
+
+    type StreamAvailablePackageSummariesStream =
+        tonic::codegen::BoxStream<pb::ListAvailablePackageSummariesResponse>;
+
+    async fn stream_available_package_summaries(
+        &self,
+        _request: Request<pb::ListAvailablePackageSummariesRequest>,
+    ) -> Result<Response<Self::StreamAvailablePackageSummariesStream>, Status> {
+        Err(Status::unimplemented("the baseline serves list calls only"))
+    }
 }
 
 /// Serves `service` on an ephemeral loopback port on a runtime shaped like the server's (one worker
