@@ -312,3 +312,124 @@ async fn every_openapi_path_answers() {
     }
     server.stop().await;
 }
+
+/// The README's curl examples, run as written against a server with the sources they name: each
+/// answers 200 with JSON holding the expected items.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_curl_example_in_the_readme_answers() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let examples: Vec<&str> = readme
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("curl "))
+        .collect();
+    let (_plugins, server) = start_with(
+        &["testkit"],
+        vec![
+            source(
+                "bitnami",
+                "testkit",
+                json!({ "items": [
+                    { "name": "redis", "id": "bitnami/redis", "categories": ["database"] },
+                    { "name": "nginx", "id": "bitnami/nginx", "categories": ["web"] },
+                    { "name": "postgresql", "id": "bitnami/postgresql", "categories": ["database"] },
+                    { "name": "memcached", "id": "bitnami/memcached", "categories": ["cache"], "deprecated": true },
+                ] }),
+            ),
+            source(
+                "local",
+                "testkit",
+                json!({ "items": [
+                    { "name": "apache", "id": "charts/apache", "categories": ["web"] },
+                    { "name": "redis", "id": "charts/redis", "categories": ["database"] },
+                    { "name": "grafana", "id": "charts/grafana", "categories": ["monitoring"] },
+                ] }),
+            ),
+        ],
+    )
+    .await;
+    // What each example's answer holds: the listed keys, or one field.
+    let listed = |keys: &[&str]| {
+        json!(keys
+            .iter()
+            .map(|k| Value::String((*k).to_owned()))
+            .collect::<Vec<_>>())
+    };
+    let expected = [
+        listed(&[
+            "apache@local/charts/apache",
+            "grafana@local/charts/grafana",
+            "nginx@bitnami/bitnami/nginx",
+            "postgresql@bitnami/bitnami/postgresql",
+            "redis@bitnami/bitnami/redis",
+        ]),
+        listed(&["redis@local/charts/redis"]),
+        listed(&["redis@bitnami/bitnami/redis"]),
+        listed(&[
+            "memcached@bitnami/bitnami/memcached",
+            "postgresql@bitnami/bitnami/postgresql",
+            "redis@bitnami/bitnami/redis",
+            "redis@local/charts/redis",
+        ]),
+        json!({ "detail": "redis" }),
+        json!({ "sources": ["bitnami", "local"] }),
+        listed(&[
+            "apache@local/charts/apache",
+            "grafana@local/charts/grafana",
+            "redis@local/charts/redis",
+        ]),
+        json!({ "status": "SERVING" }),
+        json!({ "status": "SERVING" }),
+    ];
+    assert_eq!(examples.len(), expected.len(), "{examples:#?}");
+
+    let mut token = String::new();
+    for (example, expected) in examples.iter().zip(expected) {
+        let command = example
+            .replace("127.0.0.1:50051", &server.address.to_string())
+            .replace("AQ...", &token);
+        let script = format!("{command} -w '\\n%{{http_code}}'");
+        let output = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("sh")
+                .args(["-c", &script])
+                .env("TOKEN", "unused-without-auth")
+                .output()
+                .expect("run curl (.ci/run installs it)")
+        })
+        .await
+        .unwrap();
+        assert!(output.status.success(), "{example}: {output:?}");
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let (body, status) = stdout.rsplit_once('\n').unwrap();
+        assert_eq!(status, "200", "{example}: {body}");
+        let body: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{example}: {e}"));
+        let got = if let Some(summaries) = body.get("availablePackageSummaries") {
+            if let Some(next) = body["nextPageToken"].as_str() {
+                token = next.to_owned();
+            }
+            let page: pb::ListAvailablePackageSummariesResponse =
+                serde_json::from_value(body.clone()).unwrap();
+            assert!(summaries.is_array());
+            listed(
+                &keys(&page.available_package_summaries)
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>(),
+            )
+        } else if let Some(detail) = body.get("availablePackageDetail") {
+            json!({ "detail": detail["summary"]["name"] })
+        } else if let Some(sources) = body.get("sources") {
+            json!({ "sources": sources
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["name"].clone())
+                .collect::<Vec<_>>() })
+        } else {
+            body
+        };
+        assert_eq!(got, expected, "{example}");
+    }
+    server.stop().await;
+}
