@@ -593,6 +593,21 @@ fn cors_preflight_allows_only_the_configured_origins() {
         "{allowed}"
     );
     assert!(allowed.contains("x-grpc-web"), "{allowed}");
+    // REST: a simple GET from an allowed origin carries the CORS header and a request id.
+    let rest = http_request(
+        &address,
+        &format!(
+            "GET /v1/packages?page_size=1 HTTP/1.1\r\nHost: {address}\r\nOrigin: https://catalog.example.com\r\nConnection: close\r\n\r\n"
+        ),
+    )
+    .to_ascii_lowercase();
+    assert!(rest.starts_with("http/1.1 200"), "{rest}");
+    assert!(
+        rest.contains("access-control-allow-origin: https://catalog.example.com"),
+        "{rest}"
+    );
+    assert!(rest.contains("x-request-id: "), "{rest}");
+    assert!(rest.contains("\"availablepackagesummaries\""), "{rest}");
     let other = preflight("https://evil.example.net");
     assert!(!other.contains("access-control-allow-origin"), "{other}");
     assert_eq!(terminate(child).code(), Some(0));

@@ -162,6 +162,58 @@ async fn metrics_count_a_known_workload() {
 
     let (status, _) = http_get(&metrics, "/other");
     assert_eq!(status, "HTTP/1.1 404 Not Found");
+
+    // REST routes and the stream count under their own names, with the RPC's code.
+    let http: std::net::SocketAddr = grpc.parse().unwrap();
+    assert_eq!(
+        crate::rest::get(http, "/v1/packages?page_size=3", None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        crate::rest::get(http, "/v1/packages?page_size=x", None)
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        crate::rest::get(http, "/v1/packages/nowhere/x/y", None)
+            .await
+            .0,
+        404
+    );
+    let mut stream = client
+        .stream_available_package_summaries(list_request(3, "", None))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut streamed = 0;
+    while let Some(message) = tokio_stream::StreamExt::next(&mut stream).await {
+        streamed += message.unwrap().available_package_summaries.len();
+    }
+    assert_eq!(streamed, 7);
+
+    let (_, text) = http_get(&metrics, "/metrics");
+    let requests = |method: &str, code: &str| {
+        sample(
+            &text,
+            &format!("tributary_grpc_requests_total{{code=\"{code}\",method=\"{method}\"}}"),
+        )
+    };
+    assert_eq!(requests("GET /v1/packages", "OK"), Some(1.0), "{text}");
+    assert_eq!(requests("GET /v1/packages", "INVALID_ARGUMENT"), Some(1.0));
+    assert_eq!(
+        requests("GET /v1/packages/{source}/{identifier}", "NOT_FOUND"),
+        Some(1.0)
+    );
+    assert_eq!(
+        requests(
+            "/tributary.v1.PackagesService/StreamAvailablePackageSummaries",
+            "OK"
+        ),
+        Some(1.0)
+    );
     assert!(terminate(child).success());
 }
 
