@@ -117,6 +117,38 @@ async fn a_tls_client_pages_the_catalog_and_a_plaintext_one_is_refused() {
     let mut client = connect(&address, &authority.pem(), None).await.unwrap();
     assert_eq!(page_all(&mut client).await, ALL);
 
+    // REST over the same TLS port, HTTP/1.1 and HTTP/2 (ALPN), with curl trusting the test CA.
+    std::fs::write(dir.path().join("ca.pem"), authority.pem()).unwrap();
+    let port = address.rsplit(':').next().unwrap();
+    for version in ["--http1.1", "--http2"] {
+        let output = std::process::Command::new("curl")
+            .args(["-s", "-S", version, "--cacert"])
+            .arg(dir.path().join("ca.pem"))
+            .arg(format!(
+                "https://localhost:{port}/v1/packages?page_size=100"
+            ))
+            .args(["-w", "\n%{http_version} %{http_code}"])
+            .output()
+            .expect("run curl (.ci/run installs it)");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let (body, status) = stdout.rsplit_once('\n').unwrap_or_default();
+        assert_eq!(
+            status,
+            if version == "--http2" {
+                "2 200"
+            } else {
+                "1.1 200"
+            },
+            "{version}: {stdout} {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let page: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            page["availablePackageSummaries"].as_array().unwrap().len(),
+            ALL.len()
+        );
+    }
+
     // A plaintext HTTP/2 client gets no answer from a TLS port.
     let mut plain = PackagesServiceClient::connect(format!("http://{address}"))
         .await
