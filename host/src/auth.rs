@@ -223,14 +223,13 @@ pub struct AuthService<S> {
     auth: Option<Arc<Authenticator>>,
 }
 
-impl<S, ReqBody, ResBody> tower_service::Service<http::Request<ReqBody>> for AuthService<S>
+impl<S, ReqBody> tower_service::Service<http::Request<ReqBody>> for AuthService<S>
 where
-    S: tower_service::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S: tower_service::Service<http::Request<ReqBody>, Response = http::Response<tonic::body::Body>>,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    ResBody: Default + Send + 'static,
 {
-    type Response = http::Response<ResBody>;
+    type Response = http::Response<tonic::body::Body>;
     type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
@@ -274,27 +273,28 @@ fn authenticate<B>(auth: &Authenticator, request: &http::Request<B>) -> Option<A
     auth.by_certificate(certs.first()?.as_ref())
 }
 
-/// The refusal: a gRPC status in the headers ("trailers only") for gRPC clients, HTTP 401 otherwise.
-fn unauthenticated<B: Default>(grpc: bool) -> http::Response<B> {
+/// The refusal: a gRPC status in the headers ("trailers only") for gRPC clients; HTTP 401 with the
+/// REST error body (see [`crate::rest`]) otherwise.
+fn unauthenticated(grpc: bool) -> http::Response<tonic::body::Body> {
     const MESSAGE: &str = "a valid bearer token or client certificate is required";
-    let mut response = http::Response::new(B::default());
     if !grpc {
-        *response.status_mut() = http::StatusCode::UNAUTHORIZED;
-    }
-    let headers = response.headers_mut();
-    if grpc {
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/grpc"),
-        );
-        headers.insert("grpc-status", http::HeaderValue::from_static("16"));
-        headers.insert("grpc-message", http::HeaderValue::from_static(MESSAGE));
-    } else {
-        headers.insert(
+        let (parts, body) =
+            crate::rest::error_response(&tonic::Status::unauthenticated(MESSAGE)).into_parts();
+        let mut response = http::Response::from_parts(parts, tonic::body::Body::new(body));
+        response.headers_mut().insert(
             http::header::WWW_AUTHENTICATE,
             http::HeaderValue::from_static("Bearer"),
         );
+        return response;
     }
+    let mut response = http::Response::new(tonic::body::Body::default());
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert("grpc-status", http::HeaderValue::from_static("16"));
+    headers.insert("grpc-message", http::HeaderValue::from_static(MESSAGE));
     response
 }
 

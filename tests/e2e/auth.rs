@@ -139,8 +139,13 @@ async fn tokens_authenticate_and_each_caller_sees_only_its_sources() {
     // REST takes the same tokens (`Authorization: Bearer`); its probes need none.
     let http: std::net::SocketAddr = address.parse().unwrap();
     for token in [None, Some("t-wrong")] {
-        let (status, _) = crate::rest::get(http, "/v1/packages", token).await;
+        let (status, body) = crate::rest::get(http, "/v1/packages", token).await;
         assert_eq!(status, 401, "{token:?}");
+        assert_eq!(
+            body,
+            serde_json::json!({ "code": "UNAUTHENTICATED", "status": 401,
+                "message": "a valid bearer token or client certificate is required" })
+        );
     }
     let (status, body) =
         crate::rest::get(http, "/v1/packages?page_size=10", Some("t-reader")).await;
