@@ -196,9 +196,14 @@ fn certificate_names(der: &[u8]) -> Vec<String> {
     names
 }
 
-/// Paths that need no credential: load balancers and probes check health without one.
+/// Paths that need no credential: load balancers and probes check health without one, and the
+/// catalog web page's static files load without one (the page then asks for a token when the API
+/// answers 401).
 fn is_public(path: &str) -> bool {
-    path.starts_with("/grpc.health.v1.Health/") || path == "/healthz" || path == "/readyz"
+    path.starts_with("/grpc.health.v1.Health/")
+        || path == "/healthz"
+        || path == "/readyz"
+        || crate::webui::is_page_path(path)
 }
 
 /// Authenticates every request (see the module docs) and attaches its [`Identity`] as a request

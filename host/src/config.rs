@@ -79,6 +79,8 @@ pub struct Config {
     /// `watch`: reload when a library in the plugin directory or the config file changes (see
     /// [`crate::reload`]); SIGHUP and the Reload RPC reload either way.
     pub watch: bool,
+    /// `web_ui`: serve the catalog web page at `/` (see [`crate::webui`]); on by default.
+    pub web_ui: bool,
     /// `reload_debounce_ms`: how long the directory and the config file must stay unchanged before
     /// the watcher reloads.
     pub reload_debounce: Duration,
@@ -170,6 +172,7 @@ struct FileConfig {
     max_page_bytes: Option<usize>,
     log_level: Option<String>,
     watch: Option<bool>,
+    web_ui: Option<bool>,
     max_connections: Option<usize>,
     max_requests_in_flight: Option<usize>,
     request_queue_ms: Option<u64>,
@@ -574,6 +577,7 @@ impl Config {
             auth,
             log_level: file.log_level,
             watch: file.watch.unwrap_or(true),
+            web_ui: file.web_ui.unwrap_or(true),
             max_connections,
             max_requests_in_flight,
             request_queue_wait,

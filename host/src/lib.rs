@@ -42,3 +42,4 @@ pub mod server;
 pub mod service;
 pub mod tls;
 pub mod token;
+pub mod webui;

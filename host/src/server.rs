@@ -55,6 +55,8 @@ pub struct ServeOptions {
     /// Web origins (`https://catalog.example.com`) whose pages may call the API (CORS); none by
     /// default: only pages served from the API's own origin.
     pub cors_allowed_origins: Vec<http::HeaderValue>,
+    /// Serve the catalog web page at `/` ([`crate::webui`]).
+    pub web_ui: bool,
 }
 
 impl Default for ServeOptions {
@@ -66,6 +68,7 @@ impl Default for ServeOptions {
             shutdown_delay: Duration::ZERO,
             max_connections: crate::listener::default_max_connections(),
             cors_allowed_origins: Vec::new(),
+            web_ui: true,
         }
     }
 }
@@ -140,10 +143,13 @@ pub async fn serve_with(
             PluginsServiceServer::from_arc(catalog.clone())
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         );
-    let routes = grpc
+    let mut routes = grpc
         .into_axum_router()
-        .merge(crate::rest::routes(catalog.clone(), health.clone()))
-        .fallback(crate::rest::fallback);
+        .merge(crate::rest::routes(catalog.clone(), health.clone()));
+    if options.web_ui {
+        routes = routes.merge(crate::webui::routes());
+    }
+    let routes = routes.fallback(crate::rest::fallback);
     let router = Server::builder()
         // A peer that stops answering HTTP/2 pings is dropped; so is one that never finishes.
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))

@@ -161,6 +161,13 @@ async fn tokens_authenticate_and_each_caller_sees_only_its_sources() {
     assert_eq!(status, 404, "a source the reader may not see");
     assert_eq!(crate::rest::get(http, "/healthz", None).await.0, 200);
     assert_eq!(crate::rest::get(http, "/readyz", None).await.0, 200);
+    // The web page's files load without a credential; the page then asks for one.
+    assert_eq!(crate::rest::get(http, "/", None).await.0, 200);
+    assert_eq!(crate::rest::get(http, "/assets/app.js", None).await.0, 200);
+    assert_eq!(
+        crate::rest::get(http, "/assets/other.js", None).await.0,
+        401
+    );
 
     let mut admin = client(&address, Some("t-admin")).await;
     let mut reader = client(&address, Some("t-reader")).await;

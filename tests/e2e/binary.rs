@@ -565,6 +565,63 @@ fn http_request(address: &str, request: &str) -> String {
     response
 }
 
+/// The catalog web page at `/` and its files, with their types and a strict content policy; with
+/// `web_ui = false` there is no page.
+#[test]
+fn the_web_page_is_served_at_the_root_unless_turned_off() {
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let get = |address: &str, path: &str| {
+        http_request(
+            address,
+            &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        )
+    };
+    let config = write_config(dir.path(), plugins.path(), "");
+    let (child, address) = spawn_server(&config);
+    let page = get(&address, "/");
+    assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+    assert!(
+        page.contains("content-type: text/html; charset=utf-8\r\n"),
+        "{page}"
+    );
+    assert!(
+        page.contains("content-security-policy: default-src 'none'; script-src 'self';"),
+        "{page}"
+    );
+    assert!(
+        page.contains("x-content-type-options: nosniff\r\n"),
+        "{page}"
+    );
+    assert!(page.contains("<title>Tributary catalog</title>"), "{page}");
+    for (path, kind) in [
+        ("/assets/app.js", "text/javascript"),
+        ("/assets/app.css", "text/css"),
+        ("/assets/icon.svg", "image/svg+xml"),
+    ] {
+        let file = get(&address, path);
+        assert!(file.starts_with("HTTP/1.1 200 OK\r\n"), "{path}: {file}");
+        assert!(
+            file.contains(&format!("content-type: {kind}")),
+            "{path}: {file}"
+        );
+    }
+    let missing = get(&address, "/assets/missing.js");
+    assert!(
+        missing.starts_with("HTTP/1.1 404 Not Found\r\n"),
+        "{missing}"
+    );
+    terminate(child);
+
+    let config = write_config(dir.path(), plugins.path(), "web_ui = false\n");
+    let (child, address) = spawn_server(&config);
+    let page = get(&address, "/");
+    assert!(page.starts_with("HTTP/1.1 404 Not Found\r\n"), "{page}");
+    let api = get(&address, "/v1/packages");
+    assert!(api.starts_with("HTTP/1.1 200 OK\r\n"), "{api}");
+    terminate(child);
+}
+
 /// CORS for gRPC-web callers: a preflight from an allowed origin is answered with it; one from
 /// another origin gets no CORS headers; a bad origin in the config names the key.
 #[test]

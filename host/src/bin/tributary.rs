@@ -330,6 +330,7 @@ async fn run(
         grace,
         max_connections: config.max_connections,
         cors_allowed_origins: config.cors_allowed_origins.clone(),
+        web_ui: config.web_ui,
         tls,
         auth,
         shutdown_delay,

@@ -1,0 +1,499 @@
+// The Tributary catalog page: talks to the REST API on this origin (/v1/packages, /v1/plugins).
+// Every value from the API goes into the page as text (textContent), never as markup.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  query: "",
+  sources: new Set(),
+  category: "",
+  repository: "",
+  deprecated: false,
+  pageSize: 20,
+  // tokens[i] is the page token of page i (page 0 has none); the previous page is one step back.
+  tokens: [""],
+  page: 0,
+  next: "",
+  // Each listing request gets a number; an answer to an older one is dropped.
+  serial: 0,
+};
+const seen = { categories: new Set(), repositories: new Set() };
+const TOKEN_KEY = "tributary.token";
+
+function el(tag, props, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props || {})) {
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) {
+    if (child !== null && child !== undefined) node.append(child);
+  }
+  return node;
+}
+
+// "1.2.3" and "v1.2.3" both read "v1.2.3".
+function version(value) {
+  return value ? (/^v/i.test(value) ? value : "v" + value) : null;
+}
+
+function safeUrl(value, schemes) {
+  try {
+    const url = new URL(value, location.href);
+    return schemes.includes(url.protocol) ? url.href : null;
+  } catch {
+    return null;
+  }
+}
+
+// An API call: JSON in, JSON out; a 401 asks for a token; other errors carry the gRPC code.
+async function api(path) {
+  const headers = { Accept: "application/json" };
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers.Authorization = "Bearer " + token;
+  let response;
+  try {
+    response = await fetch(path, { headers });
+  } catch (e) {
+    throw { code: "UNAVAILABLE", message: "the server did not answer (" + e.message + ")" };
+  }
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    body = null;
+  }
+  if (response.ok) return body;
+  const error = {
+    code: (body && body.code) || "HTTP " + response.status,
+    message: (body && body.message) || response.statusText,
+    status: response.status,
+  };
+  throw error;
+}
+
+function askForToken(message) {
+  $("token-reason").textContent = message || "";
+  $("token-form").hidden = false;
+  $("token").focus();
+}
+
+function showError(error) {
+  if (error.status === 401) {
+    askForToken(error.message);
+    return;
+  }
+  const box = $("error");
+  box.replaceChildren(el("strong", { text: error.code }), " " + error.message);
+  box.hidden = false;
+}
+
+// ---- the listing ----
+
+function listingPath() {
+  const params = new URLSearchParams();
+  params.set("page_size", String(state.pageSize));
+  const token = state.tokens[state.page];
+  if (token) params.set("page_token", token);
+  if (state.query) params.set("query", state.query);
+  if (state.category) params.append("categories", state.category);
+  if (state.repository) params.append("repositories", state.repository);
+  for (const source of state.sources) params.append("sources", source);
+  if (state.deprecated) params.set("include_deprecated", "true");
+  return "/v1/packages?" + params.toString();
+}
+
+async function loadPage() {
+  const serial = ++state.serial;
+  $("status").textContent = "Loading…";
+  document.body.setAttribute("aria-busy", "true");
+  let answer;
+  try {
+    answer = await api(listingPath());
+  } catch (error) {
+    if (serial !== state.serial) return;
+    document.body.removeAttribute("aria-busy");
+    $("packages").replaceChildren();
+    $("failures").hidden = true;
+    $("status").textContent = "";
+    state.next = "";
+    showError(error);
+    updatePager();
+    return;
+  }
+  if (serial !== state.serial) return;
+  document.body.removeAttribute("aria-busy");
+  $("error").hidden = true;
+  $("token-form").hidden = true;
+  const items = answer.availablePackageSummaries || [];
+  state.next = answer.nextPageToken || "";
+  renderPackages(items);
+  renderFailures(answer.failedSources || []);
+  const first = state.page * state.pageSize + 1;
+  if (items.length === 0) {
+    $("status").textContent =
+      state.page === 0 ? "No packages match." : "No more packages.";
+  } else {
+    $("status").textContent = "Packages " + first + "\u2013" + (first + items.length - 1) +
+      (state.next ? "" : " (the last page)");
+  }
+  updatePager();
+  syncLocation();
+}
+
+function updatePager() {
+  const prev = $("prev");
+  const next = $("next");
+  const hadFocus = document.activeElement;
+  prev.disabled = state.page === 0;
+  next.disabled = !state.next;
+  $("page-label").textContent = "Page " + (state.page + 1);
+  // A button that just became disabled loses the focus: hand it to the other one.
+  if (hadFocus === next && next.disabled && !prev.disabled) prev.focus();
+  if (hadFocus === prev && prev.disabled && !next.disabled) next.focus();
+}
+
+// The first letter of the name until the icon has loaded (an icon that never loads leaves it).
+function iconFor(summary, size) {
+  const letter = (summary.displayName || summary.name || "?").trim().charAt(0) || "?";
+  const fallback = el("span", { class: "icon", "aria-hidden": "true", text: letter });
+  const src = summary.iconUrl && safeUrl(summary.iconUrl, ["https:", "data:"]);
+  if (!src) return fallback;
+  const img = el("img", {
+    class: "icon", alt: "", width: size, height: size, referrerpolicy: "no-referrer",
+  });
+  img.addEventListener("load", () => fallback.replaceWith(img), { once: true });
+  img.src = src;
+  return fallback;
+}
+
+function renderPackages(items) {
+  const list = $("packages");
+  list.replaceChildren();
+  for (const item of items) {
+    const ref = item.availablePackageRef || {};
+    for (const c of item.categories || []) seen.categories.add(c);
+    if (item.repository) seen.repositories.add(item.repository);
+    const title = el("button", {
+      type: "button",
+      class: "open",
+      "data-source": ref.source || "",
+      "data-identifier": ref.identifier || "",
+      onclick: () => openDetail(ref.source, ref.identifier),
+      text: item.displayName || item.name,
+    });
+    const chips = el("div", { class: "chips" });
+    for (const category of item.categories || []) {
+      chips.append(el("button", {
+        type: "button",
+        class: "chip",
+        title: "Show packages in " + category,
+        onclick: () => setFilter("category", category),
+        text: category,
+      }));
+    }
+    const meta = [
+      version(item.latestVersion),
+      item.repository || null,
+      ref.source && ref.source !== item.repository ? "source " + ref.source : null,
+    ].filter(Boolean).join(" · ");
+    list.append(el("li", { class: "package", "data-key": ref.source + "/" + ref.identifier },
+      el("article", { class: "card" },
+        el("div", { class: "card-head" },
+          iconFor(item, 40),
+          el("div", {},
+            el("h3", {}, title),
+            el("div", { class: "meta" }, meta,
+              item.deprecated ? el("span", { class: "badge", text: "deprecated" }) : null))),
+        el("p", { class: "desc", text: item.shortDescription || "" }),
+        chips)));
+  }
+  fillOptions("category-options", seen.categories);
+  fillOptions("repository-options", seen.repositories);
+}
+
+function fillOptions(id, values) {
+  const list = $(id);
+  list.replaceChildren(...[...values].sort().map((v) => el("option", { value: v })));
+}
+
+function renderFailures(failures) {
+  const box = $("failures");
+  if (failures.length === 0) {
+    box.hidden = true;
+    box.replaceChildren();
+    return;
+  }
+  const list = el("ul");
+  for (const f of failures) {
+    list.append(el("li", { class: "failure" },
+      el("strong", { text: f.source }),
+      " (" + (f.plugin || "plugin") + ", " + (f.kind || "error") + "): " + (f.reason || "")));
+  }
+  box.replaceChildren(
+    el("strong", { text: failures.length === 1 ? "One source did not answer." : failures.length + " sources did not answer." }),
+    failures.length === 1
+      ? " This page may be missing its packages; later pages include them once it recovers."
+      : " This page may be missing their packages; later pages include them once they recover.",
+    list);
+  box.hidden = false;
+}
+
+// ---- filters ----
+
+function restart() {
+  state.tokens = [""];
+  state.page = 0;
+  loadPage();
+}
+
+function setFilter(name, value) {
+  state[name] = value;
+  $(name).value = value;
+  restart();
+}
+
+async function loadSources() {
+  const box = $("sources");
+  let answer;
+  try {
+    answer = await api("/v1/plugins");
+  } catch (error) {
+    $("sources-empty").textContent =
+      error.status === 401 ? "Sources appear once a token is given." : "Sources unavailable: " + error.message;
+    return;
+  }
+  const sources = answer.sources || [];
+  $("sources-empty").hidden = sources.length > 0;
+  if (sources.length === 0) $("sources-empty").textContent = "No sources configured.";
+  for (const old of box.querySelectorAll(".source")) old.remove();
+  for (const s of sources) {
+    const id = "source-" + s.name.replace(/[^A-Za-z0-9_-]/g, "_");
+    const box_ = el("input", { type: "checkbox", id, value: s.name });
+    box_.checked = state.sources.has(s.name);
+    box_.addEventListener("change", () => {
+      if (box_.checked) state.sources.add(s.name);
+      else state.sources.delete(s.name);
+      restart();
+    });
+    const status = (s.status || "").replace(/^STATUS_/, "").toLowerCase();
+    const bad = status && status !== "ready" && status !== "loaded";
+    box.append(el("div", { class: "source" },
+      box_,
+      el("label", { for: id, text: s.name, title: s.plugin ? "plugin " + s.plugin : "" }),
+      status ? el("span", { class: "state" + (bad ? " bad" : ""), text: status, title: s.reason || "" }) : null));
+  }
+}
+
+function syncLocation() {
+  const params = new URLSearchParams();
+  if (state.query) params.set("q", state.query);
+  for (const s of state.sources) params.append("source", s);
+  if (state.category) params.set("category", state.category);
+  if (state.repository) params.set("repository", state.repository);
+  if (state.deprecated) params.set("deprecated", "1");
+  if (state.pageSize !== 20) params.set("page_size", String(state.pageSize));
+  const search = params.toString();
+  history.replaceState(null, "", search ? "?" + search : location.pathname);
+}
+
+function readLocation() {
+  const params = new URLSearchParams(location.search);
+  state.query = params.get("q") || "";
+  state.sources = new Set(params.getAll("source"));
+  state.category = params.get("category") || "";
+  state.repository = params.get("repository") || "";
+  state.deprecated = params.get("deprecated") === "1";
+  const size = parseInt(params.get("page_size") || "20", 10);
+  state.pageSize = size > 0 && size <= 1000 ? size : 20;
+  $("q").value = state.query;
+  $("category").value = state.category;
+  $("repository").value = state.repository;
+  $("deprecated").checked = state.deprecated;
+  const select = $("page-size");
+  if (![...select.options].some((o) => o.value === String(state.pageSize))) {
+    select.append(el("option", { text: String(state.pageSize) }));
+  }
+  select.value = String(state.pageSize);
+}
+
+// ---- a package's detail ----
+
+function detailPath(source, identifier) {
+  return "/v1/packages/" + encodeURIComponent(source) + "/" +
+    identifier.split("/").map(encodeURIComponent).join("/");
+}
+
+async function openDetail(source, identifier) {
+  const dialog = $("detail");
+  const body = $("detail-body");
+  $("detail-title").textContent = identifier;
+  $("detail-sub").textContent = "Loading…";
+  $("detail-icon").hidden = true;
+  $("detail-icon").onload = null;
+  $("detail-icon").removeAttribute("src");
+  body.replaceChildren();
+  if (!dialog.open) dialog.showModal();
+  $("detail-close").focus();
+  let answer;
+  try {
+    answer = await api(detailPath(source, identifier));
+  } catch (error) {
+    if (error.status === 401) {
+      dialog.close();
+      askForToken(error.message);
+      return;
+    }
+    $("detail-sub").textContent = "";
+    body.replaceChildren(el("div", { class: "notice error", role: "alert" },
+      el("strong", { text: error.code }), " " + error.message));
+    return;
+  }
+  renderDetail(answer.availablePackageDetail || {});
+}
+
+function renderDetail(detail) {
+  const summary = detail.summary || {};
+  const ref = summary.availablePackageRef || {};
+  $("detail-title").textContent = summary.displayName || summary.name || ref.identifier;
+  $("detail-sub").textContent = [
+    version(summary.latestVersion),
+    summary.latestAppVersion ? "app " + summary.latestAppVersion : null,
+    summary.repository ? "repository " + summary.repository : null,
+    "source " + ref.source,
+    detail.deprecated || summary.deprecated ? "deprecated" : null,
+  ].filter(Boolean).join(" · ");
+  const icon = $("detail-icon");
+  const src = summary.iconUrl && safeUrl(summary.iconUrl, ["https:", "data:"]);
+  icon.onload = () => { icon.hidden = false; };
+  if (src) icon.src = src;
+  const body = $("detail-body");
+  const parts = [];
+  if (summary.shortDescription) parts.push(el("p", { text: summary.shortDescription }));
+  const links = el("p", { class: "links" });
+  const home = detail.homeUrl && safeUrl(detail.homeUrl, ["https:", "http:"]);
+  if (home) links.append(el("a", { href: home, rel: "noopener noreferrer", target: "_blank", text: "Home page" }), " ");
+  for (const u of detail.sourceUrls || []) {
+    const url = safeUrl(u, ["https:", "http:"]);
+    if (url) links.append(el("a", { href: url, rel: "noopener noreferrer", target: "_blank", text: "Source" }), " ");
+  }
+  if (links.childNodes.length) parts.push(links);
+  const versions = detail.versions || [];
+  parts.push(el("h3", { text: "Versions (" + versions.length + ")" }));
+  const rows = versions.map((v) => el("tr", {},
+    el("td", { text: v.version || "" }),
+    el("td", { text: v.appVersion || "" }),
+    el("td", { text: v.created ? v.created.slice(0, 10) : "" }),
+    el("td", { class: "digest", title: v.digest || "", text: v.digest ? v.digest.slice(0, 12) : "" })));
+  parts.push(el("table", { id: "versions" },
+    el("thead", {}, el("tr", {},
+      el("th", { scope: "col", text: "Version" }), el("th", { scope: "col", text: "App version" }),
+      el("th", { scope: "col", text: "Created" }), el("th", { scope: "col", text: "Digest" }))),
+    el("tbody", {}, ...rows)));
+  if ((detail.maintainers || []).length) {
+    parts.push(el("h3", { text: "Maintainers" }));
+    parts.push(el("ul", {}, ...detail.maintainers.map((m) => el("li", { text: m.name + (m.email ? " <" + m.email + ">" : "") }))));
+  }
+  if ((detail.keywords || []).length) {
+    parts.push(el("h3", { text: "Keywords" }));
+    parts.push(el("div", { class: "chips" }, ...detail.keywords.map((k) => el("span", { class: "chip", text: k }))));
+  }
+  if (detail.readme) {
+    parts.push(el("h3", { text: "Readme" }));
+    parts.push(el("div", { class: "readme", text: detail.readme }));
+  }
+  body.replaceChildren(...parts);
+}
+
+// ---- wiring ----
+
+function start() {
+  readLocation();
+  let typing = null;
+  $("search").addEventListener("submit", (event) => {
+    event.preventDefault();
+    clearTimeout(typing);
+    state.query = $("q").value.trim();
+    restart();
+  });
+  // Search as one types, once typing pauses.
+  $("q").addEventListener("input", () => {
+    clearTimeout(typing);
+    typing = setTimeout(() => {
+      const query = $("q").value.trim();
+      if (query !== state.query) {
+        state.query = query;
+        restart();
+      }
+    }, 300);
+  });
+  for (const name of ["category", "repository"]) {
+    $(name).addEventListener("change", () => {
+      state[name] = $(name).value.trim();
+      restart();
+    });
+  }
+  $("deprecated").addEventListener("change", () => {
+    state.deprecated = $("deprecated").checked;
+    restart();
+  });
+  $("page-size").addEventListener("change", () => {
+    state.pageSize = parseInt($("page-size").value, 10);
+    restart();
+  });
+  $("clear").addEventListener("click", () => {
+    state.query = state.category = state.repository = "";
+    state.sources.clear();
+    state.deprecated = false;
+    $("q").value = $("category").value = $("repository").value = "";
+    $("deprecated").checked = false;
+    for (const box of document.querySelectorAll("#sources input")) box.checked = false;
+    restart();
+  });
+  $("next").addEventListener("click", () => {
+    if (!state.next) return;
+    state.tokens[state.page + 1] = state.next;
+    state.tokens.length = state.page + 2;
+    state.page += 1;
+    loadPage();
+  });
+  $("prev").addEventListener("click", () => {
+    if (state.page === 0) return;
+    state.page -= 1;
+    loadPage();
+  });
+  $("detail-close").addEventListener("click", () => $("detail").close());
+  $("detail").addEventListener("click", (event) => {
+    // A click on the backdrop (outside the dialog's box) closes it.
+    const box = $("detail").getBoundingClientRect();
+    const inside = event.clientX >= box.left && event.clientX <= box.right &&
+      event.clientY >= box.top && event.clientY <= box.bottom;
+    if (event.target === $("detail") && !inside) $("detail").close();
+  });
+  $("token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
+    $("token").value = "";
+    $("token-form").hidden = true;
+    loadSources();
+    loadPage();
+  });
+  // "/" goes to the search box from anywhere but a text field.
+  document.addEventListener("keydown", (event) => {
+    const target = event.target;
+    const typingInField = target instanceof HTMLInputElement || target instanceof HTMLSelectElement ||
+      target instanceof HTMLTextAreaElement;
+    if (event.key === "/" && !typingInField && !$("detail").open) {
+      event.preventDefault();
+      $("q").focus();
+      $("q").select();
+    }
+  });
+  loadSources();
+  loadPage();
+}
+
+document.addEventListener("DOMContentLoaded", start);
