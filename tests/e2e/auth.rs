@@ -24,7 +24,7 @@ type Bearer = Box<dyn FnMut(Request<()>) -> Result<Request<()>, Status> + Send>;
 type Client = PackagesServiceClient<InterceptedService<Channel, Bearer>>;
 
 /// `tributary auth hash-token IDENTITY` with `token` on standard input: the tokens-file line.
-fn hash_line(token: &str, identity: &str) -> String {
+pub(crate) fn hash_line(token: &str, identity: &str) -> String {
     use std::io::Write;
     let mut child = Command::new(&artifacts().binary)
         .args(["auth", "hash-token", identity])
@@ -86,7 +86,7 @@ fn detail(source: &str, identifier: &str) -> pb::GetAvailablePackageDetailReques
     }
 }
 
-const AUTH: &str = r#"
+pub(crate) const AUTH: &str = r#"
 [auth]
 tokens_file = "tokens"
 [[auth.identity]]

@@ -437,3 +437,57 @@ async fn the_catalog_page_searches_pages_and_opens_a_detail_with_the_keyboard() 
     assert_eq!(versions, expected);
     server.stop().await;
 }
+
+/// Under `[auth]` the page loads without a credential, asks for a bearer token when the API answers
+/// 401, and then shows what that caller may see.
+#[test]
+fn under_auth_the_page_asks_for_a_token_and_shows_the_callers_sources() {
+    chromium();
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tokens"),
+        crate::auth::hash_line("t-reader", "reader"),
+    )
+    .unwrap();
+    let config = crate::binary::write_config(
+        dir.path(),
+        plugins.path(),
+        &format!("{}{}", crate::auth::AUTH, crate::binary::SOURCES),
+    );
+    let (child, address) = crate::binary::spawn_server(&config);
+    let mut b = Browser::launch();
+    b.navigate(&format!("http://{address}/"));
+    b.wait_for(
+        "!document.getElementById('token-form').hidden",
+        "the token prompt",
+    );
+    assert_eq!(b.focused_id(), json!("token"));
+    assert_eq!(b.cards(), Vec::<String>::new());
+    let reason = b.eval("document.getElementById('token-reason').textContent");
+    assert_eq!(
+        reason,
+        json!("a valid bearer token or client certificate is required"),
+        "the API's 401 message is shown"
+    );
+    b.type_text("t-reader");
+    b.enter();
+    b.wait_for(
+        "document.querySelectorAll('#packages li.package').length > 0",
+        "the reader's packages",
+    );
+    assert_eq!(b.cards(), ["one/a", "one/c", "one/e", "one/g"]);
+    assert_eq!(
+        b.eval("document.getElementById('token-form').hidden"),
+        json!(true)
+    );
+    b.wait_for(
+        "document.querySelectorAll('#sources .source').length > 0",
+        "the reader's sources",
+    );
+    let sources =
+        b.eval("[...document.querySelectorAll('#sources .source label')].map(l => l.textContent)");
+    assert_eq!(sources, json!(["one"]));
+    drop(b);
+    crate::binary::terminate(child);
+}
