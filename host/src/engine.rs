@@ -450,6 +450,7 @@ async fn feed(
                     next_after,
                 ))
             });
+        record_outcome(&source, batch.as_ref().map(|_| ()));
         let (batch, returned, next_after) = match batch {
             Ok(ok) => ok,
             Err((kind, message)) => {
@@ -504,6 +505,30 @@ pub fn plugin_error(error: PluginError) -> (FailureKind, String) {
     match contract::check_error(&error) {
         Ok(()) => (FailureKind::Plugin(error.kind), error.message.into_string()),
         Err(v) => (FailureKind::Contract, v.into_message()),
+    }
+}
+
+/// Records in the source's history how a call it answered ended. Refusals without a call
+/// (`unhealthy`, `overloaded`) and answers about the request (`not_found`, `invalid_argument`,
+/// `unsupported`) say nothing of the source's health and are left out; timeouts are recorded by
+/// [`crate::guard`], on the plugin's own clock.
+pub fn record_outcome(source: &Source, outcome: Result<(), &(FailureKind, String)>) {
+    let counts = |kind: FailureKind| match kind {
+        FailureKind::Contract => true,
+        FailureKind::Plugin(k) => ![
+            ErrorKind::NotFound,
+            ErrorKind::InvalidArgument,
+            ErrorKind::Unsupported,
+        ]
+        .contains(&k),
+        FailureKind::Timeout | FailureKind::Unhealthy | FailureKind::Overloaded => false,
+    };
+    match outcome {
+        Ok(()) => source.guard.record_outcome(Ok(())),
+        Err((kind, message)) if counts(*kind) => {
+            source.guard.record_outcome(Err((kind.name(), message)))
+        }
+        Err(_) => {}
     }
 }
 

@@ -1,4 +1,5 @@
-//! Calling into a plugin safely: every call runs on a blocking thread, under a deadline, within a
+//! Calling into a plugin safely: every call runs on one of its source's own threads
+//! ([`crate::threads`]), under a deadline, within a
 //! bounded number of calls in flight per source, and not at all while the source is backing off.
 //!
 //! A call that overruns its deadline cannot be stopped (it is plugin code on an OS thread); its result
@@ -6,8 +7,14 @@
 //! on calls in flight (a hung call keeps its permit until it returns; a call that finds every permit
 //! taken waits for one within its own time, then fails as overloaded) and the back-off: after a call
 //! overruns the *source* timeout, the source is unhealthy and refused without a call until the
-//! back-off ends, doubling with each further overrun up to [`MAX_BACKOFF`]. The first call after the
-//! back-off is a trial: success makes the source healthy again.
+//! back-off ends, doubling with each further overrun up to [`MAX_BACKOFF`]. When the back-off ends,
+//! exactly one call goes through as a trial (half-open) while the others are still refused; the
+//! trial's success makes the source healthy again, its overrun is the next step of back-off.
+//!
+//! Each source also keeps its recent failures ([`History`]): calls that failed (errors, panics,
+//! contract violations, timeouts) as counts and the last one. A source whose last
+//! [`FAILING_AFTER`] calls all failed is *failing*: health and `ListPlugins` say so until a call
+//! succeeds.
 //!
 //! A source is charged only for its own time: its clock runs from when the plugin call starts on its
 //! thread to when it returns, and a watchdog task (not the caller, who may have given up) charges an
@@ -59,6 +66,30 @@ pub struct CallGuard {
     typical_call_micros: AtomicU64,
     /// Where calls are counted and timed, once a server has attached its metrics.
     metrics: std::sync::OnceLock<crate::metrics::SourceMetrics>,
+    history: Mutex<History>,
+}
+
+/// A source whose last this many calls failed is failing.
+pub const FAILING_AFTER: u32 = 3;
+
+/// A source's record of failed calls, as health and `ListPlugins` show it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct History {
+    /// Calls that failed since the source was built.
+    pub failures: u64,
+    /// Calls that failed since the last one that succeeded.
+    pub consecutive_failures: u32,
+    /// The last failure: when, its kind (`panic`, `timeout`, `contract_violation`, ...) and message.
+    pub last_failure: Option<(std::time::SystemTime, &'static str, String)>,
+    /// When a call last succeeded.
+    pub last_success: Option<std::time::SystemTime>,
+}
+
+impl History {
+    /// Whether the last [`FAILING_AFTER`] calls all failed.
+    pub fn failing(&self) -> bool {
+        self.consecutive_failures >= FAILING_AFTER
+    }
 }
 
 #[derive(Default)]
@@ -68,6 +99,9 @@ struct State {
     /// When the back-off in force began: a call that started before it belongs to the same stall and
     /// adds no further step.
     backoff_since: Option<Instant>,
+    /// The trial call running after the back-off ended (its number), if any.
+    trial: Option<u64>,
+    trials: u64,
 }
 
 /// Whether a source is taking calls, as `ListPlugins` and health report it.
@@ -115,6 +149,34 @@ impl CallGuard {
             state: Mutex::new(State::default()),
             typical_call_micros: AtomicU64::new(0),
             metrics: std::sync::OnceLock::new(),
+            history: Mutex::new(History::default()),
+        }
+    }
+
+    /// The source's record of failed calls.
+    pub fn history(&self) -> History {
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Records how a call that was made ended: `Ok` or the failure's kind and message. Only failures
+    /// that speak of the source's health belong here (not a refusal without a call, not an answer
+    /// such as "not found").
+    pub fn record_outcome(&self, outcome: Result<(), (&'static str, &str)>) {
+        let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::SystemTime::now();
+        match outcome {
+            Ok(()) => {
+                history.consecutive_failures = 0;
+                history.last_success = Some(now);
+            }
+            Err((kind, message)) => {
+                history.failures += 1;
+                history.consecutive_failures = history.consecutive_failures.saturating_add(1);
+                history.last_failure = Some((now, kind, message.to_owned()));
+            }
         }
     }
 
@@ -160,9 +222,8 @@ impl CallGuard {
         self.limits.max_calls.max(1) - self.permits.available_permits()
     }
 
-    /// Refuses a call while the source backs off; otherwise waits up to `time` for a permit.
+    /// Waits up to `time` for a permit to call.
     async fn admit(&self, time: Duration) -> Result<OwnedSemaphorePermit, CallError> {
-        self.check_backoff()?;
         match tokio::time::timeout(time, self.permits.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
             _ => Err(CallError::Overloaded(format!(
@@ -173,21 +234,39 @@ impl CallGuard {
         }
     }
 
-    fn check_backoff(&self) -> Result<(), CallError> {
-        {
-            let state = self.lock();
-            if let Some(at) = state.retry_at {
-                let now = Instant::now();
-                if now < at {
-                    return Err(CallError::Unhealthy(format!(
-                        "source is unhealthy after {} timeout(s) in a row; next try in {} ms",
-                        state.consecutive_timeouts,
-                        (at - now).as_millis()
-                    )));
-                }
-            }
+    /// Refuses a call while the source backs off. Once the back-off has ended, admits exactly one
+    /// call, the trial (its number is returned), and refuses others until it ends.
+    fn check_backoff(&self) -> Result<Option<u64>, CallError> {
+        let mut state = self.lock();
+        let Some(at) = state.retry_at else {
+            return Ok(None);
+        };
+        let now = Instant::now();
+        if now < at {
+            return Err(CallError::Unhealthy(format!(
+                "source is unhealthy after {} timeout(s) in a row; next try in {} ms",
+                state.consecutive_timeouts,
+                (at - now).as_millis()
+            )));
         }
-        Ok(())
+        if state.trial.is_some() {
+            return Err(CallError::Unhealthy(format!(
+                "source is unhealthy after {} timeout(s) in a row; a trial call is in flight",
+                state.consecutive_timeouts
+            )));
+        }
+        state.trials += 1;
+        let trial = state.trials;
+        state.trial = Some(trial);
+        Ok(Some(trial))
+    }
+
+    /// The trial `trial` has ended without restoring the source (or has been given up).
+    fn end_trial(&self, trial: u64) {
+        let mut state = self.lock();
+        if state.trial == Some(trial) {
+            state.trial = None;
+        }
     }
 
     /// Records a call, started at `call_started`, that overran the source timeout; returns the
@@ -201,6 +280,7 @@ impl CallGuard {
             }
         }
         state.backoff_since = Some(Instant::now());
+        state.trial = None;
         state.consecutive_timeouts = state.consecutive_timeouts.saturating_add(1);
         let doublings = state.consecutive_timeouts.saturating_sub(1).min(16);
         let backoff = self
@@ -212,11 +292,32 @@ impl CallGuard {
         backoff
     }
 
-    fn record_completion(&self) {
+    /// A call that started at `call_started` returned within the source timeout. One that started
+    /// after the back-off began (the trial) makes the source healthy; one caught in the stall does
+    /// not.
+    fn record_completion(&self, call_started: Instant) {
         let mut state = self.lock();
-        if state.consecutive_timeouts > 0 || state.retry_at.is_some() {
-            *state = State::default();
+        if let Some(since) = state.backoff_since {
+            if call_started <= since {
+                return;
+            }
         }
+        if state.consecutive_timeouts > 0 || state.retry_at.is_some() {
+            let trials = state.trials;
+            *state = State {
+                trials,
+                ..State::default()
+            };
+        }
+    }
+}
+
+/// The trial call after a back-off; dropping it ends the trial.
+struct Trial(Arc<Source>, u64);
+
+impl Drop for Trial {
+    fn drop(&mut self) {
+        self.0.guard.end_trial(self.1);
     }
 }
 
@@ -277,6 +378,12 @@ where
 {
     let (limit, by_source) = budget.for_call();
     let waited_from = Instant::now();
+    // Ends the trial (if this call is one) when dropped: if no call is made, or when the plugin
+    // returns.
+    let trial = source
+        .guard
+        .check_backoff()?
+        .map(|n| Trial(source.clone(), n));
     let permit = source.guard.admit(limit).await?;
     let src = source.clone();
     // The source's clock runs from when the plugin call starts on its thread to when it returns,
@@ -285,17 +392,31 @@ where
     let (finished_tx, finished_rx) = tokio::sync::oneshot::channel::<()>();
     let started_at = Arc::new(std::sync::OnceLock::<Instant>::new());
     let started_in_call = started_at.clone();
-    let task = tokio::task::spawn_blocking(move || {
+    let (result_tx, task) = tokio::sync::oneshot::channel();
+    let source_timeout = budget.source_timeout;
+    let job = move || {
         let _permit = permit;
+        let _trial = trial;
         let started = Instant::now();
         let _ = started_in_call.set(started);
         let _ = started_tx.send(started);
         // What the plugin learns from `Host::time_left`: the end of this call's budget.
-        let _scope = crate::plugin_context::enter_call(waited_from + limit);
+        let scope = crate::plugin_context::enter_call(waited_from + limit);
         let value = f(&src);
+        drop(scope);
         drop(finished_tx);
-        (value, started.elapsed())
-    });
+        let took = started.elapsed();
+        // Recorded here, on the plugin's clock, whether or not the caller still waits.
+        if took <= source_timeout {
+            src.guard.record_completion(started);
+        }
+        let _ = result_tx.send((value, took));
+    };
+    if let Err(e) = source.threads.run(job) {
+        return Err(CallError::Overloaded(format!(
+            "{what} call could not start: the system refused a thread ({e})"
+        )));
+    }
     {
         let source = source.clone();
         let source_timeout = budget.source_timeout;
@@ -310,6 +431,13 @@ where
             };
             if overran {
                 let backoff = source.guard.record_timeout(started);
+                source.guard.record_outcome(Err((
+                    "timeout",
+                    &format!(
+                        "{what} call ran longer than the source timeout of {} ms",
+                        source_timeout.as_millis()
+                    ),
+                )));
                 tracing::warn!(
                     source = %source.name,
                     plugin = %source.plugin,
@@ -322,12 +450,11 @@ where
     let time = limit.saturating_sub(waited_from.elapsed());
     match tokio::time::timeout(time, task).await {
         Ok(Ok((value, took))) => {
-            source.guard.record_completion();
             source.guard.record_duration(took);
             Ok((value, took))
         }
-        Ok(Err(join_error)) => Err(CallError::Aborted(format!(
-            "{what} call did not complete: {join_error}"
+        Ok(Err(_)) => Err(CallError::Aborted(format!(
+            "{what} call did not complete: its thread ended without an answer"
         ))),
         Err(_) if by_source => {
             let Some(&started) = started_at.get() else {
@@ -342,11 +469,12 @@ where
             // more, which adds no step.
             tokio::time::sleep_until((started + budget.source_timeout).into()).await;
             let backoff = source.guard.record_timeout(started);
-            Err(CallError::Timeout(format!(
+            let message = format!(
                 "{what} call took longer than the source timeout of {} ms; the source backs off for {} ms",
                 limit.as_millis(),
                 backoff.as_millis()
-            )))
+            );
+            Err(CallError::Timeout(message))
         }
         Err(_) => Err(CallError::Timeout(format!(
             "{what} call did not finish within the request's deadline ({} ms left)",
@@ -424,8 +552,70 @@ mod tests {
         assert!(
             matches!(guard.condition(), Condition::Unhealthy { retry_in, .. } if retry_in <= MAX_BACKOFF)
         );
-        guard.record_completion();
+        // A call caught in the stall returning does not restore the source; a later one does.
+        guard.record_completion(early);
+        assert!(matches!(guard.condition(), Condition::Unhealthy { .. }));
+        guard.record_completion(later(100));
         assert_eq!(guard.condition(), Condition::Healthy);
+    }
+
+    #[test]
+    fn after_the_backoff_exactly_one_trial_goes_through() {
+        let guard = CallGuard::new(GuardLimits {
+            max_calls: 8,
+            backoff: Duration::from_millis(1),
+        });
+        assert_eq!(guard.check_backoff(), Ok(None), "healthy: no trial");
+        guard.record_timeout(Instant::now());
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(guard.check_backoff(), Ok(Some(1)));
+        let refused = guard.check_backoff().unwrap_err();
+        assert!(
+            matches!(&refused, CallError::Unhealthy(m) if m.ends_with("a trial call is in flight")),
+            "{refused:?}"
+        );
+        // A trial that ends without restoring the source lets the next one through.
+        guard.end_trial(1);
+        assert_eq!(guard.check_backoff(), Ok(Some(2)));
+        // The trial overran: the next step of back-off, and no trial until it ends.
+        guard.record_timeout(Instant::now());
+        assert!(matches!(
+            guard.condition(),
+            Condition::Unhealthy { timeouts: 2, .. }
+        ));
+        assert!(matches!(
+            guard.check_backoff(),
+            Err(CallError::Unhealthy(_))
+        ));
+        // A stale trial's end does not end the next one.
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(guard.check_backoff(), Ok(Some(3)));
+        guard.end_trial(2);
+        assert!(guard.check_backoff().is_err());
+        // The trial succeeded.
+        guard.record_completion(Instant::now());
+        assert_eq!(guard.condition(), Condition::Healthy);
+        assert_eq!(guard.check_backoff(), Ok(None));
+    }
+
+    #[test]
+    fn failures_in_a_row_make_a_source_failing_until_a_success() {
+        let guard = CallGuard::new(GuardLimits::default());
+        for n in 0..FAILING_AFTER {
+            assert!(!guard.history().failing(), "{n}");
+            guard.record_outcome(Err(("panic", "boom")));
+        }
+        let history = guard.history();
+        assert!(history.failing());
+        assert_eq!(history.failures, 3);
+        assert_eq!(history.consecutive_failures, 3);
+        let (_, kind, message) = history.last_failure.unwrap();
+        assert_eq!((kind, message.as_str()), ("panic", "boom"));
+        guard.record_outcome(Ok(()));
+        let history = guard.history();
+        assert!(!history.failing());
+        assert_eq!(history.failures, 3);
+        assert!(history.last_success.is_some() && history.last_failure.is_some());
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub mod request_id;
 pub mod rest;
 pub mod server;
 pub mod service;
+pub mod threads;
 pub mod tls;
 pub mod token;
 pub mod webui;

@@ -22,6 +22,8 @@ pub struct Source {
     pub plugin: Arc<str>,
     pub imp: SourceBox,
     pub guard: CallGuard,
+    /// The threads the source's calls run on ([`crate::threads`]).
+    pub threads: crate::threads::SourceThreads,
     /// The runner of a source with `isolation = "process"`.
     pub runner: Option<crate::isolation::client::RunnerHandle>,
 }
@@ -39,6 +41,7 @@ impl Source {
             plugin: plugin.into(),
             imp,
             guard: CallGuard::new(limits),
+            threads: crate::threads::SourceThreads::new(name),
             runner: None,
         }
     }

@@ -100,7 +100,12 @@ pub async fn serve_with(
     health.set_serving::<PackagesServiceServer<Catalog>>().await;
     health.set_serving::<PluginsServiceServer<Catalog>>().await;
 
-    let watcher = tokio::spawn(watch_sources(health.clone(), catalog.clone()));
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = tokio::spawn(watch_sources(
+        health.clone(),
+        catalog.clone(),
+        draining.clone(),
+    ));
 
     let (reflection_v1, reflection_v1alpha) = reflection()?;
 
@@ -109,6 +114,7 @@ pub async fn serve_with(
         let health = health.clone();
         async move {
             shutdown.await;
+            draining.store(true, std::sync::atomic::Ordering::SeqCst);
             tracing::info!("shutting down: health is NOT_SERVING, draining calls in flight");
             health
                 .set_service_status("", ServingStatus::NotServing)
@@ -245,13 +251,40 @@ pub fn source_health_name(source: &str) -> String {
 
 /// Keeps each source's health entry current: SERVING while it takes calls, NOT_SERVING while it
 /// failed at start or backs off after timeouts.
-async fn watch_sources(health: tonic_health::server::HealthReporter, catalog: Arc<Catalog>) {
+/// Keeps each source's health entry (`tributary.source.NAME`) current: SERVING while it is healthy
+/// and not failing. The overall entry ("") is NOT_SERVING while the server is starved of threads
+/// (see [`crate::threads::starved`]) and from the shutdown signal on.
+async fn watch_sources(
+    health: tonic_health::server::HealthReporter,
+    catalog: Arc<Catalog>,
+    draining: Arc<std::sync::atomic::AtomicBool>,
+) {
     let mut last: std::collections::HashMap<String, ServingStatus> = Default::default();
+    let mut starved = false;
     loop {
+        let now_starved = crate::threads::starved();
+        if now_starved != starved {
+            starved = now_starved;
+            if !draining.load(std::sync::atomic::Ordering::SeqCst) {
+                let status = if starved {
+                    tracing::error!(
+                        "health NOT_SERVING: the system refuses threads for plugin calls"
+                    );
+                    ServingStatus::NotServing
+                } else {
+                    tracing::info!("health SERVING: threads for plugin calls are available again");
+                    ServingStatus::Serving
+                };
+                health.set_service_status("", status).await;
+            }
+        }
         let registry = catalog.registry();
         for entry in &registry.sources {
             let status = match &entry.state {
-                Ok(source) if source.guard.condition() == Condition::Healthy => {
+                Ok(source)
+                    if source.guard.condition() == Condition::Healthy
+                        && !source.guard.history().failing() =>
+                {
                     ServingStatus::Serving
                 }
                 _ => ServingStatus::NotServing,

@@ -596,15 +596,26 @@ async fn call_detail(
     };
     match result {
         Ok(RResult::ROk(detail)) => match contract::check_detail(&identifier_for_check, &detail) {
-            Ok(()) => Ok(detail),
-            Err(v) => Err(contract_error(v.into_message())),
-        },
-        Ok(RResult::RErr(e)) => match engine::plugin_error(e) {
-            (FailureKind::Plugin(kind), message) => {
-                Err((code_for(kind), format!("{}: {message}", kind.name())))
+            Ok(()) => {
+                engine::record_outcome(source, Ok(()));
+                Ok(detail)
             }
-            (_, message) => Err(contract_error(message)),
+            Err(v) => {
+                let message = v.into_message();
+                engine::record_outcome(source, Err(&(FailureKind::Contract, message.clone())));
+                Err(contract_error(message))
+            }
         },
+        Ok(RResult::RErr(e)) => {
+            let failure = engine::plugin_error(e);
+            engine::record_outcome(source, Err(&failure));
+            match failure {
+                (FailureKind::Plugin(kind), message) => {
+                    Err((code_for(kind), format!("{}: {message}", kind.name())))
+                }
+                (_, message) => Err(contract_error(message)),
+            }
+        }
         Err(e) => {
             let (kind, message) = engine::call_failure(e);
             let code = match kind {
@@ -764,15 +775,32 @@ pub fn list_plugins(registry: &Registry) -> pb::ListPluginsResponse {
         .sources
         .iter()
         .map(|s| {
+            let history = s
+                .state
+                .as_ref()
+                .map(|source| source.guard.history())
+                .unwrap_or_default();
             let (status, reason, calls_in_flight) = match &s.state {
                 Err(e) => (SStatus::Failed, e.to_string(), 0),
                 Ok(source) => {
                     let in_flight = source.guard.in_flight() as u32;
                     match source.guard.condition() {
+                        Condition::Healthy if history.failing() => (
+                            SStatus::Failing,
+                            format!(
+                                "failing: its last {} calls failed",
+                                history.consecutive_failures
+                            ),
+                            in_flight,
+                        ),
                         Condition::Healthy => (SStatus::Ready, String::new(), in_flight),
                         unhealthy => (SStatus::Unhealthy, unhealthy.to_string(), in_flight),
                     }
                 }
+            };
+            let (last_failure, last_failure_unix) = match &history.last_failure {
+                Some((at, kind, message)) => (format!("{kind}: {message}"), unix_seconds(*at)),
+                None => (String::new(), 0),
             };
             let runner = s
                 .state
@@ -792,6 +820,15 @@ pub fn list_plugins(registry: &Registry) -> pb::ListPluginsResponse {
                 runner_pid: runner.as_ref().and_then(|r| r.pid).unwrap_or(0),
                 runner_restarts: runner.as_ref().map_or(0, |r| r.restarts),
                 runner_last_exit: runner.and_then(|r| r.last_exit).unwrap_or_default(),
+                failures: history.failures,
+                consecutive_failures: history.consecutive_failures,
+                last_failure,
+                last_failure_unix,
+                last_success_unix: history.last_success.map_or(0, unix_seconds),
+                threads: s
+                    .state
+                    .as_ref()
+                    .map_or(0, |source| source.threads.threads() as u32),
             }
         })
         .collect();
