@@ -459,3 +459,261 @@ async fn requests_in_flight_are_bounded() {
     assert_eq!(keys(&page.available_package_summaries), ["a@slow/a"]);
     server.stop().await;
 }
+
+/// Lines in a testkit `calls_file`: the list calls the plugin received.
+fn calls_made(path: &std::path::Path) -> usize {
+    std::fs::read_to_string(path)
+        .map(|text| text.lines().count())
+        .unwrap_or(0)
+}
+
+/// After a back-off, exactly one trial call reaches the plugin while other requests are still
+/// refused (`unhealthy`, "a trial call is in flight"); the trial's success makes the source ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_backoff_exactly_one_trial_call_goes_through() {
+    use std::time::Duration;
+    use tributary_host::guard::GuardLimits;
+    use tributary_proto::v1::source_info::Status as SourceStatus;
+    use tributary_tests::{config, PluginDir, TestServer};
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let calls = dir.path().join("calls");
+    let mut cfg = config(
+        plugins.path(),
+        plugins.path(),
+        vec![
+            source("other", "testkit", items(&["a"])),
+            // Every call takes 300 ms; the first one hangs 1.5 s more.
+            source(
+                "s",
+                "testkit",
+                json!({ "items": [{ "name": "b" }], "sleep_ms": 300, "hang_on_call": 1,
+                        "hang_ms": 1500, "calls_file": calls }),
+            ),
+        ],
+    );
+    cfg.source_timeout = Duration::from_millis(400);
+    cfg.guard_limits = GuardLimits {
+        max_calls: 32,
+        backoff: Duration::from_millis(300),
+    };
+    let server = TestServer::start(cfg).await;
+    let mut client = server.packages().await;
+    let status_of_s = |listing: pb::ListPluginsResponse| {
+        listing.sources.into_iter().find(|s| s.name == "s").unwrap()
+    };
+
+    // The stall: call 1 overruns the 400 ms source timeout; the source backs off for 300 ms.
+    let page = list(&mut client, 10, "", None).await;
+    assert_eq!(keys(&page.available_package_summaries), ["a@other/a"]);
+    assert_eq!(page.failed_sources[0].kind, "timeout");
+    assert_eq!(
+        status_of_s(server.listing().await).status,
+        SourceStatus::Unhealthy as i32
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    // The back-off has ended: 16 requests at once; one is the trial, 15 are refused meanwhile.
+    let mut requests = Vec::new();
+    for _ in 0..16 {
+        let mut client = client.clone();
+        requests.push(tokio::spawn(async move {
+            list(&mut client, 10, "", None).await
+        }));
+    }
+    let mut served = 0;
+    let mut refused = 0;
+    for r in requests {
+        let page = r.await.unwrap();
+        match page.failed_sources.first() {
+            None => {
+                assert_eq!(
+                    keys(&page.available_package_summaries),
+                    ["a@other/a", "b@s/b"]
+                );
+                served += 1;
+            }
+            Some(f) => {
+                assert_eq!(f.kind, "unhealthy", "{f:?}");
+                assert!(f.reason.ends_with("a trial call is in flight"), "{f:?}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((served, refused), (1, 15));
+    assert_eq!(calls_made(&calls), 2, "the stalled call and the one trial");
+    let s = status_of_s(server.listing().await);
+    assert_eq!(s.status, SourceStatus::Ready as i32, "{}", s.reason);
+
+    // Ready again: every request calls it.
+    let page = list(&mut client, 10, "", None).await;
+    assert!(page.failed_sources.is_empty(), "{:?}", page.failed_sources);
+    assert_eq!(calls_made(&calls), 3);
+    server.stop().await;
+}
+
+/// A source whose calls keep failing (here: a panic on every call) is FAILING in ListPlugins with
+/// its failure counts and last failure, and NOT_SERVING in health; answers about the request
+/// (not_found) are not failures of the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_whose_calls_keep_failing_is_shown_failing() {
+    use std::time::Duration;
+    use tonic_health::pb::{
+        health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+    };
+    use tributary_proto::v1::source_info::Status as SourceStatus;
+    let (_plugins, server) = start_with(
+        &["testkit"],
+        vec![
+            source("bad", "testkit", json!({ "panic_always": true })),
+            source("good", "testkit", items(&["a"])),
+        ],
+    )
+    .await;
+    let mut client = server.packages().await;
+    let find = |listing: &pb::ListPluginsResponse, name: &str| {
+        listing
+            .sources
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap()
+            .clone()
+    };
+    for n in 1..=2 {
+        let page = list(&mut client, 10, "", None).await;
+        assert_eq!(page.failed_sources[0].kind, "panic");
+        let bad = find(&server.listing().await, "bad");
+        assert_eq!(bad.status, SourceStatus::Ready as i32, "{n} failure(s)");
+        assert_eq!(bad.consecutive_failures, n);
+    }
+    list(&mut client, 10, "", None).await;
+    // not_found is an answer, not a failure of the source.
+    let err = client
+        .get_available_package_detail(detail_request("good", "missing"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    let listing = server.listing().await;
+    let bad = find(&listing, "bad");
+    assert_eq!(bad.status, SourceStatus::Failing as i32);
+    assert_eq!(bad.reason, "failing: its last 3 calls failed");
+    assert_eq!((bad.failures, bad.consecutive_failures), (3, 3));
+    assert!(
+        bad.last_failure
+            .starts_with("panic: panicked: injected panic on every call"),
+        "{}",
+        bad.last_failure
+    );
+    assert!(bad.last_failure_unix > 1_700_000_000);
+    assert_eq!(bad.last_success_unix, 0);
+    let good = find(&listing, "good");
+    assert_eq!(good.status, SourceStatus::Ready as i32);
+    assert_eq!((good.failures, good.consecutive_failures), (0, 0));
+    assert!(good.last_success_unix > 1_700_000_000);
+    assert!(good.threads >= 1, "its calls ran on its own thread");
+
+    let mut health = HealthClient::new(server.channel().await);
+    let status = |service: &str| {
+        let mut health = health.clone();
+        let service = service.to_owned();
+        async move {
+            health
+                .check(HealthCheckRequest { service })
+                .await
+                .unwrap()
+                .into_inner()
+                .status
+        }
+    };
+    let mut bad_health = 0;
+    for _ in 0..40 {
+        bad_health = status("tributary.source/bad").await;
+        if bad_health == ServingStatus::NotServing as i32 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(bad_health, ServingStatus::NotServing as i32);
+    assert_eq!(
+        status("tributary.source/good").await,
+        ServingStatus::Serving as i32
+    );
+    assert_eq!(status("").await, ServingStatus::Serving as i32);
+    let _ = &mut health;
+    server.stop().await;
+}
+
+/// Nine sources that hang on every call, 64 clients with short deadlines: the hung sources hold
+/// more threads than tokio's whole blocking pool (512), and the healthy source is served on every
+/// page, because each source's calls run on threads of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_sources_do_not_starve_a_healthy_one() {
+    use std::time::{Duration, Instant};
+    use tributary_tests::{config, PluginDir, TestServer};
+    let plugins = PluginDir::with(&["testkit"]);
+    let mut sources = vec![source("ok", "testkit", items(&["a"]))];
+    for n in 1..=9 {
+        sources.push(source(
+            &format!("hung{n}"),
+            "testkit",
+            json!({ "items": [{ "name": "x" }], "sleep_ms": 4000 }),
+        ));
+    }
+    let mut cfg = config(plugins.path(), plugins.path(), sources);
+    // No back-off within the test: the hung calls pile up to the per-source limit (64 each).
+    cfg.source_timeout = Duration::from_secs(30);
+    let server = TestServer::start(cfg).await;
+    let client = server.packages().await;
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut clients = Vec::new();
+    for _ in 0..64 {
+        let mut client = client.clone();
+        clients.push(tokio::spawn(async move {
+            let mut pages = 0;
+            while Instant::now() < until {
+                let mut request = tonic::Request::new(list_request(10, "", None));
+                request.set_timeout(Duration::from_millis(1000));
+                let page = client
+                    .list_available_package_summaries(request)
+                    .await
+                    .expect("a page, with the hung sources failed")
+                    .into_inner();
+                assert_eq!(
+                    keys(&page.available_package_summaries),
+                    ["a@ok/a"],
+                    "{:?}",
+                    page.failed_sources
+                );
+                assert!(
+                    page.failed_sources.iter().all(|f| f.source != "ok"),
+                    "{:?}",
+                    page.failed_sources
+                );
+                assert_eq!(page.failed_sources.len(), 9);
+                pages += 1;
+            }
+            pages
+        }));
+    }
+    let mut pages = 0;
+    for c in clients {
+        pages += c.await.unwrap();
+    }
+    let listing = server.listing().await;
+    let hung_threads: u32 = listing
+        .sources
+        .iter()
+        .filter(|s| s.name.starts_with("hung"))
+        .map(|s| s.threads)
+        .sum();
+    eprintln!(
+        "{pages} pages served to 64 clients in 3 s; the 9 hung sources hold {hung_threads} threads"
+    );
+    assert!(pages >= 64, "{pages}");
+    assert!(
+        hung_threads > 512,
+        "the hung sources hold more threads than a shared pool of 512 has: {hung_threads}"
+    );
+    server.stop().await;
+}
