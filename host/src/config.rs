@@ -38,6 +38,9 @@ pub const DEFAULT_RELOAD_DEBOUNCE: Duration = Duration::from_millis(500);
 pub const DEFAULT_MAX_RETIRED_LIBRARIES: usize = 32;
 /// How long one plugin call may take before the source counts as unavailable for that request.
 pub const DEFAULT_SOURCE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `request_timeout_ms`: the longest one list or detail request runs, whatever the client's
+/// deadline.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -71,6 +74,9 @@ pub struct Config {
     /// `request_queue_ms` for a slot, then fail with RESOURCE_EXHAUSTED.
     pub max_requests_in_flight: usize,
     pub request_queue_wait: Duration,
+    /// `request_timeout_ms`: the longest a list or detail request runs (a client's shorter deadline
+    /// cuts it shorter).
+    pub request_timeout: Duration,
     /// `cors_allowed_origins`: web origins whose pages may call the API (gRPC-web with CORS).
     pub cors_allowed_origins: Vec<http::HeaderValue>,
     /// `max_connections`: the most connections open at once (see [`crate::listener`]); by default
@@ -162,6 +168,7 @@ struct FileConfig {
     #[serde(default)]
     on_source_error: OnSourceError,
     source_timeout_ms: Option<u64>,
+    request_timeout_ms: Option<u64>,
     max_calls_per_source: Option<usize>,
     #[serde(default)]
     allow_insecure_plugin_dir: bool,
@@ -323,6 +330,23 @@ impl Config {
             Some(ms) if ms > MAX_MILLIS => {
                 return Err(invalid(
                     "source_timeout_ms".into(),
+                    format!("{ms} is too large: at most {MAX_MILLIS} (one hour)"),
+                ))
+            }
+            Some(ms) => Duration::from_millis(ms),
+        };
+
+        let request_timeout = match file.request_timeout_ms {
+            None => DEFAULT_REQUEST_TIMEOUT,
+            Some(0) => {
+                return Err(invalid(
+                    "request_timeout_ms".into(),
+                    "must be at least 1".into(),
+                ))
+            }
+            Some(ms) if ms > MAX_MILLIS => {
+                return Err(invalid(
+                    "request_timeout_ms".into(),
                     format!("{ms} is too large: at most {MAX_MILLIS} (one hour)"),
                 ))
             }
@@ -581,6 +605,7 @@ impl Config {
             max_connections,
             max_requests_in_flight,
             request_queue_wait,
+            request_timeout,
             cors_allowed_origins,
             reload_debounce,
             max_retired_libraries,

@@ -47,6 +47,9 @@ pub struct EngineOptions {
     /// up to `request_queue_wait` for a slot, then fails with RESOURCE_EXHAUSTED.
     pub max_requests_in_flight: usize,
     pub request_queue_wait: Duration,
+    /// The longest a list or detail request runs, whatever the client's deadline: a page is then
+    /// served with what the sources gave so far, and a token to go on.
+    pub request_timeout: Duration,
 }
 
 impl EngineOptions {
@@ -58,6 +61,7 @@ impl EngineOptions {
             max_page_bytes: config.max_page_bytes,
             max_requests_in_flight: config.max_requests_in_flight,
             request_queue_wait: config.request_queue_wait,
+            request_timeout: config.request_timeout,
         }
     }
 }
@@ -90,6 +94,7 @@ impl Default for EngineOptions {
             max_page_bytes: crate::config::DEFAULT_MAX_PAGE_BYTES,
             max_requests_in_flight: crate::config::DEFAULT_MAX_REQUESTS_IN_FLIGHT,
             request_queue_wait: crate::config::DEFAULT_REQUEST_QUEUE_WAIT,
+            request_timeout: crate::config::DEFAULT_REQUEST_TIMEOUT,
         }
     }
 }
@@ -466,18 +471,36 @@ async fn feed(
             }
         };
         let exhausted = batch.exhausted;
+        let (kept, fetched) = (batch.items.len(), batch.fetched);
         if batches.send(Ok(batch)).await.is_err() || exhausted {
             return;
         }
         let Some(want) = demand.recv().await else {
             return;
         };
+        // A plugin that ignores the filter makes the host drop what does not match: ask it for
+        // twice as many each time (up to MAX_REFILTER_BATCH), so a selective query costs a few
+        // large calls rather than thousands of page-sized ones.
+        let refiltered = refiltered_limit(&returned, kept, fetched);
         request = returned;
         if let Some(after) = next_after {
             request.after = ROption::RSome(after);
         }
-        request.limit = want.max(1);
+        request.limit = want.max(1).max(refiltered);
     }
+}
+
+/// The largest batch asked of a plugin that ignores the filter.
+pub const MAX_REFILTER_BATCH: u32 = 4096;
+
+/// The limit of the next call to a source whose last answer (to `request`) had `fetched` items of
+/// which the host's re-filter `kept` some: twice the last limit when the filter dropped items (up
+/// to [`MAX_REFILTER_BATCH`]), else 0 (no growth).
+fn refiltered_limit(request: &ListRequest, kept: usize, fetched: usize) -> u32 {
+    if request.filter.is_empty() || kept == fetched {
+        return 0;
+    }
+    request.limit.saturating_mul(2).min(MAX_REFILTER_BATCH)
 }
 
 /// Runs one guarded `list` call. The request comes back with the items so that the next call reuses

@@ -1,7 +1,10 @@
 //! The gRPC services: request validation, page tokens, calls into the engine, and the one place where
 //! host and plugin errors become gRPC status codes.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use abi_stable::std_types::{RResult, RStr, RString, RVec};
 use tonic::{Request, Response, Status};
@@ -237,10 +240,17 @@ fn failure_status(failure: &Failure) -> Status {
     Status::unavailable(failure.to_string())
 }
 
-/// The client's deadline from the `grpc-timeout` header, if it sent one.
-fn request_deadline<T>(request: &Request<T>) -> Option<Instant> {
-    let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
-    guard::parse_grpc_timeout(value).map(guard::deadline_for)
+/// When a request must be answered: the client's deadline from the `grpc-timeout` header (less a
+/// margin to send the answer in), and at the latest `request_timeout` from now.
+fn request_deadline<T>(request: &Request<T>, request_timeout: Duration) -> Option<Instant> {
+    let bound = guard::deadline_for(request_timeout);
+    let client = request
+        .metadata()
+        .get("grpc-timeout")
+        .and_then(|value| value.to_str().ok())
+        .and_then(guard::parse_grpc_timeout)
+        .map(guard::deadline_for);
+    Some(client.map_or(bound, |client| client.min(bound)))
 }
 
 fn failure_pb(f: &Failure) -> pb::SourceFailure {
@@ -365,7 +375,7 @@ impl PackagesService for Catalog {
         &self,
         request: Request<pb::ListAvailablePackageSummariesRequest>,
     ) -> Result<Response<pb::ListAvailablePackageSummariesResponse>, Status> {
-        let deadline = request_deadline(&request);
+        let deadline = request_deadline(&request, self.options.request_timeout);
         let _slot = self.admit(deadline).await?;
         let caller = caller(&request);
         let request = request.into_inner();
@@ -515,7 +525,7 @@ impl PackagesService for Catalog {
     ) -> Result<Response<pb::GetAvailablePackageDetailResponse>, Status> {
         let budget = Budget {
             source_timeout: self.options.source_timeout,
-            deadline: request_deadline(&request),
+            deadline: request_deadline(&request, self.options.request_timeout),
         };
         let _slot = self.admit(budget.deadline).await?;
         let caller = caller(&request);

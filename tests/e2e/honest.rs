@@ -717,3 +717,106 @@ async fn hung_sources_do_not_starve_a_healthy_one() {
     );
     server.stop().await;
 }
+
+/// A plugin that ignores the filter: the host re-filters, and asks for twice as many items each
+/// call, so a query matching 10 of the first 10,000 items costs a dozen calls, not a thousand.
+#[tokio::test]
+async fn re_filtering_grows_the_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let calls = dir.path().join("calls");
+    let (_plugins, server) = start_with(
+        &["testkit"],
+        vec![source(
+            "big",
+            "testkit",
+            json!({ "generate": 20000, "ignore_filter": true, "calls_file": calls }),
+        )],
+    )
+    .await;
+    let mut client = server.packages().await;
+    let filter = Some(pb::FilterOptions {
+        query: "999".into(),
+        ..Default::default()
+    });
+    let page = list(&mut client, 10, "", filter).await;
+    let names: Vec<&str> = page
+        .available_package_summaries
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "pkg-0000000999",
+            "pkg-0000001999",
+            "pkg-0000002999",
+            "pkg-0000003999",
+            "pkg-0000004999",
+            "pkg-0000005999",
+            "pkg-0000006999",
+            "pkg-0000007999",
+            "pkg-0000008999",
+            "pkg-0000009990",
+        ]
+    );
+    let made = calls_made(&calls);
+    eprintln!("{made} list calls for a page of 10 matches among the first 9,991 items");
+    assert!(made <= 12, "{made} calls");
+    server.stop().await;
+}
+
+/// `request_timeout_ms` bounds a whole request: a selective query over a slow plugin that ignores
+/// the filter is answered when the bound is reached, with what the other sources gave, the slow
+/// source's timeout, and a token to go on.
+#[tokio::test]
+async fn a_whole_request_is_bounded_in_time() {
+    use std::time::{Duration, Instant};
+    use tributary_tests::{config, PluginDir, TestServer};
+    let plugins = PluginDir::with(&["testkit"]);
+    let mut cfg = config(
+        plugins.path(),
+        plugins.path(),
+        vec![
+            source(
+                "slow",
+                "testkit",
+                json!({ "generate": 1000000, "ignore_filter": true, "sleep_ms": 300 }),
+            ),
+            source(
+                "small",
+                "testkit",
+                json!({ "items": [{ "name": "zzz-tool" }] }),
+            ),
+        ],
+    );
+    cfg.request_timeout = Duration::from_millis(1500);
+    let server = TestServer::start(cfg).await;
+    let mut client = server.packages().await;
+    let filter = Some(pb::FilterOptions {
+        query: "zzz".into(),
+        ..Default::default()
+    });
+    let started = Instant::now();
+    let page = list(&mut client, 10, "", filter).await;
+    let took = started.elapsed();
+    eprintln!("answered after {} ms", took.as_millis());
+    // Unbounded, the slow source would take about 75 s (1,000,000 items, 4,096 a call, 300 ms each).
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    assert_eq!(
+        keys(&page.available_package_summaries),
+        ["zzz-tool@small/zzz-tool"]
+    );
+    assert_eq!(page.failed_sources.len(), 1);
+    let failure = &page.failed_sources[0];
+    assert_eq!(
+        (failure.source.as_str(), failure.kind.as_str()),
+        ("slow", "timeout")
+    );
+    assert!(
+        failure.reason.contains("request's deadline"),
+        "{}",
+        failure.reason
+    );
+    assert!(!page.next_page_token.is_empty(), "the listing goes on");
+    server.stop().await;
+}

@@ -242,6 +242,7 @@ pub fn config(plugin_dir: &Path, base_dir: &Path, sources: Vec<SourceConfig>) ->
         cors_allowed_origins: Vec::new(),
         max_requests_in_flight: tributary_host::config::DEFAULT_MAX_REQUESTS_IN_FLIGHT,
         request_queue_wait: tributary_host::config::DEFAULT_REQUEST_QUEUE_WAIT,
+        request_timeout: tributary_host::config::DEFAULT_REQUEST_TIMEOUT,
         reload_debounce: tributary_host::config::DEFAULT_RELOAD_DEBOUNCE,
         max_retired_libraries: tributary_host::config::DEFAULT_MAX_RETIRED_LIBRARIES,
     }

@@ -8,7 +8,7 @@
 //! config = { items = [{ name = "pkg-1", id = "a" }], generate = 1000, prefix = "pkg-",
 //!            fail_new = "reason", panic_new = "reason", fail_new_when_exists = "/tmp/flag", read_on_new = "/etc/hostname", sleep_ms = 50,
 //!            error_on_call = 2, panic_on_call = 2, panic_always = true, hang_on_call = 2, hang_ms = 2000, unordered_on_call = 2,
-//!            oversize_on_call = 2, stale_on_call = 2, duplicate_id_on_call = 2,
+//!            oversize_on_call = 2, stale_on_call = 2, duplicate_id_on_call = 2, ignore_filter = true,
 //!            huge_field_on_call = 2, bad_utf8_on_call = 2, panic_in_detail = true,
 //!            fault = "segfault", fault_on_call = 2, fault_marker = "/tmp/fired",
 //!            description_bytes = 60000, bad_utf8_in_detail = true, long_error_in_detail = 100000,
@@ -111,6 +111,9 @@ struct Config {
     oversize_on_call: Option<u64>,
     /// Ignore the seek key: answer from the start of the listing.
     stale_on_call: Option<u64>,
+    /// Answer as a plugin that does not implement filtering: every item, whatever the filter.
+    #[serde(default)]
+    ignore_filter: bool,
     /// Give the second item the first one's identifier.
     duplicate_id_on_call: Option<u64>,
     /// Give the first item a 1 MiB description.
@@ -347,6 +350,16 @@ impl PackageSource for TestkitSource {
         if self.config.panic_always {
             panic!("injected panic on every call");
         }
+        let unfiltered;
+        let request = if self.config.ignore_filter {
+            unfiltered = ListRequest {
+                filter: Default::default(),
+                ..request.clone()
+            };
+            &unfiltered
+        } else {
+            request
+        };
         let stale;
         let request = if on(self.config.stale_on_call) {
             stale = ListRequest {
