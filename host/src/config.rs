@@ -74,6 +74,9 @@ pub struct Config {
     /// `request_queue_ms` for a slot, then fail with RESOURCE_EXHAUSTED.
     pub max_requests_in_flight: usize,
     pub request_queue_wait: Duration,
+    /// `handshake_timeout_ms`: how long a new connection may take to send its first byte
+    /// (plaintext) or to finish its TLS handshake.
+    pub handshake_timeout: Duration,
     /// `request_timeout_ms`: the longest a list or detail request runs (a client's shorter deadline
     /// cuts it shorter).
     pub request_timeout: Duration,
@@ -169,6 +172,7 @@ struct FileConfig {
     on_source_error: OnSourceError,
     source_timeout_ms: Option<u64>,
     request_timeout_ms: Option<u64>,
+    handshake_timeout_ms: Option<u64>,
     max_calls_per_source: Option<usize>,
     #[serde(default)]
     allow_insecure_plugin_dir: bool,
@@ -347,6 +351,23 @@ impl Config {
             Some(ms) if ms > MAX_MILLIS => {
                 return Err(invalid(
                     "request_timeout_ms".into(),
+                    format!("{ms} is too large: at most {MAX_MILLIS} (one hour)"),
+                ))
+            }
+            Some(ms) => Duration::from_millis(ms),
+        };
+
+        let handshake_timeout = match file.handshake_timeout_ms {
+            None => crate::tls::HANDSHAKE_TIMEOUT,
+            Some(0) => {
+                return Err(invalid(
+                    "handshake_timeout_ms".into(),
+                    "must be at least 1".into(),
+                ))
+            }
+            Some(ms) if ms > MAX_MILLIS => {
+                return Err(invalid(
+                    "handshake_timeout_ms".into(),
                     format!("{ms} is too large: at most {MAX_MILLIS} (one hour)"),
                 ))
             }
@@ -606,6 +627,7 @@ impl Config {
             max_requests_in_flight,
             request_queue_wait,
             request_timeout,
+            handshake_timeout,
             cors_allowed_origins,
             reload_debounce,
             max_retired_libraries,

@@ -7,6 +7,12 @@
 //! - When `accept` fails because descriptors ran out (EMFILE, ENFILE) or memory did (ENOBUFS,
 //!   ENOMEM), the loop waits (5 ms, doubling to 1 s) instead of retrying at once, and logs it (once a
 //!   second at most).
+//! - A plaintext connection whose peer sends nothing within the handshake timeout
+//!   (`handshake_timeout_ms`, 10 s by default; [`first_bytes_within`]) is closed: an idle TCP
+//!   connection cannot hold a slot for longer. TLS connections have the same bound on their
+//!   handshake ([`crate::tls`]). Once a connection speaks HTTP/2, a peer that stops answering the
+//!   server's pings is dropped; one that answers them but sends no request keeps its connection,
+//!   within `max_connections`.
 //! - Every accepted socket has TCP_NODELAY (a small response must not wait for the client's delayed
 //!   ACK) and TCP keep-alive (a peer that vanished is noticed).
 
@@ -213,6 +219,41 @@ pub fn incoming(
                 .await
                 .is_err()
             {
+                return;
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// Passes on each connection of `connections` once its peer has sent a first byte; a connection
+/// silent for `timeout` is closed (logged at debug level). The waits run concurrently, off the
+/// accept loop.
+pub fn first_bytes_within(
+    mut connections: ReceiverStream<Result<Connection, io::Error>>,
+    timeout: Duration,
+) -> ReceiverStream<Result<Connection, io::Error>> {
+    use tokio_stream::StreamExt;
+    let (tx, rx) = mpsc::channel(32);
+    tokio::spawn(async move {
+        while let Some(accepted) = connections.next().await {
+            let Ok(connection) = accepted else {
+                continue;
+            };
+            let spoken = tx.clone();
+            tokio::spawn(async move {
+                let mut byte = [0u8; 1];
+                match tokio::time::timeout(timeout, connection.stream.peek(&mut byte)).await {
+                    Ok(_) => {
+                        let _ = spoken.send(Ok(connection)).await;
+                    }
+                    Err(_) => tracing::debug!(
+                        timeout_ms = timeout.as_millis() as u64,
+                        "closed a connection that sent nothing within the handshake timeout"
+                    ),
+                }
+            });
+            if tx.is_closed() {
                 return;
             }
         }

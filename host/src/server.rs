@@ -57,6 +57,9 @@ pub struct ServeOptions {
     pub cors_allowed_origins: Vec<http::HeaderValue>,
     /// Serve the catalog web page at `/` ([`crate::webui`]).
     pub web_ui: bool,
+    /// How long a new connection may take to send its first byte (plaintext) or finish its TLS
+    /// handshake before it is closed.
+    pub handshake_timeout: Duration,
 }
 
 impl Default for ServeOptions {
@@ -69,6 +72,7 @@ impl Default for ServeOptions {
             max_connections: crate::listener::default_max_connections(),
             cors_allowed_origins: Vec::new(),
             web_ui: true,
+            handshake_timeout: crate::tls::HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -173,11 +177,16 @@ pub async fn serve_with(
     // TCP_NODELAY (a small response must not wait for the client's delayed ACK), the connection
     // limit and no busy loop when descriptors run out: see crate::listener.
     let tcp = crate::listener::incoming(listener, options.max_connections);
+    let handshake = options.handshake_timeout;
     let server: std::pin::Pin<Box<dyn Future<Output = _> + Send>> = match options.tls {
-        None => Box::pin(router.serve_with_incoming_shutdown(tcp, signal)),
-        Some(certificates) => Box::pin(
-            router.serve_with_incoming_shutdown(crate::tls::incoming(tcp, certificates), signal),
-        ),
+        None => Box::pin(router.serve_with_incoming_shutdown(
+            crate::listener::first_bytes_within(tcp, handshake),
+            signal,
+        )),
+        Some(certificates) => Box::pin(router.serve_with_incoming_shutdown(
+            crate::tls::incoming(tcp, certificates, handshake),
+            signal,
+        )),
     };
 
     tokio::select! {

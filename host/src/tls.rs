@@ -7,7 +7,7 @@
 //! (say, caught half-written) is logged and the previous one stays in use. Connections already open keep
 //! the certificate they were opened with.
 //!
-//! Handshakes run concurrently, off the accept loop, each within [`HANDSHAKE_TIMEOUT`], and at most
+//! Handshakes run concurrently, off the accept loop, each within `handshake_timeout_ms` (default [`HANDSHAKE_TIMEOUT`]), and at most
 //! [`MAX_HANDSHAKES`] at once: a client that opens a TCP connection and never speaks holds neither the
 //! accept loop nor other clients.
 
@@ -208,6 +208,7 @@ fn acceptor(settings: &TlsSettings) -> Result<tokio_rustls::TlsAcceptor, TlsErro
 pub fn incoming<S, IO, E>(
     connections: S,
     certificates: Arc<Certificates>,
+    handshake_timeout: Duration,
 ) -> impl Stream<Item = Result<tokio_rustls::server::TlsStream<IO>, io::Error>>
 where
     S: Stream<Item = Result<IO, E>> + Send + 'static,
@@ -232,14 +233,14 @@ where
             let (handshaken, acceptor) = (tx.clone(), certificates.acceptor());
             tokio::spawn(async move {
                 let _slot = slot;
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(io)).await {
                     Ok(Ok(stream)) => {
                         let _ = handshaken.send(Ok(stream)).await;
                     }
                     Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
                     Err(_) => tracing::debug!(
-                        "TLS handshake did not finish within {} s",
-                        HANDSHAKE_TIMEOUT.as_secs()
+                        "TLS handshake did not finish within {} ms",
+                        handshake_timeout.as_millis()
                     ),
                 }
             });

@@ -565,6 +565,48 @@ fn http_request(address: &str, request: &str) -> String {
     response
 }
 
+/// A connection that sends nothing within `handshake_timeout_ms` is closed by the server, so idle
+/// TCP connections cannot hold connection slots; one that speaks in time is served.
+#[test]
+fn a_silent_connection_is_closed_after_the_handshake_timeout() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        plugins.path(),
+        &format!("handshake_timeout_ms = 300\n{SOURCES}"),
+    );
+    let (child, address) = spawn_server(&config);
+    let mut silent = std::net::TcpStream::connect(&address).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = Instant::now();
+    let mut byte = [0u8; 1];
+    let read = silent.read(&mut byte);
+    assert!(
+        matches!(read, Ok(0))
+            || read.is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the server closed the silent connection"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(9),
+        "closed after {waited:?}"
+    );
+    // A client that speaks after 100 ms is served.
+    let mut slow = std::net::TcpStream::connect(&address).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    slow.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    terminate(child);
+}
+
 /// The catalog web page at `/` and its files, with their types and a strict content policy; with
 /// `web_ui = false` there is no page.
 #[test]

@@ -243,6 +243,7 @@ pub fn config(plugin_dir: &Path, base_dir: &Path, sources: Vec<SourceConfig>) ->
         max_requests_in_flight: tributary_host::config::DEFAULT_MAX_REQUESTS_IN_FLIGHT,
         request_queue_wait: tributary_host::config::DEFAULT_REQUEST_QUEUE_WAIT,
         request_timeout: tributary_host::config::DEFAULT_REQUEST_TIMEOUT,
+        handshake_timeout: tributary_host::tls::HANDSHAKE_TIMEOUT,
         reload_debounce: tributary_host::config::DEFAULT_RELOAD_DEBOUNCE,
         max_retired_libraries: tributary_host::config::DEFAULT_MAX_RETIRED_LIBRARIES,
     }

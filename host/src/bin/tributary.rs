@@ -331,6 +331,7 @@ async fn run(
         max_connections: config.max_connections,
         cors_allowed_origins: config.cors_allowed_origins.clone(),
         web_ui: config.web_ui,
+        handshake_timeout: config.handshake_timeout,
         tls,
         auth,
         shutdown_delay,
