@@ -23,7 +23,7 @@ pub const DEFAULT_MAX_PAGE_BYTES: usize = 3 * 1024 * 1024;
 pub const MIN_PAGE_BYTES: usize = 1024 * 1024;
 /// The most `max_page_bytes` accepts.
 pub const MAX_PAGE_BYTES_LIMIT: usize = 64 * 1024 * 1024;
-/// The most `max_calls_per_source` accepts: blocking threads are a shared, bounded pool.
+/// The most `max_calls_per_source` accepts: each call in flight holds one of the source's threads.
 pub const MAX_CALLS_PER_SOURCE: usize = 256;
 /// The most a duration key in milliseconds accepts (one hour); larger values overflow deadlines.
 pub const MAX_MILLIS: u64 = 3_600_000;

@@ -1,7 +1,7 @@
 //! The merge engine: fan-out to one task per source, fan-in by a k-way merge, one page at a time.
 //!
 //! For each page, every selected source gets a tokio task. The task calls the source's `list` on a
-//! blocking thread (the FFI call is synchronous), checks the answer against the ordering contract, and
+//! thread of the source's own (the FFI call is synchronous; see [`crate::threads`]), checks the answer against the ordering contract, and
 //! sends it as one batch down a bounded channel. It fetches again only when the merge asks, with a
 //! demand saying how many items the page can still take, so a source is read no further than the page
 //! needs: the first call asks for the source's even share of the page plus one look-ahead item (see
@@ -10,7 +10,7 @@
 //! The merge keeps a binary heap of the sources ordered by their head items under
 //! `(name, source, identifier)` and takes the smallest until the page is full. When the page is complete, or the request future is
 //! dropped because the client went away, the channels close and the tasks end: no plugin call starts
-//! after that (a call already running on a blocking thread finishes, and its result is discarded).
+//! after that (a call already running on a source thread finishes, and its result is discarded).
 //!
 //! Resuming is by key (see [`crate::token`]): given the last key served, [`seek_for`] tells each
 //! source where to continue, so a page is exact however the sources' data changed since the last one.

@@ -217,7 +217,7 @@ impl CallGuard {
         }
     }
 
-    /// Calls currently running on blocking threads, finished or not from the caller's view.
+    /// Calls currently running on the source's threads, finished or not from the caller's view.
     pub fn in_flight(&self) -> usize {
         self.limits.max_calls.max(1) - self.permits.available_permits()
     }
@@ -347,7 +347,7 @@ impl Budget {
     }
 }
 
-/// Runs `f` against `source` on a blocking thread, guarded as this module describes. `what` names the
+/// Runs `f` against `source` on one of its own threads, guarded as this module describes. `what` names the
 /// call in messages (and in metrics: `list` or `detail`).
 pub async fn call<T, F>(
     source: &Arc<Source>,

@@ -10,7 +10,8 @@
 //! - [`registry`]: the plugin files and the sources built from them.
 //! - [`plugin_context`]: what a source is told when it is built, and its log and time-left calls.
 //! - [`engine`]: fan-out to one task per source, fan-in by k-way merge, one page at a time.
-//! - [`guard`]: every plugin call: blocking thread, deadline, calls in flight, back-off.
+//! - [`guard`]: every plugin call: the source's own thread, deadline, calls in flight, back-off.
+//! - [`threads`]: each source's own threads for its plugin calls.
 //! - [`isolation`]: sources run in a child process (`isolation = "process"`).
 //! - [`token`]: the page-token codec.
 //! - [`service`]: the gRPC services and the mapping of errors to status codes.
@@ -19,6 +20,8 @@
 //! - [`rest`]: REST/JSON on the gRPC port, through the same service code.
 //! - [`request_id`]: a request id on every log line of a request.
 //! - [`server`]: serving with health and reflection, and staged shutdown.
+//! - [`listener`]: the accept loop: connection limit, handshake timeout, no busy loop.
+//! - [`webui`]: the catalog web page at `/`.
 //!
 //! The `tributary` binary (`src/bin/tributary.rs`) only parses arguments and calls into these.
 

@@ -37,7 +37,7 @@
 //! `O(log n)` seek.
 //!
 //! Calls are synchronous and may come from several threads at once (`Send + Sync`). The host runs them
-//! on blocking threads; a plugin must not rely on the host's async runtime (a `tokio` inside the
+//! on threads of the source's own; a plugin must not rely on the host's async runtime (a `tokio` inside the
 //! plugin is a different copy with its own thread-locals).
 //!
 //! # Compatibility

@@ -1,7 +1,7 @@
 //! Process isolation: a source whose `[[source]]` says `isolation = "process"` runs in a child
 //! process, the `tributary` binary itself in its hidden `__runner` mode.
 //!
-//! - [`client`]: the host side. [`client::RunnerSource`] implements [`PackageSource`] by sending each
+//! - [`client`]: the host side. [`client::RunnerSource`] implements [`PackageSource`](tributary_plugin_api::PackageSource) by sending each
 //!   call to the runner, so it is wrapped into the same [`SourceBox`] as an in-process source and the
 //!   engine and guard treat both alike (contract checks, deadlines, failure kinds). It spawns the
 //!   runner, restarts it with back-off after it dies, and kills it when a call outlives the source
