@@ -215,6 +215,11 @@ async fn a_page_stays_within_its_byte_budget() {
     loop {
         let page = list(&mut client, 1000, &token, None).await;
         let bytes = page.encoded_len();
+        eprintln!(
+            "page {}: {} items, {bytes} bytes",
+            pages + 1,
+            page.available_package_summaries.len()
+        );
         assert!(
             bytes <= tributary_host::config::DEFAULT_MAX_PAGE_BYTES,
             "page of {bytes} bytes"
@@ -504,13 +509,17 @@ async fn after_a_backoff_exactly_one_trial_call_goes_through() {
     };
 
     // The stall: call 1 overruns the 400 ms source timeout; the source backs off for 300 ms.
+    let t0 = std::time::Instant::now();
+    let ms = move || t0.elapsed().as_millis();
     let page = list(&mut client, 10, "", None).await;
+    eprintln!("{:>5} ms: page 1 served, s failed as timeout", ms());
     assert_eq!(keys(&page.available_package_summaries), ["a@other/a"]);
     assert_eq!(page.failed_sources[0].kind, "timeout");
     assert_eq!(
         status_of_s(server.listing().await).status,
         SourceStatus::Unhealthy as i32
     );
+    eprintln!("{:>5} ms: s is UNHEALTHY (backing off)", ms());
     tokio::time::sleep(Duration::from_millis(400)).await;
 
     // The back-off has ended: 16 requests at once; one is the trial, 15 are refused meanwhile.
@@ -540,10 +549,15 @@ async fn after_a_backoff_exactly_one_trial_call_goes_through() {
             }
         }
     }
+    eprintln!(
+        "{:>5} ms: 16 requests at once: {served} served by the trial call, {refused} refused (unhealthy)",
+        ms()
+    );
     assert_eq!((served, refused), (1, 15));
     assert_eq!(calls_made(&calls), 2, "the stalled call and the one trial");
     let s = status_of_s(server.listing().await);
     assert_eq!(s.status, SourceStatus::Ready as i32, "{}", s.reason);
+    eprintln!("{:>5} ms: s is READY", ms());
 
     // Ready again: every request calls it.
     let page = list(&mut client, 10, "", None).await;
