@@ -216,6 +216,14 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_thread_makes_the_server_starved_for_a_while() {
+        let before = refused();
+        note_starved();
+        assert!(starved());
+        assert_eq!(refused(), before + 1);
+    }
+
+    #[test]
     fn a_panicking_job_leaves_the_thread_serving() {
         let pool = SourceThreads::new("p");
         pool.run(|| panic!("in a job")).unwrap();
