@@ -8,6 +8,10 @@
 //! before a call is handed over) bounds its threads, so a hung source holds at most that many and
 //! the others keep theirs.
 //!
+//! The hand-off is cheap when calls come back to back: a thread that finishes a call looks for the
+//! next one for up to [`SPIN`] (yielding the CPU between looks) before it sleeps on the condition
+//! variable, so a call that arrives meanwhile starts without a wake-up.
+//!
 //! When the system refuses a new thread (the process or user thread limit, memory), the call fails
 //! as `overloaded` and the server counts as starved for [`STARVED_FOR`]: its overall health is
 //! NOT_SERVING meanwhile (see [`starved`]).
@@ -25,6 +29,8 @@ use std::{
 pub const IDLE_KEEP: Duration = Duration::from_secs(10);
 /// How long after a refused thread the server reports itself starved.
 pub const STARVED_FOR: Duration = Duration::from_secs(5);
+/// How long a thread that finished a call looks for the next one before it sleeps.
+pub const SPIN: Duration = Duration::from_micros(50);
 /// Stack size of a call thread (what tokio gives its blocking threads).
 const STACK_SIZE: usize = 2 * 1024 * 1024;
 
@@ -39,13 +45,17 @@ struct Inner {
     name: String,
     queue: Mutex<Queue>,
     work: Condvar,
+    /// `queue.jobs.len()`, readable without the lock by spinning threads.
+    pending: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Default)]
 struct Queue {
     jobs: VecDeque<Job>,
-    /// Threads waiting for a job.
+    /// Threads sleeping on `work`, waiting for a job.
     idle: usize,
+    /// Threads looking for a job without sleeping (see [`SPIN`]); each takes one.
+    spinning: usize,
     /// Threads alive.
     threads: usize,
 }
@@ -58,6 +68,7 @@ impl SourceThreads {
                 name: name.to_owned(),
                 queue: Mutex::new(Queue::default()),
                 work: Condvar::new(),
+                pending: std::sync::atomic::AtomicUsize::new(0),
             }),
         }
     }
@@ -72,7 +83,13 @@ impl SourceThreads {
     pub fn run(&self, job: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
         let mut queue = self.inner.lock();
         queue.jobs.push_back(Box::new(job));
-        if queue.idle >= queue.jobs.len() {
+        let waiting = queue.jobs.len();
+        self.inner.pending.store(waiting, Ordering::Release);
+        // A spinning thread takes it without a wake-up; else a sleeping one is woken.
+        if waiting <= queue.spinning {
+            return Ok(());
+        }
+        if waiting <= queue.spinning + queue.idle {
             drop(queue);
             self.inner.work.notify_one();
             return Ok(());
@@ -92,8 +109,11 @@ impl SourceThreads {
                 queue.threads -= 1;
                 // Take back a job no thread will run (the newest: ours, unless another thread
                 // already took it, in which case ours runs in its place).
-                if queue.jobs.len() > queue.idle {
+                if queue.jobs.len() > queue.idle + queue.spinning {
                     queue.jobs.pop_back();
+                    self.inner
+                        .pending
+                        .store(queue.jobs.len(), Ordering::Release);
                 }
                 drop(queue);
                 note_starved();
@@ -108,15 +128,32 @@ impl Inner {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn take(&self, queue: &mut Queue) -> Option<Job> {
+        let job = queue.jobs.pop_front()?;
+        self.pending.store(queue.jobs.len(), Ordering::Release);
+        Some(job)
+    }
+
     fn work_loop(self: Arc<Self>) {
         let mut queue = self.lock();
         loop {
-            if let Some(job) = queue.jobs.pop_front() {
+            if let Some(job) = self.take(&mut queue) {
                 drop(queue);
                 // A panic in the job must not end the thread with the pool's count wrong; the
                 // job's result channel is dropped, which its caller sees as an aborted call.
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                // Look for the next call for a moment before sleeping.
                 queue = self.lock();
+                if queue.jobs.is_empty() {
+                    queue.spinning += 1;
+                    drop(queue);
+                    let until = Instant::now() + SPIN;
+                    while self.pending.load(Ordering::Acquire) == 0 && Instant::now() < until {
+                        std::thread::yield_now();
+                    }
+                    queue = self.lock();
+                    queue.spinning -= 1;
+                }
                 continue;
             }
             queue.idle += 1;

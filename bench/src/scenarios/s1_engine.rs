@@ -154,8 +154,9 @@ pub fn run(bench: &Bench, report: &mut Report) {
     }
 }
 
-/// One `list` call of 21 items through `spawn_blocking` (as the engine makes every call) against the
-/// same call made in place: the cost of the thread hop.
+/// One `list` call of 21 items through `guard::call` (as the engine makes every call: on one of the
+/// source's own threads, with its deadline and watchdog), through tokio's `spawn_blocking`, and in
+/// place: the cost of the thread hop.
 pub fn blocking_round_trip(bench: &Bench, report: &mut Report) {
     let items = data::items(100_000, 1, Spread::RoundRobin);
     let source = data::memory_sources(&items).remove(0);
@@ -178,8 +179,26 @@ pub fn blocking_round_trip(bench: &Bench, report: &mut Report) {
             })
             .collect(),
     );
-    let (mut hop, mut inline) = (Samples::new(), Samples::new());
+    let (mut hop, mut inline, mut guarded) = (Samples::new(), Samples::new(), Samples::new());
     for rep in 0..=bench.settings.reps() {
+        let (s, r) = (source.clone(), requests.clone());
+        let t_guard = bench.run(async move {
+            let budget = tributary_host::guard::Budget {
+                source_timeout: std::time::Duration::from_secs(60),
+                deadline: None,
+            };
+            let start = Instant::now();
+            for i in 0..r.len() {
+                let r = r.clone();
+                let n = tributary_host::guard::call(&s, "list", budget, move |src| {
+                    src.imp.list(&r[i]).unwrap().len()
+                })
+                .await
+                .expect("guarded call");
+                assert_eq!(n, 21);
+            }
+            start.elapsed()
+        });
         let (s, r) = (source.clone(), requests.clone());
         let t_hop = bench.run(async move {
             let start = Instant::now();
@@ -203,12 +222,15 @@ pub fn blocking_round_trip(bench: &Bench, report: &mut Report) {
         if rep > 0 {
             hop.push(t_hop.as_secs_f64() / calls as f64);
             inline.push(t_inline.as_secs_f64() / calls as f64);
+            guarded.push(t_guard.as_secs_f64() / calls as f64);
         }
     }
     report.note(
         "1",
         format!(
-            "one 21-item list call through spawn_blocking: {}; the same call in place: {}",
+            "one 21-item list call through guard::call (the source's own threads, as the engine \
+             calls): {}; through spawn_blocking: {}; the same call in place: {}",
+            fmt_secs(guarded.median()),
             fmt_secs(hop.median()),
             fmt_secs(inline.median())
         ),
