@@ -323,56 +323,31 @@ impl Config {
             }
         };
 
-        let source_timeout = match file.source_timeout_ms {
-            None => DEFAULT_SOURCE_TIMEOUT,
-            Some(0) => {
-                return Err(invalid(
-                    "source_timeout_ms".into(),
-                    "must be at least 1".into(),
-                ))
-            }
-            Some(ms) if ms > MAX_MILLIS => {
-                return Err(invalid(
-                    "source_timeout_ms".into(),
-                    format!("{ms} is too large: at most {MAX_MILLIS} (one hour)"),
-                ))
-            }
-            Some(ms) => Duration::from_millis(ms),
+        // Durations in milliseconds: at least 1, at most an hour (larger values overflow deadlines).
+        let millis = |key: &str, value: Option<u64>, default: Duration| match value {
+            None => Ok(default),
+            Some(0) => Err(invalid(key.into(), "must be at least 1".into())),
+            Some(ms) if ms > MAX_MILLIS => Err(invalid(
+                key.into(),
+                format!("{ms} is too large: at most {MAX_MILLIS} (one hour)"),
+            )),
+            Some(ms) => Ok(Duration::from_millis(ms)),
         };
-
-        let request_timeout = match file.request_timeout_ms {
-            None => DEFAULT_REQUEST_TIMEOUT,
-            Some(0) => {
-                return Err(invalid(
-                    "request_timeout_ms".into(),
-                    "must be at least 1".into(),
-                ))
-            }
-            Some(ms) if ms > MAX_MILLIS => {
-                return Err(invalid(
-                    "request_timeout_ms".into(),
-                    format!("{ms} is too large: at most {MAX_MILLIS} (one hour)"),
-                ))
-            }
-            Some(ms) => Duration::from_millis(ms),
-        };
-
-        let handshake_timeout = match file.handshake_timeout_ms {
-            None => crate::tls::HANDSHAKE_TIMEOUT,
-            Some(0) => {
-                return Err(invalid(
-                    "handshake_timeout_ms".into(),
-                    "must be at least 1".into(),
-                ))
-            }
-            Some(ms) if ms > MAX_MILLIS => {
-                return Err(invalid(
-                    "handshake_timeout_ms".into(),
-                    format!("{ms} is too large: at most {MAX_MILLIS} (one hour)"),
-                ))
-            }
-            Some(ms) => Duration::from_millis(ms),
-        };
+        let source_timeout = millis(
+            "source_timeout_ms",
+            file.source_timeout_ms,
+            DEFAULT_SOURCE_TIMEOUT,
+        )?;
+        let request_timeout = millis(
+            "request_timeout_ms",
+            file.request_timeout_ms,
+            DEFAULT_REQUEST_TIMEOUT,
+        )?;
+        let handshake_timeout = millis(
+            "handshake_timeout_ms",
+            file.handshake_timeout_ms,
+            crate::tls::HANDSHAKE_TIMEOUT,
+        )?;
 
         let mut guard_limits = GuardLimits::default();
         match file.max_calls_per_source {
@@ -391,22 +366,11 @@ impl Config {
             }
             Some(n) => guard_limits.max_calls = n,
         }
-        match file.unhealthy_backoff_ms {
-            None => {}
-            Some(0) => {
-                return Err(invalid(
-                    "unhealthy_backoff_ms".into(),
-                    "must be at least 1".into(),
-                ))
-            }
-            Some(ms) if ms > MAX_MILLIS => {
-                return Err(invalid(
-                    "unhealthy_backoff_ms".into(),
-                    format!("{ms} is too large: at most {MAX_MILLIS} (one hour)"),
-                ))
-            }
-            Some(ms) => guard_limits.backoff = Duration::from_millis(ms),
-        }
+        guard_limits.backoff = millis(
+            "unhealthy_backoff_ms",
+            file.unhealthy_backoff_ms,
+            guard_limits.backoff,
+        )?;
 
         let mut cors_allowed_origins = Vec::new();
         for (i, origin) in file.cors_allowed_origins.iter().flatten().enumerate() {
@@ -723,6 +687,12 @@ mod tests {
             ("plugin_dir = 'p'\n[[source]]\nname=''\nplugin='x'", "key `source[0].name`"),
             ("plugin_dir = 'p'\n[[source]]\nname='a'", "missing field `plugin`"),
             ("plugin_dir = 'p'\nsource_timeout_ms = 0", "key `source_timeout_ms`"),
+            ("plugin_dir = 'p'\nrequest_timeout_ms = 0", "key `request_timeout_ms`: must be at least 1"),
+            (
+                "plugin_dir = 'p'\nhandshake_timeout_ms = 3600001",
+                "key `handshake_timeout_ms`: 3600001 is too large",
+            ),
+            ("plugin_dir = 'p'\nweb_ui = 'yes'", "web_ui"),
             ("plugin_dir = 'p'\nmax_calls_per_source = 0", "key `max_calls_per_source`"),
             ("plugin_dir = 'p'\nunhealthy_backoff_ms = 0", "key `unhealthy_backoff_ms`"),
             ("plugin_dir = 'p'\nmetrics_listen = ':9'", "key `metrics_listen`"),
