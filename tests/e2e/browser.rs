@@ -152,12 +152,12 @@ impl Browser {
 
     /// Waits until `expression` is true in the page.
     fn wait_for(&mut self, expression: &str, what: &str) {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while self.eval(expression) != json!(true) {
             if Instant::now() > deadline {
                 let status = self.eval("document.getElementById('status').textContent");
                 let error = self.eval("document.getElementById('error').textContent");
-                panic!("waited 15 s for {what}; status {status}, error {error}");
+                panic!("waited 30 s for {what}; status {status}, error {error}");
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -246,27 +246,22 @@ async fn the_catalog_page_searches_pages_and_opens_a_detail_with_the_keyboard() 
     chromium();
     // The example catalog, plus a source that fails its first call and then recovers.
     let plugins = PluginDir::with(&["helm", "catalog", "testkit"]);
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    let repo = |name: &str| json!({ "repositories": [{ "name": name, "url": format!("charts/{name}-index.yaml") }] });
+    let mut sources = tributary_tests::example_sources();
+    sources.push(source(
+        "mirror",
+        "testkit",
+        json!({
+            "error_on_call": 1,
+            "items": [{ "name": "datadog-agent", "id": "datadog-agent",
+                        "display_name": "Datadog Agent", "version": "3.70.1",
+                        "description": "Collects metrics and traces for the data platform.",
+                        "categories": ["Monitoring"], "repository": "mirror" }],
+        }),
+    ));
     let server = TestServer::start(config(
         plugins.path(),
-        &examples,
-        vec![
-            source("bitnami", "helm", repo("bitnami")),
-            source("community", "helm", repo("community")),
-            source("internal", "catalog", json!({ "path": "catalog.json" })),
-            source(
-                "mirror",
-                "testkit",
-                json!({
-                    "error_on_call": 1,
-                    "items": [{ "name": "datadog-agent", "id": "datadog-agent",
-                                "display_name": "Datadog Agent", "version": "3.70.1",
-                                "description": "Collects metrics and traces for the data platform.",
-                                "categories": ["Monitoring"], "repository": "mirror" }],
-                }),
-            ),
-        ],
+        &tributary_tests::examples_dir(),
+        sources,
     ))
     .await;
     let base = format!("http://{}", server.address);

@@ -1,25 +1,16 @@
 //! The bundled example catalog, served by the real `helm` and `catalog` plugins: what the README's run
 //! command shows.
 
-use std::path::Path;
-
-use serde_json::json;
 use tributary_proto::v1 as pb;
-use tributary_tests::{config, keys, list, page_through, source, PluginDir, TestServer};
+use tributary_tests::{config, keys, list, page_through, PluginDir, TestServer};
 
 #[tokio::test]
 async fn the_example_catalog_merges_helm_and_json_sources() {
     let plugins = PluginDir::with(&["helm", "catalog"]);
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    let repo = |name: &str| json!({ "repositories": [{ "name": name, "url": format!("charts/{name}-index.yaml") }] });
     let cfg = config(
         plugins.path(),
-        &examples,
-        vec![
-            source("bitnami", "helm", repo("bitnami")),
-            source("community", "helm", repo("community")),
-            source("internal", "catalog", json!({ "path": "catalog.json" })),
-        ],
+        &tributary_tests::examples_dir(),
+        tributary_tests::example_sources(),
     );
     let server = TestServer::start(cfg).await;
     let mut client = server.packages().await;

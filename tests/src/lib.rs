@@ -439,3 +439,23 @@ pub async fn page_through(
     }
     panic!("listing did not end within {max_pages} pages");
 }
+
+/// The repository's `examples/` folder: the example catalog's files.
+pub fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+/// The example catalog's sources (`examples/tributary.toml`): two Helm repositories and a JSON
+/// catalog, with paths relative to [`examples_dir`].
+pub fn example_sources() -> Vec<SourceConfig> {
+    let repo = |name: &str| serde_json::json!({ "repositories": [{ "name": name, "url": format!("charts/{name}-index.yaml") }] });
+    vec![
+        source("bitnami", "helm", repo("bitnami")),
+        source("community", "helm", repo("community")),
+        source(
+            "internal",
+            "catalog",
+            serde_json::json!({ "path": "catalog.json" }),
+        ),
+    ]
+}
