@@ -74,6 +74,8 @@ pub struct Config {
     /// `request_queue_ms` for a slot, then fail with RESOURCE_EXHAUSTED.
     pub max_requests_in_flight: usize,
     pub request_queue_wait: Duration,
+    /// `idle_timeout_ms`: how long a connection may go without a request before it is closed.
+    pub idle_timeout: Duration,
     /// `handshake_timeout_ms`: how long a new connection may take to send its first byte
     /// (plaintext) or to finish its TLS handshake.
     pub handshake_timeout: Duration,
@@ -173,6 +175,7 @@ struct FileConfig {
     source_timeout_ms: Option<u64>,
     request_timeout_ms: Option<u64>,
     handshake_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
     max_calls_per_source: Option<usize>,
     #[serde(default)]
     allow_insecure_plugin_dir: bool,
@@ -342,6 +345,11 @@ impl Config {
             "request_timeout_ms",
             file.request_timeout_ms,
             DEFAULT_REQUEST_TIMEOUT,
+        )?;
+        let idle_timeout = millis(
+            "idle_timeout_ms",
+            file.idle_timeout_ms,
+            crate::idle::DEFAULT_IDLE_TIMEOUT,
         )?;
         let handshake_timeout = millis(
             "handshake_timeout_ms",
@@ -592,6 +600,7 @@ impl Config {
             request_queue_wait,
             request_timeout,
             handshake_timeout,
+            idle_timeout,
             cors_allowed_origins,
             reload_debounce,
             max_retired_libraries,
@@ -693,6 +702,7 @@ mod tests {
                 "key `handshake_timeout_ms`: 3600001 is too large",
             ),
             ("plugin_dir = 'p'\nweb_ui = 'yes'", "web_ui"),
+            ("plugin_dir = 'p'\nidle_timeout_ms = 0", "key `idle_timeout_ms`: must be at least 1"),
             ("plugin_dir = 'p'\nmax_calls_per_source = 0", "key `max_calls_per_source`"),
             ("plugin_dir = 'p'\nunhealthy_backoff_ms = 0", "key `unhealthy_backoff_ms`"),
             ("plugin_dir = 'p'\nmetrics_listen = ':9'", "key `metrics_listen`"),

@@ -21,6 +21,7 @@
 //! - [`request_id`]: a request id on every log line of a request.
 //! - [`server`]: serving with health and reflection, and staged shutdown.
 //! - [`listener`]: the accept loop: connection limit, handshake timeout, no busy loop.
+//! - [`idle`]: connections with no request for the idle timeout are closed.
 //! - [`webui`]: the catalog web page at `/`.
 //!
 //! The `tributary` binary (`src/bin/tributary.rs`) only parses arguments and calls into these.
@@ -31,6 +32,7 @@ pub mod config;
 pub mod engine;
 pub mod grpc_web;
 pub mod guard;
+pub mod idle;
 pub mod isolation;
 pub mod listener;
 pub mod loader;

@@ -13,6 +13,7 @@
 //!   handshake ([`crate::tls`]). Once a connection speaks HTTP/2, a peer that stops answering the
 //!   server's pings is dropped; one that answers them but sends no request keeps its connection,
 //!   within `max_connections`.
+//! - A connection with no request in flight for `idle_timeout_ms` is closed ([`crate::idle`]).
 //! - Every accepted socket has TCP_NODELAY (a small response must not wait for the client's delayed
 //!   ACK) and TCP keep-alive (a peer that vanished is noticed).
 
@@ -60,6 +61,8 @@ pub fn default_max_connections() -> usize {
 pub struct Connection {
     stream: TcpStream,
     _slot: OwnedSemaphorePermit,
+    /// Registered for the idle timeout ([`crate::idle`]) while open.
+    _registration: Option<crate::idle::Registration>,
 }
 
 impl Connected for Connection {
@@ -160,6 +163,7 @@ impl Every {
 pub fn incoming(
     listener: TcpListener,
     max_connections: usize,
+    connections: crate::idle::Connections,
 ) -> ReceiverStream<Result<Connection, io::Error>> {
     let (tx, rx) = mpsc::channel(32);
     let slots = Arc::new(Semaphore::new(max_connections));
@@ -211,10 +215,15 @@ pub fn incoming(
             };
             let _ = stream.set_nodelay(true);
             set_keepalive(&stream);
+            let registration = stream.peer_addr().ok().map(|peer| {
+                use std::os::fd::AsRawFd;
+                connections.register(peer, stream.as_raw_fd())
+            });
             if tx
                 .send(Ok(Connection {
                     stream,
                     _slot: slot,
+                    _registration: registration,
                 }))
                 .await
                 .is_err()

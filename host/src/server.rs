@@ -60,6 +60,8 @@ pub struct ServeOptions {
     /// How long a new connection may take to send its first byte (plaintext) or finish its TLS
     /// handshake before it is closed.
     pub handshake_timeout: Duration,
+    /// How long a connection may go without a request in flight before it is closed.
+    pub idle_timeout: Duration,
 }
 
 impl Default for ServeOptions {
@@ -73,6 +75,7 @@ impl Default for ServeOptions {
             cors_allowed_origins: Vec::new(),
             web_ui: true,
             handshake_timeout: crate::tls::HANDSHAKE_TIMEOUT,
+            idle_timeout: crate::idle::DEFAULT_IDLE_TIMEOUT,
         }
     }
 }
@@ -159,6 +162,7 @@ pub async fn serve_with(
     if options.web_ui {
         routes = routes.merge(crate::webui::routes());
     }
+    let connections = crate::idle::Connections::default();
     let routes = routes.fallback(crate::rest::fallback);
     let router = Server::builder()
         // A peer that stops answering HTTP/2 pings is dropped; so is one that never finishes.
@@ -168,6 +172,7 @@ pub async fn serve_with(
         // translated to gRPC before the other layers: auth, metrics and request ids see one kind of
         // gRPC request, and REST requests pass through the same layers.
         .accept_http1(true)
+        .layer(crate::idle::IdleLayer(connections.clone()))
         .layer(cors(&options.cors_allowed_origins))
         .layer(crate::grpc_web::GrpcWebLayer)
         .layer(crate::request_id::RequestIdLayer)
@@ -176,7 +181,8 @@ pub async fn serve_with(
         .add_routes(tonic::service::Routes::from(routes).prepare());
     // TCP_NODELAY (a small response must not wait for the client's delayed ACK), the connection
     // limit and no busy loop when descriptors run out: see crate::listener.
-    let tcp = crate::listener::incoming(listener, options.max_connections);
+    let tcp = crate::listener::incoming(listener, options.max_connections, connections.clone());
+    let reaper = tokio::spawn(connections.reap(options.idle_timeout));
     let handshake = options.handshake_timeout;
     let server: std::pin::Pin<Box<dyn Future<Output = _> + Send>> = match options.tls {
         None => Box::pin(router.serve_with_incoming_shutdown(
@@ -202,6 +208,7 @@ pub async fn serve_with(
         }
     }
     watcher.abort();
+    reaper.abort();
     tracing::info!("server stopped");
     Ok(())
 }

@@ -614,6 +614,55 @@ fn a_silent_connection_is_closed_after_the_handshake_timeout() {
     terminate(child);
 }
 
+/// A connection with no request in flight for `idle_timeout_ms` is closed by the server; a request
+/// that runs longer than the timeout is not cut.
+#[test]
+fn an_idle_connection_is_closed_and_a_long_request_is_not() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        plugins.path(),
+        "idle_timeout_ms = 500\n[[source]]\nname = \"slow\"\nplugin = \"testkit\"\nconfig = { items = [{ name = \"a\" }], sleep_ms = 1500 }\n",
+    );
+    let (child, address) = spawn_server(&config);
+    // Each exchange keeps its connection open (HTTP/1.1 keep-alive) and reads until the server
+    // closes it.
+    let exchange = |request: &str| {
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let started = Instant::now();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .expect("the server closes the idle connection");
+        (response, started.elapsed())
+    };
+    let (response, took) = exchange("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    eprintln!(
+        "an idle connection was closed {} ms after its request",
+        took.as_millis()
+    );
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_secs(10),
+        "closed after {took:?}"
+    );
+    let (response, took) = exchange("GET /v1/packages HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    assert!(response.contains("\"name\":\"a\""), "{response}");
+    assert!(
+        took >= Duration::from_millis(1900),
+        "answered, then idle: {took:?}"
+    );
+    terminate(child);
+}
+
 /// The catalog web page at `/` and its files, with their types and a strict content policy; with
 /// `web_ui = false` there is no page.
 #[test]

@@ -244,6 +244,7 @@ pub fn config(plugin_dir: &Path, base_dir: &Path, sources: Vec<SourceConfig>) ->
         request_queue_wait: tributary_host::config::DEFAULT_REQUEST_QUEUE_WAIT,
         request_timeout: tributary_host::config::DEFAULT_REQUEST_TIMEOUT,
         handshake_timeout: tributary_host::tls::HANDSHAKE_TIMEOUT,
+        idle_timeout: tributary_host::idle::DEFAULT_IDLE_TIMEOUT,
         reload_debounce: tributary_host::config::DEFAULT_RELOAD_DEBOUNCE,
         max_retired_libraries: tributary_host::config::DEFAULT_MAX_RETIRED_LIBRARIES,
     }

@@ -332,6 +332,7 @@ async fn run(
         cors_allowed_origins: config.cors_allowed_origins.clone(),
         web_ui: config.web_ui,
         handshake_timeout: config.handshake_timeout,
+        idle_timeout: config.idle_timeout,
         tls,
         auth,
         shutdown_delay,
