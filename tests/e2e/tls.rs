@@ -260,3 +260,31 @@ fn a_missing_certificate_file_is_a_config_error_naming_it() {
         "{stderr}"
     );
 }
+
+/// The idle timeout counts requests on TLS connections too: a request longer than the timeout is not
+/// cut, and a client whose connection was closed while idle reconnects on its next call.
+#[tokio::test]
+async fn over_tls_a_long_request_outlives_the_idle_timeout() {
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let authority = Authority::new("tributary test CA");
+    write_server_pair(dir.path(), &authority);
+    let config = write_config(
+        dir.path(),
+        plugins.path(),
+        "idle_timeout_ms = 400\n[tls]\ncert_file = \"server.pem\"\nkey_file = \"server.key\"\n\
+         [[source]]\nname = \"slow\"\nplugin = \"testkit\"\n\
+         config = { items = [{ name = \"a\" }], sleep_ms = 1200 }\n",
+    );
+    let (child, address) = spawn_server(&config);
+    let mut client = connect(&address, &authority.pem(), None).await.unwrap();
+    let started = std::time::Instant::now();
+    let page = list(&mut client, 10, "", None).await;
+    assert_eq!(keys(&page.available_package_summaries), ["a@slow/a"]);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1200));
+    // Idle past the timeout: the server closes the connection; the channel reconnects.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let page = list(&mut client, 10, "", None).await;
+    assert_eq!(keys(&page.available_package_summaries), ["a@slow/a"]);
+    terminate(child);
+}
