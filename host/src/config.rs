@@ -38,6 +38,11 @@ pub const DEFAULT_RELOAD_DEBOUNCE: Duration = Duration::from_millis(500);
 pub const DEFAULT_MAX_RETIRED_LIBRARIES: usize = 32;
 /// How long one plugin call may take before the source counts as unavailable for that request.
 pub const DEFAULT_SOURCE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `max_searches_in_flight`: twice the CPUs this process may use (at least 2).
+pub fn default_max_searches_in_flight() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()) * 2
+}
+
 /// Default `request_timeout_ms`: the longest one list or detail request runs, whatever the client's
 /// deadline.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -76,6 +81,9 @@ pub struct Config {
     pub request_queue_wait: Duration,
     /// `idle_timeout_ms`: how long a connection may go without a request before it is closed.
     pub idle_timeout: Duration,
+    /// `max_searches_in_flight`: list requests with a query running at once; more wait like
+    /// requests over `max_requests_in_flight` do.
+    pub max_searches_in_flight: usize,
     /// `handshake_timeout_ms`: how long a new connection may take to send its first byte
     /// (plaintext) or to finish its TLS handshake.
     pub handshake_timeout: Duration,
@@ -176,6 +184,7 @@ struct FileConfig {
     request_timeout_ms: Option<u64>,
     handshake_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
+    max_searches_in_flight: Option<usize>,
     max_calls_per_source: Option<usize>,
     #[serde(default)]
     allow_insecure_plugin_dir: bool,
@@ -419,6 +428,16 @@ impl Config {
             }
             Some(ms) => Duration::from_millis(ms),
         };
+        let max_searches_in_flight = match file.max_searches_in_flight {
+            None => default_max_searches_in_flight(),
+            Some(n) if !(1..=100_000).contains(&n) => {
+                return Err(invalid(
+                    "max_searches_in_flight".into(),
+                    format!("{n} is out of range: give 1 to 100000"),
+                ))
+            }
+            Some(n) => n,
+        };
         let max_connections = match file.max_connections {
             None => crate::listener::default_max_connections(),
             Some(n) if !(1..=1_000_000).contains(&n) => {
@@ -601,6 +620,7 @@ impl Config {
             request_timeout,
             handshake_timeout,
             idle_timeout,
+            max_searches_in_flight,
             cors_allowed_origins,
             reload_debounce,
             max_retired_libraries,
@@ -703,6 +723,7 @@ mod tests {
             ),
             ("plugin_dir = 'p'\nweb_ui = 'yes'", "web_ui"),
             ("plugin_dir = 'p'\nidle_timeout_ms = 0", "key `idle_timeout_ms`: must be at least 1"),
+            ("plugin_dir = 'p'\nmax_searches_in_flight = 0", "key `max_searches_in_flight`: 0 is out of range"),
             ("plugin_dir = 'p'\nmax_calls_per_source = 0", "key `max_calls_per_source`"),
             ("plugin_dir = 'p'\nunhealthy_backoff_ms = 0", "key `unhealthy_backoff_ms`"),
             ("plugin_dir = 'p'\nmetrics_listen = ':9'", "key `metrics_listen`"),

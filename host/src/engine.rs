@@ -50,6 +50,8 @@ pub struct EngineOptions {
     /// The longest a list or detail request runs, whatever the client's deadline: a page is then
     /// served with what the sources gave so far, and a token to go on.
     pub request_timeout: Duration,
+    /// The most list requests with a query running at once (`max_searches_in_flight`).
+    pub max_searches_in_flight: usize,
 }
 
 impl EngineOptions {
@@ -62,6 +64,7 @@ impl EngineOptions {
             max_requests_in_flight: config.max_requests_in_flight,
             request_queue_wait: config.request_queue_wait,
             request_timeout: config.request_timeout,
+            max_searches_in_flight: config.max_searches_in_flight,
         }
     }
 }
@@ -95,6 +98,7 @@ impl Default for EngineOptions {
             max_requests_in_flight: crate::config::DEFAULT_MAX_REQUESTS_IN_FLIGHT,
             request_queue_wait: crate::config::DEFAULT_REQUEST_QUEUE_WAIT,
             request_timeout: crate::config::DEFAULT_REQUEST_TIMEOUT,
+            max_searches_in_flight: crate::config::default_max_searches_in_flight(),
         }
     }
 }

@@ -45,6 +45,8 @@ pub struct Catalog {
     pub(crate) reload: Arc<std::sync::Mutex<crate::reload::ReloadState>>,
     /// Slots for list and detail requests running at once (`max_requests_in_flight`).
     requests: Arc<tokio::sync::Semaphore>,
+    /// Searches (list requests with a query) running at once; see `max_searches_in_flight`.
+    searches: Arc<tokio::sync::Semaphore>,
 }
 
 /// One set of loaded libraries and built sources.
@@ -77,12 +79,16 @@ impl Catalog {
         let metrics = crate::metrics::Metrics::new();
         attach_metrics(&metrics, &generation);
         let requests = Arc::new(tokio::sync::Semaphore::new(options.max_requests_in_flight));
+        let searches = Arc::new(tokio::sync::Semaphore::new(
+            options.max_searches_in_flight.max(1),
+        ));
         Catalog {
             current: Arc::new(arc_swap::ArcSwap::from_pointee(generation)),
             options,
             metrics,
             reload: Default::default(),
             requests,
+            searches,
         }
     }
 
@@ -92,19 +98,49 @@ impl Catalog {
         &self,
         deadline: Option<Instant>,
     ) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
-        if let Ok(permit) = self.requests.clone().try_acquire_owned() {
+        self.wait_for_slot(&self.requests, deadline, || {
+            format!(
+                "the server is at its limit of {} requests in flight (max_requests_in_flight); retry later",
+                self.options.max_requests_in_flight
+            )
+        })
+        .await
+    }
+
+    /// A search's slot, beside its request slot: at most `max_searches_in_flight` list requests
+    /// with a query run at once, so that many clients searching (a web page sends a query per
+    /// keystroke) leave CPU for everything else; one more waits like a request does.
+    async fn admit_search(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        self.wait_for_slot(&self.searches, deadline, || {
+            format!(
+                "the server is at its limit of {} searches in flight (max_searches_in_flight); retry later",
+                self.options.max_searches_in_flight
+            )
+        })
+        .await
+    }
+
+    /// A permit of `slots` at once, or after waiting at most `request_queue_wait` (and never past
+    /// `deadline`); RESOURCE_EXHAUSTED with `message` otherwise.
+    async fn wait_for_slot(
+        &self,
+        slots: &Arc<tokio::sync::Semaphore>,
+        deadline: Option<Instant>,
+        message: impl FnOnce() -> String,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        if let Ok(permit) = slots.clone().try_acquire_owned() {
             return Ok(permit);
         }
         let mut until = Instant::now() + self.options.request_queue_wait;
         if let Some(deadline) = deadline {
             until = until.min(deadline);
         }
-        match tokio::time::timeout_at(until.into(), self.requests.clone().acquire_owned()).await {
+        match tokio::time::timeout_at(until.into(), slots.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
-            _ => Err(Status::resource_exhausted(format!(
-                "the server is at its limit of {} requests in flight (max_requests_in_flight); retry later",
-                self.options.max_requests_in_flight
-            ))),
+            _ => Err(Status::resource_exhausted(message())),
         }
     }
 
@@ -381,6 +417,11 @@ impl PackagesService for Catalog {
         let request = request.into_inner();
         let page_size = effective_page_size(request.page_size)?;
         let filter = validate_filter(request.filter, caller.as_deref())?;
+        let _search = if filter.ffi.query.is_empty() {
+            None
+        } else {
+            Some(self.admit_search(deadline).await?)
+        };
         let after = if request.page_token.is_empty() {
             None
         } else {

@@ -465,6 +465,65 @@ async fn requests_in_flight_are_bounded() {
     server.stop().await;
 }
 
+/// Searches have their own, smaller bound (`max_searches_in_flight`): with it reached, one more
+/// search waits and is refused naming the key, while a request without a query is served at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn searches_in_flight_are_bounded_apart_from_other_requests() {
+    let plugins = tributary_tests::PluginDir::with(&["testkit"]);
+    let mut config = tributary_tests::config(
+        plugins.path(),
+        plugins.path(),
+        vec![source(
+            "slow",
+            "testkit",
+            json!({ "items": [{ "name": "apache" }, { "name": "nginx" }], "sleep_ms": 1000 }),
+        )],
+    );
+    config.max_searches_in_flight = 1;
+    config.request_queue_wait = std::time::Duration::from_millis(100);
+    let server = tributary_tests::TestServer::start(config).await;
+    let search = |query: &str| {
+        Some(pb::FilterOptions {
+            query: query.into(),
+            ..Default::default()
+        })
+    };
+    let mut first = server.packages().await;
+    let running = tokio::spawn({
+        let filter = search("ng");
+        async move { list(&mut first, 10, "", filter).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut client = server.packages().await;
+    let err = client
+        .list_available_package_summaries(list_request(10, "", search("apa")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert_eq!(
+        err.message(),
+        "the server is at its limit of 1 searches in flight (max_searches_in_flight); retry later"
+    );
+    // A listing without a query does not wait for the search.
+    let page = list(&mut client, 10, "", None).await;
+    assert_eq!(
+        keys(&page.available_package_summaries),
+        ["apache@slow/apache", "nginx@slow/nginx"]
+    );
+    let page = running.await.unwrap();
+    assert_eq!(
+        keys(&page.available_package_summaries),
+        ["nginx@slow/nginx"]
+    );
+    // The slot is free again.
+    let page = list(&mut client, 10, "", search("apa")).await;
+    assert_eq!(
+        keys(&page.available_package_summaries),
+        ["apache@slow/apache"]
+    );
+    server.stop().await;
+}
+
 /// Lines in a testkit `calls_file`: the list calls the plugin received.
 fn calls_made(path: &std::path::Path) -> usize {
     std::fs::read_to_string(path)

@@ -245,6 +245,7 @@ pub fn config(plugin_dir: &Path, base_dir: &Path, sources: Vec<SourceConfig>) ->
         request_timeout: tributary_host::config::DEFAULT_REQUEST_TIMEOUT,
         handshake_timeout: tributary_host::tls::HANDSHAKE_TIMEOUT,
         idle_timeout: tributary_host::idle::DEFAULT_IDLE_TIMEOUT,
+        max_searches_in_flight: tributary_host::config::default_max_searches_in_flight(),
         reload_debounce: tributary_host::config::DEFAULT_RELOAD_DEBOUNCE,
         max_retired_libraries: tributary_host::config::DEFAULT_MAX_RETIRED_LIBRARIES,
     }
