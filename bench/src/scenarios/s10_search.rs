@@ -146,6 +146,7 @@ pub fn run(bench: &Bench, report: &mut Report) {
         })
         .collect();
     let pairs = bench.settings.pick(300, 30);
+    let unbounded = format!("max_searches_in_flight = 100000\n{one}");
     for (label, sources, k) in [("1 index", one, 1), ("3 indexes", three, 3)] {
         let config = work.config(&format!("search-{k}.toml"), &plugins, &sources);
         progress(format!("search: {label} of {} charts", names.len()));
@@ -180,6 +181,20 @@ pub fn run(bench: &Bench, report: &mut Report) {
                 .figures(fmt_secs(loaded.median()), fmt_secs(idle.median()))
                 .ratio(loaded.median() / idle.median())
                 .target(Target::AtMost(2.0)),
+            );
+            // The same without the bound on searches in flight (max_searches_in_flight).
+            drop(server);
+            let config = work.config("search-unbounded.toml", &plugins, &unbounded);
+            let server = ServerProcess::tributary(&config);
+            let (loaded, idle) = under_search_load(bench, server.url(), samples);
+            report.row(
+                Row::new(
+                    "10",
+                    format!("search, {label}: the same without max_searches_in_flight"),
+                )
+                .figures(fmt_secs(loaded.median()), fmt_secs(idle.median()))
+                .ratio(loaded.median() / idle.median())
+                .target(Target::Report),
             );
         }
     }
