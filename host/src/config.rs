@@ -38,9 +38,9 @@ pub const DEFAULT_RELOAD_DEBOUNCE: Duration = Duration::from_millis(500);
 pub const DEFAULT_MAX_RETIRED_LIBRARIES: usize = 32;
 /// How long one plugin call may take before the source counts as unavailable for that request.
 pub const DEFAULT_SOURCE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default `max_searches_in_flight`: twice the CPUs this process may use (at least 2).
+/// Default `max_searches_in_flight`: the CPUs this process may use.
 pub fn default_max_searches_in_flight() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get()) * 2
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 /// Default `request_timeout_ms`: the longest one list or detail request runs, whatever the client's
