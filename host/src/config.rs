@@ -100,6 +100,9 @@ pub struct Config {
     pub watch: bool,
     /// `web_ui`: serve the catalog web page at `/` (see [`crate::webui`]); on by default.
     pub web_ui: bool,
+    /// `inline_calls`: call sources that answer in microseconds in place on the server's own
+    /// threads, under a watchdog (see [`crate::inline`]); on by default.
+    pub inline_calls: bool,
     /// `reload_debounce_ms`: how long the directory and the config file must stay unchanged before
     /// the watcher reloads.
     pub reload_debounce: Duration,
@@ -196,6 +199,7 @@ struct FileConfig {
     log_level: Option<String>,
     watch: Option<bool>,
     web_ui: Option<bool>,
+    inline_calls: Option<bool>,
     max_connections: Option<usize>,
     max_requests_in_flight: Option<usize>,
     request_queue_ms: Option<u64>,
@@ -614,6 +618,7 @@ impl Config {
             log_level: file.log_level,
             watch: file.watch.unwrap_or(true),
             web_ui: file.web_ui.unwrap_or(true),
+            inline_calls: file.inline_calls.unwrap_or(true),
             max_connections,
             max_requests_in_flight,
             request_queue_wait,

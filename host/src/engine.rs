@@ -52,6 +52,8 @@ pub struct EngineOptions {
     pub request_timeout: Duration,
     /// The most list requests with a query running at once (`max_searches_in_flight`).
     pub max_searches_in_flight: usize,
+    /// Call fast sources in place on the runtime's threads (`inline_calls`; see [`crate::inline`]).
+    pub inline_calls: bool,
 }
 
 impl EngineOptions {
@@ -65,6 +67,7 @@ impl EngineOptions {
             request_queue_wait: config.request_queue_wait,
             request_timeout: config.request_timeout,
             max_searches_in_flight: config.max_searches_in_flight,
+            inline_calls: config.inline_calls,
         }
     }
 }
@@ -99,6 +102,7 @@ impl Default for EngineOptions {
             request_queue_wait: crate::config::DEFAULT_REQUEST_QUEUE_WAIT,
             request_timeout: crate::config::DEFAULT_REQUEST_TIMEOUT,
             max_searches_in_flight: crate::config::default_max_searches_in_flight(),
+            inline_calls: true,
         }
     }
 }
@@ -235,6 +239,10 @@ pub fn first_limit(page_size: usize, sources: usize) -> usize {
 
 /// Builds one page from `sources`, which must be sorted by name (the registry keeps them so).
 ///
+/// Fast sources are called in place ([`crate::inline`]); the page is then built on a task of its
+/// own, so that when one of those calls gets stuck the request can build the page again with every
+/// source on its own threads, and answer with whichever finishes first.
+///
 /// Returns `Err` only with `fail_fast`, naming the first source that failed.
 pub async fn merge_page(
     sources: &[Arc<Source>],
@@ -242,14 +250,78 @@ pub async fn merge_page(
     options: &EngineOptions,
 ) -> Result<Page, Failure> {
     debug_assert!(sources.windows(2).all(|w| w[0].name < w[1].name));
+    if !options.inline_calls
+        || crate::inline::usable_slots() == 0
+        || !sources.iter().any(|s| crate::inline::eligible(s))
+    {
+        return merge(sources, &request, options, None).await;
+    }
+    let request = Arc::new(request);
+    let rescue = Arc::new(crate::inline::Rescue::default());
+    let mut task = AbortOnDrop(tokio::spawn({
+        let (sources, request, options, rescue) = (
+            sources.to_vec(),
+            request.clone(),
+            options.clone(),
+            rescue.clone(),
+        );
+        async move { merge(&sources, &request, &options, Some(&rescue)).await }
+    }));
+    tokio::select! {
+        biased;
+        done = &mut task.0 => return joined(done),
+        () = rescue.wait() => {}
+    }
+    // A call made in place is stuck (its source is no longer called in place): build the page
+    // again with every source on its own threads; the first page to be done is served.
+    tokio::select! {
+        biased;
+        done = &mut task.0 => joined(done),
+        page = merge(sources, &request, options, None) => page,
+    }
+}
+
+/// Aborts the page's task when the request goes away.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn joined(done: Result<Result<Page, Failure>, tokio::task::JoinError>) -> Result<Page, Failure> {
+    match done {
+        Ok(page) => page,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("the page's task ended without a page: {e}"),
+    }
+}
+
+/// What the merge needs to call a source in place.
+struct InPlace<'a> {
+    rescue: &'a Arc<crate::inline::Rescue>,
+    budget: Budget,
+}
+
+/// The merge itself. With `rescue`, fast sources are called in place.
+async fn merge(
+    sources: &[Arc<Source>],
+    request: &PageRequest,
+    options: &EngineOptions,
+    rescue: Option<&Arc<crate::inline::Rescue>>,
+) -> Result<Page, Failure> {
     let page_size = request.page_size.max(1);
     let even_limit = first_limit(page_size, sources.len());
+    let budget = Budget {
+        source_timeout: options.source_timeout,
+        deadline: request.deadline,
+    };
+    let in_place = rescue.map(|rescue| InPlace { rescue, budget });
 
     let mut tasks = JoinSet::new();
     let mut lanes: Vec<Lane> = Vec::with_capacity(sources.len());
     for source in sources {
-        let (demand_tx, demand_rx) = mpsc::channel(1);
-        let (batch_tx, batch_rx) = mpsc::channel(1);
         let list_request = ListRequest {
             after: match &request.after {
                 Some(last) => ROption::RSome(seek_for(&source.name, last)),
@@ -264,25 +336,19 @@ pub async fn merge_page(
             filter: request.filter.clone(),
             extensions: Default::default(),
         };
-        let budget = Budget {
-            source_timeout: options.source_timeout,
-            deadline: request.deadline,
+        let fetch = if in_place.is_some() && crate::inline::eligible(source) {
+            Fetch::InPlace {
+                next: Some((list_request, None)),
+            }
+        } else {
+            Fetch::spawn(&mut tasks, source, list_request, budget)
         };
-        tasks.spawn(feed(
-            source.clone(),
-            list_request,
-            budget,
-            demand_rx,
-            batch_tx,
-        ));
         lanes.push(Lane {
             source: source.clone(),
             buffer: Vec::new().into_iter(),
             exhausted: false,
-            in_flight: true,
             failed: false,
-            demand: demand_tx,
-            batches: batch_rx,
+            fetch,
         });
     }
 
@@ -292,11 +358,19 @@ pub async fn merge_page(
         failures: Vec::new(),
         stats: PageStats::default(),
     };
-    // The first batches were all requested at spawn and are fetched concurrently; waiting for them
-    // one after another costs the slowest source, not the sum.
+    // The first batches: the sources called in place first (microseconds each), while the others'
+    // calls, all requested at spawn, run concurrently on their threads; waiting for those one after
+    // another then costs the slowest source, not the sum.
     let mut heap = LaneHeap::with_capacity(lanes.len());
-    for lane in 0..lanes.len() {
-        if fill(&mut lanes[lane], page_size + 1, &mut page, options).await? {
+    let mut order: Vec<usize> = (0..lanes.len()).collect();
+    order.sort_by_key(|&lane| !matches!(lanes[lane].fetch, Fetch::InPlace { .. }));
+    for lane in order {
+        let ctx = Fill {
+            in_place: in_place.as_ref(),
+            tasks: &mut tasks,
+            options,
+        };
+        if fill(&mut lanes[lane], page_size + 1, &mut page, ctx).await? {
             heap.push(lane, &lanes);
         }
     }
@@ -325,7 +399,12 @@ pub async fn merge_page(
             break;
         }
         let want = page_size - page.items.len() + 1;
-        if fill(&mut lanes[lane], want, &mut page, options).await? {
+        let ctx = Fill {
+            in_place: in_place.as_ref(),
+            tasks: &mut tasks,
+            options,
+        };
+        if fill(&mut lanes[lane], want, &mut page, ctx).await? {
             heap.push(lane, &lanes);
         }
     }
@@ -343,11 +422,46 @@ struct Lane {
     source: Arc<Source>,
     buffer: std::vec::IntoIter<Summary>,
     exhausted: bool,
-    /// A batch has been asked for and not yet received.
-    in_flight: bool,
     failed: bool,
-    demand: mpsc::Sender<u32>,
-    batches: mpsc::Receiver<Result<Batch, Failure>>,
+    fetch: Fetch,
+}
+
+/// How a lane gets its batches.
+// The request held in place is larger than the channels; boxing it would cost an allocation per
+// source per page, and a page has one lane per source.
+#[allow(clippy::large_enum_variant)]
+enum Fetch {
+    /// The merge calls the source in place; `next` is the next call's request and, after the
+    /// first call, the least its limit must be (the limit is then set when the call is made).
+    InPlace {
+        next: Option<(ListRequest, Option<u32>)>,
+    },
+    /// A task calls the source on its threads and sends each batch down a channel.
+    Task {
+        /// A batch has been asked for and not yet received.
+        in_flight: bool,
+        demand: mpsc::Sender<u32>,
+        batches: mpsc::Receiver<Result<Batch, Failure>>,
+    },
+}
+
+impl Fetch {
+    /// Starts the task that makes `request`'s call on the source's threads at once.
+    fn spawn(
+        tasks: &mut JoinSet<()>,
+        source: &Arc<Source>,
+        request: ListRequest,
+        budget: Budget,
+    ) -> Fetch {
+        let (demand_tx, demand_rx) = mpsc::channel(1);
+        let (batch_tx, batch_rx) = mpsc::channel(1);
+        tasks.spawn(feed(source.clone(), request, budget, demand_rx, batch_tx));
+        Fetch::Task {
+            in_flight: true,
+            demand: demand_tx,
+            batches: batch_rx,
+        }
+    }
 }
 
 struct Batch {
@@ -357,14 +471,77 @@ struct Batch {
     exhausted: bool,
 }
 
+/// A checked answer: the batch, and the request the next call starts from (after the last item
+/// returned) with the smallest limit it should ask for.
+struct Answer {
+    batch: Batch,
+    next: ListRequest,
+    min_limit: u32,
+}
+
+/// Checks a `list` answer to `request` against the contract, re-applies the filter, and records
+/// the outcome in the source's history.
+fn answer(
+    source: &Source,
+    request: ListRequest,
+    result: Result<Vec<Summary>, (FailureKind, String)>,
+) -> Result<Answer, Failure> {
+    let checked = result.and_then(|items| {
+        contract::check_list(&request, &items)
+            .map_err(|v| (FailureKind::Contract, v.into_message()))?;
+        Ok(items)
+    });
+    record_outcome(source, checked.as_ref().map(|_| ()));
+    let mut items = checked.map_err(|(kind, message)| Failure {
+        source: source.name.clone(),
+        plugin: source.plugin.clone(),
+        kind,
+        message,
+    })?;
+    let fetched = items.len();
+    let exhausted = fetched < request.limit as usize;
+    let next_after = items.last().map(|last| SeekKey {
+        name: last.name.clone(),
+        identifier: last.identifier.clone(),
+    });
+    if !request.filter.is_empty() {
+        items.retain(|item| request.filter.matches(item));
+    }
+    // A plugin that ignores the filter makes the host drop what does not match: ask it for
+    // twice as many each time (up to MAX_REFILTER_BATCH), so a selective query costs a few
+    // large calls rather than thousands of page-sized ones.
+    let min_limit = refiltered_limit(&request, items.len(), fetched);
+    let mut next = request;
+    if let Some(after) = next_after {
+        next.after = ROption::RSome(after);
+    }
+    Ok(Answer {
+        batch: Batch {
+            items,
+            fetched,
+            exhausted,
+        },
+        next,
+        min_limit,
+    })
+}
+
+/// What [`fill`] needs besides the lane.
+struct Fill<'a, 'b> {
+    in_place: Option<&'a InPlace<'b>>,
+    tasks: &'a mut JoinSet<()>,
+    options: &'a EngineOptions,
+}
+
 /// Makes sure the lane has a head item, fetching a batch of up to `want` items when its buffer is
 /// empty. `Ok(false)` when the lane is exhausted or has failed (the failure is recorded on the page).
 async fn fill(
     lane: &mut Lane,
     want: usize,
     page: &mut Page,
-    options: &EngineOptions,
+    ctx: Fill<'_, '_>,
 ) -> Result<bool, Failure> {
+    let want = u32::try_from(want).unwrap_or(u32::MAX);
     loop {
         if lane.buffer.len() > 0 {
             return Ok(true);
@@ -372,14 +549,68 @@ async fn fill(
         if lane.exhausted || lane.failed {
             return Ok(false);
         }
-        if !lane.in_flight {
-            let want = u32::try_from(want).unwrap_or(u32::MAX);
-            // An error means the task has ended; its reason, if any, is waiting in the channel.
-            let _ = lane.demand.send(want).await;
-            lane.in_flight = true;
-        }
-        let received = lane.batches.recv().await;
-        lane.in_flight = false;
+        let received = match &mut lane.fetch {
+            Fetch::InPlace { next } => {
+                let Some((mut request, min_limit)) = next.take() else {
+                    return Ok(false);
+                };
+                // The first call's limit was set with the request; later ones ask for what the
+                // page still lacks (or more, see `refiltered_limit`).
+                if let Some(min_limit) = min_limit {
+                    request.limit = want.max(1).max(min_limit);
+                }
+                let in_place = ctx.in_place.expect("lanes in place have a rescue");
+                let (limit, _) = in_place.budget.for_call();
+                let called = (request.limit <= crate::inline::MAX_IN_PLACE_LIMIT)
+                    .then(|| {
+                        crate::inline::try_call(
+                            &lane.source,
+                            "list",
+                            in_place.budget.source_timeout,
+                            Instant::now() + limit,
+                            in_place.rescue,
+                            |src| src.imp.list(&request),
+                        )
+                    })
+                    .flatten();
+                match called {
+                    Some(result) => {
+                        let result = match result {
+                            RResult::ROk(items) => Ok(items.into_vec()),
+                            RResult::RErr(e) => Err(plugin_error(e)),
+                        };
+                        match answer(&lane.source, request, result) {
+                            Ok(answer) => {
+                                *next = Some((answer.next, Some(answer.min_limit)));
+                                Some(Ok(answer.batch))
+                            }
+                            Err(failure) => Some(Err(failure)),
+                        }
+                    }
+                    None => {
+                        // Not in place this time (no slot, or the source is no longer fast): its
+                        // threads make this call and the lane's later ones.
+                        lane.fetch =
+                            Fetch::spawn(ctx.tasks, &lane.source, request, in_place.budget);
+                        continue;
+                    }
+                }
+            }
+            Fetch::Task {
+                in_flight,
+                demand,
+                batches,
+            } => {
+                if !*in_flight {
+                    // An error means the task has ended; its reason, if any, is in the channel.
+                    let _ = demand.send(want).await;
+                    *in_flight = true;
+                }
+                let received = batches.recv().await;
+                *in_flight = false;
+                received
+            }
+        };
         match received {
             Some(Ok(batch)) => {
                 page.stats.calls += 1;
@@ -387,26 +618,7 @@ async fn fill(
                 lane.exhausted = batch.exhausted;
                 lane.buffer = batch.items.into_iter();
             }
-            Some(Err(failure)) => {
-                // Once per source, kind and message a minute (a failing source fails every page).
-                if let Some(left_out) = crate::log_limit::admit(&[
-                    &failure.source,
-                    failure.kind.name(),
-                    &failure.message,
-                ]) {
-                    if left_out == 0 {
-                        tracing::warn!("{failure}");
-                    } else {
-                        tracing::warn!("{failure} ({left_out} more like it in the last minute)");
-                    }
-                }
-                lane.failed = true;
-                if options.fail_fast {
-                    return Err(failure);
-                }
-                page.failures.push(failure);
-                return Ok(false);
-            }
+            Some(Err(failure)) => return lane_failed(lane, failure, page, ctx.options),
             None => {
                 let failure = Failure {
                     source: lane.source.name.clone(),
@@ -414,15 +626,35 @@ async fn fill(
                     kind: FailureKind::Plugin(ErrorKind::Internal),
                     message: "the source's task ended unexpectedly".to_owned(),
                 };
-                lane.failed = true;
-                if options.fail_fast {
-                    return Err(failure);
-                }
-                page.failures.push(failure);
-                return Ok(false);
+                return lane_failed(lane, failure, page, ctx.options);
             }
         }
     }
+}
+
+/// Records that the lane's source failed for this page; `Err` with `fail_fast`.
+fn lane_failed(
+    lane: &mut Lane,
+    failure: Failure,
+    page: &mut Page,
+    options: &EngineOptions,
+) -> Result<bool, Failure> {
+    // Once per source, kind and message a minute (a failing source fails every page).
+    if let Some(left_out) =
+        crate::log_limit::admit(&[&failure.source, failure.kind.name(), &failure.message])
+    {
+        if left_out == 0 {
+            tracing::warn!("{failure}");
+        } else {
+            tracing::warn!("{failure} ({left_out} more like it in the last minute)");
+        }
+    }
+    lane.failed = true;
+    if options.fail_fast {
+        return Err(failure);
+    }
+    page.failures.push(failure);
+    Ok(false)
 }
 
 /// One source's task: fetch, check, send; then wait for the next demand.
@@ -434,63 +666,34 @@ async fn feed(
     batches: mpsc::Sender<Result<Batch, Failure>>,
 ) {
     loop {
-        let batch = call_list(&source, request, budget)
-            .await
-            .and_then(|(returned, items)| {
-                contract::check_list(&returned, &items)
-                    .map_err(|v| (FailureKind::Contract, v.into_message()))?;
-                let fetched = items.len();
-                let exhausted = fetched < returned.limit as usize;
-                let next_after = items.last().map(|last| SeekKey {
-                    name: last.name.clone(),
-                    identifier: last.identifier.clone(),
-                });
-                let mut items = items;
-                if !returned.filter.is_empty() {
-                    items.retain(|item| returned.filter.matches(item));
-                }
-                Ok((
-                    Batch {
-                        items,
-                        fetched,
-                        exhausted,
-                    },
-                    returned,
-                    next_after,
-                ))
-            });
-        record_outcome(&source, batch.as_ref().map(|_| ()));
-        let (batch, returned, next_after) = match batch {
-            Ok(ok) => ok,
-            Err((kind, message)) => {
-                let _ = batches
-                    .send(Err(Failure {
-                        source: source.name.clone(),
-                        plugin: source.plugin.clone(),
-                        kind,
-                        message,
-                    }))
-                    .await;
+        let answered = match call_list(&source, request, budget).await {
+            Ok((returned, items)) => answer(&source, returned, Ok(items)),
+            Err(failure) => {
+                record_outcome(&source, Err(&failure));
+                Err(Failure {
+                    source: source.name.clone(),
+                    plugin: source.plugin.clone(),
+                    kind: failure.0,
+                    message: failure.1,
+                })
+            }
+        };
+        let answer = match answered {
+            Ok(answer) => answer,
+            Err(failure) => {
+                let _ = batches.send(Err(failure)).await;
                 return;
             }
         };
-        let exhausted = batch.exhausted;
-        let (kept, fetched) = (batch.items.len(), batch.fetched);
-        if batches.send(Ok(batch)).await.is_err() || exhausted {
+        let exhausted = answer.batch.exhausted;
+        if batches.send(Ok(answer.batch)).await.is_err() || exhausted {
             return;
         }
         let Some(want) = demand.recv().await else {
             return;
         };
-        // A plugin that ignores the filter makes the host drop what does not match: ask it for
-        // twice as many each time (up to MAX_REFILTER_BATCH), so a selective query costs a few
-        // large calls rather than thousands of page-sized ones.
-        let refiltered = refiltered_limit(&returned, kept, fetched);
-        request = returned;
-        if let Some(after) = next_after {
-            request.after = ROption::RSome(after);
-        }
-        request.limit = want.max(1).max(refiltered);
+        request = answer.next;
+        request.limit = want.max(1).max(answer.min_limit);
     }
 }
 
@@ -663,9 +866,12 @@ mod tests {
 
     /// Pages through random in-process sources with random page sizes: the concatenation is the
     /// oracle sort, and no page is over-full.
-    #[tokio::test]
+    /// On a runtime with two workers, so that sources become fast after their first calls and are
+    /// then called in place: both paths, and the switch between them, are covered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn random_merges_match_the_oracle() {
         let mut rng = StdRng::seed_from_u64(7);
+        let in_place_before = crate::inline::calls_in_place();
         for trial in 0..200 {
             let k = rng.random_range(1..=6);
             let mut oracle = Vec::new();
@@ -733,6 +939,10 @@ mod tests {
             }
             assert_eq!(got, oracle, "trial {trial}");
         }
+        assert!(
+            crate::inline::calls_in_place() > in_place_before,
+            "sources were called in place once warm"
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
         Arc, Mutex,
     },
     time::{Duration, Instant},
@@ -67,6 +67,17 @@ pub struct CallGuard {
     /// Where calls are counted and timed, once a server has attached its metrics.
     metrics: std::sync::OnceLock<crate::metrics::SourceMetrics>,
     history: Mutex<History>,
+    /// Whether the source is backing off (`state.retry_at` is set), readable without the lock.
+    backing_off: AtomicBool,
+    /// Whether any call failed since the last success (`history.consecutive_failures > 0`).
+    has_failures: AtomicBool,
+    /// When a call last succeeded, in milliseconds since the Unix epoch (0: never).
+    last_success_ms: AtomicU64,
+    /// Calls in a row that took at most [`crate::inline::FAST_CALL`]; reset by a slower call and
+    /// by a call stuck in place.
+    fast_streak: AtomicU64,
+    /// Calls of this source found stuck in place that have not returned yet.
+    stuck_in_place: AtomicU32,
 }
 
 /// A source whose last this many calls failed is failing.
@@ -150,29 +161,104 @@ impl CallGuard {
             typical_call_micros: AtomicU64::new(0),
             metrics: std::sync::OnceLock::new(),
             history: Mutex::new(History::default()),
+            backing_off: AtomicBool::new(false),
+            has_failures: AtomicBool::new(false),
+            last_success_ms: AtomicU64::new(0),
+            fast_streak: AtomicU64::new(0),
+            stuck_in_place: AtomicU32::new(0),
         }
+    }
+
+    /// Whether the source may be called in place ([`crate::inline`]): its last
+    /// [`crate::inline::WARM_CALLS`] calls were fast, it is not backing off, and no call of it is
+    /// stuck in place.
+    pub fn inline_ok(&self) -> bool {
+        self.fast_streak.load(Ordering::Relaxed) >= crate::inline::WARM_CALLS
+            && !self.backing_off.load(Ordering::Relaxed)
+            && self.stuck_in_place.load(Ordering::Relaxed) == 0
+    }
+
+    /// A permit to call now, without waiting.
+    pub(crate) fn try_permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.permits.try_acquire().ok()
+    }
+
+    /// The watchdog found a call of this source stuck in place.
+    pub(crate) fn inline_stuck(&self) {
+        self.stuck_in_place.fetch_add(1, Ordering::AcqRel);
+        self.fast_streak.store(0, Ordering::Relaxed);
+    }
+
+    /// A call made in place, started at `started`, returned after `took`; `flagged` when the
+    /// watchdog had found it stuck.
+    pub(crate) fn inline_returned(
+        &self,
+        started: Instant,
+        took: Duration,
+        source_timeout: Duration,
+        flagged: bool,
+    ) {
+        if flagged {
+            self.stuck_in_place.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.record_duration(took);
+        if took <= source_timeout {
+            self.record_completion(started);
+        } else {
+            self.record_timeout(started);
+            self.record_outcome(Err((
+                "timeout",
+                &format!(
+                    "a call made in place ran {} ms, longer than the source timeout of {} ms",
+                    took.as_millis(),
+                    source_timeout.as_millis()
+                ),
+            )));
+        }
+    }
+
+    /// Where this source's calls are counted, once attached.
+    pub(crate) fn metrics(&self) -> Option<&crate::metrics::SourceMetrics> {
+        self.metrics.get()
     }
 
     /// The source's record of failed calls.
     pub fn history(&self) -> History {
-        self.history
+        let mut history = self
+            .history
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .clone();
+        history.last_success = match self.last_success_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(std::time::UNIX_EPOCH + Duration::from_millis(ms)),
+        };
+        history
     }
 
     /// Records how a call that was made ended: `Ok` or the failure's kind and message. Only failures
     /// that speak of the source's health belong here (not a refusal without a call, not an answer
     /// such as "not found").
     pub fn record_outcome(&self, outcome: Result<(), (&'static str, &str)>) {
-        let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
         let now = std::time::SystemTime::now();
+        if outcome.is_ok() {
+            let ms = now
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_millis().max(1) as u64);
+            self.last_success_ms.store(ms, Ordering::Relaxed);
+            // The lock only when there are failures to forget.
+            if !self.has_failures.load(Ordering::Relaxed) {
+                return;
+            }
+        }
+        let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
         match outcome {
             Ok(()) => {
                 history.consecutive_failures = 0;
-                history.last_success = Some(now);
+                self.has_failures.store(false, Ordering::Relaxed);
             }
             Err((kind, message)) => {
+                self.has_failures.store(true, Ordering::Relaxed);
                 history.failures += 1;
                 history.consecutive_failures = history.consecutive_failures.saturating_add(1);
                 history.last_failure = Some((now, kind, message.to_owned()));
@@ -192,6 +278,11 @@ impl CallGuard {
 
     /// Folds one completed call's duration into the moving average (weight 1/4 for the newest).
     fn record_duration(&self, took: Duration) {
+        if took <= crate::inline::FAST_CALL {
+            self.fast_streak.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.fast_streak.store(0, Ordering::Relaxed);
+        }
         let took = took.as_micros().min(u64::MAX as u128) as u64;
         let old = self.typical_call_micros.load(Ordering::Relaxed);
         let new = if old == 0 {
@@ -289,6 +380,7 @@ impl CallGuard {
             .saturating_mul(1u32 << doublings)
             .min(MAX_BACKOFF);
         state.retry_at = Some(Instant::now() + backoff);
+        self.backing_off.store(true, Ordering::Relaxed);
         backoff
     }
 
@@ -296,6 +388,9 @@ impl CallGuard {
     /// after the back-off began (the trial) makes the source healthy; one caught in the stall does
     /// not.
     fn record_completion(&self, call_started: Instant) {
+        if !self.backing_off.load(Ordering::Relaxed) {
+            return;
+        }
         let mut state = self.lock();
         if let Some(since) = state.backoff_since {
             if call_started <= since {
@@ -308,6 +403,7 @@ impl CallGuard {
                 trials,
                 ..State::default()
             };
+            self.backing_off.store(false, Ordering::Relaxed);
         }
     }
 }
@@ -332,7 +428,7 @@ pub struct Budget {
 impl Budget {
     /// The time left for one call, and whether the source timeout (not the client's deadline) is
     /// what limits it.
-    fn for_call(&self) -> (Duration, bool) {
+    pub(crate) fn for_call(&self) -> (Duration, bool) {
         match self.deadline {
             Some(deadline) => {
                 let left = deadline.saturating_duration_since(Instant::now());

@@ -12,6 +12,7 @@
 //! - [`engine`]: fan-out to one task per source, fan-in by k-way merge, one page at a time.
 //! - [`guard`]: every plugin call: the source's own thread, deadline, calls in flight, back-off.
 //! - [`threads`]: each source's own threads for its plugin calls.
+//! - [`inline`]: calls made in place for fast sources, under a watchdog.
 //! - [`isolation`]: sources run in a child process (`isolation = "process"`).
 //! - [`token`]: the page-token codec.
 //! - [`service`]: the gRPC services and the mapping of errors to status codes.
@@ -33,6 +34,7 @@ pub mod engine;
 pub mod grpc_web;
 pub mod guard;
 pub mod idle;
+pub mod inline;
 pub mod isolation;
 pub mod listener;
 pub mod loader;

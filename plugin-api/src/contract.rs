@@ -22,7 +22,7 @@ use std::{cmp::Ordering, collections::HashSet};
 
 use abi_stable::std_types::{ROption, RString};
 
-use crate::{Detail, ListRequest, PluginError, Summary};
+use crate::{Detail, ErrorKind, ListRequest, PluginError, Summary};
 
 /// Longest name, identifier or category, in bytes: clients send these back, and the host accepts no
 /// longer ones in requests.
@@ -94,7 +94,29 @@ fn q(value: &RString) -> String {
 }
 
 /// Checks one text field: size and UTF-8. `owner` names the item for the message.
-fn check_text(owner: &str, field: &str, value: &RString, max: usize) -> Result<(), Violation> {
+/// What a checked field belongs to, as messages name it; formatted only when a check fails.
+#[derive(Clone, Copy)]
+enum Owner<'a> {
+    AnItem,
+    Item(&'a RString),
+    Detail(&'a str),
+    Error(ErrorKind),
+}
+
+impl std::fmt::Display for Owner<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Owner::AnItem => f.write_str("an item"),
+            Owner::Item(identifier) => write!(f, "item {}", q(identifier)),
+            Owner::Detail(identifier) => {
+                write!(f, "detail {}", quote(identifier.as_bytes(), QUOTE_BYTES))
+            }
+            Owner::Error(kind) => write!(f, "error of kind {}", kind.name()),
+        }
+    }
+}
+
+fn check_text(owner: Owner<'_>, field: &str, value: &RString, max: usize) -> Result<(), Violation> {
     let bytes = value.as_bytes();
     if bytes.len() > max {
         return Err(Violation::new(format!(
@@ -110,7 +132,7 @@ fn check_text(owner: &str, field: &str, value: &RString, max: usize) -> Result<(
     Ok(())
 }
 
-fn check_count(owner: &str, field: &str, count: usize, max: usize) -> Result<(), Violation> {
+fn check_count(owner: Owner<'_>, field: &str, count: usize, max: usize) -> Result<(), Violation> {
     if count > max {
         return Err(Violation::new(format!(
             "{owner} has {count} {field}, at most {max} are allowed"
@@ -124,15 +146,15 @@ fn check_count(owner: &str, field: &str, count: usize, max: usize) -> Result<(),
 pub fn check_summary(item: &Summary) -> Result<(), Violation> {
     // The key fields first, so that later messages may quote them.
     if item.identifier.is_empty() {
-        check_text("an item", "name", &item.name, MAX_KEY_BYTES)?;
+        check_text(Owner::AnItem, "name", &item.name, MAX_KEY_BYTES)?;
         return Err(Violation::new(format!(
             "item named {} has an empty identifier",
             q(&item.name)
         )));
     }
-    check_text("an item", "identifier", &item.identifier, MAX_KEY_BYTES)?;
-    let owner = format!("item {}", q(&item.identifier));
-    check_text(&owner, "name", &item.name, MAX_KEY_BYTES)?;
+    check_text(Owner::AnItem, "identifier", &item.identifier, MAX_KEY_BYTES)?;
+    let owner = Owner::Item(&item.identifier);
+    check_text(owner, "name", &item.name, MAX_KEY_BYTES)?;
     for (field, value) in [
         ("display_name", &item.display_name),
         ("latest_version", &item.latest_version),
@@ -141,11 +163,11 @@ pub fn check_summary(item: &Summary) -> Result<(), Violation> {
         ("icon_url", &item.icon_url),
         ("repository", &item.repository),
     ] {
-        check_text(&owner, field, value, MAX_TEXT_BYTES)?;
+        check_text(owner, field, value, MAX_TEXT_BYTES)?;
     }
-    check_count(&owner, "categories", item.categories.len(), MAX_CATEGORIES)?;
+    check_count(owner, "categories", item.categories.len(), MAX_CATEGORIES)?;
     for category in item.categories.iter() {
-        check_text(&owner, "categories[]", category, MAX_KEY_BYTES)?;
+        check_text(owner, "categories[]", category, MAX_KEY_BYTES)?;
     }
     Ok(())
 }
@@ -162,10 +184,19 @@ pub fn check_list(request: &ListRequest, items: &[Summary]) -> Result<(), Violat
         )));
     }
     let mut previous: Option<&Summary> = None;
-    let mut identifiers = HashSet::with_capacity(items.len());
-    for item in items {
+    // A page-sized answer compares identifiers pairwise; a larger one hashes them.
+    let small = items.len() <= 16;
+    let mut identifiers = HashSet::new();
+    for (i, item) in items.iter().enumerate() {
         check_summary(item)?;
-        if !identifiers.insert(item.identifier.as_str()) {
+        let repeated = if small {
+            items[..i]
+                .iter()
+                .any(|earlier| earlier.identifier.as_str() == item.identifier.as_str())
+        } else {
+            !identifiers.insert(item.identifier.as_str())
+        };
+        if repeated {
             return Err(Violation::new(format!(
                 "identifier {} appears twice in one answer (items named {} and another)",
                 q(&item.identifier),
@@ -214,10 +245,10 @@ pub fn check_detail(identifier: &str, detail: &Detail) -> Result<(), Violation> 
             q(&detail.summary.identifier)
         )));
     }
-    let owner = format!("detail {}", quote(identifier.as_bytes(), QUOTE_BYTES));
-    check_text(&owner, "home_url", &detail.home_url, MAX_TEXT_BYTES)?;
-    check_text(&owner, "readme", &detail.readme, MAX_README_BYTES)?;
-    check_count(&owner, "versions", detail.versions.len(), MAX_VERSIONS)?;
+    let owner = Owner::Detail(identifier);
+    check_text(owner, "home_url", &detail.home_url, MAX_TEXT_BYTES)?;
+    check_text(owner, "readme", &detail.readme, MAX_README_BYTES)?;
+    check_count(owner, "versions", detail.versions.len(), MAX_VERSIONS)?;
     for v in detail.versions.iter() {
         for (field, value) in [
             ("versions[].version", &v.version),
@@ -225,26 +256,26 @@ pub fn check_detail(identifier: &str, detail: &Detail) -> Result<(), Violation> 
             ("versions[].created", &v.created),
             ("versions[].digest", &v.digest),
         ] {
-            check_text(&owner, field, value, MAX_TEXT_BYTES)?;
+            check_text(owner, field, value, MAX_TEXT_BYTES)?;
         }
     }
-    check_count(&owner, "source_urls", detail.source_urls.len(), MAX_ENTRIES)?;
+    check_count(owner, "source_urls", detail.source_urls.len(), MAX_ENTRIES)?;
     for url in detail.source_urls.iter() {
-        check_text(&owner, "source_urls[]", url, MAX_TEXT_BYTES)?;
+        check_text(owner, "source_urls[]", url, MAX_TEXT_BYTES)?;
     }
-    check_count(&owner, "maintainers", detail.maintainers.len(), MAX_ENTRIES)?;
+    check_count(owner, "maintainers", detail.maintainers.len(), MAX_ENTRIES)?;
     for m in detail.maintainers.iter() {
         for (field, value) in [
             ("maintainers[].name", &m.name),
             ("maintainers[].email", &m.email),
             ("maintainers[].url", &m.url),
         ] {
-            check_text(&owner, field, value, MAX_TEXT_BYTES)?;
+            check_text(owner, field, value, MAX_TEXT_BYTES)?;
         }
     }
-    check_count(&owner, "keywords", detail.keywords.len(), MAX_ENTRIES)?;
+    check_count(owner, "keywords", detail.keywords.len(), MAX_ENTRIES)?;
     for k in detail.keywords.iter() {
-        check_text(&owner, "keywords[]", k, MAX_KEY_BYTES)?;
+        check_text(owner, "keywords[]", k, MAX_KEY_BYTES)?;
     }
     Ok(())
 }
@@ -252,7 +283,7 @@ pub fn check_detail(identifier: &str, detail: &Detail) -> Result<(), Violation> 
 /// Checks a plugin error: its message is valid UTF-8 and at most [`MAX_MESSAGE_BYTES`] long.
 pub fn check_error(error: &PluginError) -> Result<(), Violation> {
     check_text(
-        &format!("error of kind {}", error.kind.name()),
+        Owner::Error(error.kind),
         "message",
         &error.message,
         MAX_MESSAGE_BYTES,

@@ -13,6 +13,7 @@ mod faults;
 mod fuzz;
 mod helm_http;
 mod honest;
+mod in_place;
 mod isolation;
 mod loading;
 mod merge;

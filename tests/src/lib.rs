@@ -238,6 +238,7 @@ pub fn config(plugin_dir: &Path, base_dir: &Path, sources: Vec<SourceConfig>) ->
         log_level: None,
         watch: false,
         web_ui: true,
+        inline_calls: true,
         max_connections: tributary_host::listener::default_max_connections(),
         cors_allowed_origins: Vec::new(),
         max_requests_in_flight: tributary_host::config::DEFAULT_MAX_REQUESTS_IN_FLIGHT,

@@ -19,6 +19,11 @@ use tributary_host::{
     server, service, tls,
 };
 
+/// The server allocates and frees many small strings per page; glibc's allocator spends a large
+/// share of a page's CPU consolidating its free lists (docs/PERFORMANCE.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "tributary",
@@ -198,7 +203,16 @@ fn main() -> ExitCode {
             shutdown_delay_ms,
             ..
         } => {
-            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            // At least two workers: a fast source's calls are made in place on a worker only when
+            // another one stays free (see `tributary_host::inline`).
+            let workers = std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .max(2);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
             // Certificates are read before anything is served: a bad file is a configuration error.
             let tls = match config.tls.clone().map(tls::Certificates::load).transpose() {
                 Ok(tls) => tls.map(Arc::new),

@@ -1,0 +1,135 @@
+//! Fast sources are called in place on the server's worker threads (`tributary_host::inline`);
+//! a call in place that hangs must stall no page, its own included.
+
+use std::{
+    process::Command,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use tributary_proto::v1::packages_service_client::PackagesServiceClient;
+use tributary_tests::{artifacts, list_request, PluginDir};
+
+use crate::binary::{start, terminate, write_config};
+
+/// A source answers 10,000 calls in microseconds (called in place once warm), then its next call
+/// sleeps 4 s. Four clients page through it and another source the whole time: every page is
+/// answered well within the stall, with both sources' items and no failure, and the page whose
+/// call hung is built again on the sources' threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fast_source_that_hangs_in_place_stalls_no_page() {
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        plugins.path(),
+        r#"
+source_timeout_ms = 3000
+[[source]]
+name = "fast"
+plugin = "testkit"
+config = { generate = 200000, prefix = "p-", hang_on_call = 10001, hang_ms = 4000 }
+
+[[source]]
+name = "other"
+plugin = "testkit"
+config = { generate = 200000, prefix = "p-" }
+"#,
+    );
+    let log = dir.path().join("log.json");
+    let mut command = Command::new(&artifacts().binary);
+    command
+        .args(["--log-format", "json", "serve", "--config"])
+        .arg(&config)
+        .stderr(std::fs::File::create(&log).unwrap());
+    let (child, address) = start(command);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let pages = Arc::new(AtomicU64::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let mut client = PackagesServiceClient::connect(format!("http://{address}"))
+            .await
+            .unwrap();
+        let (stop, pages) = (stop.clone(), pages.clone());
+        clients.push(tokio::spawn(async move {
+            let mut token = String::new();
+            let mut slowest = Duration::ZERO;
+            while !stop.load(Ordering::Relaxed) {
+                let asked = Instant::now();
+                let page = client
+                    .list_available_package_summaries(list_request(2, &token, None))
+                    .await
+                    .expect("a page")
+                    .into_inner();
+                slowest = slowest.max(asked.elapsed());
+                assert!(page.failed_sources.is_empty(), "{:?}", page.failed_sources);
+                let sources: Vec<&str> = page
+                    .available_package_summaries
+                    .iter()
+                    .map(|p| p.available_package_ref.as_ref().unwrap().source.as_str())
+                    .collect();
+                assert_eq!(
+                    sources,
+                    ["fast", "other"],
+                    "each page has a name's two items"
+                );
+                token = page.next_page_token;
+                pages.fetch_add(1, Ordering::Relaxed);
+            }
+            slowest
+        }));
+    }
+
+    // Wait for the watchdog's line about the stuck call, then keep paging for 1.5 s.
+    let started = Instant::now();
+    let stuck_line = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(line) = text
+            .lines()
+            .find(|l| l.contains("a call made in place ran longer than"))
+        {
+            break line.to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no call hung in place after {} pages",
+            pages.load(Ordering::Relaxed)
+        );
+        assert!(clients.iter().all(|c| !c.is_finished()), "a client failed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let pages_at_stall = pages.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut slowest = Duration::ZERO;
+    for client in clients {
+        slowest = slowest.max(client.await.expect("a client's pages"));
+    }
+    let total = pages.load(Ordering::Relaxed);
+    eprintln!(
+        "{total} pages ({pages_at_stall} before the stall was found, {} in the 1.5 s after); \
+         the slowest page took {} ms, against a 4,000 ms stall",
+        total - pages_at_stall,
+        slowest.as_millis()
+    );
+    assert!(stuck_line.contains("\"fast\""), "{stuck_line}");
+    assert!(
+        pages_at_stall >= 5000,
+        "the stall came after 10,000 calls: {pages_at_stall} pages"
+    );
+    assert!(
+        total > pages_at_stall,
+        "pages went on being served during the stall"
+    );
+    assert!(
+        slowest < Duration::from_millis(2000),
+        "no page waited for the stall: the slowest took {} ms",
+        slowest.as_millis()
+    );
+    // The stuck worker returns after the stall; the server then stops cleanly.
+    assert!(terminate(child).success());
+}
