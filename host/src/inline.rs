@@ -40,10 +40,13 @@ pub const FAST_CALL: Duration = Duration::from_millis(1);
 pub const MAX_IN_PLACE_LIMIT: u32 = 32;
 /// Calls a source makes on its own threads before it may be called in place (again).
 pub const WARM_CALLS: u64 = 16;
-/// A call in place that runs longer than this is taken to be stuck.
-pub const OVERRUN: Duration = Duration::from_millis(10);
+/// A call in place that runs longer than this is taken to be stuck. Well above what a fast call
+/// takes even when a loaded machine leaves its thread waiting for a CPU for a while: taking a
+/// merely late call for stuck costs its page a second build and its source a few calls on its
+/// threads.
+pub const OVERRUN: Duration = Duration::from_millis(50);
 /// How often the watchdog looks at the slots while calls are made in place.
-pub const TICK: Duration = Duration::from_millis(2);
+pub const TICK: Duration = Duration::from_millis(5);
 /// The watchdog sleeps (until the next call in place) after this long without one.
 const WATCHDOG_IDLE: Duration = Duration::from_secs(1);
 /// The most slots there can be, whatever the number of workers.
