@@ -14,11 +14,6 @@
 mod harness;
 mod scenarios;
 
-/// The allocator of the `tributary` binary, so that the engine scenarios run as the server does,
-/// and the baselines (kmerge, the prebuilt-page server, the YAML parse) get the same.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::{path::PathBuf, process::ExitCode, time::Instant};
 
 use harness::{table, Bench, Report, Settings};

@@ -250,7 +250,12 @@ pub async fn merge_page(
     options: &EngineOptions,
 ) -> Result<Page, Failure> {
     debug_assert!(sources.windows(2).all(|w| w[0].name < w[1].name));
+    // Calls in place are for small pages: a large call's cost is the copying, which on the
+    // sources' threads runs beside the merge.
+    let small = first_limit(request.page_size.max(1), sources.len())
+        <= crate::inline::MAX_IN_PLACE_LIMIT as usize;
     if !options.inline_calls
+        || !small
         || crate::inline::usable_slots() == 0
         || !sources.iter().any(|s| crate::inline::eligible(s))
     {
@@ -336,7 +341,10 @@ async fn merge(
             filter: request.filter.clone(),
             extensions: Default::default(),
         };
-        let fetch = if in_place.is_some() && crate::inline::eligible(source) {
+        let fetch = if in_place.is_some()
+            && list_request.limit <= crate::inline::MAX_IN_PLACE_LIMIT
+            && crate::inline::eligible(source)
+        {
             Fetch::InPlace {
                 next: Some((list_request, None)),
             }

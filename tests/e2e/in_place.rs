@@ -46,6 +46,8 @@ config = { generate = 200000, prefix = "p-" }
         .arg(&config)
         .stderr(std::fs::File::create(&log).unwrap());
     let (child, address) = start(command);
+    // Stopped however the test ends.
+    let mut server = Server(Some(child));
 
     let stop = Arc::new(AtomicBool::new(false));
     let pages = Arc::new(AtomicU64::new(0));
@@ -131,5 +133,17 @@ config = { generate = 200000, prefix = "p-" }
         slowest.as_millis()
     );
     // The stuck worker returns after the stall; the server then stops cleanly.
-    assert!(terminate(child).success());
+    assert!(terminate(server.0.take().unwrap()).success());
+}
+
+/// Kills the server if the test fails before stopping it.
+struct Server(Option<std::process::Child>);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
