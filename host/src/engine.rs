@@ -254,8 +254,12 @@ pub async fn merge_page(
     // sources' threads runs beside the merge.
     let small = first_limit(request.page_size.max(1), sources.len())
         <= crate::inline::MAX_IN_PLACE_LIMIT as usize;
+    // A search's calls are the plugin's CPU work (an index walk, perhaps a scan): they stay on the
+    // sources' threads, where the system shares the CPU between them and the requests the workers
+    // serve (`max_searches_in_flight` bounds how many run).
     if !options.inline_calls
         || !small
+        || !request.filter.query.is_empty()
         || crate::inline::usable_slots() == 0
         || !sources.iter().any(|s| crate::inline::eligible(s))
     {
