@@ -23,7 +23,6 @@
 //! on the remaining workers, with fewer (or no) calls in place.
 
 use std::{
-    cell::Cell,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex, OnceLock,
@@ -125,31 +124,19 @@ fn slots() -> &'static Slots {
     })
 }
 
-thread_local! {
-    /// Slots usable from this thread: one less than its runtime's workers; 0 off a multi-thread
-    /// runtime. Worked out once per thread (a worker thread belongs to one runtime).
-    static USABLE: Cell<Option<usize>> = const { Cell::new(None) };
-}
-
-/// How many slots calls made from this thread may use (0: no calls in place here).
+/// How many slots calls made from this thread may use: one less than the workers of the runtime
+/// it runs on; 0 off a multi-thread runtime (no calls in place there).
 pub fn usable_slots() -> usize {
-    USABLE.with(|usable| {
-        if let Some(n) = usable.get() {
-            return n;
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            handle
+                .metrics()
+                .num_workers()
+                .saturating_sub(1)
+                .min(MAX_SLOTS)
         }
-        let n = match tokio::runtime::Handle::try_current() {
-            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                handle
-                    .metrics()
-                    .num_workers()
-                    .saturating_sub(1)
-                    .min(MAX_SLOTS)
-            }
-            _ => 0,
-        };
-        usable.set(Some(n));
-        n
-    })
+        _ => 0,
+    }
 }
 
 /// Calls made in place since the process started.
