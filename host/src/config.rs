@@ -38,9 +38,11 @@ pub const DEFAULT_RELOAD_DEBOUNCE: Duration = Duration::from_millis(500);
 pub const DEFAULT_MAX_RETIRED_LIBRARIES: usize = 32;
 /// How long one plugin call may take before the source counts as unavailable for that request.
 pub const DEFAULT_SOURCE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default `max_searches_in_flight`: the CPUs this process may use.
+/// Default `max_searches_in_flight`: the CPUs this process may use (asked once: the answer reads
+/// cgroup files).
 pub fn default_max_searches_in_flight() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
 }
 
 /// Default `request_timeout_ms`: the longest one list or detail request runs, whatever the client's

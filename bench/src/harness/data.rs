@@ -124,7 +124,9 @@ pub fn page_request(page_size: usize, after: Option<MergeKey>) -> PageRequest {
 
 /// One page; a failed source is a broken benchmark, not a figure.
 pub async fn page(sources: &[Arc<Source>], page_size: usize, after: Option<MergeKey>) -> Page {
-    let page = engine::merge_page(sources, page_request(page_size, after), &options())
+    static OPTIONS: std::sync::OnceLock<EngineOptions> = std::sync::OnceLock::new();
+    let options = OPTIONS.get_or_init(options);
+    let page = engine::merge_page(sources, page_request(page_size, after), options)
         .await
         .unwrap_or_else(|f| panic!("engine failed: {f}"));
     assert!(
