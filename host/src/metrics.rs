@@ -94,6 +94,8 @@ pub struct Metrics {
     reloads: IntCounterVec,
     runner_restarts: IntCounterVec,
     runner_up: IntGaugeVec,
+    calls_in_place: IntCounter,
+    calls_stuck_in_place: IntCounter,
 }
 
 impl Metrics {
@@ -174,6 +176,16 @@ impl Metrics {
             &["source", "call"],
         )
         .expect("metric");
+        let calls_in_place = IntCounter::new(
+            "tributary_calls_in_place_total",
+            "Plugin calls made in place on a worker thread (fast sources; see inline_calls), since the process started.",
+        )
+        .expect("metric");
+        let calls_stuck_in_place = IntCounter::new(
+            "tributary_calls_stuck_in_place_total",
+            "Calls made in place that ran past the watchdog's limit (their source went back to its own threads and their page was built again), since the process started.",
+        )
+        .expect("metric");
         let pages = IntCounter::new(
             "tributary_pages_total",
             "Pages of the merged catalog served (ListAvailablePackageSummaries answers).",
@@ -232,6 +244,8 @@ impl Metrics {
         .expect("metric");
         for collector in [
             Box::new(pages.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(calls_in_place.clone()),
+            Box::new(calls_stuck_in_place.clone()),
             Box::new(runner_restarts.clone()),
             Box::new(runner_up.clone()),
             Box::new(generation.clone()),
@@ -268,6 +282,8 @@ impl Metrics {
             reloads,
             runner_restarts,
             runner_up,
+            calls_in_place,
+            calls_stuck_in_place,
         })
     }
 
@@ -308,6 +324,14 @@ impl Metrics {
 
     /// The text exposition of every metric, with the source gauges read from `catalog` now.
     pub fn render(&self, catalog: &Catalog) -> String {
+        for (counter, now) in [
+            (&self.calls_in_place, crate::inline::calls_in_place()),
+            (&self.calls_stuck_in_place, crate::inline::stuck_calls()),
+        ] {
+            if now > counter.get() {
+                counter.inc_by(now - counter.get());
+            }
+        }
         self.source_up.reset();
         self.source_backing_off.reset();
         self.source_calls_in_flight.reset();

@@ -2,6 +2,7 @@
 //! a call in place that hangs must stall no page, its own included.
 
 use std::{
+    io::{BufRead, BufReader},
     process::Command,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -13,7 +14,10 @@ use std::{
 use tributary_proto::v1::packages_service_client::PackagesServiceClient;
 use tributary_tests::{artifacts, list_request, PluginDir};
 
-use crate::binary::{start, terminate, write_config};
+use crate::{
+    binary::{terminate, write_config},
+    metrics::{http_get, sample},
+};
 
 /// A source answers 10,000 calls in microseconds (called in place once warm), then its next call
 /// sleeps 4 s. Four clients page through it and another source the whole time: every page is
@@ -28,6 +32,7 @@ async fn a_fast_source_that_hangs_in_place_stalls_no_page() {
         plugins.path(),
         r#"
 source_timeout_ms = 3000
+metrics_listen = "127.0.0.1:0"
 [[source]]
 name = "fast"
 plugin = "testkit"
@@ -45,7 +50,19 @@ config = { generate = 200000, prefix = "p-" }
         .args(["--log-format", "json", "serve", "--config"])
         .arg(&config)
         .stderr(std::fs::File::create(&log).unwrap());
-    let (child, address) = start(command);
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start tributary");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = |prefix: &str| {
+        let line = lines.next().expect("a line").unwrap();
+        line.strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("expected {prefix:?}, got {line:?}"))
+            .to_owned()
+    };
+    let address = next("listening on ");
+    let metrics = next("metrics on ");
     // Stopped however the test ends.
     let mut server = Server(Some(child));
 
@@ -132,6 +149,14 @@ config = { generate = 200000, prefix = "p-" }
         "no page waited for the stall: the slowest took {} ms",
         slowest.as_millis()
     );
+    // The metrics count the calls made in place and the one found stuck.
+    let (status, body) = http_get(&metrics, "/metrics");
+    assert!(status.contains("200"), "{status}");
+    let in_place = sample(&body, "tributary_calls_in_place_total").unwrap();
+    let stuck = sample(&body, "tributary_calls_stuck_in_place_total").unwrap();
+    eprintln!("{in_place} calls made in place, {stuck} found stuck");
+    assert!(in_place >= 10_000.0, "{in_place}");
+    assert!(stuck >= 1.0, "{stuck}");
     // The stuck worker returns after the stall; the server then stops cleanly.
     assert!(terminate(server.0.take().unwrap()).success());
 }

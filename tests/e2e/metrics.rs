@@ -13,7 +13,7 @@ use tributary_tests::{artifacts, list, list_request, PluginDir};
 use crate::binary::{terminate, write_config, SOURCES};
 
 /// `GET path` over HTTP/1.1: the status line and the body.
-fn http_get(address: &str, path: &str) -> (String, String) {
+pub(crate) fn http_get(address: &str, path: &str) -> (String, String) {
     let mut stream = TcpStream::connect(address).expect("connect to the metrics listener");
     write!(
         stream,
@@ -32,7 +32,7 @@ fn http_get(address: &str, path: &str) -> (String, String) {
 }
 
 /// The value of the sample whose line starts with `series` (name and labels exactly as exposed).
-fn sample(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .map(|v| v.parse().expect("a number"))
