@@ -2,7 +2,6 @@
 //! a call in place that hangs must stall no page, its own included.
 
 use std::{
-    io::{BufRead, BufReader},
     process::Command,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -16,7 +15,7 @@ use tributary_tests::{artifacts, list_request, PluginDir};
 
 use crate::{
     binary::{terminate, write_config},
-    metrics::{http_get, sample},
+    metrics::{http_get, sample, start_with_metrics},
 };
 
 /// A source answers 10,000 calls in microseconds (called in place once warm), then its next call
@@ -50,19 +49,7 @@ config = { generate = 200000, prefix = "p-" }
         .args(["--log-format", "json", "serve", "--config"])
         .arg(&config)
         .stderr(std::fs::File::create(&log).unwrap());
-    let mut child = command
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("start tributary");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut next = |prefix: &str| {
-        let line = lines.next().expect("a line").unwrap();
-        line.strip_prefix(prefix)
-            .unwrap_or_else(|| panic!("expected {prefix:?}, got {line:?}"))
-            .to_owned()
-    };
-    let address = next("listening on ");
-    let metrics = next("metrics on ");
+    let (child, address, metrics) = start_with_metrics(command);
     // Stopped however the test ends.
     let mut server = Server(Some(child));
 

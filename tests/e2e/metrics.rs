@@ -40,11 +40,19 @@ pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
 
 /// Starts `tributary serve` with `metrics_listen`; returns it, the gRPC address and the metrics one.
 fn serve_with_metrics(config: &std::path::Path) -> (std::process::Child, String, String) {
-    let mut child = Command::new(&artifacts().binary)
+    let mut command = Command::new(&artifacts().binary);
+    command
         .args(["serve", "--config"])
         .arg(config)
+        .stderr(Stdio::null());
+    start_with_metrics(command)
+}
+
+/// Runs a prepared `tributary ... serve` command whose config sets `metrics_listen`; returns it, the
+/// gRPC address and the metrics one, as it printed them.
+pub(crate) fn start_with_metrics(mut command: Command) -> (std::process::Child, String, String) {
+    let mut child = command
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
         .expect("start tributary");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
