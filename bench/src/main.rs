@@ -24,7 +24,14 @@ Runs the benchmark scenarios of docs/PERFORMANCE.md in this process and child pr
 prints one table: scenario, our figure, the baseline's, the ratio, the target, the result.
   --only LIST   run only these scenarios (comma-separated numbers 1-10)
   --quick       small sizes and few repetitions: a smoke run, not a measurement
-  --out FILE    also write the table and its notes to FILE";
+  --out FILE    also write the table and its notes to FILE
+
+tributary-bench load URL [CLIENTS] [SECONDS] [ITEMS]
+  sends scenario 3's pages (20 items, random tokens over 3 sources of ITEMS each, 300000 by
+  default) from CLIENTS clients (1) for SECONDS (10) to a server started by hand, and prints pages
+  per second: for profiling that server
+tributary-bench save-page URL FILE
+  writes that server's first such page to FILE, for `tributary-bench serve-baseline FILE`";
 
 /// The command line.
 #[derive(Debug, PartialEq)]
@@ -90,6 +97,48 @@ fn main() -> ExitCode {
     match (args.first().map(String::as_str), args.get(1)) {
         (Some("serve-baseline"), Some(file)) => {
             harness::grpc::serve_baseline(file.as_ref());
+            return ExitCode::SUCCESS;
+        }
+        (Some("load"), Some(url)) => {
+            // `load <url> [clients] [seconds] [items per source]`: scenario 3's load against a
+            // server started by hand (for profiling it), printing pages per second.
+            let number = |i: usize, default: usize| {
+                args.get(i)
+                    .map_or(default, |s| s.parse().expect("a number"))
+            };
+            let (clients, seconds, per_source) = (number(2, 1), number(3, 10), number(4, 300_000));
+            let tokens = std::sync::Arc::new(scenarios::s3_grpc::tokens(per_source));
+            let url = url.clone();
+            let load = tokio::runtime::Runtime::new()
+                .expect("tokio runtime")
+                .block_on(async move {
+                    harness::grpc::load(
+                        &url,
+                        clients,
+                        20,
+                        tokens,
+                        std::time::Duration::from_secs(seconds as u64),
+                    )
+                    .await
+                });
+            println!("{:.0} pages/s, {} bad", load.pages_per_second, load.bad);
+            return ExitCode::SUCCESS;
+        }
+        (Some("save-page"), Some(url)) => {
+            // `save-page <url> <file>`: scenario 3's first page from a server started by hand,
+            // written where `serve-baseline <file>` reads it.
+            let (url, file) = (
+                url.clone(),
+                args.get(2).expect("save-page URL FILE").clone(),
+            );
+            let token = scenarios::s3_grpc::tokens(300_000).swap_remove(0);
+            let page = tokio::runtime::Runtime::new()
+                .expect("tokio runtime")
+                .block_on(async move {
+                    let mut client = harness::grpc::connect(&url).await;
+                    harness::grpc::list(&mut client, harness::grpc::request(20, &token, &[])).await
+                });
+            harness::grpc::write_response(file.as_ref(), &page);
             return ExitCode::SUCCESS;
         }
         (Some("parse-yaml"), Some(file)) => {

@@ -76,7 +76,10 @@ where
         Box::pin(
             async move {
                 let mut response = future.await?;
-                if let Ok(value) = http::HeaderValue::from_str(&id) {
+                if let Ok(mut value) = http::HeaderValue::from_str(&id) {
+                    // Never indexed by HPACK: a value that changes on every response would only
+                    // churn the connection's header table.
+                    value.set_sensitive(true);
                     response.headers_mut().insert(HEADER, value);
                 }
                 Ok(response)

@@ -173,7 +173,9 @@ pub async fn serve_with(
         // gRPC request, and REST requests pass through the same layers.
         .accept_http1(true)
         .layer(crate::idle::IdleLayer(connections.clone()))
-        .layer(cors(&options.cors_allowed_origins))
+        .layer(OptionalCors(
+            (!options.cors_allowed_origins.is_empty()).then(|| cors(&options.cors_allowed_origins)),
+        ))
         .layer(crate::grpc_web::GrpcWebLayer)
         .layer(crate::request_id::RequestIdLayer)
         .layer(crate::metrics::MetricsLayer(catalog.metrics().clone()))
@@ -236,6 +238,57 @@ fn cors(origins: &[http::HeaderValue]) -> tower_http::cors::CorsLayer {
             HeaderName::from_static("x-request-id"),
         ])
         .max_age(Duration::from_secs(600))
+}
+
+/// CORS when some origin is allowed; otherwise nothing, not even the `Vary` and
+/// `Access-Control-Expose-Headers` headers that `CorsLayer` puts on every response.
+#[derive(Clone)]
+struct OptionalCors(Option<tower_http::cors::CorsLayer>);
+
+impl<S> tower_layer::Layer<S> for OptionalCors {
+    type Service = OptionalCorsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        match &self.0 {
+            Some(cors) => OptionalCorsService::On(cors.layer(inner)),
+            None => OptionalCorsService::Off(inner),
+        }
+    }
+}
+
+#[derive(Clone)]
+enum OptionalCorsService<S> {
+    On(tower_http::cors::Cors<S>),
+    Off(S),
+}
+
+impl<S, ReqBody, ResBody> tower_service::Service<http::Request<ReqBody>> for OptionalCorsService<S>
+where
+    S: tower_service::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = http::Response<ResBody>;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn Future<Output = Result<http::Response<ResBody>, S::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        match self {
+            OptionalCorsService::On(cors) => cors.poll_ready(cx),
+            OptionalCorsService::Off(inner) => inner.poll_ready(cx),
+        }
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        match self {
+            OptionalCorsService::On(cors) => Box::pin(cors.call(request)),
+            OptionalCorsService::Off(inner) => Box::pin(inner.call(request)),
+        }
+    }
 }
 
 /// Server reflection in both versions: `grpc.reflection.v1` and `grpc.reflection.v1alpha`, which is

@@ -763,8 +763,25 @@ fn cors_preflight_allows_only_the_configured_origins() {
     );
     assert!(rest.contains("x-request-id: "), "{rest}");
     assert!(rest.contains("\"availablepackagesummaries\""), "{rest}");
+    assert!(rest.contains("vary: origin"), "{rest}");
     let other = preflight("https://evil.example.net");
     assert!(!other.contains("access-control-allow-origin"), "{other}");
+    assert_eq!(terminate(child).code(), Some(0));
+
+    // No origin allowed (the default): no CORS headers at all, not even `Vary`.
+    let config = write_config(dir.path(), plugins.path(), SOURCES);
+    let (child, address) = spawn_server(&config);
+    let plain = http_request(
+        &address,
+        &format!(
+            "GET /v1/packages?page_size=1 HTTP/1.1\r\nHost: {address}\r\nOrigin: https://catalog.example.com\r\nConnection: close\r\n\r\n"
+        ),
+    )
+    .to_ascii_lowercase();
+    assert!(plain.starts_with("http/1.1 200"), "{plain}");
+    assert!(plain.contains("x-request-id: "), "{plain}");
+    assert!(!plain.contains("access-control-"), "{plain}");
+    assert!(!plain.contains("vary:"), "{plain}");
     assert_eq!(terminate(child).code(), Some(0));
 
     let bad = write_config(

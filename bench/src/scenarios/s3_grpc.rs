@@ -119,19 +119,24 @@ pub fn compare_rates(
     }
 }
 
-pub fn run(bench: &Bench, report: &mut Report) {
-    let per_source = per_source(bench);
-    let work = Workdir::new();
-    let config = write_config(&work, per_source);
-    let ours = ServerProcess::tributary(&config);
+/// 10,000 tokens resuming after random items of the scenario's sources (the same every run).
+pub fn tokens(per_source: usize) -> Vec<String> {
     let mut rng = Rng::new(3);
-    let tokens: Vec<String> = (0..10_000)
+    (0..10_000)
         .map(|_| {
             let i = rng.below(per_source as u64 - 20) as usize;
             let source = SOURCES[rng.below(3) as usize];
             token_after(generated_key(i, source))
         })
-        .collect();
+        .collect()
+}
+
+pub fn run(bench: &Bench, report: &mut Report) {
+    let per_source = per_source(bench);
+    let work = Workdir::new();
+    let config = write_config(&work, per_source);
+    let ours = ServerProcess::tributary(&config);
+    let tokens = tokens(per_source);
     compare_rates(
         bench,
         report,

@@ -233,6 +233,34 @@ impl Item {
     }
 }
 
+/// Writes generated item `index`'s name, `{prefix}{index:010}`, into `buf` (cleared first).
+fn write_name(buf: &mut String, prefix: &str, index: u64) {
+    buf.clear();
+    buf.push_str(prefix);
+    write_digits(buf, index, 10);
+}
+
+/// Writes generated item `index`'s identifier, `g{index}`, into `buf` (cleared first).
+fn write_identifier(buf: &mut String, index: u64) {
+    buf.clear();
+    buf.push('g');
+    write_digits(buf, index, 1);
+}
+
+/// Appends `n` in decimal, zero-padded to `width` digits (what `format!("{n:0width$}")` writes,
+/// without the formatting machinery: generated listings write a name per item and per search step).
+fn write_digits(buf: &mut String, mut n: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut at = digits.len();
+    while n > 0 || at == digits.len() {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    let start = at.min(digits.len() - width.min(digits.len()));
+    buf.push_str(std::str::from_utf8(&digits[start..]).expect("ASCII digits"));
+}
+
 pub struct TestkitSource {
     config: Config,
     items: Vec<Summary>,
@@ -242,9 +270,12 @@ pub struct TestkitSource {
 
 impl TestkitSource {
     fn generated(&self, index: u64) -> Summary {
-        let name = format!("{}{index:010}", self.config.prefix);
+        let mut name = String::with_capacity(self.config.prefix.len() + 10);
+        write_name(&mut name, &self.config.prefix, index);
+        let mut identifier = String::with_capacity(21);
+        write_identifier(&mut identifier, index);
         Summary {
-            identifier: RString::from(format!("g{index}")),
+            identifier: RString::from(identifier),
             display_name: RString::from(name.as_str()),
             name: RString::from(name),
             latest_version: RString::from("1.0.0"),
@@ -260,15 +291,12 @@ impl TestkitSource {
     /// Whether generated item `index` comes after `key`, building only its name (and its identifier
     /// when the names tie) in `buf`.
     fn generated_is_after(&self, index: u64, key: &SeekKey, buf: &mut String) -> bool {
-        use std::fmt::Write;
-        buf.clear();
-        let _ = write!(buf, "{}{index:010}", self.config.prefix);
+        write_name(buf, &self.config.prefix, index);
         match buf.as_bytes().cmp(key.name.as_bytes()) {
             std::cmp::Ordering::Greater => true,
             std::cmp::Ordering::Less => false,
             std::cmp::Ordering::Equal => {
-                buf.clear();
-                let _ = write!(buf, "g{index}");
+                write_identifier(buf, index);
                 buf.as_bytes() > key.identifier.as_bytes()
             }
         }
@@ -372,6 +400,7 @@ impl PackageSource for TestkitSource {
         };
         let mut page = Vec::new();
         if self.config.generate > 0 {
+            page.reserve(request.limit.min(1024) as usize);
             self.list_generated(request, &mut page);
         } else {
             page = request.select(&self.items);
@@ -445,6 +474,27 @@ mod tests {
 
     fn source(config: &str) -> TestkitSource {
         TestkitPlugin::new_source(Host::detached("kit", None), config).unwrap()
+    }
+
+    #[test]
+    fn generated_names_are_zero_padded_indices() {
+        let mut buf = String::from("stale");
+        for (index, width) in [
+            (0u64, 10),
+            (7, 10),
+            (1234567890, 10),
+            (98765432101, 10),
+            (0, 1),
+            (42, 1),
+        ] {
+            write_digits(&mut buf, index, width);
+            assert_eq!(buf, format!("stale{index:0width$}"));
+            buf.truncate(5);
+        }
+        write_name(&mut buf, "pkg-", 17);
+        assert_eq!(buf, "pkg-0000000017");
+        write_identifier(&mut buf, 17);
+        assert_eq!(buf, "g17");
     }
 
     #[test]
