@@ -256,6 +256,8 @@ impl<S> tower_layer::Layer<S> for OptionalCors {
     }
 }
 
+// One per connection; boxing the larger variant would cost an allocation per clone.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 enum OptionalCorsService<S> {
     On(tower_http::cors::Cors<S>),
