@@ -312,6 +312,25 @@ fn stamp(plugin_dir: &Path, config: &Path) -> Vec<(PathBuf, u64, Option<SystemTi
         .collect()
 }
 
+/// Whether `path` (as the watcher reports it) is in the plugin directory, is that directory, or is
+/// the configuration file.
+fn names_plugin_or_config(path: &Path, plugin_dir: &Path, config: &Path) -> bool {
+    path.parent() == Some(plugin_dir)
+        || path == plugin_dir
+        || (path.file_name().is_some() && path.file_name() == config.file_name())
+}
+
+/// Which file the configuration path leads to (through symbolic links, as a Kubernetes ConfigMap
+/// volume swaps them), with its size and modification time.
+fn config_stamp(config: &Path) -> (Option<PathBuf>, u64, Option<SystemTime>) {
+    let meta = std::fs::metadata(config).ok();
+    (
+        std::fs::canonicalize(config).ok(),
+        meta.as_ref().map_or(0, |m| m.len()),
+        meta.and_then(|m| m.modified().ok()),
+    )
+}
+
 /// Watches the plugin directory and the configuration file and reloads `catalog` when they have
 /// changed and then stayed unchanged for `debounce`. Runs until the process ends; an error setting
 /// up the watch is logged (SIGHUP and the RPC still work).
@@ -322,14 +341,23 @@ pub async fn watch(
     debounce: Duration,
 ) {
     use notify::{RecursiveMode, Watcher};
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let config_name = config.file_name().map(|n| n.to_owned());
-    let handler = move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event {
-            if event.kind.is_access() {
-                return;
+    // `true` for a change in the plugin directory or to the configuration file by name; `false`
+    // for one to another file beside the configuration file, which matters only if the file the
+    // configuration path leads to changed with it (see `config_stamp`).
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<bool>();
+    let handler = {
+        let (plugin_dir, config) = (plugin_dir.clone(), config.clone());
+        move |event: notify::Result<notify::Event>| {
+            if let Ok(event) = event {
+                if event.kind.is_access() {
+                    return;
+                }
+                let named = event
+                    .paths
+                    .iter()
+                    .any(|path| names_plugin_or_config(path, &plugin_dir, &config));
+                let _ = tx.send(named);
             }
-            let _ = tx.send(());
         }
     };
     let mut watcher = match notify::recommended_watcher(handler) {
@@ -356,21 +384,30 @@ pub async fn watch(
             tracing::warn!(file = %config.display(), "cannot watch the configuration file ({e}); reload it with SIGHUP or the Reload RPC");
         }
     }
-    let _ = config_name;
     tracing::info!(dir = %plugin_dir.display(), config = %config.display(), debounce_ms = debounce.as_millis() as u64, "watching for plugin and configuration changes");
-    while rx.recv().await.is_some() {
+    let mut config_at_reload = config_stamp(&config);
+    while let Some(mut named) = rx.recv().await {
         // Quiet for the whole window, and every stamp unchanged across it.
         loop {
             let before = stamp(&plugin_dir, &config);
             tokio::time::sleep(debounce).await;
             let mut more = false;
-            while rx.try_recv().is_ok() {
+            while let Ok(also_named) = rx.try_recv() {
                 more = true;
+                named |= also_named;
             }
             if !more && stamp(&plugin_dir, &config) == before {
                 break;
             }
         }
+        // Only other files beside the configuration file changed (the server's own log, say, whose
+        // every line would otherwise start another reload), and the configuration is the same file
+        // as at the last reload: nothing to do.
+        let now = config_stamp(&config);
+        if !named && now == config_at_reload {
+            continue;
+        }
+        config_at_reload = now;
         let _ = catalog.reload_now("file watcher").await;
     }
     drop(watcher);

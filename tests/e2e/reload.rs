@@ -190,6 +190,55 @@ async fn a_library_copied_in_is_served_without_a_restart_and_removing_it_retires
     stop(server);
 }
 
+/// The watcher reloads for the config file, followed through its symbolic links as a Kubernetes
+/// ConfigMap volume lays them out, and not for other files beside it: a log written next to the
+/// config used to start a reload on every line, each reload logging a line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watcher_follows_a_configmap_swap_and_ignores_other_files_beside_the_config() {
+    let plugins = PluginDir::with(&["testkit", "catalog"]);
+    let dir = tempfile::tempdir().unwrap();
+    // `tributary.toml -> ..data/tributary.toml`, `..data -> ..v1`, as the kubelet writes them.
+    let text = std::fs::read_to_string(write_config(
+        dir.path(),
+        plugins.path(),
+        &format!("reload_debounce_ms = 100\n{ONE}"),
+    ))
+    .unwrap();
+    let version = |name: &str, text: &str| {
+        std::fs::create_dir(dir.path().join(name)).unwrap();
+        std::fs::write(dir.path().join(name).join("tributary.toml"), text).unwrap();
+    };
+    version("..v1", &text);
+    std::os::unix::fs::symlink("..v1", dir.path().join("..data")).unwrap();
+    let config = dir.path().join("tributary.toml");
+    std::fs::remove_file(&config).unwrap();
+    std::os::unix::fs::symlink("..data/tributary.toml", &config).unwrap();
+    let mut server = Server::start(&config).await;
+    assert_eq!(server.listing().await.generation, 1);
+
+    // A log beside the config, written to for 1.5 s: no reload.
+    let mut log = std::fs::File::create(dir.path().join("tributary.log")).unwrap();
+    for i in 0..15 {
+        writeln!(log, "line {i}").unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(server.listing().await.generation, 1, "a log line reloaded");
+
+    // The ConfigMap update: a new version folder, `..data` swapped to it by a rename.
+    version("..v2", &format!("{text}{}", cat_source(dir.path())));
+    std::os::unix::fs::symlink("..v2", dir.path().join("..data_tmp")).unwrap();
+    std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
+    server
+        .wait_for_keys(
+            &["a@one/a", "b@cat/b", "c@one/c", "d@cat/d", "e@one/e"],
+            Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(server.listing().await.generation, 2);
+    stop(server);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_and_the_reload_rpc_reload_and_say_what_changed() {
     let plugins = PluginDir::with(&["testkit"]);
