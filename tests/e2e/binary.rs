@@ -720,6 +720,17 @@ fn the_web_page_is_served_at_the_root_unless_turned_off() {
     terminate(child);
 }
 
+/// A REST GET of the first package from the page at `https://catalog.example.com`, lowercased.
+fn get_from_catalog_origin(address: &str) -> String {
+    http_request(
+        address,
+        &format!(
+            "GET /v1/packages?page_size=1 HTTP/1.1\r\nHost: {address}\r\nOrigin: https://catalog.example.com\r\nConnection: close\r\n\r\n"
+        ),
+    )
+    .to_ascii_lowercase()
+}
+
 /// CORS for gRPC-web callers: a preflight from an allowed origin is answered with it; one from
 /// another origin gets no CORS headers; a bad origin in the config names the key.
 #[test]
@@ -749,13 +760,7 @@ fn cors_preflight_allows_only_the_configured_origins() {
     );
     assert!(allowed.contains("x-grpc-web"), "{allowed}");
     // REST: a simple GET from an allowed origin carries the CORS header and a request id.
-    let rest = http_request(
-        &address,
-        &format!(
-            "GET /v1/packages?page_size=1 HTTP/1.1\r\nHost: {address}\r\nOrigin: https://catalog.example.com\r\nConnection: close\r\n\r\n"
-        ),
-    )
-    .to_ascii_lowercase();
+    let rest = get_from_catalog_origin(&address);
     assert!(rest.starts_with("http/1.1 200"), "{rest}");
     assert!(
         rest.contains("access-control-allow-origin: https://catalog.example.com"),
@@ -771,13 +776,7 @@ fn cors_preflight_allows_only_the_configured_origins() {
     // No origin allowed (the default): no CORS headers at all, not even `Vary`.
     let config = write_config(dir.path(), plugins.path(), SOURCES);
     let (child, address) = spawn_server(&config);
-    let plain = http_request(
-        &address,
-        &format!(
-            "GET /v1/packages?page_size=1 HTTP/1.1\r\nHost: {address}\r\nOrigin: https://catalog.example.com\r\nConnection: close\r\n\r\n"
-        ),
-    )
-    .to_ascii_lowercase();
+    let plain = get_from_catalog_origin(&address);
     assert!(plain.starts_with("http/1.1 200"), "{plain}");
     assert!(plain.contains("x-request-id: "), "{plain}");
     assert!(!plain.contains("access-control-"), "{plain}");
