@@ -184,8 +184,8 @@ impl Parts {
                 "this server was not started from a configuration file: nothing to reload".into(),
             );
         };
-        let config = Config::load(path, overrides)
-            .map_err(|e| format!("config file {}: {e}", path.display()))?;
+        // A `ConfigError` names the file itself.
+        let config = Config::load(path, overrides).map_err(|e| e.to_string())?;
         let old = self.current.load_full();
         if config.plugin_dir != old.registry.plugin_dir {
             return Err(format!(
@@ -393,7 +393,10 @@ pub async fn watch(
             tokio::time::sleep(debounce).await;
             let mut more = false;
             while let Ok(also_named) = rx.try_recv() {
-                more = true;
+                // Only a change to the plugin directory or the config file keeps the window open:
+                // a log written beside the config all the time must not hold a reload back (the
+                // stamps still see a config swapped through its links).
+                more |= also_named;
                 named |= also_named;
             }
             if !more && stamp(&plugin_dir, &config) == before {

@@ -316,6 +316,11 @@ async fn an_invalid_config_is_refused_whole_and_the_old_one_keeps_serving() {
         refused.message().contains("bogus_key") && refused.message().contains("tributary.toml"),
         "{refused:?}"
     );
+    assert_eq!(
+        refused.message().matches("tributary.toml").count(),
+        1,
+        "the file is named once: {refused:?}"
+    );
     assert_eq!(server.all_keys().await, ["a@one/a", "c@one/c", "e@one/e"]);
     let listing = server.listing().await;
     assert_eq!(listing.generation, 1);
