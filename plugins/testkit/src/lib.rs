@@ -7,8 +7,9 @@
 //! ```toml
 //! config = { items = [{ name = "pkg-1", id = "a" }], generate = 1000, prefix = "pkg-",
 //!            fail_new = "reason", panic_new = "reason", fail_new_when_exists = "/tmp/flag", read_on_new = "/etc/hostname", sleep_ms = 50,
-//!            error_on_call = 2, panic_on_call = 2, panic_always = true, hang_on_call = 2, hang_ms = 2000, unordered_on_call = 2,
-//!            oversize_on_call = 2, stale_on_call = 2, duplicate_id_on_call = 2, ignore_filter = true,
+//!            error_on_call = 2, panic_on_call = 2, panic_always = true, hang_on_call = 2, hang_ms = 2000,
+//!            hang_in_place = true, unordered_on_call = 2, oversize_on_call = 2, stale_on_call = 2,
+//!            duplicate_id_on_call = 2, ignore_filter = true,
 //!            huge_field_on_call = 2, bad_utf8_on_call = 2, panic_in_detail = true,
 //!            fault = "segfault", fault_on_call = 2, fault_marker = "/tmp/fired",
 //!            description_bytes = 60000, bad_utf8_in_detail = true, long_error_in_detail = 100000,
@@ -17,11 +18,14 @@
 //! Items also take `deprecated = true`. `*_on_call` counts list calls from 1; `calls_file` gets one
 //! line per list call, so that a test can count calls made after a response was sent; `log_calls`
 //! writes one line per list call into the host's log, with the time the call has left.
+//! `hang_in_place` moves the hang to the first call from `hang_on_call` on that the host makes in
+//! place (not on the source's own threads), so that a test of calls in place gets its hang there
+//! even when an earlier call went to the threads.
 
 use std::{
     io::Write,
     path::PathBuf,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
     time::Duration,
 };
 
@@ -69,6 +73,7 @@ impl Plugin for TestkitPlugin {
         Ok(TestkitSource {
             items,
             calls: AtomicU64::new(0),
+            hung: AtomicBool::new(false),
             config,
             host,
         })
@@ -107,6 +112,10 @@ struct Config {
     /// threads when it shuts down.
     #[serde(default = "default_hang_ms")]
     hang_ms: u64,
+    /// The hang waits for a call made in place: the first list call from `hang_on_call` on that
+    /// does not run on one of the source's own threads (the host names them `src:<source>`).
+    #[serde(default)]
+    hang_in_place: bool,
     unordered_on_call: Option<u64>,
     oversize_on_call: Option<u64>,
     /// Ignore the seek key: answer from the start of the listing.
@@ -265,10 +274,26 @@ pub struct TestkitSource {
     config: Config,
     items: Vec<Summary>,
     calls: AtomicU64,
+    /// Set once the hang of `hang_in_place` has begun.
+    hung: AtomicBool,
     host: Host,
 }
 
 impl TestkitSource {
+    /// Whether list call `call` is the one that hangs.
+    fn hangs_now(&self, call: u64) -> bool {
+        let Some(from) = self.config.hang_on_call else {
+            return false;
+        };
+        if !self.config.hang_in_place {
+            return call == from;
+        }
+        let on_own_thread = std::thread::current()
+            .name()
+            .is_some_and(|name| name.starts_with("src:"));
+        call >= from && !on_own_thread && !self.hung.swap(true, Ordering::SeqCst)
+    }
+
     fn generated(&self, index: u64) -> Summary {
         let mut name = String::with_capacity(self.config.prefix.len() + 10);
         write_name(&mut name, &self.config.prefix, index);
@@ -364,7 +389,11 @@ impl PackageSource for TestkitSource {
                 fault.fire();
             }
         }
-        if on(self.config.hang_on_call) {
+        if self.hangs_now(call) {
+            self.host.info(&format!(
+                "list call {call} hangs for {} ms",
+                self.config.hang_ms
+            ));
             std::thread::sleep(Duration::from_millis(self.config.hang_ms));
         }
         if on(self.config.error_on_call) {
