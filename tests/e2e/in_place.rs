@@ -128,7 +128,10 @@ config = { generate = 200000, prefix = "p-" }
         slowest.as_millis()
     );
     let text = std::fs::read_to_string(&log).unwrap();
-    let hang_line = text.lines().find(|l| l.contains("hangs for 8000 ms")).unwrap();
+    let hang_line = text
+        .lines()
+        .find(|l| l.contains("hangs for 8000 ms"))
+        .unwrap();
     eprintln!("the hang: {hang_line}");
     assert!(stuck_line.contains("\"source\":\"fast\""), "{stuck_line}");
     assert!(
