@@ -21,7 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use abi_stable::std_types::{ROption, RResult, RString};
+use abi_stable::std_types::{vec::IntoIter as RIntoIter, ROption, RResult, RString, RVec};
 use tokio::{sync::mpsc, task::JoinSet};
 use tributary_plugin_api::{
     contract, ErrorKind, Filter, ListRequest, PluginError, SeekKey, Summary,
@@ -357,7 +357,7 @@ async fn merge(
         };
         lanes.push(Lane {
             source: source.clone(),
-            buffer: Vec::new().into_iter(),
+            buffer: RVec::new().into_iter(),
             exhausted: false,
             failed: false,
             fetch,
@@ -407,7 +407,7 @@ async fn merge(
         });
         if page.items.len() == page_size {
             let l = &lanes[lane];
-            page.more = !heap.is_empty() || (!l.failed && (l.buffer.len() > 0 || !l.exhausted));
+            page.more = !heap.is_empty() || (!l.failed && (!l.buffer.as_slice().is_empty() || !l.exhausted));
             break;
         }
         let want = page_size - page.items.len() + 1;
@@ -432,7 +432,8 @@ async fn merge(
 /// The merge's view of one source.
 struct Lane {
     source: Arc<Source>,
-    buffer: std::vec::IntoIter<Summary>,
+    /// The batch being merged, in the plugin's own vector: moving it into a `Vec` would copy it.
+    buffer: RIntoIter<Summary>,
     exhausted: bool,
     failed: bool,
     fetch: Fetch,
@@ -477,7 +478,7 @@ impl Fetch {
 }
 
 struct Batch {
-    items: Vec<Summary>,
+    items: RVec<Summary>,
     /// Items the plugin returned before the host re-applied the filter.
     fetched: usize,
     exhausted: bool,
@@ -496,7 +497,7 @@ struct Answer {
 fn answer(
     source: &Source,
     request: ListRequest,
-    result: Result<Vec<Summary>, (FailureKind, String)>,
+    result: Result<RVec<Summary>, (FailureKind, String)>,
 ) -> Result<Answer, Failure> {
     let checked = result.and_then(|items| {
         contract::check_list(&request, &items)
@@ -555,7 +556,7 @@ async fn fill(
 ) -> Result<bool, Failure> {
     let want = u32::try_from(want).unwrap_or(u32::MAX);
     loop {
-        if lane.buffer.len() > 0 {
+        if !lane.buffer.as_slice().is_empty() {
             return Ok(true);
         }
         if lane.exhausted || lane.failed {
@@ -588,7 +589,7 @@ async fn fill(
                 match called {
                     Some(result) => {
                         let result = match result {
-                            RResult::ROk(items) => Ok(items.into_vec()),
+                            RResult::ROk(items) => Ok(items),
                             RResult::RErr(e) => Err(plugin_error(e)),
                         };
                         match answer(&lane.source, request, result) {
@@ -728,14 +729,14 @@ async fn call_list(
     source: &Arc<Source>,
     request: ListRequest,
     budget: Budget,
-) -> Result<(ListRequest, Vec<Summary>), (FailureKind, String)> {
+) -> Result<(ListRequest, RVec<Summary>), (FailureKind, String)> {
     let result = guard::call(source, "list", budget, move |src| {
         let result = src.imp.list(&request);
         (request, result)
     })
     .await;
     match result {
-        Ok((request, RResult::ROk(items))) => Ok((request, items.into_vec())),
+        Ok((request, RResult::ROk(items))) => Ok((request, items)),
         Ok((_, RResult::RErr(e))) => Err(plugin_error(e)),
         Err(e) => Err(call_failure(e)),
     }
