@@ -407,7 +407,8 @@ async fn merge(
         });
         if page.items.len() == page_size {
             let l = &lanes[lane];
-            page.more = !heap.is_empty() || (!l.failed && (!l.buffer.as_slice().is_empty() || !l.exhausted));
+            page.more = !heap.is_empty()
+                || (!l.failed && (!l.buffer.as_slice().is_empty() || !l.exhausted));
             break;
         }
         let want = page_size - page.items.len() + 1;
