@@ -111,6 +111,10 @@ pub struct Config {
     /// `max_retired_libraries`: past this many replaced or removed libraries (still mapped), each
     /// reload warns that a restart gives their memory back.
     pub max_retired_libraries: usize,
+    /// `start_degraded`: start serving even when a `[[source]]` cannot be built at start (its plugin
+    /// rejected its config, its library was rejected). Off by default: such a source stops the start
+    /// with a configuration error naming it.
+    pub start_degraded: bool,
 }
 
 /// One `[[source]]`.
@@ -168,7 +172,7 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config file {path}: {message}")]
+    #[error("config file {path}:\n{message}")]
     Syntax { path: PathBuf, message: String },
     #[error("config file {path}: key `{key}`: {message}")]
     Invalid {
@@ -208,6 +212,7 @@ struct FileConfig {
     cors_allowed_origins: Option<Vec<String>>,
     reload_debounce_ms: Option<u64>,
     max_retired_libraries: Option<usize>,
+    start_degraded: Option<bool>,
     #[serde(default)]
     source: Vec<FileSource>,
 }
@@ -255,7 +260,7 @@ pub struct Overrides {
 impl Config {
     /// Reads and validates a config file, applying command-line overrides.
     pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = read_regular_file(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
@@ -270,7 +275,9 @@ impl Config {
             })
             .unwrap_or(Path::new("."));
         let base_dir = std::path::absolute(base_dir).unwrap_or_else(|_| base_dir.to_path_buf());
-        Config::parse(&text, path, &base_dir, overrides)
+        let mut config = Config::parse(&text, path, &base_dir, overrides)?;
+        config.plugin_dir = without_dot_dot(&config.plugin_dir);
+        Ok(config)
     }
 
     /// Parses and validates config text. `path` is used in messages only.
@@ -287,7 +294,7 @@ impl Config {
         };
         let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: path.to_path_buf(),
-            message: e.to_string().trim_end().replace('\n', " | "),
+            message: syntax_message(&e, text),
         })?;
 
         let (listen_key, listen) = match (&overrides.listen, &file.listen) {
@@ -631,8 +638,104 @@ impl Config {
             cors_allowed_origins,
             reload_debounce,
             max_retired_libraries,
+            start_degraded: file.start_degraded.unwrap_or(false),
         })
     }
+}
+
+/// Reads a file that must be a regular file, without ever blocking in `open` (a FIFO put in the
+/// config file's place would otherwise hold the reading thread until a writer appears).
+pub fn read_regular_file(path: &Path) -> std::io::Result<String> {
+    use std::{io::Read, os::unix::fs::OpenOptionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// `path` with each `folder/..` pair removed where `folder` is a real folder (not a symbolic link,
+/// whose `..` is the link target's parent), so that logs and listings show
+/// `/repo/target/release` rather than `/repo/examples/../target/release`.
+fn without_dot_dot(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_)))
+                    && std::fs::symlink_metadata(&out).is_ok_and(|m| m.is_dir()) =>
+            {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        return path.to_path_buf();
+    }
+    out
+}
+
+/// The keys of the file's top level (outside every `[table]`), for the hint given when one of them
+/// is written below a table header, where TOML makes it part of that table.
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "listen",
+    "plugin_dir",
+    "on_source_error",
+    "source_timeout_ms",
+    "request_timeout_ms",
+    "handshake_timeout_ms",
+    "idle_timeout_ms",
+    "max_searches_in_flight",
+    "max_calls_per_source",
+    "allow_insecure_plugin_dir",
+    "unhealthy_backoff_ms",
+    "metrics_listen",
+    "max_page_bytes",
+    "log_level",
+    "watch",
+    "web_ui",
+    "inline_calls",
+    "max_connections",
+    "max_requests_in_flight",
+    "request_queue_ms",
+    "cors_allowed_origins",
+    "reload_debounce_ms",
+    "max_retired_libraries",
+    "start_degraded",
+];
+
+/// The 1-based number of the first line that opens a table (`[tls]`, `[[source]]`, ...): top-level
+/// keys go above it.
+pub fn first_table_line(text: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| l.trim_start().starts_with('['))
+        .map(|i| i + 1)
+}
+
+/// The toml crate's message as it formats it (several lines: the position, the line quoted, a caret,
+/// the reason), plus a hint when a top-level key was written inside a table.
+fn syntax_message(e: &toml::de::Error, text: &str) -> String {
+    let mut message = e.to_string().trim_end().to_owned();
+    let misplaced = TOP_LEVEL_KEYS
+        .iter()
+        .find(|key| e.message().contains(&format!("unknown field `{key}`")));
+    if let (Some(key), Some(line)) = (misplaced, first_table_line(text)) {
+        message.push_str(&format!(
+            "\nhint: `{key}` is a top-level key; below a table header ([tls], [auth], [[source]], ...) TOML makes it part of that table. Move it above line {line}, the first table header."
+        ));
+    }
+    message
 }
 
 #[cfg(test)]

@@ -240,6 +240,8 @@ impl Registry {
             .count();
 
         let mut sources = Vec::new();
+        // Sources taken over unchanged from the previous generation: not announced again.
+        let mut kept_names: Vec<&str> = Vec::new();
         for (index, sc) in config.sources.iter().enumerate() {
             let mut built_from = None;
             let state = match loaded.iter().find(|(p, _)| p.meta.name == sc.plugin) {
@@ -250,7 +252,10 @@ impl Registry {
                         .filter(|old| old.built_from == built_from)
                         .and_then(|old| old.state.as_ref().ok().cloned());
                     match kept {
-                        Some(source) => Ok(source),
+                        Some(source) => {
+                            kept_names.push(&sc.name);
+                            Ok(source)
+                        }
                         None => construct(plugin, sha256, sc, config),
                     }
                 }
@@ -305,6 +310,9 @@ impl Registry {
 
         sources.sort_by(|a, b| a.name.cmp(&b.name));
         for s in &sources {
+            if kept_names.contains(&s.name.as_str()) {
+                continue;
+            }
             match &s.state {
                 Ok(_) => {
                     tracing::info!(source = %s.name, plugin = %s.plugin, "source ready")

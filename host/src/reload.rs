@@ -32,21 +32,35 @@ use tributary_proto::v1 as pb;
 
 use crate::{
     config::{Config, Overrides},
+    loader::is_library_name,
     registry::Registry,
     service::{attach_metrics, unix_seconds, Catalog, Generation},
 };
 
-/// How a catalog reloads, and what its reloads did so far.
+/// What a catalog's reloads did so far, as `ListPlugins` shows it. Held only for a moment: a reload
+/// in progress (loading libraries, starting runners) holds [`ReloadInputs`] instead, so no request
+/// path waits for a reload.
 #[derive(Default)]
 pub struct ReloadState {
+    /// What a reload reads and writes; locked for the whole reload, so reloads run one at a time.
+    inputs: Arc<std::sync::Mutex<ReloadInputs>>,
+    /// How many library versions were replaced or removed so far (still mapped).
+    retired: usize,
+    last_at: Option<SystemTime>,
+    last_error: Option<String>,
+}
+
+/// How a catalog reloads.
+#[derive(Default)]
+struct ReloadInputs {
     /// The configuration file and the command-line overrides it was read with at start; `None`
     /// when the catalog was not built from a file (tests, benchmarks): reload is then refused.
     source: Option<(PathBuf, Overrides)>,
+    /// The configuration the server started with: keys that need a restart are compared with it.
+    running: Option<Config>,
     /// Library versions (by SHA-256) replaced or removed so far: still mapped.
     retired: BTreeSet<String>,
     max_retired: usize,
-    last_at: Option<SystemTime>,
-    last_error: Option<String>,
 }
 
 /// What one reload changed.
@@ -60,6 +74,8 @@ pub struct ReloadSummary {
     pub added_sources: Vec<String>,
     pub changed_sources: Vec<String>,
     pub removed_sources: Vec<String>,
+    /// Keys whose new value takes effect only after a restart (the running value is kept).
+    pub restart_needed: Vec<&'static str>,
 }
 
 impl ReloadSummary {
@@ -85,16 +101,25 @@ impl From<ReloadSummary> for pb::ReloadResponse {
             added_sources: s.added_sources,
             changed_sources: s.changed_sources,
             removed_sources: s.removed_sources,
+            restart_needed: s.restart_needed.iter().map(|k| (*k).to_owned()).collect(),
         }
     }
 }
 
 impl Catalog {
-    /// Lets this catalog reload from `config_path` (read with `overrides`, like at start).
-    pub fn enable_reload(&self, config_path: PathBuf, overrides: Overrides, max_retired: usize) {
-        let mut state = self.reload.lock().expect("reload state");
-        state.source = Some((config_path, overrides));
-        state.max_retired = max_retired;
+    /// Lets this catalog reload from `config_path` (read with `overrides`, like at start);
+    /// `running` is the configuration it was started with.
+    pub fn enable_reload(&self, config_path: PathBuf, overrides: Overrides, running: &Config) {
+        let inputs = self
+            .reload
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .inputs
+            .clone();
+        let mut inputs = inputs.lock().unwrap_or_else(|p| p.into_inner());
+        inputs.source = Some((config_path, overrides));
+        inputs.max_retired = running.max_retired_libraries;
+        inputs.running = Some(running.clone());
     }
 
     /// Reloads on a blocking thread (loading libraries and building sources may read files and
@@ -115,7 +140,7 @@ impl Catalog {
     pub fn reload_facts(&self, listing: &mut pb::ListPluginsResponse, generation: u64) {
         let state = self.reload.lock().unwrap_or_else(|p| p.into_inner());
         listing.generation = generation;
-        listing.retired_libraries = state.retired.len() as u32;
+        listing.retired_libraries = state.retired as u32;
         listing.last_reload_unix = state.last_at.map(unix_seconds).unwrap_or(0);
         listing.last_reload_error = state.last_error.clone().unwrap_or_default();
     }
@@ -131,19 +156,41 @@ struct Parts {
 impl Parts {
     /// One reload, on the calling thread.
     fn reload(&self, trigger: &str) -> Result<ReloadSummary, String> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let result = self.reload_locked(&mut state);
-        state.last_at = Some(SystemTime::now());
+        let inputs = self
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .inputs
+            .clone();
+        let mut inputs = inputs.lock().unwrap_or_else(|p| p.into_inner());
+        let result = self.reload_locked(&mut inputs);
+        {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.last_at = Some(SystemTime::now());
+            state.retired = inputs.retired.len();
+            state.last_error = result.as_ref().err().cloned();
+        }
         self.metrics
             .record_reload(result.is_ok(), self.current.load().number);
         match &result {
             Ok(summary) => {
-                state.last_error = None;
+                if !summary.restart_needed.is_empty() {
+                    let keys: Vec<String> = summary
+                        .restart_needed
+                        .iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect();
+                    tracing::warn!(
+                        trigger,
+                        "reload: {} changed in the config file and take(s) effect only after a restart; the running value(s) are kept",
+                        keys.join(", ")
+                    );
+                }
                 if summary.is_empty() {
                     tracing::info!(
                         trigger,
                         generation = summary.generation,
-                        "reload: nothing changed"
+                        "reload: no library or [[source]] changed; the generation is kept"
                     );
                 } else {
                     tracing::info!(
@@ -159,10 +206,10 @@ impl Parts {
                         "reloaded"
                     );
                 }
-                if state.retired.len() > state.max_retired {
+                if inputs.retired.len() > inputs.max_retired {
                     tracing::warn!(
-                        retired_libraries = state.retired.len(),
-                        max_retired_libraries = state.max_retired,
+                        retired_libraries = inputs.retired.len(),
+                        max_retired_libraries = inputs.max_retired,
                         "replaced and removed libraries stay mapped (a library is never unloaded); restart the server to give their memory back"
                     );
                 }
@@ -172,14 +219,13 @@ impl Parts {
                     trigger,
                     "reload refused, the running generation keeps serving: {e}"
                 );
-                state.last_error = Some(e.clone());
             }
         }
         result
     }
 
-    fn reload_locked(&self, state: &mut ReloadState) -> Result<ReloadSummary, String> {
-        let Some((path, overrides)) = &state.source else {
+    fn reload_locked(&self, inputs: &mut ReloadInputs) -> Result<ReloadSummary, String> {
+        let Some((path, overrides)) = &inputs.source else {
             return Err(
                 "this server was not started from a configuration file: nothing to reload".into(),
             );
@@ -195,19 +241,87 @@ impl Parts {
                 config.plugin_dir.display()
             ));
         }
+        let restart_needed = inputs
+            .running
+            .as_ref()
+            .map(|running| restart_keys(running, &config))
+            .unwrap_or_default();
         let registry = Registry::reload(&config, &old.registry)
             .map_err(|e| format!("config file {}: {e}", path.display()))?;
         let generation = Generation::new(old.number + 1, Arc::new(registry));
-        let summary = summarize(&old, &generation);
+        let mut summary = summarize(&old, &generation);
+        summary.restart_needed = restart_needed;
+        if summary.is_empty() {
+            // Nothing a request would see changed: the running generation stays, with its number.
+            summary.generation = old.number;
+            return Ok(summary);
+        }
         for sha in loaded_versions(&old.registry).keys() {
             if !loaded_versions(&generation.registry).contains_key(sha) {
-                state.retired.insert(sha.clone());
+                inputs.retired.insert(sha.clone());
             }
         }
         attach_metrics(&self.metrics, &generation);
         self.current.store(Arc::new(generation));
         Ok(summary)
     }
+}
+
+/// The keys that differ between the running configuration and a new one and take effect only
+/// after a restart: everything but the `[[source]]` tables, the call limits new sources are built
+/// with (`max_calls_per_source`, `unhealthy_backoff_ms`) and `allow_insecure_plugin_dir`, which a
+/// reload applies. (`plugin_dir` is refused, not listed.)
+pub fn restart_keys(running: &Config, new: &Config) -> Vec<&'static str> {
+    fn differs<T: std::fmt::Debug>(a: &T, b: &T) -> bool {
+        format!("{a:?}") != format!("{b:?}")
+    }
+    let mut keys = Vec::new();
+    let mut check = |key: &'static str, changed: bool| {
+        if changed {
+            keys.push(key);
+        }
+    };
+    let (a, b) = (running, new);
+    check("listen", a.listen != b.listen);
+    check("metrics_listen", a.metrics_listen != b.metrics_listen);
+    check("tls", differs(&a.tls, &b.tls));
+    check("auth", differs(&a.auth, &b.auth));
+    check("log_level", a.log_level != b.log_level);
+    check("on_source_error", a.on_source_error != b.on_source_error);
+    check("source_timeout_ms", a.source_timeout != b.source_timeout);
+    check("request_timeout_ms", a.request_timeout != b.request_timeout);
+    check(
+        "handshake_timeout_ms",
+        a.handshake_timeout != b.handshake_timeout,
+    );
+    check("idle_timeout_ms", a.idle_timeout != b.idle_timeout);
+    check("max_page_bytes", a.max_page_bytes != b.max_page_bytes);
+    check(
+        "max_requests_in_flight",
+        a.max_requests_in_flight != b.max_requests_in_flight,
+    );
+    check(
+        "request_queue_ms",
+        a.request_queue_wait != b.request_queue_wait,
+    );
+    check(
+        "max_searches_in_flight",
+        a.max_searches_in_flight != b.max_searches_in_flight,
+    );
+    check("max_connections", a.max_connections != b.max_connections);
+    check(
+        "cors_allowed_origins",
+        a.cors_allowed_origins != b.cors_allowed_origins,
+    );
+    check("web_ui", a.web_ui != b.web_ui);
+    check("inline_calls", a.inline_calls != b.inline_calls);
+    check("watch", a.watch != b.watch);
+    check("reload_debounce_ms", a.reload_debounce != b.reload_debounce);
+    check(
+        "max_retired_libraries",
+        a.max_retired_libraries != b.max_retired_libraries,
+    );
+    keys
 }
 
 /// Loaded library versions by SHA-256: (name, version, path).
@@ -297,7 +411,13 @@ fn summarize(old: &Generation, new: &Generation) -> ReloadSummary {
 /// time.
 fn stamp(plugin_dir: &Path, config: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(plugin_dir)
-        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_str().is_some_and(is_library_name))
+                .map(|e| e.path())
+                .collect()
+        })
         .unwrap_or_default();
     files.push(config.to_path_buf());
     files.sort();
@@ -312,10 +432,15 @@ fn stamp(plugin_dir: &Path, config: &Path) -> Vec<(PathBuf, u64, Option<SystemTi
         .collect()
 }
 
-/// Whether `path` (as the watcher reports it) is in the plugin directory, is that directory, or is
-/// the configuration file.
+/// Whether `path` (as the watcher reports it) is a library (`lib*.so`) in the plugin directory, is
+/// that directory, or is the configuration file. Other files in the plugin directory (a log written
+/// there, say) start no reload.
 fn names_plugin_or_config(path: &Path, plugin_dir: &Path, config: &Path) -> bool {
-    path.parent() == Some(plugin_dir)
+    let library = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(is_library_name);
+    (path.parent() == Some(plugin_dir) && library)
         || path == plugin_dir
         || (path.file_name().is_some() && path.file_name() == config.file_name())
 }

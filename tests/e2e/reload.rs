@@ -266,27 +266,31 @@ async fn sighup_and_the_reload_rpc_reload_and_say_what_changed() {
     );
     assert_eq!(server.listing().await.generation, 2);
 
-    // The Reload RPC, with nothing changed, then with source `one` changed and `two` added.
+    // The Reload RPC, with nothing changed: the generation is kept.
     let unchanged = server.reload().await.unwrap();
     assert_eq!(
         unchanged,
         pb::ReloadResponse {
-            generation: 3,
+            generation: 2,
             ..Default::default()
         }
     );
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("{ name = \"e\" }", "{ name = \"f\" }")
+    assert_eq!(server.listing().await.generation, 2);
+    // Then source `one` changed, `two` added, and a key that needs a restart changed.
+    let text = "request_timeout_ms = 5000\n".to_owned()
+        + &std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("{ name = \"e\" }", "{ name = \"f\" }")
         + "[[source]]\nname = \"two\"\nplugin = \"testkit\"\nconfig = { items = [{ name = \"g\" }] }\n";
     std::fs::write(&config, text).unwrap();
     let changed = server.reload().await.unwrap();
     assert_eq!(
         changed,
         pb::ReloadResponse {
-            generation: 4,
+            generation: 3,
             added_sources: vec!["two".into()],
             changed_sources: vec!["one".into()],
+            restart_needed: vec!["request_timeout_ms".into()],
             ..Default::default()
         }
     );
@@ -620,5 +624,72 @@ async fn a_reload_restarts_an_isolated_source_on_the_new_library() {
         .collect();
     assert_eq!(after.len(), 1, "one runner after the reload: {after:?}");
     assert_ne!(after[0], before[0]);
+    stop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_written_in_the_plugin_directory_starts_no_reload() {
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        plugins.path(),
+        &format!("reload_debounce_ms = 100\n{ONE}"),
+    );
+    let mut server = Server::start(&config).await;
+    // The server's log redirected into its own plugin directory, written for 1.5 s.
+    let mut log = std::fs::File::create(plugins.path().join("tributary.log")).unwrap();
+    for i in 0..15 {
+        writeln!(log, "line {i}").unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let listing = server.listing().await;
+    assert_eq!(
+        (listing.generation, listing.last_reload_unix),
+        (1, 0),
+        "a file other than lib*.so in the plugin directory started a reload"
+    );
+    // A library copied in still does.
+    plugins.add("catalog", "libcatalog.so");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.listing().await.last_reload_unix == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the new library started no reload"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_replaced_by_a_fifo_is_refused_and_nothing_stalls() {
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), plugins.path(), &format!("watch = false\n{ONE}"));
+    let mut server = Server::start(&config).await;
+    std::fs::remove_file(&config).unwrap();
+    let status = Command::new("mkfifo").arg(&config).status().unwrap();
+    assert!(status.success());
+    let status = Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let error = loop {
+        let listing = tokio::time::timeout(Duration::from_secs(5), server.listing())
+            .await
+            .expect("ListPlugins stalled behind a reload reading a FIFO");
+        if !listing.last_reload_error.is_empty() {
+            break listing.last_reload_error;
+        }
+        assert!(Instant::now() < deadline, "the reload never finished");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(error.contains("not a regular file"), "{error}");
+    assert!(error.contains("tributary.toml"), "{error}");
+    assert_eq!(server.all_keys().await, ["a@one/a", "c@one/c", "e@one/e"]);
     stop(server);
 }

@@ -313,8 +313,9 @@ async fn every_openapi_path_answers() {
     server.stop().await;
 }
 
-/// The README's curl examples, run as written against a server with the sources they name: each
-/// answers 200 with JSON holding the expected items.
+/// The README's curl examples, run as written against the example catalog the README starts
+/// (`examples/tributary.toml`: the real helm and catalog plugins): each answers 200 with JSON
+/// holding exactly the expected items.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_curl_example_in_the_readme_answers() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
@@ -324,30 +325,12 @@ async fn every_curl_example_in_the_readme_answers() {
         .map(str::trim)
         .filter(|l| l.starts_with("curl "))
         .collect();
-    let (_plugins, server) = start_with(
-        &["testkit"],
-        vec![
-            source(
-                "bitnami",
-                "testkit",
-                json!({ "items": [
-                    { "name": "redis", "id": "bitnami/redis", "categories": ["database"] },
-                    { "name": "nginx", "id": "bitnami/nginx", "categories": ["web"] },
-                    { "name": "postgresql", "id": "bitnami/postgresql", "categories": ["database"] },
-                    { "name": "memcached", "id": "bitnami/memcached", "categories": ["cache"], "deprecated": true },
-                ] }),
-            ),
-            source(
-                "local",
-                "testkit",
-                json!({ "items": [
-                    { "name": "apache", "id": "charts/apache", "categories": ["web"] },
-                    { "name": "redis", "id": "charts/redis", "categories": ["database"] },
-                    { "name": "grafana", "id": "charts/grafana", "categories": ["monitoring"] },
-                ] }),
-            ),
-        ],
-    )
+    let plugins = tributary_tests::PluginDir::with(&["helm", "catalog"]);
+    let server = tributary_tests::TestServer::start(tributary_tests::config(
+        plugins.path(),
+        &tributary_tests::examples_dir(),
+        tributary_tests::example_sources(),
+    ))
     .await;
     // What each example's answer holds: the listed keys, or one field.
     let listed = |keys: &[&str]| {
@@ -358,27 +341,18 @@ async fn every_curl_example_in_the_readme_answers() {
     };
     let expected = [
         listed(&[
-            "apache@local/charts/apache",
-            "grafana@local/charts/grafana",
-            "nginx@bitnami/bitnami/nginx",
-            "postgresql@bitnami/bitnami/postgresql",
-            "redis@bitnami/bitnami/redis",
+            "apache@bitnami/bitnami/apache",
+            "auth-gateway@internal/auth-gateway",
+            "billing-api@internal/billing-api",
+            "cert-manager@community/community/cert-manager",
+            "common@bitnami/bitnami/common",
         ]),
-        listed(&["redis@local/charts/redis"]),
+        listed(&README_PAGE_2),
         listed(&["redis@bitnami/bitnami/redis"]),
-        listed(&[
-            "memcached@bitnami/bitnami/memcached",
-            "postgresql@bitnami/bitnami/postgresql",
-            "redis@bitnami/bitnami/redis",
-            "redis@local/charts/redis",
-        ]),
+        listed(&README_CATEGORIES),
         json!({ "detail": "redis" }),
-        json!({ "sources": ["bitnami", "local"] }),
-        listed(&[
-            "apache@local/charts/apache",
-            "grafana@local/charts/grafana",
-            "redis@local/charts/redis",
-        ]),
+        json!({ "sources": ["bitnami", "community", "internal"] }),
+        listed(&README_INTERNAL),
         json!({ "status": "SERVING" }),
         json!({ "status": "SERVING" }),
     ];
@@ -433,3 +407,40 @@ async fn every_curl_example_in_the_readme_answers() {
     }
     server.stop().await;
 }
+
+/// The example catalog's second page of 5.
+const README_PAGE_2: [&str; 5] = [
+    "feature-flags@internal/feature-flags",
+    "grafana@community/community/grafana",
+    "job-runner@internal/job-runner",
+    "kafka@bitnami/bitnami/kafka",
+    "log-shipper@internal/log-shipper",
+];
+/// The example catalog's packages in `Database` or `Monitoring`, deprecated ones included.
+const README_CATEGORIES: [&str; 12] = [
+    "grafana@community/community/grafana",
+    "log-shipper@internal/log-shipper",
+    "mariadb@bitnami/bitnami/mariadb",
+    "memcached@bitnami/bitnami/memcached",
+    "metrics-agent@internal/metrics-agent",
+    "mongodb@bitnami/bitnami/mongodb",
+    "mysql@bitnami/bitnami/mysql",
+    "postgresql@bitnami/bitnami/postgresql",
+    "postgresql@internal/postgresql",
+    "prometheus@community/community/prometheus",
+    "redis@bitnami/bitnami/redis",
+    "redis@internal/redis",
+];
+/// The example catalog's first page of source `internal` (its deprecated cron-runner left out).
+const README_INTERNAL: [&str; 10] = [
+    "auth-gateway@internal/auth-gateway",
+    "billing-api@internal/billing-api",
+    "feature-flags@internal/feature-flags",
+    "job-runner@internal/job-runner",
+    "log-shipper@internal/log-shipper",
+    "metrics-agent@internal/metrics-agent",
+    "nginx@internal/nginx",
+    "postgresql@internal/postgresql",
+    "redis@internal/redis",
+    "search-indexer@internal/search-indexer-v0",
+];

@@ -249,6 +249,7 @@ pub fn config(plugin_dir: &Path, base_dir: &Path, sources: Vec<SourceConfig>) ->
         max_searches_in_flight: tributary_host::config::default_max_searches_in_flight(),
         reload_debounce: tributary_host::config::DEFAULT_RELOAD_DEBOUNCE,
         max_retired_libraries: tributary_host::config::DEFAULT_MAX_RETIRED_LIBRARIES,
+        start_degraded: false,
     }
 }
 

@@ -174,9 +174,46 @@ fn main() -> ExitCode {
         cli.log_format,
         config.log_level.as_deref().unwrap_or(default_level),
     );
+    // Certificates and the tokens file are read before any plugin is loaded: a bad file is a
+    // configuration error, found at once.
+    let (tls, auth) = if matches!(cli.command, Command::Serve { .. }) {
+        let tls = match config.tls.clone().map(tls::Certificates::load).transpose() {
+            Ok(tls) => tls.map(Arc::new),
+            Err(e) => {
+                eprintln!("tributary: config file {}: {e}", common.config.display());
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
+        let auth = match config
+            .auth
+            .as_ref()
+            .map(auth::Authenticator::load)
+            .transpose()
+        {
+            Ok(auth) => auth.map(Arc::new),
+            Err(e) => {
+                eprintln!("tributary: config file {}: {e}", common.config.display());
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
+        (tls, auth)
+    } else {
+        (None, None)
+    };
+    if !config.strict_permissions {
+        tracing::warn!(
+            dir = %config.plugin_dir.display(),
+            "allow_insecure_plugin_dir = true: plugin files and folders that other users can change are loaded; use this for trials only"
+        );
+    }
     let registry = match Registry::load(&config) {
         Ok(registry) => Arc::new(registry),
-        Err(e @ (StartError::Scan(_) | StartError::InsecurePluginDir(_))) => {
+        Err(e @ StartError::InsecurePluginDir(_)) => {
+            eprintln!("tributary: {e}");
+            eprintln!("{}", insecure_hint(&common.config));
+            return ExitCode::from(EXIT_PLUGIN_DIR);
+        }
+        Err(e @ StartError::Scan(_)) => {
             eprintln!("tributary: {e}");
             return ExitCode::from(EXIT_PLUGIN_DIR);
         }
@@ -185,13 +222,18 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let failed: Vec<&tributary_host::registry::SourceEntry> = registry
+        .sources
+        .iter()
+        .filter(|s| s.state.is_err())
+        .collect();
 
     match cli.command {
         Command::Plugin(_) => unreachable!("handled above"),
         Command::Plugins { .. } => {
             print_plugins(&registry);
             let loaded = registry.files.iter().filter(|f| f.outcome.is_ok()).count();
-            if loaded == 0 || loaded < registry.files.len() {
+            if loaded == 0 || loaded < registry.files.len() || !failed.is_empty() {
                 ExitCode::from(EXIT_PLUGINS_REJECTED)
             } else {
                 ExitCode::SUCCESS
@@ -213,26 +255,29 @@ fn main() -> ExitCode {
                 .enable_all()
                 .build()
                 .expect("tokio runtime");
-            // Certificates are read before anything is served: a bad file is a configuration error.
-            let tls = match config.tls.clone().map(tls::Certificates::load).transpose() {
-                Ok(tls) => tls.map(Arc::new),
-                Err(e) => {
-                    eprintln!("tributary: config file {}: {e}", common.config.display());
-                    return ExitCode::from(EXIT_CONFIG);
+            // Every [[source]] must come up, unless the operator chose to start degraded.
+            if !failed.is_empty() && !config.start_degraded {
+                for s in &failed {
+                    if let Err(e) = &s.state {
+                        eprintln!(
+                            "tributary: config file {}: source {:?} (plugin {:?}) cannot start: {e}",
+                            common.config.display(),
+                            s.name,
+                            s.plugin
+                        );
+                    }
                 }
-            };
-            let auth = match config
-                .auth
-                .as_ref()
-                .map(auth::Authenticator::load)
-                .transpose()
-            {
-                Ok(auth) => auth.map(Arc::new),
-                Err(e) => {
-                    eprintln!("tributary: config file {}: {e}", common.config.display());
-                    return ExitCode::from(EXIT_CONFIG);
+                eprintln!(
+                    "tributary: {} source(s) failed at start; fix them, or set start_degraded = true (a top-level key) to serve the others and report these as failed",
+                    failed.len()
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            for s in &failed {
+                if let Err(e) = &s.state {
+                    tracing::warn!(source = %s.name, plugin = %s.plugin, "start_degraded = true: serving without this source, which failed at start: {e}");
                 }
-            };
+            }
             let reload_from = (common.config.clone(), overrides.clone());
             let result = runtime.block_on(run(
                 config,
@@ -275,7 +320,7 @@ async fn run(
         EngineOptions::from_config(&config),
     ));
     // SIGHUP reloads (the plugin directory and the config file) instead of ending the process.
-    catalog.enable_reload(config_path.clone(), overrides, config.max_retired_libraries);
+    catalog.enable_reload(config_path.clone(), overrides, &config);
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
     let reloader = catalog.clone();
@@ -362,6 +407,21 @@ async fn run(
         task.abort();
     }
     served
+}
+
+/// What to add, and where, to load plugins from an insecure folder for a trial (exit code 4).
+fn insecure_hint(config_path: &std::path::Path) -> String {
+    let text = tributary_host::config::read_regular_file(config_path).unwrap_or_default();
+    let place = match tributary_host::config::first_table_line(&text) {
+        Some(line) => format!(
+            "above line {line} (the first [table] or [[source]] header; below it the key would belong to that table)"
+        ),
+        None => "anywhere (the file has no [table] yet)".to_owned(),
+    };
+    format!(
+        "tributary: to allow it for a trial, add this line to {} at the top level, {place}:\n    allow_insecure_plugin_dir = true",
+        config_path.display()
+    )
 }
 
 fn init_logging(format: LogFormat, default_level: &str) {
