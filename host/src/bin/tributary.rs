@@ -1,10 +1,11 @@
 //! The `tributary` command: parses arguments, loads the configuration and plugins, and serves.
 //!
 //! Exit codes: 0 after a clean shutdown, 1 when serving fails (the address is taken, say), 2 for a
-//! usage error, 3 for a bad configuration file, 4 when the plugin directory cannot be used (missing,
-//! unreadable, or insecure: it or a folder above it is writable by others, unless
-//! `allow_insecure_plugin_dir = true`), 5 from `tributary plugins` when any library was rejected or
-//! none loaded.
+//! usage error, 3 for a bad configuration file or a `[[source]]` that cannot start (unless
+//! `start_degraded = true`), 4 when the plugin directory cannot be used (missing, unreadable, or
+//! insecure: it or a folder above it is writable by others, unless
+//! `allow_insecure_plugin_dir = true`), 5 from `tributary plugins` when any library was rejected,
+//! none loaded, or any source failed.
 //! `tributary plugin check` exits 0 when the library passes, 1 when anything fails, 2 on bad input.
 
 use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
