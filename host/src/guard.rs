@@ -544,7 +544,8 @@ where
         });
     }
     let time = limit.saturating_sub(waited_from.elapsed());
-    match tokio::time::timeout(time, task).await {
+    let mut task = task;
+    match tokio::time::timeout(time, &mut task).await {
         Ok(Ok((value, took))) => {
             source.guard.record_duration(took);
             Ok((value, took))
@@ -561,13 +562,26 @@ where
                     limit.as_millis()
                 )));
             };
-            // Charged on the plugin's own clock; the watchdog charges the same stall at most once
-            // more, which adds no step.
-            tokio::time::sleep_until((started + budget.source_timeout).into()).await;
+            // Only the plugin's own running time counts against it: a call that spent part of its
+            // time waiting for one of the source's slots and then ran within the source timeout
+            // is the host's queue (overloaded), not a stall, and starts no back-off. The watchdog
+            // above charges an overrun the same way.
+            let plugin_deadline = started + budget.source_timeout;
+            if tokio::time::timeout_at(plugin_deadline.into(), &mut task)
+                .await
+                .is_ok()
+            {
+                return Err(CallError::Overloaded(format!(
+                    "{what} call waited {} ms for one of the source's {} call slots and could not finish within the {} ms left",
+                    started.saturating_duration_since(waited_from).as_millis(),
+                    source.guard.limits.max_calls,
+                    limit.as_millis()
+                )));
+            }
             let backoff = source.guard.record_timeout(started);
             let message = format!(
                 "{what} call took longer than the source timeout of {} ms; the source backs off for {} ms",
-                limit.as_millis(),
+                budget.source_timeout.as_millis(),
                 backoff.as_millis()
             );
             Err(CallError::Timeout(message))

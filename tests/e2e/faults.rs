@@ -327,3 +327,58 @@ async fn a_source_that_ignores_the_seek_key_is_caught_on_the_next_page() {
     );
     server.stop().await;
 }
+
+/// A source that always answers in 200 ms, two call slots, a 1 s source timeout and 24 clients:
+/// calls that wait for a slot and then run within the source timeout fail as `overloaded`, never
+/// as `timeout`, and the source never backs off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn waiting_for_a_slot_is_overloaded_never_a_timeout_of_the_source() {
+    let plugins = PluginDir::with(&["testkit"]);
+    let mut cfg = config(
+        plugins.path(),
+        plugins.path(),
+        vec![
+            source(
+                "slow",
+                "testkit",
+                json!({ "items": [{ "name": "a" }, { "name": "c" }], "sleep_ms": 200 }),
+            ),
+            source("quick", "testkit", items(&["b"])),
+        ],
+    );
+    cfg.guard_limits.max_calls = 2;
+    cfg.source_timeout = std::time::Duration::from_millis(1000);
+    let server = TestServer::start(cfg).await;
+    let mut clients = Vec::new();
+    for _ in 0..24 {
+        let mut client = server.packages().await;
+        clients.push(tokio::spawn(async move {
+            let mut kinds = Vec::new();
+            for _ in 0..4 {
+                let page = list(&mut client, 10, "", None).await;
+                kinds.extend(page.failed_sources.into_iter().map(|f| f.kind));
+            }
+            kinds
+        }));
+    }
+    let mut kinds = Vec::new();
+    for client in clients {
+        kinds.extend(client.await.unwrap());
+    }
+    let overloaded = kinds.iter().filter(|k| *k == "overloaded").count();
+    println!(
+        "24 clients x 4 pages: {overloaded} pages without `slow` (overloaded), kinds {kinds:?}"
+    );
+    assert!(
+        kinds.iter().all(|k| k == "overloaded"),
+        "a slot wait was charged to the source: {kinds:?}"
+    );
+    let listing = server.listing().await;
+    let slow = listing.sources.iter().find(|s| s.name == "slow").unwrap();
+    assert_eq!(
+        (slow.status(), slow.failures),
+        (SourceStatus::Ready, 0),
+        "{slow:?}"
+    );
+    server.stop().await;
+}

@@ -495,6 +495,8 @@ async fn an_isolated_source_reads_only_its_own_paths() {
         dir.path(),
         plugins.path(),
         &[
+            // `isolated-outside` fails at start, on purpose.
+            "start_degraded = true\n".to_owned(),
             table("in-process-outside", false, &outside),
             table("isolated-inside", true, "inside.txt"),
             table("isolated-outside", true, &outside),

@@ -9,7 +9,8 @@ use std::{
     process::{Command, Output, Stdio},
 };
 
-use tributary_tests::{artifacts, PluginDir};
+use tributary_proto::v1::packages_service_client::PackagesServiceClient;
+use tributary_tests::{artifacts, keys, list, PluginDir};
 
 use crate::binary::{terminate, write_config};
 
@@ -38,8 +39,8 @@ plugin = "catalog"
 config = { pth = "catalog.json" }
 "#;
 
-#[test]
-fn a_source_whose_plugin_rejects_its_config_stops_the_start() {
+#[tokio::test]
+async fn a_source_whose_plugin_rejects_its_config_stops_the_start() {
     let plugins = PluginDir::with(&["testkit", "catalog"]);
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), plugins.path(), TYPO);
@@ -85,6 +86,19 @@ fn a_source_whose_plugin_rejects_its_config_stops_the_start() {
         .read_line(&mut line)
         .unwrap();
     assert!(line.starts_with("listening on "), "{line:?}");
+    let address = line.trim().trim_start_matches("listening on ").to_owned();
+    let mut client = PackagesServiceClient::connect(format!("http://{address}"))
+        .await
+        .unwrap();
+    let page = list(&mut client, 10, "", None).await;
+    assert_eq!(keys(&page.available_package_summaries), ["a@one/a"]);
+    assert_eq!(
+        page.failed_sources
+            .iter()
+            .map(|f| f.source.as_str())
+            .collect::<Vec<_>>(),
+        ["docs"]
+    );
     let mut err = child.stderr.take().unwrap();
     assert_eq!(terminate(child).code(), Some(0));
     let mut log = String::new();
