@@ -115,11 +115,17 @@ fn json(status: http::StatusCode, code: Code, body: Vec<u8>) -> http::Response<B
 /// The error body for `status`.
 pub fn error_response(status: &tonic::Status) -> http::Response<Body> {
     let http = http_status(status.code());
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "code": code_name(status.code()),
         "status": http.as_u16(),
         "message": status.message(),
     });
+    // A listing that could not go on says where to resume (see `tributary.v1.ResumeInfo`).
+    if let Some(info) = crate::service::resume_info(status) {
+        if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(&info) {
+            body.as_object_mut().expect("an object").extend(fields);
+        }
+    }
     json(http, status.code(), body.to_string().into_bytes())
 }
 

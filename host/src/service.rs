@@ -276,6 +276,56 @@ fn failure_status(failure: &Failure) -> Status {
     Status::unavailable(failure.to_string())
 }
 
+/// `google.rpc.Status`: what gRPC carries in `grpc-status-details-bin`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<RpcAny>,
+}
+
+/// `google.protobuf.Any`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcAny {
+    #[prost(string, tag = "1")]
+    type_url: String,
+    #[prost(bytes = "vec", tag = "2")]
+    value: Vec<u8>,
+}
+
+/// The type URL of [`pb::ResumeInfo`] in a status's details.
+pub const RESUME_INFO_TYPE_URL: &str = "type.googleapis.com/tributary.v1.ResumeInfo";
+
+/// UNAVAILABLE with `info` in its details: no source that still had items could answer.
+fn unavailable_with_resume(message: String, info: pb::ResumeInfo) -> Status {
+    let details = RpcStatus {
+        code: tonic::Code::Unavailable as i32,
+        message: message.clone(),
+        details: vec![RpcAny {
+            type_url: RESUME_INFO_TYPE_URL.to_owned(),
+            value: prost::Message::encode_to_vec(&info),
+        }],
+    };
+    Status::with_details(
+        tonic::Code::Unavailable,
+        message,
+        prost::Message::encode_to_vec(&details).into(),
+    )
+}
+
+/// The [`pb::ResumeInfo`] in a status's details, if it carries one.
+pub fn resume_info(status: &Status) -> Option<pb::ResumeInfo> {
+    let details: RpcStatus = prost::Message::decode(status.details()).ok()?;
+    details
+        .details
+        .iter()
+        .find(|any| any.type_url == RESUME_INFO_TYPE_URL)
+        .and_then(|any| prost::Message::decode(any.value.as_slice()).ok())
+}
+
 /// When a request must be answered: the client's deadline from the `grpc-timeout` header (less a
 /// margin to send the answer in), and at the latest `request_timeout` from now.
 fn request_deadline<T>(request: &Request<T>, request_timeout: Duration) -> Option<Instant> {
@@ -459,17 +509,6 @@ impl PackagesService for Catalog {
         // Every selected source failed: that is not an empty catalog.
         let none_answered = (sources.is_empty() && !startup_failures.is_empty())
             || (!sources.is_empty() && page.failures.len() == sources.len());
-        if none_answered {
-            let mut all: Vec<&Failure> = startup_failures.iter().chain(&page.failures).collect();
-            all.sort_by(|a, b| a.source.cmp(&b.source));
-            return Err(Status::unavailable(format!(
-                "no source could answer: {}",
-                all.iter()
-                    .map(|f| f.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            )));
-        }
         // An empty page on which a source failed resumes where it started (the empty key is before
         // every item: identifiers are never empty).
         let next_page_token = match (page.more, page.items.last()) {
@@ -491,6 +530,25 @@ impl PackagesService for Catalog {
             }
             .encode(),
         };
+        // No item, and a source failed: every source that still had items failed (the others are
+        // exhausted). An empty page with a token would have clients retry at once, for ever; the
+        // answer is UNAVAILABLE, with the token to resume from later.
+        if none_answered || (page.items.is_empty() && !page.failures.is_empty()) {
+            let mut all: Vec<&Failure> = startup_failures.iter().chain(&page.failures).collect();
+            all.sort_by(|a, b| a.source.cmp(&b.source));
+            let message = format!(
+                "no source could answer: {}",
+                all.iter()
+                    .map(|f| f.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+            let info = pb::ResumeInfo {
+                next_page_token,
+                failed_sources: all.iter().map(|f| failure_pb(f)).collect(),
+            };
+            return Err(unavailable_with_resume(message, info));
+        }
         let mut failed_sources: Vec<pb::SourceFailure> =
             startup_failures.iter().map(failure_pb).collect();
         failed_sources.extend(page.failures.iter().map(failure_pb));

@@ -382,3 +382,84 @@ async fn waiting_for_a_slot_is_overloaded_never_a_timeout_of_the_source() {
     );
     server.stop().await;
 }
+
+/// The only source left with items fails on a resumed page: the answer is UNAVAILABLE naming it,
+/// with the token to resume from in its details (gRPC) and in the JSON error (REST), not an empty
+/// page with a token that a client would follow at once, for ever. Resuming later loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_source_left_fails_the_page_is_unavailable_with_the_token_to_resume() {
+    let (_plugins, server) = start_with(
+        &["testkit"],
+        vec![
+            source("a", "testkit", items(&["a1", "a2"])),
+            source(
+                "b",
+                "testkit",
+                json!({ "items": [{ "name": "b1" }, { "name": "b2" }, { "name": "b3" }], "error_on_call": 2 }),
+            ),
+        ],
+    )
+    .await;
+    let mut client = server.packages().await;
+    let first = list(&mut client, 2, "", None).await;
+    assert_eq!(
+        keys(&first.available_package_summaries),
+        ["a1@a/a1", "a2@a/a2"]
+    );
+    // `a` is exhausted; `b` fails its second call.
+    let status = client
+        .list_available_package_summaries(list_request(2, &first.next_page_token, None))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status
+            .message()
+            .starts_with("no source could answer: source \"b\""),
+        "{status:?}"
+    );
+    let info = tributary_host::service::resume_info(&status).expect("ResumeInfo in the details");
+    assert_eq!(info.next_page_token, first.next_page_token);
+    assert_eq!(
+        info.failed_sources
+            .iter()
+            .map(|f| (f.source.as_str(), f.kind.as_str()))
+            .collect::<Vec<_>>(),
+        [("b", "unavailable")]
+    );
+    let resumed = list(&mut client, 2, &info.next_page_token, None).await;
+    assert_eq!(
+        keys(&resumed.available_package_summaries),
+        ["b1@b/b1", "b2@b/b2"]
+    );
+
+    // REST: the same answer as JSON, with nextPageToken and failedSources: a fresh server whose
+    // only source `c` fails its first call.
+    server.stop().await;
+    let (_plugins, server) = start_with(
+        &["testkit"],
+        vec![source(
+            "c",
+            "testkit",
+            json!({ "items": [{ "name": "c1" }], "error_on_call": 1 }),
+        )],
+    )
+    .await;
+    let (status, body) = crate::rest::get(server.address, "/v1/packages?page_size=5", None).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["code"], "UNAVAILABLE", "{body}");
+    assert_eq!(body["failedSources"][0]["source"], "c", "{body}");
+    let token = body["nextPageToken"]
+        .as_str()
+        .expect("nextPageToken")
+        .to_owned();
+    let (status, body) = crate::rest::get(
+        server.address,
+        &format!("/v1/packages?page_size=5&page_token={token}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["availablePackageSummaries"][0]["name"], "c1", "{body}");
+    server.stop().await;
+}

@@ -171,7 +171,9 @@ async fn a_source_failing_mid_listing_is_resumed() {
     let mut token = String::new();
     let mut failures = 0;
     for _ in 0..10 {
-        let page = list(&mut client, 2, &token, None).await;
+        // `a` is done when `b` fails: that page is UNAVAILABLE, with the token to resume from.
+        let page =
+            tributary_tests::page_or_resume(&mut client, list_request(2, &token, None)).await;
         served.extend(keys(&page.available_package_summaries));
         failures += page.failed_sources.len();
         token = page.next_page_token;

@@ -386,6 +386,28 @@ pub async fn list_or_failure(
     }
 }
 
+/// One page, as the client sees the listing go on: an UNAVAILABLE answer that carries a
+/// `ResumeInfo` (every source that still had items failed) becomes an empty page with its failures
+/// and the token to resume from. Any other error panics.
+pub async fn page_or_resume(
+    client: &mut PackagesServiceClient<Channel>,
+    request: impl tonic::IntoRequest<pb::ListAvailablePackageSummariesRequest>,
+) -> pb::ListAvailablePackageSummariesResponse {
+    match client.list_available_package_summaries(request).await {
+        Ok(page) => page.into_inner(),
+        Err(status) => match tributary_host::service::resume_info(&status) {
+            Some(info) if status.code() == tonic::Code::Unavailable => {
+                pb::ListAvailablePackageSummariesResponse {
+                    available_package_summaries: Vec::new(),
+                    next_page_token: info.next_page_token,
+                    failed_sources: info.failed_sources,
+                }
+            }
+            _ => panic!("list: {status:?}"),
+        },
+    }
+}
+
 /// A list request.
 pub fn list_request(
     page_size: i32,
