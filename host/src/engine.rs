@@ -500,24 +500,28 @@ fn answer(
     request: ListRequest,
     result: Result<RVec<Summary>, (FailureKind, String)>,
 ) -> Result<Answer, Failure> {
-    let checked = result.and_then(|items| {
-        contract::check_list(&request, &items)
+    let checked = result.and_then(|mut items| {
+        let returned = items.len();
+        let next_after = items.last().map(|last| SeekKey {
+            name: last.name.clone(),
+            identifier: last.identifier.clone(),
+        });
+        let dropped = contract::check_list_dropping(&request, &mut items)
             .map_err(|v| (FailureKind::Contract, v.into_message()))?;
-        Ok(items)
+        if let Some(why) = dropped.first {
+            record_dropped(source, dropped.count, why.message());
+        }
+        Ok((items, returned, next_after))
     });
     record_outcome(source, checked.as_ref().map(|_| ()));
-    let mut items = checked.map_err(|(kind, message)| Failure {
+    let (mut items, fetched, next_after) = checked.map_err(|(kind, message)| Failure {
         source: source.name.clone(),
         plugin: source.plugin.clone(),
         kind,
         message,
     })?;
-    let fetched = items.len();
+    // Counted as the plugin answered them: a dropped item still moves the listing on.
     let exhausted = fetched < request.limit as usize;
-    let next_after = items.last().map(|last| SeekKey {
-        name: last.name.clone(),
-        identifier: last.identifier.clone(),
-    });
     if !request.filter.is_empty() {
         items.retain(|item| request.filter.matches(item));
     }
@@ -538,6 +542,21 @@ fn answer(
         next,
         min_limit,
     })
+}
+
+/// Records items left out of a source's answer (a field other than their key broke the contract):
+/// in the source's history (ListPlugins, metrics) and, at most once a minute per source, the log.
+fn record_dropped(source: &Source, count: usize, why: &str) {
+    source.guard.record_dropped(count, why);
+    if let Some(left_out) = crate::log_limit::admit(&[&source.name, "items_dropped"]) {
+        tracing::warn!(
+            source = %source.name,
+            plugin = %source.plugin,
+            dropped = count,
+            more_like_it = left_out,
+            "items left out of an answer, the rest served: {why}"
+        );
+    }
 }
 
 /// What [`fill`] needs besides the lane.

@@ -94,6 +94,10 @@ pub struct History {
     pub last_failure: Option<(std::time::SystemTime, &'static str, String)>,
     /// When a call last succeeded.
     pub last_success: Option<std::time::SystemTime>,
+    /// Items left out of answers because a field other than their key broke the contract (each
+    /// costs only itself; see `contract::check_list_dropping`), and why the last one was.
+    pub items_dropped: u64,
+    pub last_dropped: Option<String>,
 }
 
 impl History {
@@ -264,6 +268,13 @@ impl CallGuard {
                 history.last_failure = Some((now, kind, message.to_owned()));
             }
         }
+    }
+
+    /// Records items left out of an answer: how many, and why the first was.
+    pub fn record_dropped(&self, count: usize, why: &str) {
+        let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        history.items_dropped += count as u64;
+        history.last_dropped = Some(why.to_owned());
     }
 
     /// Counts and times this source's calls in `metrics` from now on (the first attach wins).

@@ -93,6 +93,7 @@ pub struct Metrics {
     generation: IntGauge,
     reloads: IntCounterVec,
     runner_restarts: IntCounterVec,
+    source_items_dropped: IntCounterVec,
     runner_up: IntGaugeVec,
     calls_in_place: IntCounter,
     calls_stuck_in_place: IntCounter,
@@ -234,6 +235,14 @@ impl Metrics {
             &["source"],
         )
         .expect("metric");
+        let source_items_dropped = IntCounterVec::new(
+            Opts::new(
+                "tributary_source_items_dropped_total",
+                "Items left out of a source's answers because a field other than their key broke the contract (the rest was served), by source.",
+            ),
+            &["source"],
+        )
+        .expect("metric");
         let runner_up = IntGaugeVec::new(
             Opts::new(
                 "tributary_runner_up",
@@ -247,6 +256,7 @@ impl Metrics {
             Box::new(calls_in_place.clone()),
             Box::new(calls_stuck_in_place.clone()),
             Box::new(runner_restarts.clone()),
+            Box::new(source_items_dropped.clone()),
             Box::new(runner_up.clone()),
             Box::new(generation.clone()),
             Box::new(reloads.clone()),
@@ -281,6 +291,7 @@ impl Metrics {
             generation,
             reloads,
             runner_restarts,
+            source_items_dropped,
             runner_up,
             calls_in_place,
             calls_stuck_in_place,
@@ -348,6 +359,15 @@ impl Metrics {
                 self.runner_up
                     .with_label_values(&[entry.name.as_str()])
                     .set(i64::from(status.pid.is_some()));
+            }
+            if let Ok(source) = &entry.state {
+                let dropped = source.guard.history().items_dropped;
+                let counted = self
+                    .source_items_dropped
+                    .with_label_values(&[entry.name.as_str()]);
+                if dropped > counted.get() {
+                    counted.inc_by(dropped - counted.get());
+                }
             }
             let (up, backing_off, in_flight) = match &entry.state {
                 Ok(source) => {

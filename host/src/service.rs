@@ -934,6 +934,8 @@ pub fn list_plugins(registry: &Registry) -> pb::ListPluginsResponse {
                 last_failure,
                 last_failure_unix,
                 last_success_unix: history.last_success.map_or(0, unix_seconds),
+                items_dropped: history.items_dropped,
+                last_dropped: history.last_dropped.clone().unwrap_or_default(),
                 threads: s
                     .state
                     .as_ref()

@@ -1,9 +1,12 @@
 //! The checks the host applies to every plugin answer, public so that plugin authors (and their
 //! tests) run exactly the same rules.
 //!
-//! The host calls [`check_list`] on every `list` answer, [`check_detail`] on every `detail` answer and
-//! [`check_error`] on every error a plugin returns. A breach is that source's failure
-//! (`contract_violation`): the answer is discarded, never served. Every check is cheap (linear in
+//! The host calls [`check_list_dropping`] on every `list` answer, [`check_detail`] on every `detail`
+//! answer and [`check_error`] on every error a plugin returns. A breach is that source's failure
+//! (`contract_violation`): the answer is discarded, never served; except that in a `list` answer an
+//! item whose key is sound but another field breaks the rules is left out alone (and counted), so
+//! one bad item costs only itself. [`check_list`] (what the conformance kit runs) treats that item
+//! as a breach too: a plugin should never send it. Every check is cheap (linear in
 //! the answer) and every [`Violation`] message is bounded: values from the answer are quoted at most
 //! [`QUOTE_BYTES`] bytes long.
 //!
@@ -144,6 +147,13 @@ fn check_count(owner: Owner<'_>, field: &str, count: usize, max: usize) -> Resul
 /// Checks one item's fields: a non-empty identifier, every text field valid UTF-8 and within its
 /// limit, at most [`MAX_CATEGORIES`] categories.
 pub fn check_summary(item: &Summary) -> Result<(), Violation> {
+    check_key(item)?;
+    check_other_fields(item)
+}
+
+/// The fields that place an item in the order: a non-empty identifier and a name, each valid UTF-8
+/// within [`MAX_KEY_BYTES`].
+fn check_key(item: &Summary) -> Result<(), Violation> {
     // The key fields first, so that later messages may quote them.
     if item.identifier.is_empty() {
         check_text(Owner::AnItem, "name", &item.name, MAX_KEY_BYTES)?;
@@ -153,8 +163,17 @@ pub fn check_summary(item: &Summary) -> Result<(), Violation> {
         )));
     }
     check_text(Owner::AnItem, "identifier", &item.identifier, MAX_KEY_BYTES)?;
+    check_text(
+        Owner::Item(&item.identifier),
+        "name",
+        &item.name,
+        MAX_KEY_BYTES,
+    )
+}
+
+/// Every field but the key (see [`check_key`], which must have passed).
+fn check_other_fields(item: &Summary) -> Result<(), Violation> {
     let owner = Owner::Item(&item.identifier);
-    check_text(owner, "name", &item.name, MAX_KEY_BYTES)?;
     for (field, value) in [
         ("display_name", &item.display_name),
         ("latest_version", &item.latest_version),
@@ -176,6 +195,71 @@ pub fn check_summary(item: &Summary) -> Result<(), Violation> {
 /// `request.limit` items, unique identifiers, strictly after `request.after`, strictly increasing
 /// `(name, identifier)` byte order.
 pub fn check_list(request: &ListRequest, items: &[Summary]) -> Result<(), Violation> {
+    check_list_with(request, items, |_, violation| Err(violation))
+}
+
+/// What [`check_list_dropping`] took out of an answer.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Dropped {
+    /// How many items were taken out.
+    pub count: usize,
+    /// Why the first of them was.
+    pub first: Option<Violation>,
+}
+
+/// [`check_list`], except that an item whose key (identifier and name) is sound but another field
+/// breaks the contract (a description past [`MAX_TEXT_BYTES`], say) is taken out of `items` and
+/// counted rather than failing the whole answer: one bad item costs only itself. A broken key, the
+/// order, duplicates, the seek and the count still fail the answer; the dropped items' keys take part
+/// in the order check.
+pub fn check_list_dropping<T>(request: &ListRequest, items: &mut T) -> Result<Dropped, Violation>
+where
+    T: std::ops::DerefMut<Target = [Summary]> + Retain,
+{
+    let mut bad: Vec<usize> = Vec::new();
+    let mut dropped = Dropped::default();
+    check_list_with(request, items, |i, violation| {
+        bad.push(i);
+        dropped.count += 1;
+        dropped.first.get_or_insert(violation);
+        Ok(())
+    })?;
+    if !bad.is_empty() {
+        let mut index = 0;
+        items.retain_items(|_| {
+            let keep = bad.binary_search(&index).is_err();
+            index += 1;
+            keep
+        });
+    }
+    Ok(dropped)
+}
+
+/// Vectors [`check_list_dropping`] can take items out of.
+pub trait Retain {
+    /// Keeps the items for which `keep` is true, in order.
+    fn retain_items(&mut self, keep: impl FnMut(&Summary) -> bool);
+}
+
+impl Retain for Vec<Summary> {
+    fn retain_items(&mut self, keep: impl FnMut(&Summary) -> bool) {
+        self.retain(keep);
+    }
+}
+
+impl Retain for abi_stable::std_types::RVec<Summary> {
+    fn retain_items(&mut self, keep: impl FnMut(&Summary) -> bool) {
+        self.retain(keep);
+    }
+}
+
+/// The list checks; `bad_item` decides what an item whose fields other than its key break the
+/// contract does to the answer (its index, the violation).
+fn check_list_with(
+    request: &ListRequest,
+    items: &[Summary],
+    mut bad_item: impl FnMut(usize, Violation) -> Result<(), Violation>,
+) -> Result<(), Violation> {
     if items.len() > request.limit as usize {
         return Err(Violation::new(format!(
             "returned {} items, more than the {} asked for",
@@ -188,7 +272,10 @@ pub fn check_list(request: &ListRequest, items: &[Summary]) -> Result<(), Violat
     let small = items.len() <= 16;
     let mut identifiers = HashSet::new();
     for (i, item) in items.iter().enumerate() {
-        check_summary(item)?;
+        check_key(item)?;
+        if let Err(violation) = check_other_fields(item) {
+            bad_item(i, violation)?;
+        }
         let repeated = if small {
             items[..i]
                 .iter()
@@ -452,5 +539,70 @@ mod tests {
         assert_eq!(quote("héllo".as_bytes(), 2), "\"h…\"");
         assert_eq!(quote(b"abc", 64), "\"abc\"");
         assert_eq!(quote(b"\xffab", 2), "\"\u{fffd}a…\"");
+    }
+}
+
+#[cfg(test)]
+mod dropping_tests {
+    use super::*;
+    use crate::SeekKey;
+
+    fn item(name: &str) -> Summary {
+        Summary {
+            name: name.into(),
+            identifier: name.into(),
+            ..Default::default()
+        }
+    }
+
+    fn request() -> ListRequest {
+        ListRequest {
+            limit: 10,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_item_with_a_bad_field_is_dropped_alone() {
+        let mut items = vec![item("a"), item("b"), item("c"), item("d")];
+        items[1].short_description = "x".repeat(MAX_TEXT_BYTES + 1).into();
+        items[3].categories = (0..=MAX_CATEGORIES).map(|i| i.to_string().into()).collect();
+        let dropped = check_list_dropping(&request(), &mut items).unwrap();
+        assert_eq!(dropped.count, 2);
+        assert_eq!(
+            dropped.first.unwrap().message(),
+            "item \"b\" has a short_description of 65537 bytes, at most 65536 are allowed"
+        );
+        let names: Vec<&str> = items.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["a", "c"]);
+        // `check_list` still fails the answer: plugin authors see every breach.
+        let mut again = vec![item("a"), item("b")];
+        again[1].short_description = "x".repeat(MAX_TEXT_BYTES + 1).into();
+        assert!(check_list(&request(), &again).is_err());
+    }
+
+    #[test]
+    fn keys_order_and_seek_still_fail_the_answer() {
+        let mut empty_id = vec![item("a"), item("b")];
+        empty_id[1].identifier = "".into();
+        assert!(check_list_dropping(&request(), &mut empty_id).is_err());
+        let mut long_name = vec![item("a"), item(&"b".repeat(MAX_KEY_BYTES + 1))];
+        assert!(check_list_dropping(&request(), &mut long_name).is_err());
+        // A dropped item's key still takes part in the order check.
+        let mut unordered = vec![item("c"), item("a")];
+        unordered[0].short_description = "x".repeat(MAX_TEXT_BYTES + 1).into();
+        assert!(check_list_dropping(&request(), &mut unordered)
+            .unwrap_err()
+            .message()
+            .starts_with("items out of order"));
+        let mut before_seek = vec![item("a")];
+        let seek = ListRequest {
+            after: ROption::RSome(SeekKey {
+                name: "b".into(),
+                identifier: "b".into(),
+            }),
+            ..request()
+        };
+        assert!(check_list_dropping(&seek, &mut before_seek).is_err());
     }
 }

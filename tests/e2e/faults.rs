@@ -463,3 +463,39 @@ async fn when_every_source_left_fails_the_page_is_unavailable_with_the_token_to_
     assert_eq!(body["availablePackageSummaries"][0]["name"], "c1", "{body}");
     server.stop().await;
 }
+
+/// One item whose description is past the contract's size limit costs only itself: it is left out,
+/// counted in the source's ListPlugins entry, and the source's other items (and the other sources)
+/// are served; the source is not failed.
+#[tokio::test]
+async fn an_item_that_breaks_the_contract_is_dropped_not_its_source() {
+    let (_plugins, server) = start_with(
+        &["testkit"],
+        vec![
+            source(
+                "mixed",
+                "testkit",
+                json!({ "items": [{ "name": "a" }, { "name": "b" }, { "name": "c" }], "huge_field_on_call": 1 }),
+            ),
+            source("other", "testkit", items(&["d"])),
+        ],
+    )
+    .await;
+    let mut client = server.packages().await;
+    let page = list(&mut client, 10, "", None).await;
+    assert_eq!(
+        keys(&page.available_package_summaries),
+        ["b@mixed/b", "c@mixed/c", "d@other/d"]
+    );
+    assert!(page.failed_sources.is_empty(), "{:?}", page.failed_sources);
+    let listing = server.listing().await;
+    let mixed = listing.sources.iter().find(|s| s.name == "mixed").unwrap();
+    assert_eq!(mixed.status(), SourceStatus::Ready, "{mixed:?}");
+    assert_eq!(mixed.items_dropped, 1, "{mixed:?}");
+    assert_eq!(
+        mixed.last_dropped,
+        "item \"a\" has a short_description of 1048576 bytes, at most 65536 are allowed"
+    );
+    assert_eq!(mixed.failures, 0, "{mixed:?}");
+    server.stop().await;
+}
