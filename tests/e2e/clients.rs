@@ -18,9 +18,10 @@ fn python_grpc() -> bool {
 #[tokio::test]
 async fn python_v1alpha_reflection_client_lists_the_same_page() {
     if !python_grpc() {
-        println!(
-            "SKIPPED: python3 with grpcio and grpcio-reflection is not installed \
-             (pip install grpcio grpcio-reflection; .ci/run does this)"
+        tributary_tests::missing_tool(
+            "clients::python_v1alpha_reflection_client_lists_the_same_page",
+            "python3 with grpcio and grpcio-reflection",
+            "pip install grpcio grpcio-reflection",
         );
         return;
     }

@@ -76,9 +76,10 @@ fn versions(detail: &pb::AvailablePackageDetail) -> Vec<&str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn charts_pushed_to_a_real_registry_are_served() {
     let Some(registry) = tokio::task::spawn_blocking(Registry::start).await.unwrap() else {
-        println!(
-            "SKIPPED oci::charts_pushed_to_a_real_registry_are_served: docker-registry is not \
-             installed (apt-get install docker-registry; .ci/run installs it)"
+        tributary_tests::missing_tool(
+            "oci::charts_pushed_to_a_real_registry_are_served",
+            "Debian's docker-registry",
+            "apt-get install docker-registry",
         );
         return;
     };

@@ -165,6 +165,21 @@ pub fn private_root() -> &'static Path {
     })
 }
 
+/// A test cannot run because `what` is not installed. Under `CI=true` (`.ci/run` sets it) that is a
+/// failure: CI installs every tool a test needs, and a test that skips there proves nothing.
+/// Elsewhere the test is skipped, loudly, on stderr.
+pub fn missing_tool(test: &str, what: &str, install: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!(
+            "{test}: {what} is not installed, and CI=true: install it ({install}; .ci/run does)"
+        );
+    }
+    eprintln!(
+        "\n!!!!! SKIPPED {test}: {what} is not installed ({install}; .ci/run does). \
+         This test proved nothing. !!!!!\n"
+    );
+}
+
 /// A temporary plugin directory.
 pub struct PluginDir {
     pub dir: tempfile::TempDir,
