@@ -33,6 +33,7 @@ fn cat_source(dir: &Path) -> String {
 
 struct Server {
     child: Option<Child>,
+    address: String,
     packages: PackagesServiceClient<Channel>,
     plugins: PluginsServiceClient<Channel>,
 }
@@ -47,6 +48,7 @@ impl Server {
             .unwrap();
         Server {
             child: Some(child),
+            address: address.clone(),
             packages: PackagesServiceClient::new(channel.clone()),
             plugins: PluginsServiceClient::new(channel),
         }
@@ -691,5 +693,64 @@ async fn a_config_file_replaced_by_a_fifo_is_refused_and_nothing_stalls() {
     assert!(error.contains("not a regular file"), "{error}");
     assert!(error.contains("tributary.toml"), "{error}");
     assert_eq!(server.all_keys().await, ["a@one/a", "c@one/c", "e@one/e"]);
+    stop(server);
+}
+
+/// A reload whose new source takes 4 s to build: ListPlugins (four at once), a page and the health
+/// probe answer meanwhile without waiting for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_constructor_in_a_reload_stalls_no_request() {
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), plugins.path(), &format!("watch = false\n{ONE}"));
+    let mut server = Server::start(&config).await;
+    append_to_config(
+        &config,
+        "[[source]]\nname = \"slow\"\nplugin = \"testkit\"\nconfig = { items = [{ name = \"s\" }], sleep_new_ms = 4000 }\n",
+    );
+    let status = Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let mut plugins = server.plugins.clone();
+        calls.spawn(async move {
+            plugins
+                .list_plugins(pb::ListPluginsRequest {})
+                .await
+                .map(|r| r.into_inner().generation)
+                .map_err(|e| e.to_string())
+        });
+    }
+    let address: std::net::SocketAddr = server.address.parse().unwrap();
+    let within = Duration::from_secs(2);
+    let (health, _) = tokio::time::timeout(within, crate::rest::get(address, "/healthz", None))
+        .await
+        .expect("/healthz waited for the reload");
+    assert_eq!(health, 200);
+    let keys_now = tokio::time::timeout(within, server.all_keys())
+        .await
+        .expect("a page waited for the reload");
+    assert_eq!(keys_now, ["a@one/a", "c@one/c", "e@one/e"]);
+    while let Some(generation) = tokio::time::timeout(within, calls.join_next())
+        .await
+        .expect("ListPlugins waited for the reload")
+    {
+        assert_eq!(generation.unwrap(), Ok(1), "the reload was still running");
+    }
+    println!(
+        "during a reload with a 4 s constructor: 4 ListPlugins, /healthz and a page answered in {:?}",
+        started.elapsed()
+    );
+    server
+        .wait_for_keys(
+            &["a@one/a", "c@one/c", "e@one/e", "s@slow/s"],
+            Duration::from_secs(20),
+        )
+        .await;
     stop(server);
 }

@@ -6,7 +6,7 @@
 //! Configuration (every key optional):
 //! ```toml
 //! config = { items = [{ name = "pkg-1", id = "a" }], generate = 1000, prefix = "pkg-",
-//!            fail_new = "reason", panic_new = "reason", fail_new_when_exists = "/tmp/flag", read_on_new = "/etc/hostname", sleep_ms = 50,
+//!            fail_new = "reason", panic_new = "reason", sleep_new_ms = 5000, fail_new_when_exists = "/tmp/flag", read_on_new = "/etc/hostname", sleep_ms = 50,
 //!            error_on_call = 2, panic_on_call = 2, panic_always = true, hang_on_call = 2, hang_ms = 2000,
 //!            hang_in_place = true, unordered_on_call = 2, oversize_on_call = 2, stale_on_call = 2,
 //!            duplicate_id_on_call = 2, ignore_filter = true,
@@ -51,6 +51,9 @@ impl Plugin for TestkitPlugin {
         }
         if let Some(reason) = &config.panic_new {
             panic!("{reason}");
+        }
+        if config.sleep_new_ms > 0 {
+            std::thread::sleep(Duration::from_millis(config.sleep_new_ms));
         }
         if let Some(path) = &config.read_on_new {
             // A plugin reading a file of its choice: allowed in-process, limited in isolation.
@@ -100,6 +103,9 @@ struct Config {
     fail_new_when_exists: Option<String>,
     /// The constructor reads this file and fails when it cannot.
     read_on_new: Option<String>,
+    /// The constructor takes this long (a plugin that loads its data at start).
+    #[serde(default)]
+    sleep_new_ms: u64,
     #[serde(default)]
     sleep_ms: u64,
     error_on_call: Option<u64>,
