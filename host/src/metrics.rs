@@ -3,7 +3,8 @@
 //!
 //! Two kinds of figures:
 //! - counted as requests pass: a tower layer around every gRPC service and REST route
-//!   ([`MetricsLayer`]) counts requests by method (or REST route) and gRPC status code and observes their latency and response size;
+//!   ([`MetricsLayer`]) counts requests by protocol (`grpc`, `grpc-web`, `rest`, `http`), method
+//!   (or REST route) and gRPC status code and observes their latency and response size;
 //! - read when scraped: each source's state (ready, backing off, calls in flight) comes from the
 //!   catalog at the moment of the scrape, so it is never stale and costs nothing between scrapes.
 //!
@@ -104,31 +105,31 @@ impl Metrics {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
             Opts::new(
-                "tributary_grpc_requests_total",
-                "gRPC requests answered, by method and status code.",
+                "tributary_requests_total",
+                "Requests answered, by protocol (grpc, grpc-web, rest, http), method (the gRPC method or REST route) and status code (the gRPC code; REST answers carry one too).",
             ),
-            &["method", "code"],
+            &["protocol", "method", "code"],
         )
         .expect("metric");
         let request_seconds = HistogramVec::new(
             HistogramOpts::new(
-                "tributary_grpc_request_duration_seconds",
-                "Time from a gRPC request's arrival to the end of its response.",
+                "tributary_request_duration_seconds",
+                "Time from a request's arrival to the end of its response, by protocol and method.",
             )
             .buckets(vec![
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                 10.0,
             ]),
-            &["method"],
+            &["protocol", "method"],
         )
         .expect("metric");
         let response_bytes = HistogramVec::new(
             HistogramOpts::new(
-                "tributary_grpc_response_bytes",
-                "Size of a gRPC response body (a page, for ListAvailablePackageSummaries).",
+                "tributary_response_bytes",
+                "Size of a response body (a page, for ListAvailablePackageSummaries), by protocol and method.",
             )
             .buckets(prometheus::exponential_buckets(256.0, 4.0, 9).expect("buckets")),
-            &["method"],
+            &["protocol", "method"],
         )
         .expect("metric");
         let source_up = IntGaugeVec::new(
@@ -406,15 +407,26 @@ impl Metrics {
         String::from_utf8(out).expect("the text format is UTF-8")
     }
 
-    fn record(&self, method: &'static str, code: usize, started: Instant, bytes: usize) {
+    fn record(
+        &self,
+        protocol: &'static str,
+        method: &'static str,
+        code: usize,
+        started: Instant,
+        bytes: usize,
+    ) {
         self.requests
-            .with_label_values(&[method, CODES.get(code).copied().unwrap_or("UNKNOWN")])
+            .with_label_values(&[
+                protocol,
+                method,
+                CODES.get(code).copied().unwrap_or("UNKNOWN"),
+            ])
             .inc();
         self.request_seconds
-            .with_label_values(&[method])
+            .with_label_values(&[protocol, method])
             .observe(started.elapsed().as_secs_f64());
         self.response_bytes
-            .with_label_values(&[method])
+            .with_label_values(&[protocol, method])
             .observe(bytes as f64);
     }
 }
@@ -543,6 +555,7 @@ where
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let method = method_label(request.uri().path());
+        let protocol = protocol_label(&request, method);
         let started = Instant::now();
         let future = self.inner.call(request);
         let metrics = self.metrics.clone();
@@ -562,6 +575,7 @@ where
                     inner: body,
                     pending: Some(Pending {
                         metrics,
+                        protocol,
                         method,
                         started,
                         code,
@@ -588,6 +602,25 @@ fn method_label(path: &str) -> &'static str {
     "other"
 }
 
+/// The `protocol` label: `grpc` and `grpc-web` by content type, `rest` for the REST routes, `http`
+/// for everything else (the web page, the probes).
+fn protocol_label<B>(request: &http::Request<B>, method: &'static str) -> &'static str {
+    let content_type = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_type.starts_with("application/grpc-web") {
+        "grpc-web"
+    } else if content_type.starts_with("application/grpc") {
+        "grpc"
+    } else if method.starts_with("GET /") {
+        "rest"
+    } else {
+        "http"
+    }
+}
+
 fn parse_code(value: &http::HeaderValue) -> Option<usize> {
     value.to_str().ok()?.parse().ok()
 }
@@ -604,6 +637,7 @@ pin_project_lite::pin_project! {
 
 struct Pending {
     metrics: Arc<Metrics>,
+    protocol: &'static str,
     method: &'static str,
     started: Instant,
     code: Option<usize>,
@@ -613,6 +647,7 @@ struct Pending {
 impl Drop for Pending {
     fn drop(&mut self) {
         self.metrics.record(
+            self.protocol,
             self.method,
             self.code.unwrap_or(1),
             self.started,

@@ -109,7 +109,9 @@ async fn metrics_count_a_known_workload() {
     let requests = |method: &str, code: &str| {
         sample(
             &text,
-            &format!("tributary_grpc_requests_total{{code=\"{code}\",method=\"{method}\"}}"),
+            &format!(
+                "tributary_requests_total{{code=\"{code}\",method=\"{method}\",protocol=\"grpc\"}}"
+            ),
         )
     };
     assert_eq!(requests(list_method, "OK"), Some(3.0), "{text}");
@@ -119,7 +121,7 @@ async fn metrics_count_a_known_workload() {
     assert_eq!(
         sample(
             &text,
-            &format!("tributary_grpc_request_duration_seconds_count{{method=\"{list_method}\"}}")
+            &format!("tributary_request_duration_seconds_count{{method=\"{list_method}\",protocol=\"grpc\"}}")
         ),
         Some(4.0)
     );
@@ -203,12 +205,15 @@ async fn metrics_count_a_known_workload() {
     assert_eq!(streamed, 7);
 
     let (_, text) = http_get(&metrics, "/metrics");
-    let requests = |method: &str, code: &str| {
+    let counted = |protocol: &str, method: &str, code: &str| {
         sample(
             &text,
-            &format!("tributary_grpc_requests_total{{code=\"{code}\",method=\"{method}\"}}"),
+            &format!("tributary_requests_total{{code=\"{code}\",method=\"{method}\",protocol=\"{protocol}\"}}"),
         )
     };
+    // REST requests are counted as `rest`, never as gRPC.
+    let requests = |method: &str, code: &str| counted("rest", method, code);
+    assert_eq!(counted("grpc", "GET /v1/packages", "OK"), None, "{text}");
     assert_eq!(requests("GET /v1/packages", "OK"), Some(1.0), "{text}");
     assert_eq!(requests("GET /v1/packages", "INVALID_ARGUMENT"), Some(1.0));
     assert_eq!(
@@ -216,7 +221,8 @@ async fn metrics_count_a_known_workload() {
         Some(1.0)
     );
     assert_eq!(
-        requests(
+        counted(
+            "grpc",
             "/tributary.v1.PackagesService/StreamAvailablePackageSummaries",
             "OK"
         ),
