@@ -255,7 +255,8 @@ async fn a_plugin_call_that_never_returns_does_not_keep_the_process_alive() {
     let mut client = PackagesServiceClient::connect(format!("http://{address}"))
         .await
         .unwrap();
-    let page = list(&mut client, 5, "", None).await;
+    // `zz-empty` has nothing: the page is UNAVAILABLE, naming `stuck`.
+    let page = tributary_tests::page_or_resume(&mut client, list_request(5, "", None)).await;
     assert_eq!(
         page.failed_sources[0].kind, "timeout",
         "the call is now stuck for ten minutes"
