@@ -1,4 +1,5 @@
-//! `helm`: serves the charts of Helm chart repositories from their indexes, local or over HTTP(S).
+//! `helm`: serves the charts of Helm chart repositories from their indexes (local files or over
+//! HTTP(S)) and from OCI registries.
 //!
 //! Configuration (the `config` table of a `[[source]]`):
 //! ```toml
@@ -76,7 +77,8 @@ pub struct HelmPlugin;
 impl Plugin for HelmPlugin {
     const NAME: &'static str = "helm";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-    const DESCRIPTION: &'static str = "Helm chart repositories (index.yaml, local or over HTTP(S))";
+    const DESCRIPTION: &'static str =
+        "Helm chart repositories: local index files, HTTP(S) repositories and OCI registries";
     /// `status@1`: each repository's last good refresh, last error and chart count.
     const CAPABILITIES: &'static [&'static str] = &["status@1"];
 
