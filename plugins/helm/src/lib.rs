@@ -23,6 +23,13 @@
 //! `oci://registry/namespace` with `charts = [...]` (see [`oci`]). The keys of remote repositories
 //! are listed in the README ("Helm repositories: local, HTTP(S), OCI").
 //!
+//! `ca_file` (PEM) replaces the system's CA store for one repository: it holds the CA certificate
+//! that issued the server's certificate. A self-signed server certificate can be its own `ca_file`
+//! only when it is not marked as a CA (`openssl req -x509` marks it `CA:TRUE` unless given
+//! `-addext basicConstraints=critical,CA:FALSE`); rustls refuses a CA certificate presented as the
+//! server's (`CaUsedAsEndEntity`), and the fetch error then says what to do (see
+//! `fetch::certificate_hint`).
+//!
 //! Every chart of every repository is one package, identified as `"<repository>/<chart>"`. Its
 //! latest version is the highest stable release by semantic versioning (Helm's lenient form: `v1.2`
 //! is `1.2.0`), or the highest pre-release when the chart has no stable release; versions that are
