@@ -618,12 +618,11 @@ mod tests {
     impl PackageSource for AsIs {
         fn list(&self, request: &ListRequest) -> Result<Vec<Summary>, PluginError> {
             let from = match &request.after {
-                ROption::RSome(key) => {
-                    self.0
-                        .iter()
-                        .position(|s| s.identifier == key.identifier)
-                        .map_or(self.0.len(), |i| i + 1)
-                }
+                ROption::RSome(key) => self
+                    .0
+                    .iter()
+                    .position(|s| s.identifier == key.identifier)
+                    .map_or(self.0.len(), |i| i + 1),
                 ROption::RNone => 0,
             };
             Ok(self.0[from..]

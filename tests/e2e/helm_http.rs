@@ -721,8 +721,11 @@ async fn ca_file_must_hold_the_ca_that_signed_the_servers_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = self_signed(IsCa::Ca(BasicConstraints::Unconstrained));
     let (_p1, server, address) = https_endpoint(dir.path(), &cert, &key);
-    let reason =
-        first_fetch_failure(&format!("https://{address}/"), &dir.path().join("server.pem")).await;
+    let reason = first_fetch_failure(
+        &format!("https://{address}/"),
+        &dir.path().join("server.pem"),
+    )
+    .await;
     crate::binary::terminate(server);
     assert_eq!(
         reason,
@@ -741,8 +744,11 @@ async fn ca_file_must_hold_the_ca_that_signed_the_servers_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = self_signed(IsCa::NoCa);
     let (_p2, server, address) = https_endpoint(dir.path(), &cert, &key);
-    let reason =
-        first_fetch_failure(&format!("https://{address}/"), &dir.path().join("server.pem")).await;
+    let reason = first_fetch_failure(
+        &format!("https://{address}/"),
+        &dir.path().join("server.pem"),
+    )
+    .await;
     crate::binary::terminate(server);
     assert_eq!(reason, format!("{}HTTP 404", prefix(&address)));
 

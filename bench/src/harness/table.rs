@@ -205,9 +205,18 @@ mod tests {
         ];
         let text = render(&rows, true);
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[2].ends_with("| 1.11× | ≤ 1.1× | n/a (quick)         |"), "{text}");
-        assert!(lines[3].ends_with("| 0.90× | ≥ 0.8× | n/a (quick) (noisy) |"), "{text}");
-        assert!(lines[4].ends_with("|       | report | report              |"), "{text}");
+        assert!(
+            lines[2].ends_with("| 1.11× | ≤ 1.1× | n/a (quick)         |"),
+            "{text}"
+        );
+        assert!(
+            lines[3].ends_with("| 0.90× | ≥ 0.8× | n/a (quick) (noisy) |"),
+            "{text}"
+        );
+        assert!(
+            lines[4].ends_with("|       | report | report              |"),
+            "{text}"
+        );
         assert!(!text.contains("MISSED") && !text.contains("met"), "{text}");
     }
 }

@@ -247,8 +247,11 @@ mod tests {
         assert!(certificate_hint(ca_used, Some(Path::new("ca.pem")))
             .starts_with("; the server presents a CA certificate as its own"));
         let unknown = "io: invalid peer certificate: UnknownIssuer";
-        assert!(certificate_hint(unknown, Some(Path::new("/etc/ca.pem")))
-            .starts_with("; no certificate in ca_file /etc/ca.pem signed the server's certificate"));
+        assert!(
+            certificate_hint(unknown, Some(Path::new("/etc/ca.pem"))).starts_with(
+                "; no certificate in ca_file /etc/ca.pem signed the server's certificate"
+            )
+        );
         assert!(certificate_hint(unknown, None).starts_with("; the system's CA store"));
         assert_eq!(certificate_hint("HTTP 404", None), "");
     }
