@@ -20,6 +20,11 @@ FROM scratch AS plugins
 COPY --from=build --chmod=0644 /out/plugins/ /
 
 FROM debian:bookworm-slim AS server
+# The helm plugin verifies https:// repositories against the system's CA store, which the slim image
+# does not have.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
 # Plugin folders must be owned by root or the server's user and not writable by others: the files are
 # copied as root with mode 0755/0644 and the server runs as an unprivileged user that cannot change them.
 COPY --from=build --chmod=0755 /out/tributary /usr/local/bin/tributary

@@ -170,7 +170,11 @@ fn main() -> ExitCode {
         .iter()
         .filter(|s| args.only.as_ref().is_none_or(|only| only.contains(&s.id)))
     {
-        eprintln!("== scenario {}: {}", scenario.id, scenario.title);
+        eprintln!(
+            "== scenario {}: {}",
+            scenario.id,
+            (scenario.title)(&bench.settings)
+        );
         let t = Instant::now();
         (scenario.run)(&bench, &mut report);
         eprintln!(
@@ -179,7 +183,14 @@ fn main() -> ExitCode {
         );
     }
 
-    let mut out = table::render(&report.rows);
+    let mut out = table::render(&report.rows, args.quick);
+    if args.quick {
+        out.push_str(&format!(
+            "\n--quick: small sizes and few repetitions, a smoke run: no figure is checked against its \
+             target (result {}).\n",
+            table::QUICK_VERDICT
+        ));
+    }
     if !report.notes.is_empty() {
         out.push('\n');
         for note in &report.notes {
@@ -239,6 +250,24 @@ mod tests {
         assert!(args(&["--only"]).unwrap_err().contains("needs a value"));
         assert!(args(&["--fast"]).unwrap_err().contains("unknown"));
         assert_eq!(args(&["--help"]).unwrap_err(), "");
+    }
+
+    #[test]
+    fn titles_name_the_sizes_of_the_run() {
+        let title = |id: usize, quick| (scenarios::ALL[id - 1].title)(&Settings { quick });
+        assert_eq!(title(7, false), "memory: 10M vs 100k items");
+        assert_eq!(title(7, true), "memory: 1M vs 10k items");
+        assert_eq!(title(9, false), "Helm: 50 MiB index.yaml");
+        assert_eq!(title(9, true), "Helm: 5 MiB index.yaml");
+        assert_eq!(title(8, true), "startup: 100 libraries vs 1");
+    }
+
+    #[test]
+    fn the_bench_builds_in_a_target_directory_of_its_own() {
+        let workspace = std::path::Path::new("/w");
+        let dir = harness::process::target_dir(workspace);
+        assert_eq!(dir.file_name().unwrap(), "bench");
+        assert_ne!(dir, workspace.join("target"));
     }
 
     #[test]

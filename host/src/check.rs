@@ -13,6 +13,7 @@ use std::{
 use abi_stable::std_types::{RResult, RStr};
 use sha2::{Digest, Sha256};
 use tributary_plugin_api::{
+    capabilities,
     conformance::{self, Ffi, Options},
     BASE_DIR_KEY, INTERFACE_VERSION,
 };
@@ -38,9 +39,6 @@ pub struct CheckOutcome {
     pub report: String,
     pub passed: bool,
 }
-
-/// The capabilities this host knows (it uses none in interface 1.0).
-const KNOWN_CAPABILITIES: &[&str] = &[];
 
 /// Runs the check. Never panics on a bad library: every failure is a line of the report.
 pub fn run(request: &CheckRequest) -> CheckOutcome {
@@ -90,8 +88,8 @@ pub fn run(request: &CheckRequest) -> CheckOutcome {
         meta.capabilities
             .iter()
             .map(|c| {
-                if KNOWN_CAPABILITIES.contains(&c.as_str()) {
-                    c.clone()
+                if capabilities::is_known(c) {
+                    format!("{c} (supported)")
                 } else {
                     format!("{c} (unknown to this host, ignored)")
                 }

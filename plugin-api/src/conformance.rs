@@ -33,7 +33,7 @@ use abi_stable::std_types::{ROption, RResult, RStr, RString};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use crate::{
-    contract::{self, Violation},
+    contract,
     types::{Detail, ErrorKind, Filter, ListRequest, PluginError, SeekKey, Summary},
     PackageSource, SourceBox,
 };
@@ -116,6 +116,8 @@ pub struct Check {
 /// The outcome of [`check`]. `Display` prints one line per check.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
+    /// Items of the full listing read (pages of 1000, up to [`Options::max_items`]); when the
+    /// listing broke a rule, the items read up to and including the page that broke it.
     pub items: usize,
     pub seed: u64,
     pub checks: Vec<Check>,
@@ -184,6 +186,13 @@ fn describe(e: &PluginError) -> String {
     }
 }
 
+/// Why [`page_through`] stopped early, and how many items it had read by then (the page that broke
+/// a rule counts: it was read whole before it was checked).
+struct Stopped {
+    read: usize,
+    why: String,
+}
+
 /// Pages through the listing from `after` with `limits` (cycled), checking each answer against
 /// the contract; at most `max` items.
 fn page_through(
@@ -192,7 +201,7 @@ fn page_through(
     filter: &Filter,
     limits: &mut dyn FnMut() -> u32,
     max: usize,
-) -> Result<Vec<Summary>, String> {
+) -> Result<Vec<Summary>, Stopped> {
     let mut out: Vec<Summary> = Vec::new();
     let mut after = after;
     loop {
@@ -202,21 +211,27 @@ fn page_through(
             limit,
             filter,
         );
-        let page = subject.list(&req).map_err(|e| describe(&e))?;
+        let page = subject.list(&req).map_err(|e| Stopped {
+            read: out.len(),
+            why: describe(&e),
+        })?;
+        let stop = |why: String| Stopped {
+            read: out.len() + page.len(),
+            why,
+        };
         // The host's own rules (crate::contract): limit, fields, unique identifiers, order, after
         // the seek key. Pages chain through `after`, so the order holds across pages too.
-        contract::check_list(&req, &page).map_err(Violation::into_message)?;
-        for item in &page {
-            if !filter.matches(item) {
-                return Err(format!(
-                    "item ({:?}, {:?}) does not match the filter {filter:?}",
-                    item.name.as_str(),
-                    item.identifier.as_str()
-                ));
-            }
-            out.push(item.clone());
+        contract::check_list(&req, &page).map_err(|v| stop(v.into_message()))?;
+        if let Some(item) = page.iter().find(|item| !filter.matches(item)) {
+            return Err(stop(format!(
+                "item ({:?}, {:?}) does not match the filter {filter:?}",
+                item.name.as_str(),
+                item.identifier.as_str()
+            )));
         }
-        if (page.len() as u32) < limit || out.len() >= max {
+        let full = page.len() as u32 >= limit;
+        out.extend(page);
+        if !full || out.len() >= max {
             return Ok(out);
         }
         let last = out.last().expect("a full page has items");
@@ -270,11 +285,12 @@ pub fn check(subject: &dyn Subject, options: &Options) -> Report {
         options.max_items,
     ) {
         Ok(all) => all,
-        Err(why) => {
+        Err(stopped) => {
+            report.items = stopped.read;
             push(
                 &mut report,
                 "full listing keeps the contract".into(),
-                Some(why),
+                Some(stopped.why),
             );
             return report;
         }
@@ -303,7 +319,7 @@ pub fn check(subject: &dyn Subject, options: &Options) -> Report {
         );
         let failure = match got {
             Ok(got) => compare(&got, &all),
-            Err(why) => Some(why),
+            Err(stopped) => Some(stopped.why),
         };
         push(
             &mut report,
@@ -324,7 +340,7 @@ pub fn check(subject: &dyn Subject, options: &Options) -> Report {
             want.len() + 1,
         ) {
             Ok(got) => compare(&got, want),
-            Err(why) => Some(why),
+            Err(stopped) => Some(stopped.why),
         }
     };
     let mut failure = seek((String::new(), String::new()), &all, 1000);
@@ -438,7 +454,7 @@ pub fn check(subject: &dyn Subject, options: &Options) -> Report {
         let want: Vec<Summary> = all.iter().filter(|s| filter.matches(s)).cloned().collect();
         let failure = match page_through(subject, None, &filter, &mut || 7, options.max_items) {
             Ok(got) => compare(&got, &want),
-            Err(why) => Some(why),
+            Err(stopped) => Some(stopped.why),
         };
         push(&mut report, name, failure);
     }
@@ -594,6 +610,75 @@ mod tests {
             Some("item \"id5\" has a display_name of 65537 bytes, at most 65536 are allowed"),
             "{report}"
         );
+    }
+
+    /// Answers its items as they are, in whatever order, from the seek key on (by position).
+    struct AsIs(Vec<Summary>);
+
+    impl PackageSource for AsIs {
+        fn list(&self, request: &ListRequest) -> Result<Vec<Summary>, PluginError> {
+            let from = match &request.after {
+                ROption::RSome(key) => self
+                    .0
+                    .iter()
+                    .position(|s| s.identifier == key.identifier)
+                    .map_or(self.0.len(), |i| i + 1),
+                ROption::RNone => 0,
+            };
+            Ok(self.0[from..]
+                .iter()
+                .take(request.limit as usize)
+                .cloned()
+                .collect())
+        }
+        fn detail(&self, _: &str) -> Result<Detail, PluginError> {
+            Err(PluginError::not_found("no"))
+        }
+    }
+
+    fn numbered(n: usize) -> Vec<Summary> {
+        (0..n)
+            .map(|i| Summary {
+                identifier: RString::from(format!("id{i:04}")),
+                name: RString::from(format!("pkg-{i:04}")),
+                ..Summary::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_order_check_counts_the_items_read() {
+        // 248 items in one page, two of them swapped: the report counts the 248 read.
+        let mut items = numbered(248);
+        items.swap(100, 101);
+        let report = check(&AsIs(items), &Options::default());
+        assert_eq!(report.items, 248, "{report}");
+        assert_eq!(
+            report.to_string(),
+            format!(
+                "  FAIL  full listing keeps the contract: items out of order: (\"pkg-0100\", \"id0100\") \
+                 came after (\"pkg-0101\", \"id0101\"); sources must sort by name, then identifier, as bytes\n\
+                 0 of 1 checks passed over 248 items (seed {})",
+                Options::default().seed
+            )
+        );
+
+        // Out of order on the second page of 1000: both pages were read.
+        let mut items = numbered(1500);
+        items.swap(1200, 1201);
+        let report = check(&AsIs(items), &Options::default());
+        assert_eq!(report.items, 1500, "{report}");
+        assert!(
+            report.to_string().ends_with(&format!(
+                "0 of 1 checks passed over 1500 items (seed {})",
+                Options::default().seed
+            )),
+            "{report}"
+        );
+
+        // A listing that keeps the order reads everything too.
+        let report = check(&AsIs(numbered(248)), &Options::default());
+        assert_eq!(report.items, 248, "{report}");
     }
 
     #[test]

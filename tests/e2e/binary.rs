@@ -800,3 +800,42 @@ fn cors_preflight_allows_only_the_configured_origins() {
         "{output:?}"
     );
 }
+
+#[test]
+fn serving_on_an_address_in_use_exits_1_naming_it() {
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), plugins.path(), SOURCES);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let output = Command::new(&artifacts().binary)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args(["--listen", &address])
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        format!("tributary: cannot listen on {address}: Address already in use (os error 98)\n")
+    );
+    assert!(output.stdout.is_empty(), "{output:?}");
+}
+
+#[test]
+fn help_states_where_the_log_level_comes_from() {
+    let output = Command::new(&artifacts().binary)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let help = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        help.contains(
+            "The level comes from `RUST_LOG` when set, else the config's `log_level`, else `info` \
+             for `serve` and `warn` for the other commands [default: plain]"
+        ),
+        "{help}"
+    );
+}

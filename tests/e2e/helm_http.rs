@@ -655,3 +655,131 @@ async fn each_repositorys_state_and_chart_urls_are_shown() {
     );
     tributary.stop().await;
 }
+
+/// An HTTPS endpoint for the helm plugin to connect to: the `tributary` binary itself with a `[tls]`
+/// section holding `cert` and `key` (it answers 404 for an index.yaml, after the handshake).
+fn https_endpoint(
+    dir: &std::path::Path,
+    cert: &str,
+    key: &str,
+) -> (tributary_tests::PluginDir, std::process::Child, String) {
+    std::fs::write(dir.join("server.pem"), cert).unwrap();
+    std::fs::write(dir.join("server.key"), key).unwrap();
+    let plugins = tributary_tests::PluginDir::with(&["testkit"]);
+    let config = crate::binary::write_config(
+        dir,
+        plugins.path(),
+        &format!(
+            "[tls]\ncert_file = \"server.pem\"\nkey_file = \"server.key\"\n{}",
+            crate::binary::SOURCES
+        ),
+    );
+    let (child, address) = crate::binary::spawn_server(&config);
+    (plugins, child, address)
+}
+
+/// The reason the helm source `tls` gives once its first fetch has finished.
+async fn first_fetch_failure(url: &str, ca_file: &std::path::Path) -> String {
+    let (_plugins, tributary) = start_with(
+        &["helm"],
+        vec![helm(
+            "tls",
+            vec![repo("r", url, json!({ "ca_file": ca_file }))],
+        )],
+    )
+    .await;
+    let mut client = tributary.packages().await;
+    let failed = wait_for(&mut client, "the first fetch", |l| {
+        l.as_ref()
+            .is_err_and(|f| !f[0].reason.contains("has not finished"))
+    })
+    .await
+    .unwrap_err();
+    failed[0].reason.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ca_file_must_hold_the_ca_that_signed_the_servers_certificate() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let self_signed = |is_ca: IsCa| {
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        params.is_ca = is_ca;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let prefix = |address: &str| {
+        format!("no source could answer: source \"tls\" (plugin \"helm\") unavailable: helm repository \"r\": https://{address}/index.yaml: ")
+    };
+
+    // A self-signed certificate marked as a CA (what `openssl req -x509` makes by default), served
+    // by the repository and given as its ca_file: refused, and the reason says what to do.
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(IsCa::Ca(BasicConstraints::Unconstrained));
+    let (_p1, server, address) = https_endpoint(dir.path(), &cert, &key);
+    let reason = first_fetch_failure(
+        &format!("https://{address}/"),
+        &dir.path().join("server.pem"),
+    )
+    .await;
+    crate::binary::terminate(server);
+    assert_eq!(
+        reason,
+        format!(
+            "{}io: invalid peer certificate: Other(OtherError(CaUsedAsEndEntity)); the server \
+             presents a CA certificate as its own (a self-signed certificate made by `openssl req \
+             -x509` is marked CA:TRUE unless told otherwise): give the server a certificate issued \
+             by a CA and put that CA in ca_file, or make the self-signed certificate with `-addext \
+             basicConstraints=critical,CA:FALSE`",
+            prefix(&address)
+        )
+    );
+
+    // A self-signed certificate that is not a CA is its own ca_file: the handshake succeeds and the
+    // fetch reaches HTTP (this server has no index.yaml).
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(IsCa::NoCa);
+    let (_p2, server, address) = https_endpoint(dir.path(), &cert, &key);
+    let reason = first_fetch_failure(
+        &format!("https://{address}/"),
+        &dir.path().join("server.pem"),
+    )
+    .await;
+    crate::binary::terminate(server);
+    assert_eq!(reason, format!("{}HTTP 404", prefix(&address)));
+
+    // A CA and a server certificate it issued, the CA as ca_file: the handshake succeeds. Another
+    // CA as ca_file: refused, naming the file.
+    let dir = tempfile::tempdir().unwrap();
+    let authority = crate::tls::Authority::new("Test CA");
+    std::fs::write(dir.path().join("ca.pem"), authority.pem()).unwrap();
+    std::fs::write(
+        dir.path().join("other-ca.pem"),
+        crate::tls::Authority::new("Other CA").pem(),
+    )
+    .unwrap();
+    crate::tls::write_server_pair(dir.path(), &authority);
+    let cert = std::fs::read_to_string(dir.path().join("server.pem")).unwrap();
+    let key = std::fs::read_to_string(dir.path().join("server.key")).unwrap();
+    let (_p3, server, address) = https_endpoint(dir.path(), &cert, &key);
+    let url = format!("https://{address}/");
+    let reason = first_fetch_failure(&url, &dir.path().join("ca.pem")).await;
+    assert_eq!(reason, format!("{}HTTP 404", prefix(&address)));
+    let other = dir.path().join("other-ca.pem");
+    let reason = first_fetch_failure(&url, &other).await;
+    crate::binary::terminate(server);
+    assert_eq!(
+        reason,
+        format!(
+            "{}io: invalid peer certificate: UnknownIssuer; no certificate in ca_file {} signed \
+             the server's certificate: ca_file must hold the CA certificate that issued it (or the \
+             server's own self-signed certificate, when that is not marked as a CA)",
+            prefix(&address),
+            other.display()
+        )
+    );
+}

@@ -11,7 +11,13 @@ use serde_json::json;
 use tributary_tests::{artifacts, config, keys, list, source, PluginDir, TestServer};
 
 fn check(library: &Path, extra: &[&str]) -> (i32, String) {
+    check_in(Path::new(env!("CARGO_MANIFEST_DIR")), library, extra)
+}
+
+/// `tributary plugin check` run from the working directory `cwd`.
+fn check_in(cwd: &Path, library: &Path, extra: &[&str]) -> (i32, String) {
     let output: Output = Command::new(&artifacts().binary)
+        .current_dir(cwd)
         .args(["plugin", "check"])
         .arg(library)
         .args(extra)
@@ -129,6 +135,80 @@ fn plugin_check_on_the_compatibility_fixtures() {
     let (code, report) = check(&lib, &[]);
     assert_eq!(code, 1);
     assert!(report.contains("\nresult:       FAIL: the server would reject it: built for plugin interface 2.0, this host speaks 1.x: rebuild the plugin against tributary-plugin-api 1.x\n"), "{report}");
+}
+
+#[test]
+fn a_failed_order_check_reports_the_items_read() {
+    // 248 items in one page of 1000, the first two swapped on that first call.
+    let (_dir, lib) = shipped("testkit");
+    let (code, report) = check(
+        &lib,
+        &["--config", r#"{"generate": 248, "unordered_on_call": 1}"#],
+    );
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(
+        lines_starting(&report, "FAIL"),
+        ["FAIL  full listing keeps the contract: items out of order: (\"pkg-0000000000\", \"g0\") came after (\"pkg-0000000001\", \"g1\"); sources must sort by name, then identifier, as bytes"],
+        "{report}"
+    );
+    assert!(
+        report.ends_with(
+            "0 of 1 checks passed over 248 items (seed 1953655138)\n\
+             result:       FAIL: 1 of 1 checks failed\n"
+        ),
+        "{report}"
+    );
+}
+
+#[test]
+fn plugin_check_knows_the_status_capability() {
+    // The helm plugin declares status@1, which this host asks for in ListPlugins.
+    let (_dir, lib) = shipped("helm");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let config = json!({ "repositories": [{
+        "name": "community",
+        "url": root.join("examples/charts/community-index.yaml"),
+    }]});
+    let (code, report) = check(&lib, &["--config", &config.to_string()]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(
+        lines_starting(&report, "capabilities:"),
+        ["capabilities: status@1 (supported)"],
+        "{report}"
+    );
+    assert!(!report.contains("unknown to this host"), "{report}");
+}
+
+#[test]
+fn inline_config_paths_resolve_against_the_working_directory_and_a_file_against_its_folder() {
+    let (_dir, lib) = shipped("catalog");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let inline = r#"{"path": "catalog.json"}"#;
+    // Inline JSON: `catalog.json` is found from the examples folder, not from the tests folder.
+    let (code, report) = check_in(&root.join("examples"), &lib, &["--config", inline]);
+    assert_eq!(code, 0, "{report}");
+    let (code, report) = check_in(&root.join("tests"), &lib, &["--config", inline]);
+    assert_eq!(code, 1, "{report}");
+    let missing = root.join("tests/catalog.json");
+    assert!(
+        report.contains(&format!("cannot read catalog {}", missing.display())),
+        "{report}"
+    );
+    // A config file: its folder, wherever the command runs.
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        root.join("examples/catalog.json"),
+        folder.path().join("catalog.json"),
+    )
+    .unwrap();
+    let file = folder.path().join("source.json");
+    std::fs::write(&file, inline).unwrap();
+    let (code, report) = check_in(
+        &root.join("tests"),
+        &lib,
+        &["--config-file", file.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{report}");
 }
 
 /// Copies plugins/template out of the tree, with its dependency on this tree's plugin-api.

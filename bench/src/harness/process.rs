@@ -20,8 +20,19 @@ pub struct Artifacts {
     pub tributary: PathBuf,
 }
 
-/// Builds the plugin libraries and the server in release mode, once per run, reading the artifact
-/// paths from cargo's JSON messages (as the end-to-end tests do, but `--release`).
+/// Where the bench's own build goes: `bench` under the target directory (`target/bench`), so that
+/// it never replaces `target/release/tributary` nor leaves the testkit library in
+/// `target/release`, the example configuration's plugin folder.
+pub fn target_dir(workspace: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"))
+        .join("bench")
+}
+
+/// Builds the plugin libraries and the server in release mode, once per run, in
+/// [`target_dir`], reading the artifact paths from cargo's JSON messages (as the end-to-end tests
+/// do, but `--release`).
 pub fn artifacts() -> &'static Artifacts {
     static ARTIFACTS: OnceLock<Artifacts> = OnceLock::new();
     ARTIFACTS.get_or_init(|| {
@@ -29,7 +40,11 @@ pub fn artifacts() -> &'static Artifacts {
             .parent()
             .expect("the bench crate lives in the workspace");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        eprintln!("building the plugin libraries and the server (cargo build --release)...");
+        let target = target_dir(workspace);
+        eprintln!(
+            "building the plugin libraries and the server (cargo build --release --target-dir {})...",
+            target.display()
+        );
         let output = Command::new(cargo)
             .current_dir(workspace)
             .args([
@@ -43,6 +58,8 @@ pub fn artifacts() -> &'static Artifacts {
                 "-p",
                 "tributary-plugin-helm",
             ])
+            .arg("--target-dir")
+            .arg(&target)
             .stderr(Stdio::inherit())
             .output()
             .expect("run cargo build");

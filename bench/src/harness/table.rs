@@ -73,6 +73,15 @@ impl Row {
         self
     }
 
+    /// `met`, `MISSED` or `report`; in a quick run, `n/a (quick)` for a row with a target: its
+    /// small sizes and few repetitions say nothing about the target.
+    pub fn verdict_in(&self, quick: bool) -> &'static str {
+        if quick && self.target != Target::Report {
+            return QUICK_VERDICT;
+        }
+        self.verdict()
+    }
+
     /// `met`, `MISSED` or `report`.
     pub fn verdict(&self) -> &'static str {
         let met = match (&self.target, self.ratio) {
@@ -90,9 +99,12 @@ impl Row {
     }
 }
 
+/// The result of a row with a target in a `--quick` run.
+pub const QUICK_VERDICT: &str = "n/a (quick)";
+
 /// The table as Markdown, ready to paste into `docs/PERFORMANCE.md`. A noisy row's result carries
-/// `(noisy)`.
-pub fn render(rows: &[Row]) -> String {
+/// `(noisy)`; in a `quick` run no row is held to its target (see [`Row::verdict_in`]).
+pub fn render(rows: &[Row], quick: bool) -> String {
     let header = [
         "#", "scenario", "ours", "baseline", "ratio", "target", "result",
     ];
@@ -100,9 +112,9 @@ pub fn render(rows: &[Row]) -> String {
         .iter()
         .map(|r| {
             let verdict = if r.noisy {
-                format!("{} (noisy)", r.verdict())
+                format!("{} (noisy)", r.verdict_in(quick))
             } else {
-                r.verdict().to_owned()
+                r.verdict_in(quick).to_owned()
             };
             [
                 r.id.clone(),
@@ -169,12 +181,42 @@ mod tests {
                 .target(Target::AtMost(1.1)),
             Row::new("8", "startup µs").figures("a", "b").noisy(true),
         ];
-        let text = render(&rows);
+        let text = render(&rows, false);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 4);
         assert!(lines[2].contains("| 1.11× | ≤ 1.1× | MISSED"));
         assert!(lines[3].contains("report (noisy)"));
         let widths: Vec<usize> = lines.iter().map(|l| l.chars().count()).collect();
         assert!(widths.iter().all(|w| *w == widths[0]), "{text}");
+    }
+
+    #[test]
+    fn a_quick_run_holds_no_row_to_its_target() {
+        let rows = vec![
+            Row::new("2", "boundary")
+                .figures("1.0 ms", "0.9 ms")
+                .ratio(1.111)
+                .target(Target::AtMost(1.1)),
+            Row::new("3", "pages")
+                .ratio(0.9)
+                .target(Target::AtLeast(0.8))
+                .noisy(true),
+            Row::new("8", "startup").figures("a", "b"),
+        ];
+        let text = render(&rows, true);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[2].ends_with("| 1.11× | ≤ 1.1× | n/a (quick)         |"),
+            "{text}"
+        );
+        assert!(
+            lines[3].ends_with("| 0.90× | ≥ 0.8× | n/a (quick) (noisy) |"),
+            "{text}"
+        );
+        assert!(
+            lines[4].ends_with("|       | report | report              |"),
+            "{text}"
+        );
+        assert!(!text.contains("MISSED") && !text.contains("met"), "{text}");
     }
 }

@@ -1,6 +1,6 @@
 //! One module per scenario of the issue, in its order.
 
-use crate::harness::{Bench, Report};
+use crate::harness::{Bench, Report, Settings};
 
 pub mod s10_search;
 pub mod s1_engine;
@@ -13,62 +13,63 @@ pub mod s7_memory;
 pub mod s8_startup;
 pub mod s9_helm;
 
-/// A scenario: its number, its title, and how to run it.
+/// A scenario: its number, its title (with the sizes of this run: `--quick` uses smaller ones), and
+/// how to run it.
 pub struct Scenario {
     pub id: u32,
-    pub title: &'static str,
+    pub title: fn(&Settings) -> String,
     pub run: fn(&Bench, &mut Report),
 }
 
 pub const ALL: [Scenario; 10] = [
     Scenario {
         id: 1,
-        title: "engine alone vs itertools::kmerge",
+        title: |_| "engine alone vs itertools::kmerge".to_owned(),
         run: s1_engine::run,
     },
     Scenario {
         id: 2,
-        title: "plugin boundary: .so vs linked",
+        title: |_| "plugin boundary: .so vs linked".to_owned(),
         run: s2_boundary::run,
     },
     Scenario {
         id: 3,
-        title: "gRPC pages vs a prebuilt-response server",
+        title: |_| "gRPC pages vs a prebuilt-response server".to_owned(),
         run: s3_grpc::run,
     },
     Scenario {
         id: 4,
-        title: "deep pages vs the first page",
+        title: |_| "deep pages vs the first page".to_owned(),
         run: s4_deep::run,
     },
     Scenario {
         id: 5,
-        title: "slow sources vs one slow source",
+        title: |_| "slow sources vs one slow source".to_owned(),
         run: s5_slow::run,
     },
     Scenario {
         id: 6,
-        title: "work per page",
+        title: |_| "work per page".to_owned(),
         run: s6_work::run,
     },
     Scenario {
         id: 7,
-        title: "memory: 10M vs 100k items",
+        title: s7_memory::title,
         run: s7_memory::run,
     },
     Scenario {
         id: 8,
-        title: "startup: 100 libraries vs 1",
+        title: |_| "startup: 100 libraries vs 1".to_owned(),
         run: s8_startup::run,
     },
     Scenario {
         id: 9,
-        title: "Helm: 50 MB index.yaml",
+        title: s9_helm::title,
         run: s9_helm::run,
     },
     Scenario {
         id: 10,
-        title: "search: a query's first page vs the unfiltered first page",
+        title: |_| "search: a query's first page vs the unfiltered first page".to_owned(),
         run: s10_search::run,
     },
 ];

@@ -13,7 +13,7 @@ use crate::harness::{
     grpc::{self, token_after},
     process::{artifacts, source_table, ServerProcess, Workdir},
     timing::{fmt_kib, fmt_secs},
-    Bench, Report, Row, Target,
+    Bench, Report, Row, Settings, Target,
 };
 
 /// Walkers paging through the catalog side by side, each over its own range of names: a server
@@ -122,9 +122,30 @@ fn page_through(
     peak
 }
 
+/// The items paged through: many, and few (the baseline).
+fn sizes(settings: &Settings) -> (usize, usize) {
+    (
+        settings.pick(10_000_000, 1_000_000),
+        settings.pick(100_000, 10_000),
+    )
+}
+
+/// `1_000_000` as `1M`, `10_000` as `10k`.
+fn short(n: usize) -> String {
+    match n {
+        n if n >= 1_000_000 && n % 1_000_000 == 0 => format!("{}M", n / 1_000_000),
+        n if n >= 1_000 && n % 1_000 == 0 => format!("{}k", n / 1_000),
+        n => n.to_string(),
+    }
+}
+
+pub fn title(settings: &Settings) -> String {
+    let (big, small) = sizes(settings);
+    format!("memory: {} vs {} items", short(big), short(small))
+}
+
 pub fn run(bench: &Bench, report: &mut Report) {
-    let big = bench.settings.pick(10_000_000, 1_000_000);
-    let small = bench.settings.pick(100_000, 10_000);
+    let (big, small) = sizes(&bench.settings);
     let work = Workdir::new();
     let small_rss = page_through(bench, &work, small, big / small, report);
     let big_rss = page_through(bench, &work, big, 1, report);

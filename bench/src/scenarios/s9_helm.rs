@@ -23,7 +23,7 @@ use crate::harness::{
     progress,
     rng::Rng,
     timing::{fmt_kib, fmt_secs, with_spread, Samples, NOISY},
-    Bench, Report, Row, Target,
+    Bench, Report, Row, Settings, Target,
 };
 
 use super::s3_grpc::compare_rates;
@@ -149,10 +149,19 @@ fn parse_in_child(path: &Path, charts: usize) -> (f64, u64) {
     )
 }
 
+/// The size the generated index.yaml grows to (it stops at the first chart past it).
+fn index_bytes(settings: &Settings) -> usize {
+    settings.pick(50 << 20, 5 << 20)
+}
+
+pub fn title(settings: &Settings) -> String {
+    format!("Helm: {} MiB index.yaml", index_bytes(settings) >> 20)
+}
+
 pub fn run(bench: &Bench, report: &mut Report) {
     let work = Workdir::new();
     let index = work.path().join("index.yaml");
-    let target = bench.settings.pick(50 << 20, 5 << 20);
+    let target = index_bytes(&bench.settings);
     let (names, versions) = write_index(&index, target);
     let size = std::fs::metadata(&index).map(|m| m.len()).unwrap_or(0);
     let what = format!(

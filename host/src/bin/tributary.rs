@@ -33,7 +33,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 )]
 struct Cli {
     /// How log lines are written to stderr: `plain` text, or `json` (one object per line). Colours
-    /// are used only when stderr is a terminal. The level comes from `RUST_LOG` (default `info`).
+    /// are used only when stderr is a terminal. The level comes from `RUST_LOG` when set, else the
+    /// config's `log_level`, else `info` for `serve` and `warn` for the other commands.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Plain)]
     log_format: LogFormat,
     #[command(subcommand)]
@@ -103,7 +104,8 @@ enum PluginCommand {
     Check {
         /// The plugin library (`lib<name>.so`).
         library: PathBuf,
-        /// The source configuration as JSON text (default `{}`).
+        /// The source configuration as JSON text (default `{}`); relative paths in it resolve
+        /// against the working directory.
         #[arg(long, conflicts_with = "config_file")]
         config: Option<String>,
         /// A file holding the source configuration as JSON; relative paths in it resolve against

@@ -40,6 +40,8 @@ pub(crate) struct Remote {
     pub credentials: Vec<Credential>,
     /// Send the credentials to other hosts too when the repository redirects there.
     pub pass_credentials: bool,
+    /// PEM certificates trusted instead of the system's CA store: the CA that issued the server's
+    /// certificate (a self-signed server certificate only when it is not marked as a CA).
     pub ca_file: Option<PathBuf>,
     pub insecure_skip_tls_verify: bool,
     pub refresh_interval: Duration,

@@ -7,7 +7,7 @@
 //! the last index served (`If-None-Match`, `If-Modified-Since`), ask for gzip, and read at most
 //! `max_index_size` bytes.
 
-use std::{sync::Arc, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use ureq::{
     tls::{Certificate, RootCerts, TlsConfig},
@@ -109,7 +109,9 @@ pub(crate) fn fetch(
                 request = request.header(name, value);
             }
         }
-        let mut response = request.call().map_err(|e| describe(&url, e))?;
+        let mut response = request
+            .call()
+            .map_err(|e| describe(&url, e, remote.ca_file.as_deref()))?;
         let status = response.status().as_u16();
         match status {
             200 => {
@@ -135,7 +137,7 @@ pub(crate) fn fetch(
                             shown(&url),
                             remote.max_index_size
                         ),
-                        e => describe(&url, e),
+                        e => describe(&url, e, remote.ca_file.as_deref()),
                     })?;
                 return Ok(Fetched::Body(body, next));
             }
@@ -174,12 +176,38 @@ pub(crate) fn fetch(
 }
 
 /// One line for a client error.
-fn describe(url: &Url, error: ureq::Error) -> String {
+fn describe(url: &Url, error: ureq::Error, ca_file: Option<&Path>) -> String {
     let what = match &error {
         ureq::Error::Timeout(_) => format!("timed out ({error})"),
         _ => error.to_string(),
     };
-    format!("{}: {what}", shown(url))
+    format!("{}: {what}{}", shown(url), certificate_hint(&what, ca_file))
+}
+
+/// What to do about a certificate the TLS client refused, for the two refusals an operator with a
+/// private repository meets first (rustls names them in the error's text).
+pub(crate) fn certificate_hint(error: &str, ca_file: Option<&Path>) -> String {
+    if error.contains("CaUsedAsEndEntity") {
+        return "; the server presents a CA certificate as its own (a self-signed certificate made \
+                by `openssl req -x509` is marked CA:TRUE unless told otherwise): give the server a \
+                certificate issued by a CA and put that CA in ca_file, or make the self-signed \
+                certificate with `-addext basicConstraints=critical,CA:FALSE`"
+            .to_owned();
+    }
+    if error.contains("UnknownIssuer") {
+        return match ca_file {
+            Some(path) => format!(
+                "; no certificate in ca_file {} signed the server's certificate: ca_file must hold \
+                 the CA certificate that issued it (or the server's own self-signed certificate, \
+                 when that is not marked as a CA)",
+                path.display()
+            ),
+            None => "; the system's CA store does not hold the CA that signed the server's \
+                     certificate: set ca_file to that CA's certificate"
+                .to_owned(),
+        };
+    }
+    String::new()
 }
 
 /// A refresh interval with up to ±10% of jitter, so that many sources started together do not
@@ -211,6 +239,21 @@ mod tests {
             &u("http://127.0.0.1:1/"),
             &u("http://localhost:1/")
         ));
+    }
+
+    #[test]
+    fn refused_certificates_say_what_to_do() {
+        let ca_used = "io: invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))";
+        assert!(certificate_hint(ca_used, Some(Path::new("ca.pem")))
+            .starts_with("; the server presents a CA certificate as its own"));
+        let unknown = "io: invalid peer certificate: UnknownIssuer";
+        assert!(
+            certificate_hint(unknown, Some(Path::new("/etc/ca.pem"))).starts_with(
+                "; no certificate in ca_file /etc/ca.pem signed the server's certificate"
+            )
+        );
+        assert!(certificate_hint(unknown, None).starts_with("; the system's CA store"));
+        assert_eq!(certificate_hint("HTTP 404", None), "");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `helm`: serves the charts of Helm chart repositories from their indexes, local or over HTTP(S).
+//! `helm`: serves the charts of Helm chart repositories from their indexes (local files or over
+//! HTTP(S)) and from OCI registries.
 //!
 //! Configuration (the `config` table of a `[[source]]`):
 //! ```toml
@@ -21,6 +22,13 @@
 //! Repository names are unique and contain no `/`. A `url` may also be an OCI registry namespace,
 //! `oci://registry/namespace` with `charts = [...]` (see [`oci`]). The keys of remote repositories
 //! are listed in the README ("Helm repositories: local, HTTP(S), OCI").
+//!
+//! `ca_file` (PEM) replaces the system's CA store for one repository: it holds the CA certificate
+//! that issued the server's certificate. A self-signed server certificate can be its own `ca_file`
+//! only when it is not marked as a CA (`openssl req -x509` marks it `CA:TRUE` unless given
+//! `-addext basicConstraints=critical,CA:FALSE`); rustls refuses a CA certificate presented as the
+//! server's (`CaUsedAsEndEntity`), and the fetch error then says what to do (see
+//! `fetch::certificate_hint`).
 //!
 //! Every chart of every repository is one package, identified as `"<repository>/<chart>"`. Its
 //! latest version is the highest stable release by semantic versioning (Helm's lenient form: `v1.2`
@@ -76,7 +84,8 @@ pub struct HelmPlugin;
 impl Plugin for HelmPlugin {
     const NAME: &'static str = "helm";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-    const DESCRIPTION: &'static str = "Helm chart repositories (index.yaml, local or over HTTP(S))";
+    const DESCRIPTION: &'static str =
+        "Helm chart repositories: local index files, HTTP(S) repositories and OCI registries";
     /// `status@1`: each repository's last good refresh, last error and chart count.
     const CAPABILITIES: &'static [&'static str] = &["status@1"];
 

@@ -24,7 +24,7 @@ use url::Url;
 
 use crate::{
     config::{Credential, Remote},
-    fetch::shown,
+    fetch::{certificate_hint, shown},
 };
 
 /// The media type of a Helm chart's config blob.
@@ -468,9 +468,11 @@ fn send(
             }
         }
         cache.requests += 1;
-        let mut response = request
-            .call()
-            .map_err(|e| format!("{}: {e}", shown(&url)))?;
+        let mut response = request.call().map_err(|e| {
+            let what = e.to_string();
+            let hint = certificate_hint(&what, remote.ca_file.as_deref());
+            format!("{}: {what}{hint}", shown(&url))
+        })?;
         let status = response.status().as_u16();
         let header = |name: &str| {
             response

@@ -252,7 +252,7 @@ fn plugin_metadata() {
     assert_eq!(HelmPlugin::NAME, "helm");
     assert_eq!(
         HelmPlugin::DESCRIPTION,
-        "Helm chart repositories (index.yaml, local or over HTTP(S))"
+        "Helm chart repositories: local index files, HTTP(S) repositories and OCI registries"
     );
 }
 
