@@ -5,9 +5,13 @@
 //! repository's own host (scheme-independent host and port, as Helm compares them since
 //! CVE-2021-32690) unless `pass_credentials` is set. Requests are conditional on the validators of
 //! the last index served (`If-None-Match`, `If-Modified-Since`), ask for gzip, and read at most
-//! `max_index_size` bytes.
+//! `max_index_size` bytes. `timeout` bounds the whole fetch, redirects and body included: an
+//! upstream that dribbles its answer cannot hold a refresh past it.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use ureq::{
     tls::{Certificate, RootCerts, TlsConfig},
@@ -36,7 +40,9 @@ pub(crate) enum Fetched {
 }
 
 /// Builds the client of one repository: its roots (the system's, or the given CA bundle), its
-/// timeouts, no automatic redirects and no status-as-error.
+/// timeouts, no automatic redirects and no status-as-error. `timeout` is the budget of one whole
+/// request, from the connection to the last byte of the body (not of each read: a server sending a
+/// byte now and then would otherwise hold the request for ever).
 pub(crate) fn agent(remote: &Remote) -> Result<Agent, String> {
     let roots = match &remote.ca_file {
         None => RootCerts::PlatformVerifier,
@@ -68,8 +74,7 @@ pub(crate) fn agent(remote: &Remote) -> Result<Agent, String> {
         .max_redirects_will_error(false)
         .user_agent(concat!("tributary-helm/", env!("CARGO_PKG_VERSION")))
         .timeout_connect(Some(remote.connect_timeout))
-        .timeout_recv_response(Some(remote.timeout))
-        .timeout_per_read(Some(remote.timeout))
+        .timeout_global(Some(remote.timeout))
         .build();
     Ok(config.into())
 }
@@ -95,8 +100,18 @@ pub(crate) fn fetch(
     validators: &Validators,
 ) -> Result<Fetched, String> {
     let mut url = remote.index_url.clone();
+    // One budget for the whole fetch: each redirect gets what the previous hops left.
+    let deadline = Instant::now() + remote.timeout;
     for _ in 0..=MAX_REDIRECTS {
-        let mut request = agent.get(url.as_str());
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timed_out(&url, remote));
+        }
+        let mut request = agent
+            .get(url.as_str())
+            .config()
+            .timeout_global(Some(left))
+            .build();
         if let Some(etag) = &validators.etag {
             request = request.header("If-None-Match", etag);
         }
@@ -109,7 +124,7 @@ pub(crate) fn fetch(
                 request = request.header(name, value);
             }
         }
-        let mut response = request.call().map_err(|e| describe(&url, e))?;
+        let mut response = request.call().map_err(|e| describe(&url, remote, e))?;
         let status = response.status().as_u16();
         match status {
             200 => {
@@ -135,7 +150,7 @@ pub(crate) fn fetch(
                             shown(&url),
                             remote.max_index_size
                         ),
-                        e => describe(&url, e),
+                        e => describe(&url, remote, e),
                     })?;
                 return Ok(Fetched::Body(body, next));
             }
@@ -173,13 +188,26 @@ pub(crate) fn fetch(
     ))
 }
 
-/// One line for a client error.
-fn describe(url: &Url, error: ureq::Error) -> String {
-    let what = match &error {
-        ureq::Error::Timeout(_) => format!("timed out ({error})"),
-        _ => error.to_string(),
-    };
-    format!("{}: {what}", shown(url))
+/// One line for a client error; a timeout names the `timeout` key and its value.
+pub(crate) fn describe(url: &Url, remote: &Remote, error: ureq::Error) -> String {
+    match &error {
+        ureq::Error::Timeout(ureq::Timeout::Connect) => format!(
+            "{}: no connection within connect_timeout ({} s)",
+            shown(url),
+            remote.connect_timeout.as_secs_f64()
+        ),
+        ureq::Error::Timeout(_) => timed_out(url, remote),
+        _ => format!("{}: {error}", shown(url)),
+    }
+}
+
+/// The error of a request that did not finish within `timeout`.
+pub(crate) fn timed_out(url: &Url, remote: &Remote) -> String {
+    format!(
+        "{}: timed out: no complete answer within timeout ({} s)",
+        shown(url),
+        remote.timeout.as_secs_f64()
+    )
 }
 
 /// A refresh interval with up to ±10% of jitter, so that many sources started together do not

@@ -24,7 +24,7 @@ use url::Url;
 
 use crate::{
     config::{Credential, Remote},
-    fetch::shown,
+    fetch::{describe, shown},
 };
 
 /// The media type of a Helm chart's config blob.
@@ -411,7 +411,7 @@ fn fetch_token(
     cache.requests += 1;
     let mut response = request
         .call()
-        .map_err(|e| format!("token service {}: {e}", shown(&url)))?;
+        .map_err(|e| format!("token service {}", describe(&url, remote, e)))?;
     let status = response.status().as_u16();
     if status != 200 {
         return Err(format!(
@@ -429,7 +429,7 @@ fn fetch_token(
         .with_config()
         .limit(SMALL_LIMIT)
         .read_to_vec()
-        .map_err(|e| format!("token service {}: {e}", shown(&url)))?;
+        .map_err(|e| format!("token service {}", describe(&url, remote, e)))?;
     let body: Value = serde_json::from_slice(&body)
         .map_err(|e| format!("token service {}: not JSON: {e}", shown(&url)))?;
     body["token"]
@@ -468,9 +468,7 @@ fn send(
             }
         }
         cache.requests += 1;
-        let mut response = request
-            .call()
-            .map_err(|e| format!("{}: {e}", shown(&url)))?;
+        let mut response = request.call().map_err(|e| describe(&url, remote, e))?;
         let status = response.status().as_u16();
         let header = |name: &str| {
             response
@@ -496,7 +494,7 @@ fn send(
                 .with_config()
                 .limit(limit)
                 .read_to_vec()
-                .map_err(|e| format!("{}: {e}", shown(&url)))?
+                .map_err(|e| describe(&url, remote, e))?
         } else {
             Vec::new()
         };

@@ -1095,3 +1095,87 @@ fn secrets_are_read_from_the_environment_and_files() {
     let missing = Secret::File(dir.0.join("nothing")).read().unwrap_err();
     assert!(missing.starts_with("cannot read secret file "), "{missing}");
 }
+
+/// Answers every request with the headers of a 100 kB index, then one byte of it every `pause`,
+/// each connection on a thread of its own; counts the requests.
+fn dribbling_server(
+    pause: std::time::Duration,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::{
+        io::{Read, Write},
+        sync::{
+            atomic::{AtomicUsize, Ordering},
+            Arc,
+        },
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let c = c.clone();
+            std::thread::spawn(move || {
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buffer) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                c.fetch_add(1, Ordering::Relaxed);
+                let head = "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\napiVersion: v1\n";
+                if stream.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                // Ends when the client gives up and the connection is closed.
+                while stream.write_all(b" ").is_ok() {
+                    std::thread::sleep(pause);
+                }
+            });
+        }
+    });
+    (url, count)
+}
+
+#[test]
+fn timeout_bounds_the_whole_transfer_of_a_dribbling_upstream() {
+    use std::{sync::atomic::Ordering, time::Instant};
+    // A byte every 100 ms: no single read waits for anything like the 1 s timeout.
+    let (url, requests) = dribbling_server(std::time::Duration::from_millis(100));
+    let config = json!({ "repositories": [{
+        "name": "slow", "url": url, "timeout": 1, "refresh_interval": 0.1
+    }] });
+    let started = Instant::now();
+    let source = HelmPlugin::new_source(Host::detached("helm", None), &config.to_string()).unwrap();
+    let mut error = None;
+    while started.elapsed() < std::time::Duration::from_secs(20) {
+        error = source.shared.states()[0].last_error.clone();
+        if error.is_some() && requests.load(Ordering::Relaxed) >= 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    println!(
+        "first failure and a second request after {:?}",
+        started.elapsed()
+    );
+    let error = error.expect("the refresh fails instead of waiting for ever");
+    assert!(
+        error.contains("helm repository \"slow\"")
+            && error.contains("timed out")
+            && error.contains("within timeout (1 s)"),
+        "{error}"
+    );
+    assert!(
+        requests.load(Ordering::Relaxed) >= 2,
+        "a later refresh runs after the one that timed out"
+    );
+    let unavailable = source.list(&request(None, 10, Filter::default())).unwrap_err();
+    assert!(
+        unavailable.message.contains("within timeout (1 s)"),
+        "{unavailable:?}"
+    );
+}
