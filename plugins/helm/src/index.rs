@@ -33,7 +33,7 @@ use serde::{
 };
 use tributary_plugin_api::{Maintainer, RString, RVec, Summary, Version};
 
-use crate::{split, version::rank};
+use crate::{depth, split, version::rank};
 
 /// One chart of an index: its summary (without `identifier` and `repository`, which the caller sets)
 /// and the rest of its detail.
@@ -70,6 +70,8 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Chart>, String> {
         let file: IndexFile = serde_json::from_str(text).map_err(|e| format!("JSON: {e}"))?;
         return Ok(file.entries.0);
     }
+    // Before the parser, whose time grows with the square of the depth.
+    depth::check(text, depth::MAX_DEPTH)?;
     if text.len() >= SPLIT_SIZE {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         if threads > 1 {

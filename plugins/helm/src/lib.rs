@@ -42,9 +42,11 @@
 //! - [`config`]: the configuration, key by key; secrets named, never held in it.
 //! - [`fetch`]: one HTTP(S) fetch with redirects, credentials and validators.
 //! - [`oci`]: reading the charts of an OCI registry into an index document.
-//! - [`index`] and [`split`]: parsing an index into charts; [`version`]: ranking versions.
+//! - [`index`] and [`split`]: parsing an index into charts, its nesting bounded first by
+//!   [`depth`]; [`version`]: ranking versions.
 
 mod config;
+mod depth;
 mod fetch;
 mod index;
 mod oci;

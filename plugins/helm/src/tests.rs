@@ -1179,3 +1179,55 @@ fn timeout_bounds_the_whole_transfer_of_a_dribbling_upstream() {
         "{unavailable:?}"
     );
 }
+
+#[test]
+fn deeply_nested_indexes_are_refused_before_parsing() {
+    let dir = TempDir::new("deep");
+    let head = "apiVersion: v1\nentries:\n  deep:\n  - version: 1.0.0\n    annotations:\n      x: ";
+    let levels = 200_000;
+    let flow = format!("{head}{}{}\n", "[".repeat(levels), "]".repeat(levels));
+    let sequences = format!("{head}\n        {}x\n", "- ".repeat(levels));
+    let mut blocks = String::from(head);
+    for level in 0..100 {
+        blocks.push_str(&format!("\n{}k{level}:", " ".repeat(8 + level)));
+    }
+    blocks.push_str(" end\n");
+    for (file, text) in [
+        ("flow.yaml", &flow),
+        ("sequences.yaml", &sequences),
+        ("blocks.yaml", &blocks),
+    ] {
+        let path = dir.write(file, text);
+        let started = std::time::Instant::now();
+        let err = source_for(&dir, &[("d", file)]).err().unwrap();
+        println!("{file} ({} bytes) refused in {:?}", text.len(), started.elapsed());
+        assert_eq!(err.kind, ErrorKind::Unavailable);
+        assert!(
+            err.message.contains("helm repository \"d\"")
+                && err.message.contains(&path.display().to_string())
+                && err
+                    .message
+                    .contains("nests deeper than the depth limit of 64 levels (line "),
+            "{err}"
+        );
+    }
+    // JSON goes to its own parser, which skips an unknown value in one pass whatever its depth.
+    let json_text = format!(
+        "{{\"entries\": {{\"deep\": [{{\"version\": \"1.0.0\", \"annotations\": {{\"x\": {}{}}}}}]}}}}",
+        "[".repeat(levels),
+        "]".repeat(levels)
+    );
+    dir.write("deep.json", &json_text);
+    let started = std::time::Instant::now();
+    let source = source_for(&dir, &[("j", "deep.json")]).unwrap();
+    println!("deep.json read in {:?}", started.elapsed());
+    assert_eq!(ids(&all(&source)), ["j/deep"]);
+
+    // An index nested within the limit still loads, annotations and all.
+    let mut shallow = String::from(head);
+    shallow.push_str(&format!("{}{}\n", "[".repeat(40), "]".repeat(40)));
+    shallow.push_str("    description: nested, but not too deep\n");
+    dir.write("shallow.yaml", &shallow);
+    let source = source_for(&dir, &[("s", "shallow.yaml")]).unwrap();
+    assert_eq!(ids(&all(&source)), ["s/deep"]);
+}
