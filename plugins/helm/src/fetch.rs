@@ -97,6 +97,7 @@ fn same_host(a: &Url, b: &Url) -> bool {
 pub(crate) fn fetch(
     agent: &Agent,
     remote: &Remote,
+    max_index_size: u64,
     validators: &Validators,
 ) -> Result<Fetched, String> {
     let mut url = remote.index_url.clone();
@@ -142,13 +143,12 @@ pub(crate) fn fetch(
                 let body = response
                     .body_mut()
                     .with_config()
-                    .limit(remote.max_index_size)
+                    .limit(max_index_size)
                     .read_to_vec()
                     .map_err(|e| match e {
                         ureq::Error::BodyExceedsLimit(_) => format!(
-                            "{}: the index is larger than max_index_size ({} bytes)",
+                            "{}: the index is larger than max_index_size ({max_index_size} bytes)",
                             shown(&url),
-                            remote.max_index_size
                         ),
                         e => describe(&url, remote, e),
                     })?;

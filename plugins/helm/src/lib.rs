@@ -67,7 +67,7 @@ use tributary_plugin_api::{
 use url::Url;
 
 use crate::{
-    config::{Location, Remote, Repository},
+    config::{Limits, Location, Remote, Repository},
     fetch::{Fetched, Validators},
     index::Extra,
 };
@@ -113,7 +113,7 @@ impl Plugin for HelmPlugin {
             indexes.push(match &repo.location {
                 Location::File(path) => {
                     state.stamp = stamp(path);
-                    let index = RepoIndex::read_file(&repo.name, path)?;
+                    let index = RepoIndex::read_file(&repo.name, path, repo.limits)?;
                     state.last_success = Some(SystemTime::now());
                     Some(Arc::new(index))
                 }
@@ -167,25 +167,46 @@ struct RepoIndex {
 }
 
 impl RepoIndex {
-    fn read_file(name: &str, path: &Path) -> Result<RepoIndex, PluginError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+    fn read_file(name: &str, path: &Path, limits: Limits) -> Result<RepoIndex, PluginError> {
+        use std::io::Read as _;
+        let unavailable = |what: String| {
             PluginError::unavailable(format!(
-                "helm repository {name:?}: cannot read index {}: {e}",
+                "helm repository {name:?}: index {} {what}",
                 path.display()
             ))
-        })?;
-        RepoIndex::parse(name, &text, None).map_err(|e| {
-            PluginError::unavailable(format!(
-                "helm repository {name:?}: index {} {e}",
-                path.display()
-            ))
-        })
+        };
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|file| {
+                file.take(limits.max_index_size.saturating_add(1))
+                    .read_to_end(&mut bytes)
+            })
+            .map_err(|e| {
+                PluginError::unavailable(format!(
+                    "helm repository {name:?}: cannot read index {}: {e}",
+                    path.display()
+                ))
+            })?;
+        if bytes.len() as u64 > limits.max_index_size {
+            return Err(unavailable(format!(
+                "is refused: it is larger than max_index_size ({} bytes)",
+                limits.max_index_size
+            )));
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|_| unavailable("is not valid: it is not UTF-8 text".to_owned()))?;
+        RepoIndex::parse(name, &text, None, limits).map_err(unavailable)
     }
 
     /// Parses an index's text. Relative chart URLs resolve against `base` when given. The error
     /// completes "index <where> ...".
-    fn parse(name: &str, text: &str, base: Option<&Url>) -> Result<RepoIndex, String> {
-        let mut charts = index::parse(text).map_err(|e| format!("is not valid: {e}"))?;
+    fn parse(
+        name: &str,
+        text: &str,
+        base: Option<&Url>,
+        limits: Limits,
+    ) -> Result<RepoIndex, String> {
+        let mut charts = index::parse(text, limits.max_charts)?;
         let repository = RString::from(name);
         for chart in &mut charts {
             let s = &mut chart.summary;
@@ -409,7 +430,7 @@ impl Shared {
             if self.states()[i].stamp == now {
                 continue;
             }
-            let result = RepoIndex::read_file(&repo.name, path)
+            let result = RepoIndex::read_file(&repo.name, path, repo.limits)
                 .map_err(|e| e.message.to_string())
                 .and_then(|index| {
                     self.swap(i, index).map_err(|e| {
@@ -444,15 +465,30 @@ impl Shared {
         oci_cache: &mut oci::Cache,
     ) {
         let name = &self.repositories[i].name;
+        let limits = self.repositories[i].limits;
         let (validators, sha) = {
             let states = self.states();
             (states[i].validators.clone(), states[i].sha256)
         };
         let started = std::time::Instant::now();
+        let mut refused = Vec::new();
         let fetched = match &remote.oci {
-            Some(target) => oci::refresh(agent, remote, target, oci_cache)
-                .map(|text| Fetched::Body(text.into_bytes(), Validators::default())),
-            None => fetch::fetch(agent, remote, &validators),
+            Some(target) => {
+                oci::refresh(agent, remote, target, limits.max_charts, oci_cache).and_then(
+                    |refreshed| {
+                        refused = refreshed.refused;
+                        let body = refreshed.document.into_bytes();
+                        if body.len() as u64 > limits.max_index_size {
+                            return Err(format!(
+                                "the index of its charts is larger than max_index_size ({} bytes)",
+                                limits.max_index_size
+                            ));
+                        }
+                        Ok(Fetched::Body(body, Validators::default()))
+                    },
+                )
+            }
+            None => fetch::fetch(agent, remote, limits.max_index_size, &validators),
         };
         let mut changed_index = false;
         let result = match fetched {
@@ -465,7 +501,9 @@ impl Shared {
                     self.states()[i].parses += 1;
                     String::from_utf8(body)
                         .map_err(|_| "is not UTF-8 text".to_owned())
-                        .and_then(|text| RepoIndex::parse(name, &text, Some(&remote.base_url)))
+                        .and_then(|text| {
+                            RepoIndex::parse(name, &text, Some(&remote.base_url), limits)
+                        })
                         .and_then(|index| self.swap(i, index))
                         .map(|()| {
                             changed_index = true;
@@ -497,6 +535,17 @@ impl Shared {
                 }
                 state.last_success = Some(SystemTime::now());
                 state.last_error = None;
+                if let Some(first) = refused.first() {
+                    // The other charts are served; the refused ones are reported until they
+                    // come within the limits.
+                    let error = format!(
+                        "helm repository {name:?}: {} chart{} refused: {first}",
+                        refused.len(),
+                        if refused.len() == 1 { "" } else { "s" }
+                    );
+                    self.host.warn(&error);
+                    state.last_error = Some(error);
+                }
             }
             Err(error) => {
                 let error = format!("helm repository {name:?}: {error}");

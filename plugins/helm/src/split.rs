@@ -130,6 +130,12 @@ impl<'a> Layout<'a> {
     }
 }
 
+/// How many chart keys `text` has when it is in the layout this module cuts (charts or empty
+/// entries alike), found without parsing it.
+pub(crate) fn chart_keys(text: &str) -> Option<usize> {
+    Layout::find(text).map(|layout| layout.keys.len())
+}
+
 /// Parses `text` in pieces of about `piece_size` bytes on up to `threads` threads. `None` when the
 /// file's layout is not one this module cuts, or when any piece fails to parse: the caller then
 /// parses the whole file.

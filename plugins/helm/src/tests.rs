@@ -11,7 +11,13 @@ use tributary_plugin_api::{
     RString, RVec, SeekKey, Summary, Version,
 };
 
-use crate::{HelmPlugin, HelmSource};
+use crate::{config::Limits, HelmPlugin, HelmSource};
+
+/// The default limits.
+const LIMITS: Limits = Limits {
+    max_index_size: crate::config::DEFAULT_MAX_INDEX_SIZE,
+    max_charts: crate::config::DEFAULT_MAX_CHARTS,
+};
 
 /// A folder of its own under the system's temporary folder, removed when dropped.
 struct TempDir(PathBuf);
@@ -799,7 +805,7 @@ fn json_indexes_relative_urls_and_artifacthub_categories() {
 
     let base = url::Url::parse("https://charts.example.com/stable/").unwrap();
     let text = "entries:\n  a:\n  - version: 1.0.0\n    urls: [a-1.0.0.tgz]\n  b:\n  - version: 1.0.0\n    urls: [https://cdn.example.com/b.tgz]\n";
-    let index = crate::RepoIndex::parse("r", text, Some(&base)).unwrap();
+    let index = crate::RepoIndex::parse("r", text, Some(&base), LIMITS).unwrap();
     let urls: Vec<&str> = index.extras.iter().map(|e| e.chart_url.as_str()).collect();
     assert_eq!(
         urls,
@@ -1230,4 +1236,107 @@ fn deeply_nested_indexes_are_refused_before_parsing() {
     dir.write("shallow.yaml", &shallow);
     let source = source_for(&dir, &[("s", "shallow.yaml")]).unwrap();
     assert_eq!(ids(&all(&source)), ["s/deep"]);
+}
+
+/// A source of one local repository `file` in `dir`, with `extra` keys in its table.
+fn limited_source(
+    dir: &TempDir,
+    file: &str,
+    extra: serde_json::Value,
+) -> Result<HelmSource, PluginError> {
+    let mut table = json!({ "name": "r", "url": file });
+    for (k, v) in extra.as_object().unwrap() {
+        table[k] = v.clone();
+    }
+    HelmPlugin::new_source(
+        Host::detached("helm", Some(dir.0.clone())),
+        &json!({ "repositories": [table] }).to_string(),
+    )
+}
+
+#[test]
+fn an_index_over_max_charts_or_max_index_size_is_refused_naming_the_count() {
+    let dir = TempDir::new("limits");
+    let names: Vec<String> = (0..30).map(|i| format!("c{i:02}")).collect();
+    // Helm's layout (counted before parsing), a flow mapping and JSON (counted while parsing).
+    let block: String = names
+        .iter()
+        .map(|n| format!("  {n}:\n  - version: 1.0.0\n"))
+        .collect();
+    let block = format!("apiVersion: v1\nentries:\n{block}");
+    let flow = format!(
+        "entries: {{{}}}\n",
+        names
+            .iter()
+            .map(|n| format!("{n}: [{{version: 1.0.0}}]"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let json_text = json!({
+        "entries": names.iter().map(|n| (n.clone(), json!([{ "version": "1.0.0" }])))
+            .collect::<serde_json::Map<_, _>>()
+    })
+    .to_string();
+    for (file, text) in [
+        ("block.yaml", &block),
+        ("flow.yaml", &flow),
+        ("index.json", &json_text),
+    ] {
+        dir.write(file, text);
+        let err = limited_source(&dir, file, json!({ "max_charts": 20 }))
+            .err()
+            .unwrap();
+        assert_eq!(err.kind, ErrorKind::Unavailable);
+        assert!(
+            err.message.contains("helm repository \"r\"")
+                && err
+                    .message
+                    .contains("is refused: it has 30 charts, more than max_charts (20)"),
+            "{file}: {err}"
+        );
+        let source = limited_source(&dir, file, json!({ "max_charts": 30 })).unwrap();
+        assert_eq!(all(&source).len(), 30, "{file}");
+
+        let size = text.len() as u64;
+        let err = limited_source(&dir, file, json!({ "max_index_size": size - 1 }))
+            .err()
+            .unwrap();
+        assert!(
+            err.message.contains(&format!(
+                "is refused: it is larger than max_index_size ({} bytes)",
+                size - 1
+            )),
+            "{file}: {err}"
+        );
+        assert!(limited_source(&dir, file, json!({ "max_index_size": size })).is_ok());
+    }
+}
+
+#[test]
+fn limit_keys_are_checked() {
+    for (table, expected) in [
+        (
+            json!({ "name": "a", "url": "a.yaml", "max_charts": 0 }),
+            "repositories[0].max_charts must be a positive whole number",
+        ),
+        (
+            json!({ "name": "a", "url": "a.yaml", "max_index_size": "1 MB" }),
+            "repositories[0].max_index_size must be a positive whole number",
+        ),
+        (
+            json!({ "name": "a", "url": "https://h.example", "max_tags": 10 }),
+            "repositories[0].max_tags applies to oci:// repositories only",
+        ),
+        (
+            json!({ "name": "a", "url": "a.yaml", "max_list_pages": 10 }),
+            "repositories[0].max_list_pages applies to http(s) repositories only",
+        ),
+        (
+            json!({ "name": "a", "url": "oci://h.example/x", "charts": ["c"], "max_tags_per_chart": -1 }),
+            "repositories[0].max_tags_per_chart must be a positive whole number",
+        ),
+    ] {
+        let error = config_error(json!({ "repositories": [table] }));
+        assert!(error.contains(expected), "{error}");
+    }
 }
