@@ -32,6 +32,8 @@ pub(crate) struct Limits {
     pub max_index_size: u64,
     /// The most charts an index may have; an index with more is refused whole.
     pub max_charts: usize,
+    /// The most versions an index may have, every chart together; likewise.
+    pub max_versions: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -124,8 +126,9 @@ impl Credential {
 pub(crate) const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(600);
 pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
-pub(crate) const DEFAULT_MAX_INDEX_SIZE: u64 = 256 << 20;
+pub(crate) const DEFAULT_MAX_INDEX_SIZE: u64 = 64 << 20;
 pub(crate) const DEFAULT_MAX_CHARTS: usize = 20_000;
+pub(crate) const DEFAULT_MAX_VERSIONS: usize = 200_000;
 /// Defaults for OCI repositories: tags listed for one chart, tags listed in one refresh of the
 /// repository (semantic versions or not), and pages of lists followed in one refresh.
 pub(crate) const DEFAULT_MAX_TAGS_PER_CHART: usize = 10_000;
@@ -145,13 +148,14 @@ fn invalid(message: impl std::fmt::Display) -> PluginError {
     PluginError::invalid_config(format!("helm config: {message}"))
 }
 
-/// The keys a repository table may have; those after `max_charts` apply to remote repositories
+/// The keys a repository table may have; those after `max_versions` apply to remote repositories
 /// only, and the last five to `oci://` repositories only.
 const KEYS: &[&str] = &[
     "name",
     "url",
     "max_index_size",
     "max_charts",
+    "max_versions",
     "username",
     "username_env",
     "password_env",
@@ -172,7 +176,7 @@ const KEYS: &[&str] = &[
     "max_list_pages",
 ];
 /// Where the remote-only keys start in [`KEYS`].
-const REMOTE_KEYS: usize = 4;
+const REMOTE_KEYS: usize = 5;
 /// Where the `oci://`-only keys start in [`KEYS`].
 const OCI_KEYS: usize = KEYS.len() - 5;
 
@@ -260,6 +264,7 @@ pub(crate) fn parse(config: &str, base_dir: Option<&Path>) -> Result<Vec<Reposit
             max_index_size: count(table, &key, "max_index_size")?
                 .map_or(DEFAULT_MAX_INDEX_SIZE, |n| n as u64),
             max_charts: count(table, &key, "max_charts")?.unwrap_or(DEFAULT_MAX_CHARTS),
+            max_versions: count(table, &key, "max_versions")?.unwrap_or(DEFAULT_MAX_VERSIONS),
         };
         repositories.push(Repository {
             name: name.to_owned(),

@@ -33,7 +33,7 @@ use serde::{
 };
 use tributary_plugin_api::{Maintainer, RString, RVec, Summary, Version};
 
-use crate::{depth, split, version::rank};
+use crate::{config::Limits, depth, split, version::rank};
 
 /// One chart of an index: its summary (without `identifier` and `repository`, which the caller sets)
 /// and the rest of its detail.
@@ -66,14 +66,16 @@ const MAX_THREADS: usize = 8;
 /// Parses the text of an `index.yaml` into its charts, in the file's order. Charts with no versions
 /// (or an empty name) are left out. An index with more than `max_charts` entries is refused: in
 /// the layout Helm writes they are counted before parsing, in any other while parsing, without
-/// building the charts past the limit. The error completes "index <where> ...".
-pub(crate) fn parse(text: &str, max_charts: usize) -> Result<Vec<Chart>, String> {
+/// building the charts past the limit; likewise past `max_versions` versions in all. A YAML index
+/// larger than [`MAX_WHOLE_YAML`] is read only in pieces. The error completes "index <where> ...".
+pub(crate) fn parse(text: &str, limits: Limits) -> Result<Vec<Chart>, String> {
+    let max_charts = limits.max_charts;
     let too_many = |count: usize| {
         format!("is refused: it has {count} charts, more than max_charts ({max_charts})")
     };
     let entries = if text.trim_start().starts_with('{') {
         let mut json = serde_json::Deserializer::from_str(text);
-        let entries = IndexSeed { max_charts }
+        let entries = IndexSeed { limits }
             .deserialize(&mut json)
             .and_then(|entries| json.end().map(|()| entries))
             .map_err(|e| format!("is not valid: JSON: {e}"))?;
@@ -88,16 +90,28 @@ pub(crate) fn parse(text: &str, max_charts: usize) -> Result<Vec<Chart>, String>
     };
     let entries = match entries {
         Some(entries) => entries,
-        None => parse_yaml(text, max_charts)?,
+        None => parse_yaml(text, limits)?,
     };
     if entries.listed > max_charts {
         return Err(too_many(entries.listed));
     }
+    let versions: usize = entries.charts.iter().map(|c| c.extra.versions.len()).sum();
+    if entries.versions_over || versions > limits.max_versions {
+        return Err(format!(
+            "is refused: it has more than max_versions ({}) versions",
+            limits.max_versions
+        ));
+    }
     Ok(entries.charts)
 }
 
+/// The largest YAML index parsed as one document: the parser holds every event of a document at
+/// once (up to 50 times its size for a dense document), so a larger index is read only when it
+/// can be cut into pieces (the layout `helm repo index` writes), or as JSON.
+pub(crate) const MAX_WHOLE_YAML: usize = 16 << 20;
+
 /// Parses a YAML index, in pieces on several threads when it is large and in Helm's layout.
-fn parse_yaml(text: &str, max_charts: usize) -> Result<Entries, String> {
+fn parse_yaml(text: &str, limits: Limits) -> Result<Entries, String> {
     if text.len() >= SPLIT_SIZE {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         if threads > 1 {
@@ -107,12 +121,20 @@ fn parse_yaml(text: &str, max_charts: usize) -> Result<Entries, String> {
                 return Ok(Entries {
                     listed: charts.len(),
                     charts,
+                    versions_over: false,
                 });
             }
         }
     }
+    if text.len() > MAX_WHOLE_YAML {
+        return Err(format!(
+            "is refused: a YAML index over {} MiB is read only in the layout `helm repo index` \
+             writes (or as JSON), and this one could not be cut into pieces",
+            MAX_WHOLE_YAML >> 20
+        ));
+    }
     let document = serde_yaml::Deserializer::from_str(text);
-    IndexSeed { max_charts }
+    IndexSeed { limits }
         .deserialize(document)
         .map_err(|e| format!("is not valid: {e}"))
 }
@@ -121,7 +143,11 @@ fn parse_yaml(text: &str, max_charts: usize) -> Result<Entries, String> {
 pub(crate) fn parse_whole(text: &str) -> Result<Vec<Chart>, serde_yaml::Error> {
     let document = serde_yaml::Deserializer::from_str(text);
     Ok(IndexSeed {
-        max_charts: usize::MAX,
+        limits: Limits {
+            max_index_size: u64::MAX,
+            max_charts: usize::MAX,
+            max_versions: usize::MAX,
+        },
     }
     .deserialize(document)?
     .charts)
@@ -129,7 +155,7 @@ pub(crate) fn parse_whole(text: &str) -> Result<Vec<Chart>, serde_yaml::Error> {
 
 /// Reads an index document: its `entries` with [`EntriesSeed`], every other key skipped.
 struct IndexSeed {
-    max_charts: usize,
+    limits: Limits,
 }
 
 impl<'de> DeserializeSeed<'de> for IndexSeed {
@@ -160,7 +186,7 @@ impl<'de> Visitor<'de> for IndexSeed {
                 return Err(de::Error::duplicate_field("entries"));
             } else {
                 entries = Some(map.next_value_seed(EntriesSeed {
-                    max_charts: self.max_charts,
+                    limits: self.limits,
                 })?);
             }
         }
@@ -281,11 +307,14 @@ struct Entries {
     charts: Vec<Chart>,
     /// The entries the mapping has, charts or not, built or not.
     listed: usize,
+    /// Whether the charts had more than `max_versions` versions: charts were no longer built.
+    versions_over: bool,
 }
 
-/// Reads the `entries` mapping; past `max_charts` entries, only counts them.
+/// Reads the `entries` mapping; past `max_charts` entries or `max_versions` versions, only
+/// counts the entries.
 struct EntriesSeed {
-    max_charts: usize,
+    limits: Limits,
 }
 
 impl<'de> DeserializeSeed<'de> for EntriesSeed {
@@ -293,7 +322,7 @@ impl<'de> DeserializeSeed<'de> for EntriesSeed {
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Entries, D::Error> {
         struct EntriesVisitor {
-            max_charts: usize,
+            limits: Limits,
         }
 
         impl<'de> Visitor<'de> for EntriesVisitor {
@@ -316,20 +345,24 @@ impl<'de> DeserializeSeed<'de> for EntriesSeed {
             }
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let hint = map.size_hint().unwrap_or(0).min(self.max_charts);
+                let hint = map.size_hint().unwrap_or(0).min(self.limits.max_charts);
                 let mut entries = Entries {
                     charts: Vec::with_capacity(hint),
                     listed: 0,
+                    versions_over: false,
                 };
+                let mut versions = 0usize;
                 while let Some(name) = map.next_key::<Text<'de>>()? {
                     entries.listed += 1;
-                    if entries.listed > self.max_charts {
+                    if entries.listed > self.limits.max_charts || entries.versions_over {
                         entries.charts = Vec::new();
                         map.next_value::<de::IgnoredAny>()?;
                         continue;
                     }
-                    let versions: Option<Vec<RawVersion<'de>>> = map.next_value()?;
-                    if let Some(chart) = build_chart(name, versions.unwrap_or_default()) {
+                    let raw: Option<Vec<RawVersion<'de>>> = map.next_value()?;
+                    if let Some(chart) = build_chart(name, raw.unwrap_or_default()) {
+                        versions += chart.extra.versions.len();
+                        entries.versions_over = versions > self.limits.max_versions;
                         entries.charts.push(chart);
                     }
                 }
@@ -338,7 +371,7 @@ impl<'de> DeserializeSeed<'de> for EntriesSeed {
         }
 
         deserializer.deserialize_option(EntriesVisitor {
-            max_charts: self.max_charts,
+            limits: self.limits,
         })
     }
 }

@@ -206,7 +206,7 @@ impl RepoIndex {
         base: Option<&Url>,
         limits: Limits,
     ) -> Result<RepoIndex, String> {
-        let mut charts = index::parse(text, limits.max_charts)?;
+        let mut charts = index::parse(text, limits)?;
         let repository = RString::from(name);
         for chart in &mut charts {
             let s = &mut chart.summary;

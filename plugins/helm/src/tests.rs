@@ -17,6 +17,7 @@ use crate::{config::Limits, HelmPlugin, HelmSource};
 const LIMITS: Limits = Limits {
     max_index_size: crate::config::DEFAULT_MAX_INDEX_SIZE,
     max_charts: crate::config::DEFAULT_MAX_CHARTS,
+    max_versions: crate::config::DEFAULT_MAX_VERSIONS,
 };
 
 /// A folder of its own under the system's temporary folder, removed when dropped.
@@ -1296,6 +1297,15 @@ fn an_index_over_max_charts_or_max_index_size_is_refused_naming_the_count() {
         );
         let source = limited_source(&dir, file, json!({ "max_charts": 30 })).unwrap();
         assert_eq!(all(&source).len(), 30, "{file}");
+        let err = limited_source(&dir, file, json!({ "max_versions": 29 }))
+            .err()
+            .unwrap();
+        assert!(
+            err.message
+                .contains("is refused: it has more than max_versions (29) versions"),
+            "{file}: {err}"
+        );
+        assert!(limited_source(&dir, file, json!({ "max_versions": 30 })).is_ok());
 
         let size = text.len() as u64;
         let err = limited_source(&dir, file, json!({ "max_index_size": size - 1 }))
@@ -1310,6 +1320,24 @@ fn an_index_over_max_charts_or_max_index_size_is_refused_naming_the_count() {
         );
         assert!(limited_source(&dir, file, json!({ "max_index_size": size })).is_ok());
     }
+}
+
+#[test]
+fn a_large_yaml_index_that_cannot_be_cut_is_refused() {
+    let dir = TempDir::new("whole");
+    let mut flow = String::from("entries: {a: [");
+    while flow.len() <= crate::index::MAX_WHOLE_YAML {
+        flow.push_str("{version: 1.0.0},");
+    }
+    flow.push_str("]}\n");
+    dir.write("flow.yaml", &flow);
+    let err = limited_source(&dir, "flow.yaml", json!({})).err().unwrap();
+    assert!(
+        err.message.contains(
+            "is refused: a YAML index over 16 MiB is read only in the layout `helm repo index` writes"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -1339,4 +1367,117 @@ fn limit_keys_are_checked() {
         let error = config_error(json!({ "repositories": [table] }));
         assert!(error.contains(expected), "{error}");
     }
+}
+
+/// This process's resident set size and its peak since the last [`reset_peak`], in MiB.
+fn memory_mib() -> (u64, u64) {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap_or(0)
+            / 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn reset_peak() {
+    let _ = fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Loads `text` as a local repository with `extra` keys and prints what it cost.
+fn measure(what: &str, text: String, extra: serde_json::Value) {
+    let dir = TempDir::new("figures");
+    let size = text.len();
+    dir.write("index.yaml", &text);
+    drop(text);
+    let (before, _) = memory_mib();
+    reset_peak();
+    let started = std::time::Instant::now();
+    let source = limited_source(&dir, "index.yaml", extra);
+    let elapsed = started.elapsed();
+    let (after, peak) = memory_mib();
+    let outcome = match &source {
+        Ok(source) => format!("{} charts served", all(source).len()),
+        Err(e) => format!("refused: {e}"),
+    };
+    println!(
+        "FIGURE {what}: {:.1} MB index, {:.2} s, resident {before} MiB before, {after} MiB after \
+         (+{} MiB), peak {peak} MiB (+{} MiB); {outcome}",
+        size as f64 / 1e6,
+        elapsed.as_secs_f64(),
+        after.saturating_sub(before),
+        peak.saturating_sub(before),
+    );
+}
+
+/// An index of `charts` minimal charts in Helm's layout, `versions` minimal versions each.
+fn minimal_index(charts: usize, versions: usize) -> String {
+    let mut text = String::from("apiVersion: v1\nentries:\n");
+    for c in 0..charts {
+        text.push_str(&format!("  chart-{c:07}:\n"));
+        for v in 0..versions {
+            text.push_str(&format!("  - name: chart-{c:07}\n    version: 1.0.{v}\n"));
+        }
+    }
+    text
+}
+
+/// Memory figures for the README, each in a process of its own: run in release,
+/// `cargo test --release -p tributary-plugin-helm figures_ -- --ignored --nocapture --test-threads 1`
+/// prints them, but the peak of one figure is only its own when run alone (`--exact tests::NAME`).
+#[test]
+#[ignore = "a measurement, not a check; run on demand"]
+fn figures_1m_charts_with_max_charts_raised() {
+    measure(
+        "1M minimal charts, max_charts = 1000000",
+        minimal_index(1_000_000, 1),
+        json!({ "max_charts": 1_000_000 }),
+    );
+}
+
+#[test]
+#[ignore = "a measurement, not a check; run on demand"]
+fn figures_1m_charts_with_the_defaults() {
+    measure(
+        "1M minimal charts, defaults",
+        minimal_index(1_000_000, 1),
+        json!({}),
+    );
+}
+
+#[test]
+#[ignore = "a measurement, not a check; run on demand"]
+fn figures_max_charts_filling_max_index_size() {
+    let size = crate::config::DEFAULT_MAX_INDEX_SIZE as usize;
+    let charts = crate::config::DEFAULT_MAX_CHARTS;
+    let per_version = "  - name: chart-0000000\n    version: 1.0.0\n".len() + 2;
+    measure(
+        "the default max_charts, minimal versions up to the default max_index_size",
+        minimal_index(charts, size / charts / per_version),
+        json!({}),
+    );
+}
+
+#[test]
+#[ignore = "a measurement, not a check; run on demand"]
+fn figures_flow_layout_filling_max_index_size() {
+    // Not Helm's layout: parsed as one document, not in pieces. FIGURE_DIVISOR=n: 1/n of it.
+    let divisor: usize = std::env::var("FIGURE_DIVISOR").map_or(1, |d| d.parse().unwrap());
+    let size = crate::config::DEFAULT_MAX_INDEX_SIZE as usize / divisor;
+    let charts = crate::config::DEFAULT_MAX_CHARTS;
+    let mut text = String::from("entries: {");
+    let per_chart = size / charts;
+    for c in 0..charts {
+        text.push_str(&format!("c{c}: ["));
+        let start = text.len();
+        while text.len() - start < per_chart - 16 {
+            text.push_str("{version: 1},");
+        }
+        text.push_str("], ");
+    }
+    text.push_str("}\n");
+    measure("flow layout up to the default max_index_size", text, json!({}));
 }
