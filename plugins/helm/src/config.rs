@@ -242,9 +242,7 @@ pub(crate) fn parse(config: &str, base_dir: Option<&Path>) -> Result<Vec<Reposit
             }
             Some(scheme @ ("http" | "https" | "oci")) => {
                 if scheme != "oci" {
-                    if let Some(oci_key) = KEYS[OCI_KEYS..]
-                        .iter()
-                        .find(|k| table.contains_key(**k))
+                    if let Some(oci_key) = KEYS[OCI_KEYS..].iter().find(|k| table.contains_key(**k))
                     {
                         return Err(invalid(format_args!(
                             "{key}.{oci_key} applies to oci:// repositories only"

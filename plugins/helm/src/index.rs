@@ -108,7 +108,7 @@ pub(crate) fn parse(text: &str, limits: Limits) -> Result<Vec<Chart>, String> {
 /// The largest YAML index parsed as one document: the parser holds every event of a document at
 /// once (up to 50 times its size for a dense document), so a larger index is read only when it
 /// can be cut into pieces (the layout `helm repo index` writes), or as JSON.
-pub(crate) const MAX_WHOLE_YAML: usize = 16 << 20;
+pub(crate) const MAX_WHOLE_YAML: usize = 8 << 20;
 
 /// Parses a YAML index, in pieces on several threads when it is large and in Helm's layout.
 fn parse_yaml(text: &str, limits: Limits) -> Result<Entries, String> {

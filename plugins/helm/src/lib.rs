@@ -473,21 +473,18 @@ impl Shared {
         let started = std::time::Instant::now();
         let mut refused = Vec::new();
         let fetched = match &remote.oci {
-            Some(target) => {
-                oci::refresh(agent, remote, target, limits.max_charts, oci_cache).and_then(
-                    |refreshed| {
-                        refused = refreshed.refused;
-                        let body = refreshed.document.into_bytes();
-                        if body.len() as u64 > limits.max_index_size {
-                            return Err(format!(
-                                "the index of its charts is larger than max_index_size ({} bytes)",
-                                limits.max_index_size
-                            ));
-                        }
-                        Ok(Fetched::Body(body, Validators::default()))
-                    },
-                )
-            }
+            Some(target) => oci::refresh(agent, remote, target, limits.max_charts, oci_cache)
+                .and_then(|refreshed| {
+                    refused = refreshed.refused;
+                    let body = refreshed.document.into_bytes();
+                    if body.len() as u64 > limits.max_index_size {
+                        return Err(format!(
+                            "the index of its charts is larger than max_index_size ({} bytes)",
+                            limits.max_index_size
+                        ));
+                    }
+                    Ok(Fetched::Body(body, Validators::default()))
+                }),
             None => fetch::fetch(agent, remote, limits.max_index_size, &validators),
         };
         let mut changed_index = false;

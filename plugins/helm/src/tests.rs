@@ -1180,7 +1180,9 @@ fn timeout_bounds_the_whole_transfer_of_a_dribbling_upstream() {
         requests.load(Ordering::Relaxed) >= 2,
         "a later refresh runs after the one that timed out"
     );
-    let unavailable = source.list(&request(None, 10, Filter::default())).unwrap_err();
+    let unavailable = source
+        .list(&request(None, 10, Filter::default()))
+        .unwrap_err();
     assert!(
         unavailable.message.contains("within timeout (1 s)"),
         "{unavailable:?}"
@@ -1207,7 +1209,11 @@ fn deeply_nested_indexes_are_refused_before_parsing() {
         let path = dir.write(file, text);
         let started = std::time::Instant::now();
         let err = source_for(&dir, &[("d", file)]).err().unwrap();
-        println!("{file} ({} bytes) refused in {:?}", text.len(), started.elapsed());
+        println!(
+            "{file} ({} bytes) refused in {:?}",
+            text.len(),
+            started.elapsed()
+        );
         assert_eq!(err.kind, ErrorKind::Unavailable);
         assert!(
             err.message.contains("helm repository \"d\"")
@@ -1334,7 +1340,7 @@ fn a_large_yaml_index_that_cannot_be_cut_is_refused() {
     let err = limited_source(&dir, "flow.yaml", json!({})).err().unwrap();
     assert!(
         err.message.contains(
-            "is refused: a YAML index over 16 MiB is read only in the layout `helm repo index` writes"
+            "is refused: a YAML index over 8 MiB is read only in the layout `helm repo index` writes"
         ),
         "{err}"
     );
@@ -1434,7 +1440,7 @@ fn figures_1m_charts_with_max_charts_raised() {
     measure(
         "1M minimal charts, max_charts = 1000000",
         minimal_index(1_000_000, 1),
-        json!({ "max_charts": 1_000_000 }),
+        json!({ "max_charts": 1_000_000, "max_versions": 1_000_000 }),
     );
 }
 
@@ -1451,33 +1457,51 @@ fn figures_1m_charts_with_the_defaults() {
 #[test]
 #[ignore = "a measurement, not a check; run on demand"]
 fn figures_max_charts_filling_max_index_size() {
+    // max_charts charts, max_versions versions among them, and the latest version of each with a
+    // description long enough to fill max_index_size: everything the defaults let an index keep.
     let size = crate::config::DEFAULT_MAX_INDEX_SIZE as usize;
     let charts = crate::config::DEFAULT_MAX_CHARTS;
-    let per_version = "  - name: chart-0000000\n    version: 1.0.0\n".len() + 2;
+    let versions = crate::config::DEFAULT_MAX_VERSIONS / charts;
+    let long = "x".repeat(size / charts * 95 / 100 - versions * 50 - 100);
+    let mut text = String::from("apiVersion: v1\nentries:\n");
+    for c in 0..charts {
+        text.push_str(&format!("  chart-{c:07}:\n"));
+        for v in (0..versions).rev() {
+            let description = if v == versions - 1 {
+                long.as_str()
+            } else {
+                "d"
+            };
+            text.push_str(&format!(
+                "  - name: chart-{c:07}\n    version: 1.0.{v}\n    description: {description}\n"
+            ));
+        }
+    }
     measure(
-        "the default max_charts, minimal versions up to the default max_index_size",
-        minimal_index(charts, size / charts / per_version),
+        "the defaults' most: max_charts, max_versions, max_index_size",
+        text,
         json!({}),
     );
 }
 
 #[test]
 #[ignore = "a measurement, not a check; run on demand"]
-fn figures_flow_layout_filling_max_index_size() {
-    // Not Helm's layout: parsed as one document, not in pieces. FIGURE_DIVISOR=n: 1/n of it.
+fn figures_flow_layout_parsed_whole() {
+    // Not Helm's layout: parsed as one document, not in pieces, up to MAX_WHOLE_YAML.
+    // FIGURE_DIVISOR=n: 1/n of it.
     let divisor: usize = std::env::var("FIGURE_DIVISOR").map_or(1, |d| d.parse().unwrap());
-    let size = crate::config::DEFAULT_MAX_INDEX_SIZE as usize / divisor;
+    let size = crate::index::MAX_WHOLE_YAML * 98 / 100 / divisor;
     let charts = crate::config::DEFAULT_MAX_CHARTS;
     let mut text = String::from("entries: {");
     let per_chart = size / charts;
     for c in 0..charts {
         text.push_str(&format!("c{c}: ["));
         let start = text.len();
-        while text.len() - start < per_chart - 16 {
-            text.push_str("{version: 1},");
+        while text.len() - start < per_chart - 8 {
+            text.push_str("{},");
         }
         text.push_str("], ");
     }
     text.push_str("}\n");
-    measure("flow layout up to the default max_index_size", text, json!({}));
+    measure("flow layout up to the size parsed whole", text, json!({}));
 }
