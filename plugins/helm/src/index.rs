@@ -128,8 +128,8 @@ fn parse_yaml(text: &str, limits: Limits) -> Result<Entries, String> {
     }
     if text.len() > MAX_WHOLE_YAML {
         return Err(format!(
-            "is refused: a YAML index over {} MiB is read only in the layout `helm repo index` \
-             writes (or as JSON), and this one could not be cut into pieces",
+            "is refused: YAML over {0} MiB is read only in pieces of at most {0} MiB (the \
+             layout `helm repo index` writes, no chart's entry over {0} MiB), or as JSON",
             MAX_WHOLE_YAML >> 20
         ));
     }

@@ -1340,7 +1340,7 @@ fn a_large_yaml_index_that_cannot_be_cut_is_refused() {
     let err = limited_source(&dir, "flow.yaml", json!({})).err().unwrap();
     assert!(
         err.message.contains(
-            "is refused: a YAML index over 8 MiB is read only in the layout `helm repo index` writes"
+            "is refused: YAML over 8 MiB is read only in pieces of at most 8 MiB"
         ),
         "{err}"
     );
