@@ -1339,9 +1339,8 @@ fn a_large_yaml_index_that_cannot_be_cut_is_refused() {
     dir.write("flow.yaml", &flow);
     let err = limited_source(&dir, "flow.yaml", json!({})).err().unwrap();
     assert!(
-        err.message.contains(
-            "is refused: YAML over 8 MiB is read only in pieces of at most 8 MiB"
-        ),
+        err.message
+            .contains("is refused: YAML over 8 MiB is read only in pieces of at most 8 MiB"),
         "{err}"
     );
 }
