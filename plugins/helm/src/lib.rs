@@ -61,8 +61,8 @@ use std::{
 
 use sha2::{Digest, Sha256};
 use tributary_plugin_api::{
-    capabilities, export_plugin, keys, Detail, Extension, Host, ListRequest, PackageSource, Plugin,
-    PluginError, RString, SearchIndex, Summary,
+    capabilities, contract, export_plugin, keys, Detail, Extension, Host, ListRequest,
+    PackageSource, Plugin, PluginError, RString, SearchIndex, Summary,
 };
 use url::Url;
 
@@ -115,6 +115,10 @@ impl Plugin for HelmPlugin {
                     state.stamp = stamp(path);
                     let index = RepoIndex::read_file(&repo.name, path, repo.limits)?;
                     state.last_success = Some(SystemTime::now());
+                    state.last_error = index.dropped(&repo.name);
+                    if let Some(dropped) = &state.last_error {
+                        host.warn(dropped);
+                    }
                     Some(Arc::new(index))
                 }
                 Location::Http(_) => None,
@@ -164,6 +168,9 @@ struct RepoIndex {
     /// Built with the index, off the request path: a query costs what it finds.
     search: SearchIndex,
     extras: Vec<Extra>,
+    /// Charts left out because their summary or detail would break the host's contract (a field
+    /// over its size limit, too many versions): how many, and the first one's reason.
+    dropped: Option<(usize, String)>,
 }
 
 impl RepoIndex {
@@ -228,12 +235,42 @@ impl RepoIndex {
                 pair[0].summary.name.as_str()
             ));
         }
+        // A chart the host would refuse is left out here, so that it costs only itself: served,
+        // it would fail every page that reaches it, and with it the whole source.
+        let mut dropped: Option<(usize, String)> = None;
+        charts.retain(|chart| {
+            let checked = contract::check_summary(&chart.summary).and_then(|()| {
+                let detail = detail_of(chart.summary.clone(), chart.extra.clone());
+                contract::check_detail(&chart.summary.identifier, &detail)
+            });
+            match checked {
+                Ok(()) => true,
+                Err(violation) => {
+                    match &mut dropped {
+                        Some((count, _)) => *count += 1,
+                        None => dropped = Some((1, violation.into_message())),
+                    }
+                    false
+                }
+            }
+        });
         let (summaries, extras): (Vec<Summary>, Vec<Extra>) =
             charts.into_iter().map(|c| (c.summary, c.extra)).unzip();
         Ok(RepoIndex {
             search: SearchIndex::build(&summaries),
             summaries,
             extras,
+            dropped,
+        })
+    }
+
+    /// "N charts dropped: <the first one's reason>", when charts were left out.
+    fn dropped(&self, name: &str) -> Option<String> {
+        self.dropped.as_ref().map(|(count, first)| {
+            format!(
+                "helm repository {name:?}: {count} chart{} dropped: {first}",
+                if *count == 1 { "" } else { "s" }
+            )
         })
     }
 
@@ -361,10 +398,18 @@ impl Shared {
                     "last_success_ago_s": state.last_success.map(|t| t.elapsed().unwrap_or_default().as_secs()),
                     "last_error": state.last_error.clone().unwrap_or_default(),
                     "charts": index.as_ref().map_or(0, |i| i.summaries.len()),
+                    "dropped": index.as_ref().and_then(|i| i.dropped.as_ref()).map_or(0, |d| d.0),
                 })
             })
             .collect();
         serde_json::json!({ "repositories": repositories })
+    }
+
+    /// The report of the charts dropped from the index served for repository `i`.
+    fn dropped(&self, i: usize) -> Option<String> {
+        self.snapshot().indexes[i]
+            .as_ref()
+            .and_then(|index| index.dropped(&self.repositories[i].name))
     }
 
     fn snapshot(&self) -> Arc<Loaded> {
@@ -446,7 +491,7 @@ impl Shared {
             match result {
                 Ok(()) => {
                     states[i].last_success = Some(SystemTime::now());
-                    states[i].last_error = None;
+                    states[i].last_error = self.dropped(i);
                 }
                 Err(error) => {
                     self.host.warn(&error);
@@ -531,17 +576,19 @@ impl Shared {
                     state.sha256 = Some(digest);
                 }
                 state.last_success = Some(SystemTime::now());
-                state.last_error = None;
-                if let Some(first) = refused.first() {
-                    // The other charts are served; the refused ones are reported until they
-                    // come within the limits.
-                    let error = format!(
+                // The other charts are served; the refused and dropped ones are reported until
+                // they come within the limits.
+                let refused = refused.first().map(|first| {
+                    format!(
                         "helm repository {name:?}: {} chart{} refused: {first}",
                         refused.len(),
                         if refused.len() == 1 { "" } else { "s" }
-                    );
-                    self.host.warn(&error);
-                    state.last_error = Some(error);
+                    )
+                });
+                let reports: Vec<String> = refused.into_iter().chain(self.dropped(i)).collect();
+                state.last_error = (!reports.is_empty()).then(|| reports.join("; "));
+                if let (Some(report), true) = (&state.last_error, changed_index) {
+                    self.host.warn(report);
                 }
             }
             Err(error) => {
@@ -599,6 +646,28 @@ fn refresh_loop(shared: &Shared, i: usize, remote: &Remote, agent: &ureq::Agent)
     }
 }
 
+/// A chart's detail: its summary, the rest beside it, and its download URL.
+fn detail_of(summary: Summary, extra: Extra) -> Detail {
+    Detail {
+        readme: summary.short_description.clone(),
+        summary,
+        versions: extra.versions,
+        home_url: extra.home_url,
+        source_urls: extra.source_urls,
+        maintainers: extra.maintainers,
+        keywords: extra.keywords,
+        extensions: if extra.chart_url.is_empty() {
+            Default::default()
+        } else {
+            vec![Extension {
+                key: RString::from(keys::DETAIL_DOWNLOAD_URL),
+                value: RString::from(extra.chart_url),
+            }]
+            .into()
+        },
+    }
+}
+
 /// One configured set of Helm repositories.
 pub struct HelmSource {
     shared: Arc<Shared>,
@@ -635,26 +704,10 @@ impl PackageSource for HelmSource {
             .as_ref()
             .ok_or_else(|| self.shared.no_index(Some(position)))?;
         let i = index.find(chart).ok_or_else(not_found)?;
-        let summary = index.summaries[i].clone();
-        let extra = index.extras[i].clone();
-        Ok(Detail {
-            readme: summary.short_description.clone(),
-            summary,
-            versions: extra.versions,
-            home_url: extra.home_url,
-            source_urls: extra.source_urls,
-            maintainers: extra.maintainers,
-            keywords: extra.keywords,
-            extensions: if extra.chart_url.is_empty() {
-                Default::default()
-            } else {
-                vec![Extension {
-                    key: RString::from(keys::DETAIL_DOWNLOAD_URL),
-                    value: RString::from(extra.chart_url),
-                }]
-                .into()
-            },
-        })
+        Ok(detail_of(
+            index.summaries[i].clone(),
+            index.extras[i].clone(),
+        ))
     }
 
     fn call(&self, method: &str, version: u32, _payload: &str) -> Result<String, PluginError> {

@@ -1504,3 +1504,66 @@ fn figures_flow_layout_parsed_whole() {
     text.push_str("}\n");
     measure("flow layout up to the size parsed whole", text, json!({}));
 }
+
+#[test]
+fn charts_that_would_break_the_contract_are_dropped_and_reported() {
+    use tributary_plugin_api::contract;
+    let dir = TempDir::new("contract");
+    let long = "x".repeat(70_000);
+    let many: String = (0..contract::MAX_VERSIONS + 1)
+        .map(|v| format!("  - version: 0.0.{v}\n"))
+        .collect();
+    dir.write(
+        "third.yaml",
+        &format!(
+            "entries:\n  aaa:\n  - version: 1.0.0\n  big:\n  - version: 1.0.0\n    description: {long}\n  many:\n{many}  zzz:\n  - version: 1.0.0\n"
+        ),
+    );
+    dir.write("trusted.yaml", BETA);
+    let source = source_for(
+        &dir,
+        &[("third", "third.yaml"), ("trusted", "trusted.yaml")],
+    )
+    .unwrap();
+    // Every page, whatever its size, conforms: the charts the host would refuse are not served.
+    let items = all(&source);
+    assert_eq!(
+        ids(&items),
+        [
+            "trusted/Zeta",
+            "third/aaa",
+            "trusted/apache",
+            "trusted/nginx",
+            "third/zzz"
+        ]
+    );
+    for limit in [1, 2, 3, 1000] {
+        let mut after: Option<(String, String)> = None;
+        loop {
+            let key = after.as_ref().map(|(n, i)| (n.as_str(), i.as_str()));
+            let request = request(key, limit, Filter::default());
+            let page = source.list(&request).unwrap();
+            contract::check_list(&request, &page).unwrap();
+            match page.last() {
+                Some(last) if page.len() == limit as usize => {
+                    after = Some((last.name.to_string(), last.identifier.to_string()));
+                }
+                _ => break,
+            }
+        }
+    }
+    let status = source.call("status", 1, "").unwrap();
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let third = &status["repositories"][0];
+    assert_eq!(third["charts"], 2, "{status}");
+    assert_eq!(third["dropped"], 2, "{status}");
+    let error = third["last_error"].as_str().unwrap();
+    assert!(
+        error.starts_with("helm repository \"third\": 2 charts dropped: ")
+            && error.contains("\"third/big\"")
+            && error.contains("short_description"),
+        "{error}"
+    );
+    assert_eq!(status["repositories"][1]["last_error"], "", "{status}");
+    assert_eq!(status["repositories"][1]["dropped"], 0, "{status}");
+}
