@@ -34,9 +34,11 @@
 //! fetched by a thread of its own every `refresh_interval` (with jitter), never on a request:
 //! conditional requests, gzip, and a SHA-256 of the body so that an unchanged index is not parsed
 //! again. Every index is parsed off the request path and swapped in whole. A read that fails (a
-//! transport error, an HTTP error, invalid YAML, or an index with no charts where the previous one
-//! had some) keeps the last good index serving and is logged; a source answers with an error only
-//! when none of its repositories has an index.
+//! transport error, a timeout, an HTTP error, invalid YAML, an index over one of the repository's
+//! limits, or an index with no charts where the previous one had some) keeps the last good index
+//! serving and is logged; a source answers with an error only when none of its repositories has an
+//! index. A chart the host's contract would refuse is dropped from its index and reported, so that
+//! it costs only itself.
 //!
 //! # Layout
 //! - [`config`]: the configuration, key by key; secrets named, never held in it.
