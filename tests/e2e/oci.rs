@@ -352,6 +352,114 @@ async fn tags_are_paged_tokens_fetched_and_only_new_tags_read() {
     tributary.stop().await;
 }
 
+/// A registry whose tag list never ends (pages of 1,000 tags that are not versions, each linking
+/// to the next): each limit stops the refresh within a known number of requests, with an error
+/// naming it. Over `max_tags_per_chart` only that chart is refused; over `max_list_pages` or
+/// `max_tags` the repository's refresh fails. The other charts and sources keep serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_tag_list_stops_at_the_limits() {
+    let per_chart = RegistryStub::start(None).await;
+    let pages = RegistryStub::start(None).await;
+    let total = RegistryStub::start(None).await;
+    for stub in [&per_chart, &pages, &total] {
+        for tag in ["1.0.0", "1.1.0"] {
+            stub.add(
+                "team/web",
+                tag,
+                ChartArtifact::helm(&chart("web", tag, json!({}))),
+            );
+        }
+        stub.add_endless("team/flood", 1000);
+    }
+    // One refresh each: the requests counted are those of the first.
+    let repo = |stub: &RegistryStub, extra: Value| {
+        let mut table = json!({
+            "name": "r",
+            "url": format!("oci://{}/team", stub.address),
+            "charts": ["flood", "web"],
+            "plain_http": true,
+            "refresh_interval": 3600,
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            table[k] = v.clone();
+        }
+        json!({ "repositories": [table] })
+    };
+    let (_plugins, tributary) = start_with(
+        &["helm"],
+        vec![
+            source("per-chart", "helm", repo(&per_chart, json!({}))),
+            source(
+                "pages",
+                "helm",
+                repo(&pages, json!({ "max_list_pages": 5 })),
+            ),
+            source("total", "helm", repo(&total, json!({ "max_tags": 2500 }))),
+        ],
+    )
+    .await;
+    let mut client = tributary.packages().await;
+    let page = wait_for(&mut client, "web served, the other two failing", |p| {
+        p.available_package_summaries.len() == 1 && p.failed_sources.len() == 2
+    })
+    .await;
+    assert_eq!(
+        keys(&page.available_package_summaries),
+        ["web@per-chart/r/web"]
+    );
+    let reason = |name: &str| {
+        page.failed_sources
+            .iter()
+            .find(|f| f.source == name)
+            .unwrap_or_else(|| panic!("{name} failed: {:?}", page.failed_sources))
+            .reason
+            .clone()
+    };
+    let reason_pages = reason("pages");
+    assert!(
+        reason_pages.contains("helm repository \"r\"")
+            && reason_pages.contains("more than max_list_pages (5) list pages in one refresh"),
+        "{reason_pages}"
+    );
+    let reason_total = reason("total");
+    assert!(
+        reason_total.contains("helm repository \"r\"")
+            && reason_total.contains(
+                "more than max_tags (2500) tags listed in one refresh (at registry repository \"team/flood\")"
+            ),
+        "{reason_total}"
+    );
+
+    // The chart over its own limit is reported in the source's status; its neighbour is served.
+    let listing = tributary.listing().await;
+    let info = listing
+        .sources
+        .iter()
+        .find(|s| s.name == "per-chart")
+        .unwrap();
+    let status: Value = serde_json::from_str(&info.status_json).unwrap();
+    let repository = &status["repositories"][0];
+    assert_eq!(repository["charts"], 1, "{status}");
+    let last_error = repository["last_error"].as_str().unwrap();
+    assert_eq!(
+        last_error,
+        "helm repository \"r\": 1 chart refused: chart \"flood\" refused: more than \
+         max_tags_per_chart (10000) tags listed",
+    );
+
+    // Bounded requests: 11 pages of 1,000 pass 10,000 tags; 5 pages; 3 pages pass 2,500.
+    let flood_pages = |stub: &RegistryStub| {
+        stub.seen()
+            .iter()
+            .filter(|s| s.path.starts_with("/v2/team/flood/tags/list") && s.status == 200)
+            .count()
+    };
+    assert_eq!(flood_pages(&per_chart), 11);
+    assert_eq!(flood_pages(&pages), 5);
+    assert_eq!(flood_pages(&total), 3);
+    tributary.stop().await;
+}
+
 /// Figures for the README: refreshing an OCI source of N charts with M tags each, against the real
 /// registry. The plugin logs each refresh that changed the index with its time and requests. Run:
 /// `cargo test --release -p tributary-tests --test e2e figures_ -- --ignored --nocapture`.

@@ -185,6 +185,9 @@ struct StubState {
     credentials: Option<(String, String)>,
     tokens: Vec<String>,
     seen: Vec<StubSeen>,
+    /// Repositories whose tag list never ends: pages of this many tags that are not versions,
+    /// each with a `Link` to the next.
+    endless: HashMap<String, usize>,
 }
 
 /// A registry that pages tag lists two at a time with `Link` headers, and its token service.
@@ -237,6 +240,15 @@ impl RegistryStub {
             .entry(repository.to_owned())
             .or_default()
             .push((tag.to_owned(), Arc::new(artifact)));
+    }
+
+    /// Makes `repository` a tag list that never ends, `per_page` tags a page.
+    pub fn add_endless(&self, repository: &str, per_page: usize) {
+        self.state
+            .lock()
+            .unwrap()
+            .endless
+            .insert(repository.to_owned(), per_page);
     }
 
     pub fn seen(&self) -> Vec<StubSeen> {
@@ -335,6 +347,30 @@ fn stub_route(
                     ),
                 )
                 .body(Body::from("authentication required"))
+                .unwrap(),
+        );
+    }
+    if let (Some(&per_page), "tags") = (state.endless.get(repository), kind) {
+        let page: u64 = query
+            .get("last")
+            .and_then(|last| last.strip_prefix("junk-"))
+            .and_then(|rest| rest.split('-').next()?.parse().ok())
+            .map_or(0, |p: u64| p + 1);
+        let tags: Vec<String> = (0..per_page).map(|k| format!("junk-{page}-{k}")).collect();
+        return (
+            200,
+            Response::builder()
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(
+                    header::LINK,
+                    format!(
+                        "</v2/{repository}/tags/list?n={per_page}&last={}>; rel=\"next\"",
+                        tags.last().unwrap()
+                    ),
+                )
+                .body(Body::from(
+                    json!({ "name": repository, "tags": tags }).to_string(),
+                ))
                 .unwrap(),
         );
     }

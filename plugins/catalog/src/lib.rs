@@ -8,6 +8,10 @@
 //! The file holds `{ "packages": [ { "name": "nginx", "latest_version": "1.2.3", ... } ] }`; see
 //! [`Package`] for every field. The file is read again whenever its modification time or size
 //! changes, so an edited catalog is served on the next request without a restart.
+//!
+//! A package the host would refuse (a field over its size limit, too many versions: the rules of
+//! [`tributary_plugin_api::contract`]) is left out when the file is read, logged, and counted in
+//! the `status@1` answer: it costs only itself, not every page that would reach it.
 
 use std::{
     path::{Path, PathBuf},
@@ -17,8 +21,8 @@ use std::{
 
 use serde::Deserialize;
 use tributary_plugin_api::{
-    config, export_plugin, Detail, Host, ListRequest, Maintainer, PackageSource, Plugin,
-    PluginError, RString, RVec, SearchIndex, Summary, Version,
+    capabilities, config, contract, export_plugin, Detail, Host, ListRequest, Maintainer,
+    PackageSource, Plugin, PluginError, RString, RVec, SearchIndex, Summary, Version,
 };
 
 /// The plugin: metadata and the constructor.
@@ -28,6 +32,8 @@ impl Plugin for CatalogPlugin {
     const NAME: &'static str = "catalog";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str = "Packages listed in a JSON file";
+    /// `status@1`: the packages served, and those dropped with the first one's reason.
+    const CAPABILITIES: &'static [&'static str] = &["status@1"];
 
     type Source = CatalogSource;
 
@@ -45,6 +51,9 @@ impl Plugin for CatalogPlugin {
             loaded.summaries.len(),
             path.display()
         ));
+        if let Some(dropped) = loaded.dropped() {
+            host.warn(&dropped);
+        }
         Ok(CatalogSource {
             path,
             loaded: RwLock::new(Arc::new(loaded)),
@@ -114,6 +123,9 @@ struct Loaded {
     summaries: Vec<Summary>,
     index: SearchIndex,
     details: Vec<Detail>,
+    /// Packages left out because they would break the host's contract: how many, and the first
+    /// one's reason.
+    dropped: Option<(usize, String)>,
 }
 
 fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
@@ -153,12 +165,34 @@ impl Loaded {
                 empty.summary.name.as_str()
             )));
         }
+        let mut dropped: Option<(usize, String)> = None;
+        details.retain(|d| match contract::check_detail(&d.summary.identifier, d) {
+            Ok(()) => true,
+            Err(violation) => {
+                match &mut dropped {
+                    Some((count, _)) => *count += 1,
+                    None => dropped = Some((1, violation.into_message())),
+                }
+                false
+            }
+        });
         let summaries: Vec<Summary> = details.iter().map(|d| d.summary.clone()).collect();
         Ok(Loaded {
             stamp,
             index: SearchIndex::build(&summaries),
             summaries,
             details,
+            dropped,
+        })
+    }
+
+    /// "N packages dropped: <the first one's reason>", when packages were left out.
+    fn dropped(&self) -> Option<String> {
+        self.dropped.as_ref().map(|(count, first)| {
+            format!(
+                "{count} package{} dropped: {first}",
+                if *count == 1 { "" } else { "s" }
+            )
         })
     }
 }
@@ -235,6 +269,9 @@ impl CatalogSource {
             self.host
                 .warn(&format!("catalog changed but cannot be served: {e}"))
         })?);
+        if let Some(dropped) = fresh.dropped() {
+            self.host.warn(&dropped);
+        }
         *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
         Ok(fresh)
     }
@@ -254,6 +291,21 @@ impl PackageSource for CatalogSource {
             .find(|d| d.summary.identifier.as_str() == identifier)
             .cloned()
             .ok_or_else(|| PluginError::not_found(format!("no package with id {identifier:?}")))
+    }
+
+    fn call(&self, method: &str, version: u32, _payload: &str) -> Result<String, PluginError> {
+        if (method, version) != (capabilities::STATUS, 1) {
+            return Err(PluginError::unsupported(format!(
+                "the catalog plugin has no operation {method} version {version}"
+            )));
+        }
+        let loaded = self.current()?;
+        Ok(serde_json::json!({
+            "packages": loaded.summaries.len(),
+            "dropped": loaded.dropped.as_ref().map_or(0, |d| d.0),
+            "last_error": loaded.dropped().unwrap_or_default(),
+        })
+        .to_string())
     }
 }
 
@@ -296,5 +348,38 @@ mod tests {
                 .starts_with("catalog config: unknown field `paht`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn packages_that_would_break_the_contract_are_dropped_and_reported() {
+        let dir =
+            std::env::temp_dir().join(format!("tributary-catalog-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let long = "x".repeat(contract::MAX_TEXT_BYTES + 1);
+        let catalog = serde_json::json!({ "packages": [
+            { "name": "a" },
+            { "name": "b", "short_description": long },
+            { "name": "c", "categories": vec!["k"; contract::MAX_CATEGORIES + 1] },
+            { "name": "d" },
+        ] });
+        std::fs::write(dir.join("catalog.json"), catalog.to_string()).unwrap();
+        let source = CatalogPlugin::new_source(
+            Host::detached("c", Some(dir.clone())),
+            r#"{"path":"catalog.json"}"#,
+        )
+        .unwrap();
+        let report = check(&source, &Options::default());
+        assert!(report.passed(), "{report}");
+        assert_eq!(report.items, 2, "{report}");
+        let status: serde_json::Value =
+            serde_json::from_str(&source.call("status", 1, "").unwrap()).unwrap();
+        assert_eq!(status["packages"], 2, "{status}");
+        assert_eq!(status["dropped"], 2, "{status}");
+        let error = status["last_error"].as_str().unwrap();
+        assert!(
+            error.starts_with("2 packages dropped: ") && error.contains("short_description"),
+            "{error}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

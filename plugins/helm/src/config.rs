@@ -20,6 +20,20 @@ use url::Url;
 pub(crate) struct Repository {
     pub name: String,
     pub location: Location,
+    pub limits: Limits,
+}
+
+/// What one repository's index may cost, whatever it is read from. With the defaults, one
+/// repository's index cannot take more than the memory figure the README gives.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// The most bytes of an index read (of a local file, an HTTP body once decompressed, or the
+    /// document an OCI refresh writes).
+    pub max_index_size: u64,
+    /// The most charts an index may have; an index with more is refused whole.
+    pub max_charts: usize,
+    /// The most versions an index may have, every chart together; likewise.
+    pub max_versions: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -47,7 +61,6 @@ pub(crate) struct Remote {
     pub refresh_interval: Duration,
     pub connect_timeout: Duration,
     pub timeout: Duration,
-    pub max_index_size: u64,
     /// For an `oci://` repository: where its charts are (`index_url` is then the registry's base).
     pub oci: Option<crate::oci::OciTarget>,
 }
@@ -115,7 +128,14 @@ impl Credential {
 pub(crate) const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(600);
 pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
-pub(crate) const DEFAULT_MAX_INDEX_SIZE: u64 = 256 << 20;
+pub(crate) const DEFAULT_MAX_INDEX_SIZE: u64 = 64 << 20;
+pub(crate) const DEFAULT_MAX_CHARTS: usize = 20_000;
+pub(crate) const DEFAULT_MAX_VERSIONS: usize = 200_000;
+/// Defaults for OCI repositories: tags listed for one chart, tags listed in one refresh of the
+/// repository (semantic versions or not), and pages of lists followed in one refresh.
+pub(crate) const DEFAULT_MAX_TAGS_PER_CHART: usize = 10_000;
+pub(crate) const DEFAULT_MAX_TAGS: usize = 20_000;
+pub(crate) const DEFAULT_MAX_LIST_PAGES: usize = 1_000;
 
 /// The top level, read by the shared helper ([`tributary_plugin_api::config::parse`]: the host's
 /// `$` keys ignored, an unknown key named); each repository table is then checked key by key below,
@@ -130,10 +150,14 @@ fn invalid(message: impl std::fmt::Display) -> PluginError {
     PluginError::invalid_config(format!("helm config: {message}"))
 }
 
-/// The keys a repository table may have; those after `url` apply to remote repositories only.
+/// The keys a repository table may have; those after `max_versions` apply to remote repositories
+/// only, and the last five to `oci://` repositories only.
 const KEYS: &[&str] = &[
     "name",
     "url",
+    "max_index_size",
+    "max_charts",
+    "max_versions",
     "username",
     "username_env",
     "password_env",
@@ -147,10 +171,16 @@ const KEYS: &[&str] = &[
     "refresh_interval",
     "connect_timeout",
     "timeout",
-    "max_index_size",
     "charts",
     "plain_http",
+    "max_tags_per_chart",
+    "max_tags",
+    "max_list_pages",
 ];
+/// Where the remote-only keys start in [`KEYS`].
+const REMOTE_KEYS: usize = 5;
+/// Where the `oci://`-only keys start in [`KEYS`].
+const OCI_KEYS: usize = KEYS.len() - 5;
 
 /// Parses the JSON configuration into the list of repositories, relative paths resolved against
 /// `base_dir` (the host's [`tributary_plugin_api::Host::base_dir`]).
@@ -197,7 +227,10 @@ pub(crate) fn parse(config: &str, base_dir: Option<&Path>) -> Result<Vec<Reposit
         let url = string_field(table.get("url"), &key, "url")?;
         let location = match scheme(url) {
             None | Some("file") => {
-                if let Some(remote_key) = table.keys().find(|k| KEYS[2..].contains(&k.as_str())) {
+                if let Some(remote_key) = table
+                    .keys()
+                    .find(|k| KEYS[REMOTE_KEYS..].contains(&k.as_str()))
+                {
                     return Err(invalid(format_args!(
                         "{key}.{remote_key} applies to http(s) repositories only; \
                          {key}.url {url:?} is a local file"
@@ -211,9 +244,7 @@ pub(crate) fn parse(config: &str, base_dir: Option<&Path>) -> Result<Vec<Reposit
             }
             Some(scheme @ ("http" | "https" | "oci")) => {
                 if scheme != "oci" {
-                    if let Some(oci_key) = ["charts", "plain_http"]
-                        .into_iter()
-                        .find(|k| table.contains_key(*k))
+                    if let Some(oci_key) = KEYS[OCI_KEYS..].iter().find(|k| table.contains_key(**k))
                     {
                         return Err(invalid(format_args!(
                             "{key}.{oci_key} applies to oci:// repositories only"
@@ -229,9 +260,16 @@ pub(crate) fn parse(config: &str, base_dir: Option<&Path>) -> Result<Vec<Reposit
                 )));
             }
         };
+        let limits = Limits {
+            max_index_size: count(table, &key, "max_index_size")?
+                .map_or(DEFAULT_MAX_INDEX_SIZE, |n| n as u64),
+            max_charts: count(table, &key, "max_charts")?.unwrap_or(DEFAULT_MAX_CHARTS),
+            max_versions: count(table, &key, "max_versions")?.unwrap_or(DEFAULT_MAX_VERSIONS),
+        };
         repositories.push(Repository {
             name: name.to_owned(),
             location,
+            limits,
         });
     }
     Ok(repositories)
@@ -389,14 +427,6 @@ fn remote(
             .unwrap_or(DEFAULT_REFRESH_INTERVAL),
         connect_timeout: seconds(table, key, "connect_timeout")?.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
         timeout: seconds(table, key, "timeout")?.unwrap_or(DEFAULT_TIMEOUT),
-        max_index_size: match table.get("max_index_size") {
-            None | Some(Value::Null) => DEFAULT_MAX_INDEX_SIZE,
-            Some(v) => v.as_u64().filter(|n| *n > 0).ok_or_else(|| {
-                invalid(format_args!(
-                    "{key}.max_index_size must be a positive whole number of bytes"
-                ))
-            })?,
-        },
         oci,
     })
 }
@@ -445,6 +475,10 @@ fn oci_target(
             registry,
             namespace,
             charts,
+            max_tags_per_chart: count(table, key, "max_tags_per_chart")?
+                .unwrap_or(DEFAULT_MAX_TAGS_PER_CHART),
+            max_tags: count(table, key, "max_tags")?.unwrap_or(DEFAULT_MAX_TAGS),
+            max_list_pages: count(table, key, "max_list_pages")?.unwrap_or(DEFAULT_MAX_LIST_PAGES),
         },
     ))
 }
@@ -516,6 +550,23 @@ fn optional_bool(
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
         Some(_) => Err(invalid(format_args!("{key}.{field} must be true or false"))),
+    }
+}
+
+/// A limit given as a positive whole number.
+fn count(table: &Map<String, Value>, key: &str, field: &str) -> Result<Option<usize>, PluginError> {
+    match table.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => value
+            .as_u64()
+            .filter(|n| *n > 0)
+            .and_then(|n| usize::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| {
+                invalid(format_args!(
+                    "{key}.{field} must be a positive whole number"
+                ))
+            }),
     }
 }
 

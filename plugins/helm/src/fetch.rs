@@ -5,9 +5,14 @@
 //! repository's own host (scheme-independent host and port, as Helm compares them since
 //! CVE-2021-32690) unless `pass_credentials` is set. Requests are conditional on the validators of
 //! the last index served (`If-None-Match`, `If-Modified-Since`), ask for gzip, and read at most
-//! `max_index_size` bytes.
+//! `max_index_size` bytes. `timeout` bounds the whole fetch, redirects and body included: an
+//! upstream that dribbles its answer cannot hold a refresh past it.
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use ureq::{
     tls::{Certificate, RootCerts, TlsConfig},
@@ -36,7 +41,9 @@ pub(crate) enum Fetched {
 }
 
 /// Builds the client of one repository: its roots (the system's, or the given CA bundle), its
-/// timeouts, no automatic redirects and no status-as-error.
+/// timeouts, no automatic redirects and no status-as-error. `timeout` is the budget of one whole
+/// request, from the connection to the last byte of the body (not of each read: a server sending a
+/// byte now and then would otherwise hold the request for ever).
 pub(crate) fn agent(remote: &Remote) -> Result<Agent, String> {
     let roots = match &remote.ca_file {
         None => RootCerts::PlatformVerifier,
@@ -68,8 +75,7 @@ pub(crate) fn agent(remote: &Remote) -> Result<Agent, String> {
         .max_redirects_will_error(false)
         .user_agent(concat!("tributary-helm/", env!("CARGO_PKG_VERSION")))
         .timeout_connect(Some(remote.connect_timeout))
-        .timeout_recv_response(Some(remote.timeout))
-        .timeout_per_read(Some(remote.timeout))
+        .timeout_global(Some(remote.timeout))
         .build();
     Ok(config.into())
 }
@@ -92,11 +98,22 @@ fn same_host(a: &Url, b: &Url) -> bool {
 pub(crate) fn fetch(
     agent: &Agent,
     remote: &Remote,
+    max_index_size: u64,
     validators: &Validators,
 ) -> Result<Fetched, String> {
     let mut url = remote.index_url.clone();
+    // One budget for the whole fetch: each redirect gets what the previous hops left.
+    let deadline = Instant::now() + remote.timeout;
     for _ in 0..=MAX_REDIRECTS {
-        let mut request = agent.get(url.as_str());
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timed_out(&url, remote));
+        }
+        let mut request = agent
+            .get(url.as_str())
+            .config()
+            .timeout_global(Some(left))
+            .build();
         if let Some(etag) = &validators.etag {
             request = request.header("If-None-Match", etag);
         }
@@ -109,9 +126,7 @@ pub(crate) fn fetch(
                 request = request.header(name, value);
             }
         }
-        let mut response = request
-            .call()
-            .map_err(|e| describe(&url, e, remote.ca_file.as_deref()))?;
+        let mut response = request.call().map_err(|e| describe(&url, remote, e))?;
         let status = response.status().as_u16();
         match status {
             200 => {
@@ -129,15 +144,14 @@ pub(crate) fn fetch(
                 let body = response
                     .body_mut()
                     .with_config()
-                    .limit(remote.max_index_size)
+                    .limit(max_index_size)
                     .read_to_vec()
                     .map_err(|e| match e {
                         ureq::Error::BodyExceedsLimit(_) => format!(
-                            "{}: the index is larger than max_index_size ({} bytes)",
+                            "{}: the index is larger than max_index_size ({max_index_size} bytes)",
                             shown(&url),
-                            remote.max_index_size
                         ),
-                        e => describe(&url, e, remote.ca_file.as_deref()),
+                        e => describe(&url, remote, e),
                     })?;
                 return Ok(Fetched::Body(body, next));
             }
@@ -175,13 +189,34 @@ pub(crate) fn fetch(
     ))
 }
 
-/// One line for a client error.
-fn describe(url: &Url, error: ureq::Error, ca_file: Option<&Path>) -> String {
-    let what = match &error {
-        ureq::Error::Timeout(_) => format!("timed out ({error})"),
-        _ => error.to_string(),
-    };
-    format!("{}: {what}{}", shown(url), certificate_hint(&what, ca_file))
+/// One line for a client error; a timeout names the `timeout` key and its value; a refused
+/// certificate says what to do.
+pub(crate) fn describe(url: &Url, remote: &Remote, error: ureq::Error) -> String {
+    match &error {
+        ureq::Error::Timeout(ureq::Timeout::Connect) => format!(
+            "{}: no connection within connect_timeout ({} s)",
+            shown(url),
+            remote.connect_timeout.as_secs_f64()
+        ),
+        ureq::Error::Timeout(_) => timed_out(url, remote),
+        _ => {
+            let what = error.to_string();
+            format!(
+                "{}: {what}{}",
+                shown(url),
+                certificate_hint(&what, remote.ca_file.as_deref())
+            )
+        }
+    }
+}
+
+/// The error of a request that did not finish within `timeout`.
+pub(crate) fn timed_out(url: &Url, remote: &Remote) -> String {
+    format!(
+        "{}: timed out: no complete answer within timeout ({} s)",
+        shown(url),
+        remote.timeout.as_secs_f64()
+    )
 }
 
 /// What to do about a certificate the TLS client refused, for the two refusals an operator with a

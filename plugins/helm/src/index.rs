@@ -28,12 +28,12 @@
 use std::{borrow::Cow, fmt, marker::PhantomData, mem};
 
 use serde::{
-    de::{self, MapAccess, Visitor},
+    de::{self, DeserializeSeed, MapAccess, Visitor},
     Deserialize, Deserializer,
 };
 use tributary_plugin_api::{Maintainer, RString, RVec, Summary, Version};
 
-use crate::{split, version::rank};
+use crate::{config::Limits, depth, split, version::rank};
 
 /// One chart of an index: its summary (without `identifier` and `repository`, which the caller sets)
 /// and the rest of its detail.
@@ -64,34 +64,134 @@ pub(crate) const PIECE_SIZE: usize = 256 << 10;
 const MAX_THREADS: usize = 8;
 
 /// Parses the text of an `index.yaml` into its charts, in the file's order. Charts with no versions
-/// (or an empty name) are left out.
-pub(crate) fn parse(text: &str) -> Result<Vec<Chart>, String> {
-    if text.trim_start().starts_with('{') {
-        let file: IndexFile = serde_json::from_str(text).map_err(|e| format!("JSON: {e}"))?;
-        return Ok(file.entries.0);
+/// (or an empty name) are left out. An index with more than `max_charts` entries is refused: in
+/// the layout Helm writes they are counted before parsing, in any other while parsing, without
+/// building the charts past the limit; likewise past `max_versions` versions in all. A YAML index
+/// larger than [`MAX_WHOLE_YAML`] is read only in pieces. The error completes "index <where> ...".
+pub(crate) fn parse(text: &str, limits: Limits) -> Result<Vec<Chart>, String> {
+    let max_charts = limits.max_charts;
+    let too_many = |count: usize| {
+        format!("is refused: it has {count} charts, more than max_charts ({max_charts})")
+    };
+    let entries = if text.trim_start().starts_with('{') {
+        let mut json = serde_json::Deserializer::from_str(text);
+        let entries = IndexSeed { limits }
+            .deserialize(&mut json)
+            .and_then(|entries| json.end().map(|()| entries))
+            .map_err(|e| format!("is not valid: JSON: {e}"))?;
+        Some(entries)
+    } else {
+        // Before the parser, whose time grows with the square of the depth.
+        depth::check(text, depth::MAX_DEPTH).map_err(|e| format!("is refused: it {e}"))?;
+        if let Some(count) = split::chart_keys(text).filter(|&count| count > max_charts) {
+            return Err(too_many(count));
+        }
+        None
+    };
+    let entries = match entries {
+        Some(entries) => entries,
+        None => parse_yaml(text, limits)?,
+    };
+    if entries.listed > max_charts {
+        return Err(too_many(entries.listed));
     }
+    let versions: usize = entries.charts.iter().map(|c| c.extra.versions.len()).sum();
+    if entries.versions_over || versions > limits.max_versions {
+        return Err(format!(
+            "is refused: it has more than max_versions ({}) versions",
+            limits.max_versions
+        ));
+    }
+    Ok(entries.charts)
+}
+
+/// The largest YAML index parsed as one document: the parser holds every event of a document at
+/// once (up to 50 times its size for a dense document), so a larger index is read only when it
+/// can be cut into pieces (the layout `helm repo index` writes), or as JSON.
+pub(crate) const MAX_WHOLE_YAML: usize = 8 << 20;
+
+/// Parses a YAML index, in pieces on several threads when it is large and in Helm's layout.
+fn parse_yaml(text: &str, limits: Limits) -> Result<Entries, String> {
     if text.len() >= SPLIT_SIZE {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         if threads > 1 {
             if let Some(charts) = split::parse_in_pieces(text, threads.min(MAX_THREADS), PIECE_SIZE)
             {
-                return Ok(charts);
+                // Counted before: pieces are cut in Helm's layout only.
+                return Ok(Entries {
+                    listed: charts.len(),
+                    charts,
+                    versions_over: false,
+                });
             }
         }
     }
-    parse_whole(text).map_err(|e| e.to_string())
+    if text.len() > MAX_WHOLE_YAML {
+        return Err(format!(
+            "is refused: YAML over {0} MiB is read only in pieces of at most {0} MiB (the \
+             layout `helm repo index` writes, no chart's entry over {0} MiB), or as JSON",
+            MAX_WHOLE_YAML >> 20
+        ));
+    }
+    let document = serde_yaml::Deserializer::from_str(text);
+    IndexSeed { limits }
+        .deserialize(document)
+        .map_err(|e| format!("is not valid: {e}"))
 }
 
-/// Parses the text of an `index.yaml` as one document.
+/// Parses the text of an `index.yaml` as one document, with no limit on its charts.
 pub(crate) fn parse_whole(text: &str) -> Result<Vec<Chart>, serde_yaml::Error> {
-    let file: IndexFile = serde_yaml::from_str(text)?;
-    Ok(file.entries.0)
+    let document = serde_yaml::Deserializer::from_str(text);
+    Ok(IndexSeed {
+        limits: Limits {
+            max_index_size: u64::MAX,
+            max_charts: usize::MAX,
+            max_versions: usize::MAX,
+        },
+    }
+    .deserialize(document)?
+    .charts)
 }
 
-#[derive(Deserialize)]
-struct IndexFile {
-    #[serde(default)]
-    entries: Entries,
+/// Reads an index document: its `entries` with [`EntriesSeed`], every other key skipped.
+struct IndexSeed {
+    limits: Limits,
+}
+
+impl<'de> DeserializeSeed<'de> for IndexSeed {
+    type Value = Entries;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Entries, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for IndexSeed {
+    type Value = Entries;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an index: a mapping with entries")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Entries, E> {
+        Ok(Entries::default())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
+        let mut entries = None;
+        while let Some(key) = map.next_key::<Text<'de>>()? {
+            if key.as_str() != "entries" {
+                map.next_value::<de::IgnoredAny>()?;
+            } else if entries.is_some() {
+                return Err(de::Error::duplicate_field("entries"));
+            } else {
+                entries = Some(map.next_value_seed(EntriesSeed {
+                    limits: self.limits,
+                })?);
+            }
+        }
+        Ok(entries.unwrap_or_default())
+    }
 }
 
 /// A string that may be null or missing (both read as empty), borrowed from the input when it can be.
@@ -202,11 +302,28 @@ struct RawAnnotations<'a> {
 
 /// The `entries` mapping, read into finished charts.
 #[derive(Default)]
-struct Entries(Vec<Chart>);
+struct Entries {
+    /// The first `max_charts` charts.
+    charts: Vec<Chart>,
+    /// The entries the mapping has, charts or not, built or not.
+    listed: usize,
+    /// Whether the charts had more than `max_versions` versions: charts were no longer built.
+    versions_over: bool,
+}
 
-impl<'de> Deserialize<'de> for Entries {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct EntriesVisitor;
+/// Reads the `entries` mapping; past `max_charts` entries or `max_versions` versions, only
+/// counts the entries.
+struct EntriesSeed {
+    limits: Limits,
+}
+
+impl<'de> DeserializeSeed<'de> for EntriesSeed {
+    type Value = Entries;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Entries, D::Error> {
+        struct EntriesVisitor {
+            limits: Limits,
+        }
 
         impl<'de> Visitor<'de> for EntriesVisitor {
             type Value = Entries;
@@ -228,18 +345,34 @@ impl<'de> Deserialize<'de> for Entries {
             }
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut charts = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                let hint = map.size_hint().unwrap_or(0).min(self.limits.max_charts);
+                let mut entries = Entries {
+                    charts: Vec::with_capacity(hint),
+                    listed: 0,
+                    versions_over: false,
+                };
+                let mut versions = 0usize;
                 while let Some(name) = map.next_key::<Text<'de>>()? {
-                    let versions: Option<Vec<RawVersion<'de>>> = map.next_value()?;
-                    if let Some(chart) = build_chart(name, versions.unwrap_or_default()) {
-                        charts.push(chart);
+                    entries.listed += 1;
+                    if entries.listed > self.limits.max_charts || entries.versions_over {
+                        entries.charts = Vec::new();
+                        map.next_value::<de::IgnoredAny>()?;
+                        continue;
+                    }
+                    let raw: Option<Vec<RawVersion<'de>>> = map.next_value()?;
+                    if let Some(chart) = build_chart(name, raw.unwrap_or_default()) {
+                        versions += chart.extra.versions.len();
+                        entries.versions_over = versions > self.limits.max_versions;
+                        entries.charts.push(chart);
                     }
                 }
-                Ok(Entries(charts))
+                Ok(entries)
             }
         }
 
-        deserializer.deserialize_option(EntriesVisitor)
+        deserializer.deserialize_option(EntriesVisitor {
+            limits: self.limits,
+        })
     }
 }
 

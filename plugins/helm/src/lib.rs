@@ -42,17 +42,21 @@
 //! fetched by a thread of its own every `refresh_interval` (with jitter), never on a request:
 //! conditional requests, gzip, and a SHA-256 of the body so that an unchanged index is not parsed
 //! again. Every index is parsed off the request path and swapped in whole. A read that fails (a
-//! transport error, an HTTP error, invalid YAML, or an index with no charts where the previous one
-//! had some) keeps the last good index serving and is logged; a source answers with an error only
-//! when none of its repositories has an index.
+//! transport error, a timeout, an HTTP error, invalid YAML, an index over one of the repository's
+//! limits, or an index with no charts where the previous one had some) keeps the last good index
+//! serving and is logged; a source answers with an error only when none of its repositories has an
+//! index. A chart the host's contract would refuse is dropped from its index and reported, so that
+//! it costs only itself.
 //!
 //! # Layout
 //! - [`config`]: the configuration, key by key; secrets named, never held in it.
 //! - [`fetch`]: one HTTP(S) fetch with redirects, credentials and validators.
 //! - [`oci`]: reading the charts of an OCI registry into an index document.
-//! - [`index`] and [`split`]: parsing an index into charts; [`version`]: ranking versions.
+//! - [`index`] and [`split`]: parsing an index into charts, its nesting bounded first by
+//!   [`depth`]; [`version`]: ranking versions.
 
 mod config;
+mod depth;
 mod fetch;
 mod index;
 mod oci;
@@ -67,13 +71,13 @@ use std::{
 
 use sha2::{Digest, Sha256};
 use tributary_plugin_api::{
-    capabilities, export_plugin, keys, Detail, Extension, Host, ListRequest, PackageSource, Plugin,
-    PluginError, RString, SearchIndex, Summary,
+    capabilities, contract, export_plugin, keys, Detail, Extension, Host, ListRequest,
+    PackageSource, Plugin, PluginError, RString, SearchIndex, Summary,
 };
 use url::Url;
 
 use crate::{
-    config::{Location, Remote, Repository},
+    config::{Limits, Location, Remote, Repository},
     fetch::{Fetched, Validators},
     index::Extra,
 };
@@ -120,8 +124,12 @@ impl Plugin for HelmPlugin {
             indexes.push(match &repo.location {
                 Location::File(path) => {
                     state.stamp = stamp(path);
-                    let index = RepoIndex::read_file(&repo.name, path)?;
+                    let index = RepoIndex::read_file(&repo.name, path, repo.limits)?;
                     state.last_success = Some(SystemTime::now());
+                    state.last_error = index.dropped(&repo.name);
+                    if let Some(dropped) = &state.last_error {
+                        host.warn(dropped);
+                    }
                     Some(Arc::new(index))
                 }
                 Location::Http(_) => None,
@@ -171,28 +179,52 @@ struct RepoIndex {
     /// Built with the index, off the request path: a query costs what it finds.
     search: SearchIndex,
     extras: Vec<Extra>,
+    /// Charts left out because their summary or detail would break the host's contract (a field
+    /// over its size limit, too many versions): how many, and the first one's reason.
+    dropped: Option<(usize, String)>,
 }
 
 impl RepoIndex {
-    fn read_file(name: &str, path: &Path) -> Result<RepoIndex, PluginError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+    fn read_file(name: &str, path: &Path, limits: Limits) -> Result<RepoIndex, PluginError> {
+        use std::io::Read as _;
+        let unavailable = |what: String| {
             PluginError::unavailable(format!(
-                "helm repository {name:?}: cannot read index {}: {e}",
+                "helm repository {name:?}: index {} {what}",
                 path.display()
             ))
-        })?;
-        RepoIndex::parse(name, &text, None).map_err(|e| {
-            PluginError::unavailable(format!(
-                "helm repository {name:?}: index {} {e}",
-                path.display()
-            ))
-        })
+        };
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|file| {
+                file.take(limits.max_index_size.saturating_add(1))
+                    .read_to_end(&mut bytes)
+            })
+            .map_err(|e| {
+                PluginError::unavailable(format!(
+                    "helm repository {name:?}: cannot read index {}: {e}",
+                    path.display()
+                ))
+            })?;
+        if bytes.len() as u64 > limits.max_index_size {
+            return Err(unavailable(format!(
+                "is refused: it is larger than max_index_size ({} bytes)",
+                limits.max_index_size
+            )));
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|_| unavailable("is not valid: it is not UTF-8 text".to_owned()))?;
+        RepoIndex::parse(name, &text, None, limits).map_err(unavailable)
     }
 
     /// Parses an index's text. Relative chart URLs resolve against `base` when given. The error
     /// completes "index <where> ...".
-    fn parse(name: &str, text: &str, base: Option<&Url>) -> Result<RepoIndex, String> {
-        let mut charts = index::parse(text).map_err(|e| format!("is not valid: {e}"))?;
+    fn parse(
+        name: &str,
+        text: &str,
+        base: Option<&Url>,
+        limits: Limits,
+    ) -> Result<RepoIndex, String> {
+        let mut charts = index::parse(text, limits)?;
         let repository = RString::from(name);
         for chart in &mut charts {
             let s = &mut chart.summary;
@@ -214,12 +246,42 @@ impl RepoIndex {
                 pair[0].summary.name.as_str()
             ));
         }
+        // A chart the host would refuse is left out here, so that it costs only itself: served,
+        // it would fail every page that reaches it, and with it the whole source.
+        let mut dropped: Option<(usize, String)> = None;
+        charts.retain(|chart| {
+            let checked = contract::check_summary(&chart.summary).and_then(|()| {
+                let detail = detail_of(chart.summary.clone(), chart.extra.clone());
+                contract::check_detail(&chart.summary.identifier, &detail)
+            });
+            match checked {
+                Ok(()) => true,
+                Err(violation) => {
+                    match &mut dropped {
+                        Some((count, _)) => *count += 1,
+                        None => dropped = Some((1, violation.into_message())),
+                    }
+                    false
+                }
+            }
+        });
         let (summaries, extras): (Vec<Summary>, Vec<Extra>) =
             charts.into_iter().map(|c| (c.summary, c.extra)).unzip();
         Ok(RepoIndex {
             search: SearchIndex::build(&summaries),
             summaries,
             extras,
+            dropped,
+        })
+    }
+
+    /// "N charts dropped: <the first one's reason>", when charts were left out.
+    fn dropped(&self, name: &str) -> Option<String> {
+        self.dropped.as_ref().map(|(count, first)| {
+            format!(
+                "helm repository {name:?}: {count} chart{} dropped: {first}",
+                if *count == 1 { "" } else { "s" }
+            )
         })
     }
 
@@ -347,10 +409,18 @@ impl Shared {
                     "last_success_ago_s": state.last_success.map(|t| t.elapsed().unwrap_or_default().as_secs()),
                     "last_error": state.last_error.clone().unwrap_or_default(),
                     "charts": index.as_ref().map_or(0, |i| i.summaries.len()),
+                    "dropped": index.as_ref().and_then(|i| i.dropped.as_ref()).map_or(0, |d| d.0),
                 })
             })
             .collect();
         serde_json::json!({ "repositories": repositories })
+    }
+
+    /// The report of the charts dropped from the index served for repository `i`.
+    fn dropped(&self, i: usize) -> Option<String> {
+        self.snapshot().indexes[i]
+            .as_ref()
+            .and_then(|index| index.dropped(&self.repositories[i].name))
     }
 
     fn snapshot(&self) -> Arc<Loaded> {
@@ -416,7 +486,7 @@ impl Shared {
             if self.states()[i].stamp == now {
                 continue;
             }
-            let result = RepoIndex::read_file(&repo.name, path)
+            let result = RepoIndex::read_file(&repo.name, path, repo.limits)
                 .map_err(|e| e.message.to_string())
                 .and_then(|index| {
                     self.swap(i, index).map_err(|e| {
@@ -432,7 +502,7 @@ impl Shared {
             match result {
                 Ok(()) => {
                     states[i].last_success = Some(SystemTime::now());
-                    states[i].last_error = None;
+                    states[i].last_error = self.dropped(i);
                 }
                 Err(error) => {
                     self.host.warn(&error);
@@ -451,15 +521,27 @@ impl Shared {
         oci_cache: &mut oci::Cache,
     ) {
         let name = &self.repositories[i].name;
+        let limits = self.repositories[i].limits;
         let (validators, sha) = {
             let states = self.states();
             (states[i].validators.clone(), states[i].sha256)
         };
         let started = std::time::Instant::now();
+        let mut refused = Vec::new();
         let fetched = match &remote.oci {
-            Some(target) => oci::refresh(agent, remote, target, oci_cache)
-                .map(|text| Fetched::Body(text.into_bytes(), Validators::default())),
-            None => fetch::fetch(agent, remote, &validators),
+            Some(target) => oci::refresh(agent, remote, target, limits.max_charts, oci_cache)
+                .and_then(|refreshed| {
+                    refused = refreshed.refused;
+                    let body = refreshed.document.into_bytes();
+                    if body.len() as u64 > limits.max_index_size {
+                        return Err(format!(
+                            "the index of its charts is larger than max_index_size ({} bytes)",
+                            limits.max_index_size
+                        ));
+                    }
+                    Ok(Fetched::Body(body, Validators::default()))
+                }),
+            None => fetch::fetch(agent, remote, limits.max_index_size, &validators),
         };
         let mut changed_index = false;
         let result = match fetched {
@@ -472,7 +554,9 @@ impl Shared {
                     self.states()[i].parses += 1;
                     String::from_utf8(body)
                         .map_err(|_| "is not UTF-8 text".to_owned())
-                        .and_then(|text| RepoIndex::parse(name, &text, Some(&remote.base_url)))
+                        .and_then(|text| {
+                            RepoIndex::parse(name, &text, Some(&remote.base_url), limits)
+                        })
                         .and_then(|index| self.swap(i, index))
                         .map(|()| {
                             changed_index = true;
@@ -503,7 +587,20 @@ impl Shared {
                     state.sha256 = Some(digest);
                 }
                 state.last_success = Some(SystemTime::now());
-                state.last_error = None;
+                // The other charts are served; the refused and dropped ones are reported until
+                // they come within the limits.
+                let refused = refused.first().map(|first| {
+                    format!(
+                        "helm repository {name:?}: {} chart{} refused: {first}",
+                        refused.len(),
+                        if refused.len() == 1 { "" } else { "s" }
+                    )
+                });
+                let reports: Vec<String> = refused.into_iter().chain(self.dropped(i)).collect();
+                state.last_error = (!reports.is_empty()).then(|| reports.join("; "));
+                if let (Some(report), true) = (&state.last_error, changed_index) {
+                    self.host.warn(report);
+                }
             }
             Err(error) => {
                 let error = format!("helm repository {name:?}: {error}");
@@ -560,6 +657,28 @@ fn refresh_loop(shared: &Shared, i: usize, remote: &Remote, agent: &ureq::Agent)
     }
 }
 
+/// A chart's detail: its summary, the rest beside it, and its download URL.
+fn detail_of(summary: Summary, extra: Extra) -> Detail {
+    Detail {
+        readme: summary.short_description.clone(),
+        summary,
+        versions: extra.versions,
+        home_url: extra.home_url,
+        source_urls: extra.source_urls,
+        maintainers: extra.maintainers,
+        keywords: extra.keywords,
+        extensions: if extra.chart_url.is_empty() {
+            Default::default()
+        } else {
+            vec![Extension {
+                key: RString::from(keys::DETAIL_DOWNLOAD_URL),
+                value: RString::from(extra.chart_url),
+            }]
+            .into()
+        },
+    }
+}
+
 /// One configured set of Helm repositories.
 pub struct HelmSource {
     shared: Arc<Shared>,
@@ -596,26 +715,10 @@ impl PackageSource for HelmSource {
             .as_ref()
             .ok_or_else(|| self.shared.no_index(Some(position)))?;
         let i = index.find(chart).ok_or_else(not_found)?;
-        let summary = index.summaries[i].clone();
-        let extra = index.extras[i].clone();
-        Ok(Detail {
-            readme: summary.short_description.clone(),
-            summary,
-            versions: extra.versions,
-            home_url: extra.home_url,
-            source_urls: extra.source_urls,
-            maintainers: extra.maintainers,
-            keywords: extra.keywords,
-            extensions: if extra.chart_url.is_empty() {
-                Default::default()
-            } else {
-                vec![Extension {
-                    key: RString::from(keys::DETAIL_DOWNLOAD_URL),
-                    value: RString::from(extra.chart_url),
-                }]
-                .into()
-            },
-        })
+        Ok(detail_of(
+            index.summaries[i].clone(),
+            index.extras[i].clone(),
+        ))
     }
 
     fn call(&self, method: &str, version: u32, _payload: &str) -> Result<String, PluginError> {

@@ -24,7 +24,7 @@ use url::Url;
 
 use crate::{
     config::{Credential, Remote},
-    fetch::{certificate_hint, shown},
+    fetch::{describe, shown},
 };
 
 /// The media type of a Helm chart's config blob.
@@ -33,10 +33,9 @@ const MANIFEST_TYPES: &str =
     "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
 /// The most bytes read for a manifest or a config blob.
 const SMALL_LIMIT: u64 = 4 << 20;
-/// The most bytes read for one page of a tag or repository list.
-const LIST_LIMIT: u64 = 32 << 20;
-/// The most pages followed for one list.
-const MAX_PAGES: usize = 10_000;
+/// The most bytes read for one page of a tag or repository list: 10,000 tags of 128 characters,
+/// the longest the distribution spec allows, are 1.4 MB.
+const LIST_LIMIT: u64 = 4 << 20;
 const MAX_REDIRECTS: usize = 10;
 
 /// Where the charts are: the registry (`index_url` of the [`Remote`]), a namespace, and the charts.
@@ -48,6 +47,14 @@ pub(crate) struct OciTarget {
     pub namespace: String,
     /// The charts; `None` to list the namespace through the registry's `_catalog`.
     pub charts: Option<Vec<String>>,
+    /// The most tags listed for one chart (all its pages): a chart with more is refused, the
+    /// other charts are served.
+    pub max_tags_per_chart: usize,
+    /// The most tags listed in one refresh, every chart together: past it the refresh fails.
+    pub max_tags: usize,
+    /// The most pages of tag (and catalog) lists followed in one refresh: past it the refresh
+    /// fails.
+    pub max_list_pages: usize,
 }
 
 /// What survives between refreshes.
@@ -61,6 +68,27 @@ pub(crate) struct Cache {
     tokens: HashMap<String, String>,
     /// Requests made by the last refresh.
     pub requests: usize,
+    /// List pages read and tags listed by the refresh under way.
+    pages: usize,
+    tags_listed: usize,
+}
+
+/// A refresh's outcome: the index document, and the charts refused (each with its reason).
+pub(crate) struct Refreshed {
+    pub document: String,
+    pub refused: Vec<String>,
+}
+
+/// Why a list stopped: the one chart is refused, or the whole refresh fails.
+enum Stop {
+    Chart(String),
+    Refresh(String),
+}
+
+impl From<String> for Stop {
+    fn from(error: String) -> Stop {
+        Stop::Refresh(error)
+    }
 }
 
 struct Reply {
@@ -71,27 +99,43 @@ struct Reply {
     challenge: Option<String>,
 }
 
-/// Reads every chart of `target` and writes them out as an index document (JSON).
+/// Reads every chart of `target` and writes them out as an index document (JSON). A chart whose
+/// tags are over `max_tags_per_chart` is left out and named in `refused`; past `max_tags` or
+/// `max_list_pages` the refresh fails.
 pub(crate) fn refresh(
     agent: &Agent,
     remote: &Remote,
     target: &OciTarget,
+    max_charts: usize,
     cache: &mut Cache,
-) -> Result<String, String> {
+) -> Result<Refreshed, String> {
     cache.requests = 0;
+    cache.pages = 0;
+    cache.tags_listed = 0;
     let charts = match &target.charts {
         Some(charts) => charts.clone(),
-        None => catalog(agent, remote, target, cache)?,
+        None => catalog(agent, remote, target, max_charts, cache)?,
     };
     let mut entries = Map::new();
+    let mut refused = Vec::new();
+    // What this refresh saw: the cache keeps nothing else, so that it cannot grow across refreshes.
+    let mut seen_tags = HashMap::new();
     for chart in charts {
         let repository = if target.namespace.is_empty() {
             chart.clone()
         } else {
             format!("{}/{chart}", target.namespace)
         };
+        let listed = match tags(agent, remote, target, cache, &repository) {
+            Ok(tags) => tags,
+            Err(Stop::Chart(reason)) => {
+                refused.push(format!("chart {chart:?} refused: {reason}"));
+                continue;
+            }
+            Err(Stop::Refresh(error)) => return Err(error),
+        };
         let mut versions = Vec::new();
-        for tag in tags(agent, remote, cache, &repository)? {
+        for tag in listed {
             let version = tag.replace('_', "+");
             if semver::Version::parse(&version).is_err() {
                 continue;
@@ -99,12 +143,9 @@ pub(crate) fn refresh(
             let key = format!("{repository}:{tag}");
             let digest = match cache.tags.get(&key) {
                 Some(digest) => digest.clone(),
-                None => {
-                    let digest = manifest(agent, remote, cache, &repository, &tag)?;
-                    cache.tags.insert(key, digest.clone());
-                    digest
-                }
+                None => manifest(agent, remote, cache, &repository, &tag)?,
             };
+            seen_tags.insert(key, digest.clone());
             match cache.entries.get(&digest) {
                 Some(Value::Object(entry)) => {
                     let mut entry = entry.clone();
@@ -120,7 +161,14 @@ pub(crate) fn refresh(
         }
         entries.insert(chart, Value::Array(versions));
     }
-    Ok(json!({ "apiVersion": "v1", "entries": entries }).to_string())
+    cache
+        .entries
+        .retain(|digest, _| seen_tags.values().any(|d| d == digest));
+    cache.tags = seen_tags;
+    Ok(Refreshed {
+        document: json!({ "apiVersion": "v1", "entries": entries }).to_string(),
+        refused,
+    })
 }
 
 /// The chart names under the namespace, from `GET /v2/_catalog` (not every registry offers it).
@@ -128,6 +176,7 @@ fn catalog(
     agent: &Agent,
     remote: &Remote,
     target: &OciTarget,
+    max_charts: usize,
     cache: &mut Cache,
 ) -> Result<Vec<String>, String> {
     let prefix = if target.namespace.is_empty() {
@@ -136,56 +185,105 @@ fn catalog(
         format!("{}/", target.namespace)
     };
     let first = join(&remote.index_url, "v2/_catalog?n=1000")?;
-    let mut charts: Vec<String> = list_pages(
+    let mut charts = Vec::new();
+    let listed = list_pages(
         agent,
         remote,
+        target,
         cache,
         first,
         "registry:catalog:*",
         "repositories",
-    )?
-    .into_iter()
-    .filter_map(|r| r.strip_prefix(&prefix).map(str::to_owned))
-    .filter(|chart| !chart.is_empty() && !chart.contains('/'))
-    .collect();
+        |page: Vec<String>, _| {
+            charts.extend(
+                page.into_iter()
+                    .filter_map(|r| r.strip_prefix(&prefix).map(str::to_owned))
+                    .filter(|chart| !chart.is_empty() && !chart.contains('/')),
+            );
+            if charts.len() > max_charts {
+                return Err(Stop::Refresh(format!(
+                    "the registry's catalog lists more than max_charts ({max_charts}) charts \
+                     under {prefix:?}"
+                )));
+            }
+            Ok(())
+        },
+    );
+    match listed {
+        Ok(()) => {}
+        Err(Stop::Chart(error) | Stop::Refresh(error)) => return Err(error),
+    }
     charts.sort();
     charts.dedup();
     Ok(charts)
 }
 
-/// Every tag of `repository`, following `Link` pages.
+/// Every tag of `repository`, following `Link` pages, within the target's limits.
 fn tags(
     agent: &Agent,
     remote: &Remote,
+    target: &OciTarget,
     cache: &mut Cache,
     repository: &str,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, Stop> {
     let first = join(
         &remote.index_url,
         &format!("v2/{repository}/tags/list?n=1000"),
     )?;
+    let mut all = Vec::new();
     list_pages(
         agent,
         remote,
+        target,
         cache,
         first,
         &format!("repository:{repository}:pull"),
         "tags",
-    )
+        |page, cache| {
+            cache.tags_listed += page.len();
+            all.extend(page);
+            if all.len() > target.max_tags_per_chart {
+                return Err(Stop::Chart(format!(
+                    "more than max_tags_per_chart ({}) tags listed",
+                    target.max_tags_per_chart
+                )));
+            }
+            if cache.tags_listed > target.max_tags {
+                return Err(Stop::Refresh(format!(
+                    "more than max_tags ({}) tags listed in one refresh (at registry \
+                     repository {repository:?})",
+                    target.max_tags
+                )));
+            }
+            Ok(())
+        },
+    )?;
+    Ok(all)
 }
 
-/// The strings of `field` over every page of a list, from `first` on.
+/// Reads every page of a list, from `first` on, handing the strings of `field` of each page to
+/// `take`; at most `max_list_pages` pages in one refresh.
+#[allow(clippy::too_many_arguments)]
 fn list_pages(
     agent: &Agent,
     remote: &Remote,
+    target: &OciTarget,
     cache: &mut Cache,
     first: Url,
     scope: &str,
     field: &str,
-) -> Result<Vec<String>, String> {
-    let mut all = Vec::new();
+    mut take: impl FnMut(Vec<String>, &mut Cache) -> Result<(), Stop>,
+) -> Result<(), Stop> {
     let mut url = first;
-    for _ in 0..MAX_PAGES {
+    loop {
+        cache.pages += 1;
+        if cache.pages > target.max_list_pages {
+            return Err(Stop::Refresh(format!(
+                "{}: more than max_list_pages ({}) list pages in one refresh",
+                shown(&url),
+                target.max_list_pages
+            )));
+        }
         let reply = get(
             agent,
             remote,
@@ -199,11 +297,16 @@ fn list_pages(
         let page: Value = serde_json::from_slice(&reply.body)
             .map_err(|e| format!("{}: not a JSON list: {e}", shown(&url)))?;
         match &page[field] {
-            Value::Array(items) => {
-                all.extend(items.iter().filter_map(Value::as_str).map(str::to_owned))
-            }
+            Value::Array(items) => take(
+                items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect(),
+                cache,
+            )?,
             Value::Null => {}
-            _ => return Err(format!("{}: {field} is not a list", shown(&url))),
+            _ => return Err(format!("{}: {field} is not a list", shown(&url)).into()),
         }
         match reply.link_next {
             Some(next) => {
@@ -211,10 +314,9 @@ fn list_pages(
                     .join(&next)
                     .map_err(|e| format!("{}: bad Link {next:?}: {e}", shown(&url)))?;
             }
-            None => return Ok(all),
+            None => return Ok(()),
         }
     }
-    Err(format!("{}: more than {MAX_PAGES} pages", shown(&url)))
 }
 
 /// Reads the manifest of `repository:tag` and, for a Helm chart, its config blob into the cache's
@@ -411,7 +513,7 @@ fn fetch_token(
     cache.requests += 1;
     let mut response = request
         .call()
-        .map_err(|e| format!("token service {}: {e}", shown(&url)))?;
+        .map_err(|e| format!("token service {}", describe(&url, remote, e)))?;
     let status = response.status().as_u16();
     if status != 200 {
         return Err(format!(
@@ -429,7 +531,7 @@ fn fetch_token(
         .with_config()
         .limit(SMALL_LIMIT)
         .read_to_vec()
-        .map_err(|e| format!("token service {}: {e}", shown(&url)))?;
+        .map_err(|e| format!("token service {}", describe(&url, remote, e)))?;
     let body: Value = serde_json::from_slice(&body)
         .map_err(|e| format!("token service {}: not JSON: {e}", shown(&url)))?;
     body["token"]
@@ -468,11 +570,7 @@ fn send(
             }
         }
         cache.requests += 1;
-        let mut response = request.call().map_err(|e| {
-            let what = e.to_string();
-            let hint = certificate_hint(&what, remote.ca_file.as_deref());
-            format!("{}: {what}{hint}", shown(&url))
-        })?;
+        let mut response = request.call().map_err(|e| describe(&url, remote, e))?;
         let status = response.status().as_u16();
         let header = |name: &str| {
             response
@@ -498,7 +596,7 @@ fn send(
                 .with_config()
                 .limit(limit)
                 .read_to_vec()
-                .map_err(|e| format!("{}: {e}", shown(&url)))?
+                .map_err(|e| describe(&url, remote, e))?
         } else {
             Vec::new()
         };

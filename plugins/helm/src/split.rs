@@ -27,7 +27,7 @@ use std::{
     thread,
 };
 
-use crate::index::{parse_whole, Chart};
+use crate::index::{parse_whole, Chart, MAX_WHOLE_YAML};
 
 /// Where a file's `entries` block is, and where its charts start.
 struct Layout<'a> {
@@ -130,6 +130,12 @@ impl<'a> Layout<'a> {
     }
 }
 
+/// How many chart keys `text` has when it is in the layout this module cuts (charts or empty
+/// entries alike), found without parsing it.
+pub(crate) fn chart_keys(text: &str) -> Option<usize> {
+    Layout::find(text).map(|layout| layout.keys.len())
+}
+
 /// Parses `text` in pieces of about `piece_size` bytes on up to `threads` threads. `None` when the
 /// file's layout is not one this module cuts, or when any piece fails to parse: the caller then
 /// parses the whole file.
@@ -142,22 +148,34 @@ pub(crate) fn parse_in_pieces(text: &str, threads: usize, piece_size: usize) -> 
     }
 
     let pieces = layout.pieces(piece_size);
+    // The parser holds a piece's events at once (up to 50 times its size): a piece over the size
+    // parsed whole is not parsed at all, and pieces much larger than `piece_size` (one chart with
+    // many versions) are parsed one at a time after the others, not side by side.
+    if pieces.iter().any(|p| p.len() > MAX_WHOLE_YAML) {
+        return None;
+    }
+    let is_big = |piece: &str| piece.len() > 2 * piece_size;
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let results: Mutex<Vec<Option<Vec<Chart>>>> =
         Mutex::new(std::iter::repeat_with(|| None).take(pieces.len()).collect());
 
+    let parse = |i: usize, piece: &str, document: &mut String| {
+        document.clear();
+        document.push_str("entries:\n");
+        document.push_str(piece);
+        match parse_whole(document) {
+            Ok(charts) => results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(charts),
+            Err(_) => failed.store(true, Ordering::Relaxed),
+        }
+    };
     let work = || {
         let mut document = String::new();
         while !failed.load(Ordering::Relaxed) {
             let i = next.fetch_add(1, Ordering::Relaxed);
             let Some(piece) = pieces.get(i) else { break };
-            document.clear();
-            document.push_str("entries:\n");
-            document.push_str(piece);
-            match parse_whole(&document) {
-                Ok(charts) => results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(charts),
-                Err(_) => failed.store(true, Ordering::Relaxed),
+            if !is_big(piece) {
+                parse(i, piece, &mut document);
             }
         }
     };
@@ -167,6 +185,12 @@ pub(crate) fn parse_in_pieces(text: &str, threads: usize, piece_size: usize) -> 
         }
         work();
     });
+    let mut document = String::new();
+    for (i, piece) in pieces.iter().enumerate() {
+        if is_big(piece) && !failed.load(Ordering::Relaxed) {
+            parse(i, piece, &mut document);
+        }
+    }
     if failed.load(Ordering::Relaxed) {
         return None;
     }
@@ -285,6 +309,16 @@ mod tests {
         let text = "apiVersion: v1\nentries:\n  a:\n  - version: 1.0.0\n    description: |\n      line one\n\n      line three\n  # between\n  b:\n  - version: 2.0.0\n    description: plain\n      continued\n    keywords: [x,\n      y]\n  \"c\":\n  - version: 3.0.0\n    description: \"quoted\n      on two lines\"\ngenerated: \"2023\"\n";
         assert!(pieces_agree(text));
         assert_eq!(parse_whole(text).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_chart_larger_than_a_whole_parse_is_not_parsed() {
+        let mut text = String::from("entries:\n  small:\n  - version: 1.0.0\n  big:\n");
+        while text.len() <= MAX_WHOLE_YAML + 100 {
+            text.push_str("  - version: 1.0.0\n");
+        }
+        text.push_str("  after:\n  - version: 1.0.0\n");
+        assert!(parse_in_pieces(&text, 2, crate::index::PIECE_SIZE).is_none());
     }
 
     #[test]

@@ -11,7 +11,14 @@ use tributary_plugin_api::{
     RString, RVec, SeekKey, Summary, Version,
 };
 
-use crate::{HelmPlugin, HelmSource};
+use crate::{config::Limits, HelmPlugin, HelmSource};
+
+/// The default limits.
+const LIMITS: Limits = Limits {
+    max_index_size: crate::config::DEFAULT_MAX_INDEX_SIZE,
+    max_charts: crate::config::DEFAULT_MAX_CHARTS,
+    max_versions: crate::config::DEFAULT_MAX_VERSIONS,
+};
 
 /// A folder of its own under the system's temporary folder, removed when dropped.
 struct TempDir(PathBuf);
@@ -799,7 +806,7 @@ fn json_indexes_relative_urls_and_artifacthub_categories() {
 
     let base = url::Url::parse("https://charts.example.com/stable/").unwrap();
     let text = "entries:\n  a:\n  - version: 1.0.0\n    urls: [a-1.0.0.tgz]\n  b:\n  - version: 1.0.0\n    urls: [https://cdn.example.com/b.tgz]\n";
-    let index = crate::RepoIndex::parse("r", text, Some(&base)).unwrap();
+    let index = crate::RepoIndex::parse("r", text, Some(&base), LIMITS).unwrap();
     let urls: Vec<&str> = index.extras.iter().map(|e| e.chart_url.as_str()).collect();
     assert_eq!(
         urls,
@@ -1094,4 +1101,469 @@ fn secrets_are_read_from_the_environment_and_files() {
     assert_eq!(basic.header().unwrap().1, "Basic dTpw");
     let missing = Secret::File(dir.0.join("nothing")).read().unwrap_err();
     assert!(missing.starts_with("cannot read secret file "), "{missing}");
+}
+
+/// Answers every request with the headers of a 100 kB index, then one byte of it every `pause`,
+/// each connection on a thread of its own; counts the requests.
+fn dribbling_server(
+    pause: std::time::Duration,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::{
+        io::{Read, Write},
+        sync::{
+            atomic::{AtomicUsize, Ordering},
+            Arc,
+        },
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let c = c.clone();
+            std::thread::spawn(move || {
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buffer) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                c.fetch_add(1, Ordering::Relaxed);
+                let head = "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\napiVersion: v1\n";
+                if stream.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                // Ends when the client gives up and the connection is closed.
+                while stream.write_all(b" ").is_ok() {
+                    std::thread::sleep(pause);
+                }
+            });
+        }
+    });
+    (url, count)
+}
+
+#[test]
+fn timeout_bounds_the_whole_transfer_of_a_dribbling_upstream() {
+    use std::{sync::atomic::Ordering, time::Instant};
+    // A byte every 100 ms: no single read waits for anything like the 1 s timeout.
+    let (url, requests) = dribbling_server(std::time::Duration::from_millis(100));
+    let config = json!({ "repositories": [{
+        "name": "slow", "url": url, "timeout": 1, "refresh_interval": 0.1
+    }] });
+    let started = Instant::now();
+    let source = HelmPlugin::new_source(Host::detached("helm", None), &config.to_string()).unwrap();
+    let mut error = None;
+    while started.elapsed() < std::time::Duration::from_secs(20) {
+        error = source.shared.states()[0].last_error.clone();
+        if error.is_some() && requests.load(Ordering::Relaxed) >= 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    println!(
+        "first failure and a second request after {:?}",
+        started.elapsed()
+    );
+    let error = error.expect("the refresh fails instead of waiting for ever");
+    assert!(
+        error.contains("helm repository \"slow\"")
+            && error.contains("timed out")
+            && error.contains("within timeout (1 s)"),
+        "{error}"
+    );
+    assert!(
+        requests.load(Ordering::Relaxed) >= 2,
+        "a later refresh runs after the one that timed out"
+    );
+    let unavailable = source
+        .list(&request(None, 10, Filter::default()))
+        .unwrap_err();
+    assert!(
+        unavailable.message.contains("within timeout (1 s)"),
+        "{unavailable:?}"
+    );
+}
+
+#[test]
+fn deeply_nested_indexes_are_refused_before_parsing() {
+    let dir = TempDir::new("deep");
+    let head = "apiVersion: v1\nentries:\n  deep:\n  - version: 1.0.0\n    annotations:\n      x: ";
+    let levels = 200_000;
+    let flow = format!("{head}{}{}\n", "[".repeat(levels), "]".repeat(levels));
+    let sequences = format!("{head}\n        {}x\n", "- ".repeat(levels));
+    let mut blocks = String::from(head);
+    for level in 0..100 {
+        blocks.push_str(&format!("\n{}k{level}:", " ".repeat(8 + level)));
+    }
+    blocks.push_str(" end\n");
+    for (file, text) in [
+        ("flow.yaml", &flow),
+        ("sequences.yaml", &sequences),
+        ("blocks.yaml", &blocks),
+    ] {
+        let path = dir.write(file, text);
+        let started = std::time::Instant::now();
+        let err = source_for(&dir, &[("d", file)]).err().unwrap();
+        println!(
+            "{file} ({} bytes) refused in {:?}",
+            text.len(),
+            started.elapsed()
+        );
+        assert_eq!(err.kind, ErrorKind::Unavailable);
+        assert!(
+            err.message.contains("helm repository \"d\"")
+                && err.message.contains(&path.display().to_string())
+                && err
+                    .message
+                    .contains("nests deeper than the depth limit of 64 levels (line "),
+            "{err}"
+        );
+    }
+    // JSON goes to its own parser, which skips an unknown value in one pass whatever its depth.
+    let json_text = format!(
+        "{{\"entries\": {{\"deep\": [{{\"version\": \"1.0.0\", \"annotations\": {{\"x\": {}{}}}}}]}}}}",
+        "[".repeat(levels),
+        "]".repeat(levels)
+    );
+    dir.write("deep.json", &json_text);
+    let started = std::time::Instant::now();
+    let source = source_for(&dir, &[("j", "deep.json")]).unwrap();
+    println!("deep.json read in {:?}", started.elapsed());
+    assert_eq!(ids(&all(&source)), ["j/deep"]);
+
+    // An index nested within the limit still loads, annotations and all.
+    let mut shallow = String::from(head);
+    shallow.push_str(&format!("{}{}\n", "[".repeat(40), "]".repeat(40)));
+    shallow.push_str("    description: nested, but not too deep\n");
+    dir.write("shallow.yaml", &shallow);
+    let source = source_for(&dir, &[("s", "shallow.yaml")]).unwrap();
+    assert_eq!(ids(&all(&source)), ["s/deep"]);
+}
+
+/// A source of one local repository `file` in `dir`, with `extra` keys in its table.
+fn limited_source(
+    dir: &TempDir,
+    file: &str,
+    extra: serde_json::Value,
+) -> Result<HelmSource, PluginError> {
+    let mut table = json!({ "name": "r", "url": file });
+    for (k, v) in extra.as_object().unwrap() {
+        table[k] = v.clone();
+    }
+    HelmPlugin::new_source(
+        Host::detached("helm", Some(dir.0.clone())),
+        &json!({ "repositories": [table] }).to_string(),
+    )
+}
+
+#[test]
+fn an_index_over_max_charts_or_max_index_size_is_refused_naming_the_count() {
+    let dir = TempDir::new("limits");
+    let names: Vec<String> = (0..30).map(|i| format!("c{i:02}")).collect();
+    // Helm's layout (counted before parsing), a flow mapping and JSON (counted while parsing).
+    let block: String = names
+        .iter()
+        .map(|n| format!("  {n}:\n  - version: 1.0.0\n"))
+        .collect();
+    let block = format!("apiVersion: v1\nentries:\n{block}");
+    let flow = format!(
+        "entries: {{{}}}\n",
+        names
+            .iter()
+            .map(|n| format!("{n}: [{{version: 1.0.0}}]"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let json_text = json!({
+        "entries": names.iter().map(|n| (n.clone(), json!([{ "version": "1.0.0" }])))
+            .collect::<serde_json::Map<_, _>>()
+    })
+    .to_string();
+    for (file, text) in [
+        ("block.yaml", &block),
+        ("flow.yaml", &flow),
+        ("index.json", &json_text),
+    ] {
+        dir.write(file, text);
+        let err = limited_source(&dir, file, json!({ "max_charts": 20 }))
+            .err()
+            .unwrap();
+        assert_eq!(err.kind, ErrorKind::Unavailable);
+        assert!(
+            err.message.contains("helm repository \"r\"")
+                && err
+                    .message
+                    .contains("is refused: it has 30 charts, more than max_charts (20)"),
+            "{file}: {err}"
+        );
+        let source = limited_source(&dir, file, json!({ "max_charts": 30 })).unwrap();
+        assert_eq!(all(&source).len(), 30, "{file}");
+        let err = limited_source(&dir, file, json!({ "max_versions": 29 }))
+            .err()
+            .unwrap();
+        assert!(
+            err.message
+                .contains("is refused: it has more than max_versions (29) versions"),
+            "{file}: {err}"
+        );
+        assert!(limited_source(&dir, file, json!({ "max_versions": 30 })).is_ok());
+
+        let size = text.len() as u64;
+        let err = limited_source(&dir, file, json!({ "max_index_size": size - 1 }))
+            .err()
+            .unwrap();
+        assert!(
+            err.message.contains(&format!(
+                "is refused: it is larger than max_index_size ({} bytes)",
+                size - 1
+            )),
+            "{file}: {err}"
+        );
+        assert!(limited_source(&dir, file, json!({ "max_index_size": size })).is_ok());
+    }
+}
+
+#[test]
+fn a_large_yaml_index_that_cannot_be_cut_is_refused() {
+    let dir = TempDir::new("whole");
+    let mut flow = String::from("entries: {a: [");
+    while flow.len() <= crate::index::MAX_WHOLE_YAML {
+        flow.push_str("{version: 1.0.0},");
+    }
+    flow.push_str("]}\n");
+    dir.write("flow.yaml", &flow);
+    let err = limited_source(&dir, "flow.yaml", json!({})).err().unwrap();
+    assert!(
+        err.message
+            .contains("is refused: YAML over 8 MiB is read only in pieces of at most 8 MiB"),
+        "{err}"
+    );
+}
+
+#[test]
+fn limit_keys_are_checked() {
+    for (table, expected) in [
+        (
+            json!({ "name": "a", "url": "a.yaml", "max_charts": 0 }),
+            "repositories[0].max_charts must be a positive whole number",
+        ),
+        (
+            json!({ "name": "a", "url": "a.yaml", "max_index_size": "1 MB" }),
+            "repositories[0].max_index_size must be a positive whole number",
+        ),
+        (
+            json!({ "name": "a", "url": "https://h.example", "max_tags": 10 }),
+            "repositories[0].max_tags applies to oci:// repositories only",
+        ),
+        (
+            json!({ "name": "a", "url": "a.yaml", "max_list_pages": 10 }),
+            "repositories[0].max_list_pages applies to http(s) repositories only",
+        ),
+        (
+            json!({ "name": "a", "url": "oci://h.example/x", "charts": ["c"], "max_tags_per_chart": -1 }),
+            "repositories[0].max_tags_per_chart must be a positive whole number",
+        ),
+    ] {
+        let error = config_error(json!({ "repositories": [table] }));
+        assert!(error.contains(expected), "{error}");
+    }
+}
+
+/// This process's resident set size and its peak since the last [`reset_peak`], in MiB.
+fn memory_mib() -> (u64, u64) {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap_or(0)
+            / 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn reset_peak() {
+    let _ = fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Loads `text` as a local repository with `extra` keys and prints what it cost.
+fn measure(what: &str, text: String, extra: serde_json::Value) {
+    let dir = TempDir::new("figures");
+    let size = text.len();
+    dir.write("index.yaml", &text);
+    drop(text);
+    let (before, _) = memory_mib();
+    reset_peak();
+    let started = std::time::Instant::now();
+    let source = limited_source(&dir, "index.yaml", extra);
+    let elapsed = started.elapsed();
+    let (after, peak) = memory_mib();
+    let outcome = match &source {
+        Ok(source) => format!("{} charts served", all(source).len()),
+        Err(e) => format!("refused: {e}"),
+    };
+    println!(
+        "FIGURE {what}: {:.1} MB index, {:.2} s, resident {before} MiB before, {after} MiB after \
+         (+{} MiB), peak {peak} MiB (+{} MiB); {outcome}",
+        size as f64 / 1e6,
+        elapsed.as_secs_f64(),
+        after.saturating_sub(before),
+        peak.saturating_sub(before),
+    );
+}
+
+/// An index of `charts` minimal charts in Helm's layout, `versions` minimal versions each.
+fn minimal_index(charts: usize, versions: usize) -> String {
+    let mut text = String::from("apiVersion: v1\nentries:\n");
+    for c in 0..charts {
+        text.push_str(&format!("  chart-{c:07}:\n"));
+        for v in 0..versions {
+            text.push_str(&format!("  - name: chart-{c:07}\n    version: 1.0.{v}\n"));
+        }
+    }
+    text
+}
+
+/// Memory figures for the README, each in a process of its own: run in release,
+/// `cargo test --release -p tributary-plugin-helm figures_ -- --ignored --nocapture --test-threads 1`
+/// prints them, but the peak of one figure is only its own when run alone (`--exact tests::NAME`).
+#[test]
+#[ignore = "a measurement, not a check; run on demand"]
+fn figures_1m_charts_with_max_charts_raised() {
+    measure(
+        "1M minimal charts, max_charts = 1000000",
+        minimal_index(1_000_000, 1),
+        json!({ "max_charts": 1_000_000, "max_versions": 1_000_000 }),
+    );
+}
+
+#[test]
+#[ignore = "a measurement, not a check; run on demand"]
+fn figures_1m_charts_with_the_defaults() {
+    measure(
+        "1M minimal charts, defaults",
+        minimal_index(1_000_000, 1),
+        json!({}),
+    );
+}
+
+#[test]
+#[ignore = "a measurement, not a check; run on demand"]
+fn figures_max_charts_filling_max_index_size() {
+    // max_charts charts, max_versions versions among them, and the latest version of each with a
+    // description long enough to fill max_index_size: everything the defaults let an index keep.
+    let size = crate::config::DEFAULT_MAX_INDEX_SIZE as usize;
+    let charts = crate::config::DEFAULT_MAX_CHARTS;
+    let versions = crate::config::DEFAULT_MAX_VERSIONS / charts;
+    let long = "x".repeat(size / charts * 95 / 100 - versions * 50 - 100);
+    let mut text = String::from("apiVersion: v1\nentries:\n");
+    for c in 0..charts {
+        text.push_str(&format!("  chart-{c:07}:\n"));
+        for v in (0..versions).rev() {
+            let description = if v == versions - 1 {
+                long.as_str()
+            } else {
+                "d"
+            };
+            text.push_str(&format!(
+                "  - name: chart-{c:07}\n    version: 1.0.{v}\n    description: {description}\n"
+            ));
+        }
+    }
+    measure(
+        "the defaults' most: max_charts, max_versions, max_index_size",
+        text,
+        json!({}),
+    );
+}
+
+#[test]
+#[ignore = "a measurement, not a check; run on demand"]
+fn figures_flow_layout_parsed_whole() {
+    // Not Helm's layout: parsed as one document, not in pieces, up to MAX_WHOLE_YAML.
+    // FIGURE_DIVISOR=n: 1/n of it.
+    let divisor: usize = std::env::var("FIGURE_DIVISOR").map_or(1, |d| d.parse().unwrap());
+    let size = crate::index::MAX_WHOLE_YAML * 98 / 100 / divisor;
+    let charts = crate::config::DEFAULT_MAX_CHARTS;
+    let mut text = String::from("entries: {");
+    let per_chart = size / charts;
+    for c in 0..charts {
+        text.push_str(&format!("c{c}: ["));
+        let start = text.len();
+        while text.len() - start < per_chart - 8 {
+            text.push_str("{},");
+        }
+        text.push_str("], ");
+    }
+    text.push_str("}\n");
+    measure("flow layout up to the size parsed whole", text, json!({}));
+}
+
+#[test]
+fn charts_that_would_break_the_contract_are_dropped_and_reported() {
+    use tributary_plugin_api::contract;
+    let dir = TempDir::new("contract");
+    let long = "x".repeat(70_000);
+    let many: String = (0..contract::MAX_VERSIONS + 1)
+        .map(|v| format!("  - version: 0.0.{v}\n"))
+        .collect();
+    dir.write(
+        "third.yaml",
+        &format!(
+            "entries:\n  aaa:\n  - version: 1.0.0\n  big:\n  - version: 1.0.0\n    description: {long}\n  many:\n{many}  zzz:\n  - version: 1.0.0\n"
+        ),
+    );
+    dir.write("trusted.yaml", BETA);
+    let source = source_for(
+        &dir,
+        &[("third", "third.yaml"), ("trusted", "trusted.yaml")],
+    )
+    .unwrap();
+    // Every page, whatever its size, conforms: the charts the host would refuse are not served.
+    let items = all(&source);
+    assert_eq!(
+        ids(&items),
+        [
+            "trusted/Zeta",
+            "third/aaa",
+            "trusted/apache",
+            "trusted/nginx",
+            "third/zzz"
+        ]
+    );
+    for limit in [1, 2, 3, 1000] {
+        let mut after: Option<(String, String)> = None;
+        loop {
+            let key = after.as_ref().map(|(n, i)| (n.as_str(), i.as_str()));
+            let request = request(key, limit, Filter::default());
+            let page = source.list(&request).unwrap();
+            contract::check_list(&request, &page).unwrap();
+            match page.last() {
+                Some(last) if page.len() == limit as usize => {
+                    after = Some((last.name.to_string(), last.identifier.to_string()));
+                }
+                _ => break,
+            }
+        }
+    }
+    let status = source.call("status", 1, "").unwrap();
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let third = &status["repositories"][0];
+    assert_eq!(third["charts"], 2, "{status}");
+    assert_eq!(third["dropped"], 2, "{status}");
+    let error = third["last_error"].as_str().unwrap();
+    assert!(
+        error.starts_with("helm repository \"third\": 2 charts dropped: ")
+            && error.contains("\"third/big\"")
+            && error.contains("short_description"),
+        "{error}"
+    );
+    assert_eq!(status["repositories"][1]["last_error"], "", "{status}");
+    assert_eq!(status["repositories"][1]["dropped"], 0, "{status}");
 }
