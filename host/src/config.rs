@@ -83,6 +83,13 @@ pub struct Config {
     pub request_queue_wait: Duration,
     /// `idle_timeout_ms`: how long a connection may go without a request before it is closed.
     pub idle_timeout: Duration,
+    /// `stall_timeout_ms`: how long a response may wait for its client to take any of it before
+    /// the connection is closed.
+    pub stall_timeout: Duration,
+    /// `request_body_timeout_ms`: how long after a request started its body may still arrive.
+    pub request_body_timeout: Duration,
+    /// `max_streams_per_connection`: HTTP/2 calls open at once on one connection.
+    pub max_streams_per_connection: u32,
     /// `max_searches_in_flight`: list requests with a query running at once; more wait like
     /// requests over `max_requests_in_flight` do.
     pub max_searches_in_flight: usize,
@@ -189,6 +196,9 @@ struct FileConfig {
     request_timeout_ms: Option<u64>,
     handshake_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
+    stall_timeout_ms: Option<u64>,
+    request_body_timeout_ms: Option<u64>,
+    max_streams_per_connection: Option<u32>,
     max_searches_in_flight: Option<usize>,
     max_calls_per_source: Option<usize>,
     #[serde(default)]
@@ -371,6 +381,26 @@ impl Config {
             file.handshake_timeout_ms,
             crate::tls::HANDSHAKE_TIMEOUT,
         )?;
+        let stall_timeout = millis(
+            "stall_timeout_ms",
+            file.stall_timeout_ms,
+            crate::idle::DEFAULT_STALL_TIMEOUT,
+        )?;
+        let request_body_timeout = millis(
+            "request_body_timeout_ms",
+            file.request_body_timeout_ms,
+            crate::idle::DEFAULT_REQUEST_BODY_TIMEOUT,
+        )?;
+        let max_streams_per_connection = match file.max_streams_per_connection {
+            None => crate::server::DEFAULT_MAX_STREAMS_PER_CONNECTION,
+            Some(n) if !(1..=10_000).contains(&n) => {
+                return Err(invalid(
+                    "max_streams_per_connection".into(),
+                    format!("{n} is out of range: give 1 to 10000"),
+                ))
+            }
+            Some(n) => n,
+        };
 
         let mut guard_limits = GuardLimits::default();
         match file.max_calls_per_source {
@@ -627,6 +657,9 @@ impl Config {
             request_timeout,
             handshake_timeout,
             idle_timeout,
+            stall_timeout,
+            request_body_timeout,
+            max_streams_per_connection,
             max_searches_in_flight,
             cors_allowed_origins,
             reload_debounce,

@@ -123,17 +123,27 @@ pub fn error_response(status: &tonic::Status) -> http::Response<Body> {
     json(http, status.code(), body.to_string().into_bytes())
 }
 
-/// A message in the proto3 JSON mapping, or the RPC's error.
+/// A message in the proto3 JSON mapping, or the RPC's error. The request's slot
+/// ([`crate::idle::ResponseSlot`]) stays with the answer until it has been sent.
 fn answer<T: serde::Serialize>(
     result: Result<tonic::Response<T>, tonic::Status>,
 ) -> http::Response<Body> {
     match result {
-        Ok(response) => match serde_json::to_vec(response.get_ref()) {
-            Ok(body) => json(http::StatusCode::OK, Code::Ok, body),
-            Err(e) => error_response(&tonic::Status::internal(format!(
-                "encoding the answer as JSON: {e}"
-            ))),
-        },
+        Ok(mut response) => {
+            let slot = response
+                .extensions_mut()
+                .remove::<crate::idle::ResponseSlot>();
+            let mut answer = match serde_json::to_vec(response.get_ref()) {
+                Ok(body) => json(http::StatusCode::OK, Code::Ok, body),
+                Err(e) => error_response(&tonic::Status::internal(format!(
+                    "encoding the answer as JSON: {e}"
+                ))),
+            };
+            if let Some(slot) = slot {
+                answer.extensions_mut().insert(slot);
+            }
+            answer
+        }
         Err(status) => error_response(&status),
     }
 }
