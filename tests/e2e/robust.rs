@@ -624,3 +624,67 @@ async fn a_client_that_never_opens_its_window_is_bounded_then_cut() {
     );
     server.stop().await;
 }
+
+/// A gRPC-web call over HTTP/1.1 that declares a 100 kB body and sends it a byte at a time gets
+/// DEADLINE_EXCEEDED naming `request_body_timeout_ms` once that has passed, and its connection is
+/// closed: it cannot hold a connection slot for minutes.
+#[tokio::test]
+async fn a_request_body_sent_a_byte_at_a_time_is_cut_at_its_deadline() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let plugins = PluginDir::with(&["testkit"]);
+    let mut cfg = config(
+        plugins.path(),
+        plugins.path(),
+        vec![source(
+            "a",
+            "testkit",
+            json!({ "items": [{ "name": "a" }] }),
+        )],
+    );
+    cfg.request_body_timeout = Duration::from_millis(1000);
+    let server = TestServer::start(cfg).await;
+
+    let started = std::time::Instant::now();
+    let tcp = tokio::net::TcpStream::connect(server.address)
+        .await
+        .unwrap();
+    let (mut read, mut write) = tcp.into_split();
+    write
+        .write_all(
+            b"POST /tributary.v1.PackagesService/ListAvailablePackageSummaries HTTP/1.1\r\n\
+              host: tributary\r\ncontent-type: application/grpc-web+proto\r\n\
+              x-grpc-web: 1\r\ncontent-length: 100000\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let dribble = tokio::spawn(async move {
+        for _ in 0..100_000 {
+            if write.write_all(&[0]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let mut answer = Vec::new();
+    let read_all =
+        tokio::time::timeout(Duration::from_secs(8), read.read_to_end(&mut answer)).await;
+    let elapsed = started.elapsed();
+    dribble.abort();
+    let answer = String::from_utf8_lossy(&answer).to_lowercase();
+    println!("after {elapsed:?}:\n{answer}");
+    assert!(
+        read_all.is_ok(),
+        "the connection was still open after {elapsed:?}: {answer:?}"
+    );
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("grpc-status: 4\r\n"),
+        "DEADLINE_EXCEEDED: {answer}"
+    );
+    assert!(answer.contains("request_body_timeout_ms"), "{answer}");
+    assert!(
+        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(4),
+        "answered after {elapsed:?}"
+    );
+    server.stop().await;
+}
