@@ -117,7 +117,11 @@ pub async fn serve_with(
 ) -> Result<(), ServeError> {
     let grace = options.grace;
     let delay = options.shutdown_delay;
-    let (health, health_service) = tonic_health::server::health_reporter();
+    let (health, _) = tonic_health::server::health_reporter();
+    let health_service = tonic_health::pb::health_server::HealthServer::new(SourceHealth {
+        inner: tonic_health::server::HealthService::from_health_reporter(health.clone()),
+        auth: options.auth.is_some(),
+    });
     health.set_serving::<PackagesServiceServer<Catalog>>().await;
     health.set_serving::<PluginsServiceServer<Catalog>>().await;
 
@@ -332,6 +336,51 @@ fn reflection() -> Result<
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     Ok((builder().build_v1()?, builder().build_v1alpha()?))
+}
+
+/// The gRPC health service with each source's entry (`tributary.source/<name>`) shown only to a
+/// caller that may see the source, when the server authenticates: to anyone else, a hidden source
+/// and an unknown one both answer NOT_FOUND, so hidden names cannot be confirmed or watched. The
+/// overall entry ("") and the services' entries stay open to probes without a credential.
+struct SourceHealth {
+    inner: tonic_health::server::HealthService,
+    auth: bool,
+}
+
+impl SourceHealth {
+    fn visible<T>(&self, request: &tonic::Request<T>, service: &str) -> Result<(), tonic::Status> {
+        let Some(source) = service.strip_prefix("tributary.source/") else {
+            return Ok(());
+        };
+        let caller = request.extensions().get::<Arc<crate::auth::Identity>>();
+        if !self.auth || caller.is_some_and(|c| c.allows(source)) {
+            Ok(())
+        } else {
+            // What tonic-health answers for a name it does not know.
+            Err(tonic::Status::not_found("service not registered"))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl tonic_health::pb::health_server::Health for SourceHealth {
+    async fn check(
+        &self,
+        request: tonic::Request<tonic_health::pb::HealthCheckRequest>,
+    ) -> Result<tonic::Response<tonic_health::pb::HealthCheckResponse>, tonic::Status> {
+        self.visible(&request, &request.get_ref().service)?;
+        self.inner.check(request).await
+    }
+
+    type WatchStream = tonic_health::server::WatchStream;
+
+    async fn watch(
+        &self,
+        request: tonic::Request<tonic_health::pb::HealthCheckRequest>,
+    ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+        self.visible(&request, &request.get_ref().service)?;
+        self.inner.watch(request).await
+    }
 }
 
 /// The health service name of a source: `tributary.source/<name>`.

@@ -855,10 +855,21 @@ fn caller<T>(request: &Request<T>) -> Option<Arc<Identity>> {
 }
 
 /// What a caller limited to some sources sees of `ListPlugins`: those sources, and the libraries that
-/// serve them; the plugin directory only for admins.
+/// serve them. Only admins see where things are and why a reload failed (the reason can quote any
+/// source's configuration): others get no plugin directory, each library's file name only, and
+/// that the last reload failed.
 fn restrict_listing(listing: &mut pb::ListPluginsResponse, caller: &Identity) {
     if !caller.admin {
         listing.plugin_dir.clear();
+        for plugin in &mut listing.plugins {
+            if let Some(name) = std::path::Path::new(&plugin.path).file_name() {
+                plugin.path = name.to_string_lossy().into_owned();
+            }
+        }
+        if !listing.last_reload_error.is_empty() {
+            listing.last_reload_error =
+                "the last reload failed (an admin identity sees why)".to_owned();
+        }
     }
     if caller.sources.is_none() {
         return;
