@@ -133,7 +133,7 @@ async fn checked(
     let (parts, mut body) = request.into_parts();
     let mut bytes = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|status| answer(status))?;
+        let frame = frame.map_err(&answer)?;
         if let Ok(data) = frame.into_data() {
             bytes.extend_from_slice(&data);
             if bytes.len() > MAX_BODY_BYTES {
@@ -162,7 +162,7 @@ fn check_messages(body: &[u8], text: bool) -> Result<(), String> {
     let decoded;
     let mut messages = body;
     if text {
-        if body.len() % 4 != 0 {
+        if !body.len().is_multiple_of(4) {
             return Err(format!(
                 "the base64 body is {} characters long, not a multiple of 4",
                 body.len()
