@@ -740,6 +740,12 @@ mod tests {
         assert_eq!(c.plugin_dir, Path::new("rel"));
         assert_eq!(c.source_timeout, DEFAULT_SOURCE_TIMEOUT);
         assert_eq!(c.on_source_error, OnSourceError::Skip);
+        assert_eq!(c.stall_timeout, crate::idle::DEFAULT_STALL_TIMEOUT);
+        assert_eq!(
+            c.request_body_timeout,
+            crate::idle::DEFAULT_REQUEST_BODY_TIMEOUT
+        );
+        assert_eq!(c.max_streams_per_connection, 100);
     }
 
     #[test]
@@ -763,6 +769,9 @@ mod tests {
             ),
             ("plugin_dir = 'p'\nweb_ui = 'yes'", "web_ui"),
             ("plugin_dir = 'p'\nidle_timeout_ms = 0", "key `idle_timeout_ms`: must be at least 1"),
+            ("plugin_dir = 'p'\nstall_timeout_ms = 0", "key `stall_timeout_ms`: must be at least 1"),
+            ("plugin_dir = 'p'\nrequest_body_timeout_ms = 0", "key `request_body_timeout_ms`: must be at least 1"),
+            ("plugin_dir = 'p'\nmax_streams_per_connection = 0", "key `max_streams_per_connection`: 0 is out of range: give 1 to 10000"),
             ("plugin_dir = 'p'\nmax_searches_in_flight = 0", "key `max_searches_in_flight`: 0 is out of range"),
             ("plugin_dir = 'p'\nmax_calls_per_source = 0", "key `max_calls_per_source`"),
             ("plugin_dir = 'p'\nunhealthy_backoff_ms = 0", "key `unhealthy_backoff_ms`"),

@@ -25,6 +25,7 @@ mod reload;
 mod rest;
 mod robust;
 mod rolling;
+mod stalled_memory;
 mod stream;
 mod tls;
 mod tokens;
