@@ -13,7 +13,10 @@
 //! source it may not see is answered exactly as a source that does not exist. Page tokens carry the
 //! caller's view in their filter fingerprint, so a token issued to one view is refused for another.
 //! A request without a known credential gets UNAUTHENTICATED, and nothing is said about why beyond
-//! that: a wrong token and a missing one read the same.
+//! that: a wrong token and a missing one read the same. Health checks need no credential, but a
+//! source's own health entry answers only a caller that may see the source (see
+//! [`crate::server`]); to others it is NOT_FOUND, as an unknown name. A non-admin's `ListPlugins`
+//! shows no plugin directory, only each library's file name, and no reason for a failed reload.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -247,6 +250,11 @@ where
             return Box::pin(self.inner.call(request));
         };
         if is_public(request.uri().path()) {
+            // No credential needed; one that is given still tells who calls (a source's own
+            // health entry is shown only to a caller that may see the source).
+            if let Some(identity) = authenticate(auth, &request) {
+                request.extensions_mut().insert(identity);
+            }
             return Box::pin(self.inner.call(request));
         }
         match authenticate(auth, &request) {

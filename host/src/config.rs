@@ -83,6 +83,13 @@ pub struct Config {
     pub request_queue_wait: Duration,
     /// `idle_timeout_ms`: how long a connection may go without a request before it is closed.
     pub idle_timeout: Duration,
+    /// `stall_timeout_ms`: how long a response may wait for its client to take any of it before
+    /// the connection is closed.
+    pub stall_timeout: Duration,
+    /// `request_body_timeout_ms`: how long after a request started its body may still arrive.
+    pub request_body_timeout: Duration,
+    /// `max_streams_per_connection`: HTTP/2 calls open at once on one connection.
+    pub max_streams_per_connection: u32,
     /// `max_searches_in_flight`: list requests with a query running at once; more wait like
     /// requests over `max_requests_in_flight` do.
     pub max_searches_in_flight: usize,
@@ -193,6 +200,9 @@ struct FileConfig {
     request_timeout_ms: Option<u64>,
     handshake_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
+    stall_timeout_ms: Option<u64>,
+    request_body_timeout_ms: Option<u64>,
+    max_streams_per_connection: Option<u32>,
     max_searches_in_flight: Option<usize>,
     max_calls_per_source: Option<usize>,
     #[serde(default)]
@@ -378,6 +388,26 @@ impl Config {
             file.handshake_timeout_ms,
             crate::tls::HANDSHAKE_TIMEOUT,
         )?;
+        let stall_timeout = millis(
+            "stall_timeout_ms",
+            file.stall_timeout_ms,
+            crate::idle::DEFAULT_STALL_TIMEOUT,
+        )?;
+        let request_body_timeout = millis(
+            "request_body_timeout_ms",
+            file.request_body_timeout_ms,
+            crate::idle::DEFAULT_REQUEST_BODY_TIMEOUT,
+        )?;
+        let max_streams_per_connection = match file.max_streams_per_connection {
+            None => crate::server::DEFAULT_MAX_STREAMS_PER_CONNECTION,
+            Some(n) if !(1..=10_000).contains(&n) => {
+                return Err(invalid(
+                    "max_streams_per_connection".into(),
+                    format!("{n} is out of range: give 1 to 10000"),
+                ))
+            }
+            Some(n) => n,
+        };
 
         let mut guard_limits = GuardLimits::default();
         match file.max_calls_per_source {
@@ -634,6 +664,9 @@ impl Config {
             request_timeout,
             handshake_timeout,
             idle_timeout,
+            stall_timeout,
+            request_body_timeout,
+            max_streams_per_connection,
             max_searches_in_flight,
             cors_allowed_origins,
             reload_debounce,
@@ -810,6 +843,12 @@ mod tests {
         assert_eq!(c.plugin_dir, Path::new("rel"));
         assert_eq!(c.source_timeout, DEFAULT_SOURCE_TIMEOUT);
         assert_eq!(c.on_source_error, OnSourceError::Skip);
+        assert_eq!(c.stall_timeout, crate::idle::DEFAULT_STALL_TIMEOUT);
+        assert_eq!(
+            c.request_body_timeout,
+            crate::idle::DEFAULT_REQUEST_BODY_TIMEOUT
+        );
+        assert_eq!(c.max_streams_per_connection, 100);
     }
 
     #[test]
@@ -833,6 +872,9 @@ mod tests {
             ),
             ("plugin_dir = 'p'\nweb_ui = 'yes'", "web_ui"),
             ("plugin_dir = 'p'\nidle_timeout_ms = 0", "key `idle_timeout_ms`: must be at least 1"),
+            ("plugin_dir = 'p'\nstall_timeout_ms = 0", "key `stall_timeout_ms`: must be at least 1"),
+            ("plugin_dir = 'p'\nrequest_body_timeout_ms = 0", "key `request_body_timeout_ms`: must be at least 1"),
+            ("plugin_dir = 'p'\nmax_streams_per_connection = 0", "key `max_streams_per_connection`: 0 is out of range: give 1 to 10000"),
             ("plugin_dir = 'p'\nmax_searches_in_flight = 0", "key `max_searches_in_flight`: 0 is out of range"),
             ("plugin_dir = 'p'\nmax_calls_per_source = 0", "key `max_calls_per_source`"),
             ("plugin_dir = 'p'\nunhealthy_backoff_ms = 0", "key `unhealthy_backoff_ms`"),

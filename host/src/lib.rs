@@ -22,7 +22,7 @@
 //! - [`request_id`]: a request id on every log line of a request.
 //! - [`server`]: serving with health and reflection, and staged shutdown.
 //! - [`listener`]: the accept loop: connection limit, handshake timeout, no busy loop.
-//! - [`idle`]: connections with no request for the idle timeout are closed.
+//! - [`idle`]: idle and stalled connections are closed; request bodies have a deadline.
 //! - [`webui`]: the catalog web page at `/`.
 //!
 //! The `tributary` binary (`src/bin/tributary.rs`) only parses arguments and calls into these.

@@ -49,14 +49,41 @@ pub fn routes(catalog: Arc<Catalog>, health: tonic_health::server::HealthReporte
             health,
         )),
     };
+    // Every path takes GET (and HEAD) only; any other method is answered by `not_allowed`.
     Router::new()
-        .route("/v1/packages", get(list_packages))
-        .route("/v1/packages/{source}/{*identifier}", get(package_detail))
-        .route("/v1/plugins", get(list_plugins))
-        .route("/v1/openapi.json", get(openapi))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route("/v1/packages", get(list_packages).fallback(not_allowed))
+        .route(
+            "/v1/packages/{source}/{*identifier}",
+            get(package_detail).fallback(not_allowed),
+        )
+        .route("/v1/plugins", get(list_plugins).fallback(not_allowed))
+        .route("/v1/openapi.json", get(openapi).fallback(not_allowed))
+        .route("/healthz", get(healthz).fallback(not_allowed))
+        .route("/readyz", get(readyz).fallback(not_allowed))
         .with_state(state)
+}
+
+/// A method other than GET or HEAD on a REST path: 405 with `Allow` and the JSON error.
+async fn not_allowed(request: Request) -> http::Response<Body> {
+    let body = serde_json::json!({
+        "code": code_name(Code::Unimplemented),
+        "status": 405,
+        "message": format!(
+            "method {} is not allowed on {} (allowed: GET, HEAD)",
+            request.method(),
+            request.uri().path()
+        ),
+    });
+    let mut response = json(
+        http::StatusCode::METHOD_NOT_ALLOWED,
+        Code::Unimplemented,
+        body.to_string().into_bytes(),
+    );
+    response.headers_mut().insert(
+        http::header::ALLOW,
+        http::HeaderValue::from_static("GET,HEAD"),
+    );
+    response
 }
 
 /// The HTTP status of a gRPC code (the `google.rpc.Code` mapping).
@@ -129,17 +156,27 @@ pub fn error_response(status: &tonic::Status) -> http::Response<Body> {
     json(http, status.code(), body.to_string().into_bytes())
 }
 
-/// A message in the proto3 JSON mapping, or the RPC's error.
+/// A message in the proto3 JSON mapping, or the RPC's error. The request's slot
+/// ([`crate::idle::ResponseSlot`]) stays with the answer until it has been sent.
 fn answer<T: serde::Serialize>(
     result: Result<tonic::Response<T>, tonic::Status>,
 ) -> http::Response<Body> {
     match result {
-        Ok(response) => match serde_json::to_vec(response.get_ref()) {
-            Ok(body) => json(http::StatusCode::OK, Code::Ok, body),
-            Err(e) => error_response(&tonic::Status::internal(format!(
-                "encoding the answer as JSON: {e}"
-            ))),
-        },
+        Ok(mut response) => {
+            let slot = response
+                .extensions_mut()
+                .remove::<crate::idle::ResponseSlot>();
+            let mut answer = match serde_json::to_vec(response.get_ref()) {
+                Ok(body) => json(http::StatusCode::OK, Code::Ok, body),
+                Err(e) => error_response(&tonic::Status::internal(format!(
+                    "encoding the answer as JSON: {e}"
+                ))),
+            };
+            if let Some(slot) = slot {
+                answer.extensions_mut().insert(slot);
+            }
+            answer
+        }
         Err(status) => error_response(&status),
     }
 }
@@ -160,6 +197,41 @@ fn bad_parameter(name: &str, problem: impl std::fmt::Display) -> tonic::Status {
     tonic::Status::invalid_argument(format!("query parameter `{name}`: {problem}"))
 }
 
+/// Decodes one `application/x-www-form-urlencoded` name or value (`+` is a space, `%XX` a byte);
+/// the bytes must be UTF-8 (`url::form_urlencoded` would put U+FFFD in their place silently).
+fn form_decode(text: &str) -> Result<String, String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(byte) => {
+                        out.push(byte);
+                        i += 2;
+                    }
+                    // A `%` not followed by two hex digits stands for itself, as in browsers.
+                    None => out.push(b'%'),
+                }
+            }
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|e| {
+        format!(
+            "not UTF-8 once percent-decoded (byte {} of {text:?})",
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
 /// Reads the query string of `GET /v1/packages`; repeated fields may repeat (`categories=a&categories=b`).
 pub fn parse_list_query(
     query: Option<&str>,
@@ -167,7 +239,13 @@ pub fn parse_list_query(
     let mut request = pb::ListAvailablePackageSummariesRequest::default();
     let mut filter = pb::FilterOptions::default();
     let mut seen = std::collections::HashSet::new();
-    for (name, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = form_decode(name)
+            .map_err(|e| tonic::Status::invalid_argument(format!("a query parameter name: {e}")))?;
+        let value = form_decode(value).map_err(|e| bad_parameter(&name, e))?;
+        let name = std::borrow::Cow::<str>::Owned(name);
+        let value = std::borrow::Cow::<str>::Owned(value);
         let single = |seen: &mut std::collections::HashSet<String>| {
             if seen.insert(name.to_string()) {
                 Ok(())
@@ -234,9 +312,16 @@ async fn list_packages(State(rest): State<Rest>, request: Request) -> http::Resp
 
 async fn package_detail(
     State(rest): State<Rest>,
-    Path((source, identifier)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
     request: Request,
 ) -> http::Response<Body> {
+    // A path whose percent-decoded segments are not UTF-8 is the client's error, in the API's shape.
+    let Ok(Path((source, identifier))) = path else {
+        return error_response(&tonic::Status::invalid_argument(format!(
+            "the path {:?} is not UTF-8 once percent-decoded (the source and the identifier must be)",
+            request.uri().path()
+        )));
+    };
     let (parts, _) = request.into_parts();
     if let Some(query) = parts.uri.query().filter(|q| !q.is_empty()) {
         let name = query.split(['=', '&']).next().unwrap_or(query);
@@ -343,6 +428,14 @@ mod tests {
         assert!(e.message().starts_with("query parameter `colour`: unknown"));
         let e = parse_list_query(Some("query=a&query=b")).unwrap_err();
         assert_eq!(e.message(), "query parameter `query`: given more than once");
+        let e = parse_list_query(Some("query=%ff")).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "query parameter `query`: not UTF-8 once percent-decoded (byte 0 of \"%ff\")"
+        );
+        let r = parse_list_query(Some("query=caf%C3%A9+bar&categories=100%")).unwrap();
+        assert_eq!(r.filter.as_ref().unwrap().query, "café bar");
+        assert_eq!(r.filter.unwrap().categories, vec!["100%"]);
         let e = parse_list_query(Some("include_deprecated=maybe")).unwrap_err();
         assert!(e
             .message()

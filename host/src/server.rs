@@ -62,7 +62,18 @@ pub struct ServeOptions {
     pub handshake_timeout: Duration,
     /// How long a connection may go without a request in flight before it is closed.
     pub idle_timeout: Duration,
+    /// How long a response may wait for its client to take any of it before the connection is
+    /// closed (see [`crate::idle`]).
+    pub stall_timeout: Duration,
+    /// How long after a request started its body may still be arriving.
+    pub request_body_timeout: Duration,
+    /// The most HTTP/2 streams (calls) one connection may have open at once (the
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS` the server announces; more are refused).
+    pub max_streams_per_connection: u32,
 }
+
+/// Default `max_streams_per_connection`.
+pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: u32 = 100;
 
 impl Default for ServeOptions {
     fn default() -> Self {
@@ -76,6 +87,9 @@ impl Default for ServeOptions {
             web_ui: true,
             handshake_timeout: crate::tls::HANDSHAKE_TIMEOUT,
             idle_timeout: crate::idle::DEFAULT_IDLE_TIMEOUT,
+            stall_timeout: crate::idle::DEFAULT_STALL_TIMEOUT,
+            request_body_timeout: crate::idle::DEFAULT_REQUEST_BODY_TIMEOUT,
+            max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
         }
     }
 }
@@ -103,7 +117,11 @@ pub async fn serve_with(
 ) -> Result<(), ServeError> {
     let grace = options.grace;
     let delay = options.shutdown_delay;
-    let (health, health_service) = tonic_health::server::health_reporter();
+    let (health, _) = tonic_health::server::health_reporter();
+    let health_service = tonic_health::pb::health_server::HealthServer::new(SourceHealth {
+        inner: tonic_health::server::HealthService::from_health_reporter(health.clone()),
+        auth: options.auth.is_some(),
+    });
     health.set_serving::<PackagesServiceServer<Catalog>>().await;
     health.set_serving::<PluginsServiceServer<Catalog>>().await;
 
@@ -168,11 +186,16 @@ pub async fn serve_with(
         // A peer that stops answering HTTP/2 pings is dropped; so is one that never finishes.
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+        // hyper's own default is no limit: one connection could open thousands of calls.
+        .max_concurrent_streams(Some(options.max_streams_per_connection))
         // gRPC-web (HTTP/1.1 or HTTP/2, binary or base64 text) and REST on the same port; gRPC-web is
         // translated to gRPC before the other layers: auth, metrics and request ids see one kind of
         // gRPC request, and REST requests pass through the same layers.
         .accept_http1(true)
-        .layer(crate::idle::IdleLayer(connections.clone()))
+        .layer(crate::idle::IdleLayer {
+            connections: connections.clone(),
+            request_body_timeout: options.request_body_timeout,
+        })
         .layer(OptionalCors(
             (!options.cors_allowed_origins.is_empty()).then(|| cors(&options.cors_allowed_origins)),
         ))
@@ -184,7 +207,7 @@ pub async fn serve_with(
     // TCP_NODELAY (a small response must not wait for the client's delayed ACK), the connection
     // limit and no busy loop when descriptors run out: see crate::listener.
     let tcp = crate::listener::incoming(listener, options.max_connections, connections.clone());
-    let reaper = tokio::spawn(connections.reap(options.idle_timeout));
+    let reaper = tokio::spawn(connections.reap(options.idle_timeout, options.stall_timeout));
     let handshake = options.handshake_timeout;
     let server: std::pin::Pin<Box<dyn Future<Output = _> + Send>> = match options.tls {
         None => Box::pin(router.serve_with_incoming_shutdown(
@@ -313,6 +336,51 @@ fn reflection() -> Result<
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     Ok((builder().build_v1()?, builder().build_v1alpha()?))
+}
+
+/// The gRPC health service with each source's entry (`tributary.source/<name>`) shown only to a
+/// caller that may see the source, when the server authenticates: to anyone else, a hidden source
+/// and an unknown one both answer NOT_FOUND, so hidden names cannot be confirmed or watched. The
+/// overall entry ("") and the services' entries stay open to probes without a credential.
+struct SourceHealth {
+    inner: tonic_health::server::HealthService,
+    auth: bool,
+}
+
+impl SourceHealth {
+    fn visible<T>(&self, request: &tonic::Request<T>, service: &str) -> Result<(), tonic::Status> {
+        let Some(source) = service.strip_prefix("tributary.source/") else {
+            return Ok(());
+        };
+        let caller = request.extensions().get::<Arc<crate::auth::Identity>>();
+        if !self.auth || caller.is_some_and(|c| c.allows(source)) {
+            Ok(())
+        } else {
+            // What tonic-health answers for a name it does not know.
+            Err(tonic::Status::not_found("service not registered"))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl tonic_health::pb::health_server::Health for SourceHealth {
+    async fn check(
+        &self,
+        request: tonic::Request<tonic_health::pb::HealthCheckRequest>,
+    ) -> Result<tonic::Response<tonic_health::pb::HealthCheckResponse>, tonic::Status> {
+        self.visible(&request, &request.get_ref().service)?;
+        self.inner.check(request).await
+    }
+
+    type WatchStream = tonic_health::server::WatchStream;
+
+    async fn watch(
+        &self,
+        request: tonic::Request<tonic_health::pb::HealthCheckRequest>,
+    ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+        self.visible(&request, &request.get_ref().service)?;
+        self.inner.watch(request).await
+    }
 }
 
 /// The health service name of a source: `tributary.source/<name>`.

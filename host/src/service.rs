@@ -462,7 +462,141 @@ impl PackagesService for Catalog {
         request: Request<pb::ListAvailablePackageSummariesRequest>,
     ) -> Result<Response<pb::ListAvailablePackageSummariesResponse>, Status> {
         let deadline = request_deadline(&request, self.options.request_timeout);
-        let _slot = self.admit(deadline).await?;
+        let slot = self.admit(deadline).await?;
+        let mut response = self.list_page(request).await?;
+        hold_until_sent(&mut response, slot);
+        Ok(response)
+    }
+
+    type StreamAvailablePackageSummariesStream = PageStream;
+
+    /// Page after page through [`Catalog::list_page`]: a page is made only when the connection asks
+    /// for the next data, so a client that stops reading (HTTP/2 flow control) stops the plugin
+    /// calls, and at most one page waits in the server. The whole stream holds one slot of
+    /// `max_requests_in_flight`.
+    async fn stream_available_package_summaries(
+        &self,
+        request: Request<pb::ListAvailablePackageSummariesRequest>,
+    ) -> Result<Response<Self::StreamAvailablePackageSummariesStream>, Status> {
+        let deadline = request_deadline(&request, self.options.request_timeout);
+        let slot = self.admit(deadline).await?;
+        let (metadata, extensions, message) = request.into_parts();
+        // The first page answers for the request: a bad filter or token is the call's own status.
+        let first = self
+            .list_page(Request::from_parts(
+                metadata.clone(),
+                extensions.clone(),
+                message.clone(),
+            ))
+            .await?
+            .into_inner();
+        let mut response = Response::new(PageStream {
+            catalog: self.clone(),
+            metadata,
+            extensions,
+            message,
+            ready: Some(first),
+            making: None,
+        });
+        hold_until_sent(&mut response, slot);
+        Ok(response)
+    }
+
+    async fn get_available_package_detail(
+        &self,
+        request: Request<pb::GetAvailablePackageDetailRequest>,
+    ) -> Result<Response<pb::GetAvailablePackageDetailResponse>, Status> {
+        let budget = Budget {
+            source_timeout: self.options.source_timeout,
+            deadline: request_deadline(&request, self.options.request_timeout),
+        };
+        let slot = self.admit(budget.deadline).await?;
+        let mut response = self.detail(request, budget).await?;
+        hold_until_sent(&mut response, slot);
+        Ok(response)
+    }
+}
+
+/// Keeps `slot` taken until the response has been sent: the server's network layer
+/// ([`crate::idle`]) moves it from the extensions into the response body.
+fn hold_until_sent<T>(response: &mut Response<T>, slot: tokio::sync::OwnedSemaphorePermit) {
+    response
+        .extensions_mut()
+        .insert(crate::idle::ResponseSlot(Arc::new(slot)));
+}
+
+type PageFuture = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<Response<pb::ListAvailablePackageSummariesResponse>, Status>,
+            > + Send,
+    >,
+>;
+
+/// The pages of `StreamAvailablePackageSummaries`, each made when the previous one has been taken.
+pub struct PageStream {
+    catalog: Catalog,
+    metadata: tonic::metadata::MetadataMap,
+    extensions: tonic::Extensions,
+    message: pb::ListAvailablePackageSummariesRequest,
+    /// A page made and not yet taken.
+    ready: Option<pb::ListAvailablePackageSummariesResponse>,
+    /// The page being made.
+    making: Option<PageFuture>,
+}
+
+impl tokio_stream::Stream for PageStream {
+    type Item = Result<pb::ListAvailablePackageSummariesResponse, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        if let Some(page) = self.ready.take() {
+            // The next page starts after this one; none after the last.
+            self.message.page_token = page.next_page_token.clone();
+            return Poll::Ready(Some(Ok(page)));
+        }
+        if self.making.is_none() {
+            if self.message.page_token.is_empty() {
+                return Poll::Ready(None);
+            }
+            let catalog = self.catalog.clone();
+            let request = Request::from_parts(
+                self.metadata.clone(),
+                self.extensions.clone(),
+                self.message.clone(),
+            );
+            self.making = Some(Box::pin(async move { catalog.list_page(request).await }));
+        }
+        let made = match self.making.as_mut() {
+            Some(making) => std::task::ready!(making.as_mut().poll(cx)),
+            None => return Poll::Ready(None),
+        };
+        self.making = None;
+        match made {
+            Ok(page) => {
+                let page = page.into_inner();
+                self.message.page_token = page.next_page_token.clone();
+                Poll::Ready(Some(Ok(page)))
+            }
+            Err(status) => {
+                // Nothing after an error.
+                self.message.page_token.clear();
+                Poll::Ready(Some(Err(status)))
+            }
+        }
+    }
+}
+
+impl Catalog {
+    /// One page of a list request whose slot is already taken.
+    async fn list_page(
+        &self,
+        request: Request<pb::ListAvailablePackageSummariesRequest>,
+    ) -> Result<Response<pb::ListAvailablePackageSummariesResponse>, Status> {
+        let deadline = request_deadline(&request, self.options.request_timeout);
         let caller = caller(&request);
         let request = request.into_inner();
         let page_size = effective_page_size(request.page_size)?;
@@ -572,61 +706,12 @@ impl PackagesService for Catalog {
         }))
     }
 
-    type StreamAvailablePackageSummariesStream = tokio_stream::wrappers::ReceiverStream<
-        Result<pb::ListAvailablePackageSummariesResponse, Status>,
-    >;
-
-    /// Page after page through [`Self::list_available_package_summaries`], each page sent before the
-    /// next is fetched: the channel holds one page, so a client that stops reading (HTTP/2 flow
-    /// control) stops the plugin calls, and memory stays at a few pages.
-    async fn stream_available_package_summaries(
-        &self,
-        request: Request<pb::ListAvailablePackageSummariesRequest>,
-    ) -> Result<Response<Self::StreamAvailablePackageSummariesStream>, Status> {
-        let (metadata, extensions, mut message) = request.into_parts();
-        let page = move |message: &pb::ListAvailablePackageSummariesRequest| {
-            Request::from_parts(metadata.clone(), extensions.clone(), message.clone())
-        };
-        // The first page answers for the request: a bad filter or token is the call's own status.
-        let first = self
-            .list_available_package_summaries(page(&message))
-            .await?;
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        let catalog = self.clone();
-        tokio::spawn(async move {
-            let mut next = first.into_inner();
-            loop {
-                let token = next.next_page_token.clone();
-                if tx.send(Ok(next)).await.is_err() || token.is_empty() {
-                    return; // The client went away, or the listing is complete.
-                }
-                message.page_token = token;
-                next = match catalog
-                    .list_available_package_summaries(page(&message))
-                    .await
-                {
-                    Ok(response) => response.into_inner(),
-                    Err(status) => {
-                        let _ = tx.send(Err(status)).await;
-                        return;
-                    }
-                };
-            }
-        });
-        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
-            rx,
-        )))
-    }
-
-    async fn get_available_package_detail(
+    /// The answer to a detail request whose slot is already taken.
+    async fn detail(
         &self,
         request: Request<pb::GetAvailablePackageDetailRequest>,
+        budget: Budget,
     ) -> Result<Response<pb::GetAvailablePackageDetailResponse>, Status> {
-        let budget = Budget {
-            source_timeout: self.options.source_timeout,
-            deadline: request_deadline(&request, self.options.request_timeout),
-        };
-        let _slot = self.admit(budget.deadline).await?;
         let caller = caller(&request);
         let reference = request
             .into_inner()
@@ -828,10 +913,21 @@ fn caller<T>(request: &Request<T>) -> Option<Arc<Identity>> {
 }
 
 /// What a caller limited to some sources sees of `ListPlugins`: those sources, and the libraries that
-/// serve them; the plugin directory only for admins.
+/// serve them. Only admins see where things are and why a reload failed (the reason can quote any
+/// source's configuration): others get no plugin directory, each library's file name only, and
+/// that the last reload failed.
 fn restrict_listing(listing: &mut pb::ListPluginsResponse, caller: &Identity) {
     if !caller.admin {
         listing.plugin_dir.clear();
+        for plugin in &mut listing.plugins {
+            if let Some(name) = std::path::Path::new(&plugin.path).file_name() {
+                plugin.path = name.to_string_lossy().into_owned();
+            }
+        }
+        if !listing.last_reload_error.is_empty() {
+            listing.last_reload_error =
+                "the last reload failed (an admin identity sees why)".to_owned();
+        }
     }
     if caller.sources.is_none() {
         return;

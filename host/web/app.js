@@ -322,9 +322,19 @@ function readLocation() {
 
 // ---- a package's detail ----
 
+// The source and the identifier each as one path segment, an identifier's slashes as %2F (the
+// server decodes them back). A browser collapses "." and ".." segments, written %2E too, so
+// `z/../../../v1/plugins` sent as several segments would request another path; a source or an
+// identifier that is itself "." or ".." cannot be sent as a segment at all, and is not.
+function segment(text) {
+  if (text === "." || text === "..") {
+    throw { code: "INVALID_ARGUMENT", message: JSON.stringify(text) + " cannot be requested as a path segment" };
+  }
+  return encodeURIComponent(text);
+}
+
 function detailPath(source, identifier) {
-  return "/v1/packages/" + encodeURIComponent(source) + "/" +
-    identifier.split("/").map(encodeURIComponent).join("/");
+  return "/v1/packages/" + segment(source) + "/" + segment(identifier);
 }
 
 async function openDetail(source, identifier) {

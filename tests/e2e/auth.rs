@@ -316,3 +316,122 @@ async fn a_client_certificate_authenticates_its_identity() {
     }
     assert!(terminate(child).success());
 }
+
+/// Nothing of a hidden source leaks to a caller that may not see it: its health entry answers as
+/// an unknown name does (without a credential too), a failed reload's reason (which can quote its
+/// configuration) is for admins, and a library shows its file name, not where it lives.
+#[tokio::test]
+async fn hidden_sources_leak_through_neither_health_nor_list_plugins() {
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tokens"),
+        format!(
+            "{}{}",
+            hash_line("t-reader", "reader"),
+            hash_line("t-admin", "admin")
+        ),
+    )
+    .unwrap();
+    let config = write_config(dir.path(), plugins.path(), &format!("{AUTH}{SOURCES}"));
+    let (child, address) = spawn_server(&config);
+    let channel = Channel::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+
+    // Health: the overall entry and the services' entries are open; a source's entry answers only
+    // a caller that may see it, and a hidden one reads exactly as an unknown one.
+    let check = |token: Option<&'static str>, service: &'static str| {
+        let channel = channel.clone();
+        async move {
+            HealthClient::with_interceptor(channel, bearer(token))
+                .check(HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await
+                .map(|r| r.into_inner().status)
+                .map_err(|e| (e.code(), e.message().to_owned()))
+        }
+    };
+    let watch = |token: Option<&'static str>, service: &'static str| {
+        let channel = channel.clone();
+        async move {
+            HealthClient::with_interceptor(channel, bearer(token))
+                .watch(HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await
+                .map(|_| ())
+                .map_err(|e| (e.code(), e.message().to_owned()))
+        }
+    };
+    assert_eq!(check(None, "").await, Ok(1));
+    assert_eq!(check(None, "tributary.v1.PackagesService").await, Ok(1));
+    let unknown = check(None, "tributary.source/nowhere").await.unwrap_err();
+    assert_eq!(unknown.0, Code::NotFound);
+    for token in [None, Some("t-wrong"), Some("t-reader")] {
+        assert_eq!(
+            check(token, "tributary.source/two").await,
+            Err(unknown.clone()),
+            "{token:?}"
+        );
+        let watched = watch(token, "tributary.source/two").await.unwrap_err();
+        assert_eq!(
+            watched,
+            watch(token, "tributary.source/nowhere").await.unwrap_err(),
+            "{token:?}"
+        );
+    }
+    assert_eq!(check(Some("t-reader"), "tributary.source/one").await, Ok(1));
+    assert_eq!(check(Some("t-admin"), "tributary.source/two").await, Ok(1));
+    assert!(watch(Some("t-admin"), "tributary.source/two").await.is_ok());
+
+    // A reload that fails on a line of a source the reader may not see.
+    std::fs::write(
+        &config,
+        format!(
+            "plugin_dir = {:?}\nlisten = \"127.0.0.1:0\"\n{AUTH}{SOURCES}\n[[source]]\nname = \"three\"\nplugin = \"testkit\"\nconfig = {{ password = \"hunter2\"\n",
+            plugins.path().display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut admin =
+        PluginsServiceClient::with_interceptor(channel.clone(), bearer(Some("t-admin")));
+    let mut reader =
+        PluginsServiceClient::with_interceptor(channel.clone(), bearer(Some("t-reader")));
+    let failed = admin.reload(pb::ReloadRequest {}).await.unwrap_err();
+    assert!(failed.message().contains("hunter2"), "{failed:?}");
+
+    let admin_view = admin
+        .list_plugins(pb::ListPluginsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        admin_view.last_reload_error.contains("hunter2"),
+        "{}",
+        admin_view.last_reload_error
+    );
+    assert!(admin_view.plugins[0].path.starts_with('/'));
+    let reader_view = reader
+        .list_plugins(pb::ListPluginsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        reader_view.last_reload_error,
+        "the last reload failed (an admin identity sees why)"
+    );
+    assert!(reader_view.last_reload_unix > 0);
+    let paths: Vec<&str> = reader_view
+        .plugins
+        .iter()
+        .map(|p| p.path.as_str())
+        .collect();
+    assert_eq!(paths, ["libtestkit.so"]);
+    assert!(reader_view.plugin_dir.is_empty());
+    assert!(terminate(child).success());
+}

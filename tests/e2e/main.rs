@@ -25,6 +25,7 @@ mod reload;
 mod rest;
 mod robust;
 mod rolling;
+mod stalled_memory;
 mod startup;
 mod stream;
 mod tls;

@@ -444,3 +444,170 @@ const README_INTERNAL: [&str; 10] = [
     "redis@internal/redis",
     "search-indexer@internal/search-indexer-v0",
 ];
+/// `method` `http://{address}{path}` with `content_type` and `body`: the status, the headers and
+/// the body as text.
+async fn send(
+    address: std::net::SocketAddr,
+    method: &'static str,
+    path: &str,
+    content_type: &'static str,
+    body: Vec<u8>,
+) -> (u16, http::HeaderMap, String) {
+    let url = format!("http://{address}{path}");
+    tokio::task::spawn_blocking(move || {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .allow_non_standard_methods(true)
+            .build()
+            .new_agent();
+        let request = http::Request::builder()
+            .method(method)
+            .uri(&url)
+            .header("content-type", content_type)
+            .body(body)
+            .unwrap();
+        let mut response = agent
+            .run(request)
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.body_mut().read_to_vec().unwrap();
+        (status, headers, String::from_utf8_lossy(&body).into_owned())
+    })
+    .await
+    .unwrap()
+}
+
+/// Client errors that HTTP or gRPC-web catch before the service are answered like the service's
+/// own: REST in the JSON shape with the HTTP status of the code, gRPC-web as INVALID_ARGUMENT with a
+/// message saying what was wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_errors_before_the_service_answer_in_the_api_shape() {
+    let (_plugins, server) = two_sources().await;
+
+    // A query value that is not UTF-8 once percent-decoded names its parameter (it was read as
+    // U+FFFD and searched for).
+    let (status, body) = get(server.address, "/v1/packages?query=%ff", None).await;
+    assert_eq!(
+        (status, body),
+        (
+            400,
+            json!({ "code": "INVALID_ARGUMENT", "status": 400,
+                    "message": "query parameter `query`: not UTF-8 once percent-decoded (byte 0 of \"%ff\")" })
+        )
+    );
+    // A detail path that is not UTF-8 once percent-decoded (was a plain-text 400).
+    let (status, body) = get(server.address, "/v1/packages/a/charts%ff", None).await;
+    assert_eq!(
+        (status, body),
+        (
+            400,
+            json!({ "code": "INVALID_ARGUMENT", "status": 400,
+                    "message": "the path \"/v1/packages/a/charts%ff\" is not UTF-8 once percent-decoded (the source and the identifier must be)" })
+        )
+    );
+    // The smallest page_size the schema allows is the smallest the server takes.
+    let (status, document) = get(server.address, "/v1/openapi.json", None).await;
+    assert_eq!(status, 200);
+    let page_size = document["paths"]["/v1/packages"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "page_size")
+        .unwrap()["schema"]
+        .clone();
+    assert_eq!(page_size["minimum"], json!(0));
+    assert_eq!(page_size["maximum"], json!(i32::MAX));
+    let (status, _) = get(server.address, "/v1/packages?page_size=0", None).await;
+    assert_eq!(status, 200);
+    let (status, _) = get(server.address, "/v1/packages?page_size=2147483647", None).await;
+    assert_eq!(status, 200);
+    let (status, body) = get(server.address, "/v1/packages?page_size=-1", None).await;
+    assert_eq!((status, &body["code"]), (400, &json!("INVALID_ARGUMENT")));
+
+    // Another method than GET: 405 with Allow, in the JSON shape (was an empty body).
+    let (status, headers, body) = send(
+        server.address,
+        "POST",
+        "/v1/packages",
+        "application/json",
+        b"{}".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 405);
+    assert_eq!(headers["allow"], "GET,HEAD");
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({ "code": "UNIMPLEMENTED", "status": 405,
+                "message": "method POST is not allowed on /v1/packages (allowed: GET, HEAD)" })
+    );
+
+    // An identifier's slashes may come as %2F: a path segment like `..` inside an identifier then
+    // reaches no other path.
+    let (status, body) = get(server.address, "/v1/packages/a/charts%2Fnginx", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["availablePackageDetail"]["summary"]["availablePackageRef"]["identifier"],
+        json!("charts/nginx")
+    );
+    let (status, body) = get(
+        server.address,
+        "/v1/packages/a/z%2F..%2F..%2F..%2Fv1%2Fplugins",
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"z/../../../v1/plugins\""),
+        "{body}"
+    );
+
+    // gRPC-web bodies that are not gRPC-web: INVALID_ARGUMENT naming the problem (was INTERNAL).
+    let method = "/tributary.v1.PackagesService/ListAvailablePackageSummaries";
+    for (content_type, body, message) in [
+        (
+            "application/grpc-web+proto",
+            vec![0, 0, 0, 0, 9, 8, 1],
+            "malformed gRPC-web request: message 0 is truncated: it declares 9 bytes, 2 arrived",
+        ),
+        (
+            "application/grpc-web+proto",
+            vec![2, 0, 0, 0, 0],
+            "malformed gRPC-web request: message 0 has compression flag 2: this server takes only uncompressed messages (flag 0)",
+        ),
+        (
+            "application/grpc-web-text+proto",
+            b"AAAA*AIIAQ==".to_vec(),
+            "malformed gRPC-web request: invalid base64 at character 4: Invalid symbol 42, offset 0.",
+        ),
+    ] {
+        let (status, headers, _) = send(server.address, "POST", method, content_type, body).await;
+        assert_eq!(status, 200);
+        assert_eq!(headers["grpc-status"], "3", "{content_type}: {headers:?}");
+        let text = headers["grpc-message"].to_str().unwrap().to_owned();
+        let decoded = url::form_urlencoded::parse(format!("m={}", text.replace('+', "%2B")).as_bytes())
+            .next()
+            .unwrap()
+            .1
+            .into_owned();
+        assert_eq!(decoded, message);
+    }
+    // A well-formed one still answers.
+    let (status, headers, body) = send(
+        server.address,
+        "POST",
+        method,
+        "application/grpc-web-text+proto",
+        b"AAAAAAA=".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(headers.get("grpc-status").is_none(), "{headers:?}");
+    // No Accept header: the answer comes in binary, its trailers in a frame of the body.
+    assert!(body.contains("grpc-status:0"), "{body:?}");
+    server.stop().await;
+}

@@ -447,3 +447,243 @@ async fn a_plugin_dir_others_can_write_is_refused() {
     assert!(listing.plugins[0].idle, "loaded and idle");
     server.stop().await;
 }
+
+/// One raw HTTP/2 connection whose client never gives the server any flow-control window beyond
+/// the first kilobyte of each stream, and never reads what arrives (it does answer pings).
+struct StalledClient {
+    send: h2::client::SendRequest<bytes::Bytes>,
+    /// Ends when the server closes the connection.
+    connection: tokio::task::JoinHandle<()>,
+}
+
+impl StalledClient {
+    async fn connect(address: std::net::SocketAddr) -> StalledClient {
+        let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+        let (send, connection) = h2::client::Builder::new()
+            .initial_window_size(1024)
+            .handshake::<_, bytes::Bytes>(tcp)
+            .await
+            .unwrap();
+        let connection = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        StalledClient { send, connection }
+    }
+
+    /// Opens a `StreamAvailablePackageSummaries` call for pages of `page_size`; its response
+    /// headers arrive when the server has opened the stream.
+    fn stream(&mut self, page_size: i32) -> h2::client::ResponseFuture {
+        use prost::Message as _;
+        let message = list_request(page_size, "", None).encode_to_vec();
+        let mut body = vec![0u8];
+        body.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        body.extend_from_slice(&message);
+        let request =
+            http::Request::post("/tributary.v1.PackagesService/StreamAvailablePackageSummaries")
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(())
+                .unwrap();
+        let (response, mut stream) = self.send.send_request(request, false).unwrap();
+        stream.send_data(body.into(), true).unwrap();
+        response
+    }
+}
+
+/// An HTTP/2 client that never opens its flow-control window holds the server only within bounds:
+/// its connection gets at most `max_streams_per_connection` calls, each stalled stream holds one
+/// slot of `max_requests_in_flight` and has made at most one page, and after `stall_timeout_ms`
+/// without taking anything the connection is closed and the slots come back.
+#[tokio::test]
+async fn a_client_that_never_opens_its_window_is_bounded_then_cut() {
+    let plugins = PluginDir::with(&["testkit"]);
+    let calls_file = plugins.path().join("calls");
+    let mut cfg = config(
+        plugins.path(),
+        plugins.path(),
+        vec![source(
+            "big",
+            "testkit",
+            json!({ "generate": 20000, "calls_file": calls_file }),
+        )],
+    );
+    cfg.max_streams_per_connection = 4;
+    cfg.max_requests_in_flight = 4;
+    cfg.request_queue_wait = Duration::from_millis(100);
+    cfg.stall_timeout = Duration::from_millis(1500);
+    let server = TestServer::start(cfg).await;
+    let mut client = server.packages().await;
+
+    // The control: the plugin calls one page of 1,000 takes (a page is far above the 32 KiB the
+    // gRPC encoder gathers, so each page is sent on its own).
+    let page = list(&mut client, 1000, "", None).await;
+    assert_eq!(page.available_package_summaries.len(), 1000);
+    let per_page = calls(&calls_file);
+    assert!(per_page >= 1);
+
+    let mut stalled = StalledClient::connect(server.address).await;
+    // The server announces max_streams_per_connection in its SETTINGS.
+    let mut announced = usize::MAX;
+    for _ in 0..100 {
+        announced = stalled.send.current_max_send_streams();
+        if announced != usize::MAX {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(announced, 4, "SETTINGS_MAX_CONCURRENT_STREAMS");
+    let mut responses: Vec<_> = (0..5).map(|_| stalled.stream(1000)).collect();
+    let fifth = responses.pop().unwrap();
+    // The bodies are kept and never read: dropping one would reset its stream.
+    let mut bodies = Vec::new();
+    for response in responses {
+        let response = tokio::time::timeout(Duration::from_secs(10), response)
+            .await
+            .expect("the first four streams are answered")
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers().get("grpc-status"),
+            None,
+            "a stream, not an error: {response:?}"
+        );
+        bodies.push(response.into_body());
+    }
+    let stalled_at = std::time::Instant::now();
+
+    // The fifth call waits for a stream: it is not served while the four stall.
+    let mut fifth = Box::pin(fifth);
+    let early = tokio::time::timeout(Duration::from_millis(300), &mut fifth).await;
+    assert!(
+        early.is_err(),
+        "a fifth stream was opened beyond max_streams_per_connection: {early:?}"
+    );
+
+    // Each stalled stream holds its slot: a fifth request, from a client that reads, is refused.
+    let refused = client
+        .list_available_package_summaries(list_request(10, "", None))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("max_requests_in_flight"),
+        "{}",
+        refused.message()
+    );
+
+    // No page is made that the client has not asked for: each stream made its first page only.
+    let made = calls(&calls_file) - per_page;
+    println!("plugin calls for 4 stalled streams: {made} ({per_page} per page)");
+    assert!(
+        made <= 4 * per_page,
+        "{made} plugin calls for 4 stalled streams, {per_page} per page"
+    );
+
+    // The connection is closed after the stall timeout, not before.
+    assert!(!stalled.connection.is_finished());
+    tokio::time::timeout(Duration::from_secs(10), &mut stalled.connection)
+        .await
+        .expect("the server closes a connection whose client takes nothing")
+        .unwrap();
+    let after = stalled_at.elapsed();
+    println!("stalled connection closed after {after:?}");
+    assert!(after < Duration::from_secs(5), "closed after {after:?}");
+    assert_eq!(
+        calls(&calls_file) - per_page,
+        made,
+        "no page was made after the stall"
+    );
+
+    drop(bodies);
+
+    // The slots came back.
+    let mut page = None;
+    for _ in 0..20 {
+        match client
+            .list_available_package_summaries(list_request(10, "", None))
+            .await
+        {
+            Ok(answer) => {
+                page = Some(answer.into_inner());
+                break;
+            }
+            Err(status) => println!("after the cut: {status:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        page.expect("a page after the cut")
+            .available_package_summaries
+            .len(),
+        10
+    );
+    server.stop().await;
+}
+
+/// A gRPC-web call over HTTP/1.1 that declares a 100 kB body and sends it a byte at a time gets
+/// DEADLINE_EXCEEDED naming `request_body_timeout_ms` once that has passed, and its connection is
+/// closed: it cannot hold a connection slot for minutes.
+#[tokio::test]
+async fn a_request_body_sent_a_byte_at_a_time_is_cut_at_its_deadline() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let plugins = PluginDir::with(&["testkit"]);
+    let mut cfg = config(
+        plugins.path(),
+        plugins.path(),
+        vec![source(
+            "a",
+            "testkit",
+            json!({ "items": [{ "name": "a" }] }),
+        )],
+    );
+    cfg.request_body_timeout = Duration::from_millis(1000);
+    let server = TestServer::start(cfg).await;
+
+    let started = std::time::Instant::now();
+    let tcp = tokio::net::TcpStream::connect(server.address)
+        .await
+        .unwrap();
+    let (mut read, mut write) = tcp.into_split();
+    write
+        .write_all(
+            b"POST /tributary.v1.PackagesService/ListAvailablePackageSummaries HTTP/1.1\r\n\
+              host: tributary\r\ncontent-type: application/grpc-web+proto\r\n\
+              x-grpc-web: 1\r\ncontent-length: 100000\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let dribble = tokio::spawn(async move {
+        for _ in 0..100_000 {
+            if write.write_all(&[0]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let mut answer = Vec::new();
+    let read_all =
+        tokio::time::timeout(Duration::from_secs(8), read.read_to_end(&mut answer)).await;
+    let elapsed = started.elapsed();
+    dribble.abort();
+    let answer = String::from_utf8_lossy(&answer).to_lowercase();
+    println!("after {elapsed:?}:\n{answer}");
+    assert!(
+        read_all.is_ok(),
+        "the connection was still open after {elapsed:?}: {answer:?}"
+    );
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("grpc-status: 4\r\n"),
+        "DEADLINE_EXCEEDED: {answer}"
+    );
+    assert!(answer.contains("request_body_timeout_ms"), "{answer}");
+    assert!(
+        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(4),
+        "answered after {elapsed:?}"
+    );
+    server.stop().await;
+}

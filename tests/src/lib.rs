@@ -261,6 +261,9 @@ pub fn config(plugin_dir: &Path, base_dir: &Path, sources: Vec<SourceConfig>) ->
         request_timeout: tributary_host::config::DEFAULT_REQUEST_TIMEOUT,
         handshake_timeout: tributary_host::tls::HANDSHAKE_TIMEOUT,
         idle_timeout: tributary_host::idle::DEFAULT_IDLE_TIMEOUT,
+        stall_timeout: tributary_host::idle::DEFAULT_STALL_TIMEOUT,
+        request_body_timeout: tributary_host::idle::DEFAULT_REQUEST_BODY_TIMEOUT,
+        max_streams_per_connection: tributary_host::server::DEFAULT_MAX_STREAMS_PER_CONNECTION,
         max_searches_in_flight: tributary_host::config::default_max_searches_in_flight(),
         reload_debounce: tributary_host::config::DEFAULT_RELOAD_DEBOUNCE,
         max_retired_libraries: tributary_host::config::DEFAULT_MAX_RETIRED_LIBRARIES,
@@ -287,14 +290,24 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();
+        // The network limits of `config`; the rest as `server::serve` has them.
+        let options = server::ServeOptions {
+            grace: Duration::from_secs(5),
+            handshake_timeout: config.handshake_timeout,
+            idle_timeout: config.idle_timeout,
+            stall_timeout: config.stall_timeout,
+            request_body_timeout: config.request_body_timeout,
+            max_streams_per_connection: config.max_streams_per_connection,
+            ..server::ServeOptions::default()
+        };
         let task = tokio::spawn(async move {
-            server::serve(
+            server::serve_with(
                 listener,
                 catalog,
                 async {
                     let _ = rx.await;
                 },
-                Duration::from_secs(5),
+                options,
             )
             .await
             .expect("server runs");
