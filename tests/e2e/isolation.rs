@@ -541,3 +541,105 @@ async fn an_isolated_source_reads_only_its_own_paths() {
     );
     assert!(terminate(child).success());
 }
+
+/// The isolated source's runner pid in `ListPlugins` (0 while it has none).
+async fn runner_pid(address: &str, source: &str) -> u32 {
+    use tributary_proto::v1::{plugins_service_client::PluginsServiceClient, ListPluginsRequest};
+    PluginsServiceClient::connect(format!("http://{address}"))
+        .await
+        .unwrap()
+        .list_plugins(ListPluginsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .sources
+        .into_iter()
+        .find(|s| s.name == source)
+        .unwrap_or_else(|| panic!("no source {source:?}"))
+        .runner_pid
+}
+
+fn read_pid(path: &std::path::Path) -> u32 {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A plugin whose constructor starts a detached grandchild that keeps the runner's socket open:
+/// killing the runner is still noticed (its exit, not its socket, is watched), its process group
+/// (the grandchild) is killed, and a new runner serves; at the server's exit the new runner's group
+/// goes too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_runner_is_noticed_and_its_group_killed_though_a_grandchild_holds_its_socket() {
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("grandchild.pid");
+    let config = write_config(
+        dir.path(),
+        plugins.path(),
+        &format!(
+            r#"source_timeout_ms = 2000
+[[source]]
+name = "good"
+plugin = "testkit"
+config = {{ items = [{{ name = "a" }}] }}
+[[source]]
+name = "iso"
+plugin = "testkit"
+isolation = "process"
+allow_write = [{dir:?}]
+config = {{ items = [{{ name = "b" }}], fork_grandchild = {pid_file:?} }}
+"#,
+            dir = dir.path().display().to_string(),
+            pid_file = pid_file.display().to_string()
+        ),
+    );
+    let (child, address) = spawn(&config, None);
+    let mut client = client(&address).await;
+    let page = list(&mut client, 10, "", None).await;
+    assert_eq!(
+        keys(&page.available_package_summaries),
+        ["a@good/a", "b@iso/b"]
+    );
+    let first_runner = runner_pid(&address, "iso").await;
+    let first_grandchild = read_pid(&pid_file);
+    assert!(first_runner > 0);
+    assert!(!is_gone(first_grandchild), "the grandchild runs");
+
+    assert!(Command::new("kill")
+        .args(["-KILL", &first_runner.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    // The source serves again from a new runner, and the old runner's grandchild is gone.
+    let until = Instant::now() + Duration::from_secs(15);
+    let second_runner = loop {
+        let page = list(&mut client, 10, "", None).await;
+        let pid = runner_pid(&address, "iso").await;
+        if page.failed_sources.is_empty() && pid != 0 && pid != first_runner {
+            assert_eq!(
+                keys(&page.available_package_summaries),
+                ["a@good/a", "b@iso/b"]
+            );
+            break pid;
+        }
+        assert!(
+            Instant::now() < until,
+            "the killed runner {first_runner} was never replaced: {page:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(is_gone(first_runner), "the killed runner was reaped");
+    wait_gone(&[first_grandchild]);
+    let second_grandchild = read_pid(&pid_file);
+    assert_ne!(second_grandchild, first_grandchild);
+    assert!(
+        !is_gone(second_grandchild),
+        "the new runner's grandchild runs"
+    );
+
+    assert_eq!(terminate(child).code(), Some(0));
+    wait_gone(&[second_runner, second_grandchild]);
+}

@@ -29,10 +29,112 @@ type Reply = Result<pb::response::Result, PluginError>;
 /// One live runner.
 struct Running {
     pid: u32,
+    /// The runner's process group (its pid), killed as a whole; see [`Group`].
+    group: Arc<Group>,
     writer: Arc<Mutex<BufWriter<UnixStream>>>,
     /// The host end of the socket: shut down to unblock the reader.
     stream: UnixStream,
     pending: Arc<Mutex<HashMap<u64, mpsc::Sender<Reply>>>>,
+}
+
+/// A runner's process group. The runner leads it (`process_group(0)` at spawn), so whatever it
+/// starts (a plugin's helpers, a detached grandchild) is in it too unless it leaves on purpose.
+///
+/// The group id stays valid while the runner is not reaped: [`watch`] waits for the runner's exit
+/// without reaping it (`WNOWAIT`), kills the group, then reaps, all under this lock, so no kill can
+/// reach a process that reused the number.
+struct Group {
+    /// `Some(pgid)` until the runner is reaped.
+    pgid: Mutex<Option<libc::pid_t>>,
+}
+
+impl Group {
+    fn new(pid: u32) -> Arc<Group> {
+        let group = Arc::new(Group {
+            pgid: Mutex::new(Some(pid as libc::pid_t)),
+        });
+        LIVE_GROUPS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(pid as libc::pid_t);
+        register_exit_hook();
+        group
+    }
+
+    /// SIGKILL to every process of the group (nothing once the runner is reaped).
+    fn kill(&self) {
+        if let Some(pgid) = *self.pgid.lock().unwrap_or_else(|p| p.into_inner()) {
+            // SAFETY: the group leader is our unreaped child, so `pgid` still names its group.
+            unsafe {
+                libc::killpg(pgid, libc::SIGKILL);
+            }
+        }
+    }
+
+    /// Kills what is left of the group, then reaps the (already exited) runner.
+    fn kill_and_reap(&self, child: &mut Child) -> std::io::Result<ExitStatus> {
+        let mut pgid = self.pgid.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(id) = pgid.take() {
+            // SAFETY: as in `kill`: the leader is not reaped yet.
+            unsafe {
+                libc::killpg(id, libc::SIGKILL);
+            }
+            LIVE_GROUPS
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|g| *g != id);
+        }
+        child.wait()
+    }
+}
+
+/// The groups of runners not reaped yet: killed when the server process exits.
+static LIVE_GROUPS: Mutex<Vec<libc::pid_t>> = Mutex::new(Vec::new());
+
+/// Registers (once) an `atexit` hook that kills every live runner group: a runner dies with the
+/// server anyway (`PR_SET_PDEATHSIG`), but what it started does not.
+fn register_exit_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    extern "C" fn kill_live_groups() {
+        // try_lock: a thread that held the lock when `exit` was called will never release it.
+        if let Ok(groups) = LIVE_GROUPS.try_lock() {
+            for pgid in groups.iter() {
+                // SAFETY: each group's leader is an unreaped child of this process.
+                unsafe {
+                    libc::killpg(*pgid, libc::SIGKILL);
+                }
+            }
+        }
+    }
+    ONCE.call_once(|| {
+        // SAFETY: registers a function with no preconditions.
+        unsafe {
+            libc::atexit(kill_live_groups);
+        }
+    });
+}
+
+/// Blocks until the process `pid` (our child) has exited, without reaping it.
+fn wait_exited(pid: u32) -> std::io::Result<()> {
+    loop {
+        // SAFETY: waitid writes into the zeroed siginfo it is given.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -129,7 +231,9 @@ impl RunnerSource {
             )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::inherit())
+            // Its own process group: the runner and all it starts are killed together.
+            .process_group(0);
         for name in &spec.env_remove {
             command.env_remove(name);
         }
@@ -145,6 +249,7 @@ impl RunnerSource {
             .map_err(|e| PluginError::unavailable(format!("cannot start runner: {e}")))?;
         drop(child_end);
         let pid = child.id();
+        let group = Group::new(pid);
 
         let reader_stream = host
             .try_clone()
@@ -176,8 +281,8 @@ impl RunnerSource {
                 ..
             })) => hello,
             other => {
-                let _ = child.kill();
-                let status = child.wait().ok();
+                group.kill();
+                let status = group.kill_and_reap(&mut child).ok();
                 let why = match other {
                     Err(e) => format!("no hello: {e}"),
                     Ok(_) => "no hello".to_owned(),
@@ -193,29 +298,45 @@ impl RunnerSource {
             }
         };
         if hello.version != RUNNER_PROTOCOL_VERSION {
-            let _ = child.kill();
-            let _ = child.wait();
+            group.kill();
+            let _ = group.kill_and_reap(&mut child);
             return Err(PluginError::unavailable(format!(
                 "runner speaks protocol {}, the server {RUNNER_PROTOCOL_VERSION}",
                 hello.version
             )));
         }
         if let Some(e) = hello.error {
-            let _ = child.wait();
+            // The runner exits after a failed hello; what it started goes with it.
+            let _ = group.kill_and_reap(&mut child);
             return Err(runner::error_from_pb(e));
         }
 
         let running = Arc::new(Running {
             pid,
+            group,
             writer: Arc::new(Mutex::new(BufWriter::new(writer))),
             stream: host,
             pending: Arc::new(Mutex::new(HashMap::new())),
         });
         let (state, watched, source) = (self.state.clone(), running.clone(), spec.source.clone());
+        let watcher = std::thread::Builder::new()
+            .name(format!("runner-wait-{}", spec.source))
+            .spawn(move || watch(child, watched, state, source));
+        if let Err(e) = watcher {
+            // The child went with the closure: kill the group; the runner ends as a zombie.
+            running.group.kill();
+            return Err(PluginError::unavailable(format!(
+                "runner watcher thread: {e}"
+            )));
+        }
+        let watched = running.clone();
         std::thread::Builder::new()
             .name(format!("runner-{}", spec.source))
-            .spawn(move || read_loop(reader, child, watched, state, source))
-            .map_err(|e| PluginError::unavailable(format!("runner reader thread: {e}")))?;
+            .spawn(move || read_loop(reader, watched))
+            .map_err(|e| {
+                running.group.kill();
+                PluginError::unavailable(format!("runner reader thread: {e}"))
+            })?;
         tracing::info!(source = %spec.source, pid, "runner started");
         Ok(running)
     }
@@ -305,9 +426,17 @@ impl RunnerSource {
 
 impl Drop for RunnerSource {
     fn drop(&mut self) {
-        if let Some(running) = self.state.lock().unwrap().running.take() {
-            // Closing the socket is the runner's signal to exit; the reader thread reaps it.
+        if let Some(running) = self
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .running
+            .take()
+        {
+            // The source is retired (a reload) or the server is stopping: the runner and all it
+            // started are killed; the watcher thread reaps it.
             let _ = running.stream.shutdown(std::net::Shutdown::Both);
+            running.group.kill();
         }
     }
 }
@@ -346,11 +475,7 @@ fn kill(running: &Running, why: &str) {
         .lock()
         .unwrap()
         .push((running.pid, why.to_owned()));
-    // SAFETY: the pid is our child and has not been reaped (only the reader thread reaps it, after
-    // the socket closes, which a kill is what causes).
-    unsafe {
-        libc::kill(running.pid as libc::pid_t, libc::SIGKILL);
-    }
+    running.group.kill();
 }
 
 /// Why the host killed a runner, by pid, for the reader thread's report.
@@ -382,53 +507,59 @@ pub fn describe_exit(status: ExitStatus) -> String {
     }
 }
 
-fn read_loop(
-    mut reader: BufReader<UnixStream>,
-    mut child: Child,
-    running: Arc<Running>,
-    state: Arc<Mutex<State>>,
-    source: String,
-) {
-    let end = loop {
-        match frame::read::<pb::Response>(&mut reader) {
-            Ok(Some(response)) => {
-                let reply = match response.result {
-                    Some(pb::response::Result::Error(e)) => Err(runner::error_from_pb(e)),
-                    Some(result) => Ok(result),
-                    None => Err(PluginError::internal("runner sent an empty response")),
-                };
-                if let Some(tx) = running.pending.lock().unwrap().remove(&response.id) {
-                    let _ = tx.send(reply);
-                }
-            }
-            Ok(None) => break "its socket closed".to_owned(),
-            Err(e) => break format!("reading from it failed: {e}"),
+/// Delivers the runner's answers to the calls waiting for them, until its socket closes. A socket
+/// that closes while the runner lives (it closed its end) kills the runner; its exit is [`watch`]'s.
+fn read_loop(mut reader: BufReader<UnixStream>, running: Arc<Running>) {
+    while let Ok(Some(response)) = frame::read::<pb::Response>(&mut reader) {
+        let reply = match response.result {
+            Some(pb::response::Result::Error(e)) => Err(runner::error_from_pb(e)),
+            Some(result) => Ok(result),
+            None => Err(PluginError::internal("runner sent an empty response")),
+        };
+        if let Some(tx) = running.pending.lock().unwrap().remove(&response.id) {
+            let _ = tx.send(reply);
         }
-    };
-    // The socket is closed or broken: make sure the process is gone, then reap it.
-    let _ = child.kill();
-    let status = child.wait();
+    }
+    running.group.kill();
+}
+
+/// Waits for the runner's exit (not for its socket: a process it started may hold the socket
+/// open for ever), kills its whole group, reaps it, and records why it ended so that the next call
+/// starts a new one.
+fn watch(mut child: Child, running: Arc<Running>, state: Arc<Mutex<State>>, source: String) {
+    let waited = wait_exited(running.pid);
+    let status = running.group.kill_and_reap(&mut child);
+    // Unblocks the reader, whatever still holds the other end.
+    let _ = running.stream.shutdown(std::net::Shutdown::Both);
     let killed_for = take_kill_reason(running.pid);
     let reason = match (killed_for, status) {
         (Some(why), _) => format!("was killed by the server: {why}"),
         (None, Ok(status)) => describe_exit(status),
-        (None, Err(e)) => format!("ended ({end}); waiting for it failed: {e}"),
+        (None, Err(e)) => format!(
+            "ended; waiting for it failed: {}",
+            waited.err().unwrap_or(e)
+        ),
     };
     let reason = format!("runner (pid {}) {reason}", running.pid);
-    {
-        let mut state = state.lock().unwrap();
-        if state
+    let retired = {
+        let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+        let current = state
             .running
             .as_ref()
-            .is_some_and(|r| Arc::ptr_eq(r, &running))
-        {
+            .is_some_and(|r| Arc::ptr_eq(r, &running));
+        if current {
             state.running = None;
         }
         state.deaths_in_a_row += 1;
         state.retry_at = Some(Instant::now() + backoff(state.deaths_in_a_row));
         state.last_exit = Some(reason.clone());
+        !current
+    };
+    if retired {
+        tracing::debug!(source = %source, "{reason}");
+    } else {
+        tracing::warn!(source = %source, "{reason}");
     }
-    tracing::warn!(source = %source, "{reason}");
     for (_, tx) in running.pending.lock().unwrap().drain() {
         let _ = tx.send(Err(PluginError::new(ErrorKind::Crashed, reason.clone())));
     }

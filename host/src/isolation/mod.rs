@@ -14,7 +14,9 @@
 //! Enforced (Linux): the runner gets only its socket (descriptor 3) and stdin/stdout/stderr, every
 //! other inherited descriptor is closed before `exec`; `PR_SET_NO_NEW_PRIVS` is set (no set-uid gain
 //! through `exec`); `PR_SET_PDEATHSIG` = `SIGKILL` ends it if the server dies, and it exits by itself
-//! when its socket closes; `memory_limit_mb` sets `RLIMIT_AS` (an allocation past it fails, which a
+//! when its socket closes; it leads its own process group, killed as a whole when the runner exits
+//! (watched with `waitid`, not through the socket, which a process it started may hold open), when
+//! the host kills it, when its source is dropped and when the server process exits; `memory_limit_mb` sets `RLIMIT_AS` (an allocation past it fails, which a
 //! Rust plugin turns into an abort: the runner dies and is reported `crashed`); the variables named in
 //! `env_remove` are removed from its environment.
 //! With Landlock (where the kernel has it; [`runner::confine`]), the runner reads only its library,

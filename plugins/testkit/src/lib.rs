@@ -13,8 +13,11 @@
 //!            huge_field_on_call = 2, bad_utf8_on_call = 2, panic_in_detail = true,
 //!            fault = "segfault", fault_on_call = 2, fault_marker = "/tmp/fired",
 //!            description_bytes = 60000, bad_utf8_in_detail = true, long_error_in_detail = 100000,
-//!            calls_file = "/tmp/calls", log_calls = true }
+//!            calls_file = "/tmp/calls", log_calls = true, fork_grandchild = "/tmp/grandchild.pid" }
 //! ```
+//! `fork_grandchild` makes the constructor start a detached grandchild (fork, fork again, the middle
+//! process exits) that inherits every descriptor of the process, its socket to the host included,
+//! and sleeps until it is killed; its pid is written to the given file.
 //! Items also take `deprecated = true`. `*_on_call` counts list calls from 1; `calls_file` gets one
 //! line per list call, so that a test can count calls made after a response was sent; `log_calls`
 //! writes one line per list call into the host's log, with the time the call has left.
@@ -56,6 +59,17 @@ impl Plugin for TestkitPlugin {
             // A plugin reading a file of its choice: allowed in-process, limited in isolation.
             std::fs::read(host.resolve(std::path::Path::new(path))).map_err(|e| {
                 PluginError::unavailable(format!("testkit: cannot read {path}: {e}"))
+            })?;
+        }
+        if let Some(pid_file) = &config.fork_grandchild {
+            let pid = fork_grandchild().map_err(|e| {
+                PluginError::unavailable(format!("testkit: fork_grandchild failed: {e}"))
+            })?;
+            std::fs::write(host.resolve(pid_file), pid.to_string()).map_err(|e| {
+                PluginError::unavailable(format!(
+                    "testkit: cannot write {}: {e}",
+                    pid_file.display()
+                ))
             })?;
         }
         if let Some(flag) = &config.fail_new_when_exists {
@@ -147,6 +161,48 @@ struct Config {
     calls_file: Option<PathBuf>,
     #[serde(default)]
     log_calls: bool,
+    /// Start a detached grandchild that keeps every inherited descriptor and sleeps; write its pid
+    /// into this file.
+    fork_grandchild: Option<PathBuf>,
+}
+
+/// Forks twice: the grandchild keeps the process's descriptors and sleeps until killed; the middle
+/// child exits at once, so the grandchild is nobody's child here. Returns the grandchild's pid.
+fn fork_grandchild() -> std::io::Result<i32> {
+    let mut fds = [0i32; 2];
+    // SAFETY: plain system calls; between fork and _exit the children call only async-signal-safe
+    // functions (fork, write, pause, _exit).
+    unsafe {
+        if libc::pipe(fds.as_mut_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let middle = libc::fork();
+        if middle < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if middle == 0 {
+            let grandchild = libc::fork();
+            if grandchild == 0 {
+                loop {
+                    libc::pause();
+                }
+            }
+            let bytes = grandchild.to_ne_bytes();
+            libc::write(fds[1], bytes.as_ptr().cast(), bytes.len());
+            libc::_exit(0);
+        }
+        libc::close(fds[1]);
+        let mut bytes = [0u8; 4];
+        let read = libc::read(fds[0], bytes.as_mut_ptr().cast(), bytes.len());
+        libc::close(fds[0]);
+        let mut status = 0;
+        libc::waitpid(middle, &mut status, 0);
+        let pid = i32::from_ne_bytes(bytes);
+        if read != 4 || pid <= 0 {
+            return Err(std::io::Error::other("the grandchild did not start"));
+        }
+        Ok(pid)
+    }
 }
 
 #[derive(Deserialize, Clone, Copy)]
