@@ -178,12 +178,19 @@ pub fn insecure_path_reason(path: &Path, what: &str) -> Option<String> {
 
 /// Loads every library in `paths`. Never fails as a whole: each file gets its own outcome. With
 /// `strict`, a file that [`insecure_reason`] objects to is rejected without being opened.
+///
+/// Two files that hold the same plugin name: the first in path order is loaded, the others are
+/// rejected as duplicates.
 pub fn load_all(paths: &[PathBuf], strict: bool) -> Vec<PluginFile> {
     load_all_reusing(paths, strict, &[])
 }
 
 /// [`load_all`] for a reload: a file whose bytes hash to a library of `previous` that loaded is not
 /// loaded again (no second copy is mapped); it reuses that library, its metadata and its load time.
+///
+/// Two files that hold the same plugin name: the file that served that plugin in `previous` (same
+/// path) keeps it and the newcomer is rejected, whatever their names; when neither served it, the
+/// first in path order is loaded, as at start.
 pub fn load_all_reusing(
     paths: &[PathBuf],
     strict: bool,
@@ -196,7 +203,7 @@ pub fn load_all_reusing(
         } else {
             None
         };
-        let mut file = match unsafe_file {
+        files.push(match unsafe_file {
             Some(reason) => PluginFile {
                 path: path.clone(),
                 sha256: String::new(),
@@ -205,39 +212,70 @@ pub fn load_all_reusing(
                 loaded_at: std::time::SystemTime::now(),
             },
             None => load_one(path, strict, previous),
-        };
-        if let (Ok(loaded), Some(first)) = (
-            &file.outcome,
-            files.iter().find_map(|f| match &f.outcome {
-                Ok(p) if file.meta.as_ref().is_some_and(|m| m.name == p.meta.name) => Some(&p.path),
-                _ => None,
-            }),
-        ) {
-            file.outcome = Err(format!(
-                "duplicate plugin name {:?}: already loaded from {}",
-                loaded.meta.name,
-                first.display()
-            ));
-        }
+        });
+    }
+    reject_duplicates(&mut files, previous);
+    for file in &files {
         let reused = previous
             .iter()
             .any(|f| f.outcome.is_ok() && f.sha256 == file.sha256 && f.loaded_at == file.loaded_at);
         match &file.outcome {
             Ok(_) if reused => {}
             Ok(p) => tracing::info!(
-                path = %path.display(),
+                path = %file.path.display(),
                 sha256 = %file.sha256,
                 plugin = %p.meta.name,
                 version = %p.meta.version,
                 "loaded plugin"
             ),
             Err(reason) => {
-                tracing::warn!(path = %path.display(), "rejected plugin library: {reason}")
+                tracing::warn!(path = %file.path.display(), "rejected plugin library: {reason}")
             }
         }
-        files.push(file);
     }
     files
+}
+
+/// One loaded file per plugin name: the one that served the name in `previous` (by path) if it
+/// loaded again, else the first in `files`' (path) order. The others are rejected, naming it.
+fn reject_duplicates(files: &mut [PluginFile], previous: &[PluginFile]) {
+    let name_of = |f: &PluginFile| f.outcome.as_ref().ok().map(|p| p.meta.name.clone());
+    // (plugin name, index of the file that keeps it, whether that file was serving it)
+    let mut keepers: Vec<(String, usize, bool)> = Vec::new();
+    for (i, file) in files.iter().enumerate() {
+        let Some(name) = name_of(file) else { continue };
+        if keepers.iter().any(|(n, _, _)| *n == name) {
+            continue;
+        }
+        let serving = previous
+            .iter()
+            .filter(|f| name_of(f).as_ref() == Some(&name))
+            .find_map(|old| {
+                files
+                    .iter()
+                    .position(|f| f.path == old.path && name_of(f).as_ref() == Some(&name))
+            });
+        keepers.push((name, serving.unwrap_or(i), serving.is_some()));
+    }
+    for (name, keep, serving) in keepers {
+        let kept = files[keep].path.clone();
+        for (i, file) in files.iter_mut().enumerate() {
+            if i == keep || name_of(file).as_ref() != Some(&name) {
+                continue;
+            }
+            file.outcome = Err(if serving {
+                format!(
+                    "duplicate plugin name {name:?}: already served by {}",
+                    kept.display()
+                )
+            } else {
+                format!(
+                    "duplicate plugin name {name:?}: already loaded from {} (the first file in name order)",
+                    kept.display()
+                )
+            });
+        }
+    }
 }
 
 /// The bytes of a plugin file, read through one descriptor that was checked before reading.

@@ -622,3 +622,75 @@ async fn a_reload_restarts_an_isolated_source_on_the_new_library() {
     assert_ne!(after[0], before[0]);
     stop(server);
 }
+
+/// A copy of a serving library under another file name that sorts first (same plugin name): the
+/// library already serving keeps serving, the copy is the one refused, naming the serving file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_of_a_serving_library_under_a_name_that_sorts_first_is_refused() {
+    let plugins = PluginDir::with(&["testkit", "catalog"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        plugins.path(),
+        &format!("watch = false\n{ONE}{}", cat_source(dir.path())),
+    );
+    let mut server = Server::start(&config).await;
+    let all = ["a@one/a", "b@cat/b", "c@one/c", "d@cat/d", "e@one/e"];
+    assert_eq!(server.all_keys().await, all);
+
+    let serving = plugins.path().join("libcatalog.so");
+    let copy = plugins.path().join("libaa_catalog_copy.so");
+    assert!(
+        copy.file_name() < serving.file_name(),
+        "the copy sorts first"
+    );
+    plugins.add("catalog", "libaa_catalog_copy.so");
+    let reason = format!(
+        "duplicate plugin name \"catalog\": already served by {}",
+        serving.display()
+    );
+    let reloaded = server.reload().await.unwrap();
+    assert_eq!(
+        reloaded,
+        pb::ReloadResponse {
+            generation: 2,
+            rejected_libraries: vec![format!("{}: {reason}", copy.display())],
+            ..Default::default()
+        }
+    );
+    assert_eq!(server.all_keys().await, all);
+    let listing = server.listing().await;
+    let file = |path: &Path| {
+        let found: Vec<&pb::PluginInfo> = listing
+            .plugins
+            .iter()
+            .filter(|p| p.path == path.display().to_string())
+            .collect();
+        assert_eq!(found.len(), 1, "{listing:?}");
+        found[0].clone()
+    };
+    let (kept, refused) = (file(&serving), file(&copy));
+    assert_eq!(
+        (kept.status, kept.reason.as_str()),
+        (pb::plugin_info::Status::Loaded as i32, "")
+    );
+    assert_eq!(
+        (refused.status, refused.reason.as_str()),
+        (pb::plugin_info::Status::Rejected as i32, reason.as_str())
+    );
+    // A second reload, with both files in place: the copy stays refused.
+    server.reload().await.unwrap();
+    let listing = server.listing().await;
+    let refused: Vec<&pb::PluginInfo> = listing
+        .plugins
+        .iter()
+        .filter(|p| p.status == pb::plugin_info::Status::Rejected as i32)
+        .collect();
+    assert_eq!(refused.len(), 1, "{listing:?}");
+    assert_eq!(
+        (refused[0].path.as_str(), refused[0].reason.as_str()),
+        (copy.display().to_string().as_str(), reason.as_str())
+    );
+    assert_eq!(server.all_keys().await, all);
+    stop(server);
+}
