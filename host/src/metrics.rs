@@ -347,7 +347,7 @@ impl Metrics {
                 }
                 self.runner_up
                     .with_label_values(&[entry.name.as_str()])
-                    .set(i64::from(status.pid.is_some()));
+                    .set(i64::from(status.pid.is_some() && status.starting.is_none()));
             }
             let (up, backing_off, in_flight) = match &entry.state {
                 Ok(source) => {

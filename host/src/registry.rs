@@ -29,6 +29,15 @@ pub struct Source {
 }
 
 impl Source {
+    /// Whether the source has no runner to call yet: an isolated source whose runner is starting,
+    /// or whose first start failed. Always false in-process.
+    pub fn runner_not_up(&self) -> bool {
+        self.runner.as_ref().is_some_and(|r| {
+            let status = r.status();
+            status.starting.is_some() || status.start_failed.is_some()
+        })
+    }
+
     /// A source around an already-built [`SourceBox`] (tests, benchmarks, in-process sources), with
     /// the default call limits.
     pub fn new(name: &str, plugin: &str, imp: SourceBox) -> Source {
@@ -240,18 +249,32 @@ impl Registry {
             .count();
 
         let mut sources = Vec::new();
+        // Sources (by index in `sources`) whose runner this call began to start.
+        let mut new_runners = Vec::new();
         for (index, sc) in config.sources.iter().enumerate() {
             let mut built_from = None;
             let state = match loaded.iter().find(|(p, _)| p.meta.name == sc.plugin) {
                 Some((plugin, sha256)) => {
                     built_from = Some((sc.clone(), sha256.to_string()));
+                    // An isolated source whose runner never started is built again.
                     let kept = previous
                         .and_then(|r| r.source(&sc.name))
                         .filter(|old| old.built_from == built_from)
-                        .and_then(|old| old.state.as_ref().ok().cloned());
+                        .and_then(|old| old.state.as_ref().ok().cloned())
+                        .filter(|old| {
+                            old.runner
+                                .as_ref()
+                                .is_none_or(|r| r.status().start_failed.is_none())
+                        });
                     match kept {
                         Some(source) => Ok(source),
-                        None => construct(plugin, sha256, sc, config),
+                        None => {
+                            let built = construct(plugin, sha256, sc, config);
+                            if built.as_ref().is_ok_and(|s| s.runner.is_some()) {
+                                new_runners.push(sources.len());
+                            }
+                            built
+                        }
                     }
                 }
                 None if previous.is_some() => Err(PluginError::unavailable(format!(
@@ -297,6 +320,25 @@ impl Registry {
             });
         }
 
+        // At start the server listens while runners come up (their sources are `starting`). A
+        // reload waits for the runners it started (all at once, within the source timeout), so
+        // that a new version whose source cannot start is rejected like an in-process one.
+        if previous.is_some() {
+            let deadline = std::time::Instant::now() + config.source_timeout + RUNNER_SPAWN_MARGIN;
+            for i in new_runners {
+                let entry: &mut SourceEntry = &mut sources[i];
+                let failed = entry
+                    .state
+                    .as_ref()
+                    .ok()
+                    .and_then(|s| s.runner.as_ref())
+                    .and_then(|r| r.wait_started(deadline).err());
+                if let Some(e) = failed {
+                    entry.state = Err(e);
+                }
+            }
+        }
+
         for (plugin, _) in &loaded {
             if !config.sources.iter().any(|s| s.plugin == plugin.meta.name) {
                 tracing::info!(plugin = %plugin.meta.name, "plugin loaded and idle: no [[source]] names it");
@@ -306,6 +348,14 @@ impl Registry {
         sources.sort_by(|a, b| a.name.cmp(&b.name));
         for s in &sources {
             match &s.state {
+                Ok(source)
+                    if source
+                        .runner
+                        .as_ref()
+                        .is_some_and(|r| r.status().starting.is_some()) =>
+                {
+                    tracing::info!(source = %s.name, plugin = %s.plugin, "source starting (its runner loads the library and builds the source)")
+                }
                 Ok(_) => {
                     tracing::info!(source = %s.name, plugin = %s.plugin, "source ready")
                 }
@@ -319,6 +369,17 @@ impl Registry {
             files,
             sources,
         })
+    }
+
+    /// Waits until every isolated source's runner has started or failed to (at most `source_timeout`
+    /// plus the time to spawn it): `tributary plugins` reports how each start ended.
+    pub fn wait_for_runners(&self, source_timeout: std::time::Duration) {
+        let deadline = std::time::Instant::now() + source_timeout + RUNNER_SPAWN_MARGIN;
+        for source in self.sources.iter().filter_map(|s| s.state.as_ref().ok()) {
+            if let Some(runner) = &source.runner {
+                let _ = runner.wait_started(deadline);
+            }
+        }
     }
 
     /// A registry of in-process sources, for tests and benchmarks.
@@ -347,6 +408,9 @@ impl Registry {
             .map(|i| &self.sources[i])
     }
 }
+
+/// Time for a runner process to be spawned, on top of the source timeout its start is given.
+const RUNNER_SPAWN_MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Files by path, a loaded one before a rejected one at the same path.
 fn sort_files(files: &mut [PluginFile]) {

@@ -76,6 +76,7 @@ fn spawn(config: &std::path::Path, memory_cap: Option<u64>) -> (Child, String) {
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_owned();
+    tributary_tests::wait_until_started(&address);
     (child, address)
 }
 
@@ -323,6 +324,7 @@ async fn the_runner_gets_only_what_it_needs() {
         .strip_prefix("listening on ")
         .unwrap()
         .to_owned();
+    tributary_tests::wait_until_started(&address);
     let page = list(&mut client(&address).await, 10, "", None).await;
     assert_eq!(keys(&page.available_package_summaries), ["a@one/a"]);
 
@@ -642,4 +644,151 @@ config = {{ items = [{{ name = "b" }}], fork_grandchild = {pid_file:?} }}
 
     assert_eq!(terminate(child).code(), Some(0));
     wait_gone(&[second_runner, second_grandchild]);
+}
+
+/// Two isolated sources whose constructors never finish (one stops its own process, one sleeps)
+/// and a healthy isolated one: the server listens at once, the healthy source serves while the two
+/// are `starting`, and each is failed when the source timeout passes, its runner killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runners_start_in_parallel_while_the_server_listens() {
+    use tributary_proto::v1::{
+        plugins_service_client::PluginsServiceClient, source_info::Status, ListPluginsRequest,
+        SourceInfo,
+    };
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let table = |name: &str, config: &str| {
+        format!("[[source]]\nname = \"{name}\"\nplugin = \"testkit\"\nisolation = \"process\"\nconfig = {{ {config} }}\n")
+    };
+    let config = write_config(
+        dir.path(),
+        plugins.path(),
+        &[
+            "source_timeout_ms = 8000\n".to_owned(),
+            table("healthy", "items = [{ name = \"a\" }]"),
+            table(
+                "sleeps",
+                "items = [{ name = \"b\" }], sleep_new_ms = 600000",
+            ),
+            table("stops", "items = [{ name = \"c\" }], stop_new = true"),
+        ]
+        .concat(),
+    );
+    let started = Instant::now();
+    let mut child = Command::new(&artifacts().binary)
+        .args(["serve", "--grace-ms", "300", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let listening_after = started.elapsed();
+    let address = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    assert!(
+        listening_after < Duration::from_secs(5),
+        "listening after {listening_after:?}"
+    );
+    let mut plugins_client = PluginsServiceClient::connect(format!("http://{address}"))
+        .await
+        .unwrap();
+    let mut client = client(&address).await;
+    let sources = |listing: &tributary_proto::v1::ListPluginsResponse| -> Vec<SourceInfo> {
+        listing.sources.clone()
+    };
+
+    // While the two are starting: the healthy one serves, they are reported `starting`.
+    let until = Instant::now() + Duration::from_secs(6);
+    let (page, listing) = loop {
+        // UNAVAILABLE while no source can answer yet (all three starting).
+        let answer = client
+            .list_available_package_summaries(list_request(10, "", None))
+            .await;
+        let page = match answer {
+            Ok(page) => page.into_inner(),
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                assert!(Instant::now() < until, "healthy never served: {status:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let listing = plugins_client
+            .list_plugins(ListPluginsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        if page.failed_sources.len() == 2 {
+            break (page, listing);
+        }
+        assert!(Instant::now() < until, "healthy never served: {page:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "checked within the source timeout"
+    );
+    assert_eq!(keys(&page.available_package_summaries), ["a@healthy/a"]);
+    let failed: Vec<(&str, &str)> = page
+        .failed_sources
+        .iter()
+        .map(|f| (f.source.as_str(), f.kind.as_str()))
+        .collect();
+    assert_eq!(failed, [("sleeps", "starting"), ("stops", "starting")]);
+    let listed = sources(&listing);
+    let status = |name: &str| listed.iter().find(|s| s.name == name).unwrap().clone();
+    assert_eq!(status("healthy").status, Status::Ready as i32);
+    let mut hung_runners = Vec::new();
+    for name in ["sleeps", "stops"] {
+        let s = status(name);
+        assert_eq!(s.status, Status::Starting as i32, "{s:?}");
+        assert!(s.reason.starts_with("starting: its runner (pid "), "{s:?}");
+        assert!(s.runner_pid > 0, "{s:?}");
+        hung_runners.push(s.runner_pid);
+    }
+
+    // After the source timeout: both failed with the reason, their runners killed; healthy serves.
+    let until = Instant::now() + Duration::from_secs(30);
+    let listed = loop {
+        let listing = plugins_client
+            .list_plugins(ListPluginsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let listed = sources(&listing);
+        if listed
+            .iter()
+            .filter(|s| s.status == Status::Failed as i32)
+            .count()
+            == 2
+        {
+            break listed;
+        }
+        assert!(Instant::now() < until, "never failed: {listed:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for name in ["sleeps", "stops"] {
+        let s = listed.iter().find(|s| s.name == name).unwrap();
+        assert!(
+            s.reason.contains(&format!("runner for source \"{name}\" failed to start (it did not load its library and build the source within the source timeout of 8000 ms)")),
+            "{s:?}"
+        );
+    }
+    wait_gone(&hung_runners);
+    let page = list(&mut client, 10, "", None).await;
+    assert_eq!(keys(&page.available_package_summaries), ["a@healthy/a"]);
+    let failed: Vec<(&str, &str)> = page
+        .failed_sources
+        .iter()
+        .map(|f| (f.source.as_str(), f.kind.as_str()))
+        .collect();
+    assert_eq!(failed, [("sleeps", "crashed"), ("stops", "crashed")]);
+    assert_eq!(terminate(child).code(), Some(0));
 }

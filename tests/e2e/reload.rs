@@ -40,6 +40,7 @@ struct Server {
 impl Server {
     async fn start(config: &Path) -> Server {
         let (child, address) = spawn_server(config);
+        tributary_tests::wait_until_started(&address);
         let channel = Channel::from_shared(format!("http://{address}"))
             .unwrap()
             .connect()

@@ -3,9 +3,10 @@
 //!
 //! - [`client`]: the host side. [`client::RunnerSource`] implements [`PackageSource`](tributary_plugin_api::PackageSource) by sending each
 //!   call to the runner, so it is wrapped into the same [`SourceBox`] as an in-process source and the
-//!   engine and guard treat both alike (contract checks, deadlines, failure kinds). It spawns the
-//!   runner, restarts it with back-off after it dies, and kills it when a call outlives the source
-//!   timeout (which is what finally frees a call that never returns).
+//!   engine and guard treat both alike (contract checks, deadlines, failure kinds). It starts the
+//!   runner on a thread of its own (the source is `starting` until the runner's hello, at most the
+//!   source timeout), restarts it with back-off after it dies, and kills it when a call outlives
+//!   the source timeout (which is what finally frees a call that never returns).
 //! - [`runner`]: the child side. It loads the library through [`crate::loader::load_all`] (the same
 //!   checks as the server), builds the source and answers calls until its socket closes.
 //! - [`frame`]: the framing: 4-byte big-endian length + one `tributary.runner.v1` prost message.
@@ -67,14 +68,12 @@ pub struct RunnerSpec {
     pub program: PathBuf,
 }
 
-/// Starts a runner for `spec` and returns the source the engine calls. Fails when the first runner
-/// cannot start or its library or constructor fails (the reason names which).
-pub fn start(
-    spec: RunnerSpec,
-) -> Result<(SourceBox, client::RunnerHandle), tributary_plugin_api::PluginError> {
-    let source = client::RunnerSource::start(spec)?;
+/// Begins starting a runner for `spec` and returns at once the source the engine calls (see
+/// [`client::RunnerSource::start`]).
+pub fn start(spec: RunnerSpec) -> (SourceBox, client::RunnerHandle) {
+    let source = client::RunnerSource::start(spec);
     let handle = source.handle();
-    Ok((tributary_plugin_api::ffi::source_box(source), handle))
+    (tributary_plugin_api::ffi::source_box(source), handle)
 }
 
 /// The registry's one call: starts the runner of source `sc` of `plugin` with its JSON `config_json`.
@@ -91,7 +90,7 @@ pub fn start_for(
             "cannot find the server's own binary to start a runner: {e}"
         ))
     })?;
-    start(RunnerSpec {
+    Ok(start(RunnerSpec {
         base_dir: config.base_dir.clone(),
         source: sc.name.clone(),
         plugin: plugin.meta.name.clone(),
@@ -105,7 +104,7 @@ pub fn start_for(
         allow_write: isolation.allow_write.clone(),
         call_timeout: config.source_timeout,
         program: runner_program().unwrap_or(program),
-    })
+    }))
 }
 
 /// `TRIBUTARY_RUNNER_PROGRAM` overrides the runner binary (tests that embed the server in another

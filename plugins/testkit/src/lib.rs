@@ -13,11 +13,13 @@
 //!            huge_field_on_call = 2, bad_utf8_on_call = 2, panic_in_detail = true,
 //!            fault = "segfault", fault_on_call = 2, fault_marker = "/tmp/fired",
 //!            description_bytes = 60000, bad_utf8_in_detail = true, long_error_in_detail = 100000,
-//!            calls_file = "/tmp/calls", log_calls = true, fork_grandchild = "/tmp/grandchild.pid" }
+//!            calls_file = "/tmp/calls", log_calls = true, fork_grandchild = "/tmp/grandchild.pid",
+//!            sleep_new_ms = 60000, stop_new = true }
 //! ```
 //! `fork_grandchild` makes the constructor start a detached grandchild (fork, fork again, the middle
 //! process exits) that inherits every descriptor of the process, its socket to the host included,
-//! and sleeps until it is killed; its pid is written to the given file.
+//! and sleeps until it is killed; its pid is written to the given file. `sleep_new_ms` makes the
+//! constructor sleep that long; `stop_new` makes it stop its own process (`SIGSTOP`).
 //! Items also take `deprecated = true`. `*_on_call` counts list calls from 1; `calls_file` gets one
 //! line per list call, so that a test can count calls made after a response was sent; `log_calls`
 //! writes one line per list call into the host's log, with the time the call has left.
@@ -60,6 +62,15 @@ impl Plugin for TestkitPlugin {
             std::fs::read(host.resolve(std::path::Path::new(path))).map_err(|e| {
                 PluginError::unavailable(format!("testkit: cannot read {path}: {e}"))
             })?;
+        }
+        if config.sleep_new_ms > 0 {
+            std::thread::sleep(Duration::from_millis(config.sleep_new_ms));
+        }
+        if config.stop_new {
+            // SAFETY: raise has no preconditions; the process stops until SIGCONT or SIGKILL.
+            unsafe {
+                libc::raise(libc::SIGSTOP);
+            }
         }
         if let Some(pid_file) = &config.fork_grandchild {
             let pid = fork_grandchild().map_err(|e| {
@@ -164,6 +175,12 @@ struct Config {
     /// Start a detached grandchild that keeps every inherited descriptor and sleeps; write its pid
     /// into this file.
     fork_grandchild: Option<PathBuf>,
+    /// The constructor sleeps this long first.
+    #[serde(default)]
+    sleep_new_ms: u64,
+    /// The constructor stops its own process (SIGSTOP).
+    #[serde(default)]
+    stop_new: bool,
 }
 
 /// Forks twice: the grandchild keeps the process's descriptors and sleeps until killed; the middle
