@@ -111,7 +111,12 @@ impl Registry {
                 return Err(StartError::InsecurePluginDir(reason));
             }
         }
-        let files = loader::load_all(&paths, config.strict_permissions);
+        let files = loader::load_all_with(
+            &paths,
+            config.strict_permissions,
+            &[],
+            inspection(config).as_ref(),
+        );
         Registry::build(config, files)
     }
 
@@ -139,8 +144,12 @@ impl Registry {
                 return Err(StartError::InsecurePluginDir(reason));
             }
         }
-        let mut files =
-            loader::load_all_reusing(&paths, config.strict_permissions, &previous.files);
+        let mut files = loader::load_all_with(
+            &paths,
+            config.strict_permissions,
+            &previous.files,
+            inspection(config).as_ref(),
+        );
         for old in previous.files.iter().filter(|f| f.outcome.is_ok()) {
             let Some(meta) = &old.meta else { continue };
             let still_loaded = files
@@ -409,6 +418,25 @@ impl Registry {
     }
 }
 
+/// With at least one isolated source, every library is first opened in an inspector child process
+/// ([`loader::inspect`]) and only those that in-process sources name are opened in the server: a
+/// library that only isolated sources use never runs code (not even its ELF initialisers) here.
+fn inspection(config: &Config) -> Option<loader::Inspection> {
+    if config.sources.iter().all(|s| s.isolation.is_none()) {
+        return None;
+    }
+    let program = crate::isolation::runner_program_path()?;
+    Some(loader::Inspection {
+        program,
+        in_process: config
+            .sources
+            .iter()
+            .filter(|s| s.isolation.is_none())
+            .map(|s| s.plugin.clone())
+            .collect(),
+    })
+}
+
 /// Time for a runner process to be spawned, on top of the source timeout its start is given.
 const RUNNER_SPAWN_MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -437,9 +465,15 @@ fn construct(
     let built = match &sc.isolation {
         Some(isolation) => crate::isolation::start_for(plugin, sha256, sc, isolation, config, text)
             .map(|(imp, runner)| (imp, Some(runner))),
-        None => (plugin.module.new_source())(&context, RStr::from_str(&text))
-            .into_result()
-            .map(|imp| (imp, None)),
+        None => match plugin.module {
+            Some(module) => (module.new_source())(&context, RStr::from_str(&text))
+                .into_result()
+                .map(|imp| (imp, None)),
+            None => Err(PluginError::internal(format!(
+                "plugin {:?} was only inspected in a child process, not opened in the server",
+                plugin.meta.name
+            ))),
+        },
     };
     let (imp, runner) = built?;
     let mut source = Source::with_limits(&sc.name, &plugin.meta.name, imp, config.guard_limits);

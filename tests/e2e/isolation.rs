@@ -792,3 +792,86 @@ async fn runners_start_in_parallel_while_the_server_listens() {
     assert_eq!(failed, [("sleeps", "crashed"), ("stops", "crashed")]);
     assert_eq!(terminate(child).code(), Some(0));
 }
+
+/// A library whose ELF initialiser aborts, used only by an isolated source: the server never opens
+/// it (a child process inspects it, and dies instead), starts, serves the other source and reports
+/// the library rejected with the signal; `tributary plugins` exits 5 (a library was rejected).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_library_whose_initialiser_aborts_is_rejected_when_only_isolated_sources_use_it() {
+    use tributary_proto::v1::{
+        plugin_info, plugins_service_client::PluginsServiceClient, source_info, ListPluginsRequest,
+    };
+    let plugins = PluginDir::with(&["testkit", "catalog"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("cat.json"),
+        r#"{"packages":[{"name":"b"},{"name":"d"}]}"#,
+    )
+    .unwrap();
+    let config = write_config(
+        dir.path(),
+        plugins.path(),
+        "[[source]]\nname = \"cat\"\nplugin = \"catalog\"\nconfig = { path = \"cat.json\" }\n[[source]]\nname = \"iso\"\nplugin = \"testkit\"\nisolation = \"process\"\nconfig = { items = [{ name = \"a\" }] }\n",
+    );
+    let library = plugins.path().join("libtestkit.so");
+    let reason = format!(
+        "the library crashed the process that opened it: it was killed by signal {} (Aborted) (in an inspector process; the server never opened it)",
+        libc::SIGABRT
+    );
+
+    let output = Command::new(&artifacts().binary)
+        .args(["plugins", "--config"])
+        .arg(&config)
+        .env("TRIBUTARY_TESTKIT_INIT_FAULT", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(5),
+        "{:?}: {stdout}",
+        output.status
+    );
+    assert!(
+        stdout.contains(&format!("  rejected  {}: {reason}", library.display())),
+        "{stdout}"
+    );
+
+    let mut command = Command::new(&artifacts().binary);
+    command
+        .args(["serve", "--grace-ms", "300", "--config"])
+        .arg(&config)
+        .env("TRIBUTARY_TESTKIT_INIT_FAULT", "1")
+        .stderr(Stdio::null());
+    let (child, address) = crate::binary::start(command);
+    let page = list(&mut client(&address).await, 10, "", None).await;
+    assert_eq!(
+        keys(&page.available_package_summaries),
+        ["b@cat/b", "d@cat/d"]
+    );
+    let failed: Vec<&str> = page
+        .failed_sources
+        .iter()
+        .map(|f| f.source.as_str())
+        .collect();
+    assert_eq!(failed, ["iso"]);
+    let listing = PluginsServiceClient::connect(format!("http://{address}"))
+        .await
+        .unwrap()
+        .list_plugins(ListPluginsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let file = listing
+        .plugins
+        .iter()
+        .find(|p| p.path == library.display().to_string())
+        .unwrap();
+    assert_eq!(
+        (file.status, file.reason.as_str()),
+        (plugin_info::Status::Rejected as i32, reason.as_str())
+    );
+    let iso = listing.sources.iter().find(|s| s.name == "iso").unwrap();
+    assert_eq!(iso.status, source_info::Status::Failed as i32, "{iso:?}");
+    assert_eq!(terminate(child).code(), Some(0));
+}

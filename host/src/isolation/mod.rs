@@ -107,6 +107,12 @@ pub fn start_for(
     }))
 }
 
+/// The program runners (and library inspectors) run: `TRIBUTARY_RUNNER_PROGRAM`, else the server's
+/// own binary; `None` when neither can be found.
+pub fn runner_program_path() -> Option<PathBuf> {
+    runner_program().or_else(|| std::env::current_exe().ok())
+}
+
 /// `TRIBUTARY_RUNNER_PROGRAM` overrides the runner binary (tests that embed the server in another
 /// binary point it at `tributary`).
 fn runner_program() -> Option<PathBuf> {

@@ -20,6 +20,8 @@
 //! process exits) that inherits every descriptor of the process, its socket to the host included,
 //! and sleeps until it is killed; its pid is written to the given file. `sleep_new_ms` makes the
 //! constructor sleep that long; `stop_new` makes it stop its own process (`SIGSTOP`).
+//! Outside the configuration: with `TRIBUTARY_TESTKIT_INIT_FAULT` set in its environment, a process
+//! that opens the library aborts in the library's ELF initialiser (before any check can run).
 //! Items also take `deprecated = true`. `*_on_call` counts list calls from 1; `calls_file` gets one
 //! line per list call, so that a test can count calls made after a response was sent; `log_calls`
 //! writes one line per list call into the host's log, with the time the call has left.
@@ -106,6 +108,22 @@ impl Plugin for TestkitPlugin {
 }
 
 export_plugin!(TestkitPlugin);
+
+/// An ELF initialiser: it runs when the library is opened (`dlopen`), before any check of the host
+/// can run. With `TRIBUTARY_TESTKIT_INIT_FAULT` set in the environment it aborts the process that
+/// opens the library, as a library whose load-time constructor crashes would.
+#[used]
+#[link_section = ".init_array"]
+static INIT_FAULT: extern "C" fn() = init_fault;
+
+extern "C" fn init_fault() {
+    // SAFETY: getenv with a NUL-terminated name, then abort; nothing else runs this early.
+    unsafe {
+        if !libc::getenv(c"TRIBUTARY_TESTKIT_INIT_FAULT".as_ptr()).is_null() {
+            libc::abort();
+        }
+    }
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
