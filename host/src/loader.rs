@@ -524,8 +524,8 @@ pub fn inspector_main(library: &Path, strict: bool) -> std::process::ExitCode {
     std::process::ExitCode::SUCCESS
 }
 
-/// Checks `path` without opening it in this process: its bytes are read and hashed here (no code
-/// runs), a library already loaded with the same bytes is reused, and otherwise a child process
+/// Checks `path` without opening it in this process. On a reload its bytes are read and hashed here
+/// (no code runs) and a library already loaded with the same bytes is reused; otherwise a child process
 /// (the runner binary in its inspector mode) opens it, runs the same checks and reports the
 /// metadata. A child that crashes (an ELF initialiser that aborts, say), hangs or says nothing makes
 /// the library rejected with that reason.
@@ -542,25 +542,33 @@ pub fn inspect(
         outcome: Err(reason),
         loaded_at: std::time::SystemTime::now(),
     };
-    let sha256 = match read_checked(path, strict) {
-        Ok(bytes) => sha256_hex(&bytes),
-        Err(reason) => return rejected("", None, reason),
-    };
-    if let Some(known) = previous
-        .iter()
-        .find(|f| f.outcome.is_ok() && f.sha256 == sha256)
-    {
-        let mut file = known.clone();
-        file.path = path.to_path_buf();
-        if let Ok(loaded) = &mut file.outcome {
-            loaded.path = path.to_path_buf();
+    // On a reload, the bytes are hashed here first, so that a library already loaded is reused
+    // without a child. At start there is nothing to reuse: the child's checks and hash are enough.
+    let known_sha256 = if previous.iter().any(|f| f.outcome.is_ok()) {
+        let sha256 = match read_checked(path, strict) {
+            Ok(bytes) => sha256_hex(&bytes),
+            Err(reason) => return rejected("", None, reason),
+        };
+        if let Some(known) = previous
+            .iter()
+            .find(|f| f.outcome.is_ok() && f.sha256 == sha256)
+        {
+            let mut file = known.clone();
+            file.path = path.to_path_buf();
+            if let Ok(loaded) = &mut file.outcome {
+                loaded.path = path.to_path_buf();
+            }
+            return file;
         }
-        return file;
-    }
+        Some(sha256)
+    } else {
+        None
+    };
     let report = match run_inspector(path, strict, &inspection.program) {
         Ok(report) => report,
-        Err(reason) => return rejected(&sha256, None, reason),
+        Err(reason) => return rejected(known_sha256.as_deref().unwrap_or(""), None, reason),
     };
+    let sha256 = known_sha256.unwrap_or_else(|| report.sha256.clone());
     if report.sha256 != sha256 {
         return rejected(
             &sha256,

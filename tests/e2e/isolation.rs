@@ -822,7 +822,7 @@ async fn a_library_whose_initialiser_aborts_is_rejected_when_only_isolated_sourc
     let output = Command::new(&artifacts().binary)
         .args(["plugins", "--config"])
         .arg(&config)
-        .env("TRIBUTARY_TESTKIT_INIT_FAULT", "1")
+        .env("TRIBUTARY_TESTKIT_INIT_FAULT", "always")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -841,7 +841,7 @@ async fn a_library_whose_initialiser_aborts_is_rejected_when_only_isolated_sourc
     command
         .args(["serve", "--grace-ms", "300", "--config"])
         .arg(&config)
-        .env("TRIBUTARY_TESTKIT_INIT_FAULT", "1")
+        .env("TRIBUTARY_TESTKIT_INIT_FAULT", "always")
         .stderr(Stdio::null());
     let (child, address) = crate::binary::start(command);
     let page = list(&mut client(&address).await, 10, "", None).await;

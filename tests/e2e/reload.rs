@@ -695,3 +695,64 @@ async fn a_copy_of_a_serving_library_under_a_name_that_sorts_first_is_refused() 
     assert_eq!(server.all_keys().await, all);
     stop(server);
 }
+
+/// A new version of a library that only an isolated source uses, whose ELF initialiser aborts,
+/// dropped in while serving: the reload inspects it in a child process, which dies, so the new
+/// version is rejected naming the signal, the server lives on and the old version keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_whose_initialiser_aborts_is_rejected_and_the_server_lives_on() {
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("init-fault");
+    let config = write_config(
+        dir.path(),
+        plugins.path(),
+        "watch = false\n[[source]]\nname = \"iso\"\nplugin = \"testkit\"\nisolation = \"process\"\nconfig = { items = [{ name = \"a\" }] }\n",
+    );
+    let mut command = Command::new(&artifacts().binary);
+    command
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("TRIBUTARY_TESTKIT_INIT_FAULT", &marker)
+        .stderr(std::process::Stdio::null());
+    let (child, address) = crate::binary::start(command);
+    tributary_tests::wait_until_started(&address);
+    let channel = Channel::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut server = Server {
+        child: Some(child),
+        packages: PackagesServiceClient::new(channel.clone()),
+        plugins: PluginsServiceClient::new(channel),
+    };
+    assert_eq!(server.all_keys().await, ["a@iso/a"]);
+
+    // From now on, opening the library aborts; a new build (other bytes) is moved into place.
+    std::fs::write(&marker, "").unwrap();
+    let target = plugins.path().join("libtestkit.so");
+    let staged = plugins.path().join("new-build.tmp");
+    let mut bytes = std::fs::read(&target).unwrap();
+    bytes.extend_from_slice(b"\0a new build");
+    std::fs::write(&staged, bytes).unwrap();
+    std::fs::rename(&staged, &target).unwrap();
+    let reloaded = server.reload().await.unwrap();
+    let reason = format!(
+        "the library crashed the process that opened it: it was killed by signal {} (Aborted) (in an inspector process; the server never opened it); the previous version (testkit {}, sha256 ",
+        libc::SIGABRT,
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(reloaded.rejected_libraries.len(), 1, "{reloaded:?}");
+    assert!(
+        reloaded.rejected_libraries[0].starts_with(&format!("{}: {reason}", target.display())),
+        "{reloaded:?}"
+    );
+    assert!(reloaded.changed_sources.is_empty(), "{reloaded:?}");
+    assert!(
+        server.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "the server died"
+    );
+    assert_eq!(server.all_keys().await, ["a@iso/a"]);
+    stop(server);
+}

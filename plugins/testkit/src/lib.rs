@@ -20,8 +20,9 @@
 //! process exits) that inherits every descriptor of the process, its socket to the host included,
 //! and sleeps until it is killed; its pid is written to the given file. `sleep_new_ms` makes the
 //! constructor sleep that long; `stop_new` makes it stop its own process (`SIGSTOP`).
-//! Outside the configuration: with `TRIBUTARY_TESTKIT_INIT_FAULT` set in its environment, a process
-//! that opens the library aborts in the library's ELF initialiser (before any check can run).
+//! Outside the configuration: with `TRIBUTARY_TESTKIT_INIT_FAULT` set to `always` (or to the path of
+//! a file that exists) in its environment, a process that opens the library aborts in the library's
+//! ELF initialiser (before any check can run).
 //! Items also take `deprecated = true`. `*_on_call` counts list calls from 1; `calls_file` gets one
 //! line per list call, so that a test can count calls made after a response was sent; `log_calls`
 //! writes one line per list call into the host's log, with the time the call has left.
@@ -110,16 +111,21 @@ impl Plugin for TestkitPlugin {
 export_plugin!(TestkitPlugin);
 
 /// An ELF initialiser: it runs when the library is opened (`dlopen`), before any check of the host
-/// can run. With `TRIBUTARY_TESTKIT_INIT_FAULT` set in the environment it aborts the process that
-/// opens the library, as a library whose load-time constructor crashes would.
+/// can run. With `TRIBUTARY_TESTKIT_INIT_FAULT` set to `always`, or to the path of a file that
+/// exists, it aborts the process that opens the library, as a library whose load-time constructor
+/// crashes would.
 #[used]
 #[link_section = ".init_array"]
 static INIT_FAULT: extern "C" fn() = init_fault;
 
 extern "C" fn init_fault() {
-    // SAFETY: getenv with a NUL-terminated name, then abort; nothing else runs this early.
+    // SAFETY: getenv and access with NUL-terminated strings, then abort; only libc calls this early.
     unsafe {
-        if !libc::getenv(c"TRIBUTARY_TESTKIT_INIT_FAULT".as_ptr()).is_null() {
+        let value = libc::getenv(c"TRIBUTARY_TESTKIT_INIT_FAULT".as_ptr());
+        if value.is_null() {
+            return;
+        }
+        if libc::strcmp(value, c"always".as_ptr()) == 0 || libc::access(value, libc::F_OK) == 0 {
             libc::abort();
         }
     }
