@@ -109,7 +109,10 @@ pub fn run(request: &CheckRequest) -> CheckOutcome {
         .or_insert_with(|| request.base_dir.to_string_lossy().into_owned().into());
     let text = serde_json::Value::Object(config).to_string();
     let context = plugin_context::context(&source_name, &request.base_dir, request.call_timeout);
-    let source = match (plugin.module.new_source())(&context, RStr::from_str(&text)) {
+    let Some(module) = plugin.module else {
+        return fail(out, "the library was not opened in this process");
+    };
+    let source = match (module.new_source())(&context, RStr::from_str(&text)) {
         RResult::ROk(source) => source,
         RResult::RErr(e) => return fail(out, &format!("the source could not be built: {e}")),
     };

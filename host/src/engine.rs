@@ -772,7 +772,7 @@ pub fn plugin_error(error: PluginError) -> (FailureKind, String) {
 }
 
 /// Records in the source's history how a call it answered ended. Refusals without a call
-/// (`unhealthy`, `overloaded`) and answers about the request (`not_found`, `invalid_argument`,
+/// (`unhealthy`, `overloaded`, `starting`) and answers about the request (`not_found`, `invalid_argument`,
 /// `unsupported`) say nothing of the source's health and are left out; timeouts are recorded by
 /// [`crate::guard`], on the plugin's own clock.
 pub fn record_outcome(source: &Source, outcome: Result<(), &(FailureKind, String)>) {
@@ -782,6 +782,7 @@ pub fn record_outcome(source: &Source, outcome: Result<(), &(FailureKind, String
             ErrorKind::NotFound,
             ErrorKind::InvalidArgument,
             ErrorKind::Unsupported,
+            ErrorKind::Starting,
         ]
         .contains(&k),
         FailureKind::Timeout | FailureKind::Unhealthy | FailureKind::Overloaded => false,

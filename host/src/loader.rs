@@ -13,6 +13,10 @@
 //! through `/proc/self/fd/N`. Overwriting, truncating or deleting the file in the plugin directory
 //! then cannot touch the running code.
 //!
+//! Opening a library runs its ELF initialisers before any check. With an [`Inspection`] (the
+//! registry asks for one when a source is isolated), each library is first opened in a child process
+//! ([`inspect`]) and only those that in-process sources name are opened here.
+//!
 //! Libraries are never unloaded (`abi_stable` leaks them on purpose): each memfd stays open and mapped
 //! for the life of the process.
 
@@ -37,8 +41,23 @@ pub struct PluginMeta {
 pub struct LoadedPlugin {
     pub meta: PluginMeta,
     pub path: PathBuf,
-    pub module: PluginMod_Ref,
+    /// `None` when the library was checked in an inspector child process only
+    /// ([`Inspection`]): it was never opened in this process.
+    pub module: Option<PluginMod_Ref>,
 }
+
+/// Which libraries are checked in a child process instead of this one (see [`inspect`]): all of
+/// them; then only those whose plugin an in-process source names are opened here.
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    /// The `tributary` binary (its hidden runner mode does the inspection).
+    pub program: PathBuf,
+    /// The plugins that in-process sources name: these are opened in this process too.
+    pub in_process: Vec<String>,
+}
+
+/// How long an inspector child may take to open one library.
+const INSPECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One library file and what became of it.
 #[derive(Clone)]
@@ -178,16 +197,34 @@ pub fn insecure_path_reason(path: &Path, what: &str) -> Option<String> {
 
 /// Loads every library in `paths`. Never fails as a whole: each file gets its own outcome. With
 /// `strict`, a file that [`insecure_reason`] objects to is rejected without being opened.
+///
+/// Two files that hold the same plugin name: the first in path order is loaded, the others are
+/// rejected as duplicates.
 pub fn load_all(paths: &[PathBuf], strict: bool) -> Vec<PluginFile> {
     load_all_reusing(paths, strict, &[])
 }
 
 /// [`load_all`] for a reload: a file whose bytes hash to a library of `previous` that loaded is not
 /// loaded again (no second copy is mapped); it reuses that library, its metadata and its load time.
+///
+/// Two files that hold the same plugin name: the file that served that plugin in `previous` (same
+/// path) keeps it and the newcomer is rejected, whatever their names; when neither served it, the
+/// first in path order is loaded, as at start.
 pub fn load_all_reusing(
     paths: &[PathBuf],
     strict: bool,
     previous: &[PluginFile],
+) -> Vec<PluginFile> {
+    load_all_with(paths, strict, previous, None)
+}
+
+/// [`load_all_reusing`], with `inspection`: each library is first opened in a child process
+/// ([`inspect`]); only one whose plugin an in-process source names is then opened here.
+pub fn load_all_with(
+    paths: &[PathBuf],
+    strict: bool,
+    previous: &[PluginFile],
+    inspection: Option<&Inspection>,
 ) -> Vec<PluginFile> {
     let mut files: Vec<PluginFile> = Vec::with_capacity(paths.len());
     for path in paths {
@@ -196,7 +233,7 @@ pub fn load_all_reusing(
         } else {
             None
         };
-        let mut file = match unsafe_file {
+        files.push(match unsafe_file {
             Some(reason) => PluginFile {
                 path: path.clone(),
                 sha256: String::new(),
@@ -204,40 +241,85 @@ pub fn load_all_reusing(
                 outcome: Err(reason),
                 loaded_at: std::time::SystemTime::now(),
             },
-            None => load_one(path, strict, previous),
-        };
-        if let (Ok(loaded), Some(first)) = (
-            &file.outcome,
-            files.iter().find_map(|f| match &f.outcome {
-                Ok(p) if file.meta.as_ref().is_some_and(|m| m.name == p.meta.name) => Some(&p.path),
-                _ => None,
-            }),
-        ) {
-            file.outcome = Err(format!(
-                "duplicate plugin name {:?}: already loaded from {}",
-                loaded.meta.name,
-                first.display()
-            ));
-        }
+            None => match inspection {
+                None => load_one(path, strict, previous),
+                Some(inspection) => {
+                    let file = inspect(path, strict, previous, inspection);
+                    match &file.outcome {
+                        Ok(p)
+                            if p.module.is_none()
+                                && inspection.in_process.contains(&p.meta.name) =>
+                        {
+                            load_one(path, strict, previous)
+                        }
+                        _ => file,
+                    }
+                }
+            },
+        });
+    }
+    reject_duplicates(&mut files, previous);
+    for file in &files {
         let reused = previous
             .iter()
             .any(|f| f.outcome.is_ok() && f.sha256 == file.sha256 && f.loaded_at == file.loaded_at);
         match &file.outcome {
             Ok(_) if reused => {}
             Ok(p) => tracing::info!(
-                path = %path.display(),
+                path = %file.path.display(),
                 sha256 = %file.sha256,
                 plugin = %p.meta.name,
                 version = %p.meta.version,
                 "loaded plugin"
             ),
             Err(reason) => {
-                tracing::warn!(path = %path.display(), "rejected plugin library: {reason}")
+                tracing::warn!(path = %file.path.display(), "rejected plugin library: {reason}")
             }
         }
-        files.push(file);
     }
     files
+}
+
+/// One loaded file per plugin name: the one that served the name in `previous` (by path) if it
+/// loaded again, else the first in `files`' (path) order. The others are rejected, naming it.
+fn reject_duplicates(files: &mut [PluginFile], previous: &[PluginFile]) {
+    let name_of = |f: &PluginFile| f.outcome.as_ref().ok().map(|p| p.meta.name.clone());
+    // (plugin name, index of the file that keeps it, whether that file was serving it)
+    let mut keepers: Vec<(String, usize, bool)> = Vec::new();
+    for (i, file) in files.iter().enumerate() {
+        let Some(name) = name_of(file) else { continue };
+        if keepers.iter().any(|(n, _, _)| *n == name) {
+            continue;
+        }
+        let serving = previous
+            .iter()
+            .filter(|f| name_of(f).as_ref() == Some(&name))
+            .find_map(|old| {
+                files
+                    .iter()
+                    .position(|f| f.path == old.path && name_of(f).as_ref() == Some(&name))
+            });
+        keepers.push((name, serving.unwrap_or(i), serving.is_some()));
+    }
+    for (name, keep, serving) in keepers {
+        let kept = files[keep].path.clone();
+        for (i, file) in files.iter_mut().enumerate() {
+            if i == keep || name_of(file).as_ref() != Some(&name) {
+                continue;
+            }
+            file.outcome = Err(if serving {
+                format!(
+                    "duplicate plugin name {name:?}: already served by {}",
+                    kept.display()
+                )
+            } else {
+                format!(
+                    "duplicate plugin name {name:?}: already loaded from {} (the first file in name order)",
+                    kept.display()
+                )
+            });
+        }
+    }
 }
 
 /// The bytes of a plugin file, read through one descriptor that was checked before reading.
@@ -337,9 +419,10 @@ fn load_one(path: &Path, strict: bool, previous: &[PluginFile]) -> PluginFile {
         Err(reason) => return rejected("", None, reason),
     };
     let sha256 = sha256_hex(&bytes);
+    // Reused only when it was opened in this process (not only inspected in a child).
     if let Some(known) = previous
         .iter()
-        .find(|f| f.outcome.is_ok() && f.sha256 == sha256)
+        .find(|f| f.sha256 == sha256 && f.outcome.as_ref().is_ok_and(|p| p.module.is_some()))
     {
         let mut file = known.clone();
         file.path = path.to_path_buf();
@@ -398,9 +481,184 @@ fn load_one(path: &Path, strict: bool, previous: &[PluginFile]) -> PluginFile {
         outcome: Ok(LoadedPlugin {
             meta,
             path: path.to_path_buf(),
-            module,
+            module: Some(module),
         }),
     }
+}
+
+/// What an inspector child reports about one library (one JSON line on its stdout).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Report {
+    sha256: String,
+    name: Option<String>,
+    version: String,
+    description: String,
+    interface: (u32, u32),
+    capabilities: Vec<String>,
+    rejected: Option<String>,
+}
+
+/// The inspector child's side (`tributary __runner --inspect <library> <strict|lax>`): loads the
+/// library as the server would and prints a [`Report`] line.
+pub fn inspector_main(library: &Path, strict: bool) -> std::process::ExitCode {
+    let file = load_all(&[library.to_path_buf()], strict)
+        .pop()
+        .expect("one file in, one out");
+    let meta = file.meta.clone();
+    let report = Report {
+        sha256: file.sha256.clone(),
+        name: meta.as_ref().map(|m| m.name.clone()),
+        version: meta.as_ref().map(|m| m.version.clone()).unwrap_or_default(),
+        description: meta
+            .as_ref()
+            .map(|m| m.description.clone())
+            .unwrap_or_default(),
+        interface: meta.as_ref().map(|m| m.interface).unwrap_or_default(),
+        capabilities: meta.map(|m| m.capabilities).unwrap_or_default(),
+        rejected: file.outcome.err(),
+    };
+    println!(
+        "{}",
+        serde_json::to_string(&report).expect("a report is JSON")
+    );
+    std::process::ExitCode::SUCCESS
+}
+
+/// Checks `path` without opening it in this process. On a reload its bytes are read and hashed here
+/// (no code runs) and a library already loaded with the same bytes is reused; otherwise a child process
+/// (the runner binary in its inspector mode) opens it, runs the same checks and reports the
+/// metadata. A child that crashes (an ELF initialiser that aborts, say), hangs or says nothing makes
+/// the library rejected with that reason.
+pub fn inspect(
+    path: &Path,
+    strict: bool,
+    previous: &[PluginFile],
+    inspection: &Inspection,
+) -> PluginFile {
+    let rejected = |sha256: &str, meta: Option<PluginMeta>, reason: String| PluginFile {
+        path: path.to_path_buf(),
+        sha256: sha256.to_owned(),
+        meta,
+        outcome: Err(reason),
+        loaded_at: std::time::SystemTime::now(),
+    };
+    // On a reload, the bytes are hashed here first, so that a library already loaded is reused
+    // without a child. At start there is nothing to reuse: the child's checks and hash are enough.
+    let known_sha256 = if previous.iter().any(|f| f.outcome.is_ok()) {
+        let sha256 = match read_checked(path, strict) {
+            Ok(bytes) => sha256_hex(&bytes),
+            Err(reason) => return rejected("", None, reason),
+        };
+        if let Some(known) = previous
+            .iter()
+            .find(|f| f.outcome.is_ok() && f.sha256 == sha256)
+        {
+            let mut file = known.clone();
+            file.path = path.to_path_buf();
+            if let Ok(loaded) = &mut file.outcome {
+                loaded.path = path.to_path_buf();
+            }
+            return file;
+        }
+        Some(sha256)
+    } else {
+        None
+    };
+    let report = match run_inspector(path, strict, &inspection.program) {
+        Ok(report) => report,
+        Err(reason) => return rejected(known_sha256.as_deref().unwrap_or(""), None, reason),
+    };
+    let sha256 = known_sha256.unwrap_or_else(|| report.sha256.clone());
+    if report.sha256 != sha256 {
+        return rejected(
+            &sha256,
+            None,
+            "the file changed while it was being inspected".to_owned(),
+        );
+    }
+    let meta = report.name.map(|name| PluginMeta {
+        name,
+        version: report.version,
+        description: report.description,
+        interface: report.interface,
+        capabilities: report.capabilities,
+    });
+    match (report.rejected, meta) {
+        (Some(reason), meta) => rejected(&sha256, meta, reason),
+        (None, None) => rejected(&sha256, None, "the inspector reported no plugin".to_owned()),
+        (None, Some(meta)) => PluginFile {
+            path: path.to_path_buf(),
+            sha256,
+            meta: Some(meta.clone()),
+            loaded_at: std::time::SystemTime::now(),
+            outcome: Ok(LoadedPlugin {
+                meta,
+                path: path.to_path_buf(),
+                module: None,
+            }),
+        },
+    }
+}
+
+fn run_inspector(path: &Path, strict: bool, program: &Path) -> Result<Report, String> {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    let mut child = std::process::Command::new(program)
+        .arg(crate::isolation::RUNNER_ARG)
+        .arg("--inspect")
+        .arg(path)
+        .arg(if strict { "strict" } else { "lax" })
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "cannot start an inspector process ({}): {e}",
+                program.display()
+            )
+        })?;
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let deadline = std::time::Instant::now() + INSPECT_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            Ok(None) => {
+                // SAFETY: the child (the group's leader) is not reaped yet.
+                unsafe {
+                    libc::killpg(child.id() as libc::pid_t, libc::SIGKILL);
+                }
+                let _ = child.wait();
+                return Err(format!(
+                    "opening the library did not finish within {} s (in an inspector process; the server never opened it)",
+                    INSPECT_TIMEOUT.as_secs()
+                ));
+            }
+            Err(e) => return Err(format!("waiting for the inspector process failed: {e}")),
+        }
+    };
+    // SAFETY: as above; what the library's code started goes with the inspector.
+    unsafe {
+        libc::killpg(child.id() as libc::pid_t, libc::SIGKILL);
+    }
+    let text = reader.join().unwrap_or_default();
+    if !status.success() {
+        return Err(format!(
+            "the library crashed the process that opened it: it {} (in an inspector process; the server never opened it)",
+            crate::isolation::client::describe_exit(status)
+        ));
+    }
+    serde_json::from_str::<Report>(text.trim())
+        .map_err(|e| format!("the inspector process answered no report ({e})"))
 }
 
 /// One line saying why a library could not be loaded. `AbiInstability` reports can run to a thousand

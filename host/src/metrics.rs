@@ -359,7 +359,7 @@ impl Metrics {
                 }
                 self.runner_up
                     .with_label_values(&[entry.name.as_str()])
-                    .set(i64::from(status.pid.is_some()));
+                    .set(i64::from(status.pid.is_some() && status.starting.is_none()));
             }
             if let Ok(source) = &entry.state {
                 let dropped = source.guard.history().items_dropped;

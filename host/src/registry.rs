@@ -29,6 +29,15 @@ pub struct Source {
 }
 
 impl Source {
+    /// Whether the source has no runner to call yet: an isolated source whose runner is starting,
+    /// or whose first start failed. Always false in-process.
+    pub fn runner_not_up(&self) -> bool {
+        self.runner.as_ref().is_some_and(|r| {
+            let status = r.status();
+            status.starting.is_some() || status.start_failed.is_some()
+        })
+    }
+
     /// A source around an already-built [`SourceBox`] (tests, benchmarks, in-process sources), with
     /// the default call limits.
     pub fn new(name: &str, plugin: &str, imp: SourceBox) -> Source {
@@ -102,7 +111,12 @@ impl Registry {
                 return Err(StartError::InsecurePluginDir(reason));
             }
         }
-        let files = loader::load_all(&paths, config.strict_permissions);
+        let files = loader::load_all_with(
+            &paths,
+            config.strict_permissions,
+            &[],
+            inspection(config).as_ref(),
+        );
         Registry::build(config, files)
     }
 
@@ -130,8 +144,12 @@ impl Registry {
                 return Err(StartError::InsecurePluginDir(reason));
             }
         }
-        let mut files =
-            loader::load_all_reusing(&paths, config.strict_permissions, &previous.files);
+        let mut files = loader::load_all_with(
+            &paths,
+            config.strict_permissions,
+            &previous.files,
+            inspection(config).as_ref(),
+        );
         for old in previous.files.iter().filter(|f| f.outcome.is_ok()) {
             let Some(meta) = &old.meta else { continue };
             let still_loaded = files
@@ -242,21 +260,35 @@ impl Registry {
         let mut sources = Vec::new();
         // Sources taken over unchanged from the previous generation: not announced again.
         let mut kept_names: Vec<&str> = Vec::new();
+        // Sources (by index in `sources`) whose runner this call began to start.
+        let mut new_runners = Vec::new();
         for (index, sc) in config.sources.iter().enumerate() {
             let mut built_from = None;
             let state = match loaded.iter().find(|(p, _)| p.meta.name == sc.plugin) {
                 Some((plugin, sha256)) => {
                     built_from = Some((sc.clone(), sha256.to_string()));
+                    // An isolated source whose runner never started is built again.
                     let kept = previous
                         .and_then(|r| r.source(&sc.name))
                         .filter(|old| old.built_from == built_from)
-                        .and_then(|old| old.state.as_ref().ok().cloned());
+                        .and_then(|old| old.state.as_ref().ok().cloned())
+                        .filter(|old| {
+                            old.runner
+                                .as_ref()
+                                .is_none_or(|r| r.status().start_failed.is_none())
+                        });
                     match kept {
                         Some(source) => {
                             kept_names.push(&sc.name);
                             Ok(source)
                         }
-                        None => construct(plugin, sha256, sc, config),
+                        None => {
+                            let built = construct(plugin, sha256, sc, config);
+                            if built.as_ref().is_ok_and(|s| s.runner.is_some()) {
+                                new_runners.push(sources.len());
+                            }
+                            built
+                        }
                     }
                 }
                 None if previous.is_some() => Err(PluginError::unavailable(format!(
@@ -302,6 +334,25 @@ impl Registry {
             });
         }
 
+        // At start the server listens while runners come up (their sources are `starting`). A
+        // reload waits for the runners it started (all at once, within the source timeout), so
+        // that a new version whose source cannot start is rejected like an in-process one.
+        if previous.is_some() {
+            let deadline = std::time::Instant::now() + config.source_timeout + RUNNER_SPAWN_MARGIN;
+            for i in new_runners {
+                let entry: &mut SourceEntry = &mut sources[i];
+                let failed = entry
+                    .state
+                    .as_ref()
+                    .ok()
+                    .and_then(|s| s.runner.as_ref())
+                    .and_then(|r| r.wait_started(deadline).err());
+                if let Some(e) = failed {
+                    entry.state = Err(e);
+                }
+            }
+        }
+
         for (plugin, _) in &loaded {
             if !config.sources.iter().any(|s| s.plugin == plugin.meta.name) {
                 tracing::info!(plugin = %plugin.meta.name, "plugin loaded and idle: no [[source]] names it");
@@ -314,6 +365,14 @@ impl Registry {
                 continue;
             }
             match &s.state {
+                Ok(source)
+                    if source
+                        .runner
+                        .as_ref()
+                        .is_some_and(|r| r.status().starting.is_some()) =>
+                {
+                    tracing::info!(source = %s.name, plugin = %s.plugin, "source starting (its runner loads the library and builds the source)")
+                }
                 Ok(_) => {
                     tracing::info!(source = %s.name, plugin = %s.plugin, "source ready")
                 }
@@ -327,6 +386,17 @@ impl Registry {
             files,
             sources,
         })
+    }
+
+    /// Waits until every isolated source's runner has started or failed to (at most `source_timeout`
+    /// plus the time to spawn it): `tributary plugins` reports how each start ended.
+    pub fn wait_for_runners(&self, source_timeout: std::time::Duration) {
+        let deadline = std::time::Instant::now() + source_timeout + RUNNER_SPAWN_MARGIN;
+        for source in self.sources.iter().filter_map(|s| s.state.as_ref().ok()) {
+            if let Some(runner) = &source.runner {
+                let _ = runner.wait_started(deadline);
+            }
+        }
     }
 
     /// A registry of in-process sources, for tests and benchmarks.
@@ -356,6 +426,28 @@ impl Registry {
     }
 }
 
+/// With at least one isolated source, every library is first opened in an inspector child process
+/// ([`loader::inspect`]) and only those that in-process sources name are opened in the server: a
+/// library that only isolated sources use never runs code (not even its ELF initialisers) here.
+fn inspection(config: &Config) -> Option<loader::Inspection> {
+    if config.sources.iter().all(|s| s.isolation.is_none()) {
+        return None;
+    }
+    let program = crate::isolation::runner_program_path()?;
+    Some(loader::Inspection {
+        program,
+        in_process: config
+            .sources
+            .iter()
+            .filter(|s| s.isolation.is_none())
+            .map(|s| s.plugin.clone())
+            .collect(),
+    })
+}
+
+/// Time for a runner process to be spawned, on top of the source timeout its start is given.
+const RUNNER_SPAWN_MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Files by path, a loaded one before a rejected one at the same path.
 fn sort_files(files: &mut [PluginFile]) {
     files.sort_by(|a, b| {
@@ -381,9 +473,15 @@ fn construct(
     let built = match &sc.isolation {
         Some(isolation) => crate::isolation::start_for(plugin, sha256, sc, isolation, config, text)
             .map(|(imp, runner)| (imp, Some(runner))),
-        None => (plugin.module.new_source())(&context, RStr::from_str(&text))
-            .into_result()
-            .map(|imp| (imp, None)),
+        None => match plugin.module {
+            Some(module) => (module.new_source())(&context, RStr::from_str(&text))
+                .into_result()
+                .map(|imp| (imp, None)),
+            None => Err(PluginError::internal(format!(
+                "plugin {:?} was only inspected in a child process, not opened in the server",
+                plugin.meta.name
+            ))),
+        },
     };
     let (imp, runner) = built?;
     let mut source = Source::with_limits(&sc.name, &plugin.meta.name, imp, config.guard_limits);

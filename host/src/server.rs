@@ -422,7 +422,8 @@ async fn watch_sources(
             let status = match &entry.state {
                 Ok(source)
                     if source.guard.condition() == Condition::Healthy
-                        && !source.guard.history().failing() =>
+                        && !source.guard.history().failing()
+                        && !source.runner_not_up() =>
                 {
                     ServingStatus::Serving
                 }

@@ -263,9 +263,10 @@ fn code_for(kind: ErrorKind) -> tonic::Code {
     match kind {
         ErrorKind::NotFound => tonic::Code::NotFound,
         ErrorKind::InvalidArgument => tonic::Code::InvalidArgument,
-        ErrorKind::Unavailable | ErrorKind::InvalidConfig | ErrorKind::Crashed => {
-            tonic::Code::Unavailable
-        }
+        ErrorKind::Unavailable
+        | ErrorKind::InvalidConfig
+        | ErrorKind::Crashed
+        | ErrorKind::Starting => tonic::Code::Unavailable,
         _ => tonic::Code::Internal,
     }
 }
@@ -985,9 +986,29 @@ pub fn list_plugins(registry: &Registry) -> pb::ListPluginsResponse {
                 .as_ref()
                 .map(|source| source.guard.history())
                 .unwrap_or_default();
-            let (status, reason, calls_in_flight) = match &s.state {
-                Err(e) => (SStatus::Failed, e.to_string(), 0),
-                Ok(source) => {
+            let runner = s
+                .state
+                .as_ref()
+                .ok()
+                .and_then(|source| source.runner.as_ref())
+                .map(|r| r.status());
+            let (status, reason, calls_in_flight) = match (&s.state, &runner) {
+                (Err(e), _) => (SStatus::Failed, e.to_string(), 0),
+                (Ok(_), Some(r)) if r.start_failed.is_some() => (
+                    SStatus::Failed,
+                    r.start_failed.as_ref().map(|e| e.to_string()).unwrap_or_default(),
+                    0,
+                ),
+                (Ok(source), Some(r)) if r.starting.is_some() => (
+                    SStatus::Starting,
+                    format!(
+                        "starting: its runner{} is loading the library and building the source ({} ms so far)",
+                        r.pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+                        r.starting.unwrap_or_default().as_millis()
+                    ),
+                    source.guard.in_flight() as u32,
+                ),
+                (Ok(source), _) => {
                     let in_flight = source.guard.in_flight() as u32;
                     match source.guard.condition() {
                         Condition::Healthy if history.failing() => (
@@ -1007,12 +1028,6 @@ pub fn list_plugins(registry: &Registry) -> pb::ListPluginsResponse {
                 Some((at, kind, message)) => (format!("{kind}: {message}"), unix_seconds(*at)),
                 None => (String::new(), 0),
             };
-            let runner = s
-                .state
-                .as_ref()
-                .ok()
-                .and_then(|source| source.runner.as_ref())
-                .map(|r| r.status());
             pb::SourceInfo {
                 name: s.name.clone(),
                 plugin: s.plugin.clone(),

@@ -253,6 +253,9 @@ impl ErrorKind {
     /// The process that ran the source died (process isolation only); the message gives the signal
     /// or exit status. Set by the host, never by a plugin.
     pub const Crashed: ErrorKind = ErrorKind(8);
+    /// The process that runs the source is starting (process isolation only): no call was made.
+    /// Set by the host, never by a plugin.
+    pub const Starting: ErrorKind = ErrorKind(9);
 
     /// A stable lower-case name, used in logs and in API responses.
     pub fn name(self) -> &'static str {
@@ -265,6 +268,7 @@ impl ErrorKind {
             6 => "invalid_argument",
             7 => "unsupported",
             8 => "crashed",
+            9 => "starting",
             _ => "internal",
         }
     }

@@ -76,6 +76,7 @@ fn spawn(config: &std::path::Path, memory_cap: Option<u64>) -> (Child, String) {
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_owned();
+    tributary_tests::wait_until_started(&address);
     (child, address)
 }
 
@@ -323,6 +324,7 @@ async fn the_runner_gets_only_what_it_needs() {
         .strip_prefix("listening on ")
         .unwrap()
         .to_owned();
+    tributary_tests::wait_until_started(&address);
     let page = list(&mut client(&address).await, 10, "", None).await;
     assert_eq!(keys(&page.available_package_summaries), ["a@one/a"]);
 
@@ -542,4 +544,336 @@ async fn an_isolated_source_reads_only_its_own_paths() {
         ]
     );
     assert!(terminate(child).success());
+}
+
+/// The isolated source's runner pid in `ListPlugins` (0 while it has none).
+async fn runner_pid(address: &str, source: &str) -> u32 {
+    use tributary_proto::v1::{plugins_service_client::PluginsServiceClient, ListPluginsRequest};
+    PluginsServiceClient::connect(format!("http://{address}"))
+        .await
+        .unwrap()
+        .list_plugins(ListPluginsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .sources
+        .into_iter()
+        .find(|s| s.name == source)
+        .unwrap_or_else(|| panic!("no source {source:?}"))
+        .runner_pid
+}
+
+fn read_pid(path: &std::path::Path) -> u32 {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A plugin whose constructor starts a detached grandchild that keeps the runner's socket open:
+/// killing the runner is still noticed (its exit, not its socket, is watched), its process group
+/// (the grandchild) is killed, and a new runner serves; at the server's exit the new runner's group
+/// goes too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_runner_is_noticed_and_its_group_killed_though_a_grandchild_holds_its_socket() {
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("grandchild.pid");
+    let config = write_config(
+        dir.path(),
+        plugins.path(),
+        &format!(
+            r#"source_timeout_ms = 2000
+[[source]]
+name = "good"
+plugin = "testkit"
+config = {{ items = [{{ name = "a" }}] }}
+[[source]]
+name = "iso"
+plugin = "testkit"
+isolation = "process"
+allow_write = [{dir:?}]
+config = {{ items = [{{ name = "b" }}], fork_grandchild = {pid_file:?} }}
+"#,
+            dir = dir.path().display().to_string(),
+            pid_file = pid_file.display().to_string()
+        ),
+    );
+    let (child, address) = spawn(&config, None);
+    let mut client = client(&address).await;
+    let page = list(&mut client, 10, "", None).await;
+    assert_eq!(
+        keys(&page.available_package_summaries),
+        ["a@good/a", "b@iso/b"]
+    );
+    let first_runner = runner_pid(&address, "iso").await;
+    let first_grandchild = read_pid(&pid_file);
+    assert!(first_runner > 0);
+    assert!(!is_gone(first_grandchild), "the grandchild runs");
+
+    assert!(Command::new("kill")
+        .args(["-KILL", &first_runner.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    // The source serves again from a new runner, and the old runner's grandchild is gone.
+    let until = Instant::now() + Duration::from_secs(15);
+    let second_runner = loop {
+        let page = list(&mut client, 10, "", None).await;
+        let pid = runner_pid(&address, "iso").await;
+        if page.failed_sources.is_empty() && pid != 0 && pid != first_runner {
+            assert_eq!(
+                keys(&page.available_package_summaries),
+                ["a@good/a", "b@iso/b"]
+            );
+            break pid;
+        }
+        assert!(
+            Instant::now() < until,
+            "the killed runner {first_runner} was never replaced: {page:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(is_gone(first_runner), "the killed runner was reaped");
+    wait_gone(&[first_grandchild]);
+    let second_grandchild = read_pid(&pid_file);
+    assert_ne!(second_grandchild, first_grandchild);
+    assert!(
+        !is_gone(second_grandchild),
+        "the new runner's grandchild runs"
+    );
+
+    assert_eq!(terminate(child).code(), Some(0));
+    wait_gone(&[second_runner, second_grandchild]);
+}
+
+/// Two isolated sources whose constructors never finish (one stops its own process, one sleeps)
+/// and a healthy isolated one: the server listens at once, the healthy source serves while the two
+/// are `starting`, and each is failed when the source timeout passes, its runner killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runners_start_in_parallel_while_the_server_listens() {
+    use tributary_proto::v1::{
+        plugins_service_client::PluginsServiceClient, source_info::Status, ListPluginsRequest,
+        SourceInfo,
+    };
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let table = |name: &str, config: &str| {
+        format!("[[source]]\nname = \"{name}\"\nplugin = \"testkit\"\nisolation = \"process\"\nconfig = {{ {config} }}\n")
+    };
+    let config = write_config(
+        dir.path(),
+        plugins.path(),
+        &[
+            "source_timeout_ms = 8000\n".to_owned(),
+            table("healthy", "items = [{ name = \"a\" }]"),
+            table(
+                "sleeps",
+                "items = [{ name = \"b\" }], sleep_new_ms = 600000",
+            ),
+            table("stops", "items = [{ name = \"c\" }], stop_new = true"),
+        ]
+        .concat(),
+    );
+    let started = Instant::now();
+    let mut child = Command::new(&artifacts().binary)
+        .args(["serve", "--grace-ms", "300", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let listening_after = started.elapsed();
+    let address = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    assert!(
+        listening_after < Duration::from_secs(5),
+        "listening after {listening_after:?}"
+    );
+    let mut plugins_client = PluginsServiceClient::connect(format!("http://{address}"))
+        .await
+        .unwrap();
+    let mut client = client(&address).await;
+    let sources = |listing: &tributary_proto::v1::ListPluginsResponse| -> Vec<SourceInfo> {
+        listing.sources.clone()
+    };
+
+    // While the two are starting: the healthy one serves, they are reported `starting`.
+    let until = Instant::now() + Duration::from_secs(6);
+    let (page, listing) = loop {
+        // UNAVAILABLE while no source can answer yet (all three starting).
+        let answer = client
+            .list_available_package_summaries(list_request(10, "", None))
+            .await;
+        let page = match answer {
+            Ok(page) => page.into_inner(),
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                assert!(Instant::now() < until, "healthy never served: {status:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let listing = plugins_client
+            .list_plugins(ListPluginsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        if page.failed_sources.len() == 2 {
+            break (page, listing);
+        }
+        assert!(Instant::now() < until, "healthy never served: {page:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "checked within the source timeout"
+    );
+    assert_eq!(keys(&page.available_package_summaries), ["a@healthy/a"]);
+    let failed: Vec<(&str, &str)> = page
+        .failed_sources
+        .iter()
+        .map(|f| (f.source.as_str(), f.kind.as_str()))
+        .collect();
+    assert_eq!(failed, [("sleeps", "starting"), ("stops", "starting")]);
+    let listed = sources(&listing);
+    let status = |name: &str| listed.iter().find(|s| s.name == name).unwrap().clone();
+    assert_eq!(status("healthy").status, Status::Ready as i32);
+    let mut hung_runners = Vec::new();
+    for name in ["sleeps", "stops"] {
+        let s = status(name);
+        assert_eq!(s.status, Status::Starting as i32, "{s:?}");
+        assert!(s.reason.starts_with("starting: its runner (pid "), "{s:?}");
+        assert!(s.runner_pid > 0, "{s:?}");
+        hung_runners.push(s.runner_pid);
+    }
+
+    // After the source timeout: both failed with the reason, their runners killed; healthy serves.
+    let until = Instant::now() + Duration::from_secs(30);
+    let listed = loop {
+        let listing = plugins_client
+            .list_plugins(ListPluginsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let listed = sources(&listing);
+        if listed
+            .iter()
+            .filter(|s| s.status == Status::Failed as i32)
+            .count()
+            == 2
+        {
+            break listed;
+        }
+        assert!(Instant::now() < until, "never failed: {listed:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for name in ["sleeps", "stops"] {
+        let s = listed.iter().find(|s| s.name == name).unwrap();
+        assert!(
+            s.reason.contains(&format!("runner for source \"{name}\" failed to start (it did not load its library and build the source within the source timeout of 8000 ms)")),
+            "{s:?}"
+        );
+    }
+    wait_gone(&hung_runners);
+    let page = list(&mut client, 10, "", None).await;
+    assert_eq!(keys(&page.available_package_summaries), ["a@healthy/a"]);
+    let failed: Vec<(&str, &str)> = page
+        .failed_sources
+        .iter()
+        .map(|f| (f.source.as_str(), f.kind.as_str()))
+        .collect();
+    assert_eq!(failed, [("sleeps", "crashed"), ("stops", "crashed")]);
+    assert_eq!(terminate(child).code(), Some(0));
+}
+
+/// A library whose ELF initialiser aborts, used only by an isolated source: the server never opens
+/// it (a child process inspects it, and dies instead), starts, serves the other source and reports
+/// the library rejected with the signal; `tributary plugins` exits 5 (a library was rejected).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_library_whose_initialiser_aborts_is_rejected_when_only_isolated_sources_use_it() {
+    use tributary_proto::v1::{
+        plugin_info, plugins_service_client::PluginsServiceClient, source_info, ListPluginsRequest,
+    };
+    let plugins = PluginDir::with(&["testkit", "catalog"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("cat.json"),
+        r#"{"packages":[{"name":"b"},{"name":"d"}]}"#,
+    )
+    .unwrap();
+    let config = write_config(
+        dir.path(),
+        plugins.path(),
+        "[[source]]\nname = \"cat\"\nplugin = \"catalog\"\nconfig = { path = \"cat.json\" }\n[[source]]\nname = \"iso\"\nplugin = \"testkit\"\nisolation = \"process\"\nconfig = { items = [{ name = \"a\" }] }\n",
+    );
+    let library = plugins.path().join("libtestkit.so");
+    let reason = format!(
+        "the library crashed the process that opened it: it was killed by signal {} (Aborted) (in an inspector process; the server never opened it)",
+        libc::SIGABRT
+    );
+
+    let output = Command::new(&artifacts().binary)
+        .args(["plugins", "--config"])
+        .arg(&config)
+        .env("TRIBUTARY_TESTKIT_INIT_FAULT", "always")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(5),
+        "{:?}: {stdout}",
+        output.status
+    );
+    assert!(
+        stdout.contains(&format!("  rejected  {}: {reason}", library.display())),
+        "{stdout}"
+    );
+
+    let mut command = Command::new(&artifacts().binary);
+    command
+        .args(["serve", "--grace-ms", "300", "--config"])
+        .arg(&config)
+        .env("TRIBUTARY_TESTKIT_INIT_FAULT", "always")
+        .stderr(Stdio::null());
+    let (child, address) = crate::binary::start(command);
+    let page = list(&mut client(&address).await, 10, "", None).await;
+    assert_eq!(
+        keys(&page.available_package_summaries),
+        ["b@cat/b", "d@cat/d"]
+    );
+    let failed: Vec<&str> = page
+        .failed_sources
+        .iter()
+        .map(|f| f.source.as_str())
+        .collect();
+    assert_eq!(failed, ["iso"]);
+    let listing = PluginsServiceClient::connect(format!("http://{address}"))
+        .await
+        .unwrap()
+        .list_plugins(ListPluginsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let file = listing
+        .plugins
+        .iter()
+        .find(|p| p.path == library.display().to_string())
+        .unwrap();
+    assert_eq!(
+        (file.status, file.reason.as_str()),
+        (plugin_info::Status::Rejected as i32, reason.as_str())
+    );
+    let iso = listing.sources.iter().find(|s| s.name == "iso").unwrap();
+    assert_eq!(iso.status, source_info::Status::Failed as i32, "{iso:?}");
+    assert_eq!(terminate(child).code(), Some(0));
 }

@@ -244,6 +244,7 @@ async fn a_killed_runner_shows_its_restart_and_exit_in_list_plugins_and_metrics(
         "metrics_listen = \"127.0.0.1:0\"\n[[source]]\nname = \"iso\"\nplugin = \"testkit\"\nisolation = \"process\"\nconfig = { items = [{ name = \"a\" }] }\n",
     );
     let (child, grpc, metrics) = serve_with_metrics(&config);
+    tributary_tests::wait_until_started(&grpc);
     let mut packages = PackagesServiceClient::connect(format!("http://{grpc}"))
         .await
         .unwrap();

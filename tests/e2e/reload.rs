@@ -41,6 +41,7 @@ struct Server {
 impl Server {
     async fn start(config: &Path) -> Server {
         let (child, address) = spawn_server(config);
+        tributary_tests::wait_until_started(&address);
         let channel = Channel::from_shared(format!("http://{address}"))
             .unwrap()
             .connect()
@@ -752,5 +753,139 @@ async fn a_slow_constructor_in_a_reload_stalls_no_request() {
             Duration::from_secs(20),
         )
         .await;
+    stop(server);
+}
+
+/// A copy of a serving library under another file name that sorts first (same plugin name): the
+/// library already serving keeps serving, the copy is the one refused, naming the serving file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_of_a_serving_library_under_a_name_that_sorts_first_is_refused() {
+    let plugins = PluginDir::with(&["testkit", "catalog"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        plugins.path(),
+        &format!("watch = false\n{ONE}{}", cat_source(dir.path())),
+    );
+    let mut server = Server::start(&config).await;
+    let all = ["a@one/a", "b@cat/b", "c@one/c", "d@cat/d", "e@one/e"];
+    assert_eq!(server.all_keys().await, all);
+
+    let serving = plugins.path().join("libcatalog.so");
+    let copy = plugins.path().join("libaa_catalog_copy.so");
+    assert!(
+        copy.file_name() < serving.file_name(),
+        "the copy sorts first"
+    );
+    plugins.add("catalog", "libaa_catalog_copy.so");
+    let reason = format!(
+        "duplicate plugin name \"catalog\": already served by {}",
+        serving.display()
+    );
+    let reloaded = server.reload().await.unwrap();
+    assert_eq!(
+        reloaded,
+        pb::ReloadResponse {
+            generation: 2,
+            rejected_libraries: vec![format!("{}: {reason}", copy.display())],
+            ..Default::default()
+        }
+    );
+    assert_eq!(server.all_keys().await, all);
+    let listing = server.listing().await;
+    let file = |path: &Path| {
+        let found: Vec<&pb::PluginInfo> = listing
+            .plugins
+            .iter()
+            .filter(|p| p.path == path.display().to_string())
+            .collect();
+        assert_eq!(found.len(), 1, "{listing:?}");
+        found[0].clone()
+    };
+    let (kept, refused) = (file(&serving), file(&copy));
+    assert_eq!(
+        (kept.status, kept.reason.as_str()),
+        (pb::plugin_info::Status::Loaded as i32, "")
+    );
+    assert_eq!(
+        (refused.status, refused.reason.as_str()),
+        (pb::plugin_info::Status::Rejected as i32, reason.as_str())
+    );
+    // A second reload, with both files in place: the copy stays refused.
+    server.reload().await.unwrap();
+    let listing = server.listing().await;
+    let refused: Vec<&pb::PluginInfo> = listing
+        .plugins
+        .iter()
+        .filter(|p| p.status == pb::plugin_info::Status::Rejected as i32)
+        .collect();
+    assert_eq!(refused.len(), 1, "{listing:?}");
+    assert_eq!(
+        (refused[0].path.as_str(), refused[0].reason.as_str()),
+        (copy.display().to_string().as_str(), reason.as_str())
+    );
+    assert_eq!(server.all_keys().await, all);
+    stop(server);
+}
+
+/// A new version of a library that only an isolated source uses, whose ELF initialiser aborts,
+/// dropped in while serving: the reload inspects it in a child process, which dies, so the new
+/// version is rejected naming the signal, the server lives on and the old version keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_whose_initialiser_aborts_is_rejected_and_the_server_lives_on() {
+    let plugins = PluginDir::with(&["testkit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("init-fault");
+    let config = write_config(
+        dir.path(),
+        plugins.path(),
+        "watch = false\n[[source]]\nname = \"iso\"\nplugin = \"testkit\"\nisolation = \"process\"\nconfig = { items = [{ name = \"a\" }] }\n",
+    );
+    let mut command = Command::new(&artifacts().binary);
+    command
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("TRIBUTARY_TESTKIT_INIT_FAULT", &marker)
+        .stderr(std::process::Stdio::null());
+    let (child, address) = crate::binary::start(command);
+    tributary_tests::wait_until_started(&address);
+    let channel = Channel::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut server = Server {
+        child: Some(child),
+        address: address.clone(),
+        packages: PackagesServiceClient::new(channel.clone()),
+        plugins: PluginsServiceClient::new(channel),
+    };
+    assert_eq!(server.all_keys().await, ["a@iso/a"]);
+
+    // From now on, opening the library aborts; a new build (other bytes) is moved into place.
+    std::fs::write(&marker, "").unwrap();
+    let target = plugins.path().join("libtestkit.so");
+    let staged = plugins.path().join("new-build.tmp");
+    let mut bytes = std::fs::read(&target).unwrap();
+    bytes.extend_from_slice(b"\0a new build");
+    std::fs::write(&staged, bytes).unwrap();
+    std::fs::rename(&staged, &target).unwrap();
+    let reloaded = server.reload().await.unwrap();
+    let reason = format!(
+        "the library crashed the process that opened it: it was killed by signal {} (Aborted) (in an inspector process; the server never opened it); the previous version (testkit {}, sha256 ",
+        libc::SIGABRT,
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(reloaded.rejected_libraries.len(), 1, "{reloaded:?}");
+    assert!(
+        reloaded.rejected_libraries[0].starts_with(&format!("{}: {reason}", target.display())),
+        "{reloaded:?}"
+    );
+    assert!(reloaded.changed_sources.is_empty(), "{reloaded:?}");
+    assert!(
+        server.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "the server died"
+    );
+    assert_eq!(server.all_keys().await, ["a@iso/a"]);
     stop(server);
 }

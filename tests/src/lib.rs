@@ -513,3 +513,43 @@ pub fn example_sources() -> Vec<SourceConfig> {
         ),
     ]
 }
+
+/// Waits (at most 60 s) until no source of the server at `address` is `starting` (isolated sources
+/// whose runner is still loading), so that a test's first page finds every runner up. Blocking: it
+/// polls `ListPlugins` from a thread of its own, so it may be called inside a test's runtime.
+pub fn wait_until_started(address: &str) {
+    let address = address.to_owned();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut client =
+                tributary_proto::v1::plugins_service_client::PluginsServiceClient::connect(
+                    format!("http://{address}"),
+                )
+                .await
+                .unwrap();
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            loop {
+                let listing = client
+                    .list_plugins(pb::ListPluginsRequest {})
+                    .await
+                    .unwrap()
+                    .into_inner();
+                let starting = pb::source_info::Status::Starting as i32;
+                if !listing.sources.iter().any(|s| s.status == starting) {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < until,
+                    "sources still starting after 60 s: {listing:?}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+    })
+    .join()
+    .unwrap();
+}

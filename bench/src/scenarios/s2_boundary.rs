@@ -50,7 +50,10 @@ pub fn run(bench: &Bench, report: &mut Report) {
         .outcome
         .as_ref()
         .unwrap_or_else(|e| panic!("{} does not load: {e}", library.display()));
-    let loaded = match (plugin.module.new_source())(
+    let module = plugin
+        .module
+        .expect("load_all opens the library in this process");
+    let loaded = match (module.new_source())(
         &tributary_host::plugin_context::context(
             "s",
             std::path::Path::new(""),

@@ -234,6 +234,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Plugin(_) => unreachable!("handled above"),
         Command::Plugins { .. } => {
+            registry.wait_for_runners(config.source_timeout);
             print_plugins(&registry);
             let loaded = registry.files.iter().filter(|f| f.outcome.is_ok()).count();
             if loaded == 0 || loaded < registry.files.len() || !failed.is_empty() {

@@ -3,9 +3,10 @@
 //!
 //! - [`client`]: the host side. [`client::RunnerSource`] implements [`PackageSource`](tributary_plugin_api::PackageSource) by sending each
 //!   call to the runner, so it is wrapped into the same [`SourceBox`] as an in-process source and the
-//!   engine and guard treat both alike (contract checks, deadlines, failure kinds). It spawns the
-//!   runner, restarts it with back-off after it dies, and kills it when a call outlives the source
-//!   timeout (which is what finally frees a call that never returns).
+//!   engine and guard treat both alike (contract checks, deadlines, failure kinds). It starts the
+//!   runner on a thread of its own (the source is `starting` until the runner's hello, at most the
+//!   source timeout), restarts it with back-off after it dies, and kills it when a call outlives
+//!   the source timeout (which is what finally frees a call that never returns).
 //! - [`runner`]: the child side. It loads the library through [`crate::loader::load_all`] (the same
 //!   checks as the server), builds the source and answers calls until its socket closes.
 //! - [`frame`]: the framing: 4-byte big-endian length + one `tributary.runner.v1` prost message.
@@ -14,7 +15,9 @@
 //! Enforced (Linux): the runner gets only its socket (descriptor 3) and stdin/stdout/stderr, every
 //! other inherited descriptor is closed before `exec`; `PR_SET_NO_NEW_PRIVS` is set (no set-uid gain
 //! through `exec`); `PR_SET_PDEATHSIG` = `SIGKILL` ends it if the server dies, and it exits by itself
-//! when its socket closes; `memory_limit_mb` sets `RLIMIT_AS` (an allocation past it fails, which a
+//! when its socket closes; it leads its own process group, killed as a whole when the runner exits
+//! (watched with `waitid`, not through the socket, which a process it started may hold open), when
+//! the host kills it, when its source is dropped and when the server process exits; `memory_limit_mb` sets `RLIMIT_AS` (an allocation past it fails, which a
 //! Rust plugin turns into an abort: the runner dies and is reported `crashed`); the variables named in
 //! `env_remove` are removed from its environment.
 //! With Landlock (where the kernel has it; [`runner::confine`]), the runner reads only its library,
@@ -65,14 +68,12 @@ pub struct RunnerSpec {
     pub program: PathBuf,
 }
 
-/// Starts a runner for `spec` and returns the source the engine calls. Fails when the first runner
-/// cannot start or its library or constructor fails (the reason names which).
-pub fn start(
-    spec: RunnerSpec,
-) -> Result<(SourceBox, client::RunnerHandle), tributary_plugin_api::PluginError> {
-    let source = client::RunnerSource::start(spec)?;
+/// Begins starting a runner for `spec` and returns at once the source the engine calls (see
+/// [`client::RunnerSource::start`]).
+pub fn start(spec: RunnerSpec) -> (SourceBox, client::RunnerHandle) {
+    let source = client::RunnerSource::start(spec);
     let handle = source.handle();
-    Ok((tributary_plugin_api::ffi::source_box(source), handle))
+    (tributary_plugin_api::ffi::source_box(source), handle)
 }
 
 /// The registry's one call: starts the runner of source `sc` of `plugin` with its JSON `config_json`.
@@ -89,7 +90,7 @@ pub fn start_for(
             "cannot find the server's own binary to start a runner: {e}"
         ))
     })?;
-    start(RunnerSpec {
+    Ok(start(RunnerSpec {
         base_dir: config.base_dir.clone(),
         source: sc.name.clone(),
         plugin: plugin.meta.name.clone(),
@@ -103,7 +104,13 @@ pub fn start_for(
         allow_write: isolation.allow_write.clone(),
         call_timeout: config.source_timeout,
         program: runner_program().unwrap_or(program),
-    })
+    }))
+}
+
+/// The program runners (and library inspectors) run: `TRIBUTARY_RUNNER_PROGRAM`, else the server's
+/// own binary; `None` when neither can be found.
+pub fn runner_program_path() -> Option<PathBuf> {
+    runner_program().or_else(|| std::env::current_exe().ok())
 }
 
 /// `TRIBUTARY_RUNNER_PROGRAM` overrides the runner binary (tests that embed the server in another

@@ -1,5 +1,7 @@
 //! The runner: `tributary __runner <library>`, started by [`super::client`] with its socket on
-//! descriptor 3; the first frame it reads carries the source configuration.
+//! descriptor 3; the first frame it reads carries the source configuration. As
+//! `tributary __runner --inspect <library> <strict|lax>` it only opens and checks the library for
+//! the server and prints what it found ([`crate::loader::inspect`]).
 //!
 //! It loads the library with [`crate::loader::load_all`], builds the source, says hello (with the
 //! constructor's error, if any) and answers each request on its own thread, so that several calls can
@@ -25,7 +27,15 @@ use super::{frame, RUNNER_PROTOCOL_VERSION};
 /// The runner's `main`. `args` are the arguments after `__runner`: the library path, the plugin name,
 /// `strict` or `lax`, and the SHA-256 the library must have (empty: any).
 pub fn main(args: &[String]) -> ExitCode {
-    let usage = "tributary __runner: expected <library> <plugin> <strict|lax> [<sha256> [--read PATH | --write PATH]...]";
+    if let [flag, library, strict] = args {
+        if flag == "--inspect" {
+            return crate::loader::inspector_main(
+                std::path::Path::new(library),
+                strict == "strict",
+            );
+        }
+    }
+    let usage = "tributary __runner: expected <library> <plugin> <strict|lax> [<sha256> [--read PATH | --write PATH]...] or --inspect <library> <strict|lax>";
     let (library, plugin, strict, sha256, extra) = match args {
         [library, plugin, strict] => (library, plugin, strict, "", &[][..]),
         [library, plugin, strict, sha256, extra @ ..] => {
@@ -224,7 +234,12 @@ fn build(
         std::path::Path::new(&start.base_dir),
         std::time::Duration::from_millis(start.source_timeout_ms),
     );
-    match (loaded.module.new_source())(&context, RStr::from_str(&start.config)) {
+    let Some(module) = loaded.module else {
+        return Err(PluginError::internal(
+            "the library was not opened in the runner",
+        ));
+    };
+    match (module.new_source())(&context, RStr::from_str(&start.config)) {
         RResult::ROk(source) => Ok(source),
         RResult::RErr(e) => Err(e),
     }

@@ -6,15 +6,23 @@
 //! Configuration (every key optional):
 //! ```toml
 //! config = { items = [{ name = "pkg-1", id = "a" }], generate = 1000, prefix = "pkg-",
-//!            fail_new = "reason", panic_new = "reason", sleep_new_ms = 5000, fail_new_when_exists = "/tmp/flag", read_on_new = "/etc/hostname", sleep_ms = 50,
+//!            fail_new = "reason", panic_new = "reason", fail_new_when_exists = "/tmp/flag", read_on_new = "/etc/hostname", sleep_ms = 50,
 //!            error_on_call = 2, panic_on_call = 2, panic_always = true, hang_on_call = 2, hang_ms = 2000,
 //!            hang_in_place = true, unordered_on_call = 2, oversize_on_call = 2, stale_on_call = 2,
 //!            duplicate_id_on_call = 2, ignore_filter = true,
 //!            huge_field_on_call = 2, bad_utf8_on_call = 2, panic_in_detail = true,
 //!            fault = "segfault", fault_on_call = 2, fault_marker = "/tmp/fired",
 //!            description_bytes = 60000, bad_utf8_in_detail = true, long_error_in_detail = 100000,
-//!            calls_file = "/tmp/calls", log_calls = true }
+//!            calls_file = "/tmp/calls", log_calls = true, fork_grandchild = "/tmp/grandchild.pid",
+//!            sleep_new_ms = 60000, stop_new = true }
 //! ```
+//! `fork_grandchild` makes the constructor start a detached grandchild (fork, fork again, the middle
+//! process exits) that inherits every descriptor of the process, its socket to the host included,
+//! and sleeps until it is killed; its pid is written to the given file. `sleep_new_ms` makes the
+//! constructor sleep that long; `stop_new` makes it stop its own process (`SIGSTOP`).
+//! Outside the configuration: with `TRIBUTARY_TESTKIT_INIT_FAULT` set to `always` (or to the path of
+//! a file that exists) in its environment, a process that opens the library aborts in the library's
+//! ELF initialiser (before any check can run).
 //! Items also take `deprecated = true`. `*_on_call` counts list calls from 1; `calls_file` gets one
 //! line per list call, so that a test can count calls made after a response was sent; `log_calls`
 //! writes one line per list call into the host's log, with the time the call has left.
@@ -52,13 +60,30 @@ impl Plugin for TestkitPlugin {
         if let Some(reason) = &config.panic_new {
             panic!("{reason}");
         }
-        if config.sleep_new_ms > 0 {
-            std::thread::sleep(Duration::from_millis(config.sleep_new_ms));
-        }
         if let Some(path) = &config.read_on_new {
             // A plugin reading a file of its choice: allowed in-process, limited in isolation.
             std::fs::read(host.resolve(std::path::Path::new(path))).map_err(|e| {
                 PluginError::unavailable(format!("testkit: cannot read {path}: {e}"))
+            })?;
+        }
+        if config.sleep_new_ms > 0 {
+            std::thread::sleep(Duration::from_millis(config.sleep_new_ms));
+        }
+        if config.stop_new {
+            // SAFETY: raise has no preconditions; the process stops until SIGCONT or SIGKILL.
+            unsafe {
+                libc::raise(libc::SIGSTOP);
+            }
+        }
+        if let Some(pid_file) = &config.fork_grandchild {
+            let pid = fork_grandchild().map_err(|e| {
+                PluginError::unavailable(format!("testkit: fork_grandchild failed: {e}"))
+            })?;
+            std::fs::write(host.resolve(pid_file), pid.to_string()).map_err(|e| {
+                PluginError::unavailable(format!(
+                    "testkit: cannot write {}: {e}",
+                    pid_file.display()
+                ))
             })?;
         }
         if let Some(flag) = &config.fail_new_when_exists {
@@ -85,6 +110,27 @@ impl Plugin for TestkitPlugin {
 
 export_plugin!(TestkitPlugin);
 
+/// An ELF initialiser: it runs when the library is opened (`dlopen`), before any check of the host
+/// can run. With `TRIBUTARY_TESTKIT_INIT_FAULT` set to `always`, or to the path of a file that
+/// exists, it aborts the process that opens the library, as a library whose load-time constructor
+/// crashes would.
+#[used]
+#[link_section = ".init_array"]
+static INIT_FAULT: extern "C" fn() = init_fault;
+
+extern "C" fn init_fault() {
+    // SAFETY: getenv and access with NUL-terminated strings, then abort; only libc calls this early.
+    unsafe {
+        let value = libc::getenv(c"TRIBUTARY_TESTKIT_INIT_FAULT".as_ptr());
+        if value.is_null() {
+            return;
+        }
+        if libc::strcmp(value, c"always".as_ptr()) == 0 || libc::access(value, libc::F_OK) == 0 {
+            libc::abort();
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
@@ -103,9 +149,6 @@ struct Config {
     fail_new_when_exists: Option<String>,
     /// The constructor reads this file and fails when it cannot.
     read_on_new: Option<String>,
-    /// The constructor takes this long (a plugin that loads its data at start).
-    #[serde(default)]
-    sleep_new_ms: u64,
     #[serde(default)]
     sleep_ms: u64,
     error_on_call: Option<u64>,
@@ -153,6 +196,54 @@ struct Config {
     calls_file: Option<PathBuf>,
     #[serde(default)]
     log_calls: bool,
+    /// Start a detached grandchild that keeps every inherited descriptor and sleeps; write its pid
+    /// into this file.
+    fork_grandchild: Option<PathBuf>,
+    /// The constructor sleeps this long first.
+    #[serde(default)]
+    sleep_new_ms: u64,
+    /// The constructor stops its own process (SIGSTOP).
+    #[serde(default)]
+    stop_new: bool,
+}
+
+/// Forks twice: the grandchild keeps the process's descriptors and sleeps until killed; the middle
+/// child exits at once, so the grandchild is nobody's child here. Returns the grandchild's pid.
+fn fork_grandchild() -> std::io::Result<i32> {
+    let mut fds = [0i32; 2];
+    // SAFETY: plain system calls; between fork and _exit the children call only async-signal-safe
+    // functions (fork, write, pause, _exit).
+    unsafe {
+        if libc::pipe(fds.as_mut_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let middle = libc::fork();
+        if middle < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if middle == 0 {
+            let grandchild = libc::fork();
+            if grandchild == 0 {
+                loop {
+                    libc::pause();
+                }
+            }
+            let bytes = grandchild.to_ne_bytes();
+            libc::write(fds[1], bytes.as_ptr().cast(), bytes.len());
+            libc::_exit(0);
+        }
+        libc::close(fds[1]);
+        let mut bytes = [0u8; 4];
+        let read = libc::read(fds[0], bytes.as_mut_ptr().cast(), bytes.len());
+        libc::close(fds[0]);
+        let mut status = 0;
+        libc::waitpid(middle, &mut status, 0);
+        let pid = i32::from_ne_bytes(bytes);
+        if read != 4 || pid <= 0 {
+            return Err(std::io::Error::other("the grandchild did not start"));
+        }
+        Ok(pid)
+    }
 }
 
 #[derive(Deserialize, Clone, Copy)]
