@@ -658,6 +658,8 @@ fn watch(mut child: Child, running: Arc<Running>, shared: Arc<Shared>, source: S
     // Unblocks the reader, whatever still holds the other end.
     let _ = running.stream.shutdown(std::net::Shutdown::Both);
     let killed_for = take_kill_reason(running.pid);
+    // A runner exits 0 only when its socket closed: the server is shutting down or let it go.
+    let clean = killed_for.is_none() && status.as_ref().is_ok_and(|s| s.success());
     let reason = match (killed_for, status) {
         (Some(why), _) => format!("was killed by the server: {why}"),
         (None, Ok(status)) => describe_exit(status),
@@ -681,7 +683,7 @@ fn watch(mut child: Child, running: Arc<Running>, shared: Arc<Shared>, source: S
         state.last_exit = Some(reason.clone());
         !current
     };
-    if retired {
+    if retired || clean {
         tracing::debug!(source = %source, "{reason}");
     } else {
         tracing::warn!(source = %source, "{reason}");
