@@ -578,13 +578,17 @@ where
             // is the host's queue (overloaded), not a stall, and starts no back-off. The watchdog
             // above charges an overrun the same way.
             let plugin_deadline = started + budget.source_timeout;
-            if tokio::time::timeout_at(plugin_deadline.into(), &mut task)
-                .await
-                .is_ok()
-            {
+            let waited = started.saturating_duration_since(waited_from);
+            let finished_in_time = matches!(
+                tokio::time::timeout_at(plugin_deadline.into(), &mut task).await,
+                Ok(Ok((_, took))) if took < budget.source_timeout
+            );
+            // A call that did not wait ran for its whole time: a stall, whatever it answered (an
+            // isolated call is ended by its runner's own timeout).
+            if finished_in_time && waited >= Duration::from_millis(1) {
                 return Err(CallError::Overloaded(format!(
                     "{what} call waited {} ms for one of the source's {} call slots and could not finish within the {} ms left",
-                    started.saturating_duration_since(waited_from).as_millis(),
+                    waited.as_millis(),
                     source.guard.limits.max_calls,
                     limit.as_millis()
                 )));

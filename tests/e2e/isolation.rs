@@ -813,7 +813,8 @@ async fn a_library_whose_initialiser_aborts_is_rejected_when_only_isolated_sourc
     let config = write_config(
         dir.path(),
         plugins.path(),
-        "[[source]]\nname = \"cat\"\nplugin = \"catalog\"\nconfig = { path = \"cat.json\" }\n[[source]]\nname = \"iso\"\nplugin = \"testkit\"\nisolation = \"process\"\nconfig = { items = [{ name = \"a\" }] }\n",
+        // `iso` fails at start, on purpose: the server serves `cat` without it.
+        "start_degraded = true\n[[source]]\nname = \"cat\"\nplugin = \"catalog\"\nconfig = { path = \"cat.json\" }\n[[source]]\nname = \"iso\"\nplugin = \"testkit\"\nisolation = \"process\"\nconfig = { items = [{ name = \"a\" }] }\n",
     );
     let library = plugins.path().join("libtestkit.so");
     let reason = format!(
