@@ -50,6 +50,17 @@ pub struct ReloadState {
     last_error: Option<String>,
 }
 
+impl ReloadState {
+    /// The reload inputs' lock, taken from `state` without holding `state` while a reload runs.
+    fn inputs(state: &std::sync::Mutex<ReloadState>) -> Arc<std::sync::Mutex<ReloadInputs>> {
+        state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .inputs
+            .clone()
+    }
+}
+
 /// How a catalog reloads.
 #[derive(Default)]
 struct ReloadInputs {
@@ -110,12 +121,7 @@ impl Catalog {
     /// Lets this catalog reload from `config_path` (read with `overrides`, like at start);
     /// `running` is the configuration it was started with.
     pub fn enable_reload(&self, config_path: PathBuf, overrides: Overrides, running: &Config) {
-        let inputs = self
-            .reload
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .inputs
-            .clone();
+        let inputs = ReloadState::inputs(&self.reload);
         let mut inputs = inputs.lock().unwrap_or_else(|p| p.into_inner());
         inputs.source = Some((config_path, overrides));
         inputs.max_retired = running.max_retired_libraries;
@@ -156,12 +162,7 @@ struct Parts {
 impl Parts {
     /// One reload, on the calling thread.
     fn reload(&self, trigger: &str) -> Result<ReloadSummary, String> {
-        let inputs = self
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .inputs
-            .clone();
+        let inputs = ReloadState::inputs(&self.state);
         let mut inputs = inputs.lock().unwrap_or_else(|p| p.into_inner());
         let result = self.reload_locked(&mut inputs);
         {
