@@ -5,7 +5,10 @@
 //! sends it as one batch down a bounded channel. It fetches again only when the merge asks, with a
 //! demand saying how many items the page can still take, so a source is read no further than the page
 //! needs: the first call asks for the source's even share of the page plus one look-ahead item (see
-//! [`first_limit`]), a later call for what the page still lacks plus one.
+//! [`first_limit`]), a later call for what the page still lacks plus one. A later call starts one item
+//! back, so that its answer must repeat the last item of the one before: a source whose order breaks
+//! between two of its batches fails the page as a contract violation instead of skipping items (see
+//! [`NextCall`]). A resumed listing's first call is checked to start strictly after its seek key.
 //!
 //! The merge keeps a binary heap of the sources ordered by their head items under
 //! `(name, source, identifier)` and takes the smallest until the page is full. When the page is complete, or the request future is
@@ -350,10 +353,10 @@ async fn merge(
             && crate::inline::eligible(source)
         {
             Fetch::InPlace {
-                next: Some((list_request, None)),
+                next: Some(NextCall::first(list_request)),
             }
         } else {
-            Fetch::spawn(&mut tasks, source, list_request, budget)
+            Fetch::spawn(&mut tasks, source, NextCall::first(list_request), budget)
         };
         lanes.push(Lane {
             source: source.clone(),
@@ -445,11 +448,8 @@ struct Lane {
 // source per page, and a page has one lane per source.
 #[allow(clippy::large_enum_variant)]
 enum Fetch {
-    /// The merge calls the source in place; `next` is the next call's request and, after the
-    /// first call, the least its limit must be (the limit is then set when the call is made).
-    InPlace {
-        next: Option<(ListRequest, Option<u32>)>,
-    },
+    /// The merge calls the source in place; `next` is the lane's next call.
+    InPlace { next: Option<NextCall> },
     /// A task calls the source on its threads and sends each batch down a channel.
     Task {
         /// A batch has been asked for and not yet received.
@@ -464,12 +464,12 @@ impl Fetch {
     fn spawn(
         tasks: &mut JoinSet<()>,
         source: &Arc<Source>,
-        request: ListRequest,
+        call: NextCall,
         budget: Budget,
     ) -> Fetch {
         let (demand_tx, demand_rx) = mpsc::channel(1);
         let (batch_tx, batch_rx) = mpsc::channel(1);
-        tasks.spawn(feed(source.clone(), request, budget, demand_rx, batch_tx));
+        tasks.spawn(feed(source.clone(), call, budget, demand_rx, batch_tx));
         Fetch::Task {
             in_flight: true,
             demand: demand_tx,
@@ -485,43 +485,111 @@ struct Batch {
     exhausted: bool,
 }
 
-/// A checked answer: the batch, and the request the next call starts from (after the last item
-/// returned) with the smallest limit it should ask for.
+/// A checked answer: the batch, and the next call, which starts one item back (see [`NextCall`]).
 struct Answer {
     batch: Batch,
-    next: ListRequest,
-    min_limit: u32,
+    next: NextCall,
 }
 
-/// Checks a `list` answer to `request` against the contract, re-applies the filter, and records
-/// the outcome in the source's history.
+/// A lane's next `list` call. After the first batch a call asks again from the item before the last
+/// one returned, one item more: a source that answers in order must answer that last item first. One
+/// item per batch is the cost; what it buys is a source whose order breaks between two of its
+/// batches (a binary search over unsorted data that lands past items it never served) failing with
+/// `contract_violation` instead of leaving items out unseen.
+struct NextCall {
+    request: ListRequest,
+    /// The least the call's limit must be (the limit is set when the call is made; see
+    /// [`refiltered_limit`]); `None` for the lane's first call, whose limit was set with the page.
+    min_limit: Option<u32>,
+    /// The item the answer must start with: the last one of the previous answer.
+    expect_first: Option<SeekKey>,
+}
+
+impl NextCall {
+    fn first(request: ListRequest) -> NextCall {
+        NextCall {
+            request,
+            min_limit: None,
+            expect_first: None,
+        }
+    }
+
+    /// Sets the limit of a later call: what the page still lacks (`want`), or more, and the item
+    /// asked again.
+    fn set_limit(&mut self, want: u32) {
+        if let Some(min_limit) = self.min_limit {
+            self.request.limit = want
+                .max(1)
+                .max(min_limit)
+                .saturating_add(u32::from(self.expect_first.is_some()));
+        }
+    }
+}
+
+fn key_of(item: &Summary) -> SeekKey {
+    SeekKey {
+        name: item.name.clone(),
+        identifier: item.identifier.clone(),
+    }
+}
+
+/// Checks a `list` answer to `call` against the contract, re-applies the filter, and records the
+/// outcome in the source's history.
 fn answer(
     source: &Source,
-    request: ListRequest,
+    call: NextCall,
     result: Result<RVec<Summary>, (FailureKind, String)>,
 ) -> Result<Answer, Failure> {
+    let NextCall {
+        request,
+        expect_first,
+        ..
+    } = call;
     let checked = result.and_then(|mut items| {
         let returned = items.len();
-        let next_after = items.last().map(|last| SeekKey {
-            name: last.name.clone(),
-            identifier: last.identifier.clone(),
-        });
+        // The next call starts from the item before the last one returned (before the request's
+        // own start when only one was), and must answer that last one first.
+        let next_start = match items.len() {
+            0 => None,
+            1 => Some(request.after.clone().into_option()),
+            n => Some(Some(key_of(&items[n - 2]))),
+        };
+        let next_expect = items.last().map(key_of);
+        let raw_first = items.first().map(key_of);
+        if let Some(expected) = &expect_first {
+            if raw_first.as_ref() != Some(expected) {
+                return Err((
+                    FailureKind::Contract,
+                    order_broken(&request, expected, items.first()),
+                ));
+            }
+        }
         let dropped = contract::check_list_dropping(&request, &mut items)
             .map_err(|v| (FailureKind::Contract, v.into_message()))?;
+        let mut repeated = 0;
+        if expect_first.is_some() {
+            repeated = 1;
+            // Unless it broke the contract in a field other than its key and was dropped again.
+            if items.first().map(key_of) == raw_first {
+                items.remove(0);
+            }
+        }
         if let Some(why) = dropped.first {
             record_dropped(source, dropped.count, why.message());
         }
-        Ok((items, returned, next_after))
+        Ok((items, returned, repeated, next_start, next_expect))
     });
     record_outcome(source, checked.as_ref().map(|_| ()));
-    let (mut items, fetched, next_after) = checked.map_err(|(kind, message)| Failure {
-        source: source.name.clone(),
-        plugin: source.plugin.clone(),
-        kind,
-        message,
-    })?;
+    let (mut items, returned, repeated, next_start, next_expect) =
+        checked.map_err(|(kind, message)| Failure {
+            source: source.name.clone(),
+            plugin: source.plugin.clone(),
+            kind,
+            message,
+        })?;
     // Counted as the plugin answered them: a dropped item still moves the listing on.
-    let exhausted = fetched < request.limit as usize;
+    let exhausted = returned < request.limit as usize;
+    let fetched = returned - repeated;
     if !request.filter.is_empty() {
         items.retain(|item| request.filter.matches(item));
     }
@@ -530,8 +598,10 @@ fn answer(
     // large calls rather than thousands of page-sized ones.
     let min_limit = refiltered_limit(&request, items.len(), fetched);
     let mut next = request;
-    if let Some(after) = next_after {
-        next.after = ROption::RSome(after);
+    let mut expect_first = None;
+    if let Some(start) = next_start {
+        next.after = start.into();
+        expect_first = next_expect;
     }
     Ok(Answer {
         batch: Batch {
@@ -539,9 +609,38 @@ fn answer(
             fetched,
             exhausted,
         },
-        next,
-        min_limit,
+        next: NextCall {
+            request: next,
+            min_limit: Some(min_limit),
+            expect_first,
+        },
     })
+}
+
+/// The message of an answer that did not start with the item `expected`, asked again.
+fn order_broken(request: &ListRequest, expected: &SeekKey, found: Option<&Summary>) -> String {
+    let asked = match &request.after {
+        ROption::RSome(after) => format!("after {}", show_key(after)),
+        ROption::RNone => "from the start".to_owned(),
+    };
+    let found = match found {
+        Some(item) => format!("with {}", show_key(&key_of(item))),
+        None => "with nothing".to_owned(),
+    };
+    format!(
+        "the order broke between two answers: asked again for the items {asked}, the source \
+         answered {found} where its previous answer ended with {} (is its data sorted by name, \
+         then identifier?)",
+        show_key(expected)
+    )
+}
+
+fn show_key(key: &SeekKey) -> String {
+    format!(
+        "{:?} (identifier {:?})",
+        key.name.as_str(),
+        key.identifier.as_str()
+    )
 }
 
 /// Records items left out of a source's answer (a field other than their key broke the contract):
@@ -584,17 +683,15 @@ async fn fill(
         }
         let received = match &mut lane.fetch {
             Fetch::InPlace { next } => {
-                let Some((mut request, min_limit)) = next.take() else {
+                let Some(mut call) = next.take() else {
                     return Ok(false);
                 };
                 // The first call's limit was set with the request; later ones ask for what the
                 // page still lacks (or more, see `refiltered_limit`).
-                if let Some(min_limit) = min_limit {
-                    request.limit = want.max(1).max(min_limit);
-                }
+                call.set_limit(want);
                 let in_place = ctx.in_place.expect("lanes in place have a rescue");
                 let (limit, _) = in_place.budget.for_call();
-                let called = (request.limit <= crate::inline::MAX_IN_PLACE_LIMIT)
+                let called = (call.request.limit <= crate::inline::MAX_IN_PLACE_LIMIT)
                     .then(|| {
                         crate::inline::try_call(
                             &lane.source,
@@ -602,7 +699,7 @@ async fn fill(
                             in_place.budget.source_timeout,
                             Instant::now() + limit,
                             in_place.rescue,
-                            |src| src.imp.list(&request),
+                            |src| src.imp.list(&call.request),
                         )
                     })
                     .flatten();
@@ -612,9 +709,9 @@ async fn fill(
                             RResult::ROk(items) => Ok(items),
                             RResult::RErr(e) => Err(plugin_error(e)),
                         };
-                        match answer(&lane.source, request, result) {
+                        match answer(&lane.source, call, result) {
                             Ok(answer) => {
-                                *next = Some((answer.next, Some(answer.min_limit)));
+                                *next = Some(answer.next);
                                 Some(Ok(answer.batch))
                             }
                             Err(failure) => Some(Err(failure)),
@@ -623,8 +720,7 @@ async fn fill(
                     None => {
                         // Not in place this time (no slot, or the source is no longer fast): its
                         // threads make this call and the lane's later ones.
-                        lane.fetch =
-                            Fetch::spawn(ctx.tasks, &lane.source, request, in_place.budget);
+                        lane.fetch = Fetch::spawn(ctx.tasks, &lane.source, call, in_place.budget);
                         continue;
                     }
                 }
@@ -693,13 +789,13 @@ fn lane_failed(
 /// One source's task: fetch, check, send; then wait for the next demand.
 async fn feed(
     source: Arc<Source>,
-    mut request: ListRequest,
+    mut call: NextCall,
     budget: Budget,
     mut demand: mpsc::Receiver<u32>,
     batches: mpsc::Sender<Result<Batch, Failure>>,
 ) {
     loop {
-        let answered = match call_list(&source, request, budget).await {
+        let answered = match call_list(&source, call, budget).await {
             Ok((returned, items)) => answer(&source, returned, Ok(items)),
             Err(failure) => {
                 record_outcome(&source, Err(&failure));
@@ -725,8 +821,8 @@ async fn feed(
         let Some(want) = demand.recv().await else {
             return;
         };
-        request = answer.next;
-        request.limit = want.max(1).max(answer.min_limit);
+        call = answer.next;
+        call.set_limit(want);
     }
 }
 
@@ -743,20 +839,20 @@ fn refiltered_limit(request: &ListRequest, kept: usize, fetched: usize) -> u32 {
     request.limit.saturating_mul(2).min(MAX_REFILTER_BATCH)
 }
 
-/// Runs one guarded `list` call. The request comes back with the items so that the next call reuses
-/// it without copying the filter.
+/// Runs one guarded `list` call. The call comes back with the items so that the next call reuses
+/// its request without copying the filter.
 async fn call_list(
     source: &Arc<Source>,
-    request: ListRequest,
+    call: NextCall,
     budget: Budget,
-) -> Result<(ListRequest, RVec<Summary>), (FailureKind, String)> {
+) -> Result<(NextCall, RVec<Summary>), (FailureKind, String)> {
     let result = guard::call(source, "list", budget, move |src| {
-        let result = src.imp.list(&request);
-        (request, result)
+        let result = src.imp.list(&call.request);
+        (call, result)
     })
     .await;
     match result {
-        Ok((request, RResult::ROk(items))) => Ok((request, items)),
+        Ok((call, RResult::ROk(items))) => Ok((call, items)),
         Ok((_, RResult::RErr(e))) => Err(plugin_error(e)),
         Err(e) => Err(call_failure(e)),
     }
@@ -977,6 +1073,86 @@ mod tests {
             crate::inline::calls_in_place() > in_place_before,
             "sources were called in place once warm"
         );
+    }
+
+    /// Answers from its items as they are, unsorted, by the binary search of
+    /// [`ListRequest::select`]: a seek can land past items never served.
+    struct UnsortedSource(Vec<Summary>);
+
+    impl PackageSource for UnsortedSource {
+        fn list(&self, request: &ListRequest) -> Result<Vec<Summary>, PluginError> {
+            Ok(request.select(&self.0))
+        }
+        fn detail(&self, identifier: &str) -> Result<Detail, PluginError> {
+            Err(PluginError::not_found(identifier))
+        }
+    }
+
+    fn named(names: impl IntoIterator<Item = String>) -> Vec<Summary> {
+        names
+            .into_iter()
+            .map(|name| Summary {
+                identifier: RString::from(name.as_str()),
+                name: RString::from(name),
+                ..Summary::default()
+            })
+            .collect()
+    }
+
+    /// A source whose items are out of order only between two of its batches within one page (each
+    /// batch sorted, strictly after the last): one item would be left out with no failure. The call
+    /// that asks again from one item back finds the break and names it.
+    #[tokio::test]
+    async fn an_order_broken_between_two_batches_fails_instead_of_leaving_items_out() {
+        // p00..p39 with p05 moved to index 25: the first batch (p00..p21 without p05) is sorted; the
+        // binary search for the items after p21 meets p05 and lands past p22..p25, so the second
+        // batch (p26..p39) is sorted too, and strictly after p21.
+        let mut names: Vec<String> = (0..40).map(|i| format!("p{i:02}")).collect();
+        let moved = names.remove(5);
+        names.insert(25, moved);
+        // A second source, so that the first call asks each for half the page and the page needs
+        // a second batch from the unsorted one.
+        let other: Vec<String> = (0..5).map(|i| format!("z{i}")).collect();
+        let sources = vec![
+            Arc::new(Source::new(
+                "a",
+                "unsorted",
+                source_box(UnsortedSource(named(names))),
+            )),
+            Arc::new(Source::new("b", "vec", source_box(VecSource(named(other))))),
+        ];
+        let page = merge_page(
+            &sources,
+            PageRequest {
+                page_size: 40,
+                after: None,
+                filter: Filter::default(),
+                deadline: None,
+            },
+            &EngineOptions::default(),
+        )
+        .await
+        .unwrap();
+        let served: Vec<String> = page
+            .items
+            .iter()
+            .filter(|item| item.source == 0)
+            .map(|item| item.summary.name.to_string())
+            .collect();
+        assert_eq!(page.failures.len(), 1, "served {served:?}");
+        let failure = &page.failures[0];
+        assert_eq!(&*failure.source, "a");
+        assert_eq!(failure.kind, FailureKind::Contract);
+        // Asked again from p20, it answers p21..p25 and then p05: out of order.
+        assert!(failure.message.contains("p05"), "{}", failure.message);
+        // What was served is a prefix of the order: nothing skipped.
+        let sorted: Vec<String> = (0..40)
+            .map(|i| format!("p{i:02}"))
+            .filter(|n| n != "p05")
+            .take(served.len())
+            .collect();
+        assert_eq!(served, sorted);
+        assert!(page.more, "the listing goes on once the source recovers");
     }
 
     #[test]

@@ -878,3 +878,56 @@ async fn a_library_whose_initialiser_aborts_is_rejected_when_only_isolated_sourc
     assert_eq!(iso.status, source_info::Status::Failed as i32, "{iso:?}");
     assert_eq!(terminate(child).code(), Some(0));
 }
+
+/// A named call (`status@1`) reaches an isolated source's runner like `list` and `detail` do: the
+/// helm plugin run with `isolation = "process"` shows its repositories' state in `ListPlugins`.
+#[tokio::test]
+async fn an_isolated_source_answers_its_status_call() {
+    use tributary_proto::v1::{plugins_service_client::PluginsServiceClient, ListPluginsRequest};
+    let repository = tributary_tests::http::HelmRepoServer::start(
+        tributary_tests::http::helm_index("st-", 3, 1),
+    )
+    .await;
+    let plugins = PluginDir::with(&["helm"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        plugins.path(),
+        &format!(
+            "[[source]]\nname = \"charts\"\nplugin = \"helm\"\nisolation = \"process\"\n\
+             config = {{ repositories = [{{ name = \"r\", url = {:?} }}] }}\n",
+            repository.url("/charts/")
+        ),
+    );
+    let (child, address) = spawn(&config, None);
+    let mut plugins_client = PluginsServiceClient::connect(format!("http://{address}"))
+        .await
+        .unwrap();
+    let mut status = serde_json::Value::Null;
+    for _ in 0..300 {
+        let listing = plugins_client
+            .list_plugins(ListPluginsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let source = listing
+            .sources
+            .iter()
+            .find(|s| s.name == "charts")
+            .expect("the source is listed");
+        if let Ok(value) = serde_json::from_str::<serde_json::Value>(&source.status_json) {
+            status = value;
+            if status["repositories"][0]["charts"] == 3 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status["repositories"][0]["name"], "r", "status {status}");
+    assert_eq!(status["repositories"][0]["charts"], 3, "status {status}");
+    assert_eq!(
+        status["repositories"][0]["last_error"], "",
+        "status {status}"
+    );
+    terminate(child);
+}

@@ -507,7 +507,7 @@ impl RunnerSource {
         Err(starting_error(&self.spec, Instant::now()))
     }
 
-    fn call(&self, call: pb::request::Call) -> Reply {
+    fn send(&self, call: pb::request::Call) -> Reply {
         let (running, id) = self.runner()?;
         let (tx, rx) = mpsc::channel();
         running.pending.lock().unwrap().insert(id, tx);
@@ -734,7 +734,7 @@ fn harden_child(fd: i32, parent: libc::pid_t, memory: Option<u64>) -> std::io::R
 
 impl PackageSource for RunnerSource {
     fn list(&self, request: &ListRequest) -> Result<Vec<Summary>, PluginError> {
-        match self.call(pb::request::Call::List(runner::list_to_pb(request)))? {
+        match self.send(pb::request::Call::List(runner::list_to_pb(request)))? {
             pb::response::Result::List(list) => Ok(list
                 .items
                 .into_iter()
@@ -750,10 +750,26 @@ impl PackageSource for RunnerSource {
         let call = pb::request::Call::Detail(pb::DetailCall {
             identifier: identifier.to_owned(),
         });
-        match self.call(call)? {
+        match self.send(call)? {
             pb::response::Result::Detail(d) => Ok(runner::detail_from_pb(d)),
             _ => Err(PluginError::internal(
                 "runner answered a detail with another kind",
+            )),
+        }
+    }
+
+    /// Named calls (`status@1`, ...) go to the runner like `list` and `detail`; the host decides
+    /// which to make from the capabilities the library declares.
+    fn call(&self, method: &str, version: u32, payload: &str) -> Result<String, PluginError> {
+        let call = pb::request::Call::Named(pb::NamedCall {
+            method: method.to_owned(),
+            version,
+            payload: payload.to_owned(),
+        });
+        match self.send(call)? {
+            pb::response::Result::Text(text) => Ok(text),
+            _ => Err(PluginError::internal(
+                "runner answered a named call with another kind",
             )),
         }
     }

@@ -259,9 +259,20 @@ fn answer(source: &SourceBox, request: pb::Request) -> pb::Response {
                 RResult::RErr(e) => pb::response::Result::Error(error_to_pb(&e)),
             }
         }
-        Some(pb::request::Call::Start(_)) | None => pb::response::Result::Error(error_to_pb(
-            &PluginError::new(ErrorKind::InvalidArgument, "not a list or detail call"),
-        )),
+        Some(pb::request::Call::Named(call)) => match source.call(
+            RStr::from_str(&call.method),
+            call.version,
+            RStr::from_str(&call.payload),
+        ) {
+            RResult::ROk(text) => pb::response::Result::Text(text.into_string()),
+            RResult::RErr(e) => pb::response::Result::Error(error_to_pb(&e)),
+        },
+        Some(pb::request::Call::Start(_)) | None => {
+            pb::response::Result::Error(error_to_pb(&PluginError::new(
+                ErrorKind::InvalidArgument,
+                "not a list, detail or named call",
+            )))
+        }
     };
     pb::Response {
         id: request.id,
