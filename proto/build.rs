@@ -6,11 +6,8 @@ use std::{env, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto = "proto/tributary/v1/tributary.proto";
-    // The host-to-runner channel of process isolation; not part of the public contract.
-    let runner = "proto/tributary/runner/v1/runner.proto";
     println!("cargo:rerun-if-changed={proto}");
-    println!("cargo:rerun-if-changed={runner}");
-    let fds = protox::compile([proto, runner], ["proto"])?;
+    let fds = protox::compile([proto], ["proto"])?;
 
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     let descriptors = prost::Message::encode_to_vec(&fds);

@@ -15,7 +15,7 @@
 //! A request without a known credential gets UNAUTHENTICATED, and nothing is said about why beyond
 //! that: a wrong token and a missing one read the same. Health checks need no credential, but a
 //! source's own health entry answers only a caller that may see the source (see
-//! [`crate::server`]); to others it is NOT_FOUND, as an unknown name. A non-admin's `ListPlugins`
+//! the server's health service); to others it is NOT_FOUND, as an unknown name. A non-admin's `ListPlugins`
 //! shows no plugin directory, only each library's file name, and no reason for a failed reload.
 
 use std::{
@@ -28,27 +28,7 @@ use std::{
 };
 
 use sha2::{Digest, Sha256};
-
-/// The `[auth]` settings, paths resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthSettings {
-    pub tokens_file: Option<PathBuf>,
-    pub identities: Vec<IdentitySettings>,
-}
-
-/// One `[[auth.identity]]`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IdentitySettings {
-    pub name: String,
-    /// Source names, or `["*"]` for every source.
-    pub sources: Vec<String>,
-    #[serde(default)]
-    pub admin: bool,
-    /// Client-certificate names (common name or DNS name) that authenticate as this identity.
-    #[serde(default)]
-    pub certificate_names: Vec<String>,
-}
+pub use tributary_runtime::config::{AuthSettings, IdentitySettings};
 
 /// Who is calling: attached to every authenticated request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -287,12 +267,12 @@ fn authenticate<B>(auth: &Authenticator, request: &http::Request<B>) -> Option<A
 }
 
 /// The refusal: a gRPC status in the headers ("trailers only") for gRPC clients; HTTP 401 with the
-/// REST error body (see [`crate::rest`]) otherwise.
+/// REST error body ([`crate::status::error_response`]) otherwise.
 fn unauthenticated(grpc: bool) -> http::Response<tonic::body::Body> {
     const MESSAGE: &str = "a valid bearer token or client certificate is required";
     if !grpc {
         let (parts, body) =
-            crate::rest::error_response(&tonic::Status::unauthenticated(MESSAGE)).into_parts();
+            crate::status::error_response(&tonic::Status::unauthenticated(MESSAGE)).into_parts();
         let mut response = http::Response::from_parts(parts, tonic::body::Body::new(body));
         response.headers_mut().insert(
             http::header::WWW_AUTHENTICATE,
@@ -309,40 +289,6 @@ fn unauthenticated(grpc: bool) -> http::Response<tonic::body::Body> {
     headers.insert("grpc-status", http::HeaderValue::from_static("16"));
     headers.insert("grpc-message", http::HeaderValue::from_static(MESSAGE));
     response
-}
-
-/// Checks the identities against the configured sources: names unique, every listed source exists.
-pub fn validate(identities: &[IdentitySettings], sources: &[&str]) -> Result<(), (String, String)> {
-    let mut seen = BTreeSet::new();
-    for (i, identity) in identities.iter().enumerate() {
-        if identity.name.trim().is_empty() || identity.name.chars().any(char::is_whitespace) {
-            return Err((
-                format!("auth.identity[{i}].name"),
-                "must be a non-empty name without spaces".into(),
-            ));
-        }
-        if !seen.insert(identity.name.as_str()) {
-            return Err((
-                format!("auth.identity[{i}].name"),
-                format!("{:?} names another identity too", identity.name),
-            ));
-        }
-        if identity.sources.is_empty() {
-            return Err((
-                format!("auth.identity[{i}].sources"),
-                "must not be empty: list source names, or \"*\" for all".into(),
-            ));
-        }
-        for (j, source) in identity.sources.iter().enumerate() {
-            if source != "*" && !sources.contains(&source.as_str()) {
-                return Err((
-                    format!("auth.identity[{i}].sources[{j}]"),
-                    format!("no [[source]] is named {source:?}"),
-                ));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Resolves `path` against `base`.
@@ -389,30 +335,5 @@ mod tests {
             assert!(err.contains(expected), "{err}");
         }
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn identities_must_name_configured_sources() {
-        let identity = |name: &str, sources: &[&str]| IdentitySettings {
-            name: name.into(),
-            sources: sources.iter().map(|s| (*s).to_owned()).collect(),
-            admin: false,
-            certificate_names: vec![],
-        };
-        assert!(validate(&[identity("a", &["*"]), identity("b", &["x"])], &["x"]).is_ok());
-        assert_eq!(
-            validate(&[identity("a", &["y"])], &["x"]).unwrap_err().0,
-            "auth.identity[0].sources[0]"
-        );
-        assert_eq!(
-            validate(&[identity("a", &["x"]), identity("a", &["x"])], &["x"])
-                .unwrap_err()
-                .0,
-            "auth.identity[1].name"
-        );
-        assert_eq!(
-            validate(&[identity("a", &[])], &["x"]).unwrap_err().0,
-            "auth.identity[0].sources"
-        );
     }
 }

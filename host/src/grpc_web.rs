@@ -1,12 +1,12 @@
 //! gRPC-web beside plain HTTP/1.1 on one port.
 //!
 //! `tonic_web::GrpcWebLayer` translates gRPC-web to gRPC but answers 400 to every other HTTP/1.1
-//! request, which would shut out REST clients ([`crate::rest`]). [`GrpcWebLayer`] hands only
+//! request, which would shut out REST clients. [`GrpcWebLayer`] hands only
 //! gRPC-web requests (an `application/grpc-web*` content type) to tonic-web and every other request
 //! straight to the inner service.
 //!
 //! A gRPC-web request body is read whole and checked before tonic-web sees it (gRPC-web has no
-//! client streaming, and a request is at most [`crate::server::MAX_REQUEST_BYTES`]): bad base64, a
+//! client streaming, and a request is at most [`crate::idle::MAX_REQUEST_BYTES`]): bad base64, a
 //! compression flag other than 0, or a truncated message is the client's error, answered
 //! INVALID_ARGUMENT naming what was wrong (tonic-web and tonic would answer INTERNAL); a body
 //! that does not arrive in time keeps its DEADLINE_EXCEEDED ([`crate::idle`]).
@@ -95,9 +95,9 @@ where
     }
 }
 
-/// The largest gRPC-web request body read: a request of [`crate::server::MAX_REQUEST_BYTES`] in
+/// The largest gRPC-web request body read: a request of [`crate::idle::MAX_REQUEST_BYTES`] in
 /// base64 text, with room for its frame header.
-const MAX_BODY_BYTES: usize = crate::server::MAX_REQUEST_BYTES / 3 * 4 + 64;
+const MAX_BODY_BYTES: usize = crate::idle::MAX_REQUEST_BYTES / 3 * 4 + 64;
 
 /// Whether the gRPC-web content type says base64 text (tonic-web's rule: exactly these two).
 fn is_text(headers: &http::HeaderMap) -> bool {

@@ -34,12 +34,9 @@ use std::{
 
 use tonic::body::Body;
 
-/// Default `idle_timeout_ms`.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
-/// Default `stall_timeout_ms`.
-pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
-/// Default `request_body_timeout_ms`.
-pub const DEFAULT_REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest request accepted, in bytes: far above the largest valid request (the service's
+/// filter limits cap it near 320 KiB), far below tonic's 4 MiB default.
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 
 /// The largest piece of a response body handed to the connection at once. HTTP/2 buffers a whole
 /// piece whatever the client's window; with small pieces the response stays here, counted as in

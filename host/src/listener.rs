@@ -33,30 +33,6 @@ use tokio::{
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-/// Descriptors kept free for everything else (plugin files, private copies, runner sockets, logs).
-pub const RESERVED_DESCRIPTORS: u64 = 64;
-/// The most connections by default, when the open-file limit allows it.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-
-/// The open-file limit of this process (soft), if it can be read.
-pub fn open_file_limit() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct it is given.
-    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0).then_some(limit.rlim_cur)
-}
-
-/// [`DEFAULT_MAX_CONNECTIONS`], or fewer when the open-file limit minus
-/// [`RESERVED_DESCRIPTORS`] is lower (at least 16).
-pub fn default_max_connections() -> usize {
-    let by_limit = open_file_limit()
-        .map(|n| n.saturating_sub(RESERVED_DESCRIPTORS).max(16))
-        .unwrap_or(u64::MAX);
-    DEFAULT_MAX_CONNECTIONS.min(usize::try_from(by_limit).unwrap_or(usize::MAX))
-}
-
 /// An accepted connection; its slot is given back when it closes.
 pub struct Connection {
     stream: TcpStream,

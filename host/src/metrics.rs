@@ -30,7 +30,9 @@ use prometheus::{
 };
 use tokio::net::TcpListener;
 
-use crate::{guard::Condition, service::Catalog};
+use tributary_runtime::call::Condition;
+
+use tributary_runtime::registry::{Generation, Registry as Sources};
 
 /// The gRPC methods counted under their own name; any other path is `other`.
 const METHODS: &[&str] = &[
@@ -45,7 +47,7 @@ const METHODS: &[&str] = &[
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 ];
 
-/// The REST routes counted under their own name (see [`crate::rest`]); every detail path counts as
+/// The REST routes counted under their own name (the REST routes); every detail path counts as
 /// `GET /v1/packages/{source}/{identifier}`.
 const REST_ROUTES: &[&str] = &[
     "GET /v1/packages",
@@ -53,27 +55,6 @@ const REST_ROUTES: &[&str] = &[
     "GET /v1/openapi.json",
     "GET /healthz",
     "GET /readyz",
-];
-
-/// The names of the gRPC status codes, by number.
-const CODES: [&str; 17] = [
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
 ];
 
 /// The metric families of one server.
@@ -307,7 +288,7 @@ impl Metrics {
         self.generation.set(generation as i64);
     }
 
-    /// The per-call metrics of one source, for its guard (see [`crate::guard::CallGuard`]).
+    /// The per-call metrics of one source, for its guard (see [`tributary_runtime::call::SourceHealth`]).
     pub fn for_source(&self, source: &str) -> SourceMetrics {
         let call = |what: &str| CallMetrics {
             seconds: self.source_call_seconds.with_label_values(&[source, what]),
@@ -334,11 +315,17 @@ impl Metrics {
         }
     }
 
-    /// The text exposition of every metric, with the source gauges read from `catalog` now.
-    pub fn render(&self, catalog: &Catalog) -> String {
+    /// The text exposition of every metric, with the source gauges read from `registry` now.
+    pub fn render(&self, registry: &Sources) -> String {
         for (counter, now) in [
-            (&self.calls_in_place, crate::inline::calls_in_place()),
-            (&self.calls_stuck_in_place, crate::inline::stuck_calls()),
+            (
+                &self.calls_in_place,
+                tributary_runtime::call::in_place::calls_in_place(),
+            ),
+            (
+                &self.calls_stuck_in_place,
+                tributary_runtime::call::in_place::stuck_calls(),
+            ),
         ] {
             if now > counter.get() {
                 counter.inc_by(now - counter.get());
@@ -348,7 +335,7 @@ impl Metrics {
         self.source_backing_off.reset();
         self.source_calls_in_flight.reset();
         self.runner_up.reset();
-        for entry in &catalog.registry().sources {
+        for entry in &registry.sources {
             if let Some(runner) = entry.state.as_ref().ok().and_then(|s| s.runner.as_ref()) {
                 let status = runner.status();
                 let counted = self
@@ -362,7 +349,7 @@ impl Metrics {
                     .set(i64::from(status.pid.is_some() && status.starting.is_none()));
             }
             if let Ok(source) = &entry.state {
-                let dropped = source.guard.history().items_dropped;
+                let dropped = source.health.history().items_dropped;
                 let counted = self
                     .source_items_dropped
                     .with_label_values(&[entry.name.as_str()]);
@@ -372,8 +359,8 @@ impl Metrics {
             }
             let (up, backing_off, in_flight) = match &entry.state {
                 Ok(source) => {
-                    let healthy = source.guard.condition() == Condition::Healthy;
-                    (healthy, !healthy, source.guard.in_flight())
+                    let healthy = source.health.condition() == Condition::Healthy;
+                    (healthy, !healthy, source.health.in_flight())
                 }
                 Err(_) => (false, false, 0),
             };
@@ -387,13 +374,8 @@ impl Metrics {
                 .with_label_values(&[entry.name.as_str()])
                 .set(in_flight as i64);
         }
-        let loaded = catalog
-            .registry()
-            .files
-            .iter()
-            .filter(|f| f.outcome.is_ok())
-            .count();
-        let rejected = catalog.registry().files.len() - loaded;
+        let loaded = registry.files.iter().filter(|f| f.outcome.is_ok()).count();
+        let rejected = registry.files.len() - loaded;
         self.libraries
             .with_label_values(&["loaded"])
             .set(loaded as i64);
@@ -419,7 +401,7 @@ impl Metrics {
             .with_label_values(&[
                 protocol,
                 method,
-                CODES.get(code).copied().unwrap_or("UNKNOWN"),
+                crate::status::code_name(tonic::Code::from(i32::try_from(code).unwrap_or(2))),
             ])
             .inc();
         self.request_seconds
@@ -445,10 +427,14 @@ struct CallMetrics {
     outcomes: [prometheus::IntCounter; 5],
 }
 
-impl SourceMetrics {
+impl tributary_runtime::call::CallObserver for SourceMetrics {
     /// Counts one call named `what` (`list` or `detail`): its plugin time when it completed.
-    pub fn count(&self, what: &str, result: Result<std::time::Duration, &crate::guard::CallError>) {
-        use crate::guard::CallError;
+    fn call_ended(
+        &self,
+        what: &str,
+        result: Result<std::time::Duration, &tributary_runtime::call::CallError>,
+    ) {
+        use tributary_runtime::call::CallError;
         let call = match what {
             "list" => &self.list,
             "detail" => &self.detail,
@@ -469,13 +455,26 @@ impl SourceMetrics {
     }
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` completes.
-pub async fn serve_metrics(
+/// Gives each new source of `generation` its call metrics (a source kept from an earlier
+/// generation keeps the ones it has).
+pub fn attach(metrics: &Metrics, generation: &Generation) {
+    for source in &generation.ready {
+        source
+            .health
+            .attach_observer(Box::new(metrics.for_source(&source.name)));
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown` completes; `registry` gives the registry
+/// serving at the moment of each scrape.
+pub async fn serve_metrics<R>(
     listener: TcpListener,
     metrics: Arc<Metrics>,
-    catalog: Arc<Catalog>,
+    registry: R,
     shutdown: impl Future<Output = ()>,
-) {
+) where
+    R: Fn() -> Arc<Sources> + Clone + Send + Sync + 'static,
+{
     use hyper::{server::conn::http1, service::service_fn};
     use hyper_util::rt::TokioIo;
 
@@ -493,14 +492,14 @@ pub async fn serve_metrics(
                 }
             },
         };
-        let (metrics, catalog) = (metrics.clone(), catalog.clone());
+        let (metrics, registry) = (metrics.clone(), registry.clone());
         tokio::spawn(async move {
             let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
                 let response = if request.uri().path() == "/metrics" {
                     http::Response::builder()
                         .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
                         .body(http_body_util::Full::new(Bytes::from(
-                            metrics.render(&catalog),
+                            metrics.render(&registry()),
                         )))
                 } else {
                     http::Response::builder()
@@ -563,7 +562,7 @@ where
             let response = future.await?;
             let (parts, body) = response.into_parts();
             // An error answered at once carries its status in the headers ("trailers only").
-            // A REST answer carries its gRPC code as a response extension (see crate::rest).
+            // A REST answer carries its gRPC code as a response extension (see crate::status::json).
             let code = parts
                 .headers
                 .get("grpc-status")

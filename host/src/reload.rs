@@ -30,18 +30,21 @@ use std::{
 
 use tributary_proto::v1 as pb;
 
-use crate::{
+use tributary_runtime::{
     config::{Config, Overrides},
     loader::is_library_name,
     registry::Registry,
-    service::{attach_metrics, unix_seconds, Catalog, Generation},
 };
+
+use tributary_runtime::registry::Generation;
+
+use crate::metrics::Metrics;
 
 /// What a catalog's reloads did so far, as `ListPlugins` shows it. Held only for a moment: a reload
 /// in progress (loading libraries, starting runners) holds [`ReloadInputs`] instead, so no request
 /// path waits for a reload.
 #[derive(Default)]
-pub struct ReloadState {
+struct ReloadState {
     /// What a reload reads and writes; locked for the whole reload, so reloads run one at a time.
     inputs: Arc<std::sync::Mutex<ReloadInputs>>,
     /// How many library versions were replaced or removed so far (still mapped).
@@ -117,11 +120,30 @@ impl From<ReloadSummary> for pb::ReloadResponse {
     }
 }
 
-impl Catalog {
-    /// Lets this catalog reload from `config_path` (read with `overrides`, like at start);
-    /// `running` is the configuration it was started with.
-    pub fn enable_reload(&self, config_path: PathBuf, overrides: Overrides, running: &Config) {
-        let inputs = ReloadState::inputs(&self.reload);
+/// Reloads the generation `current` points at: the service's Reload RPC, SIGHUP and the watcher
+/// share one. Cheap to clone; a reload runs on a blocking thread with its own clone.
+#[derive(Clone)]
+pub struct Reloader {
+    current: Arc<arc_swap::ArcSwap<Generation>>,
+    metrics: Arc<Metrics>,
+    state: Arc<std::sync::Mutex<ReloadState>>,
+}
+
+impl Reloader {
+    /// A reloader of `current` that gives new sources their `metrics`; it refuses to reload until
+    /// [`Reloader::enable`].
+    pub fn new(current: Arc<arc_swap::ArcSwap<Generation>>, metrics: Arc<Metrics>) -> Reloader {
+        Reloader {
+            current,
+            metrics,
+            state: Default::default(),
+        }
+    }
+
+    /// Lets this reloader reload from `config_path` (read with `overrides`, like at start);
+    /// `running` is the configuration the server was started with.
+    pub fn enable(&self, config_path: PathBuf, overrides: Overrides, running: &Config) {
+        let inputs = ReloadState::inputs(&self.state);
         let mut inputs = inputs.lock().unwrap_or_else(|p| p.into_inner());
         inputs.source = Some((config_path, overrides));
         inputs.max_retired = running.max_retired_libraries;
@@ -131,35 +153,22 @@ impl Catalog {
     /// Reloads on a blocking thread (loading libraries and building sources may read files and
     /// take a while); `trigger` names what asked, for the log. Reloads run one at a time.
     pub async fn reload_now(&self, trigger: &str) -> Result<ReloadSummary, String> {
-        let parts = Parts {
-            current: self.current.clone(),
-            metrics: self.metrics().clone(),
-            state: self.reload.clone(),
-        };
+        let reloader = self.clone();
         let trigger = trigger.to_owned();
-        tokio::task::spawn_blocking(move || parts.reload(&trigger))
+        tokio::task::spawn_blocking(move || reloader.reload(&trigger))
             .await
             .map_err(|e| format!("the reload stopped: {e}"))?
     }
 
     /// Adds the generation and the reload facts to a `ListPlugins` answer.
-    pub fn reload_facts(&self, listing: &mut pb::ListPluginsResponse, generation: u64) {
-        let state = self.reload.lock().unwrap_or_else(|p| p.into_inner());
+    pub fn facts(&self, listing: &mut pb::ListPluginsResponse, generation: u64) {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         listing.generation = generation;
         listing.retired_libraries = state.retired as u32;
         listing.last_reload_unix = state.last_at.map(unix_seconds).unwrap_or(0);
         listing.last_reload_error = state.last_error.clone().unwrap_or_default();
     }
-}
 
-/// What a reload needs of a [`Catalog`], owned, so that it can run on a blocking thread.
-struct Parts {
-    current: Arc<arc_swap::ArcSwap<Generation>>,
-    metrics: Arc<crate::metrics::Metrics>,
-    state: Arc<std::sync::Mutex<ReloadState>>,
-}
-
-impl Parts {
     /// One reload, on the calling thread.
     fn reload(&self, trigger: &str) -> Result<ReloadSummary, String> {
         let inputs = ReloadState::inputs(&self.state);
@@ -262,7 +271,7 @@ impl Parts {
                 inputs.retired.insert(sha.clone());
             }
         }
-        attach_metrics(&self.metrics, &generation);
+        crate::metrics::attach(&self.metrics, &generation);
         self.current.store(Arc::new(generation));
         Ok(summary)
     }
@@ -460,12 +469,7 @@ fn config_stamp(config: &Path) -> (Option<PathBuf>, u64, Option<SystemTime>) {
 /// Watches the plugin directory and the configuration file and reloads `catalog` when they have
 /// changed and then stayed unchanged for `debounce`. Runs until the process ends; an error setting
 /// up the watch is logged (SIGHUP and the RPC still work).
-pub async fn watch(
-    catalog: Arc<Catalog>,
-    plugin_dir: PathBuf,
-    config: PathBuf,
-    debounce: Duration,
-) {
+pub async fn watch(reloader: Reloader, plugin_dir: PathBuf, config: PathBuf, debounce: Duration) {
     use notify::{RecursiveMode, Watcher};
     // `true` for a change in the plugin directory or to the configuration file by name; `false`
     // for one to another file beside the configuration file, which matters only if the file the
@@ -537,7 +541,14 @@ pub async fn watch(
             continue;
         }
         config_at_reload = now;
-        let _ = catalog.reload_now("file watcher").await;
+        let _ = reloader.reload_now("file watcher").await;
     }
     drop(watcher);
+}
+
+/// Seconds since the Unix epoch (0 before it).
+pub fn unix_seconds(at: std::time::SystemTime) -> i64 {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }

@@ -30,7 +30,10 @@ use tributary_proto::v1::{
     self as pb, packages_service_server::PackagesService, plugins_service_server::PluginsService,
 };
 
-use crate::service::Catalog;
+use crate::{
+    service::Catalog,
+    status::{code_name, error_response, json},
+};
 
 /// The OpenAPI 3 document describing the REST paths.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -84,76 +87,6 @@ async fn not_allowed(request: Request) -> http::Response<Body> {
         http::HeaderValue::from_static("GET,HEAD"),
     );
     response
-}
-
-/// The HTTP status of a gRPC code (the `google.rpc.Code` mapping).
-pub fn http_status(code: Code) -> http::StatusCode {
-    use http::StatusCode as S;
-    match code {
-        Code::Ok => S::OK,
-        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => S::BAD_REQUEST,
-        Code::Unauthenticated => S::UNAUTHORIZED,
-        Code::PermissionDenied => S::FORBIDDEN,
-        Code::NotFound => S::NOT_FOUND,
-        Code::AlreadyExists | Code::Aborted => S::CONFLICT,
-        Code::ResourceExhausted => S::TOO_MANY_REQUESTS,
-        Code::Cancelled => S::from_u16(499).expect("499 is a valid status"),
-        Code::Unknown | Code::Internal | Code::DataLoss => S::INTERNAL_SERVER_ERROR,
-        Code::Unimplemented => S::NOT_IMPLEMENTED,
-        Code::Unavailable => S::SERVICE_UNAVAILABLE,
-        Code::DeadlineExceeded => S::GATEWAY_TIMEOUT,
-    }
-}
-
-/// The proto name of a gRPC code: `INVALID_ARGUMENT`.
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
-/// A JSON response; the gRPC code rides along as a response extension for the metrics layer.
-fn json(status: http::StatusCode, code: Code, body: Vec<u8>) -> http::Response<Body> {
-    let mut response = http::Response::builder()
-        .status(status)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body))
-        .expect("a valid response");
-    response.extensions_mut().insert(code);
-    response
-}
-
-/// The error body for `status`.
-pub fn error_response(status: &tonic::Status) -> http::Response<Body> {
-    let http = http_status(status.code());
-    let mut body = serde_json::json!({
-        "code": code_name(status.code()),
-        "status": http.as_u16(),
-        "message": status.message(),
-    });
-    // A listing that could not go on says where to resume (see `tributary.v1.ResumeInfo`).
-    if let Some(info) = crate::service::resume_info(status) {
-        if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(&info) {
-            body.as_object_mut().expect("an object").extend(fields);
-        }
-    }
-    json(http, status.code(), body.to_string().into_bytes())
 }
 
 /// A message in the proto3 JSON mapping, or the RPC's error. The request's slot
@@ -440,20 +373,5 @@ mod tests {
         assert!(e
             .message()
             .starts_with("query parameter `include_deprecated`"));
-    }
-
-    #[test]
-    fn codes_map_to_http_statuses() {
-        assert_eq!(http_status(Code::InvalidArgument), 400);
-        assert_eq!(http_status(Code::Unauthenticated), 401);
-        assert_eq!(http_status(Code::PermissionDenied), 403);
-        assert_eq!(http_status(Code::NotFound), 404);
-        assert_eq!(http_status(Code::Aborted), 409);
-        assert_eq!(http_status(Code::ResourceExhausted), 429);
-        assert_eq!(http_status(Code::Cancelled), 499);
-        assert_eq!(http_status(Code::Internal), 500);
-        assert_eq!(http_status(Code::Unimplemented), 501);
-        assert_eq!(http_status(Code::Unavailable), 503);
-        assert_eq!(http_status(Code::DeadlineExceeded), 504);
     }
 }

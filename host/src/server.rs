@@ -15,11 +15,17 @@ use tributary_proto::v1::{
     packages_service_server::PackagesServiceServer, plugins_service_server::PluginsServiceServer,
 };
 
-use crate::{guard::Condition, service::Catalog};
+use tributary_runtime::{
+    call::Condition,
+    config::{
+        default_max_connections, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_STREAMS_PER_CONNECTION,
+        DEFAULT_REQUEST_BODY_TIMEOUT, DEFAULT_STALL_TIMEOUT, HANDSHAKE_TIMEOUT,
+    },
+};
 
-/// The largest request accepted, in bytes: far above the largest valid request (the filter limits
-/// in [`crate::service`] cap it near 320 KiB), far below tonic's 4 MiB default.
-pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+use crate::service::Catalog;
+
+use crate::idle::MAX_REQUEST_BYTES;
 
 /// How often an HTTP/2 ping goes to a connection, and how long its answer may take before the
 /// connection is closed.
@@ -72,9 +78,6 @@ pub struct ServeOptions {
     pub max_streams_per_connection: u32,
 }
 
-/// Default `max_streams_per_connection`.
-pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: u32 = 100;
-
 impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
@@ -82,13 +85,13 @@ impl Default for ServeOptions {
             tls: None,
             auth: None,
             shutdown_delay: Duration::ZERO,
-            max_connections: crate::listener::default_max_connections(),
+            max_connections: default_max_connections(),
             cors_allowed_origins: Vec::new(),
             web_ui: true,
-            handshake_timeout: crate::tls::HANDSHAKE_TIMEOUT,
-            idle_timeout: crate::idle::DEFAULT_IDLE_TIMEOUT,
-            stall_timeout: crate::idle::DEFAULT_STALL_TIMEOUT,
-            request_body_timeout: crate::idle::DEFAULT_REQUEST_BODY_TIMEOUT,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+            request_body_timeout: DEFAULT_REQUEST_BODY_TIMEOUT,
             max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
         }
     }
@@ -392,7 +395,7 @@ pub fn source_health_name(source: &str) -> String {
 /// failed at start or backs off after timeouts.
 /// Keeps each source's health entry (`tributary.source.NAME`) current: SERVING while it is healthy
 /// and not failing. The overall entry ("") is NOT_SERVING while the server is starved of threads
-/// (see [`crate::threads::starved`]) and from the shutdown signal on.
+/// (see [`tributary_runtime::call::threads::starved`]) and from the shutdown signal on.
 async fn watch_sources(
     health: tonic_health::server::HealthReporter,
     catalog: Arc<Catalog>,
@@ -401,7 +404,7 @@ async fn watch_sources(
     let mut last: std::collections::HashMap<String, ServingStatus> = Default::default();
     let mut starved = false;
     loop {
-        let now_starved = crate::threads::starved();
+        let now_starved = tributary_runtime::call::threads::starved();
         if now_starved != starved {
             starved = now_starved;
             if !draining.load(std::sync::atomic::Ordering::SeqCst) {
@@ -421,8 +424,8 @@ async fn watch_sources(
         for entry in &registry.sources {
             let status = match &entry.state {
                 Ok(source)
-                    if source.guard.condition() == Condition::Healthy
-                        && !source.guard.history().failing()
+                    if source.health.condition() == Condition::Healthy
+                        && !source.health.history().failing()
                         && !source.runner_not_up() =>
                 {
                     ServingStatus::Serving

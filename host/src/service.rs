@@ -2,24 +2,36 @@
 //! host and plugin errors become gRPC status codes.
 
 use std::{
+    path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use abi_stable::std_types::{RResult, RStr, RString, RVec};
 use tonic::{Request, Response, Status};
-use tributary_plugin_api::{contract, Detail, ErrorKind, Filter, PluginError, Summary};
+use tributary_plugin_api::{contract, Detail, Filter, PluginError, Summary};
 use tributary_proto::v1::{
     self as pb, packages_service_server::PackagesService, plugins_service_server::PluginsService,
 };
 
+use tributary_runtime::{
+    call::{self, Budget, Condition, SourceHandle as Source},
+    config::{Config, Overrides},
+    merge::{
+        self as engine,
+        token::{self, MergeKey, PageToken},
+        EngineOptions, Failure, FailureKind, PageRequest,
+    },
+    registry::{Generation, Registry},
+};
+
 use crate::{
     auth::Identity,
-    engine::{self, EngineOptions, Failure, FailureKind, PageRequest},
-    guard::{self, Budget, Condition},
-    registry::{Registry, Source},
-    token::{self, MergeKey, PageToken},
+    reload::ReloadSummary,
+    status::{code_for, failure_status, unavailable_with_resume},
 };
+
+pub use crate::status::resume_info;
 
 /// Page size used when the request says 0.
 pub const DEFAULT_PAGE_SIZE: usize = 20;
@@ -42,51 +54,28 @@ pub struct Catalog {
     pub(crate) current: Arc<arc_swap::ArcSwap<Generation>>,
     pub(crate) options: EngineOptions,
     metrics: Arc<crate::metrics::Metrics>,
-    pub(crate) reload: Arc<std::sync::Mutex<crate::reload::ReloadState>>,
+    reloader: crate::reload::Reloader,
     /// Slots for list and detail requests running at once (`max_requests_in_flight`).
     requests: Arc<tokio::sync::Semaphore>,
     /// Searches (list requests with a query) running at once; see `max_searches_in_flight`.
     searches: Arc<tokio::sync::Semaphore>,
 }
 
-/// One set of loaded libraries and built sources.
-pub struct Generation {
-    /// 1 at start, one more after each reload that took effect.
-    pub number: u64,
-    pub registry: Arc<Registry>,
-    /// Every ready source, in name order.
-    pub(crate) ready: Vec<Arc<Source>>,
-}
-
-impl Generation {
-    pub(crate) fn new(number: u64, registry: Arc<Registry>) -> Generation {
-        let ready = registry
-            .sources
-            .iter()
-            .filter_map(|s| s.state.as_ref().ok().cloned())
-            .collect();
-        Generation {
-            number,
-            registry,
-            ready,
-        }
-    }
-}
-
 impl Catalog {
     pub fn new(registry: Arc<Registry>, options: EngineOptions) -> Catalog {
         let generation = Generation::new(1, registry);
         let metrics = crate::metrics::Metrics::new();
-        attach_metrics(&metrics, &generation);
+        crate::metrics::attach(&metrics, &generation);
+        let current = Arc::new(arc_swap::ArcSwap::from_pointee(generation));
         let requests = Arc::new(tokio::sync::Semaphore::new(options.max_requests_in_flight));
         let searches = Arc::new(tokio::sync::Semaphore::new(
             options.max_searches_in_flight.max(1),
         ));
         Catalog {
-            current: Arc::new(arc_swap::ArcSwap::from_pointee(generation)),
+            reloader: crate::reload::Reloader::new(current.clone(), metrics.clone()),
+            current,
             options,
             metrics,
-            reload: Default::default(),
             requests,
             searches,
         }
@@ -158,15 +147,20 @@ impl Catalog {
     pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
         &self.metrics
     }
-}
 
-/// Gives each new source of `generation` its call metrics (a source kept from an earlier
-/// generation keeps the ones it has).
-pub(crate) fn attach_metrics(metrics: &crate::metrics::Metrics, generation: &Generation) {
-    for source in &generation.ready {
-        source
-            .guard
-            .attach_metrics(metrics.for_source(&source.name));
+    /// What reloads this catalog's sources (the Reload RPC, SIGHUP, the watcher).
+    pub fn reloader(&self) -> &crate::reload::Reloader {
+        &self.reloader
+    }
+
+    /// Lets this catalog reload from `config_path` (see [`crate::reload::Reloader::enable`]).
+    pub fn enable_reload(&self, config_path: PathBuf, overrides: Overrides, running: &Config) {
+        self.reloader.enable(config_path, overrides, running);
+    }
+
+    /// Reloads now (see [`crate::reload::Reloader::reload_now`]).
+    pub async fn reload_now(&self, trigger: &str) -> Result<ReloadSummary, String> {
+        self.reloader.reload_now(trigger).await
     }
 }
 
@@ -258,85 +252,34 @@ pub fn effective_page_size(requested: i32) -> Result<usize, Status> {
     }
 }
 
-/// One place for plugin error kinds to gRPC codes.
-fn code_for(kind: ErrorKind) -> tonic::Code {
-    match kind {
-        ErrorKind::NotFound => tonic::Code::NotFound,
-        ErrorKind::InvalidArgument => tonic::Code::InvalidArgument,
-        ErrorKind::Unavailable
-        | ErrorKind::InvalidConfig
-        | ErrorKind::Crashed
-        | ErrorKind::Starting => tonic::Code::Unavailable,
-        _ => tonic::Code::Internal,
-    }
-}
-
-/// A source failure that fails a whole list request (under `on_source_error = "fail"`): the
-/// source, not the request, is at fault, so UNAVAILABLE whatever the kind.
-fn failure_status(failure: &Failure) -> Status {
-    Status::unavailable(failure.to_string())
-}
-
-/// `google.rpc.Status`: what gRPC carries in `grpc-status-details-bin`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-    #[prost(message, repeated, tag = "3")]
-    details: Vec<RpcAny>,
-}
-
-/// `google.protobuf.Any`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcAny {
-    #[prost(string, tag = "1")]
-    type_url: String,
-    #[prost(bytes = "vec", tag = "2")]
-    value: Vec<u8>,
-}
-
-/// The type URL of [`pb::ResumeInfo`] in a status's details.
-pub const RESUME_INFO_TYPE_URL: &str = "type.googleapis.com/tributary.v1.ResumeInfo";
-
-/// UNAVAILABLE with `info` in its details: no source that still had items could answer.
-fn unavailable_with_resume(message: String, info: pb::ResumeInfo) -> Status {
-    let details = RpcStatus {
-        code: tonic::Code::Unavailable as i32,
-        message: message.clone(),
-        details: vec![RpcAny {
-            type_url: RESUME_INFO_TYPE_URL.to_owned(),
-            value: prost::Message::encode_to_vec(&info),
-        }],
-    };
-    Status::with_details(
-        tonic::Code::Unavailable,
-        message,
-        prost::Message::encode_to_vec(&details).into(),
-    )
-}
-
-/// The [`pb::ResumeInfo`] in a status's details, if it carries one.
-pub fn resume_info(status: &Status) -> Option<pb::ResumeInfo> {
-    let details: RpcStatus = prost::Message::decode(status.details()).ok()?;
-    details
-        .details
-        .iter()
-        .find(|any| any.type_url == RESUME_INFO_TYPE_URL)
-        .and_then(|any| prost::Message::decode(any.value.as_slice()).ok())
-}
-
 /// When a request must be answered: the client's deadline from the `grpc-timeout` header (less a
 /// margin to send the answer in), and at the latest `request_timeout` from now.
+/// The `grpc-timeout` header value as a duration (`"100m"` is 100 ms), if valid.
+pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 fn request_deadline<T>(request: &Request<T>, request_timeout: Duration) -> Option<Instant> {
-    let bound = guard::deadline_for(request_timeout);
+    let bound = call::deadline_for(request_timeout);
     let client = request
         .metadata()
         .get("grpc-timeout")
         .and_then(|value| value.to_str().ok())
-        .and_then(guard::parse_grpc_timeout)
-        .map(guard::deadline_for);
+        .and_then(parse_grpc_timeout)
+        .map(call::deadline_for);
     Some(client.map_or(bound, |client| client.min(bound)))
 }
 
@@ -779,7 +722,7 @@ async fn call_detail(
     budget: Budget,
 ) -> Result<Detail, (tonic::Code, String)> {
     let identifier_for_check = identifier.clone();
-    let result = guard::call(source, "detail", budget, move |src| {
+    let result = call::call(source, "detail", budget, move |src| {
         src.imp.detail(RStr::from_str(&identifier))
     })
     .await;
@@ -831,7 +774,7 @@ impl PluginsService for Catalog {
         let caller = caller(&request);
         let generation = self.generation();
         let mut listing = list_plugins(&generation.registry);
-        self.reload_facts(&mut listing, generation.number);
+        self.reloader.facts(&mut listing, generation.number);
         if let Some(caller) = &caller {
             restrict_listing(&mut listing, caller);
         }
@@ -882,7 +825,7 @@ impl Catalog {
                 deadline: Some(Instant::now() + STATUS_BUDGET),
             };
             declared.then_some(async move {
-                let answer = guard::call(&source, "status", budget, |src| {
+                let answer = call::call(&source, "status", budget, |src| {
                     src.imp.call(RStr::from_str(STATUS), 1, RStr::from_str(""))
                 })
                 .await;
@@ -973,7 +916,7 @@ pub fn list_plugins(registry: &Registry) -> pb::ListPluginsResponse {
                     .map(|m| format!("{}.{}", m.interface.0, m.interface.1))
                     .unwrap_or_default(),
                 capabilities: meta.map(|m| m.capabilities).unwrap_or_default(),
-                loaded_at_unix: unix_seconds(f.loaded_at),
+                loaded_at_unix: crate::reload::unix_seconds(f.loaded_at),
             }
         })
         .collect();
@@ -984,7 +927,7 @@ pub fn list_plugins(registry: &Registry) -> pb::ListPluginsResponse {
             let history = s
                 .state
                 .as_ref()
-                .map(|source| source.guard.history())
+                .map(|source| source.health.history())
                 .unwrap_or_default();
             let runner = s
                 .state
@@ -1006,11 +949,11 @@ pub fn list_plugins(registry: &Registry) -> pb::ListPluginsResponse {
                         r.pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
                         r.starting.unwrap_or_default().as_millis()
                     ),
-                    source.guard.in_flight() as u32,
+                    source.health.in_flight() as u32,
                 ),
                 (Ok(source), _) => {
-                    let in_flight = source.guard.in_flight() as u32;
-                    match source.guard.condition() {
+                    let in_flight = source.health.in_flight() as u32;
+                    match source.health.condition() {
                         Condition::Healthy if history.failing() => (
                             SStatus::Failing,
                             format!(
@@ -1025,7 +968,7 @@ pub fn list_plugins(registry: &Registry) -> pb::ListPluginsResponse {
                 }
             };
             let (last_failure, last_failure_unix) = match &history.last_failure {
-                Some((at, kind, message)) => (format!("{kind}: {message}"), unix_seconds(*at)),
+                Some((at, kind, message)) => (format!("{kind}: {message}"), crate::reload::unix_seconds(*at)),
                 None => (String::new(), 0),
             };
             pb::SourceInfo {
@@ -1044,7 +987,7 @@ pub fn list_plugins(registry: &Registry) -> pb::ListPluginsResponse {
                 consecutive_failures: history.consecutive_failures,
                 last_failure,
                 last_failure_unix,
-                last_success_unix: history.last_success.map_or(0, unix_seconds),
+                last_success_unix: history.last_success.map_or(0, crate::reload::unix_seconds),
                 items_dropped: history.items_dropped,
                 last_dropped: history.last_dropped.clone().unwrap_or_default(),
                 threads: s
@@ -1063,16 +1006,20 @@ pub fn list_plugins(registry: &Registry) -> pb::ListPluginsResponse {
     }
 }
 
-/// Seconds since the Unix epoch (0 before it).
-pub(crate) fn unix_seconds(at: std::time::SystemTime) -> i64 {
-    at.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_timeouts() {
+        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("5n"), Some(Duration::from_nanos(5)));
+        assert_eq!(parse_grpc_timeout("m"), None);
+        assert_eq!(parse_grpc_timeout("12x"), None);
+        assert_eq!(parse_grpc_timeout("123456789m"), None);
+    }
 
     #[test]
     fn page_sizes() {

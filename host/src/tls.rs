@@ -29,35 +29,12 @@ use tokio_rustls::rustls::{
     RootCertStore, ServerConfig,
 };
 use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
+pub use tributary_runtime::config::{ClientAuth, TlsSettings};
 
-/// The longest a TLS handshake may take.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in progress at once; further connections wait to start theirs.
 pub const MAX_HANDSHAKES: usize = 256;
 /// How often the certificate files are looked at, at most.
 const RELOAD_CHECK: Duration = Duration::from_secs(1);
-
-/// Whether clients present certificates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ClientAuth {
-    /// Client certificates are not asked for.
-    #[default]
-    None,
-    /// Asked for and verified against `client_ca_file` when presented; clients without one connect.
-    Optional,
-    /// Every client must present a certificate that `client_ca_file` verifies.
-    Required,
-}
-
-/// The `[tls]` settings, paths already resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsSettings {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
-    pub client_ca_file: Option<PathBuf>,
-    pub client_auth: ClientAuth,
-}
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,6 @@
 //! The catalog web page at `/`: static files embedded in the binary (`host/web/`), no build step.
 //!
-//! The page calls the REST API of [`crate::rest`] on the same origin: search, source, category and
+//! The page calls the server's REST API on the same origin: search, source, category and
 //! repository filters, paging forward and back with the page tokens, a package's detail with its
 //! versions, and failed sources shown as a notice. Under `[auth]` it asks for a bearer token when
 //! the API answers 401 and keeps it for the browser tab (`sessionStorage`).
@@ -23,7 +23,7 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
      style-src 'self'; connect-src 'self'; img-src 'self' https: data:; base-uri 'none'; \
      form-action 'none'; frame-ancestors 'none'";
 
-/// The paths of the page's files; they need no credential (see [`crate::auth`]).
+/// The paths of the page's files; they need no credential (authentication lets them through).
 pub const PATHS: [&str; 4] = ["/", "/assets/app.js", "/assets/app.css", "/assets/icon.svg"];
 
 /// The routes serving the page.

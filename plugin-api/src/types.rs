@@ -35,7 +35,7 @@ pub struct Summary {
 }
 
 /// One key/value pair of an extension slot ([`Summary::extensions`], [`Detail::extensions`],
-/// [`ListRequest::extensions`], [`crate::ffi::HostContext::extensions`]).
+/// [`ListRequest::extensions`], and the `extensions` of the host context a source is built with).
 ///
 /// Extension slots are how the interface grows inside a major version: the layout of every type is
 /// frozen at 1.0 (see `COMPATIBILITY.md`), but a new key is not part of the layout. Keys are

@@ -14,12 +14,6 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/tributary.v1.serde.rs"));
 }
 
-/// Generated code for `tributary.runner.v1`: the private framing between the server and an isolation
-/// runner (see `host::isolation`). Not served to clients.
-pub mod runner {
-    tonic::include_proto!("tributary.runner.v1");
-}
-
 /// The encoded `FileDescriptorSet` of the contract, for `tonic-reflection`.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/tributary_descriptor.bin"));

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use tributary_host::config::{Config, Overrides};
+use tributary_runtime::config::{Config, Overrides};
 
 fn repo_file(relative: &str) -> (std::path::PathBuf, String) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))

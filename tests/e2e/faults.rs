@@ -3,10 +3,10 @@
 
 use serde_json::json;
 use tonic::Code;
-use tributary_host::config::OnSourceError;
 use tributary_proto::v1::{
     self as pb, plugin_info::Status as PluginStatus, source_info::Status as SourceStatus,
 };
+use tributary_runtime::config::OnSourceError;
 use tributary_tests::{
     config, keys, list, list_request, source, start_with, PluginDir, TestServer,
 };
@@ -346,7 +346,7 @@ async fn waiting_for_a_slot_is_overloaded_never_a_timeout_of_the_source() {
             source("quick", "testkit", items(&["b"])),
         ],
     );
-    cfg.guard_limits.max_calls = 2;
+    cfg.call_limits.max_calls = 2;
     cfg.source_timeout = std::time::Duration::from_millis(1000);
     let server = TestServer::start(cfg).await;
     let mut clients = Vec::new();

@@ -7,15 +7,12 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use tonic::{Code, Request};
-use tributary_host::{
-    engine::EngineOptions,
-    registry::{Registry, Source},
-    service::Catalog,
-};
+use tributary_host::service::Catalog;
 use tributary_plugin_api::{
     ffi::source_box, Detail, ListRequest, PackageSource, PluginError, RString, Summary,
 };
 use tributary_proto::v1::{self as pb, packages_service_server::PackagesService};
+use tributary_runtime::{call::SourceHandle as Source, merge::EngineOptions, registry::Registry};
 
 struct VecSource(Vec<Summary>);
 

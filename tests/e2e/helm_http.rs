@@ -25,7 +25,7 @@ fn repo(name: &str, url: &str, extra: Value) -> Value {
     table
 }
 
-fn helm(name: &str, repos: Vec<Value>) -> tributary_host::config::SourceConfig {
+fn helm(name: &str, repos: Vec<Value>) -> tributary_runtime::config::SourceConfig {
     source(name, "helm", json!({ "repositories": repos }))
 }
 

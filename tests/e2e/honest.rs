@@ -223,7 +223,7 @@ async fn a_page_stays_within_its_byte_budget() {
             page.available_package_summaries.len()
         );
         assert!(
-            bytes <= tributary_host::config::DEFAULT_MAX_PAGE_BYTES,
+            bytes <= tributary_runtime::config::DEFAULT_MAX_PAGE_BYTES,
             "page of {bytes} bytes"
         );
         pages += 1;
@@ -263,8 +263,8 @@ async fn a_huge_source_name_is_refused_without_echo() {
 #[tokio::test]
 async fn a_stall_is_charged_on_the_plugins_clock_once() {
     use std::time::Duration;
-    use tributary_host::guard::GuardLimits;
     use tributary_proto::v1::source_info::Status as SourceStatus;
+    use tributary_runtime::config::CallLimits;
     use tributary_tests::{config, PluginDir, TestServer};
     let plugins = PluginDir::with(&["testkit"]);
     let mut cfg = config(
@@ -280,7 +280,7 @@ async fn a_stall_is_charged_on_the_plugins_clock_once() {
         ],
     );
     cfg.source_timeout = Duration::from_millis(400);
-    cfg.guard_limits = GuardLimits {
+    cfg.call_limits = CallLimits {
         max_calls: 8,
         backoff: Duration::from_secs(30),
     };
@@ -538,8 +538,8 @@ fn calls_made(path: &std::path::Path) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_backoff_exactly_one_trial_call_goes_through() {
     use std::time::Duration;
-    use tributary_host::guard::GuardLimits;
     use tributary_proto::v1::source_info::Status as SourceStatus;
+    use tributary_runtime::config::CallLimits;
     use tributary_tests::{config, PluginDir, TestServer};
     let plugins = PluginDir::with(&["testkit"]);
     let dir = tempfile::tempdir().unwrap();
@@ -560,7 +560,7 @@ async fn after_a_backoff_exactly_one_trial_call_goes_through() {
         ],
     );
     cfg.source_timeout = Duration::from_millis(1000);
-    cfg.guard_limits = GuardLimits {
+    cfg.call_limits = CallLimits {
         max_calls: 32,
         backoff: Duration::from_millis(300),
     };

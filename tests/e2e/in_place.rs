@@ -1,4 +1,4 @@
-//! Fast sources are called in place on the server's worker threads (`tributary_host::inline`);
+//! Fast sources are called in place on the server's worker threads (`tributary_runtime::call::in_place`);
 //! a call in place that hangs must stall no page, its own included.
 
 use std::{

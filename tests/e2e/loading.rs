@@ -3,7 +3,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use tributary_host::registry::Registry;
+use tributary_runtime::registry::Registry;
 use tributary_tests::*;
 
 /// A FIFO named like a library is refused at once: `dlopen` on it would block start-up forever.

@@ -5,8 +5,8 @@ use std::{path::Path, time::Duration};
 
 use serde_json::json;
 use tonic::Request;
-use tributary_host::guard::GuardLimits;
 use tributary_proto::v1::{self as pb, source_info::Status as SourceStatus};
+use tributary_runtime::config::CallLimits;
 use tributary_tests::{
     config, keys, list, list_request, page_through, source, start_with, PluginDir, TestServer,
 };
@@ -49,7 +49,7 @@ async fn a_hung_source_times_out_then_backs_off() {
         ],
     );
     cfg.source_timeout = Duration::from_millis(150);
-    cfg.guard_limits = GuardLimits {
+    cfg.call_limits = CallLimits {
         max_calls: 4,
         backoff: Duration::from_secs(30),
     };
@@ -148,7 +148,7 @@ async fn an_unhealthy_source_is_tried_again_after_the_back_off() {
         ],
     );
     cfg.source_timeout = Duration::from_millis(150);
-    cfg.guard_limits = GuardLimits {
+    cfg.call_limits = CallLimits {
         max_calls: 4,
         backoff: Duration::from_millis(300),
     };
@@ -243,7 +243,7 @@ async fn calls_in_flight_per_source_are_bounded() {
             ),
         ],
     );
-    cfg.guard_limits = GuardLimits {
+    cfg.call_limits = CallLimits {
         max_calls: 2,
         backoff: Duration::from_secs(1),
     };
@@ -318,7 +318,7 @@ async fn a_cancelled_request_starts_no_further_plugin_call() {
         .unwrap()
         .clone();
     eventually("the running call returned", || {
-        source.guard.in_flight() == 0
+        source.health.in_flight() == 0
     })
     .await;
     eventually("the request's tasks ended", || {
@@ -413,8 +413,8 @@ async fn a_plugin_dir_others_can_write_is_refused() {
     let plugins = PluginDir::with(&["testkit"]);
     std::fs::set_permissions(plugins.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let cfg = config(plugins.path(), plugins.path(), vec![]);
-    let reason = match tributary_host::registry::Registry::load(&cfg) {
-        Err(tributary_host::registry::StartError::InsecurePluginDir(reason)) => reason,
+    let reason = match tributary_runtime::registry::Registry::load(&cfg) {
+        Err(tributary_runtime::registry::StartError::InsecurePluginDir(reason)) => reason,
         Err(other) => panic!("wrong error: {other}"),
         Ok(_) => panic!("an insecure plugin_dir must fail start-up"),
     };

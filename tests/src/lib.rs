@@ -15,16 +15,15 @@ use std::{
 
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
-use tributary_host::{
-    config::{Config, OnSourceError, SourceConfig},
-    engine::EngineOptions,
-    guard::GuardLimits,
-    registry::Registry,
-    server, service,
-};
+use tributary_host::{server, service};
 use tributary_proto::v1::{
     self as pb, packages_service_client::PackagesServiceClient,
     plugins_service_client::PluginsServiceClient,
+};
+use tributary_runtime::{
+    config::{Config, SourceConfig},
+    merge::EngineOptions,
+    registry::Registry,
 };
 
 /// What one `cargo build` of the plugins and the binary produced.
@@ -156,7 +155,7 @@ pub fn private_root() -> &'static Path {
                 refused.push(format!("{}: cannot create it", root.display()));
                 continue;
             }
-            match tributary_host::loader::insecure_path_reason(&root, "plugin_dir") {
+            match tributary_runtime::loader::insecure_path_reason(&root, "plugin_dir") {
                 None => return root,
                 Some(reason) => refused.push(reason),
             }
@@ -242,32 +241,9 @@ pub fn config(plugin_dir: &Path, base_dir: &Path, sources: Vec<SourceConfig>) ->
         plugin_dir: plugin_dir.to_path_buf(),
         base_dir: base_dir.to_path_buf(),
         sources,
-        on_source_error: OnSourceError::Skip,
         source_timeout: Duration::from_secs(10),
-        guard_limits: GuardLimits::default(),
-        max_page_bytes: tributary_host::config::DEFAULT_MAX_PAGE_BYTES,
-        strict_permissions: true,
-        metrics_listen: None,
-        tls: None,
-        auth: None,
-        log_level: None,
         watch: false,
-        web_ui: true,
-        inline_calls: true,
-        max_connections: tributary_host::listener::default_max_connections(),
-        cors_allowed_origins: Vec::new(),
-        max_requests_in_flight: tributary_host::config::DEFAULT_MAX_REQUESTS_IN_FLIGHT,
-        request_queue_wait: tributary_host::config::DEFAULT_REQUEST_QUEUE_WAIT,
-        request_timeout: tributary_host::config::DEFAULT_REQUEST_TIMEOUT,
-        handshake_timeout: tributary_host::tls::HANDSHAKE_TIMEOUT,
-        idle_timeout: tributary_host::idle::DEFAULT_IDLE_TIMEOUT,
-        stall_timeout: tributary_host::idle::DEFAULT_STALL_TIMEOUT,
-        request_body_timeout: tributary_host::idle::DEFAULT_REQUEST_BODY_TIMEOUT,
-        max_streams_per_connection: tributary_host::server::DEFAULT_MAX_STREAMS_PER_CONNECTION,
-        max_searches_in_flight: tributary_host::config::default_max_searches_in_flight(),
-        reload_debounce: tributary_host::config::DEFAULT_RELOAD_DEBOUNCE,
-        max_retired_libraries: tributary_host::config::DEFAULT_MAX_RETIRED_LIBRARIES,
-        start_degraded: false,
+        ..Config::default()
     }
 }
 

@@ -2,13 +2,12 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tributary_host::{
-    engine::{self, EngineOptions, Page, PageRequest},
-    registry::Source,
-    token::MergeKey,
-};
 use tributary_plugin_api::{
     ffi::source_box, Detail, Filter, ListRequest, PackageSource, PluginError, RString, Summary,
+};
+use tributary_runtime::{
+    call::SourceHandle as Source,
+    merge::{self as engine, token::MergeKey, EngineOptions, Page, PageRequest},
 };
 
 /// The name of generated item `i`: zero-padded so that byte order is index order.

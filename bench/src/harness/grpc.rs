@@ -16,12 +16,12 @@ use tonic::{
     transport::{server::TcpIncoming, Channel},
     Request, Response, Status,
 };
-use tributary_host::token::{filter_fingerprint, MergeKey, PageToken};
 use tributary_proto::v1::{
     self as pb,
     packages_service_client::PackagesServiceClient,
     packages_service_server::{PackagesService, PackagesServiceServer},
 };
+use tributary_runtime::merge::token::{filter_fingerprint, MergeKey, PageToken};
 
 pub type Client = PackagesServiceClient<Channel>;
 

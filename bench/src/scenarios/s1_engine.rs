@@ -15,8 +15,8 @@
 
 use std::{sync::Arc, time::Instant};
 
-use tributary_host::token::MergeKey;
 use tributary_plugin_api::{Filter, ListRequest, ROption, RString, SeekKey};
+use tributary_runtime::merge::token::MergeKey;
 
 use crate::harness::{
     data::{self, Spread},
@@ -207,14 +207,14 @@ pub fn blocking_round_trip(bench: &Bench, report: &mut Report) {
     for rep in 0..=bench.settings.reps() {
         let (s, r) = (source.clone(), requests.clone());
         let t_guard = bench.run(async move {
-            let budget = tributary_host::guard::Budget {
+            let budget = tributary_runtime::call::Budget {
                 source_timeout: std::time::Duration::from_secs(60),
                 deadline: None,
             };
             let start = Instant::now();
             for i in 0..r.len() {
                 let r = r.clone();
-                let n = tributary_host::guard::call(&s, "list", budget, move |src| {
+                let n = tributary_runtime::call::call(&s, "list", budget, move |src| {
                     src.imp.list(&r[i]).unwrap().len()
                 })
                 .await

@@ -8,12 +8,13 @@
 
 use std::sync::Arc;
 
-use tributary_host::{loader, registry::Source, service::summary_pb, token::MergeKey};
+use tributary_host::service::summary_pb;
 use tributary_plugin_api::{
     abi_stable::std_types::RResult, ffi::source_box, Filter, ListRequest, Plugin, ROption, RStr,
     RString, SeekKey,
 };
 use tributary_plugin_testkit::TestkitPlugin;
+use tributary_runtime::{call::SourceHandle as Source, loader, merge::token::MergeKey};
 
 use crate::harness::{
     data::{self, item_name},
@@ -54,7 +55,7 @@ pub fn run(bench: &Bench, report: &mut Report) {
         .module
         .expect("load_all opens the library in this process");
     let loaded = match (module.new_source())(
-        &tributary_host::plugin_context::context(
+        &tributary_runtime::context::context(
             "s",
             std::path::Path::new(""),
             std::time::Duration::from_secs(5),

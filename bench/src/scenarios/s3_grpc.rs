@@ -10,7 +10,7 @@
 
 use std::{path::PathBuf, sync::Arc};
 
-use tributary_host::token::MergeKey;
+use tributary_runtime::merge::token::MergeKey;
 
 use crate::harness::{
     grpc::{self, token_after},

@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use tributary_host::token::MergeKey;
+use tributary_runtime::merge::token::MergeKey;
 
 use crate::harness::{
     grpc::{self, token_after},

@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tributary_host::token::MergeKey;
+use tributary_runtime::merge::token::MergeKey;
 
 use crate::harness::{
     grpc::token_after,

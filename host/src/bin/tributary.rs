@@ -11,13 +11,11 @@
 use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use clap::{Parser, Subcommand};
-use tributary_host::{
-    auth,
+use tributary_host::{auth, metrics, server, service, tls};
+use tributary_runtime::{
     config::{Config, Overrides},
-    engine::EngineOptions,
-    metrics,
+    merge::EngineOptions,
     registry::{Registry, StartError},
-    server, service, tls,
 };
 
 /// The server allocates and frees many small strings per page; glibc's allocator spends a large
@@ -128,11 +126,11 @@ const EXIT_PLUGIN_DIR: u8 = 4;
 const EXIT_PLUGINS_REJECTED: u8 = 5;
 
 fn main() -> ExitCode {
-    // The hidden runner mode of process isolation (see `tributary_host::isolation`).
+    // The hidden runner mode of process isolation (see `tributary_runtime::isolation`).
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some(tributary_host::isolation::RUNNER_ARG) {
+    if args.get(1).map(String::as_str) == Some(tributary_runtime::isolation::RUNNER_ARG) {
         init_logging(LogFormat::Plain, "warn");
-        return tributary_host::isolation::runner::main(&args[2..]);
+        return tributary_runtime::isolation::runner::main(&args[2..]);
     }
     let cli = Cli::parse();
     // `plugins` prints its own report; its log says only what went wrong unless RUST_LOG says more.
@@ -225,7 +223,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let failed: Vec<&tributary_host::registry::SourceEntry> = registry
+    let failed: Vec<&tributary_runtime::registry::SourceEntry> = registry
         .sources
         .iter()
         .filter(|s| s.state.is_err())
@@ -308,7 +306,7 @@ fn main() -> ExitCode {
 
 async fn run(
     config: Config,
-    (config_path, overrides): (PathBuf, tributary_host::config::Overrides),
+    (config_path, overrides): (PathBuf, tributary_runtime::config::Overrides),
     registry: Arc<Registry>,
     tls: Option<Arc<tls::Certificates>>,
     auth: Option<Arc<auth::Authenticator>>,
@@ -335,7 +333,7 @@ async fn run(
     });
     let watch_task = config.watch.then(|| {
         tokio::spawn(tributary_host::reload::watch(
-            catalog.clone(),
+            catalog.reloader().clone(),
             config.plugin_dir.clone(),
             config_path,
             config.reload_debounce,
@@ -375,13 +373,16 @@ async fn run(
             Some(tokio::spawn(metrics::serve_metrics(
                 listener,
                 catalog.metrics().clone(),
-                catalog.clone(),
+                {
+                    let catalog = catalog.clone();
+                    move || catalog.registry()
+                },
                 std::future::pending(),
             )))
         }
     };
-    if let Some(limit) = tributary_host::listener::open_file_limit() {
-        if config.max_connections as u64 + tributary_host::listener::RESERVED_DESCRIPTORS > limit {
+    if let Some(limit) = tributary_runtime::config::open_file_limit() {
+        if config.max_connections as u64 + tributary_runtime::config::RESERVED_DESCRIPTORS > limit {
             tracing::warn!(
                 max_connections = config.max_connections,
                 open_file_limit = limit,
@@ -418,8 +419,8 @@ async fn run(
 
 /// What to add, and where, to load plugins from an insecure folder for a trial (exit code 4).
 fn insecure_hint(config_path: &std::path::Path) -> String {
-    let text = tributary_host::config::read_regular_file(config_path).unwrap_or_default();
-    let place = match tributary_host::config::first_table_line(&text) {
+    let text = tributary_runtime::config::read_regular_file(config_path).unwrap_or_default();
+    let place = match tributary_runtime::config::first_table_line(&text) {
         Some(line) => format!(
             "above line {line} (the first [table] or [[source]] header; below it the key would belong to that table)"
         ),
@@ -518,7 +519,7 @@ fn print_plugins(registry: &Registry) {
     }
 }
 
-/// `tributary plugin check`: see `tributary_host::check`.
+/// `tributary plugin check`: see `tributary_runtime::check`.
 fn plugin_check(
     library: &std::path::Path,
     config: &Option<String>,
@@ -526,7 +527,7 @@ fn plugin_check(
     source_name: &Option<String>,
     seed: u64,
 ) -> ExitCode {
-    use tributary_host::check;
+    use tributary_runtime::check;
     let json = match check::parse_config(config.as_deref(), config_file.as_deref()) {
         Ok(json) => json,
         Err(e) => {

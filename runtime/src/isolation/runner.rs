@@ -15,12 +15,12 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use super::pb;
 use abi_stable::std_types::{ROption, RResult, RStr, RString, RVec};
 use tributary_plugin_api::{
     Detail, ErrorKind, Extension, Filter, ListRequest, Maintainer, PluginError, SeekKey, SourceBox,
     Summary, Version,
 };
-use tributary_proto::runner as pb;
 
 use super::{frame, RUNNER_PROTOCOL_VERSION};
 
@@ -229,7 +229,7 @@ fn build(
             loaded.meta.name
         )));
     }
-    let context = crate::plugin_context::context(
+    let context = crate::context::context(
         &start.source_name,
         std::path::Path::new(&start.base_dir),
         std::time::Duration::from_millis(start.source_timeout_ms),

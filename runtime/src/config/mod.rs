@@ -13,7 +13,34 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::guard::GuardLimits;
+mod server;
+
+pub use server::{
+    default_max_connections, open_file_limit, validate_identities, AuthSettings, ClientAuth,
+    IdentitySettings, TlsSettings, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_STREAMS_PER_CONNECTION,
+    DEFAULT_REQUEST_BODY_TIMEOUT, DEFAULT_STALL_TIMEOUT, HANDSHAKE_TIMEOUT, RESERVED_DESCRIPTORS,
+};
+
+/// Calls in flight per source when the configuration says nothing.
+pub const DEFAULT_MAX_CALLS: usize = 64;
+/// The first back-off after a timeout when the configuration says nothing.
+pub const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The call limits of one source (`max_calls_per_source`, `unhealthy_backoff_ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallLimits {
+    pub max_calls: usize,
+    pub backoff: Duration,
+}
+
+impl Default for CallLimits {
+    fn default() -> Self {
+        CallLimits {
+            max_calls: DEFAULT_MAX_CALLS,
+            backoff: DEFAULT_BACKOFF,
+        }
+    }
+}
 
 /// The address served when neither the file nor the command line names one.
 /// A page's byte budget when the configuration says nothing: below the 4 MiB that gRPC clients
@@ -61,19 +88,19 @@ pub struct Config {
     pub on_source_error: OnSourceError,
     pub source_timeout: Duration,
     /// Calls in flight per source, and the first back-off after a source timeout.
-    pub guard_limits: GuardLimits,
+    pub call_limits: CallLimits,
     /// A page's byte budget (`max_page_bytes`): the page ends early, with a token, before the next
     /// item would take it past this.
     pub max_page_bytes: usize,
-    /// Refuse plugin files and a plugin directory that others can write (see
-    /// [`crate::loader::insecure_reason`]). On unless `allow_insecure_plugin_dir = true`.
+    /// Refuse plugin files and a plugin directory that others can write (the
+    /// loader's `insecure_reason`). On unless `allow_insecure_plugin_dir = true`.
     pub strict_permissions: bool,
     /// Where Prometheus metrics are served (`GET /metrics`); `None` serves none.
     pub metrics_listen: Option<SocketAddr>,
     /// TLS on the listener (`[tls]`), paths resolved against `base_dir`.
-    pub tls: Option<crate::tls::TlsSettings>,
+    pub tls: Option<TlsSettings>,
     /// Who may call, and what each caller sees (`[auth]`); `None`: everyone sees everything.
-    pub auth: Option<crate::auth::AuthSettings>,
+    pub auth: Option<AuthSettings>,
     /// The log filter (`RUST_LOG` syntax, e.g. `info` or `warn,tributary_host=debug`) when `RUST_LOG`
     /// is not set; `None`: `info` for `serve`, `warn` for the other commands.
     pub log_level: Option<String>,
@@ -101,16 +128,16 @@ pub struct Config {
     pub request_timeout: Duration,
     /// `cors_allowed_origins`: web origins whose pages may call the API (gRPC-web with CORS).
     pub cors_allowed_origins: Vec<http::HeaderValue>,
-    /// `max_connections`: the most connections open at once (see [`crate::listener`]); by default
+    /// `max_connections`: the most connections open at once (the server's listener); by default
     /// 10000 or the open-file limit minus a reserve, whichever is lower.
     pub max_connections: usize,
     /// `watch`: reload when a library in the plugin directory or the config file changes (see
-    /// [`crate::reload`]); SIGHUP and the Reload RPC reload either way.
+    /// the server's reload); SIGHUP and the Reload RPC reload either way.
     pub watch: bool,
-    /// `web_ui`: serve the catalog web page at `/` (see [`crate::webui`]); on by default.
+    /// `web_ui`: serve the catalog web page at `/`; on by default.
     pub web_ui: bool,
     /// `inline_calls`: call sources that answer in microseconds in place on the server's own
-    /// threads, under a watchdog (see [`crate::inline`]); on by default.
+    /// threads, under a watchdog (calls in place); on by default.
     pub inline_calls: bool,
     /// `reload_debounce_ms`: how long the directory and the config file must stay unchanged before
     /// the watcher reloads.
@@ -131,7 +158,7 @@ pub struct SourceConfig {
     pub plugin: String,
     /// The `config` table as a JSON object.
     pub config: serde_json::Map<String, serde_json::Value>,
-    /// `isolation = "process"`: run the source in a child process (see [`crate::isolation`]);
+    /// `isolation = "process"`: run the source in a child process (a runner);
     /// `None` runs it in the server's process (`"in-process"`, the default).
     pub isolation: Option<ProcessIsolation>,
 }
@@ -144,8 +171,8 @@ pub struct ProcessIsolation {
     /// `env_remove`: environment variables the runner does not inherit.
     pub env_remove: Vec<String>,
     /// `allow_read`: folders or files (relative to the config file's folder) the runner may read
-    /// besides its library, that folder and the system folders (see
-    /// [`crate::isolation::runner::confine`]).
+    /// besides its library, that folder and the system folders (the
+    /// runner's Landlock rules).
     pub allow_read: Vec<PathBuf>,
     /// `allow_write`: folders or files the runner may also write, create and remove files in.
     pub allow_write: Vec<PathBuf>,
@@ -232,7 +259,7 @@ struct FileConfig {
 struct FileAuth {
     tokens_file: Option<PathBuf>,
     #[serde(default)]
-    identity: Vec<crate::auth::IdentitySettings>,
+    identity: Vec<IdentitySettings>,
 }
 
 #[derive(Deserialize)]
@@ -242,7 +269,7 @@ struct FileTls {
     key_file: PathBuf,
     client_ca_file: Option<PathBuf>,
     #[serde(default)]
-    client_auth: crate::tls::ClientAuth,
+    client_auth: ClientAuth,
 }
 
 #[derive(Deserialize)]
@@ -265,6 +292,21 @@ struct FileSource {
 pub struct Overrides {
     pub listen: Option<String>,
     pub plugin_dir: Option<PathBuf>,
+}
+
+impl Default for Config {
+    /// Every key at its default, as a file holding only `plugin_dir = "."` sets it: no sources, the
+    /// plugin directory and the base folder the current one. One definition of the defaults: the
+    /// parser's.
+    fn default() -> Config {
+        Config::parse(
+            "plugin_dir = \".\"\n",
+            Path::new("(defaults)"),
+            Path::new("."),
+            &Overrides::default(),
+        )
+        .expect("the defaults are a valid configuration")
+    }
 }
 
 impl Config {
@@ -343,13 +385,13 @@ impl Config {
         let tls = match file.tls {
             None => None,
             Some(t) => {
-                if t.client_auth != crate::tls::ClientAuth::None && t.client_ca_file.is_none() {
+                if t.client_auth != ClientAuth::None && t.client_ca_file.is_none() {
                     return Err(invalid(
                         "tls.client_ca_file".into(),
                         "missing: client_auth asks for client certificates, name the CA bundle that verifies them".into(),
                     ));
                 }
-                Some(crate::tls::TlsSettings {
+                Some(TlsSettings {
                     cert_file: base_dir.join(t.cert_file),
                     key_file: base_dir.join(t.key_file),
                     client_ca_file: t.client_ca_file.map(|p| base_dir.join(p)),
@@ -381,25 +423,25 @@ impl Config {
         let idle_timeout = millis(
             "idle_timeout_ms",
             file.idle_timeout_ms,
-            crate::idle::DEFAULT_IDLE_TIMEOUT,
+            DEFAULT_IDLE_TIMEOUT,
         )?;
         let handshake_timeout = millis(
             "handshake_timeout_ms",
             file.handshake_timeout_ms,
-            crate::tls::HANDSHAKE_TIMEOUT,
+            HANDSHAKE_TIMEOUT,
         )?;
         let stall_timeout = millis(
             "stall_timeout_ms",
             file.stall_timeout_ms,
-            crate::idle::DEFAULT_STALL_TIMEOUT,
+            DEFAULT_STALL_TIMEOUT,
         )?;
         let request_body_timeout = millis(
             "request_body_timeout_ms",
             file.request_body_timeout_ms,
-            crate::idle::DEFAULT_REQUEST_BODY_TIMEOUT,
+            DEFAULT_REQUEST_BODY_TIMEOUT,
         )?;
         let max_streams_per_connection = match file.max_streams_per_connection {
-            None => crate::server::DEFAULT_MAX_STREAMS_PER_CONNECTION,
+            None => DEFAULT_MAX_STREAMS_PER_CONNECTION,
             Some(n) if !(1..=10_000).contains(&n) => {
                 return Err(invalid(
                     "max_streams_per_connection".into(),
@@ -409,7 +451,7 @@ impl Config {
             Some(n) => n,
         };
 
-        let mut guard_limits = GuardLimits::default();
+        let mut call_limits = CallLimits::default();
         match file.max_calls_per_source {
             None => {}
             Some(0) => {
@@ -424,12 +466,12 @@ impl Config {
                     format!("{n} is too large: at most {MAX_CALLS_PER_SOURCE}"),
                 ))
             }
-            Some(n) => guard_limits.max_calls = n,
+            Some(n) => call_limits.max_calls = n,
         }
-        guard_limits.backoff = millis(
+        call_limits.backoff = millis(
             "unhealthy_backoff_ms",
             file.unhealthy_backoff_ms,
-            guard_limits.backoff,
+            call_limits.backoff,
         )?;
 
         let mut cors_allowed_origins = Vec::new();
@@ -482,7 +524,7 @@ impl Config {
             Some(n) => n,
         };
         let max_connections = match file.max_connections {
-            None => crate::listener::default_max_connections(),
+            None => default_max_connections(),
             Some(n) if !(1..=1_000_000).contains(&n) => {
                 return Err(invalid(
                     "max_connections".into(),
@@ -615,7 +657,7 @@ impl Config {
                     .iter()
                     .map(|s: &SourceConfig| s.name.as_str())
                     .collect();
-                crate::auth::validate(&a.identity, &names)
+                validate_identities(&a.identity, &names)
                     .map_err(|(key, message)| invalid(key, message))?;
                 if a.identity.is_empty() {
                     return Err(invalid(
@@ -623,7 +665,7 @@ impl Config {
                         "missing: [auth] needs at least one [[auth.identity]]".into(),
                     ));
                 }
-                Some(crate::auth::AuthSettings {
+                Some(AuthSettings {
                     tokens_file: a.tokens_file.map(|p| base_dir.join(p)),
                     identities: a.identity,
                 })
@@ -648,7 +690,7 @@ impl Config {
             sources,
             on_source_error: file.on_source_error,
             source_timeout,
-            guard_limits,
+            call_limits,
             max_page_bytes,
             strict_permissions: !file.allow_insecure_plugin_dir,
             metrics_listen,
@@ -811,8 +853,8 @@ mod tests {
         assert_eq!(c.on_source_error, OnSourceError::Fail);
         assert_eq!(c.source_timeout, Duration::from_millis(250));
         assert_eq!(
-            c.guard_limits,
-            GuardLimits {
+            c.call_limits,
+            CallLimits {
                 max_calls: 4,
                 backoff: Duration::from_millis(500)
             }
@@ -843,11 +885,8 @@ mod tests {
         assert_eq!(c.plugin_dir, Path::new("rel"));
         assert_eq!(c.source_timeout, DEFAULT_SOURCE_TIMEOUT);
         assert_eq!(c.on_source_error, OnSourceError::Skip);
-        assert_eq!(c.stall_timeout, crate::idle::DEFAULT_STALL_TIMEOUT);
-        assert_eq!(
-            c.request_body_timeout,
-            crate::idle::DEFAULT_REQUEST_BODY_TIMEOUT
-        );
+        assert_eq!(c.stall_timeout, DEFAULT_STALL_TIMEOUT);
+        assert_eq!(c.request_body_timeout, DEFAULT_REQUEST_BODY_TIMEOUT);
         assert_eq!(c.max_streams_per_connection, 100);
     }
 

@@ -8,50 +8,34 @@
 use std::{path::PathBuf, sync::Arc};
 
 use abi_stable::std_types::RStr;
-use tributary_plugin_api::{PluginError, SourceBox, BASE_DIR_KEY};
+use tributary_plugin_api::{PluginError, BASE_DIR_KEY};
 
 use crate::{
+    call::SourceHandle,
     config::{Config, SourceConfig},
-    guard::{CallGuard, GuardLimits},
     loader::{self, LoadedPlugin, PluginFile, ScanError},
 };
 
-/// A ready source: the handle the engine calls, always through [`crate::guard::call`].
-pub struct Source {
-    pub name: Arc<str>,
-    pub plugin: Arc<str>,
-    pub imp: SourceBox,
-    pub guard: CallGuard,
-    /// The threads the source's calls run on ([`crate::threads`]).
-    pub threads: crate::threads::SourceThreads,
-    /// The runner of a source with `isolation = "process"`.
-    pub runner: Option<crate::isolation::client::RunnerHandle>,
+/// One set of loaded libraries and built sources.
+pub struct Generation {
+    /// 1 at start, one more after each reload that took effect.
+    pub number: u64,
+    pub registry: Arc<Registry>,
+    /// Every ready source, in name order.
+    pub ready: Vec<Arc<SourceHandle>>,
 }
 
-impl Source {
-    /// Whether the source has no runner to call yet: an isolated source whose runner is starting,
-    /// or whose first start failed. Always false in-process.
-    pub fn runner_not_up(&self) -> bool {
-        self.runner.as_ref().is_some_and(|r| {
-            let status = r.status();
-            status.starting.is_some() || status.start_failed.is_some()
-        })
-    }
-
-    /// A source around an already-built [`SourceBox`] (tests, benchmarks, in-process sources), with
-    /// the default call limits.
-    pub fn new(name: &str, plugin: &str, imp: SourceBox) -> Source {
-        Source::with_limits(name, plugin, imp, GuardLimits::default())
-    }
-
-    pub fn with_limits(name: &str, plugin: &str, imp: SourceBox, limits: GuardLimits) -> Source {
-        Source {
-            name: name.into(),
-            plugin: plugin.into(),
-            imp,
-            guard: CallGuard::new(limits),
-            threads: crate::threads::SourceThreads::new(name),
-            runner: None,
+impl Generation {
+    pub fn new(number: u64, registry: Arc<Registry>) -> Generation {
+        let ready = registry
+            .sources
+            .iter()
+            .filter_map(|s| s.state.as_ref().ok().cloned())
+            .collect();
+        Generation {
+            number,
+            registry,
+            ready,
         }
     }
 }
@@ -60,7 +44,7 @@ impl Source {
 pub struct SourceEntry {
     pub name: String,
     pub plugin: String,
-    pub state: Result<Arc<Source>, PluginError>,
+    pub state: Result<Arc<SourceHandle>, PluginError>,
     /// The `[[source]]` table and the SHA-256 of the library it was built from (`None` for sources
     /// made by tests): a reload keeps the source as it is when neither changed.
     pub built_from: Option<(SourceConfig, String)>,
@@ -400,7 +384,7 @@ impl Registry {
     }
 
     /// A registry of in-process sources, for tests and benchmarks.
-    pub fn from_sources(sources: Vec<Source>) -> Registry {
+    pub fn from_sources(sources: Vec<SourceHandle>) -> Registry {
         let mut sources: Vec<SourceEntry> = sources
             .into_iter()
             .map(|s| SourceEntry {
@@ -463,13 +447,13 @@ fn construct(
     sha256: &str,
     sc: &SourceConfig,
     config: &Config,
-) -> Result<Arc<Source>, PluginError> {
+) -> Result<Arc<SourceHandle>, PluginError> {
     let mut json = sc.config.clone();
     json.entry(BASE_DIR_KEY.to_owned()).or_insert_with(|| {
         serde_json::Value::String(config.base_dir.to_string_lossy().into_owned())
     });
     let text = serde_json::Value::Object(json).to_string();
-    let context = crate::plugin_context::context(&sc.name, &config.base_dir, config.source_timeout);
+    let context = crate::context::context(&sc.name, &config.base_dir, config.source_timeout);
     let built = match &sc.isolation {
         Some(isolation) => crate::isolation::start_for(plugin, sha256, sc, isolation, config, text)
             .map(|(imp, runner)| (imp, Some(runner))),
@@ -484,7 +468,8 @@ fn construct(
         },
     };
     let (imp, runner) = built?;
-    let mut source = Source::with_limits(&sc.name, &plugin.meta.name, imp, config.guard_limits);
+    let mut source =
+        SourceHandle::with_limits(&sc.name, &plugin.meta.name, imp, config.call_limits);
     source.runner = runner;
     Ok(Arc::new(source))
 }

@@ -1,7 +1,7 @@
 //! The merge engine: fan-out to one task per source, fan-in by a k-way merge, one page at a time.
 //!
 //! For each page, every selected source gets a tokio task. The task calls the source's `list` on a
-//! thread of the source's own (the FFI call is synchronous; see [`crate::threads`]), checks the answer against the ordering contract, and
+//! thread of the source's own (the FFI call is synchronous; see [`crate::call::threads`]), checks the answer against the ordering contract, and
 //! sends it as one batch down a bounded channel. It fetches again only when the merge asks, with a
 //! demand saying how many items the page can still take, so a source is read no further than the page
 //! needs: the first call asks for the source's even share of the page plus one look-ahead item (see
@@ -15,7 +15,7 @@
 //! dropped because the client went away, the channels close and the tasks end: no plugin call starts
 //! after that (a call already running on a source thread finishes, and its result is discarded).
 //!
-//! Resuming is by key (see [`crate::token`]): given the last key served, [`seek_for`] tells each
+//! Resuming is by key (see [`crate::merge::token`]): given the last key served, [`seek_for`] tells each
 //! source where to continue, so a page is exact however the sources' data changed since the last one.
 
 use std::{
@@ -30,11 +30,10 @@ use tributary_plugin_api::{
     contract, ErrorKind, Filter, ListRequest, PluginError, SeekKey, Summary,
 };
 
-use crate::{
-    guard::{self, Budget, CallError},
-    registry::Source,
-    token::MergeKey,
-};
+pub mod token;
+
+use crate::call::{self, in_place, Budget, CallError, SourceHandle as Source};
+use token::MergeKey;
 
 /// How the engine treats its sources.
 #[derive(Debug, Clone)]
@@ -55,7 +54,7 @@ pub struct EngineOptions {
     pub request_timeout: Duration,
     /// The most list requests with a query running at once (`max_searches_in_flight`).
     pub max_searches_in_flight: usize,
-    /// Call fast sources in place on the runtime's threads (`inline_calls`; see [`crate::inline`]).
+    /// Call fast sources in place on the runtime's threads (`inline_calls`; see [`crate::call::in_place`]).
     pub inline_calls: bool,
 }
 
@@ -242,7 +241,7 @@ pub fn first_limit(page_size: usize, sources: usize) -> usize {
 
 /// Builds one page from `sources`, which must be sorted by name (the registry keeps them so).
 ///
-/// Fast sources are called in place ([`crate::inline`]); the page is then built on a task of its
+/// Fast sources are called in place ([`crate::call::in_place`]); the page is then built on a task of its
 /// own, so that when one of those calls gets stuck the request can build the page again with every
 /// source on its own threads, and answer with whichever finishes first.
 ///
@@ -256,20 +255,20 @@ pub async fn merge_page(
     // Calls in place are for small pages: a large call's cost is the copying, which on the
     // sources' threads runs beside the merge.
     let small = first_limit(request.page_size.max(1), sources.len())
-        <= crate::inline::MAX_IN_PLACE_LIMIT as usize;
+        <= in_place::MAX_IN_PLACE_LIMIT as usize;
     // A search's calls are the plugin's CPU work (an index walk, perhaps a scan): they stay on the
     // sources' threads, where the system shares the CPU between them and the requests the workers
     // serve (`max_searches_in_flight` bounds how many run).
     if !options.inline_calls
         || !small
         || !request.filter.query.is_empty()
-        || crate::inline::usable_slots() == 0
-        || !sources.iter().any(|s| crate::inline::eligible(s))
+        || in_place::usable_slots() == 0
+        || !sources.iter().any(|s| in_place::eligible(s))
     {
         return merge(sources, &request, options, None).await;
     }
     let request = Arc::new(request);
-    let rescue = Arc::new(crate::inline::Rescue::default());
+    let rescue = Arc::new(in_place::Rescue::default());
     let mut task = AbortOnDrop(tokio::spawn({
         let (sources, request, options, rescue) = (
             sources.to_vec(),
@@ -312,7 +311,7 @@ fn joined(done: Result<Result<Page, Failure>, tokio::task::JoinError>) -> Result
 
 /// What the merge needs to call a source in place.
 struct InPlace<'a> {
-    rescue: &'a Arc<crate::inline::Rescue>,
+    rescue: &'a Arc<in_place::Rescue>,
     budget: Budget,
 }
 
@@ -321,7 +320,7 @@ async fn merge(
     sources: &[Arc<Source>],
     request: &PageRequest,
     options: &EngineOptions,
-    rescue: Option<&Arc<crate::inline::Rescue>>,
+    rescue: Option<&Arc<in_place::Rescue>>,
 ) -> Result<Page, Failure> {
     let page_size = request.page_size.max(1);
     let even_limit = first_limit(page_size, sources.len());
@@ -339,7 +338,7 @@ async fn merge(
                 Some(last) => ROption::RSome(seek_for(&source.name, last)),
                 None => ROption::RNone,
             },
-            limit: u32::try_from(if source.guard.typical_call() >= SLOW_CALL {
+            limit: u32::try_from(if source.health.typical_call() >= SLOW_CALL {
                 page_size + 1
             } else {
                 even_limit
@@ -349,8 +348,8 @@ async fn merge(
             extensions: Default::default(),
         };
         let fetch = if in_place.is_some()
-            && list_request.limit <= crate::inline::MAX_IN_PLACE_LIMIT
-            && crate::inline::eligible(source)
+            && list_request.limit <= in_place::MAX_IN_PLACE_LIMIT
+            && in_place::eligible(source)
         {
             Fetch::InPlace {
                 next: Some(NextCall::first(list_request)),
@@ -646,7 +645,7 @@ fn show_key(key: &SeekKey) -> String {
 /// Records items left out of a source's answer (a field other than their key broke the contract):
 /// in the source's history (ListPlugins, metrics) and, at most once a minute per source, the log.
 fn record_dropped(source: &Source, count: usize, why: &str) {
-    source.guard.record_dropped(count, why);
+    source.health.record_dropped(count, why);
     if let Some(left_out) = crate::log_limit::admit(&[&source.name, "items_dropped"]) {
         tracing::warn!(
             source = %source.name,
@@ -691,9 +690,9 @@ async fn fill(
                 call.set_limit(want);
                 let in_place = ctx.in_place.expect("lanes in place have a rescue");
                 let (limit, _) = in_place.budget.for_call();
-                let called = (call.request.limit <= crate::inline::MAX_IN_PLACE_LIMIT)
+                let called = (call.request.limit <= in_place::MAX_IN_PLACE_LIMIT)
                     .then(|| {
-                        crate::inline::try_call(
+                        in_place::try_call(
                             &lane.source,
                             "list",
                             in_place.budget.source_timeout,
@@ -846,7 +845,7 @@ async fn call_list(
     call: NextCall,
     budget: Budget,
 ) -> Result<(NextCall, RVec<Summary>), (FailureKind, String)> {
-    let result = guard::call(source, "list", budget, move |src| {
+    let result = call::call(source, "list", budget, move |src| {
         let result = src.imp.list(&call.request);
         (call, result)
     })
@@ -870,7 +869,7 @@ pub fn plugin_error(error: PluginError) -> (FailureKind, String) {
 /// Records in the source's history how a call it answered ended. Refusals without a call
 /// (`unhealthy`, `overloaded`, `starting`) and answers about the request (`not_found`, `invalid_argument`,
 /// `unsupported`) say nothing of the source's health and are left out; timeouts are recorded by
-/// [`crate::guard`], on the plugin's own clock.
+/// [`crate::call`], on the plugin's own clock.
 pub fn record_outcome(source: &Source, outcome: Result<(), &(FailureKind, String)>) {
     let counts = |kind: FailureKind| match kind {
         FailureKind::Contract => true,
@@ -884,9 +883,9 @@ pub fn record_outcome(source: &Source, outcome: Result<(), &(FailureKind, String
         FailureKind::Timeout | FailureKind::Unhealthy | FailureKind::Overloaded => false,
     };
     match outcome {
-        Ok(()) => source.guard.record_outcome(Ok(())),
+        Ok(()) => source.health.record_outcome(Ok(())),
         Err((kind, message)) if counts(*kind) => {
-            source.guard.record_outcome(Err((kind.name(), message)))
+            source.health.record_outcome(Err((kind.name(), message)))
         }
         Err(_) => {}
     }
@@ -1001,7 +1000,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn random_merges_match_the_oracle() {
         let mut rng = StdRng::seed_from_u64(7);
-        let in_place_before = crate::inline::calls_in_place();
+        let in_place_before = in_place::calls_in_place();
         for trial in 0..200 {
             let k = rng.random_range(1..=6);
             let mut oracle = Vec::new();
@@ -1070,7 +1069,7 @@ mod tests {
             assert_eq!(got, oracle, "trial {trial}");
         }
         assert!(
-            crate::inline::calls_in_place() > in_place_before,
+            in_place::calls_in_place() > in_place_before,
             "sources were called in place once warm"
         );
     }

@@ -1,7 +1,7 @@
 //! Plugin calls made in place, on the runtime's worker thread, for sources that answer in
 //! microseconds.
 //!
-//! A call on a source's own thread ([`crate::threads`]) costs a hand-off and a wake-up each way,
+//! A call on a source's own thread ([`crate::call::threads`]) costs a hand-off and a wake-up each way,
 //! which is more than an in-memory source's whole answer to a 20-item page. So a source whose calls
 //! are fast is called in place, and the isolation is kept by bounding what a hang in place can do:
 //!
@@ -15,8 +15,8 @@
 //!   longer than [`OVERRUN`] is taken to be stuck: its source is no longer called in place (its
 //!   later calls go to its own threads, under the source timeout and back-off as usual) until that
 //!   call has returned and the source has again made [`WARM_CALLS`] fast calls, and the page that
-//!   made the call is *rescued*: its request builds the page again without calls in place (see
-//!   [`crate::engine::merge_page`]), so its client is answered within its time with the other
+//!   made the call is *rescued*: its request builds the page again without calls in place (the
+//!   merge's `merge_page`), so its client is answered within its time with the other
 //!   sources' items, and the stuck source as the threaded path reports it.
 //!
 //! A stuck call keeps its worker thread and its slot until the plugin returns; the server then runs
@@ -30,7 +30,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::registry::Source;
+use super::SourceHandle;
 
 /// A source is called in place when its calls typically take at most this long.
 pub const FAST_CALL: Duration = Duration::from_millis(1);
@@ -85,7 +85,7 @@ struct Slot {
     /// When the call started, in nanoseconds since [`epoch`] plus one; 0 while none runs.
     started: AtomicU64,
     /// The call's source and page, for the watchdog.
-    owner: Mutex<Option<(Arc<Source>, Arc<Rescue>)>>,
+    owner: Mutex<Option<(Arc<SourceHandle>, Arc<Rescue>)>>,
 }
 
 struct Slots {
@@ -150,8 +150,8 @@ pub fn stuck_calls() -> u64 {
 }
 
 /// Whether `source` may be called in place now (a slot is still needed).
-pub fn eligible(source: &Source) -> bool {
-    source.runner.is_none() && source.guard.inline_ok()
+pub fn eligible(source: &SourceHandle) -> bool {
+    source.runner.is_none() && source.health.inline_ok()
 }
 
 /// A slot held by a call in place; released when dropped (also when the call unwinds).
@@ -214,18 +214,18 @@ fn take_slot(usable: usize) -> Option<Held> {
 /// be refused or timed out: what it returns is its answer. `rescue` is fired if the
 /// call gets stuck; `deadline` is what the plugin learns from `Host::time_left`.
 pub fn try_call<T>(
-    source: &Arc<Source>,
+    source: &Arc<SourceHandle>,
     what: &str,
     source_timeout: Duration,
     deadline: Instant,
     rescue: &Arc<Rescue>,
-    f: impl FnOnce(&Source) -> T,
+    f: impl FnOnce(&SourceHandle) -> T,
 ) -> Option<T> {
     let usable = usable_slots();
     if usable == 0 || !eligible(source) {
         return None;
     }
-    let permit = source.guard.try_permit()?;
+    let permit = source.health.try_permit()?;
     let held = take_slot(usable)?;
     *held.slot.owner.lock().unwrap_or_else(|e| e.into_inner()) =
         Some((source.clone(), rescue.clone()));
@@ -234,17 +234,17 @@ pub fn try_call<T>(
     wake_watchdog(all);
     let started = Instant::now();
     held.slot.started.store(now_nanos(), Ordering::Release);
-    let scope = crate::plugin_context::enter_call(deadline);
+    let scope = crate::context::enter_call(deadline);
     let value = f(source);
     drop(scope);
     let took = started.elapsed();
     let flagged = held.release();
     drop(permit);
     source
-        .guard
+        .health
         .inline_returned(started, took, source_timeout, flagged);
-    if let Some(metrics) = source.guard.metrics() {
-        metrics.count(what, Ok(took));
+    if let Some(observer) = source.health.observer() {
+        observer.call_ended(what, Ok(took));
     }
     Some(value)
 }
@@ -285,7 +285,7 @@ fn watch() {
             let owner = slot.owner.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some((source, rescue)) = owner {
                 all.stuck.fetch_add(1, Ordering::Relaxed);
-                source.guard.inline_stuck();
+                source.health.inline_stuck();
                 tracing::warn!(
                     source = %source.name,
                     plugin = %source.plugin,

@@ -122,6 +122,24 @@ pub fn scan(dir: &Path) -> Result<Vec<PathBuf>, ScanError> {
     Ok(paths)
 }
 
+/// The hidden first argument that runs the binary as a runner (an isolated source's process, or a
+/// library inspection).
+pub const RUNNER_ARG: &str = "__runner";
+
+/// "killed by signal 11 (SIGSEGV)" or "exited with status 3".
+pub fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(signal) = status.signal() {
+        // SAFETY: strsignal returns a pointer to a static or thread-local string.
+        let name = unsafe { std::ffi::CStr::from_ptr(libc::strsignal(signal)) }
+            .to_string_lossy()
+            .into_owned();
+        format!("was killed by signal {signal} ({name})")
+    } else {
+        format!("exited with status {}", status.code().unwrap_or(-1))
+    }
+}
+
 /// Why a path may not be trusted with code: owned by someone other than this user or root, or
 /// writable by group or others. `None` when it is safe (the check sshd's StrictModes makes).
 pub fn insecure_reason(path: &Path, what: &str) -> Option<String> {
@@ -604,7 +622,7 @@ fn run_inspector(path: &Path, strict: bool, program: &Path) -> Result<Report, St
     use std::io::Read;
     use std::os::unix::process::CommandExt;
     let mut child = std::process::Command::new(program)
-        .arg(crate::isolation::RUNNER_ARG)
+        .arg(RUNNER_ARG)
         .arg("--inspect")
         .arg(path)
         .arg(if strict { "strict" } else { "lax" })
@@ -654,7 +672,7 @@ fn run_inspector(path: &Path, strict: bool, program: &Path) -> Result<Report, St
     if !status.success() {
         return Err(format!(
             "the library crashed the process that opened it: it {} (in an inspector process; the server never opened it)",
-            crate::isolation::client::describe_exit(status)
+            describe_exit(status)
         ));
     }
     serde_json::from_str::<Report>(text.trim())

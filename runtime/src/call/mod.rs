@@ -1,5 +1,5 @@
 //! Calling into a plugin safely: every call runs on one of its source's own threads
-//! ([`crate::threads`]), under a deadline, within a
+//! ([`threads`]), under a deadline, within a
 //! bounded number of calls in flight per source, and not at all while the source is backing off.
 //!
 //! A call that overruns its deadline cannot be stopped (it is plugin code on an OS thread); its result
@@ -32,40 +32,34 @@ use std::{
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::registry::Source;
+pub mod in_place;
+mod source;
+pub mod threads;
 
-/// Calls in flight per source when the configuration says nothing.
-pub const DEFAULT_MAX_CALLS: usize = 64;
-/// The first back-off after a timeout when the configuration says nothing.
-pub const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
+pub use source::SourceHandle;
+
+use crate::config::CallLimits;
+
+/// What a server learns of each call a source makes (its metrics): the runtime knows nothing of
+/// how they are kept.
+pub trait CallObserver: Send + Sync {
+    /// A call named `what` (`list`, `detail`, or a named call) ended: its plugin time when it
+    /// completed, else why not.
+    fn call_ended(&self, what: &str, result: Result<Duration, &CallError>);
+}
+
 /// The longest back-off.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-/// Limits for one source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GuardLimits {
-    pub max_calls: usize,
-    pub backoff: Duration,
-}
-
-impl Default for GuardLimits {
-    fn default() -> Self {
-        GuardLimits {
-            max_calls: DEFAULT_MAX_CALLS,
-            backoff: DEFAULT_BACKOFF,
-        }
-    }
-}
-
 /// A source's admission state.
-pub struct CallGuard {
+pub struct SourceHealth {
     permits: Arc<Semaphore>,
-    limits: GuardLimits,
+    limits: CallLimits,
     state: Mutex<State>,
     /// A moving average of how long completed calls took, in microseconds.
     typical_call_micros: AtomicU64,
-    /// Where calls are counted and timed, once a server has attached its metrics.
-    metrics: std::sync::OnceLock<crate::metrics::SourceMetrics>,
+    /// Where calls are counted and timed, once a server has attached its observer.
+    observer: std::sync::OnceLock<Box<dyn CallObserver>>,
     history: Mutex<History>,
     /// Whether the source is backing off (`state.retry_at` is set), readable without the lock.
     backing_off: AtomicBool,
@@ -73,7 +67,7 @@ pub struct CallGuard {
     has_failures: AtomicBool,
     /// When a call last succeeded, in milliseconds since the Unix epoch (0: never).
     last_success_ms: AtomicU64,
-    /// Calls in a row that took at most [`crate::inline::FAST_CALL`]; reset by a slower call and
+    /// Calls in a row that took at most [`crate::call::in_place::FAST_CALL`]; reset by a slower call and
     /// by a call stuck in place.
     fast_streak: AtomicU64,
     /// Calls of this source found stuck in place that have not returned yet.
@@ -156,14 +150,14 @@ pub enum CallError {
     Aborted(String),
 }
 
-impl CallGuard {
-    pub fn new(limits: GuardLimits) -> CallGuard {
-        CallGuard {
+impl SourceHealth {
+    pub fn new(limits: CallLimits) -> SourceHealth {
+        SourceHealth {
             permits: Arc::new(Semaphore::new(limits.max_calls.max(1))),
             limits,
             state: Mutex::new(State::default()),
             typical_call_micros: AtomicU64::new(0),
-            metrics: std::sync::OnceLock::new(),
+            observer: std::sync::OnceLock::new(),
             history: Mutex::new(History::default()),
             backing_off: AtomicBool::new(false),
             has_failures: AtomicBool::new(false),
@@ -173,11 +167,11 @@ impl CallGuard {
         }
     }
 
-    /// Whether the source may be called in place ([`crate::inline`]): its last
-    /// [`crate::inline::WARM_CALLS`] calls were fast, it is not backing off, and no call of it is
+    /// Whether the source may be called in place ([`crate::call::in_place`]): its last
+    /// [`crate::call::in_place::WARM_CALLS`] calls were fast, it is not backing off, and no call of it is
     /// stuck in place.
     pub fn inline_ok(&self) -> bool {
-        self.fast_streak.load(Ordering::Relaxed) >= crate::inline::WARM_CALLS
+        self.fast_streak.load(Ordering::Relaxed) >= crate::call::in_place::WARM_CALLS
             && !self.backing_off.load(Ordering::Relaxed)
             && self.stuck_in_place.load(Ordering::Relaxed) == 0
     }
@@ -222,8 +216,8 @@ impl CallGuard {
     }
 
     /// Where this source's calls are counted, once attached.
-    pub(crate) fn metrics(&self) -> Option<&crate::metrics::SourceMetrics> {
-        self.metrics.get()
+    pub(crate) fn observer(&self) -> Option<&dyn CallObserver> {
+        self.observer.get().map(|o| &**o)
     }
 
     /// The source's record of failed calls.
@@ -277,9 +271,9 @@ impl CallGuard {
         history.last_dropped = Some(why.to_owned());
     }
 
-    /// Counts and times this source's calls in `metrics` from now on (the first attach wins).
-    pub fn attach_metrics(&self, metrics: crate::metrics::SourceMetrics) {
-        let _ = self.metrics.set(metrics);
+    /// Reports this source's calls to `observer` from now on (the first attach wins).
+    pub fn attach_observer(&self, observer: Box<dyn CallObserver>) {
+        let _ = self.observer.set(observer);
     }
 
     /// How long this source's calls have typically taken lately (zero before the first call).
@@ -289,7 +283,7 @@ impl CallGuard {
 
     /// Folds one completed call's duration into the moving average (weight 1/4 for the newest).
     fn record_duration(&self, took: Duration) {
-        if took <= crate::inline::FAST_CALL {
+        if took <= crate::call::in_place::FAST_CALL {
             self.fast_streak.fetch_add(1, Ordering::Relaxed);
         } else {
             self.fast_streak.store(0, Ordering::Relaxed);
@@ -420,11 +414,11 @@ impl CallGuard {
 }
 
 /// The trial call after a back-off; dropping it ends the trial.
-struct Trial(Arc<Source>, u64);
+struct Trial(Arc<SourceHandle>, u64);
 
 impl Drop for Trial {
     fn drop(&mut self) {
-        self.0.guard.end_trial(self.1);
+        self.0.health.end_trial(self.1);
     }
 }
 
@@ -457,41 +451,41 @@ impl Budget {
 /// Runs `f` against `source` on one of its own threads, guarded as this module describes. `what` names the
 /// call in messages (and in metrics: `list` or `detail`).
 pub async fn call<T, F>(
-    source: &Arc<Source>,
+    source: &Arc<SourceHandle>,
     what: &str,
     budget: Budget,
     f: F,
 ) -> Result<T, CallError>
 where
     T: Send + 'static,
-    F: FnOnce(&Source) -> T + Send + 'static,
+    F: FnOnce(&SourceHandle) -> T + Send + 'static,
 {
     let result = guarded_call(source, what, budget, f).await;
-    if let Some(metrics) = source.guard.metrics.get() {
-        metrics.count(what, result.as_ref().map(|(_, took)| *took));
+    if let Some(observer) = source.health.observer() {
+        observer.call_ended(what, result.as_ref().map(|(_, took)| *took));
     }
     result.map(|(value, _)| value)
 }
 
 async fn guarded_call<T, F>(
-    source: &Arc<Source>,
+    source: &Arc<SourceHandle>,
     what: &str,
     budget: Budget,
     f: F,
 ) -> Result<(T, Duration), CallError>
 where
     T: Send + 'static,
-    F: FnOnce(&Source) -> T + Send + 'static,
+    F: FnOnce(&SourceHandle) -> T + Send + 'static,
 {
     let (limit, by_source) = budget.for_call();
     let waited_from = Instant::now();
     // Ends the trial (if this call is one) when dropped: if no call is made, or when the plugin
     // returns.
     let trial = source
-        .guard
+        .health
         .check_backoff()?
         .map(|n| Trial(source.clone(), n));
-    let permit = source.guard.admit(limit).await?;
+    let permit = source.health.admit(limit).await?;
     let src = source.clone();
     // The source's clock runs from when the plugin call starts on its thread to when it returns,
     // whoever stops waiting: a watchdog, not the caller, charges an overrun of the source timeout.
@@ -508,14 +502,14 @@ where
         let _ = started_in_call.set(started);
         let _ = started_tx.send(started);
         // What the plugin learns from `Host::time_left`: the end of this call's budget.
-        let scope = crate::plugin_context::enter_call(waited_from + limit);
+        let scope = crate::context::enter_call(waited_from + limit);
         let value = f(&src);
         drop(scope);
         drop(finished_tx);
         let took = started.elapsed();
         // Recorded here, on the plugin's clock, whether or not the caller still waits.
         if took <= source_timeout {
-            src.guard.record_completion(started);
+            src.health.record_completion(started);
         }
         let _ = result_tx.send((value, took));
     };
@@ -537,8 +531,8 @@ where
                 _ = finished_rx => false,
             };
             if overran {
-                let backoff = source.guard.record_timeout(started);
-                source.guard.record_outcome(Err((
+                let backoff = source.health.record_timeout(started);
+                source.health.record_outcome(Err((
                     "timeout",
                     &format!(
                         "{what} call ran longer than the source timeout of {} ms",
@@ -558,7 +552,7 @@ where
     let mut task = task;
     match tokio::time::timeout(time, &mut task).await {
         Ok(Ok((value, took))) => {
-            source.guard.record_duration(took);
+            source.health.record_duration(took);
             Ok((value, took))
         }
         Ok(Err(_)) => Err(CallError::Aborted(format!(
@@ -589,11 +583,11 @@ where
                 return Err(CallError::Overloaded(format!(
                     "{what} call waited {} ms for one of the source's {} call slots and could not finish within the {} ms left",
                     waited.as_millis(),
-                    source.guard.limits.max_calls,
+                    source.health.limits.max_calls,
                     limit.as_millis()
                 )));
             }
-            let backoff = source.guard.record_timeout(started);
+            let backoff = source.health.record_timeout(started);
             let message = format!(
                 "{what} call took longer than the source timeout of {} ms; the source backs off for {} ms",
                 budget.source_timeout.as_millis(),
@@ -608,24 +602,6 @@ where
     }
 }
 
-/// The `grpc-timeout` header value as a duration (`"100m"` is 100 ms), if valid.
-pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    if value.len() < 2 || value.len() > 9 {
-        return None;
-    }
-    let (digits, unit) = value.split_at(value.len() - 1);
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
 /// The instant to finish by for a request that the client will wait `timeout` for: a tenth of it (at
 /// most 100 ms) is kept back to build and send the answer.
 pub fn deadline_for(timeout: Duration) -> Instant {
@@ -638,19 +614,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn grpc_timeouts() {
-        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
-        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_grpc_timeout("5n"), Some(Duration::from_nanos(5)));
-        assert_eq!(parse_grpc_timeout("m"), None);
-        assert_eq!(parse_grpc_timeout("12x"), None);
-        assert_eq!(parse_grpc_timeout("123456789m"), None);
-    }
-
-    #[test]
     fn backoff_doubles_and_resets() {
-        let guard = CallGuard::new(GuardLimits {
+        let guard = SourceHealth::new(CallLimits {
             max_calls: 2,
             backoff: Duration::from_millis(100),
         });
@@ -686,7 +651,7 @@ mod tests {
 
     #[test]
     fn after_the_backoff_exactly_one_trial_goes_through() {
-        let guard = CallGuard::new(GuardLimits {
+        let guard = SourceHealth::new(CallLimits {
             max_calls: 8,
             backoff: Duration::from_millis(1),
         });
@@ -725,7 +690,7 @@ mod tests {
 
     #[test]
     fn failures_in_a_row_make_a_source_failing_until_a_success() {
-        let guard = CallGuard::new(GuardLimits::default());
+        let guard = SourceHealth::new(CallLimits::default());
         for n in 0..FAILING_AFTER {
             assert!(!guard.history().failing(), "{n}");
             guard.record_outcome(Err(("panic", "boom")));
@@ -745,7 +710,7 @@ mod tests {
 
     #[test]
     fn typical_call_is_a_moving_average() {
-        let guard = CallGuard::new(GuardLimits::default());
+        let guard = SourceHealth::new(CallLimits::default());
         assert_eq!(guard.typical_call(), Duration::ZERO);
         guard.record_duration(Duration::from_millis(40));
         assert_eq!(guard.typical_call(), Duration::from_millis(40));
@@ -755,7 +720,7 @@ mod tests {
 
     #[tokio::test]
     async fn calls_in_flight_are_bounded() {
-        let guard = CallGuard::new(GuardLimits {
+        let guard = SourceHealth::new(CallLimits {
             max_calls: 2,
             backoff: Duration::from_millis(100),
         });

@@ -4,7 +4,7 @@
 //! every source's calls ran on one shared pool (tokio's blocking pool has 512 threads), enough hung
 //! sources would take every thread and starve the healthy ones. Here each source has a pool of its
 //! own: threads are started when a call finds none idle and end after [`IDLE_KEEP`] without work.
-//! The source's limit on calls in flight (`max_calls_per_source`, enforced by [`crate::guard`]
+//! The source's limit on calls in flight (`max_calls_per_source`, enforced by [`crate::call`]
 //! before a call is handed over) bounds its threads, so a hung source holds at most that many and
 //! the others keep theirs.
 //!

@@ -5,15 +5,15 @@ use std::{
     io::{BufReader, BufWriter},
     os::{
         fd::AsRawFd,
-        unix::{net::UnixStream, process::CommandExt, process::ExitStatusExt},
+        unix::{net::UnixStream, process::CommandExt},
     },
     process::{Child, Command, ExitStatus, Stdio},
     sync::{mpsc, Arc, Mutex},
     time::{Duration, Instant},
 };
 
+use super::{describe_exit, pb};
 use tributary_plugin_api::{Detail, ErrorKind, ListRequest, PackageSource, PluginError, Summary};
-use tributary_proto::runner as pb;
 
 use super::{frame, runner, RunnerSpec, RUNNER_ARG, RUNNER_PROTOCOL_VERSION};
 
@@ -618,19 +618,6 @@ fn backoff(deaths: u32) -> Duration {
     FIRST_BACKOFF
         .saturating_mul(1 << doublings)
         .min(MAX_BACKOFF)
-}
-
-/// "killed by signal 11 (SIGSEGV)" or "exited with status 3".
-pub fn describe_exit(status: ExitStatus) -> String {
-    if let Some(signal) = status.signal() {
-        // SAFETY: strsignal returns a pointer to a static or thread-local string.
-        let name = unsafe { std::ffi::CStr::from_ptr(libc::strsignal(signal)) }
-            .to_string_lossy()
-            .into_owned();
-        format!("was killed by signal {signal} ({name})")
-    } else {
-        format!("exited with status {}", status.code().unwrap_or(-1))
-    }
 }
 
 /// Delivers the runner's answers to the calls waiting for them, until its socket closes. A socket

@@ -2,7 +2,7 @@
 //! calls back: its log lines go into this process's `tracing` log (target `plugin`, field `source`),
 //! and it can ask how much time the call it is running has left.
 //!
-//! The time left is a thread-local set by [`crate::guard::call`] on the thread that runs a
+//! The time left is a thread-local set by the call module on the thread that runs a
 //! plugin call ([`enter_call`]); calls are synchronous, so the plugin asks on that same thread.
 
 use std::{cell::Cell, path::Path, time::Instant};

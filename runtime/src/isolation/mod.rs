@@ -29,6 +29,12 @@ pub mod client;
 pub mod frame;
 pub mod runner;
 
+/// The messages of the host-to-runner protocol (`proto/tributary/runner/v1/runner.proto`).
+#[allow(clippy::all)]
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/tributary.runner.v1.rs"));
+}
+
 use std::path::PathBuf;
 
 use tributary_plugin_api::SourceBox;
@@ -36,8 +42,7 @@ use tributary_plugin_api::SourceBox;
 /// The version of the host-to-runner framing; the runner's hello must carry it.
 pub const RUNNER_PROTOCOL_VERSION: u32 = 1;
 
-/// The hidden first argument that runs the binary as a runner.
-pub const RUNNER_ARG: &str = "__runner";
+pub use crate::loader::{describe_exit, RUNNER_ARG};
 
 /// How one isolated source is run.
 #[derive(Debug, Clone)]

@@ -18,7 +18,7 @@ use tributary_plugin_api::{
     BASE_DIR_KEY, INTERFACE_VERSION,
 };
 
-use crate::{loader, plugin_context};
+use crate::{context, loader};
 
 /// What to check.
 pub struct CheckRequest {
@@ -108,7 +108,7 @@ pub fn run(request: &CheckRequest) -> CheckOutcome {
         .entry(BASE_DIR_KEY.to_owned())
         .or_insert_with(|| request.base_dir.to_string_lossy().into_owned().into());
     let text = serde_json::Value::Object(config).to_string();
-    let context = plugin_context::context(&source_name, &request.base_dir, request.call_timeout);
+    let context = context::context(&source_name, &request.base_dir, request.call_timeout);
     let Some(module) = plugin.module else {
         return fail(out, "the library was not opened in this process");
     };
@@ -119,7 +119,7 @@ pub fn run(request: &CheckRequest) -> CheckOutcome {
     let _ = writeln!(out, "source:       {source_name} (built)");
     let _ = writeln!(out, "conformance:");
     // The kit's calls run on this thread; the plugin sees this deadline through `Host::time_left`.
-    let _scope = plugin_context::enter_call(Instant::now() + request.call_timeout);
+    let _scope = context::enter_call(Instant::now() + request.call_timeout);
     let report = conformance::check(
         &Ffi(&source),
         &Options {

@@ -1,0 +1,54 @@
+//! The host's handle on one source: its name, its plugin's object, its health, its threads and, when
+//! isolated, its runner.
+
+use std::sync::Arc;
+
+use tributary_plugin_api::SourceBox;
+
+use super::SourceHealth;
+use crate::config::CallLimits;
+
+/// A ready source: the handle the engine calls, always through [`call`](super::call).
+pub struct SourceHandle {
+    pub name: Arc<str>,
+    pub plugin: Arc<str>,
+    pub imp: SourceBox,
+    pub health: SourceHealth,
+    /// The threads the source's calls run on ([`crate::call::threads`]).
+    pub threads: super::threads::SourceThreads,
+    /// The runner of a source with `isolation = "process"`.
+    pub runner: Option<crate::isolation::client::RunnerHandle>,
+}
+
+impl SourceHandle {
+    /// Whether the source has no runner to call yet: an isolated source whose runner is starting,
+    /// or whose first start failed. Always false in-process.
+    pub fn runner_not_up(&self) -> bool {
+        self.runner.as_ref().is_some_and(|r| {
+            let status = r.status();
+            status.starting.is_some() || status.start_failed.is_some()
+        })
+    }
+
+    /// A source around an already-built [`SourceBox`] (tests, benchmarks, in-process sources), with
+    /// the default call limits.
+    pub fn new(name: &str, plugin: &str, imp: SourceBox) -> SourceHandle {
+        SourceHandle::with_limits(name, plugin, imp, CallLimits::default())
+    }
+
+    pub fn with_limits(
+        name: &str,
+        plugin: &str,
+        imp: SourceBox,
+        limits: CallLimits,
+    ) -> SourceHandle {
+        SourceHandle {
+            name: name.into(),
+            plugin: plugin.into(),
+            imp,
+            health: SourceHealth::new(limits),
+            threads: super::threads::SourceThreads::new(name),
+            runner: None,
+        }
+    }
+}
