@@ -17,9 +17,13 @@
 //! - [`rest`]: REST/JSON on the gRPC port, through the same service code.
 //! - [`grpc_web`]: gRPC-web beside REST's plain HTTP/1.1 on one port.
 //! - [`server`]: serving all of it with health and reflection, and staged shutdown.
+//! - [`app`]: the whole server from a configuration and its registry; what the binary and the
+//!   tests start.
 //!
-//! The `tributary` binary (`src/bin/tributary.rs`) parses arguments and wires these together.
+//! The `tributary` binary (`src/bin/tributary.rs`) parses arguments, reads the files the
+//! configuration names, applies the start rules and exit codes, and starts an [`app::App`].
 
+pub mod app;
 pub mod auth;
 pub mod grpc_web;
 pub mod idle;

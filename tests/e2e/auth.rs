@@ -16,7 +16,7 @@ use tributary_proto::v1::{
 use tributary_tests::{artifacts, keys, list_request, PluginDir};
 
 use crate::{
-    binary::{spawn_server, terminate, write_config, SOURCES},
+    binary::{write_config, SOURCES},
     tls::{write_server_pair, Authority},
 };
 
@@ -102,7 +102,7 @@ sources = ["two"]
 certificate_names = ["ops-client"]
 "#;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_authenticate_and_each_caller_sees_only_its_sources() {
     let plugins = PluginDir::with(&["testkit"]);
     let dir = tempfile::tempdir().unwrap();
@@ -114,7 +114,8 @@ async fn tokens_authenticate_and_each_caller_sees_only_its_sources() {
     assert!(!tokens.contains("t-reader"), "the file holds hashes only");
     std::fs::write(dir.path().join("tokens"), tokens).unwrap();
     let config = write_config(dir.path(), plugins.path(), &format!("{AUTH}{SOURCES}"));
-    let (child, address) = spawn_server(&config);
+    let server = tributary_tests::TestServer::from_file(&config).await;
+    let address = server.address.to_string();
 
     // No token, a wrong token: refused alike.
     for token in [None, Some("t-wrong")] {
@@ -261,10 +262,10 @@ async fn tokens_authenticate_and_each_caller_sees_only_its_sources() {
         .into_inner();
     // Nothing changed: the generation is kept.
     assert_eq!(reloaded.generation, 1);
-    assert!(terminate(child).success());
+    server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_certificate_authenticates_its_identity() {
     let plugins = PluginDir::with(&["testkit"]);
     let dir = tempfile::tempdir().unwrap();
@@ -280,7 +281,8 @@ async fn a_client_certificate_authenticates_its_identity() {
             "[tls]\ncert_file = \"server.pem\"\nkey_file = \"server.key\"\nclient_ca_file = \"clients.pem\"\nclient_auth = \"optional\"\n{AUTH}{SOURCES}"
         ),
     );
-    let (child, address) = spawn_server(&config);
+    let server = tributary_tests::TestServer::from_file(&config).await;
+    let address = server.address.to_string();
     let port = address.rsplit(':').next().unwrap();
     let connect = |identity: Option<(String, String)>| {
         let mut tls = ClientTlsConfig::new()
@@ -314,13 +316,13 @@ async fn a_client_certificate_authenticates_its_identity() {
             .unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated);
     }
-    assert!(terminate(child).success());
+    server.stop().await;
 }
 
 /// Nothing of a hidden source leaks to a caller that may not see it: its health entry answers as
 /// an unknown name does (without a credential too), a failed reload's reason (which can quote its
 /// configuration) is for admins, and a library shows its file name, not where it lives.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hidden_sources_leak_through_neither_health_nor_list_plugins() {
     use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
     let plugins = PluginDir::with(&["testkit"]);
@@ -335,7 +337,8 @@ async fn hidden_sources_leak_through_neither_health_nor_list_plugins() {
     )
     .unwrap();
     let config = write_config(dir.path(), plugins.path(), &format!("{AUTH}{SOURCES}"));
-    let (child, address) = spawn_server(&config);
+    let server = tributary_tests::TestServer::from_file(&config).await;
+    let address = server.address.to_string();
     let channel = Channel::from_shared(format!("http://{address}"))
         .unwrap()
         .connect()
@@ -433,5 +436,5 @@ async fn hidden_sources_leak_through_neither_health_nor_list_plugins() {
         .collect();
     assert_eq!(paths, ["libtestkit.so"]);
     assert!(reader_view.plugin_dir.is_empty());
-    assert!(terminate(child).success());
+    server.stop().await;
 }

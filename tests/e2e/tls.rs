@@ -12,7 +12,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tributary_proto::v1::packages_service_client::PackagesServiceClient;
 use tributary_tests::{keys, list, PluginDir};
 
-use crate::binary::{spawn_server, terminate, write_config, SOURCES};
+use crate::binary::{write_config, SOURCES};
 
 /// A certificate authority that issues the server's and clients' certificates.
 pub(crate) struct Authority {
@@ -101,7 +101,7 @@ async fn page_all(client: &mut PackagesServiceClient<Channel>) -> Vec<String> {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_client_pages_the_catalog_and_a_plaintext_one_is_refused() {
     let plugins = PluginDir::with(&["testkit"]);
     let dir = tempfile::tempdir().unwrap();
@@ -112,7 +112,8 @@ async fn a_tls_client_pages_the_catalog_and_a_plaintext_one_is_refused() {
         plugins.path(),
         &format!("[tls]\ncert_file = \"server.pem\"\nkey_file = \"server.key\"\n{SOURCES}"),
     );
-    let (child, address) = spawn_server(&config);
+    let server = tributary_tests::TestServer::from_file(&config).await;
+    let address = server.address.to_string();
 
     let mut client = connect(&address, &authority.pem(), None).await.unwrap();
     assert_eq!(page_all(&mut client).await, ALL);
@@ -191,10 +192,10 @@ async fn a_tls_client_pages_the_catalog_and_a_plaintext_one_is_refused() {
     assert!(served_by_new, "the renewed certificate was never served");
     // The connection opened before the renewal keeps working.
     assert_eq!(page_all(&mut client).await, ALL);
-    assert!(terminate(child).success());
+    server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn required_client_certificates_admit_only_clients_the_ca_signed() {
     let plugins = PluginDir::with(&["testkit"]);
     let dir = tempfile::tempdir().unwrap();
@@ -209,7 +210,8 @@ async fn required_client_certificates_admit_only_clients_the_ca_signed() {
             "[tls]\ncert_file = \"server.pem\"\nkey_file = \"server.key\"\nclient_ca_file = \"clients.pem\"\nclient_auth = \"required\"\n{SOURCES}"
         ),
     );
-    let (child, address) = spawn_server(&config);
+    let server = tributary_tests::TestServer::from_file(&config).await;
+    let address = server.address.to_string();
 
     let identity = clients.issue(&["reader"], ExtendedKeyUsagePurpose::ClientAuth);
     let mut client = connect(&address, &authority.pem(), Some(identity))
@@ -236,7 +238,7 @@ async fn required_client_certificates_admit_only_clients_the_ca_signed() {
         !ask(connect(&address, &authority.pem(), Some(forged)).await).await,
         "a client whose certificate another CA signed was served"
     );
-    assert!(terminate(child).success());
+    server.stop().await;
 }
 
 #[test]
@@ -263,7 +265,7 @@ fn a_missing_certificate_file_is_a_config_error_naming_it() {
 
 /// The idle timeout counts requests on TLS connections too: a request longer than the timeout is not
 /// cut, and a client whose connection was closed while idle reconnects on its next call.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_tls_a_long_request_outlives_the_idle_timeout() {
     let plugins = PluginDir::with(&["testkit"]);
     let dir = tempfile::tempdir().unwrap();
@@ -276,7 +278,8 @@ async fn over_tls_a_long_request_outlives_the_idle_timeout() {
          [[source]]\nname = \"slow\"\nplugin = \"testkit\"\n\
          config = { items = [{ name = \"a\" }], sleep_ms = 1200 }\n",
     );
-    let (child, address) = spawn_server(&config);
+    let server = tributary_tests::TestServer::from_file(&config).await;
+    let address = server.address.to_string();
     let mut client = connect(&address, &authority.pem(), None).await.unwrap();
     let started = std::time::Instant::now();
     let page = list(&mut client, 10, "", None).await;
@@ -286,5 +289,5 @@ async fn over_tls_a_long_request_outlives_the_idle_timeout() {
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     let page = list(&mut client, 10, "", None).await;
     assert_eq!(keys(&page.available_package_summaries), ["a@slow/a"]);
-    terminate(child);
+    server.stop().await;
 }

@@ -13,16 +13,15 @@ use std::{
     time::Duration,
 };
 
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
-use tributary_host::{server, service};
+use tributary_host::app::App;
 use tributary_proto::v1::{
     self as pb, packages_service_client::PackagesServiceClient,
     plugins_service_client::PluginsServiceClient,
 };
 use tributary_runtime::{
-    config::{Config, SourceConfig},
-    merge::EngineOptions,
+    config::{Config, Overrides, SourceConfig},
     registry::Registry,
 };
 
@@ -250,46 +249,68 @@ pub fn config(plugin_dir: &Path, base_dir: &Path, sources: Vec<SourceConfig>) ->
 /// A server running in this process on an ephemeral loopback port.
 pub struct TestServer {
     pub address: SocketAddr,
+    /// Where `/metrics` is served, when the configuration sets `metrics_listen`.
+    pub metrics_address: Option<SocketAddr>,
     pub registry: Arc<Registry>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
 
 impl TestServer {
-    /// Loads the plugins of `config` and serves them on `127.0.0.1:0`.
+    /// Loads the plugins of `config` and serves them as the binary does ([`App`]), on
+    /// `127.0.0.1:0` whatever `listen` says, with a 5-second grace period.
     pub async fn start(config: Config) -> TestServer {
         let registry = Arc::new(Registry::load(&config).expect("registry loads"));
-        let catalog = Arc::new(service::Catalog::new(
-            registry.clone(),
-            EngineOptions::from_config(&config),
-        ));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel();
-        // The network limits of `config`; the rest as `server::serve` has them.
-        let options = server::ServeOptions {
-            grace: Duration::from_secs(5),
-            handshake_timeout: config.handshake_timeout,
-            idle_timeout: config.idle_timeout,
-            stall_timeout: config.stall_timeout,
-            request_body_timeout: config.request_body_timeout,
-            max_streams_per_connection: config.max_streams_per_connection,
-            ..server::ServeOptions::default()
+        let config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..config
         };
-        let task = tokio::spawn(async move {
-            server::serve_with(
-                listener,
-                catalog,
-                async {
-                    let _ = rx.await;
-                },
-                options,
+        TestServer::serve(App::new(config, registry)).await
+    }
+
+    /// Starts from a configuration file as `tributary serve --config path` does, in this process:
+    /// the `[tls]` and `[auth]` files, the registry, `metrics_listen`, and reload from the file (the
+    /// Reload RPC and the watcher; signals stay the binary's).
+    pub async fn from_file(path: &Path) -> TestServer {
+        let overrides = Overrides::default();
+        let config = Config::load(path, &overrides).expect("the config file loads");
+        let tls = config.tls.clone().map(|settings| {
+            Arc::new(tributary_host::tls::Certificates::load(settings).expect("the TLS files load"))
+        });
+        let auth = config.auth.as_ref().map(|settings| {
+            Arc::new(
+                tributary_host::auth::Authenticator::load(settings).expect("the tokens file loads"),
             )
+        });
+        let registry = Arc::new(Registry::load(&config).expect("registry loads"));
+        let app = App::new(config, registry).tls(tls).auth(auth).reload_from(
+            path.to_path_buf(),
+            overrides,
+            false,
+        );
+        TestServer::serve(app).await
+    }
+
+    async fn serve(app: App) -> TestServer {
+        let registry = app.catalog().registry();
+        let bound = app
+            .shutdown(Duration::from_secs(5), Duration::ZERO)
+            .bind()
             .await
-            .expect("server runs");
+            .expect("the test server binds");
+        let (address, metrics_address) = (bound.address(), bound.metrics_address());
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            bound
+                .serve(async {
+                    let _ = rx.await;
+                })
+                .await
+                .expect("server runs");
         });
         TestServer {
             address,
+            metrics_address,
             registry,
             shutdown: Some(tx),
             task: Some(task),

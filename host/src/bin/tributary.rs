@@ -11,10 +11,9 @@
 use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use clap::{Parser, Subcommand};
-use tributary_host::{auth, metrics, server, service, tls};
+use tributary_host::{app::App, auth, server, service, tls};
 use tributary_runtime::{
     config::{Config, Overrides},
-    merge::EngineOptions,
     registry::{Registry, StartError},
 };
 
@@ -280,16 +279,15 @@ fn main() -> ExitCode {
                     tracing::warn!(source = %s.name, plugin = %s.plugin, "start_degraded = true: serving without this source, which failed at start: {e}");
                 }
             }
-            let reload_from = (common.config.clone(), overrides.clone());
-            let result = runtime.block_on(run(
-                config,
-                reload_from,
-                registry,
-                tls,
-                auth,
-                Duration::from_millis(grace_ms),
-                Duration::from_millis(shutdown_delay_ms),
-            ));
+            let app = App::new(config, registry)
+                .tls(tls)
+                .auth(auth)
+                .reload_from(common.config.clone(), overrides.clone(), true)
+                .shutdown(
+                    Duration::from_millis(grace_ms),
+                    Duration::from_millis(shutdown_delay_ms),
+                );
+            let result = runtime.block_on(run(app));
             // A plugin call that never returns holds a blocking thread; dropping the runtime would
             // wait for it forever. Give such threads a moment, then exit without them.
             runtime.shutdown_timeout(Duration::from_millis(500));
@@ -304,117 +302,15 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(
-    config: Config,
-    (config_path, overrides): (PathBuf, tributary_runtime::config::Overrides),
-    registry: Arc<Registry>,
-    tls: Option<Arc<tls::Certificates>>,
-    auth: Option<Arc<auth::Authenticator>>,
-    grace: Duration,
-    shutdown_delay: Duration,
-) -> Result<(), String> {
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    let address = listener.local_addr().map_err(|e| e.to_string())?;
-    let catalog = Arc::new(service::Catalog::new(
-        registry,
-        EngineOptions::from_config(&config),
-    ));
-    // SIGHUP reloads (the plugin directory and the config file) instead of ending the process.
-    catalog.enable_reload(config_path.clone(), overrides, &config);
-    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
-    let reloader = catalog.clone();
-    let hangup_task = tokio::spawn(async move {
-        while hangups.recv().await.is_some() {
-            let _ = reloader.reload_now("SIGHUP").await;
-        }
-    });
-    let watch_task = config.watch.then(|| {
-        tokio::spawn(tributary_host::reload::watch(
-            catalog.reloader().clone(),
-            config.plugin_dir.clone(),
-            config_path,
-            config.reload_debounce,
-        ))
-    });
-    if !config.listen.ip().is_loopback() {
-        if tls.is_none() {
-            tracing::warn!(
-                address = %config.listen,
-                "listening on a non-loopback address without TLS: the catalog and any credentials travel in the clear; set [tls]"
-            );
-        }
-        if auth.is_none() {
-            tracing::warn!(
-                address = %config.listen,
-                "listening on a non-loopback address without [auth]: anyone who can reach it reads every source"
-            );
-        }
+/// Binds, says where it listens (tests and scripts wait for the line; the port matters when
+/// listening on port 0), and serves until SIGTERM or SIGINT.
+async fn run(app: App) -> Result<(), String> {
+    let bound = app.bind().await?;
+    println!("listening on {}", bound.address());
+    if let Some(address) = bound.metrics_address() {
+        println!("metrics on {address}");
     }
-    let metrics_listener = match config.metrics_listen {
-        None => None,
-        Some(at) => Some(
-            tokio::net::TcpListener::bind(at)
-                .await
-                .map_err(|e| format!("cannot listen on {at} (metrics_listen): {e}"))?,
-        ),
-    };
-    // Tests and scripts wait for this line (the port matters when listening on port 0).
-    tracing::info!(%address, "serving gRPC");
-    println!("listening on {address}");
-    let metrics = match metrics_listener {
-        None => None,
-        Some(listener) => {
-            let address = listener.local_addr().map_err(|e| e.to_string())?;
-            tracing::info!(%address, "serving metrics at /metrics");
-            println!("metrics on {address}");
-            Some(tokio::spawn(metrics::serve_metrics(
-                listener,
-                catalog.metrics().clone(),
-                {
-                    let catalog = catalog.clone();
-                    move || catalog.registry()
-                },
-                std::future::pending(),
-            )))
-        }
-    };
-    if let Some(limit) = tributary_runtime::config::open_file_limit() {
-        if config.max_connections as u64 + tributary_runtime::config::RESERVED_DESCRIPTORS > limit {
-            tracing::warn!(
-                max_connections = config.max_connections,
-                open_file_limit = limit,
-                "max_connections is above what the open-file limit allows; raise the limit (ulimit -n) or connections will be refused when descriptors run out"
-            );
-        }
-    }
-    let options = server::ServeOptions {
-        grace,
-        max_connections: config.max_connections,
-        cors_allowed_origins: config.cors_allowed_origins.clone(),
-        web_ui: config.web_ui,
-        handshake_timeout: config.handshake_timeout,
-        idle_timeout: config.idle_timeout,
-        stall_timeout: config.stall_timeout,
-        request_body_timeout: config.request_body_timeout,
-        max_streams_per_connection: config.max_streams_per_connection,
-        tls,
-        auth,
-        shutdown_delay,
-    };
-    let served = server::serve_with(listener, catalog, shutdown_signal(), options)
-        .await
-        .map_err(|e| e.to_string());
-    if let Some(task) = metrics {
-        task.abort();
-    }
-    hangup_task.abort();
-    if let Some(task) = watch_task {
-        task.abort();
-    }
-    served
+    bound.serve(shutdown_signal()).await
 }
 
 /// What to add, and where, to load plugins from an insecure folder for a trial (exit code 4).
