@@ -13,7 +13,6 @@ use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Durat
 use tokio::net::TcpListener;
 use tributary_runtime::{
     config::{open_file_limit, Config, Overrides, RESERVED_DESCRIPTORS},
-    merge::EngineOptions,
     registry::Registry,
 };
 
@@ -36,7 +35,7 @@ impl App {
     /// A server for `registry` as `config` says, without TLS or auth, not reloadable, with the
     /// default grace period and no shutdown delay.
     pub fn new(config: Config, registry: Arc<Registry>) -> App {
-        let catalog = Arc::new(Catalog::new(registry, EngineOptions::from_config(&config)));
+        let catalog = Arc::new(Catalog::from_config(registry, &config));
         App {
             config,
             catalog,

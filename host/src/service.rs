@@ -15,12 +15,12 @@ use tributary_proto::v1::{
 };
 
 use tributary_runtime::{
-    call::{self, Budget, Condition, SourceHandle as Source},
+    call::{self, Budget, Condition, Fault, SourceHandle as Source},
     config::{Config, Overrides},
     merge::{
         self as engine,
         token::{self, MergeKey, PageToken},
-        EngineOptions, Failure, FailureKind, PageRequest,
+        Failure, FailureKind, MergeOptions, PageRequest,
     },
     registry::{Generation, Registry},
 };
@@ -28,7 +28,7 @@ use tributary_runtime::{
 use crate::{
     auth::Identity,
     reload::ReloadSummary,
-    status::{code_for, failure_status, unavailable_with_resume},
+    status::{failure_status, fault_code, unavailable_with_resume},
 };
 
 pub use crate::status::resume_info;
@@ -44,6 +44,39 @@ pub const MAX_FILTER_VALUES: usize = 100;
 /// Longest single filter value or identifier, in bytes.
 pub const MAX_VALUE_BYTES: usize = tributary_plugin_api::contract::MAX_KEY_BYTES;
 
+/// How many requests run at once and for how long: the service's admission, apart from how the
+/// merge treats sources ([`MergeOptions`]).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The most list and detail requests running at once (`max_requests_in_flight`); one more waits
+    /// up to `request_queue_wait` for a slot, then fails with RESOURCE_EXHAUSTED.
+    pub max_requests_in_flight: usize,
+    pub request_queue_wait: Duration,
+    /// The longest a list or detail request runs, whatever the client's deadline: a page is then
+    /// served with what the sources gave so far, and a token to go on.
+    pub request_timeout: Duration,
+    /// The most list requests with a query running at once (`max_searches_in_flight`).
+    pub max_searches_in_flight: usize,
+}
+
+impl Limits {
+    /// The limits a configuration asks for.
+    pub fn from_config(config: &Config) -> Limits {
+        Limits {
+            max_requests_in_flight: config.max_requests_in_flight,
+            request_queue_wait: config.request_queue_wait,
+            request_timeout: config.request_timeout,
+            max_searches_in_flight: config.max_searches_in_flight,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::from_config(&Config::default())
+    }
+}
+
 /// The state behind both services.
 ///
 /// What is served (libraries, sources) is one [`Generation`], swapped whole by a reload (see
@@ -52,7 +85,8 @@ pub const MAX_VALUE_BYTES: usize = tributary_plugin_api::contract::MAX_KEY_BYTES
 #[derive(Clone)]
 pub struct Catalog {
     pub(crate) current: Arc<arc_swap::ArcSwap<Generation>>,
-    pub(crate) options: EngineOptions,
+    pub(crate) options: MergeOptions,
+    limits: Limits,
     metrics: Arc<crate::metrics::Metrics>,
     reloader: crate::reload::Reloader,
     /// Slots for list and detail requests running at once (`max_requests_in_flight`).
@@ -62,19 +96,29 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    pub fn new(registry: Arc<Registry>, options: EngineOptions) -> Catalog {
+    /// A catalog over `registry` as `config` asks.
+    pub fn from_config(registry: Arc<Registry>, config: &Config) -> Catalog {
+        Catalog::new(
+            registry,
+            MergeOptions::from_config(config),
+            Limits::from_config(config),
+        )
+    }
+
+    pub fn new(registry: Arc<Registry>, options: MergeOptions, limits: Limits) -> Catalog {
         let generation = Generation::new(1, registry);
         let metrics = crate::metrics::Metrics::new();
         crate::metrics::attach(&metrics, &generation);
         let current = Arc::new(arc_swap::ArcSwap::from_pointee(generation));
-        let requests = Arc::new(tokio::sync::Semaphore::new(options.max_requests_in_flight));
+        let requests = Arc::new(tokio::sync::Semaphore::new(limits.max_requests_in_flight));
         let searches = Arc::new(tokio::sync::Semaphore::new(
-            options.max_searches_in_flight.max(1),
+            limits.max_searches_in_flight.max(1),
         ));
         Catalog {
             reloader: crate::reload::Reloader::new(current.clone(), metrics.clone()),
             current,
             options,
+            limits,
             metrics,
             requests,
             searches,
@@ -90,7 +134,7 @@ impl Catalog {
         self.wait_for_slot(&self.requests, deadline, || {
             format!(
                 "the server is at its limit of {} requests in flight (max_requests_in_flight); retry later",
-                self.options.max_requests_in_flight
+                self.limits.max_requests_in_flight
             )
         })
         .await
@@ -106,7 +150,7 @@ impl Catalog {
         self.wait_for_slot(&self.searches, deadline, || {
             format!(
                 "the server is at its limit of {} searches in flight (max_searches_in_flight); retry later",
-                self.options.max_searches_in_flight
+                self.limits.max_searches_in_flight
             )
         })
         .await
@@ -123,7 +167,7 @@ impl Catalog {
         if let Ok(permit) = slots.clone().try_acquire_owned() {
             return Ok(permit);
         }
-        let mut until = Instant::now() + self.options.request_queue_wait;
+        let mut until = Instant::now() + self.limits.request_queue_wait;
         if let Some(deadline) = deadline {
             until = until.min(deadline);
         }
@@ -405,7 +449,7 @@ impl PackagesService for Catalog {
         &self,
         request: Request<pb::ListAvailablePackageSummariesRequest>,
     ) -> Result<Response<pb::ListAvailablePackageSummariesResponse>, Status> {
-        let deadline = request_deadline(&request, self.options.request_timeout);
+        let deadline = request_deadline(&request, self.limits.request_timeout);
         let slot = self.admit(deadline).await?;
         let mut response = self.list_page(request).await?;
         hold_until_sent(&mut response, slot);
@@ -422,7 +466,7 @@ impl PackagesService for Catalog {
         &self,
         request: Request<pb::ListAvailablePackageSummariesRequest>,
     ) -> Result<Response<Self::StreamAvailablePackageSummariesStream>, Status> {
-        let deadline = request_deadline(&request, self.options.request_timeout);
+        let deadline = request_deadline(&request, self.limits.request_timeout);
         let slot = self.admit(deadline).await?;
         let (metadata, extensions, message) = request.into_parts();
         // The first page answers for the request: a bad filter or token is the call's own status.
@@ -452,7 +496,7 @@ impl PackagesService for Catalog {
     ) -> Result<Response<pb::GetAvailablePackageDetailResponse>, Status> {
         let budget = Budget {
             source_timeout: self.options.source_timeout,
-            deadline: request_deadline(&request, self.options.request_timeout),
+            deadline: request_deadline(&request, self.limits.request_timeout),
         };
         let slot = self.admit(budget.deadline).await?;
         let mut response = self.detail(request, budget).await?;
@@ -540,7 +584,7 @@ impl Catalog {
         &self,
         request: Request<pb::ListAvailablePackageSummariesRequest>,
     ) -> Result<Response<pb::ListAvailablePackageSummariesResponse>, Status> {
-        let deadline = request_deadline(&request, self.options.request_timeout);
+        let deadline = request_deadline(&request, self.limits.request_timeout);
         let caller = caller(&request);
         let request = request.into_inner();
         let page_size = effective_page_size(request.page_size)?;
@@ -701,11 +745,11 @@ impl Catalog {
         };
         let detail = call_detail(&source, reference.identifier.clone(), budget)
             .await
-            .map_err(|(code, message)| {
+            .map_err(|fault| {
                 Status::new(
-                    code,
+                    fault_code(&fault),
                     format!(
-                        "source {:?} (plugin {:?}), identifier {:?}: {message}",
+                        "source {:?} (plugin {:?}), identifier {:?}: {fault}",
                         source.name, source.plugin, reference.identifier
                     ),
                 )
@@ -720,49 +764,22 @@ async fn call_detail(
     source: &Arc<Source>,
     identifier: String,
     budget: Budget,
-) -> Result<Detail, (tonic::Code, String)> {
+) -> Result<Detail, Fault> {
     let identifier_for_check = identifier.clone();
     let result = call::call(source, "detail", budget, move |src| {
         src.imp.detail(RStr::from_str(&identifier))
     })
     .await;
-    let contract_error = |message: String| {
-        (
-            tonic::Code::Internal,
-            format!("{}: {message}", FailureKind::Contract.name()),
-        )
+    let answer = match result {
+        Ok(RResult::ROk(detail)) => contract::check_detail(&identifier_for_check, &detail)
+            .map(|()| detail)
+            .map_err(|v| Fault::contract(v.into_message())),
+        Ok(RResult::RErr(e)) => Err(Fault::from_plugin(e)),
+        // Refused or timed out: nothing the source answered, nothing to record.
+        Err(e) => return Err(e.into()),
     };
-    match result {
-        Ok(RResult::ROk(detail)) => match contract::check_detail(&identifier_for_check, &detail) {
-            Ok(()) => {
-                engine::record_outcome(source, Ok(()));
-                Ok(detail)
-            }
-            Err(v) => {
-                let message = v.into_message();
-                engine::record_outcome(source, Err(&(FailureKind::Contract, message.clone())));
-                Err(contract_error(message))
-            }
-        },
-        Ok(RResult::RErr(e)) => {
-            let failure = engine::plugin_error(e);
-            engine::record_outcome(source, Err(&failure));
-            match failure {
-                (FailureKind::Plugin(kind), message) => {
-                    Err((code_for(kind), format!("{}: {message}", kind.name())))
-                }
-                (_, message) => Err(contract_error(message)),
-            }
-        }
-        Err(e) => {
-            let (kind, message) = engine::call_failure(e);
-            let code = match kind {
-                FailureKind::Timeout => tonic::Code::DeadlineExceeded,
-                _ => tonic::Code::Unavailable,
-            };
-            Err((code, format!("{}: {message}", kind.name())))
-        }
-    }
+    source.record(answer.as_ref().map(|_| ()));
+    answer
 }
 
 #[tonic::async_trait]

@@ -6,7 +6,10 @@ use axum::body::Body;
 use tonic::{Code, Status};
 use tributary_plugin_api::ErrorKind;
 use tributary_proto::v1 as pb;
-use tributary_runtime::merge::Failure;
+use tributary_runtime::{
+    call::{FailureKind, Fault},
+    merge::Failure,
+};
 
 /// The HTTP status of a gRPC code (the `google.rpc.Code` mapping).
 pub fn http_status(code: Code) -> http::StatusCode {
@@ -88,6 +91,18 @@ pub fn code_for(kind: ErrorKind) -> tonic::Code {
         | ErrorKind::Crashed
         | ErrorKind::Starting => tonic::Code::Unavailable,
         _ => tonic::Code::Internal,
+    }
+}
+
+/// The code of a call to one source that failed (a detail request): the plugin's own error kind,
+/// INTERNAL for a broken contract, DEADLINE_EXCEEDED for a timeout, UNAVAILABLE when no call was
+/// made.
+pub fn fault_code(fault: &Fault) -> Code {
+    match fault.kind {
+        FailureKind::Plugin(kind) => code_for(kind),
+        FailureKind::Contract => Code::Internal,
+        FailureKind::Timeout => Code::DeadlineExceeded,
+        FailureKind::Unhealthy | FailureKind::Overloaded => Code::Unavailable,
     }
 }
 

@@ -12,7 +12,7 @@ use tributary_plugin_api::{
     ffi::source_box, Detail, ListRequest, PackageSource, PluginError, RString, Summary,
 };
 use tributary_proto::v1::{self as pb, packages_service_server::PackagesService};
-use tributary_runtime::{call::SourceHandle as Source, merge::EngineOptions, registry::Registry};
+use tributary_runtime::{call::SourceHandle as Source, merge::MergeOptions, registry::Registry};
 
 struct VecSource(Vec<Summary>);
 
@@ -96,7 +96,11 @@ async fn hostile_requests_get_pages_or_invalid_argument() {
         source("one", &["a", "b", "c", "é", "日本", "x\u{0}", "x"]),
         source("two", &["a", "ab", "b", "zz"]),
     ]);
-    let catalog = Catalog::new(Arc::new(registry), EngineOptions::default());
+    let catalog = Catalog::new(
+        Arc::new(registry),
+        MergeOptions::default(),
+        Default::default(),
+    );
 
     let mut tokens: Vec<String> = Vec::new();
     let mut codes: BTreeMap<String, u64> = BTreeMap::new();

@@ -7,7 +7,7 @@ use tributary_plugin_api::{
 };
 use tributary_runtime::{
     call::SourceHandle as Source,
-    merge::{self as engine, token::MergeKey, EngineOptions, Page, PageRequest},
+    merge::{self as engine, token::MergeKey, MergeOptions, Page, PageRequest},
 };
 
 /// The name of generated item `i`: zero-padded so that byte order is index order.
@@ -103,11 +103,11 @@ pub fn key_of(i: usize, total: usize, k: usize, spread: Spread) -> MergeKey {
 
 /// The engine options of every engine scenario: a timeout no run reaches, and no page byte budget
 /// (scenario 1 serves 1,000,000 items as one page, which the API's 3 MiB budget would cut short).
-pub fn options() -> EngineOptions {
-    EngineOptions {
+pub fn options() -> MergeOptions {
+    MergeOptions {
         source_timeout: Duration::from_secs(60),
         max_page_bytes: usize::MAX / 2,
-        ..EngineOptions::default()
+        ..MergeOptions::default()
     }
 }
 
@@ -123,7 +123,7 @@ pub fn page_request(page_size: usize, after: Option<MergeKey>) -> PageRequest {
 
 /// One page; a failed source is a broken benchmark, not a figure.
 pub async fn page(sources: &[Arc<Source>], page_size: usize, after: Option<MergeKey>) -> Page {
-    static OPTIONS: std::sync::OnceLock<EngineOptions> = std::sync::OnceLock::new();
+    static OPTIONS: std::sync::OnceLock<MergeOptions> = std::sync::OnceLock::new();
     let options = OPTIONS.get_or_init(options);
     let page = engine::merge_page(sources, page_request(page_size, after), options)
         .await

@@ -1,6 +1,14 @@
-//! Calling into a plugin safely: every call runs on one of its source's own threads
-//! ([`threads`]), under a deadline, within a
-//! bounded number of calls in flight per source, and not at all while the source is backing off.
+//! Calling into a plugin safely, with one health and back-off policy per source ([`SourceHealth`])
+//! whichever way the call is made:
+//! - [`call`]: on one of the source's own threads ([`threads`]), under a deadline, within a bounded
+//!   number of calls in flight per source, and not at all while the source is backing off. An
+//!   isolated source's handle forwards the call to its runner process ([`crate::isolation`]), whose
+//!   client adds the runner's own restart back-off;
+//! - [`in_place::try_call`]: a fast source's `list` made on the caller's thread under a watchdog,
+//!   only when the source's health allows it, counted in the same health.
+//!
+//! A call's failure is a typed [`Fault`]; [`SourceHandle::record`] applies the one rule for what
+//! counts against the source.
 //!
 //! A call that overruns its deadline cannot be stopped (it is plugin code on an OS thread); its result
 //! is discarded when it finally returns. What bounds the damage of a hung plugin is the per-source limit
@@ -32,10 +40,12 @@ use std::{
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+mod fault;
 pub mod in_place;
 mod source;
 pub mod threads;
 
+pub use fault::{FailureKind, Fault};
 pub use source::SourceHandle;
 
 use crate::config::CallLimits;

@@ -8,7 +8,8 @@ use tributary_plugin_api::SourceBox;
 use super::SourceHealth;
 use crate::config::CallLimits;
 
-/// A ready source: the handle the engine calls, always through [`call`](super::call).
+/// A ready source: what every call to it goes through, [`call`](super::call) on its own threads (or
+/// its runner) or [`try_call`](super::in_place::try_call) in place, under its one [`SourceHealth`].
 pub struct SourceHandle {
     pub name: Arc<str>,
     pub plugin: Arc<str>,

@@ -7,6 +7,7 @@
 use std::{
     collections::HashMap,
     net::SocketAddr,
+    ops::RangeInclusive,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -294,6 +295,28 @@ pub struct Overrides {
     pub plugin_dir: Option<PathBuf>,
 }
 
+/// `value` when it lies in `range` (both ends included), `default` when the file leaves the key out;
+/// otherwise the message every number key gives: the value and the range to give.
+fn bounded(value: Option<u64>, range: RangeInclusive<u64>, default: u64) -> Result<u64, String> {
+    match value {
+        None => Ok(default),
+        Some(n) if range.contains(&n) => Ok(n),
+        Some(n) => Err(format!(
+            "{n} is out of range: give {} to {}",
+            range.start(),
+            range.end()
+        )),
+    }
+}
+
+fn as_u64(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+fn millis_of(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 impl Default for Config {
     /// Every key at its default, as a file holding only `plugin_dir = "."` sets it: no sources, the
     /// plugin directory and the base folder the current one. One definition of the defaults: the
@@ -400,15 +423,13 @@ impl Config {
             }
         };
 
+        // Every number is checked against its range by one rule, naming the key.
+        let bounded = |key: &str, value, range, default| {
+            bounded(value, range, default).map_err(|message| invalid(key.into(), message))
+        };
         // Durations in milliseconds: at least 1, at most an hour (larger values overflow deadlines).
-        let millis = |key: &str, value: Option<u64>, default: Duration| match value {
-            None => Ok(default),
-            Some(0) => Err(invalid(key.into(), "must be at least 1".into())),
-            Some(ms) if ms > MAX_MILLIS => Err(invalid(
-                key.into(),
-                format!("{ms} is too large: at most {MAX_MILLIS} (one hour)"),
-            )),
-            Some(ms) => Ok(Duration::from_millis(ms)),
+        let millis = |key: &str, value: Option<u64>, default: Duration| {
+            bounded(key, value, 1..=MAX_MILLIS, millis_of(default)).map(Duration::from_millis)
         };
         let source_timeout = millis(
             "source_timeout_ms",
@@ -440,34 +461,20 @@ impl Config {
             file.request_body_timeout_ms,
             DEFAULT_REQUEST_BODY_TIMEOUT,
         )?;
-        let max_streams_per_connection = match file.max_streams_per_connection {
-            None => DEFAULT_MAX_STREAMS_PER_CONNECTION,
-            Some(n) if !(1..=10_000).contains(&n) => {
-                return Err(invalid(
-                    "max_streams_per_connection".into(),
-                    format!("{n} is out of range: give 1 to 10000"),
-                ))
-            }
-            Some(n) => n,
-        };
+        let max_streams_per_connection = bounded(
+            "max_streams_per_connection",
+            file.max_streams_per_connection.map(u64::from),
+            1..=10_000,
+            u64::from(DEFAULT_MAX_STREAMS_PER_CONNECTION),
+        )? as u32;
 
         let mut call_limits = CallLimits::default();
-        match file.max_calls_per_source {
-            None => {}
-            Some(0) => {
-                return Err(invalid(
-                    "max_calls_per_source".into(),
-                    "must be at least 1".into(),
-                ))
-            }
-            Some(n) if n > MAX_CALLS_PER_SOURCE => {
-                return Err(invalid(
-                    "max_calls_per_source".into(),
-                    format!("{n} is too large: at most {MAX_CALLS_PER_SOURCE}"),
-                ))
-            }
-            Some(n) => call_limits.max_calls = n,
-        }
+        call_limits.max_calls = bounded(
+            "max_calls_per_source",
+            file.max_calls_per_source.map(as_u64),
+            1..=MAX_CALLS_PER_SOURCE as u64,
+            call_limits.max_calls as u64,
+        )? as usize;
         call_limits.backoff = millis(
             "unhealthy_backoff_ms",
             file.unhealthy_backoff_ms,
@@ -493,77 +500,58 @@ impl Config {
                 }
             }
         }
-        let max_requests_in_flight = match file.max_requests_in_flight {
-            None => DEFAULT_MAX_REQUESTS_IN_FLIGHT,
-            Some(n) if !(1..=100_000).contains(&n) => {
-                return Err(invalid(
-                    "max_requests_in_flight".into(),
-                    format!("{n} is out of range: give 1 to 100000"),
-                ))
-            }
-            Some(n) => n,
+        let count = |key: &str, value: Option<usize>, range: RangeInclusive<usize>, default| {
+            bounded(
+                key,
+                value.map(as_u64),
+                as_u64(*range.start())..=as_u64(*range.end()),
+                as_u64(default),
+            )
+            .map(|n| n as usize)
         };
-        let request_queue_wait = match file.request_queue_ms {
-            None => DEFAULT_REQUEST_QUEUE_WAIT,
-            Some(ms) if ms > MAX_MILLIS => {
-                return Err(invalid(
-                    "request_queue_ms".into(),
-                    format!("{ms} is too large: at most {MAX_MILLIS} (one hour)"),
-                ))
-            }
-            Some(ms) => Duration::from_millis(ms),
-        };
-        let max_searches_in_flight = match file.max_searches_in_flight {
-            None => default_max_searches_in_flight(),
-            Some(n) if !(1..=100_000).contains(&n) => {
-                return Err(invalid(
-                    "max_searches_in_flight".into(),
-                    format!("{n} is out of range: give 1 to 100000"),
-                ))
-            }
-            Some(n) => n,
-        };
-        let max_connections = match file.max_connections {
-            None => default_max_connections(),
-            Some(n) if !(1..=1_000_000).contains(&n) => {
-                return Err(invalid(
-                    "max_connections".into(),
-                    format!("{n} is out of range: give 1 to 1000000"),
-                ))
-            }
-            Some(n) => n,
-        };
-        let reload_debounce = match file.reload_debounce_ms {
-            None => DEFAULT_RELOAD_DEBOUNCE,
-            Some(ms) if !(10..=60_000).contains(&ms) => {
-                return Err(invalid(
-                    "reload_debounce_ms".into(),
-                    format!("{ms} is out of range: give 10 to 60000 milliseconds"),
-                ))
-            }
-            Some(ms) => Duration::from_millis(ms),
-        };
-        let max_retired_libraries = match file.max_retired_libraries {
-            None => DEFAULT_MAX_RETIRED_LIBRARIES,
-            Some(n) if n > 100_000 => {
-                return Err(invalid(
-                    "max_retired_libraries".into(),
-                    format!("{n} is too large: at most 100000"),
-                ))
-            }
-            Some(n) => n,
-        };
-
-        let max_page_bytes = match file.max_page_bytes {
-            None => DEFAULT_MAX_PAGE_BYTES,
-            Some(n) if !(MIN_PAGE_BYTES..=MAX_PAGE_BYTES_LIMIT).contains(&n) => {
-                return Err(invalid(
-                    "max_page_bytes".into(),
-                    format!("{n} is out of range: {MIN_PAGE_BYTES} to {MAX_PAGE_BYTES_LIMIT}"),
-                ))
-            }
-            Some(n) => n,
-        };
+        let max_requests_in_flight = count(
+            "max_requests_in_flight",
+            file.max_requests_in_flight,
+            1..=100_000,
+            DEFAULT_MAX_REQUESTS_IN_FLIGHT,
+        )?;
+        // 0: a request that finds every slot taken fails at once.
+        let request_queue_wait = Duration::from_millis(bounded(
+            "request_queue_ms",
+            file.request_queue_ms,
+            0..=MAX_MILLIS,
+            millis_of(DEFAULT_REQUEST_QUEUE_WAIT),
+        )?);
+        let max_searches_in_flight = count(
+            "max_searches_in_flight",
+            file.max_searches_in_flight,
+            1..=100_000,
+            default_max_searches_in_flight(),
+        )?;
+        let max_connections = count(
+            "max_connections",
+            file.max_connections,
+            1..=1_000_000,
+            default_max_connections(),
+        )?;
+        let reload_debounce = Duration::from_millis(bounded(
+            "reload_debounce_ms",
+            file.reload_debounce_ms,
+            10..=60_000,
+            millis_of(DEFAULT_RELOAD_DEBOUNCE),
+        )?);
+        let max_retired_libraries = count(
+            "max_retired_libraries",
+            file.max_retired_libraries,
+            0..=100_000,
+            DEFAULT_MAX_RETIRED_LIBRARIES,
+        )?;
+        let max_page_bytes = count(
+            "max_page_bytes",
+            file.max_page_bytes,
+            MIN_PAGE_BYTES..=MAX_PAGE_BYTES_LIMIT,
+            DEFAULT_MAX_PAGE_BYTES,
+        )?;
 
         let mut seen: HashMap<&str, usize> = HashMap::new();
         let mut sources = Vec::with_capacity(file.source.len());
@@ -904,20 +892,28 @@ mod tests {
             ("plugin_dir = 'p'\n[[source]]\nname=''\nplugin='x'", "key `source[0].name`"),
             ("plugin_dir = 'p'\n[[source]]\nname='a'", "missing field `plugin`"),
             ("plugin_dir = 'p'\nsource_timeout_ms = 0", "key `source_timeout_ms`"),
-            ("plugin_dir = 'p'\nrequest_timeout_ms = 0", "key `request_timeout_ms`: must be at least 1"),
+            ("plugin_dir = 'p'\nrequest_timeout_ms = 0", "key `request_timeout_ms`: 0 is out of range: give 1 to 3600000"),
             (
                 "plugin_dir = 'p'\nhandshake_timeout_ms = 3600001",
-                "key `handshake_timeout_ms`: 3600001 is too large",
+                "key `handshake_timeout_ms`: 3600001 is out of range: give 1 to 3600000",
             ),
             ("plugin_dir = 'p'\nweb_ui = 'yes'", "web_ui"),
-            ("plugin_dir = 'p'\nidle_timeout_ms = 0", "key `idle_timeout_ms`: must be at least 1"),
-            ("plugin_dir = 'p'\nstall_timeout_ms = 0", "key `stall_timeout_ms`: must be at least 1"),
-            ("plugin_dir = 'p'\nrequest_body_timeout_ms = 0", "key `request_body_timeout_ms`: must be at least 1"),
+            ("plugin_dir = 'p'\nidle_timeout_ms = 0", "key `idle_timeout_ms`: 0 is out of range: give 1 to 3600000"),
+            ("plugin_dir = 'p'\nstall_timeout_ms = 0", "key `stall_timeout_ms`: 0 is out of range: give 1 to 3600000"),
+            ("plugin_dir = 'p'\nrequest_body_timeout_ms = 0", "key `request_body_timeout_ms`: 0 is out of range: give 1 to 3600000"),
             ("plugin_dir = 'p'\nmax_streams_per_connection = 0", "key `max_streams_per_connection`: 0 is out of range: give 1 to 10000"),
             ("plugin_dir = 'p'\nmax_searches_in_flight = 0", "key `max_searches_in_flight`: 0 is out of range"),
             ("plugin_dir = 'p'\nmax_calls_per_source = 0", "key `max_calls_per_source`"),
             ("plugin_dir = 'p'\nunhealthy_backoff_ms = 0", "key `unhealthy_backoff_ms`"),
             ("plugin_dir = 'p'\nmetrics_listen = ':9'", "key `metrics_listen`"),
+            (
+                "plugin_dir = 'p'\nreload_debounce_ms = 5",
+                "key `reload_debounce_ms`: 5 is out of range: give 10 to 60000",
+            ),
+            (
+                "plugin_dir = 'p'\nmax_retired_libraries = 100001",
+                "key `max_retired_libraries`: 100001 is out of range: give 0 to 100000",
+            ),
             (
                 "plugin_dir = 'p'\n[tls]\ncert_file = 'c'\nkey_file = 'k'\nclient_auth = 'required'",
                 "key `tls.client_ca_file`",
@@ -931,19 +927,19 @@ mod tests {
             ),
             (
                 "plugin_dir = 'p'\nmax_calls_per_source = 4611686018427387904",
-                "key `max_calls_per_source`: 4611686018427387904 is too large: at most 256",
+                "key `max_calls_per_source`: 4611686018427387904 is out of range: give 1 to 256",
             ),
             (
                 "plugin_dir = 'p'\nsource_timeout_ms = 18446744073709551615",
-                "key `source_timeout_ms`: 18446744073709551615 is too large",
+                "key `source_timeout_ms`: 18446744073709551615 is out of range: give 1 to 3600000",
             ),
             (
                 "plugin_dir = 'p'\nmax_page_bytes = 1000",
-                "key `max_page_bytes`: 1000 is out of range: 1048576 to 67108864",
+                "key `max_page_bytes`: 1000 is out of range: give 1048576 to 67108864",
             ),
             (
                 "plugin_dir = 'p'\nunhealthy_backoff_ms = 3600001",
-                "key `unhealthy_backoff_ms`: 3600001 is too large",
+                "key `unhealthy_backoff_ms`: 3600001 is out of range: give 1 to 3600000",
             ),
             ("plugin_dir = 'p'\non_source_error = 'explode'", "unknown variant `explode`"),
             ("plugin_dir = = 'p'", "t.toml"),

@@ -1,22 +1,25 @@
-//! The merge engine: fan-out to one task per source, fan-in by a k-way merge, one page at a time.
+//! The merge: fan-out to the sources, fan-in by a k-way merge, one page at a time.
 //!
-//! For each page, every selected source gets a tokio task. The task calls the source's `list` on a
-//! thread of the source's own (the FFI call is synchronous; see [`crate::call::threads`]), checks the answer against the ordering contract, and
-//! sends it as one batch down a bounded channel. It fetches again only when the merge asks, with a
-//! demand saying how many items the page can still take, so a source is read no further than the page
-//! needs: the first call asks for the source's even share of the page plus one look-ahead item (see
-//! [`first_limit`]), a later call for what the page still lacks plus one. A later call starts one item
-//! back, so that its answer must repeat the last item of the one before: a source whose order breaks
-//! between two of its batches fails the page as a contract violation instead of skipping items (see
-//! [`NextCall`]). A resumed listing's first call is checked to start strictly after its seek key.
+//! Each selected source is a lane ([`lane`]). A fast source (see [`crate::call::in_place`]) is
+//! called in place by the merge itself; any other gets a tokio task that calls its `list` on one of
+//! the source's own threads (the FFI call is synchronous; see [`crate::call::threads`]) and sends
+//! each checked answer as one batch down a bounded channel. A lane fetches again only when the merge
+//! asks, with a demand saying how many items the page can still take, so a source is read no
+//! further than the page needs: the first call asks for the source's even share of the page plus
+//! one look-ahead item (see [`first_limit`]), a later call for what the page still lacks plus one. A
+//! later call starts one item back, so that its answer must repeat the last item of the one before:
+//! a source whose order breaks between two of its batches fails the page as a contract violation
+//! instead of skipping items. A resumed listing's first call is checked to start strictly after its
+//! seek key.
 //!
-//! The merge keeps a binary heap of the sources ordered by their head items under
-//! `(name, source, identifier)` and takes the smallest until the page is full. When the page is complete, or the request future is
-//! dropped because the client went away, the channels close and the tasks end: no plugin call starts
-//! after that (a call already running on a source thread finishes, and its result is discarded).
+//! The merge keeps a heap of the lanes ordered by their head items under
+//! `(name, source, identifier)` ([`heap`]) and takes the smallest until the page is full. When the
+//! page is complete, or the request future is dropped because the client went away, the channels
+//! close and the tasks end: no plugin call starts after that (a call already running on a source
+//! thread finishes, and its result is discarded).
 //!
-//! Resuming is by key (see [`crate::merge::token`]): given the last key served, [`seek_for`] tells each
-//! source where to continue, so a page is exact however the sources' data changed since the last one.
+//! Resuming is by key (see [`token`]): given the last key served, [`seek_for`] tells each source
+//! where to continue, so a page is exact however the sources' data changed since the last one.
 
 use std::{
     cmp::Ordering,
@@ -24,20 +27,24 @@ use std::{
     time::{Duration, Instant},
 };
 
-use abi_stable::std_types::{vec::IntoIter as RIntoIter, ROption, RResult, RString, RVec};
-use tokio::{sync::mpsc, task::JoinSet};
-use tributary_plugin_api::{
-    contract, ErrorKind, Filter, ListRequest, PluginError, SeekKey, Summary,
-};
+use abi_stable::std_types::{ROption, RString, RVec};
+use tokio::task::JoinSet;
+use tributary_plugin_api::{Filter, ListRequest, SeekKey, Summary};
 
+mod heap;
+mod lane;
+
+use heap::LaneHeap;
+use lane::{fill, Fetch, Fill, Lane, NextCall};
 pub mod token;
 
-use crate::call::{self, in_place, Budget, CallError, SourceHandle as Source};
+use crate::call::{in_place, Budget, SourceHandle as Source};
+pub use crate::call::{FailureKind, Fault};
 use token::MergeKey;
 
-/// How the engine treats its sources.
+/// How the merge treats its sources.
 #[derive(Debug, Clone)]
-pub struct EngineOptions {
+pub struct MergeOptions {
     /// The longest one plugin call may take.
     pub source_timeout: Duration,
     /// Fail the whole page on the first source failure instead of serving the others.
@@ -45,32 +52,26 @@ pub struct EngineOptions {
     /// A page ends early (with more to come) before the next item would take its estimated encoded
     /// size ([`summary_bytes`]) past this. The first item is always served.
     pub max_page_bytes: usize,
-    /// The most list and detail requests running at once (`max_requests_in_flight`); one more waits
-    /// up to `request_queue_wait` for a slot, then fails with RESOURCE_EXHAUSTED.
-    pub max_requests_in_flight: usize,
-    pub request_queue_wait: Duration,
-    /// The longest a list or detail request runs, whatever the client's deadline: a page is then
-    /// served with what the sources gave so far, and a token to go on.
-    pub request_timeout: Duration,
-    /// The most list requests with a query running at once (`max_searches_in_flight`).
-    pub max_searches_in_flight: usize,
-    /// Call fast sources in place on the runtime's threads (`inline_calls`; see [`crate::call::in_place`]).
+    /// Call fast sources in place on the runtime's threads (`inline_calls`; see
+    /// [`crate::call::in_place`]).
     pub inline_calls: bool,
 }
 
-impl EngineOptions {
+impl MergeOptions {
     /// The options a configuration asks for.
-    pub fn from_config(config: &crate::config::Config) -> EngineOptions {
-        EngineOptions {
+    pub fn from_config(config: &crate::config::Config) -> MergeOptions {
+        MergeOptions {
             source_timeout: config.source_timeout,
             fail_fast: config.on_source_error == crate::config::OnSourceError::Fail,
             max_page_bytes: config.max_page_bytes,
-            max_requests_in_flight: config.max_requests_in_flight,
-            request_queue_wait: config.request_queue_wait,
-            request_timeout: config.request_timeout,
-            max_searches_in_flight: config.max_searches_in_flight,
             inline_calls: config.inline_calls,
         }
+    }
+}
+
+impl Default for MergeOptions {
+    fn default() -> Self {
+        MergeOptions::from_config(&crate::config::Config::default())
     }
 }
 
@@ -94,21 +95,6 @@ pub fn summary_bytes(summary: &Summary, source_name: &str) -> usize {
     text + categories + 2 * FIELD + source_name.len() + summary.identifier.len() + 2 * FIELD
 }
 
-impl Default for EngineOptions {
-    fn default() -> Self {
-        EngineOptions {
-            source_timeout: crate::config::DEFAULT_SOURCE_TIMEOUT,
-            fail_fast: false,
-            max_page_bytes: crate::config::DEFAULT_MAX_PAGE_BYTES,
-            max_requests_in_flight: crate::config::DEFAULT_MAX_REQUESTS_IN_FLIGHT,
-            request_queue_wait: crate::config::DEFAULT_REQUEST_QUEUE_WAIT,
-            request_timeout: crate::config::DEFAULT_REQUEST_TIMEOUT,
-            max_searches_in_flight: crate::config::default_max_searches_in_flight(),
-            inline_calls: true,
-        }
-    }
-}
-
 /// One page to produce.
 pub struct PageRequest {
     /// At least 1.
@@ -127,33 +113,6 @@ pub struct Item {
     pub summary: Summary,
 }
 
-/// How a source failed during a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// The plugin returned an error of this kind (a caught panic included).
-    Plugin(ErrorKind),
-    /// A call took longer than the source timeout or the request's deadline.
-    Timeout,
-    /// The source is backing off after timeouts; no call was made.
-    Unhealthy,
-    /// The source has its maximum of calls in flight; no call was made.
-    Overloaded,
-    /// The answer broke the listing contract (order, seek, size, identifiers).
-    Contract,
-}
-
-impl FailureKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            FailureKind::Plugin(kind) => kind.name(),
-            FailureKind::Timeout => "timeout",
-            FailureKind::Unhealthy => "unhealthy",
-            FailureKind::Overloaded => "overloaded",
-            FailureKind::Contract => "contract_violation",
-        }
-    }
-}
-
 /// A source that could not contribute to a page.
 #[derive(Debug, Clone)]
 pub struct Failure {
@@ -161,6 +120,18 @@ pub struct Failure {
     pub plugin: Arc<str>,
     pub kind: FailureKind,
     pub message: String,
+}
+
+impl Failure {
+    /// `source` failed with `fault`.
+    pub fn new(source: &Source, fault: Fault) -> Failure {
+        Failure {
+            source: source.name.clone(),
+            plugin: source.plugin.clone(),
+            kind: fault.kind,
+            message: fault.message,
+        }
+    }
 }
 
 impl std::fmt::Display for Failure {
@@ -249,7 +220,7 @@ pub fn first_limit(page_size: usize, sources: usize) -> usize {
 pub async fn merge_page(
     sources: &[Arc<Source>],
     request: PageRequest,
-    options: &EngineOptions,
+    options: &MergeOptions,
 ) -> Result<Page, Failure> {
     debug_assert!(sources.windows(2).all(|w| w[0].name < w[1].name));
     // Calls in place are for small pages: a large call's cost is the copying, which on the
@@ -310,16 +281,16 @@ fn joined(done: Result<Result<Page, Failure>, tokio::task::JoinError>) -> Result
 }
 
 /// What the merge needs to call a source in place.
-struct InPlace<'a> {
-    rescue: &'a Arc<in_place::Rescue>,
-    budget: Budget,
+pub(super) struct InPlace<'a> {
+    pub(super) rescue: &'a Arc<in_place::Rescue>,
+    pub(super) budget: Budget,
 }
 
 /// The merge itself. With `rescue`, fast sources are called in place.
 async fn merge(
     sources: &[Arc<Source>],
     request: &PageRequest,
-    options: &EngineOptions,
+    options: &MergeOptions,
     rescue: Option<&Arc<in_place::Rescue>>,
 ) -> Result<Page, Failure> {
     let page_size = request.page_size.max(1);
@@ -432,550 +403,6 @@ async fn merge(
     Ok(page)
 }
 
-/// The merge's view of one source.
-struct Lane {
-    source: Arc<Source>,
-    /// The batch being merged, in the plugin's own vector: moving it into a `Vec` would copy it.
-    buffer: RIntoIter<Summary>,
-    exhausted: bool,
-    failed: bool,
-    fetch: Fetch,
-}
-
-/// How a lane gets its batches.
-// The request held in place is larger than the channels; boxing it would cost an allocation per
-// source per page, and a page has one lane per source.
-#[allow(clippy::large_enum_variant)]
-enum Fetch {
-    /// The merge calls the source in place; `next` is the lane's next call.
-    InPlace { next: Option<NextCall> },
-    /// A task calls the source on its threads and sends each batch down a channel.
-    Task {
-        /// A batch has been asked for and not yet received.
-        in_flight: bool,
-        demand: mpsc::Sender<u32>,
-        batches: mpsc::Receiver<Result<Batch, Failure>>,
-    },
-}
-
-impl Fetch {
-    /// Starts the task that makes `request`'s call on the source's threads at once.
-    fn spawn(
-        tasks: &mut JoinSet<()>,
-        source: &Arc<Source>,
-        call: NextCall,
-        budget: Budget,
-    ) -> Fetch {
-        let (demand_tx, demand_rx) = mpsc::channel(1);
-        let (batch_tx, batch_rx) = mpsc::channel(1);
-        tasks.spawn(feed(source.clone(), call, budget, demand_rx, batch_tx));
-        Fetch::Task {
-            in_flight: true,
-            demand: demand_tx,
-            batches: batch_rx,
-        }
-    }
-}
-
-struct Batch {
-    items: RVec<Summary>,
-    /// Items the plugin returned before the host re-applied the filter.
-    fetched: usize,
-    exhausted: bool,
-}
-
-/// A checked answer: the batch, and the next call, which starts one item back (see [`NextCall`]).
-struct Answer {
-    batch: Batch,
-    next: NextCall,
-}
-
-/// A lane's next `list` call. After the first batch a call asks again from the item before the last
-/// one returned, one item more: a source that answers in order must answer that last item first. One
-/// item per batch is the cost; what it buys is a source whose order breaks between two of its
-/// batches (a binary search over unsorted data that lands past items it never served) failing with
-/// `contract_violation` instead of leaving items out unseen.
-struct NextCall {
-    request: ListRequest,
-    /// The least the call's limit must be (the limit is set when the call is made; see
-    /// [`refiltered_limit`]); `None` for the lane's first call, whose limit was set with the page.
-    min_limit: Option<u32>,
-    /// The item the answer must start with: the last one of the previous answer.
-    expect_first: Option<SeekKey>,
-}
-
-impl NextCall {
-    fn first(request: ListRequest) -> NextCall {
-        NextCall {
-            request,
-            min_limit: None,
-            expect_first: None,
-        }
-    }
-
-    /// Sets the limit of a later call: what the page still lacks (`want`), or more, and the item
-    /// asked again.
-    fn set_limit(&mut self, want: u32) {
-        if let Some(min_limit) = self.min_limit {
-            self.request.limit = want
-                .max(1)
-                .max(min_limit)
-                .saturating_add(u32::from(self.expect_first.is_some()));
-        }
-    }
-}
-
-fn key_of(item: &Summary) -> SeekKey {
-    SeekKey {
-        name: item.name.clone(),
-        identifier: item.identifier.clone(),
-    }
-}
-
-/// Checks a `list` answer to `call` against the contract, re-applies the filter, and records the
-/// outcome in the source's history.
-fn answer(
-    source: &Source,
-    call: NextCall,
-    result: Result<RVec<Summary>, (FailureKind, String)>,
-) -> Result<Answer, Failure> {
-    let NextCall {
-        request,
-        expect_first,
-        ..
-    } = call;
-    let checked = result.and_then(|mut items| {
-        let returned = items.len();
-        // The next call starts from the item before the last one returned (before the request's
-        // own start when only one was), and must answer that last one first.
-        let next_start = match items.len() {
-            0 => None,
-            1 => Some(request.after.clone().into_option()),
-            n => Some(Some(key_of(&items[n - 2]))),
-        };
-        let next_expect = items.last().map(key_of);
-        let raw_first = items.first().map(key_of);
-        if let Some(expected) = &expect_first {
-            if raw_first.as_ref() != Some(expected) {
-                return Err((
-                    FailureKind::Contract,
-                    order_broken(&request, expected, items.first()),
-                ));
-            }
-        }
-        let dropped = contract::check_list_dropping(&request, &mut items)
-            .map_err(|v| (FailureKind::Contract, v.into_message()))?;
-        let mut repeated = 0;
-        if expect_first.is_some() {
-            repeated = 1;
-            // Unless it broke the contract in a field other than its key and was dropped again.
-            if items.first().map(key_of) == raw_first {
-                items.remove(0);
-            }
-        }
-        if let Some(why) = dropped.first {
-            record_dropped(source, dropped.count, why.message());
-        }
-        Ok((items, returned, repeated, next_start, next_expect))
-    });
-    record_outcome(source, checked.as_ref().map(|_| ()));
-    let (mut items, returned, repeated, next_start, next_expect) =
-        checked.map_err(|(kind, message)| Failure {
-            source: source.name.clone(),
-            plugin: source.plugin.clone(),
-            kind,
-            message,
-        })?;
-    // Counted as the plugin answered them: a dropped item still moves the listing on.
-    let exhausted = returned < request.limit as usize;
-    let fetched = returned - repeated;
-    if !request.filter.is_empty() {
-        items.retain(|item| request.filter.matches(item));
-    }
-    // A plugin that ignores the filter makes the host drop what does not match: ask it for
-    // twice as many each time (up to MAX_REFILTER_BATCH), so a selective query costs a few
-    // large calls rather than thousands of page-sized ones.
-    let min_limit = refiltered_limit(&request, items.len(), fetched);
-    let mut next = request;
-    let mut expect_first = None;
-    if let Some(start) = next_start {
-        next.after = start.into();
-        expect_first = next_expect;
-    }
-    Ok(Answer {
-        batch: Batch {
-            items,
-            fetched,
-            exhausted,
-        },
-        next: NextCall {
-            request: next,
-            min_limit: Some(min_limit),
-            expect_first,
-        },
-    })
-}
-
-/// The message of an answer that did not start with the item `expected`, asked again.
-fn order_broken(request: &ListRequest, expected: &SeekKey, found: Option<&Summary>) -> String {
-    let asked = match &request.after {
-        ROption::RSome(after) => format!("after {}", show_key(after)),
-        ROption::RNone => "from the start".to_owned(),
-    };
-    let found = match found {
-        Some(item) => format!("with {}", show_key(&key_of(item))),
-        None => "with nothing".to_owned(),
-    };
-    format!(
-        "the order broke between two answers: asked again for the items {asked}, the source \
-         answered {found} where its previous answer ended with {} (is its data sorted by name, \
-         then identifier?)",
-        show_key(expected)
-    )
-}
-
-fn show_key(key: &SeekKey) -> String {
-    format!(
-        "{:?} (identifier {:?})",
-        key.name.as_str(),
-        key.identifier.as_str()
-    )
-}
-
-/// Records items left out of a source's answer (a field other than their key broke the contract):
-/// in the source's history (ListPlugins, metrics) and, at most once a minute per source, the log.
-fn record_dropped(source: &Source, count: usize, why: &str) {
-    source.health.record_dropped(count, why);
-    if let Some(left_out) = crate::log_limit::admit(&[&source.name, "items_dropped"]) {
-        tracing::warn!(
-            source = %source.name,
-            plugin = %source.plugin,
-            dropped = count,
-            more_like_it = left_out,
-            "items left out of an answer, the rest served: {why}"
-        );
-    }
-}
-
-/// What [`fill`] needs besides the lane.
-struct Fill<'a, 'b> {
-    in_place: Option<&'a InPlace<'b>>,
-    tasks: &'a mut JoinSet<()>,
-    options: &'a EngineOptions,
-}
-
-/// Makes sure the lane has a head item, fetching a batch of up to `want` items when its buffer is
-/// empty. `Ok(false)` when the lane is exhausted or has failed (the failure is recorded on the page).
-async fn fill(
-    lane: &mut Lane,
-    want: usize,
-    page: &mut Page,
-    ctx: Fill<'_, '_>,
-) -> Result<bool, Failure> {
-    let want = u32::try_from(want).unwrap_or(u32::MAX);
-    loop {
-        if !lane.buffer.as_slice().is_empty() {
-            return Ok(true);
-        }
-        if lane.exhausted || lane.failed {
-            return Ok(false);
-        }
-        let received = match &mut lane.fetch {
-            Fetch::InPlace { next } => {
-                let Some(mut call) = next.take() else {
-                    return Ok(false);
-                };
-                // The first call's limit was set with the request; later ones ask for what the
-                // page still lacks (or more, see `refiltered_limit`).
-                call.set_limit(want);
-                let in_place = ctx.in_place.expect("lanes in place have a rescue");
-                let (limit, _) = in_place.budget.for_call();
-                let called = (call.request.limit <= in_place::MAX_IN_PLACE_LIMIT)
-                    .then(|| {
-                        in_place::try_call(
-                            &lane.source,
-                            "list",
-                            in_place.budget.source_timeout,
-                            Instant::now() + limit,
-                            in_place.rescue,
-                            |src| src.imp.list(&call.request),
-                        )
-                    })
-                    .flatten();
-                match called {
-                    Some(result) => {
-                        let result = match result {
-                            RResult::ROk(items) => Ok(items),
-                            RResult::RErr(e) => Err(plugin_error(e)),
-                        };
-                        match answer(&lane.source, call, result) {
-                            Ok(answer) => {
-                                *next = Some(answer.next);
-                                Some(Ok(answer.batch))
-                            }
-                            Err(failure) => Some(Err(failure)),
-                        }
-                    }
-                    None => {
-                        // Not in place this time (no slot, or the source is no longer fast): its
-                        // threads make this call and the lane's later ones.
-                        lane.fetch = Fetch::spawn(ctx.tasks, &lane.source, call, in_place.budget);
-                        continue;
-                    }
-                }
-            }
-            Fetch::Task {
-                in_flight,
-                demand,
-                batches,
-            } => {
-                if !*in_flight {
-                    // An error means the task has ended; its reason, if any, is in the channel.
-                    let _ = demand.send(want).await;
-                    *in_flight = true;
-                }
-                let received = batches.recv().await;
-                *in_flight = false;
-                received
-            }
-        };
-        match received {
-            Some(Ok(batch)) => {
-                page.stats.calls += 1;
-                page.stats.fetched += batch.fetched as u64;
-                lane.exhausted = batch.exhausted;
-                lane.buffer = batch.items.into_iter();
-            }
-            Some(Err(failure)) => return lane_failed(lane, failure, page, ctx.options),
-            None => {
-                let failure = Failure {
-                    source: lane.source.name.clone(),
-                    plugin: lane.source.plugin.clone(),
-                    kind: FailureKind::Plugin(ErrorKind::Internal),
-                    message: "the source's task ended unexpectedly".to_owned(),
-                };
-                return lane_failed(lane, failure, page, ctx.options);
-            }
-        }
-    }
-}
-
-/// Records that the lane's source failed for this page; `Err` with `fail_fast`.
-fn lane_failed(
-    lane: &mut Lane,
-    failure: Failure,
-    page: &mut Page,
-    options: &EngineOptions,
-) -> Result<bool, Failure> {
-    // Once per source, kind and message a minute (a failing source fails every page).
-    if let Some(left_out) =
-        crate::log_limit::admit(&[&failure.source, failure.kind.name(), &failure.message])
-    {
-        if left_out == 0 {
-            tracing::warn!("{failure}");
-        } else {
-            tracing::warn!("{failure} ({left_out} more like it in the last minute)");
-        }
-    }
-    lane.failed = true;
-    if options.fail_fast {
-        return Err(failure);
-    }
-    page.failures.push(failure);
-    Ok(false)
-}
-
-/// One source's task: fetch, check, send; then wait for the next demand.
-async fn feed(
-    source: Arc<Source>,
-    mut call: NextCall,
-    budget: Budget,
-    mut demand: mpsc::Receiver<u32>,
-    batches: mpsc::Sender<Result<Batch, Failure>>,
-) {
-    loop {
-        let answered = match call_list(&source, call, budget).await {
-            Ok((returned, items)) => answer(&source, returned, Ok(items)),
-            Err(failure) => {
-                record_outcome(&source, Err(&failure));
-                Err(Failure {
-                    source: source.name.clone(),
-                    plugin: source.plugin.clone(),
-                    kind: failure.0,
-                    message: failure.1,
-                })
-            }
-        };
-        let answer = match answered {
-            Ok(answer) => answer,
-            Err(failure) => {
-                let _ = batches.send(Err(failure)).await;
-                return;
-            }
-        };
-        let exhausted = answer.batch.exhausted;
-        if batches.send(Ok(answer.batch)).await.is_err() || exhausted {
-            return;
-        }
-        let Some(want) = demand.recv().await else {
-            return;
-        };
-        call = answer.next;
-        call.set_limit(want);
-    }
-}
-
-/// The largest batch asked of a plugin that ignores the filter.
-pub const MAX_REFILTER_BATCH: u32 = 4096;
-
-/// The limit of the next call to a source whose last answer (to `request`) had `fetched` items of
-/// which the host's re-filter `kept` some: twice the last limit when the filter dropped items (up
-/// to [`MAX_REFILTER_BATCH`]), else 0 (no growth).
-fn refiltered_limit(request: &ListRequest, kept: usize, fetched: usize) -> u32 {
-    if request.filter.is_empty() || kept == fetched {
-        return 0;
-    }
-    request.limit.saturating_mul(2).min(MAX_REFILTER_BATCH)
-}
-
-/// Runs one guarded `list` call. The call comes back with the items so that the next call reuses
-/// its request without copying the filter.
-async fn call_list(
-    source: &Arc<Source>,
-    call: NextCall,
-    budget: Budget,
-) -> Result<(NextCall, RVec<Summary>), (FailureKind, String)> {
-    let result = call::call(source, "list", budget, move |src| {
-        let result = src.imp.list(&call.request);
-        (call, result)
-    })
-    .await;
-    match result {
-        Ok((call, RResult::ROk(items))) => Ok((call, items)),
-        Ok((_, RResult::RErr(e))) => Err(plugin_error(e)),
-        Err(e) => Err(call_failure(e)),
-    }
-}
-
-/// The failure kind and message of a plugin's error; an error that itself breaks the contract (a
-/// message too long or not UTF-8) is a contract violation.
-pub fn plugin_error(error: PluginError) -> (FailureKind, String) {
-    match contract::check_error(&error) {
-        Ok(()) => (FailureKind::Plugin(error.kind), error.message.into_string()),
-        Err(v) => (FailureKind::Contract, v.into_message()),
-    }
-}
-
-/// Records in the source's history how a call it answered ended. Refusals without a call
-/// (`unhealthy`, `overloaded`, `starting`) and answers about the request (`not_found`, `invalid_argument`,
-/// `unsupported`) say nothing of the source's health and are left out; timeouts are recorded by
-/// [`crate::call`], on the plugin's own clock.
-pub fn record_outcome(source: &Source, outcome: Result<(), &(FailureKind, String)>) {
-    let counts = |kind: FailureKind| match kind {
-        FailureKind::Contract => true,
-        FailureKind::Plugin(k) => ![
-            ErrorKind::NotFound,
-            ErrorKind::InvalidArgument,
-            ErrorKind::Unsupported,
-            ErrorKind::Starting,
-        ]
-        .contains(&k),
-        FailureKind::Timeout | FailureKind::Unhealthy | FailureKind::Overloaded => false,
-    };
-    match outcome {
-        Ok(()) => source.health.record_outcome(Ok(())),
-        Err((kind, message)) if counts(*kind) => {
-            source.health.record_outcome(Err((kind.name(), message)))
-        }
-        Err(_) => {}
-    }
-}
-
-/// The failure kind and message of a call that produced nothing.
-pub fn call_failure(error: CallError) -> (FailureKind, String) {
-    match error {
-        CallError::Timeout(m) => (FailureKind::Timeout, m),
-        CallError::Unhealthy(m) => (FailureKind::Unhealthy, m),
-        CallError::Overloaded(m) => (FailureKind::Overloaded, m),
-        CallError::Aborted(m) => (FailureKind::Plugin(ErrorKind::Internal), m),
-    }
-}
-
-/// A binary min-heap of lane indices, ordered by each lane's head item under the merged order
-/// `(name, source, identifier)`; lanes are in source-name order, so the index stands in for the
-/// source name. The items stay in their lanes' buffers: only indices move, and each summary moves
-/// once, from its batch into the page.
-struct LaneHeap {
-    lanes: Vec<usize>,
-}
-
-impl LaneHeap {
-    fn with_capacity(n: usize) -> LaneHeap {
-        LaneHeap {
-            lanes: Vec::with_capacity(n),
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.lanes.is_empty()
-    }
-
-    /// Whether lane `a`'s head comes before lane `b`'s.
-    fn before(a: usize, b: usize, lanes: &[Lane]) -> bool {
-        let (x, y) = (
-            &lanes[a].buffer.as_slice()[0],
-            &lanes[b].buffer.as_slice()[0],
-        );
-        x.name
-            .as_bytes()
-            .cmp(y.name.as_bytes())
-            .then(a.cmp(&b))
-            .then_with(|| x.identifier.as_bytes().cmp(y.identifier.as_bytes()))
-            == Ordering::Less
-    }
-
-    /// Adds a lane that has a head item.
-    fn push(&mut self, lane: usize, lanes: &[Lane]) {
-        self.lanes.push(lane);
-        let mut i = self.lanes.len() - 1;
-        while i > 0 {
-            let parent = (i - 1) / 2;
-            if !Self::before(self.lanes[i], self.lanes[parent], lanes) {
-                break;
-            }
-            self.lanes.swap(i, parent);
-            i = parent;
-        }
-    }
-
-    /// Removes and returns the lane with the smallest head item.
-    fn pop(&mut self, lanes: &[Lane]) -> Option<usize> {
-        let last = self.lanes.pop()?;
-        if self.lanes.is_empty() {
-            return Some(last);
-        }
-        let top = std::mem::replace(&mut self.lanes[0], last);
-        let n = self.lanes.len();
-        let mut i = 0;
-        loop {
-            let (l, r) = (2 * i + 1, 2 * i + 2);
-            let mut smallest = i;
-            if l < n && Self::before(self.lanes[l], self.lanes[smallest], lanes) {
-                smallest = l;
-            }
-            if r < n && Self::before(self.lanes[r], self.lanes[smallest], lanes) {
-                smallest = r;
-            }
-            if smallest == i {
-                break;
-            }
-            self.lanes.swap(i, smallest);
-            i = smallest;
-        }
-        Some(top)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1043,7 +470,7 @@ mod tests {
                         filter: Filter::default(),
                         deadline: None,
                     },
-                    &EngineOptions::default(),
+                    &MergeOptions::default(),
                 )
                 .await
                 .unwrap();
@@ -1128,7 +555,7 @@ mod tests {
                 filter: Filter::default(),
                 deadline: None,
             },
-            &EngineOptions::default(),
+            &MergeOptions::default(),
         )
         .await
         .unwrap();

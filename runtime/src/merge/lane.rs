@@ -1,0 +1,428 @@
+//! One source's lane in a page's merge: how it gets its batches (a call in place, or a task on the
+//! source's threads fed by demand), the contract check of each answer, and the next call, which
+//! starts one item back (see [`NextCall`]).
+
+use std::{sync::Arc, time::Instant};
+
+use abi_stable::std_types::{vec::IntoIter as RIntoIter, ROption, RResult, RVec};
+use tokio::{sync::mpsc, task::JoinSet};
+use tributary_plugin_api::{contract, ErrorKind, ListRequest, SeekKey, Summary};
+
+use super::{Failure, FailureKind, InPlace, MergeOptions, Page};
+use crate::call::{self, in_place, Budget, Fault, SourceHandle as Source};
+
+/// The merge's view of one source.
+pub(super) struct Lane {
+    pub(super) source: Arc<Source>,
+    /// The batch being merged, in the plugin's own vector: moving it into a `Vec` would copy it.
+    pub(super) buffer: RIntoIter<Summary>,
+    pub(super) exhausted: bool,
+    pub(super) failed: bool,
+    pub(super) fetch: Fetch,
+}
+
+/// How a lane gets its batches.
+// The request held in place is larger than the channels; boxing it would cost an allocation per
+// source per page, and a page has one lane per source.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Fetch {
+    /// The merge calls the source in place; `next` is the lane's next call.
+    InPlace { next: Option<NextCall> },
+    /// A task calls the source on its threads and sends each batch down a channel.
+    Task {
+        /// A batch has been asked for and not yet received.
+        in_flight: bool,
+        demand: mpsc::Sender<u32>,
+        batches: mpsc::Receiver<Result<Batch, Failure>>,
+    },
+}
+
+impl Fetch {
+    /// Starts the task that makes `request`'s call on the source's threads at once.
+    pub(super) fn spawn(
+        tasks: &mut JoinSet<()>,
+        source: &Arc<Source>,
+        call: NextCall,
+        budget: Budget,
+    ) -> Fetch {
+        let (demand_tx, demand_rx) = mpsc::channel(1);
+        let (batch_tx, batch_rx) = mpsc::channel(1);
+        tasks.spawn(feed(source.clone(), call, budget, demand_rx, batch_tx));
+        Fetch::Task {
+            in_flight: true,
+            demand: demand_tx,
+            batches: batch_rx,
+        }
+    }
+}
+
+pub(super) struct Batch {
+    items: RVec<Summary>,
+    /// Items the plugin returned before the host re-applied the filter.
+    fetched: usize,
+    exhausted: bool,
+}
+
+/// A checked answer: the batch, and the next call, which starts one item back (see [`NextCall`]).
+pub(super) struct Answer {
+    batch: Batch,
+    next: NextCall,
+}
+
+/// A lane's next `list` call. After the first batch a call asks again from the item before the last
+/// one returned, one item more: a source that answers in order must answer that last item first. One
+/// item per batch is the cost; what it buys is a source whose order breaks between two of its
+/// batches (a binary search over unsorted data that lands past items it never served) failing with
+/// `contract_violation` instead of leaving items out unseen.
+pub(super) struct NextCall {
+    request: ListRequest,
+    /// The least the call's limit must be (the limit is set when the call is made; see
+    /// [`refiltered_limit`]); `None` for the lane's first call, whose limit was set with the page.
+    min_limit: Option<u32>,
+    /// The item the answer must start with: the last one of the previous answer.
+    expect_first: Option<SeekKey>,
+}
+
+impl NextCall {
+    pub(super) fn first(request: ListRequest) -> NextCall {
+        NextCall {
+            request,
+            min_limit: None,
+            expect_first: None,
+        }
+    }
+
+    /// Sets the limit of a later call: what the page still lacks (`want`), or more, and the item
+    /// asked again.
+    fn set_limit(&mut self, want: u32) {
+        if let Some(min_limit) = self.min_limit {
+            self.request.limit = want
+                .max(1)
+                .max(min_limit)
+                .saturating_add(u32::from(self.expect_first.is_some()));
+        }
+    }
+}
+
+fn key_of(item: &Summary) -> SeekKey {
+    SeekKey {
+        name: item.name.clone(),
+        identifier: item.identifier.clone(),
+    }
+}
+
+/// Checks a `list` answer to `call` against the contract, re-applies the filter, and records the
+/// outcome in the source's history.
+fn answer(
+    source: &Source,
+    call: NextCall,
+    result: Result<RVec<Summary>, Fault>,
+) -> Result<Answer, Failure> {
+    let NextCall {
+        request,
+        expect_first,
+        ..
+    } = call;
+    let checked = result.and_then(|mut items| {
+        let returned = items.len();
+        // The next call starts from the item before the last one returned (before the request's
+        // own start when only one was), and must answer that last one first.
+        let next_start = match items.len() {
+            0 => None,
+            1 => Some(request.after.clone().into_option()),
+            n => Some(Some(key_of(&items[n - 2]))),
+        };
+        let next_expect = items.last().map(key_of);
+        let raw_first = items.first().map(key_of);
+        if let Some(expected) = &expect_first {
+            if raw_first.as_ref() != Some(expected) {
+                return Err(Fault::contract(order_broken(
+                    &request,
+                    expected,
+                    items.first(),
+                )));
+            }
+        }
+        let dropped = contract::check_list_dropping(&request, &mut items)
+            .map_err(|v| Fault::contract(v.into_message()))?;
+        let mut repeated = 0;
+        if expect_first.is_some() {
+            repeated = 1;
+            // Unless it broke the contract in a field other than its key and was dropped again.
+            if items.first().map(key_of) == raw_first {
+                items.remove(0);
+            }
+        }
+        if let Some(why) = dropped.first {
+            record_dropped(source, dropped.count, why.message());
+        }
+        Ok((items, returned, repeated, next_start, next_expect))
+    });
+    source.record(checked.as_ref().map(|_| ()));
+    let (mut items, returned, repeated, next_start, next_expect) =
+        checked.map_err(|fault| Failure::new(source, fault))?;
+    // Counted as the plugin answered them: a dropped item still moves the listing on.
+    let exhausted = returned < request.limit as usize;
+    let fetched = returned - repeated;
+    if !request.filter.is_empty() {
+        items.retain(|item| request.filter.matches(item));
+    }
+    // A plugin that ignores the filter makes the host drop what does not match: ask it for
+    // twice as many each time (up to MAX_REFILTER_BATCH), so a selective query costs a few
+    // large calls rather than thousands of page-sized ones.
+    let min_limit = refiltered_limit(&request, items.len(), fetched);
+    let mut next = request;
+    let mut expect_first = None;
+    if let Some(start) = next_start {
+        next.after = start.into();
+        expect_first = next_expect;
+    }
+    Ok(Answer {
+        batch: Batch {
+            items,
+            fetched,
+            exhausted,
+        },
+        next: NextCall {
+            request: next,
+            min_limit: Some(min_limit),
+            expect_first,
+        },
+    })
+}
+
+/// The message of an answer that did not start with the item `expected`, asked again.
+fn order_broken(request: &ListRequest, expected: &SeekKey, found: Option<&Summary>) -> String {
+    let asked = match &request.after {
+        ROption::RSome(after) => format!("after {}", show_key(after)),
+        ROption::RNone => "from the start".to_owned(),
+    };
+    let found = match found {
+        Some(item) => format!("with {}", show_key(&key_of(item))),
+        None => "with nothing".to_owned(),
+    };
+    format!(
+        "the order broke between two answers: asked again for the items {asked}, the source \
+         answered {found} where its previous answer ended with {} (is its data sorted by name, \
+         then identifier?)",
+        show_key(expected)
+    )
+}
+
+fn show_key(key: &SeekKey) -> String {
+    format!(
+        "{:?} (identifier {:?})",
+        key.name.as_str(),
+        key.identifier.as_str()
+    )
+}
+
+/// Records items left out of a source's answer (a field other than their key broke the contract):
+/// in the source's history (ListPlugins, metrics) and, at most once a minute per source, the log.
+fn record_dropped(source: &Source, count: usize, why: &str) {
+    source.health.record_dropped(count, why);
+    if let Some(left_out) = crate::log_limit::admit(&[&source.name, "items_dropped"]) {
+        tracing::warn!(
+            source = %source.name,
+            plugin = %source.plugin,
+            dropped = count,
+            more_like_it = left_out,
+            "items left out of an answer, the rest served: {why}"
+        );
+    }
+}
+
+/// What [`fill`] needs besides the lane.
+pub(super) struct Fill<'a, 'b> {
+    pub(super) in_place: Option<&'a InPlace<'b>>,
+    pub(super) tasks: &'a mut JoinSet<()>,
+    pub(super) options: &'a MergeOptions,
+}
+
+/// Makes sure the lane has a head item, fetching a batch of up to `want` items when its buffer is
+/// empty. `Ok(false)` when the lane is exhausted or has failed (the failure is recorded on the page).
+pub(super) async fn fill(
+    lane: &mut Lane,
+    want: usize,
+    page: &mut Page,
+    ctx: Fill<'_, '_>,
+) -> Result<bool, Failure> {
+    let want = u32::try_from(want).unwrap_or(u32::MAX);
+    loop {
+        if !lane.buffer.as_slice().is_empty() {
+            return Ok(true);
+        }
+        if lane.exhausted || lane.failed {
+            return Ok(false);
+        }
+        let received = match &mut lane.fetch {
+            Fetch::InPlace { next } => {
+                let Some(mut call) = next.take() else {
+                    return Ok(false);
+                };
+                // The first call's limit was set with the request; later ones ask for what the
+                // page still lacks (or more, see `refiltered_limit`).
+                call.set_limit(want);
+                let in_place = ctx.in_place.expect("lanes in place have a rescue");
+                let (limit, _) = in_place.budget.for_call();
+                let called = (call.request.limit <= in_place::MAX_IN_PLACE_LIMIT)
+                    .then(|| {
+                        in_place::try_call(
+                            &lane.source,
+                            "list",
+                            in_place.budget.source_timeout,
+                            Instant::now() + limit,
+                            in_place.rescue,
+                            |src| src.imp.list(&call.request),
+                        )
+                    })
+                    .flatten();
+                match called {
+                    Some(result) => {
+                        let result = match result {
+                            RResult::ROk(items) => Ok(items),
+                            RResult::RErr(e) => Err(Fault::from_plugin(e)),
+                        };
+                        match answer(&lane.source, call, result) {
+                            Ok(answer) => {
+                                *next = Some(answer.next);
+                                Some(Ok(answer.batch))
+                            }
+                            Err(failure) => Some(Err(failure)),
+                        }
+                    }
+                    None => {
+                        // Not in place this time (no slot, or the source is no longer fast): its
+                        // threads make this call and the lane's later ones.
+                        lane.fetch = Fetch::spawn(ctx.tasks, &lane.source, call, in_place.budget);
+                        continue;
+                    }
+                }
+            }
+            Fetch::Task {
+                in_flight,
+                demand,
+                batches,
+            } => {
+                if !*in_flight {
+                    // An error means the task has ended; its reason, if any, is in the channel.
+                    let _ = demand.send(want).await;
+                    *in_flight = true;
+                }
+                let received = batches.recv().await;
+                *in_flight = false;
+                received
+            }
+        };
+        match received {
+            Some(Ok(batch)) => {
+                page.stats.calls += 1;
+                page.stats.fetched += batch.fetched as u64;
+                lane.exhausted = batch.exhausted;
+                lane.buffer = batch.items.into_iter();
+            }
+            Some(Err(failure)) => return lane_failed(lane, failure, page, ctx.options),
+            None => {
+                let failure = Failure {
+                    source: lane.source.name.clone(),
+                    plugin: lane.source.plugin.clone(),
+                    kind: FailureKind::Plugin(ErrorKind::Internal),
+                    message: "the source's task ended unexpectedly".to_owned(),
+                };
+                return lane_failed(lane, failure, page, ctx.options);
+            }
+        }
+    }
+}
+
+/// Records that the lane's source failed for this page; `Err` with `fail_fast`.
+fn lane_failed(
+    lane: &mut Lane,
+    failure: Failure,
+    page: &mut Page,
+    options: &MergeOptions,
+) -> Result<bool, Failure> {
+    // Once per source, kind and message a minute (a failing source fails every page).
+    if let Some(left_out) =
+        crate::log_limit::admit(&[&failure.source, failure.kind.name(), &failure.message])
+    {
+        if left_out == 0 {
+            tracing::warn!("{failure}");
+        } else {
+            tracing::warn!("{failure} ({left_out} more like it in the last minute)");
+        }
+    }
+    lane.failed = true;
+    if options.fail_fast {
+        return Err(failure);
+    }
+    page.failures.push(failure);
+    Ok(false)
+}
+
+/// One source's task: fetch, check, send; then wait for the next demand.
+async fn feed(
+    source: Arc<Source>,
+    mut call: NextCall,
+    budget: Budget,
+    mut demand: mpsc::Receiver<u32>,
+    batches: mpsc::Sender<Result<Batch, Failure>>,
+) {
+    loop {
+        let answered = match call_list(&source, call, budget).await {
+            Ok((returned, items)) => answer(&source, returned, Ok(items)),
+            Err(fault) => {
+                source.record(Err(&fault));
+                Err(Failure::new(&source, fault))
+            }
+        };
+        let answer = match answered {
+            Ok(answer) => answer,
+            Err(failure) => {
+                let _ = batches.send(Err(failure)).await;
+                return;
+            }
+        };
+        let exhausted = answer.batch.exhausted;
+        if batches.send(Ok(answer.batch)).await.is_err() || exhausted {
+            return;
+        }
+        let Some(want) = demand.recv().await else {
+            return;
+        };
+        call = answer.next;
+        call.set_limit(want);
+    }
+}
+
+/// The largest batch asked of a plugin that ignores the filter.
+pub const MAX_REFILTER_BATCH: u32 = 4096;
+
+/// The limit of the next call to a source whose last answer (to `request`) had `fetched` items of
+/// which the host's re-filter `kept` some: twice the last limit when the filter dropped items (up
+/// to [`MAX_REFILTER_BATCH`]), else 0 (no growth).
+fn refiltered_limit(request: &ListRequest, kept: usize, fetched: usize) -> u32 {
+    if request.filter.is_empty() || kept == fetched {
+        return 0;
+    }
+    request.limit.saturating_mul(2).min(MAX_REFILTER_BATCH)
+}
+
+/// Runs one guarded `list` call. The call comes back with the items so that the next call reuses
+/// its request without copying the filter.
+async fn call_list(
+    source: &Arc<Source>,
+    call: NextCall,
+    budget: Budget,
+) -> Result<(NextCall, RVec<Summary>), Fault> {
+    let result = call::call(source, "list", budget, move |src| {
+        let result = src.imp.list(&call.request);
+        (call, result)
+    })
+    .await;
+    match result {
+        Ok((call, RResult::ROk(items))) => Ok((call, items)),
+        Ok((_, RResult::RErr(e))) => Err(Fault::from_plugin(e)),
+        Err(e) => Err(e.into()),
+    }
+}
