@@ -243,11 +243,7 @@ where
                 Box::pin(self.inner.call(request))
             }
             None => {
-                let grpc = request
-                    .headers()
-                    .get(http::header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|v| v.starts_with("application/grpc"));
+                let grpc = crate::status::Framing::of(request.headers()).is_grpc();
                 Box::pin(std::future::ready(Ok(unauthenticated(grpc))))
             }
         }

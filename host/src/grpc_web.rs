@@ -42,11 +42,7 @@ pub struct GrpcWebService<S> {
 
 /// Whether `request` is gRPC-web (any of its four content types).
 fn is_grpc_web<B>(request: &http::Request<B>) -> bool {
-    request
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc-web"))
+    crate::status::Framing::of(request.headers()) == crate::status::Framing::GrpcWeb
 }
 
 // tonic hands every layer an `http::Request<tonic::body::Body>`.

@@ -316,11 +316,7 @@ async fn readyz(State(rest): State<Rest>) -> http::Response<Body> {
 
 /// Any other path: gRPC's UNIMPLEMENTED for gRPC callers, a JSON 404 otherwise.
 pub async fn fallback(request: Request) -> http::Response<Body> {
-    let grpc = request
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"));
+    let grpc = crate::status::Framing::of(request.headers()).is_grpc();
     let path = request.uri().path();
     if grpc {
         let (parts, ()) = tonic::Status::unimplemented(format!("unknown method {path}"))

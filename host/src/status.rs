@@ -11,6 +11,40 @@ use tributary_runtime::{
     merge::Failure,
 };
 
+/// How a request is framed, by its content type: the one test gRPC, gRPC-web, REST, auth and
+/// metrics share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// `application/grpc`, `application/grpc+proto`, ...
+    Grpc,
+    /// `application/grpc-web`, `application/grpc-web-text`, and their `+proto` forms.
+    GrpcWeb,
+    /// Anything else: REST, the web page, the probes.
+    Http,
+}
+
+impl Framing {
+    /// The framing of a request with these headers.
+    pub fn of(headers: &http::HeaderMap) -> Framing {
+        let content_type = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if content_type.starts_with("application/grpc-web") {
+            Framing::GrpcWeb
+        } else if content_type.starts_with("application/grpc") {
+            Framing::Grpc
+        } else {
+            Framing::Http
+        }
+    }
+
+    /// gRPC or gRPC-web: a caller that expects its errors as gRPC statuses.
+    pub fn is_grpc(self) -> bool {
+        self != Framing::Http
+    }
+}
+
 /// The HTTP status of a gRPC code (the `google.rpc.Code` mapping).
 pub fn http_status(code: Code) -> http::StatusCode {
     use http::StatusCode as S;

@@ -10,12 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use abi_stable::std_types::{RResult, RStr};
-use sha2::{Digest, Sha256};
 use tributary_plugin_api::{
     capabilities,
     conformance::{self, Ffi, Options},
-    BASE_DIR_KEY, INTERFACE_VERSION,
+    INTERFACE_VERSION,
 };
 
 use crate::{context, loader};
@@ -53,9 +51,7 @@ pub fn run(request: &CheckRequest) -> CheckOutcome {
     let _ = writeln!(out, "library:      {}", request.library.display());
     match std::fs::read(&request.library) {
         Ok(bytes) => {
-            let digest = Sha256::digest(&bytes);
-            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-            let _ = writeln!(out, "sha256:       {hex}");
+            let _ = writeln!(out, "sha256:       {}", loader::sha256_hex(&bytes));
         }
         Err(e) => return fail(out, &format!("cannot read the file: {e}")),
     }
@@ -103,19 +99,12 @@ pub fn run(request: &CheckRequest) -> CheckOutcome {
         .source_name
         .clone()
         .unwrap_or_else(|| meta.name.clone());
-    let mut config = request.config.clone();
-    config
-        .entry(BASE_DIR_KEY.to_owned())
-        .or_insert_with(|| request.base_dir.to_string_lossy().into_owned().into());
-    let text = serde_json::Value::Object(config).to_string();
-    let context = context::context(&source_name, &request.base_dir, request.call_timeout);
-    let Some(module) = plugin.module else {
-        return fail(out, "the library was not opened in this process");
-    };
-    let source = match (module.new_source())(&context, RStr::from_str(&text)) {
-        RResult::ROk(source) => source,
-        RResult::RErr(e) => return fail(out, &format!("the source could not be built: {e}")),
-    };
+    let text = loader::source_config_text(&request.config, &request.base_dir);
+    let source =
+        match plugin.new_source(&source_name, &text, &request.base_dir, request.call_timeout) {
+            Ok(source) => source,
+            Err(e) => return fail(out, &format!("the source could not be built: {e}")),
+        };
     let _ = writeln!(out, "source:       {source_name} (built)");
     let _ = writeln!(out, "conformance:");
     // The kit's calls run on this thread; the plugin sees this deadline through `Host::time_left`.

@@ -46,6 +46,43 @@ pub struct LoadedPlugin {
     pub module: Option<PluginMod_Ref>,
 }
 
+impl LoadedPlugin {
+    /// Builds a source of this plugin in this process: the one constructor the registry, the
+    /// runner of an isolated source and `tributary plugin check` all use. `config_text` is the
+    /// source's JSON configuration (see [`source_config_text`]); the source is told its name, the
+    /// folder relative paths resolve against and how long a call may take.
+    pub fn new_source(
+        &self,
+        source_name: &str,
+        config_text: &str,
+        base_dir: &Path,
+        call_timeout: std::time::Duration,
+    ) -> Result<tributary_plugin_api::SourceBox, tributary_plugin_api::PluginError> {
+        let Some(module) = self.module else {
+            return Err(tributary_plugin_api::PluginError::internal(format!(
+                "plugin {:?} was only inspected in a child process, not opened in this one",
+                self.meta.name
+            )));
+        };
+        let context = crate::context::context(source_name, base_dir, call_timeout);
+        (module.new_source())(&context, abi_stable::std_types::RStr::from_str(config_text))
+            .into_result()
+    }
+}
+
+/// A source's JSON configuration as its plugin receives it: the `[[source]]`'s `config` table with
+/// the host's `$base_dir` key added (unless the table sets it).
+pub fn source_config_text(
+    config: &serde_json::Map<String, serde_json::Value>,
+    base_dir: &Path,
+) -> String {
+    let mut config = config.clone();
+    config
+        .entry(tributary_plugin_api::BASE_DIR_KEY.to_owned())
+        .or_insert_with(|| base_dir.to_string_lossy().into_owned().into());
+    serde_json::Value::Object(config).to_string()
+}
+
 /// Which libraries are checked in a child process instead of this one (see [`inspect`]): all of
 /// them; then only those whose plugin an in-process source names are opened here.
 #[derive(Debug, Clone)]
@@ -416,7 +453,7 @@ fn private_copy(bytes: &[u8], name: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(format!("/proc/self/fd/{fd}")))
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(bytes)
         .iter()

@@ -7,8 +7,7 @@
 
 use std::{path::PathBuf, sync::Arc};
 
-use abi_stable::std_types::RStr;
-use tributary_plugin_api::{PluginError, BASE_DIR_KEY};
+use tributary_plugin_api::PluginError;
 
 use crate::{
     call::SourceHandle,
@@ -448,24 +447,13 @@ fn construct(
     sc: &SourceConfig,
     config: &Config,
 ) -> Result<Arc<SourceHandle>, PluginError> {
-    let mut json = sc.config.clone();
-    json.entry(BASE_DIR_KEY.to_owned()).or_insert_with(|| {
-        serde_json::Value::String(config.base_dir.to_string_lossy().into_owned())
-    });
-    let text = serde_json::Value::Object(json).to_string();
-    let context = crate::context::context(&sc.name, &config.base_dir, config.source_timeout);
+    let text = loader::source_config_text(&sc.config, &config.base_dir);
     let built = match &sc.isolation {
         Some(isolation) => crate::isolation::start_for(plugin, sha256, sc, isolation, config, text)
             .map(|(imp, runner)| (imp, Some(runner))),
-        None => match plugin.module {
-            Some(module) => (module.new_source())(&context, RStr::from_str(&text))
-                .into_result()
-                .map(|imp| (imp, None)),
-            None => Err(PluginError::internal(format!(
-                "plugin {:?} was only inspected in a child process, not opened in the server",
-                plugin.meta.name
-            ))),
-        },
+        None => plugin
+            .new_source(&sc.name, &text, &config.base_dir, config.source_timeout)
+            .map(|imp| (imp, None)),
     };
     let (imp, runner) = built?;
     let mut source =

@@ -229,20 +229,12 @@ fn build(
             loaded.meta.name
         )));
     }
-    let context = crate::context::context(
+    loaded.new_source(
         &start.source_name,
+        &start.config,
         std::path::Path::new(&start.base_dir),
         std::time::Duration::from_millis(start.source_timeout_ms),
-    );
-    let Some(module) = loaded.module else {
-        return Err(PluginError::internal(
-            "the library was not opened in the runner",
-        ));
-    };
-    match (module.new_source())(&context, RStr::from_str(&start.config)) {
-        RResult::ROk(source) => Ok(source),
-        RResult::RErr(e) => Err(e),
-    }
+    )
 }
 
 fn answer(source: &SourceBox, request: pb::Request) -> pb::Response {
