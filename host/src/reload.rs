@@ -305,6 +305,15 @@ pub fn restart_keys(running: &Config, new: &Config) -> Vec<&'static str> {
         a.handshake_timeout != b.handshake_timeout,
     );
     check("idle_timeout_ms", a.idle_timeout != b.idle_timeout);
+    check("stall_timeout_ms", a.stall_timeout != b.stall_timeout);
+    check(
+        "request_body_timeout_ms",
+        a.request_body_timeout != b.request_body_timeout,
+    );
+    check(
+        "max_streams_per_connection",
+        a.max_streams_per_connection != b.max_streams_per_connection,
+    );
     check("max_page_bytes", a.max_page_bytes != b.max_page_bytes);
     check(
         "max_requests_in_flight",
@@ -331,6 +340,7 @@ pub fn restart_keys(running: &Config, new: &Config) -> Vec<&'static str> {
         "max_retired_libraries",
         a.max_retired_libraries != b.max_retired_libraries,
     );
+    check("start_degraded", a.start_degraded != b.start_degraded);
     keys
 }
 
@@ -551,4 +561,300 @@ pub fn unix_seconds(at: std::time::SystemTime) -> i64 {
     at.duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tributary_plugin_api::{
+        ffi::source_box, Detail, ListRequest, PackageSource, PluginError, Summary,
+    };
+    use tributary_runtime::{
+        call::SourceHandle,
+        loader::{LoadedPlugin, PluginFile, PluginMeta},
+        registry::SourceEntry,
+    };
+
+    fn parse(text: &str) -> Config {
+        Config::parse(
+            &format!("plugin_dir = \"plugins\"\n{text}\n"),
+            Path::new("test.toml"),
+            Path::new("/etc/tributary"),
+            &Overrides::default(),
+        )
+        .unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    /// Every key of the configuration file but the ones a reload applies, with a value other than
+    /// its default.
+    const RESTART_KEYS: &[(&str, &str)] = &[
+        ("listen", "listen = \"127.0.0.1:7001\""),
+        ("metrics_listen", "metrics_listen = \"127.0.0.1:7002\""),
+        (
+            "tls",
+            "[tls]\ncert_file = \"cert.pem\"\nkey_file = \"key.pem\"",
+        ),
+        (
+            "auth",
+            "[auth]\n[[auth.identity]]\nname = \"ops\"\nsources = [\"*\"]",
+        ),
+        ("log_level", "log_level = \"debug\""),
+        ("on_source_error", "on_source_error = \"fail\""),
+        ("source_timeout_ms", "source_timeout_ms = 1234"),
+        ("request_timeout_ms", "request_timeout_ms = 1234"),
+        ("handshake_timeout_ms", "handshake_timeout_ms = 1234"),
+        ("idle_timeout_ms", "idle_timeout_ms = 1234"),
+        ("stall_timeout_ms", "stall_timeout_ms = 1234"),
+        ("request_body_timeout_ms", "request_body_timeout_ms = 1234"),
+        (
+            "max_streams_per_connection",
+            "max_streams_per_connection = 7",
+        ),
+        ("max_page_bytes", "max_page_bytes = 2000000"),
+        ("max_requests_in_flight", "max_requests_in_flight = 7"),
+        ("request_queue_ms", "request_queue_ms = 1234"),
+        ("max_searches_in_flight", "max_searches_in_flight = 7"),
+        ("max_connections", "max_connections = 7"),
+        (
+            "cors_allowed_origins",
+            "cors_allowed_origins = [\"https://example.com\"]",
+        ),
+        ("web_ui", "web_ui = false"),
+        ("inline_calls", "inline_calls = false"),
+        ("watch", "watch = false"),
+        ("reload_debounce_ms", "reload_debounce_ms = 1234"),
+        ("max_retired_libraries", "max_retired_libraries = 7"),
+        ("start_degraded", "start_degraded = true"),
+    ];
+
+    #[test]
+    fn each_key_that_needs_a_restart_is_named() {
+        let running = parse("");
+        assert_eq!(restart_keys(&running, &running), Vec::<&str>::new());
+        for (key, line) in RESTART_KEYS {
+            assert_eq!(restart_keys(&running, &parse(line)), [*key], "{line}");
+            assert_eq!(
+                restart_keys(&parse(line), &running),
+                [*key],
+                "back from {line}"
+            );
+        }
+        // Several at once, in the order above.
+        let lines: Vec<&str> = RESTART_KEYS.iter().map(|(_, line)| *line).collect();
+        // Tables last: a key below a table header would belong to it.
+        let (tables, keys): (Vec<&str>, Vec<&str>) =
+            lines.into_iter().partition(|l| l.starts_with('['));
+        let all = parse(&[keys, tables].concat().join("\n"));
+        let mut named = restart_keys(&running, &all);
+        named.sort_unstable();
+        let mut expected: Vec<&str> = RESTART_KEYS.iter().map(|(key, _)| *key).collect();
+        expected.sort_unstable();
+        assert_eq!(named, expected);
+    }
+
+    #[test]
+    fn sources_and_call_limits_take_effect_without_a_restart() {
+        let running = parse("");
+        for line in [
+            "[[source]]\nname = \"one\"\nplugin = \"catalog\"",
+            "[[source]]\nname = \"one\"\nplugin = \"catalog\"\nisolation = \"process\"",
+            "max_calls_per_source = 3",
+            "unhealthy_backoff_ms = 1234",
+            "allow_insecure_plugin_dir = true",
+        ] {
+            let new = parse(line);
+            assert!(
+                format!("{running:?}") != format!("{new:?}"),
+                "{line} changes the configuration"
+            );
+            assert_eq!(restart_keys(&running, &new), Vec::<&str>::new(), "{line}");
+        }
+        // A new plugin directory is refused by the reload, not listed.
+        let moved = Config {
+            plugin_dir: PathBuf::from("/elsewhere"),
+            ..running.clone()
+        };
+        assert_eq!(restart_keys(&running, &moved), Vec::<&str>::new());
+    }
+
+    struct Empty;
+
+    impl PackageSource for Empty {
+        fn list(&self, _: &ListRequest) -> Result<Vec<Summary>, PluginError> {
+            Ok(Vec::new())
+        }
+        fn detail(&self, identifier: &str) -> Result<Detail, PluginError> {
+            Err(PluginError::not_found(identifier))
+        }
+    }
+
+    fn meta(name: &str, version: &str) -> PluginMeta {
+        PluginMeta {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            description: String::new(),
+            interface: tributary_plugin_api::INTERFACE_VERSION,
+            capabilities: Vec::new(),
+        }
+    }
+
+    /// The library `/plugins/<file>` holding plugin `name` `version`.
+    fn library(file: &str, sha256: &str, name: &str, version: &str) -> PluginFile {
+        let path = PathBuf::from("/plugins").join(file);
+        PluginFile {
+            path: path.clone(),
+            sha256: sha256.to_owned(),
+            meta: Some(meta(name, version)),
+            outcome: Ok(LoadedPlugin {
+                meta: meta(name, version),
+                path,
+                module: None,
+            }),
+            loaded_at: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    fn rejected(file: &str, sha256: &str, reason: &str) -> PluginFile {
+        PluginFile {
+            path: PathBuf::from("/plugins").join(file),
+            sha256: sha256.to_owned(),
+            meta: None,
+            outcome: Err(reason.to_owned()),
+            loaded_at: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    fn ready(name: &str) -> Result<Arc<SourceHandle>, PluginError> {
+        Ok(Arc::new(SourceHandle::new(
+            name,
+            "alpha",
+            source_box(Empty),
+        )))
+    }
+
+    fn generation(
+        number: u64,
+        files: Vec<PluginFile>,
+        sources: Vec<(&str, &Result<Arc<SourceHandle>, PluginError>)>,
+    ) -> Generation {
+        let mut sources: Vec<SourceEntry> = sources
+            .into_iter()
+            .map(|(name, state)| SourceEntry {
+                name: name.to_owned(),
+                plugin: "alpha".to_owned(),
+                state: state.clone(),
+                built_from: None,
+            })
+            .collect();
+        sources.sort_by(|a, b| a.name.cmp(&b.name));
+        Generation::new(
+            number,
+            Arc::new(Registry {
+                plugin_dir: PathBuf::from("/plugins"),
+                files,
+                sources,
+            }),
+        )
+    }
+
+    #[test]
+    fn a_summary_names_what_changed() {
+        let kept = ready("kept");
+        let down = Err(PluginError::unavailable("down"));
+        let old = generation(
+            4,
+            vec![
+                library("libalpha.so", "a1", "alpha", "1.0.0"),
+                library("libbeta.so", "b1", "beta", "1.0.0"),
+                library("libgamma.so", "g1", "gamma", "1.0.0"),
+                rejected("libbad.so", "x1", "not a plugin"),
+            ],
+            vec![
+                ("kept", &kept),
+                ("changed", &ready("changed")),
+                ("still-down", &down),
+                ("down-otherwise", &down),
+                ("recovered", &down),
+                ("removed", &ready("removed")),
+            ],
+        );
+        let new = generation(
+            5,
+            vec![
+                library("libalpha.so", "a2", "alpha", "2.0.0"),
+                library("libbeta.so", "b1", "beta", "1.0.0"),
+                library("libdelta.so", "d1", "delta", "0.1.0"),
+                rejected("libbad.so", "x1", "not a plugin"),
+                rejected("libworse.so", "y1", "interface 2.0 is not supported"),
+            ],
+            vec![
+                ("kept", &kept),
+                ("changed", &ready("changed")),
+                ("still-down", &Err(PluginError::unavailable("down"))),
+                ("down-otherwise", &Err(PluginError::unavailable("gone"))),
+                ("recovered", &ready("recovered")),
+                ("added", &ready("added")),
+            ],
+        );
+        assert_eq!(
+            summarize(&old, &new),
+            ReloadSummary {
+                generation: 5,
+                added_libraries: vec!["delta 0.1.0 (/plugins/libdelta.so)".into()],
+                replaced_libraries: vec!["alpha 1.0.0 -> 2.0.0 (/plugins/libalpha.so)".into()],
+                removed_libraries: vec!["gamma 1.0.0 (/plugins/libgamma.so)".into()],
+                rejected_libraries: vec![
+                    "/plugins/libworse.so: interface 2.0 is not supported".into()
+                ],
+                added_sources: vec!["added".into()],
+                changed_sources: vec![
+                    "changed".into(),
+                    "down-otherwise".into(),
+                    "recovered".into()
+                ],
+                removed_sources: vec!["removed".into()],
+                restart_needed: Vec::new(),
+            }
+        );
+    }
+
+    #[test]
+    fn a_rejected_new_version_is_named_and_replaces_nothing() {
+        let one = ready("one");
+        let old = generation(
+            1,
+            vec![library("libalpha.so", "a1", "alpha", "1.0.0")],
+            vec![("one", &one)],
+        );
+        let reason = "interface 2.0 is not supported; the previous version (alpha 1.0.0, sha256 a1) keeps serving";
+        let new = generation(
+            2,
+            vec![
+                library("libalpha.so", "a1", "alpha", "1.0.0"),
+                rejected("libalpha.so", "a2", reason),
+            ],
+            vec![("one", &one)],
+        );
+        let summary = summarize(&old, &new);
+        assert_eq!(
+            summary,
+            ReloadSummary {
+                generation: 2,
+                rejected_libraries: vec![format!("/plugins/libalpha.so: {reason}")],
+                ..ReloadSummary::default()
+            }
+        );
+        assert!(!summary.is_empty());
+        // The same rejected file at the next reload is not news.
+        let next = generation(3, new.registry.files.clone(), vec![("one", &one)]);
+        let summary = summarize(&new, &next);
+        assert_eq!(
+            summary,
+            ReloadSummary {
+                generation: 3,
+                ..ReloadSummary::default()
+            }
+        );
+        assert!(summary.is_empty());
+    }
 }

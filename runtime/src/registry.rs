@@ -127,12 +127,22 @@ impl Registry {
                 return Err(StartError::InsecurePluginDir(reason));
             }
         }
-        let mut files = loader::load_all_with(
+        let files = loader::load_all_with(
             &paths,
             config.strict_permissions,
             &previous.files,
             inspection(config).as_ref(),
         );
+        Registry::reload_with(config, files, previous)
+    }
+
+    /// [`Registry::reload`] once the plugin directory has been loaded again: `files` as the loader
+    /// found them (a library whose bytes `previous` holds is its file, not loaded again).
+    fn reload_with(
+        config: &Config,
+        mut files: Vec<PluginFile>,
+        previous: &Registry,
+    ) -> Result<Registry, StartError> {
         for old in previous.files.iter().filter(|f| f.outcome.is_ok()) {
             let Some(meta) = &old.meta else { continue };
             let still_loaded = files
@@ -460,4 +470,371 @@ fn construct(
         SourceHandle::with_limits(&sc.name, &plugin.meta.name, imp, config.call_limits);
     source.runner = runner;
     Ok(Arc::new(source))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The reload bookkeeping over plugins linked into the test binary: each is the root module a
+    //! library exports ([`tributary_plugin_api::ffi::root_module`]), described by hand-made
+    //! [`PluginFile`]s as the loader would after reading the plugin directory.
+
+    use std::time::SystemTime;
+
+    use tributary_plugin_api::{
+        ffi::root_module, Detail, Host, ListRequest, PackageSource, Plugin, PluginMod_Ref, Summary,
+    };
+
+    use super::*;
+    use crate::loader::PluginMeta;
+
+    struct Empty;
+
+    impl PackageSource for Empty {
+        fn list(&self, _: &ListRequest) -> Result<Vec<Summary>, PluginError> {
+            Ok(Vec::new())
+        }
+        fn detail(&self, identifier: &str) -> Result<Detail, PluginError> {
+            Err(PluginError::not_found(identifier))
+        }
+    }
+
+    /// `alpha` 1.0.0: builds a source unless its configuration says `"fail": true`.
+    struct Alpha;
+
+    impl Plugin for Alpha {
+        const NAME: &'static str = "alpha";
+        const VERSION: &'static str = "1.0.0";
+        const DESCRIPTION: &'static str = "test plugin";
+        type Source = Empty;
+        fn new_source(_: Host, config: &str) -> Result<Empty, PluginError> {
+            let config: serde_json::Value = serde_json::from_str(config).unwrap();
+            match config.get("fail") {
+                Some(serde_json::Value::Bool(true)) => {
+                    Err(PluginError::invalid_config("key `fail`: asked to"))
+                }
+                _ => Ok(Empty),
+            }
+        }
+    }
+
+    /// `alpha` 2.0.0, which builds no source.
+    struct AlphaBroken;
+
+    impl Plugin for AlphaBroken {
+        const NAME: &'static str = "alpha";
+        const VERSION: &'static str = "2.0.0";
+        const DESCRIPTION: &'static str = "test plugin";
+        type Source = Empty;
+        fn new_source(_: Host, _: &str) -> Result<Empty, PluginError> {
+            Err(PluginError::internal("alpha 2.0.0 builds no source"))
+        }
+    }
+
+    /// `beta`, whatever its version: builds every source.
+    struct Beta;
+
+    impl Plugin for Beta {
+        const NAME: &'static str = "beta";
+        const VERSION: &'static str = "1.0.0";
+        const DESCRIPTION: &'static str = "test plugin";
+        type Source = Empty;
+        fn new_source(_: Host, _: &str) -> Result<Empty, PluginError> {
+            Ok(Empty)
+        }
+    }
+
+    const ALPHA_1: &str = "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1";
+    const ALPHA_2: &str = "a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2";
+    const BETA_1: &str = "b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1";
+    const BETA_2: &str = "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2";
+
+    fn meta(name: &str, version: &str) -> PluginMeta {
+        PluginMeta {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            description: "test plugin".to_owned(),
+            interface: tributary_plugin_api::INTERFACE_VERSION,
+            capabilities: Vec::new(),
+        }
+    }
+
+    fn path(name: &str) -> PathBuf {
+        PathBuf::from(format!("/plugins/lib{name}.so"))
+    }
+
+    /// The file `lib<file>.so` holding `module` (plugin `name` `version`), loaded at `at` seconds.
+    fn loaded(
+        file: &str,
+        sha256: &str,
+        (name, version): (&str, &str),
+        module: PluginMod_Ref,
+        at: u64,
+    ) -> PluginFile {
+        PluginFile {
+            path: path(file),
+            sha256: sha256.to_owned(),
+            meta: Some(meta(name, version)),
+            outcome: Ok(LoadedPlugin {
+                meta: meta(name, version),
+                path: path(file),
+                module: Some(module),
+            }),
+            loaded_at: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(at),
+        }
+    }
+
+    fn alpha_1() -> PluginFile {
+        loaded(
+            "alpha",
+            ALPHA_1,
+            ("alpha", "1.0.0"),
+            root_module::<Alpha>(),
+            1,
+        )
+    }
+
+    fn beta_1() -> PluginFile {
+        loaded("beta", BETA_1, ("beta", "1.0.0"), root_module::<Beta>(), 1)
+    }
+
+    fn source(name: &str, plugin: &str, config: serde_json::Value) -> SourceConfig {
+        SourceConfig {
+            name: name.to_owned(),
+            plugin: plugin.to_owned(),
+            config: config.as_object().cloned().unwrap(),
+            isolation: None,
+        }
+    }
+
+    fn config(sources: Vec<SourceConfig>) -> Config {
+        Config {
+            plugin_dir: PathBuf::from("/plugins"),
+            sources,
+            ..Config::default()
+        }
+    }
+
+    fn handle<'a>(registry: &'a Registry, name: &str) -> &'a Arc<SourceHandle> {
+        match &registry.source(name).expect("the source is listed").state {
+            Ok(handle) => handle,
+            Err(e) => panic!("source {name} failed: {e}"),
+        }
+    }
+
+    fn same(a: &Registry, b: &Registry, name: &str) -> bool {
+        Arc::ptr_eq(handle(a, name), handle(b, name))
+    }
+
+    fn names(registry: &Registry) -> Vec<&str> {
+        registry.sources.iter().map(|s| s.name.as_str()).collect()
+    }
+
+    /// (file name, sha256, the reason it was rejected) of each file, in order.
+    fn files(registry: &Registry) -> Vec<(String, &str, Option<&str>)> {
+        registry
+            .files
+            .iter()
+            .map(|f| {
+                (
+                    f.path.file_name().unwrap().to_string_lossy().into_owned(),
+                    f.sha256.as_str(),
+                    f.outcome.as_ref().err().map(String::as_str),
+                )
+            })
+            .collect()
+    }
+
+    fn failure(registry: &Registry, name: &str) -> String {
+        match &registry.source(name).expect("the source is listed").state {
+            Ok(_) => panic!("source {name} was built"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_reload_keeps_what_did_not_change_and_rebuilds_what_did() {
+        let before = config(vec![
+            source("one", "alpha", serde_json::json!({"n": 1})),
+            source("two", "alpha", serde_json::json!({"n": 2})),
+            source("three", "beta", serde_json::json!({})),
+            source("gone", "beta", serde_json::json!({})),
+        ]);
+        let first = Registry::build(&before, vec![alpha_1(), beta_1()]).unwrap();
+        assert_eq!(names(&first), ["gone", "one", "three", "two"]);
+
+        // Nothing changed: every source is kept as it is.
+        let again = Registry::reload_with(&before, first.files.clone(), &first).unwrap();
+        for name in ["gone", "one", "three", "two"] {
+            assert!(same(&first, &again, name), "{name}");
+        }
+        drop(again);
+
+        // `two`'s table changed, `beta` has a new version, `gone` is no longer configured and
+        // `new` is.
+        let after = config(vec![
+            source("one", "alpha", serde_json::json!({"n": 1})),
+            source("two", "alpha", serde_json::json!({"n": 3})),
+            source("three", "beta", serde_json::json!({})),
+            source("new", "alpha", serde_json::json!({})),
+        ]);
+        let beta_2 = loaded("beta", BETA_2, ("beta", "1.1.0"), root_module::<Beta>(), 2);
+        let gone = Arc::downgrade(handle(&first, "gone"));
+        let second = Registry::reload_with(&after, vec![alpha_1(), beta_2], &first).unwrap();
+        assert_eq!(names(&second), ["new", "one", "three", "two"]);
+        assert!(same(&first, &second, "one"), "unchanged: kept");
+        assert!(
+            !same(&first, &second, "two"),
+            "its table changed: built anew"
+        );
+        assert!(
+            !same(&first, &second, "three"),
+            "its library changed: built anew"
+        );
+        let built_from = |name| {
+            let (table, sha) = second.source(name).unwrap().built_from.clone().unwrap();
+            (table.config, sha)
+        };
+        assert_eq!(
+            built_from("two"),
+            (
+                serde_json::json!({"n": 3}).as_object().cloned().unwrap(),
+                ALPHA_1.to_owned()
+            )
+        );
+        assert_eq!(built_from("three").1, BETA_2);
+        assert_eq!(
+            files(&second),
+            [
+                ("libalpha.so".to_owned(), ALPHA_1, None),
+                ("libbeta.so".to_owned(), BETA_2, None)
+            ]
+        );
+        assert_eq!(
+            second.files[0].loaded_at, first.files[0].loaded_at,
+            "the unchanged library is the one loaded before"
+        );
+
+        // A removed source lives as long as the generation that had it.
+        assert!(gone.upgrade().is_some());
+        let one = Arc::downgrade(handle(&first, "one"));
+        drop(first);
+        assert!(gone.upgrade().is_none(), "dropped with its generation");
+        assert!(one.upgrade().is_some(), "kept by the new generation");
+        drop(second);
+        assert!(one.upgrade().is_none());
+    }
+
+    #[test]
+    fn a_rejected_new_version_of_a_serving_library_leaves_the_old_one_serving() {
+        let config = config(vec![source("one", "alpha", serde_json::json!({}))]);
+        let first = Registry::build(&config, vec![alpha_1()]).unwrap();
+        // The file now holds bytes the loader refused.
+        let refused = PluginFile {
+            path: path("alpha"),
+            sha256: ALPHA_2.to_owned(),
+            meta: Some(meta("alpha", "2.0.0")),
+            outcome: Err("interface 2.0 is not supported".to_owned()),
+            loaded_at: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(2),
+        };
+        let second = Registry::reload_with(&config, vec![refused], &first).unwrap();
+        assert_eq!(
+            files(&second),
+            [
+                ("libalpha.so".to_owned(), ALPHA_1, None),
+                (
+                    "libalpha.so".to_owned(),
+                    ALPHA_2,
+                    Some(
+                        "interface 2.0 is not supported; the previous version (alpha 1.0.0, sha256 a1a1a1a1a1a1) keeps serving"
+                    )
+                ),
+            ]
+        );
+        assert!(same(&first, &second, "one"));
+    }
+
+    #[test]
+    fn a_new_version_that_cannot_build_a_serving_source_is_rejected() {
+        let config = config(vec![source("one", "alpha", serde_json::json!({}))]);
+        let first = Registry::build(&config, vec![alpha_1()]).unwrap();
+        let broken = loaded(
+            "alpha",
+            ALPHA_2,
+            ("alpha", "2.0.0"),
+            root_module::<AlphaBroken>(),
+            2,
+        );
+        let second = Registry::reload_with(&config, vec![broken], &first).unwrap();
+        assert_eq!(
+            files(&second),
+            [
+                ("libalpha.so".to_owned(), ALPHA_1, None),
+                (
+                    "libalpha.so".to_owned(),
+                    ALPHA_2,
+                    Some(
+                        "source \"one\" could not be built with it: internal: alpha 2.0.0 builds no source; the previous version (alpha 1.0.0, sha256 a1a1a1a1a1a1) keeps serving"
+                    )
+                ),
+            ]
+        );
+        assert!(same(&first, &second, "one"), "served by the old version");
+    }
+
+    #[test]
+    fn a_new_version_stays_when_no_serving_source_needed_it() {
+        // `one` failed with the old version too; `fresh` is new.
+        let before = config(vec![source(
+            "one",
+            "alpha",
+            serde_json::json!({"fail": true}),
+        )]);
+        let first = Registry::build(&before, vec![alpha_1()]).unwrap();
+        assert_eq!(
+            failure(&first, "one"),
+            "invalid_config: key `fail`: asked to"
+        );
+        let after = config(vec![
+            source("one", "alpha", serde_json::json!({"fail": true})),
+            source("fresh", "alpha", serde_json::json!({})),
+        ]);
+        let broken = loaded(
+            "alpha",
+            ALPHA_2,
+            ("alpha", "2.0.0"),
+            root_module::<AlphaBroken>(),
+            2,
+        );
+        let second = Registry::reload_with(&after, vec![broken], &first).unwrap();
+        assert_eq!(files(&second), [("libalpha.so".to_owned(), ALPHA_2, None)]);
+        for name in ["fresh", "one"] {
+            assert_eq!(
+                failure(&second, name),
+                "internal: alpha 2.0.0 builds no source",
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_source_whose_plugin_is_gone_fails_on_reload_but_stops_the_start() {
+        let config = config(vec![
+            source("one", "alpha", serde_json::json!({})),
+            source("three", "beta", serde_json::json!({})),
+        ]);
+        let first = Registry::build(&config, vec![alpha_1(), beta_1()]).unwrap();
+        let second = Registry::reload_with(&config, vec![alpha_1()], &first).unwrap();
+        assert!(same(&first, &second, "one"));
+        assert_eq!(
+            failure(&second, "three"),
+            "unavailable: no loaded plugin is named \"beta\" in /plugins"
+        );
+        assert_eq!(files(&second), [("libalpha.so".to_owned(), ALPHA_1, None)]);
+        // At start the same configuration is an error naming the key.
+        assert!(matches!(
+            Registry::build(&config, vec![alpha_1()]),
+            Err(StartError::UnknownPlugin { index: 1, ref plugin, ref loaded, .. })
+                if plugin == "beta" && loaded == "alpha"
+        ));
+    }
 }

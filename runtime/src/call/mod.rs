@@ -728,6 +728,106 @@ mod tests {
         assert_eq!(guard.typical_call(), Duration::from_millis(30));
     }
 
+    fn source_with(limits: CallLimits) -> Arc<SourceHandle> {
+        use tributary_plugin_api::{
+            ffi::source_box, Detail, ListRequest, PackageSource, PluginError, Summary,
+        };
+        struct Empty;
+        impl PackageSource for Empty {
+            fn list(&self, _: &ListRequest) -> Result<Vec<Summary>, PluginError> {
+                Ok(Vec::new())
+            }
+            fn detail(&self, identifier: &str) -> Result<Detail, PluginError> {
+                Err(PluginError::not_found(identifier))
+            }
+        }
+        Arc::new(SourceHandle::with_limits(
+            "a",
+            "test",
+            source_box(Empty),
+            limits,
+        ))
+    }
+
+    #[test]
+    fn while_backing_off_calls_are_refused_and_no_trial_is_used() {
+        let guard = SourceHealth::new(CallLimits {
+            max_calls: 8,
+            backoff: Duration::from_secs(60),
+        });
+        guard.record_timeout(Instant::now());
+        for _ in 0..3 {
+            let refused = guard.check_backoff().unwrap_err();
+            assert!(
+                matches!(&refused, CallError::Unhealthy(m)
+                    if m.starts_with("source is unhealthy after 1 timeout(s) in a row; next try in ")),
+                "{refused:?}"
+            );
+        }
+        let state = guard.lock();
+        assert_eq!((state.trial, state.trials), (None, 0));
+    }
+
+    #[test]
+    fn a_trial_guard_ends_its_trial_when_dropped() {
+        // No back-off time: the back-off has always ended, and a trial may go at once.
+        let source = source_with(CallLimits {
+            max_calls: 8,
+            backoff: Duration::ZERO,
+        });
+        let health = &source.health;
+        health.record_timeout(Instant::now());
+        let trial = Trial(source.clone(), health.check_backoff().unwrap().unwrap());
+        assert_eq!(trial.1, 1);
+        assert!(
+            matches!(health.check_backoff(), Err(CallError::Unhealthy(m)) if m.ends_with("a trial call is in flight"))
+        );
+        drop(trial);
+        let trial = Trial(source.clone(), health.check_backoff().unwrap().unwrap());
+        assert_eq!(trial.1, 2, "the next call is the next trial");
+        // The trial overran: the next step of back-off, which ends the trial in force; the stale
+        // guard's drop does not end the next one.
+        let overran = Instant::now();
+        health.record_timeout(overran);
+        assert!(matches!(
+            health.condition(),
+            Condition::Unhealthy { timeouts: 2, .. }
+        ));
+        assert_eq!(health.check_backoff(), Ok(Some(3)));
+        drop(trial);
+        assert!(
+            health.check_backoff().is_err(),
+            "trial 3 is still in flight"
+        );
+        // Trial 3 returns in time: the source is healthy, and trials are numbered on.
+        health.record_completion(overran + Duration::from_secs(3600));
+        assert_eq!(health.condition(), Condition::Healthy);
+        assert_eq!(health.check_backoff(), Ok(None));
+        health.record_timeout(Instant::now() + Duration::from_secs(2));
+        assert!(matches!(
+            health.condition(),
+            Condition::Unhealthy { timeouts: 1, .. }
+        ));
+        assert_eq!(health.check_backoff(), Ok(Some(4)));
+    }
+
+    #[test]
+    fn failing_means_the_last_calls_all_failed() {
+        let history = |failures, consecutive_failures| History {
+            failures,
+            consecutive_failures,
+            ..History::default()
+        };
+        assert!(!History::default().failing());
+        assert!(!history(100, FAILING_AFTER - 1).failing());
+        assert!(history(FAILING_AFTER as u64, FAILING_AFTER).failing());
+        assert!(history(100, u32::MAX).failing());
+        assert!(
+            !history(100, 0).failing(),
+            "many failures, but not the last"
+        );
+    }
+
     #[tokio::test]
     async fn calls_in_flight_are_bounded() {
         let guard = SourceHealth::new(CallLimits {
