@@ -749,34 +749,44 @@ fn without_dot_dot(path: &Path) -> PathBuf {
     out
 }
 
-/// The keys of the file's top level (outside every `[table]`), for the hint given when one of them
-/// is written below a table header, where TOML makes it part of that table.
-pub const TOP_LEVEL_KEYS: &[&str] = &[
-    "listen",
-    "plugin_dir",
-    "on_source_error",
-    "source_timeout_ms",
-    "request_timeout_ms",
-    "handshake_timeout_ms",
-    "idle_timeout_ms",
-    "max_searches_in_flight",
-    "max_calls_per_source",
-    "allow_insecure_plugin_dir",
-    "unhealthy_backoff_ms",
-    "metrics_listen",
-    "max_page_bytes",
-    "log_level",
-    "watch",
-    "web_ui",
-    "inline_calls",
-    "max_connections",
-    "max_requests_in_flight",
-    "request_queue_ms",
-    "cors_allowed_origins",
-    "reload_debounce_ms",
-    "max_retired_libraries",
-    "start_degraded",
-];
+/// The keys of the file's top level (outside every `[table]`) that hold a value rather than a
+/// table, for the hint given when one of them is written below a table header, where TOML makes it
+/// part of that table. Read from the parser's own field list, so that it cannot miss a key.
+pub fn top_level_keys() -> Vec<&'static str> {
+    /// A deserializer that only records the fields a struct asks for.
+    struct Fields(&'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for &mut Fields {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(
+            self,
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            Err(serde::de::Error::custom("field names only"))
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0 = fields;
+            Err(serde::de::Error::custom("field names only"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+    let mut fields = Fields(&[]);
+    let _ = FileConfig::deserialize(&mut fields);
+    fields
+        .0
+        .iter()
+        .copied()
+        .filter(|key| !["tls", "auth", "source"].contains(key))
+        .collect()
+}
 
 /// The 1-based number of the first line that opens a table (`[tls]`, `[[source]]`, ...): top-level
 /// keys go above it.
@@ -790,8 +800,8 @@ pub fn first_table_line(text: &str) -> Option<usize> {
 /// the reason), plus a hint when a top-level key was written inside a table.
 fn syntax_message(e: &toml::de::Error, text: &str) -> String {
     let mut message = e.to_string().trim_end().to_owned();
-    let misplaced = TOP_LEVEL_KEYS
-        .iter()
+    let misplaced = top_level_keys()
+        .into_iter()
         .find(|key| e.message().contains(&format!("unknown field `{key}`")));
     if let (Some(key), Some(line)) = (misplaced, first_table_line(text)) {
         message.push_str(&format!(
@@ -876,6 +886,22 @@ mod tests {
         assert_eq!(c.stall_timeout, DEFAULT_STALL_TIMEOUT);
         assert_eq!(c.request_body_timeout, DEFAULT_REQUEST_BODY_TIMEOUT);
         assert_eq!(c.max_streams_per_connection, 100);
+    }
+
+    #[test]
+    fn the_top_level_keys_are_the_parsers_own() {
+        let keys = top_level_keys();
+        for key in [
+            "listen",
+            "stall_timeout_ms",
+            "request_body_timeout_ms",
+            "max_streams_per_connection",
+            "start_degraded",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {keys:?}");
+        }
+        assert!(!keys.contains(&"source"), "{keys:?}");
+        assert_eq!(keys.len(), 27, "{keys:?}");
     }
 
     #[test]
