@@ -1,17 +1,16 @@
 //! A bound on how deeply a YAML index nests, checked in one pass over its text before the YAML
-//! parser sees it.
+//! parser sees it: an index nested too deep is refused naming the line, before any parsing, the
+//! same whether it would be parsed whole or in pieces.
 //!
-//! The parser's time grows with the square of the nesting depth (a 400 kB annotation nested 200,000
-//! levels deep kept a core busy for minutes), and the deserializer's own depth limit only applies
-//! after the parser has read the whole document. This scan counts, line by line, the block
-//! collections that enclose a line (its indentation against the indentations above it, plus each
-//! `- ` or `? ` that opens a line) and the flow collections (`[`, `{`) open at each point, skipping
-//! quoted scalars, block scalars (`|`, `>`) and comments. It never counts less than the parser
-//! would nest; it may count a little more (a plain scalar continued on a more indented line counts
-//! one level), which the limit leaves room for: an index as Helm writes it nests about eight deep.
+//! This scan counts, line by line, the block collections that enclose a line (its indentation
+//! against the indentations above it, plus each `- ` or `? ` that opens a line) and the flow
+//! collections (`[`, `{`) open at each point, skipping quoted scalars, block scalars (`|`, `>`) and
+//! comments. It may count a little more than the parser nests (a plain scalar continued on a more
+//! indented line counts one level), and one less for a sequence written at the indentation of its
+//! key (`key:` with `- ` below it, as Helm writes each chart's versions). The parser stops at a
+//! bound of its own, a little past this one, while it reads.
 
-/// The deepest nesting read: an index as `helm repo index` writes it nests about eight levels, and
-/// the deserializer refuses more than 128 in any case.
+/// The deepest nesting read: an index as `helm repo index` writes it nests about eight levels.
 pub(crate) const MAX_DEPTH: usize = 64;
 
 /// `Err` with the reason when `text` nests deeper than `limit` levels anywhere.

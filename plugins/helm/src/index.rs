@@ -81,7 +81,7 @@ pub(crate) fn parse(text: &str, limits: Limits) -> Result<Vec<Chart>, String> {
             .map_err(|e| format!("is not valid: JSON: {e}"))?;
         Some(entries)
     } else {
-        // Before the parser, whose time grows with the square of the depth.
+        // Before the parser, naming the line (the parser's own bound is a little higher).
         depth::check(text, depth::MAX_DEPTH).map_err(|e| format!("is refused: it {e}"))?;
         if let Some(count) = split::chart_keys(text).filter(|&count| count > max_charts) {
             return Err(too_many(count));
@@ -105,9 +105,9 @@ pub(crate) fn parse(text: &str, limits: Limits) -> Result<Vec<Chart>, String> {
     Ok(entries.charts)
 }
 
-/// The largest YAML index parsed as one document: the parser holds every event of a document at
-/// once (up to 50 times its size for a dense document), so a larger index is read only when it
-/// can be cut into pieces (the layout `helm repo index` writes), or as JSON.
+/// The largest YAML index parsed as one document, on one thread (the densest YAML, 8.3 MB of
+/// `{},` in one flow sequence, takes about 1.3 s and 35 MiB): a larger index is read only when it
+/// can be cut into pieces (the layout `helm repo index` writes), parsed side by side, or as JSON.
 pub(crate) const MAX_WHOLE_YAML: usize = 8 << 20;
 
 /// Parses a YAML index, in pieces on several threads when it is large and in Helm's layout.
@@ -133,24 +133,92 @@ fn parse_yaml(text: &str, limits: Limits) -> Result<Entries, String> {
             MAX_WHOLE_YAML >> 20
         ));
     }
-    let document = serde_yaml::Deserializer::from_str(text);
-    IndexSeed { limits }
-        .deserialize(document)
-        .map_err(|e| format!("is not valid: {e}"))
+    parse_document(text, limits).map_err(|e| format!("is not valid: {}", yaml_error(text, &e)))
 }
 
 /// Parses the text of an `index.yaml` as one document, with no limit on its charts.
-pub(crate) fn parse_whole(text: &str) -> Result<Vec<Chart>, serde_yaml::Error> {
-    let document = serde_yaml::Deserializer::from_str(text);
-    Ok(IndexSeed {
-        limits: Limits {
-            max_index_size: u64::MAX,
-            max_charts: usize::MAX,
-            max_versions: usize::MAX,
+pub(crate) fn parse_whole(text: &str) -> Result<Vec<Chart>, serde_saphyr::Error> {
+    let limits = Limits {
+        max_index_size: u64::MAX,
+        max_charts: usize::MAX,
+        max_versions: usize::MAX,
+    };
+    Ok(parse_document(text, limits)?.charts)
+}
+
+/// Parses one YAML document with [`IndexSeed`], as the YAML 1.2 core schema reads it.
+fn parse_document(text: &str, limits: Limits) -> Result<Entries, serde_saphyr::Error> {
+    let options = serde_saphyr::options! {
+        // The nesting was bounded before (`depth::check`), which counts one level less for each
+        // sequence written at its key's indentation (Helm writes two such on a path).
+        // The parser stops on its own a little past that bound: each level costs stack, about
+        // 8 KiB in a release build and 25 KiB in a debug one, on threads of 2 MiB. The size of an
+        // index is bounded by `max_index_size` and its content by `max_charts` and `max_versions`,
+        // so the counts of events, nodes and scalar bytes are not.
+        budget: serde_saphyr::budget! {
+            max_depth: depth::MAX_DEPTH + 8,
+            max_events: usize::MAX,
+            max_nodes: usize::MAX,
+            max_total_scalar_bytes: usize::MAX,
         },
+        // Only `true` and `false` are booleans (YAML 1.2), not `yes`, `no`, `on` or `off`.
+        strict_booleans: true,
+        // A repeated key reaches the visitor: a chart key is counted and refused later as a
+        // duplicate, a repeated field of a version is an error.
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::PassThrough,
+        // `<<` is a key like any other (and not one read).
+        merge_keys: serde_saphyr::MergeKeyPolicy::AsOrdinary,
+        // Errors are told on one line by `yaml_error`.
+        with_snippet: false,
+    };
+    serde_saphyr::with_deserializer_from_str_with_options(text, options, |document| {
+        IndexSeed { limits }.deserialize(document)
+    })
+}
+
+/// A YAML error on one line: what is wrong (in the parser's words for users), where (`at line L
+/// column C`), and the start of that line of `text`.
+fn yaml_error(text: &str, error: &serde_saphyr::Error) -> String {
+    let formatter = serde_saphyr::UserMessageFormatter.with_localizer(&Wording);
+    let mut message = error.render_with_options(serde_saphyr::render_options! {
+        formatter: &formatter,
+        snippets: serde_saphyr::SnippetMode::Off,
+    });
+    let line = error
+        .location()
+        .filter(|at| *at != serde_saphyr::Location::UNKNOWN)
+        .and_then(|at| {
+            let index = usize::try_from(at.line()).ok()?.checked_sub(1)?;
+            text.split('\n').nth(index)
+        })
+        .map(|line| line.trim_matches([' ', '\t', '\r']))
+        .filter(|line| !line.is_empty());
+    if let Some(line) = line {
+        const MAX: usize = 80;
+        let cut = (0..=MAX.min(line.len()))
+            .rev()
+            .find(|&i| line.is_char_boundary(i))
+            .unwrap_or(0);
+        let more = if cut < line.len() { "..." } else { "" };
+        message.push_str(&format!(": `{}{more}`", &line[..cut]));
     }
-    .deserialize(document)?
-    .charts)
+    message
+}
+
+/// Where a YAML error is, as the JSON errors say it (serde_json): `at line L column C`.
+struct Wording;
+
+impl serde_saphyr::localizer::Localizer for Wording {
+    fn attach_location<'a>(&self, base: Cow<'a, str>, at: serde_saphyr::Location) -> Cow<'a, str> {
+        if at == serde_saphyr::Location::UNKNOWN {
+            return base;
+        }
+        Cow::Owned(format!(
+            "{base} at line {} column {}",
+            at.line(),
+            at.column()
+        ))
+    }
 }
 
 /// Reads an index document: its `entries` with [`EntriesSeed`], every other key skipped.

@@ -1,8 +1,8 @@
 //! Parsing a large `index.yaml` in pieces, on several threads.
 //!
-//! Almost all the time of reading a large index goes into the YAML parser, which runs on one thread
-//! and holds the whole document's events at once. An index in the block layout `helm repo index`
-//! writes can be cut, between two charts, into pieces that are documents of their own:
+//! Almost all the time of reading a large index goes into the YAML parser, which runs on one
+//! thread. An index in the block layout `helm repo index` writes can be cut, between two charts,
+//! into pieces that are documents of their own:
 //! ```yaml
 //! apiVersion: v1          # the header: single-line top-level keys only
 //! entries:
@@ -148,9 +148,9 @@ pub(crate) fn parse_in_pieces(text: &str, threads: usize, piece_size: usize) -> 
     }
 
     let pieces = layout.pieces(piece_size);
-    // The parser holds a piece's events at once (up to 50 times its size): a piece over the size
-    // parsed whole is not parsed at all, and pieces much larger than `piece_size` (one chart with
-    // many versions) are parsed one at a time after the others, not side by side.
+    // A piece over the size parsed whole is not parsed at all, as a whole index over it is not;
+    // pieces much larger than `piece_size` (one chart with many versions) are parsed one at a time
+    // after the others, not side by side.
     if pieces.iter().any(|p| p.len() > MAX_WHOLE_YAML) {
         return None;
     }

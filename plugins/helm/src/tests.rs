@@ -1245,6 +1245,31 @@ fn deeply_nested_indexes_are_refused_before_parsing() {
     assert_eq!(ids(&all(&source)), ["s/deep"]);
 }
 
+#[test]
+fn nesting_the_scan_counts_short_is_refused_by_the_parser() {
+    // The scan counts a sequence written at its key's indentation as one level with its items'
+    // mappings: this index is within its bound, twice as deep in fact. The parser refuses it
+    // itself, as it reads, before that depth costs more stack than a thread has.
+    let dir = TempDir::new("compact");
+    let mut text =
+        String::from("entries:\n  deep:\n  - version: 1.0.0\n    annotations:\n      x:\n");
+    for level in 0..59 {
+        text.push_str(&format!("{}- k{level}:\n", " ".repeat(6 + 2 * level)));
+    }
+    text.push_str(&format!("{}- end\n", " ".repeat(6 + 2 * 59)));
+    assert!(crate::depth::check(&text, crate::depth::MAX_DEPTH).is_ok());
+    let path = dir.write("compact.yaml", &text);
+    let err = source_for(&dir, &[("c", "compact.yaml")]).err().unwrap();
+    assert_eq!(err.kind, ErrorKind::Unavailable);
+    assert!(
+        err.message.contains(&path.display().to_string())
+            && err
+                .message
+                .contains("is not valid: YAML document too large or too complex"),
+        "{err}"
+    );
+}
+
 /// A source of one local repository `file` in `dir`, with `extra` keys in its table.
 fn limited_source(
     dir: &TempDir,
