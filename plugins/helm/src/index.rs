@@ -56,7 +56,7 @@ pub(crate) struct Extra {
     pub chart_url: String,
 }
 
-/// Files at least this large are parsed in pieces on several threads (see [`crate::split`]).
+/// Files at least this large are parsed in pieces on several threads (the `split` module).
 pub(crate) const SPLIT_SIZE: usize = 1 << 20;
 /// The size of one piece.
 pub(crate) const PIECE_SIZE: usize = 256 << 10;
