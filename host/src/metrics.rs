@@ -30,7 +30,7 @@ use prometheus::{
 };
 use tokio::net::TcpListener;
 
-use tributary_runtime::call::Condition;
+use tributary_runtime::registry::SourceState;
 
 use tributary_runtime::registry::{Generation, Registry as Sources};
 
@@ -116,7 +116,7 @@ impl Metrics {
         let source_up = IntGaugeVec::new(
             Opts::new(
                 "tributary_source_up",
-                "1 when the source takes calls, 0 when it failed at start or backs off.",
+                "1 when the source is called (ready or failing), 0 when it failed at start, its runner is starting, or it backs off.",
             ),
             &["source", "plugin"],
         )
@@ -357,12 +357,14 @@ impl Metrics {
                     counted.inc_by(dropped - counted.get());
                 }
             }
-            let (up, backing_off, in_flight) = match &entry.state {
-                Ok(source) => {
-                    let healthy = source.health.condition() == Condition::Healthy;
-                    (healthy, !healthy, source.health.in_flight())
-                }
-                Err(_) => (false, false, 0),
+            let state = entry.state_now();
+            let (up, backing_off) = (
+                state.takes_calls(),
+                matches!(state, SourceState::Unhealthy(_)),
+            );
+            let in_flight = match &entry.state {
+                Ok(source) => source.health.in_flight(),
+                Err(_) => 0,
             };
             self.source_up
                 .with_label_values(&[entry.name.as_str(), entry.plugin.as_str()])

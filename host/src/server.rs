@@ -16,11 +16,11 @@ use tributary_proto::v1::{
 };
 
 use tributary_runtime::{
-    call::Condition,
     config::{
         default_max_connections, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_STREAMS_PER_CONNECTION,
         DEFAULT_REQUEST_BODY_TIMEOUT, DEFAULT_STALL_TIMEOUT, HANDSHAKE_TIMEOUT,
     },
+    registry::SourceState,
 };
 
 use crate::service::Catalog;
@@ -422,14 +422,8 @@ async fn watch_sources(
         }
         let registry = catalog.registry();
         for entry in &registry.sources {
-            let status = match &entry.state {
-                Ok(source)
-                    if source.health.condition() == Condition::Healthy
-                        && !source.health.history().failing()
-                        && !source.runner_not_up() =>
-                {
-                    ServingStatus::Serving
-                }
+            let status = match entry.state_now() {
+                SourceState::Ready => ServingStatus::Serving,
                 _ => ServingStatus::NotServing,
             };
             if last.get(&entry.name) != Some(&status) {

@@ -15,14 +15,14 @@ use tributary_proto::v1::{
 };
 
 use tributary_runtime::{
-    call::{self, Budget, Condition, Fault, SourceHandle as Source},
+    call::{self, Budget, Fault, SourceHandle as Source},
     config::{Config, Overrides},
     merge::{
         self as engine,
         token::{self, MergeKey, PageToken},
         Failure, FailureKind, MergeOptions, PageRequest,
     },
-    registry::{Generation, Registry},
+    registry::{Generation, Registry, SourceState},
 };
 
 use crate::{
@@ -952,37 +952,26 @@ pub fn list_plugins(registry: &Registry) -> pb::ListPluginsResponse {
                 .ok()
                 .and_then(|source| source.runner.as_ref())
                 .map(|r| r.status());
-            let (status, reason, calls_in_flight) = match (&s.state, &runner) {
-                (Err(e), _) => (SStatus::Failed, e.to_string(), 0),
-                (Ok(_), Some(r)) if r.start_failed.is_some() => (
-                    SStatus::Failed,
-                    r.start_failed.as_ref().map(|e| e.to_string()).unwrap_or_default(),
-                    0,
-                ),
-                (Ok(source), Some(r)) if r.starting.is_some() => (
+            let (status, reason) = match s.state_now() {
+                SourceState::Failed(reason) => (SStatus::Failed, reason),
+                SourceState::Starting { pid, for_so_far } => (
                     SStatus::Starting,
                     format!(
                         "starting: its runner{} is loading the library and building the source ({} ms so far)",
-                        r.pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
-                        r.starting.unwrap_or_default().as_millis()
+                        pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+                        for_so_far.as_millis()
                     ),
-                    source.health.in_flight() as u32,
                 ),
-                (Ok(source), _) => {
-                    let in_flight = source.health.in_flight() as u32;
-                    match source.health.condition() {
-                        Condition::Healthy if history.failing() => (
-                            SStatus::Failing,
-                            format!(
-                                "failing: its last {} calls failed",
-                                history.consecutive_failures
-                            ),
-                            in_flight,
-                        ),
-                        Condition::Healthy => (SStatus::Ready, String::new(), in_flight),
-                        unhealthy => (SStatus::Unhealthy, unhealthy.to_string(), in_flight),
-                    }
-                }
+                SourceState::Unhealthy(condition) => (SStatus::Unhealthy, condition.to_string()),
+                SourceState::Failing { consecutive } => (
+                    SStatus::Failing,
+                    format!("failing: its last {consecutive} calls failed"),
+                ),
+                SourceState::Ready => (SStatus::Ready, String::new()),
+            };
+            let calls_in_flight = match &s.state {
+                Ok(source) if status != SStatus::Failed => source.health.in_flight() as u32,
+                _ => 0,
             };
             let (last_failure, last_failure_unix) = match &history.last_failure {
                 Some((at, kind, message)) => (format!("{kind}: {message}"), crate::reload::unix_seconds(*at)),

@@ -49,6 +49,65 @@ pub struct SourceEntry {
     pub built_from: Option<(SourceConfig, String)>,
 }
 
+/// Where a source stands now: the one rule health, metrics and `ListPlugins` all report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceState {
+    /// It failed at start (its constructor, its library, or its runner's first start): `reason`.
+    Failed(String),
+    /// Its runner is loading the library and building the source; `pid` is the runner's.
+    Starting {
+        pid: Option<u32>,
+        for_so_far: std::time::Duration,
+    },
+    /// Backing off after calls overran its timeout: not called until the back-off ends.
+    Unhealthy(crate::call::Condition),
+    /// Called, but its last `consecutive` calls all failed.
+    Failing { consecutive: u32 },
+    /// Called, and answering.
+    Ready,
+}
+
+impl SourceState {
+    /// Whether the source is called at all (ready or failing): `tributary_source_up`.
+    pub fn takes_calls(&self) -> bool {
+        matches!(self, SourceState::Ready | SourceState::Failing { .. })
+    }
+}
+
+impl SourceEntry {
+    /// Where the source stands now.
+    pub fn state_now(&self) -> SourceState {
+        let source = match &self.state {
+            Err(e) => return SourceState::Failed(e.to_string()),
+            Ok(source) => source,
+        };
+        if let Some(status) = source.runner.as_ref().map(|r| r.status()) {
+            if let Some(e) = status.start_failed {
+                return SourceState::Failed(e.to_string());
+            }
+            if let Some(for_so_far) = status.starting {
+                return SourceState::Starting {
+                    pid: status.pid,
+                    for_so_far,
+                };
+            }
+        }
+        match source.health.condition() {
+            crate::call::Condition::Healthy => {
+                let history = source.health.history();
+                if history.failing() {
+                    SourceState::Failing {
+                        consecutive: history.consecutive_failures,
+                    }
+                } else {
+                    SourceState::Ready
+                }
+            }
+            unhealthy => SourceState::Unhealthy(unhealthy),
+        }
+    }
+}
+
 /// Everything loaded at start.
 pub struct Registry {
     pub plugin_dir: PathBuf,

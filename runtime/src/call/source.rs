@@ -22,15 +22,6 @@ pub struct SourceHandle {
 }
 
 impl SourceHandle {
-    /// Whether the source has no runner to call yet: an isolated source whose runner is starting,
-    /// or whose first start failed. Always false in-process.
-    pub fn runner_not_up(&self) -> bool {
-        self.runner.as_ref().is_some_and(|r| {
-            let status = r.status();
-            status.starting.is_some() || status.start_failed.is_some()
-        })
-    }
-
     /// A source around an already-built [`SourceBox`] (tests, benchmarks, in-process sources), with
     /// the default call limits.
     pub fn new(name: &str, plugin: &str, imp: SourceBox) -> SourceHandle {
