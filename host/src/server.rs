@@ -11,6 +11,10 @@ use std::{future::Future, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
+use tower_http::{
+    request_id::{PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
 use tributary_proto::v1::{
     packages_service_server::PackagesServiceServer, plugins_service_server::PluginsServiceServer,
 };
@@ -205,7 +209,19 @@ pub async fn serve_with(
             (!options.cors_allowed_origins.is_empty()).then(|| cors(&options.cors_allowed_origins)),
         ))
         .layer(crate::grpc_web::GrpcWebLayer)
-        .layer(crate::request_id::RequestIdLayer)
+        // A request id, from the client when sane, in the response and the request's span.
+        .layer(tower::util::MapRequestLayer::new(
+            crate::request_id::keep_sane_id::<tonic::body::Body>,
+        ))
+        .layer(SetRequestIdLayer::x_request_id(crate::request_id::MakeId))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(crate::request_id::span::<tonic::body::Body>)
+                .on_request(())
+                .on_response(())
+                .on_failure(()),
+        )
         .layer(crate::metrics::MetricsLayer(catalog.metrics().clone()))
         .layer(crate::auth::AuthLayer(options.auth.clone()))
         .add_routes(tonic::service::Routes::from(routes).prepare());
