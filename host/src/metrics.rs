@@ -14,7 +14,6 @@
 //! mix their counts.
 
 use std::{
-    convert::Infallible,
     future::Future,
     pin::Pin,
     sync::Arc,
@@ -467,56 +466,31 @@ pub fn attach(metrics: &Metrics, generation: &Generation) {
     }
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` completes; `registry` gives the registry
-/// serving at the moment of each scrape.
+/// Serves `GET /metrics` on `listener` until `shutdown` completes (then lets the scrapes under way
+/// finish); `registry` gives the registry serving at the moment of each scrape.
 pub async fn serve_metrics<R>(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     registry: R,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) where
     R: Fn() -> Arc<Sources> + Clone + Send + Sync + 'static,
 {
-    use hyper::{server::conn::http1, service::service_fn};
-    use hyper_util::rt::TokioIo;
-
-    tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            () = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of descriptors, say: try again shortly rather than spin.
-                    tracing::warn!("metrics listener: accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let (metrics, registry) = (metrics.clone(), registry.clone());
-        tokio::spawn(async move {
-            let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                let response = if request.uri().path() == "/metrics" {
-                    http::Response::builder()
-                        .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
-                        .body(http_body_util::Full::new(Bytes::from(
-                            metrics.render(&registry()),
-                        )))
-                } else {
-                    http::Response::builder()
-                        .status(http::StatusCode::NOT_FOUND)
-                        .body(http_body_util::Full::new(Bytes::from_static(
-                            b"not found: metrics are at /metrics\n",
-                        )))
-                };
-                std::future::ready(Ok::<_, Infallible>(response.expect("a valid response")))
-            });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+    use axum::{http::header::CONTENT_TYPE, routing::get};
+    let scrape = move || {
+        let content_type = "text/plain; version=0.0.4; charset=utf-8";
+        std::future::ready(([(CONTENT_TYPE, content_type)], metrics.render(&registry())))
+    };
+    let router = axum::Router::new()
+        .route("/metrics", get(scrape))
+        .fallback(|| async {
+            let not_found = "not found: metrics are at /metrics\n";
+            (http::StatusCode::NOT_FOUND, not_found)
         });
-    }
+    // Never fails: a failed accept is logged and tried again (see axum::serve).
+    let _ = axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await;
 }
 
 /// Counts every request that passes through it; see the module docs.

@@ -3,16 +3,13 @@
 //! Each request runs inside a `request` tracing span carrying an id and the path. The id is the
 //! client's `x-request-id` when it sends a sane one (at most 64 visible ASCII characters), so a request
 //! can be followed from a proxy's log into ours; otherwise the server makes one. The id goes back to
-//! the client in the `x-request-id` response header.
+//! the client in the `x-request-id` response header. tower-http's request-id and trace layers do
+//! the work (see crate::server); this module says which ids are sane, makes ids and names the span.
 
-use std::{
-    future::Future,
-    pin::Pin,
-    sync::atomic::{AtomicU64, Ordering},
-    task::{Context, Poll},
-};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use tracing::Instrument;
+use http::{HeaderValue, Request};
+use tower_http::request_id::{MakeRequestId, RequestId};
 
 const HEADER: &str = "x-request-id";
 const MAX_LEN: usize = 64;
@@ -32,61 +29,43 @@ fn make_id() -> String {
     format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-/// The client's id, if it is one we can log as it is.
-fn client_id(headers: &http::HeaderMap) -> Option<String> {
-    let value = headers.get(HEADER)?.to_str().ok()?;
-    (!value.is_empty() && value.len() <= MAX_LEN && value.bytes().all(|b| b.is_ascii_graphic()))
-        .then(|| value.to_owned())
-}
+/// Makes the id of a request that came without a sane one.
+#[derive(Clone, Copy, Default)]
+pub struct MakeId;
 
-/// Wraps every request in a span with its id; see the module docs.
-#[derive(Clone, Default)]
-pub struct RequestIdLayer;
-
-impl<S> tower_layer::Layer<S> for RequestIdLayer {
-    type Service = RequestIdService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RequestIdService { inner }
+impl MakeRequestId for MakeId {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        let mut value = HeaderValue::from_str(&make_id()).ok()?;
+        // Never indexed by HPACK: a value that changes on every response would only churn the
+        // connection's header table.
+        value.set_sensitive(true);
+        Some(RequestId::new(value))
     }
 }
 
-#[derive(Clone)]
-pub struct RequestIdService<S> {
-    inner: S,
+/// A client's id that we can log as it is.
+fn is_sane(value: &HeaderValue) -> bool {
+    let value = value.as_bytes();
+    !value.is_empty() && value.len() <= MAX_LEN && value.iter().all(|b| b.is_ascii_graphic())
 }
 
-impl<S, ReqBody, ResBody> tower_service::Service<http::Request<ReqBody>> for RequestIdService<S>
-where
-    S: tower_service::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<ResBody>;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+/// Keeps the client's id when it is sane (see [`MakeId`] on HPACK), drops it otherwise, so that
+/// the server makes one.
+pub fn keep_sane_id<B>(mut request: Request<B>) -> Request<B> {
+    let headers = request.headers_mut();
+    match headers.get_mut(HEADER) {
+        Some(value) if is_sane(value) => value.set_sensitive(true),
+        Some(_) => drop(headers.remove(HEADER)),
+        None => {}
     }
+    request
+}
 
-    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let id = client_id(request.headers()).unwrap_or_else(make_id);
-        let span = tracing::info_span!("request", id = %id, path = %request.uri().path());
-        let future = span.in_scope(|| self.inner.call(request));
-        Box::pin(
-            async move {
-                let mut response = future.await?;
-                if let Ok(mut value) = http::HeaderValue::from_str(&id) {
-                    // Never indexed by HPACK: a value that changes on every response would only
-                    // churn the connection's header table.
-                    value.set_sensitive(true);
-                    response.headers_mut().insert(HEADER, value);
-                }
-                Ok(response)
-            }
-            .instrument(span),
-        )
-    }
+/// The span a request runs in: its id and path.
+pub fn span<B>(request: &Request<B>) -> tracing::Span {
+    let id = request.extensions().get::<RequestId>();
+    let id = id.and_then(|id| id.header_value().to_str().ok());
+    tracing::info_span!("request", id = id.unwrap_or(""), path = %request.uri().path())
 }
 
 #[cfg(test)]
@@ -95,14 +74,19 @@ mod tests {
 
     #[test]
     fn client_ids_are_kept_only_when_sane() {
-        let mut headers = http::HeaderMap::new();
-        assert_eq!(client_id(&headers), None);
-        headers.insert(HEADER, "abc-123".parse().unwrap());
-        assert_eq!(client_id(&headers).as_deref(), Some("abc-123"));
-        headers.insert(HEADER, "has space".parse().unwrap());
-        assert_eq!(client_id(&headers), None);
-        headers.insert(HEADER, "x".repeat(65).parse().unwrap());
-        assert_eq!(client_id(&headers), None);
+        let kept = |id: Option<&str>| {
+            let mut request = Request::new(());
+            if let Some(id) = id {
+                request.headers_mut().insert(HEADER, id.parse().unwrap());
+            }
+            let request = keep_sane_id(request);
+            let kept = request.headers().get(HEADER);
+            kept.map(|v| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(kept(None), None);
+        assert_eq!(kept(Some("abc-123")).as_deref(), Some("abc-123"));
+        assert_eq!(kept(Some("has space")), None);
+        assert_eq!(kept(Some(&"x".repeat(65))), None);
         assert_ne!(make_id(), make_id());
     }
 }

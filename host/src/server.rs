@@ -11,6 +11,10 @@ use std::{future::Future, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
+use tower_http::{
+    request_id::{PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
 use tributary_proto::v1::{
     packages_service_server::PackagesServiceServer, plugins_service_server::PluginsServiceServer,
 };
@@ -199,11 +203,25 @@ pub async fn serve_with(
             connections: connections.clone(),
             request_body_timeout: options.request_body_timeout,
         })
-        .layer(OptionalCors(
+        // CORS only when some origin is allowed; otherwise nothing, not even the `Vary` and
+        // `Access-Control-Expose-Headers` headers that `CorsLayer` puts on every response.
+        .layer(tower::util::option_layer(
             (!options.cors_allowed_origins.is_empty()).then(|| cors(&options.cors_allowed_origins)),
         ))
         .layer(crate::grpc_web::GrpcWebLayer)
-        .layer(crate::request_id::RequestIdLayer)
+        // A request id, from the client when sane, in the response and the request's span.
+        .layer(tower::util::MapRequestLayer::new(
+            crate::request_id::keep_sane_id::<tonic::body::Body>,
+        ))
+        .layer(SetRequestIdLayer::x_request_id(crate::request_id::MakeId))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(crate::request_id::span::<tonic::body::Body>)
+                .on_request(())
+                .on_response(())
+                .on_failure(()),
+        )
         .layer(crate::metrics::MetricsLayer(catalog.metrics().clone()))
         .layer(crate::auth::AuthLayer(options.auth.clone()))
         .add_routes(tonic::service::Routes::from(routes).prepare());
@@ -264,59 +282,6 @@ fn cors(origins: &[http::HeaderValue]) -> tower_http::cors::CorsLayer {
             HeaderName::from_static("x-request-id"),
         ])
         .max_age(Duration::from_secs(600))
-}
-
-/// CORS when some origin is allowed; otherwise nothing, not even the `Vary` and
-/// `Access-Control-Expose-Headers` headers that `CorsLayer` puts on every response.
-#[derive(Clone)]
-struct OptionalCors(Option<tower_http::cors::CorsLayer>);
-
-impl<S> tower_layer::Layer<S> for OptionalCors {
-    type Service = OptionalCorsService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        match &self.0 {
-            Some(cors) => OptionalCorsService::On(cors.layer(inner)),
-            None => OptionalCorsService::Off(inner),
-        }
-    }
-}
-
-// One per connection; boxing the larger variant would cost an allocation per clone.
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone)]
-enum OptionalCorsService<S> {
-    On(tower_http::cors::Cors<S>),
-    Off(S),
-}
-
-impl<S, ReqBody, ResBody> tower_service::Service<http::Request<ReqBody>> for OptionalCorsService<S>
-where
-    S: tower_service::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
-    S::Future: Send + 'static,
-    ResBody: Default + Send + 'static,
-{
-    type Response = http::Response<ResBody>;
-    type Error = S::Error;
-    type Future =
-        std::pin::Pin<Box<dyn Future<Output = Result<http::Response<ResBody>, S::Error>> + Send>>;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        match self {
-            OptionalCorsService::On(cors) => cors.poll_ready(cx),
-            OptionalCorsService::Off(inner) => inner.poll_ready(cx),
-        }
-    }
-
-    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        match self {
-            OptionalCorsService::On(cors) => Box::pin(cors.call(request)),
-            OptionalCorsService::Off(inner) => Box::pin(inner.call(request)),
-        }
-    }
 }
 
 /// Server reflection in both versions: `grpc.reflection.v1` and `grpc.reflection.v1alpha`, which is

@@ -357,6 +357,21 @@ async fn every_log_line_of_a_request_carries_its_id() {
         .unwrap()
         .to_owned();
     assert!(!made.is_empty() && made != "trace-42");
+    // A stream's later pages are made while its body is sent: they log under its id too.
+    let mut tonic_request = tonic::Request::new(list_request(3, "", None));
+    tonic_request
+        .metadata_mut()
+        .insert("x-request-id", "stream-7".parse().unwrap());
+    let mut pages = client
+        .stream_available_package_summaries(tonic_request)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut sizes = Vec::new();
+    while let Some(page) = pages.message().await.unwrap() {
+        sizes.push(page.available_package_summaries.len());
+    }
+    assert_eq!(sizes, [3, 3, 1]);
     assert!(terminate(child).success());
 
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
@@ -374,7 +389,16 @@ async fn every_log_line_of_a_request_carries_its_id() {
             )
         })
         .collect();
-    assert_eq!(served, [("trace-42", 3), (made.as_str(), 2)]);
+    assert_eq!(
+        served,
+        [
+            ("trace-42", 3),
+            (made.as_str(), 2),
+            ("stream-7", 3),
+            ("stream-7", 3),
+            ("stream-7", 1)
+        ]
+    );
 }
 
 #[test]
