@@ -5,13 +5,17 @@
 //! - counted as requests pass: a tower layer around every gRPC service and REST route
 //!   ([`MetricsLayer`]) counts requests by protocol (`grpc`, `grpc-web`, `rest`, `http`), method
 //!   (or REST route) and gRPC status code and observes their latency and response size;
-//! - read when scraped: each source's state (ready, backing off, calls in flight) comes from the
-//!   catalog at the moment of the scrape, so it is never stale and costs nothing between scrapes.
+//! - read when scraped: each source's state (its [`SourceState`], calls in flight, restarts, items
+//!   dropped) comes from the registry serving at the moment of the scrape, so it is never stale and
+//!   costs nothing between scrapes; each source also reports its calls as they end
+//!   ([`SourceMetrics`], a `CallObserver`).
 //!
 //! Label sets are bounded: methods come from a fixed list (anything else is `other`), codes are the
 //! seventeen gRPC codes, sources are the configured sources. Identifiers and queries never become
-//! labels. Every server has its own registry, so two servers in one process (as in the tests) do not
-//! mix their counts.
+//! labels. Every server has its own Prometheus registry, so two servers in one process (as in the
+//! tests) do not mix their counts, with one exception: the calls made in place and those found stuck
+//! (`tributary_calls_in_place_total`, `tributary_calls_stuck_in_place_total`) are counted by the
+//! process's one slot table, so each server in a process reports the process's figure.
 
 use std::{
     future::Future,
@@ -580,19 +584,11 @@ fn method_label(path: &str) -> &'static str {
 /// The `protocol` label: `grpc` and `grpc-web` by content type, `rest` for the REST routes, `http`
 /// for everything else (the web page, the probes).
 fn protocol_label<B>(request: &http::Request<B>, method: &'static str) -> &'static str {
-    let content_type = request
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if content_type.starts_with("application/grpc-web") {
-        "grpc-web"
-    } else if content_type.starts_with("application/grpc") {
-        "grpc"
-    } else if method.starts_with("GET /") {
-        "rest"
-    } else {
-        "http"
+    match crate::status::Framing::of(request.headers()) {
+        crate::status::Framing::GrpcWeb => "grpc-web",
+        crate::status::Framing::Grpc => "grpc",
+        crate::status::Framing::Http if method.starts_with("GET /") => "rest",
+        crate::status::Framing::Http => "http",
     }
 }
 

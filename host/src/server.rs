@@ -356,10 +356,9 @@ pub fn source_health_name(source: &str) -> String {
     format!("tributary.source/{source}")
 }
 
-/// Keeps each source's health entry current: SERVING while it takes calls, NOT_SERVING while it
-/// failed at start or backs off after timeouts.
-/// Keeps each source's health entry (`tributary.source.NAME`) current: SERVING while it is healthy
-/// and not failing. The overall entry ("") is NOT_SERVING while the server is starved of threads
+/// Keeps each source's health entry (`tributary.source/NAME`) current: SERVING while the source is
+/// ready ([`SourceState::Ready`]), NOT_SERVING while it failed at start, its runner is starting, it
+/// backs off after timeouts, or its last calls all failed. The overall entry ("") is NOT_SERVING while the server is starved of threads
 /// (see [`tributary_runtime::call::threads::starved`]) and from the shutdown signal on.
 async fn watch_sources(
     health: tonic_health::server::HealthReporter,
