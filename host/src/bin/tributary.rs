@@ -247,7 +247,7 @@ fn main() -> ExitCode {
             ..
         } => {
             // At least two workers: a fast source's calls are made in place on a worker only when
-            // another one stays free (see `tributary_host::inline`).
+            // another one stays free (see `tributary_runtime::call::in_place`).
             let workers = std::thread::available_parallelism()
                 .map_or(2, |n| n.get())
                 .max(2);
