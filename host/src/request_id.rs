@@ -4,7 +4,7 @@
 //! client's `x-request-id` when it sends a sane one (at most 64 visible ASCII characters), so a request
 //! can be followed from a proxy's log into ours; otherwise the server makes one. The id goes back to
 //! the client in the `x-request-id` response header. tower-http's request-id and trace layers do
-//! the work (see crate::server); this module says which ids are sane, makes ids and names the span.
+//! the work (the server module wires them); this module says which ids are sane, makes ids and names the span.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

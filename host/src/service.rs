@@ -7,15 +7,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use abi_stable::std_types::{RResult, RStr, RString, RVec};
+use abi_stable::std_types::{RString, RVec};
 use tonic::{Request, Response, Status};
-use tributary_plugin_api::{contract, Detail, Filter, PluginError, Summary};
+use tributary_plugin_api::{Detail, Filter, PluginError, Summary};
 use tributary_proto::v1::{
     self as pb, packages_service_server::PackagesService, plugins_service_server::PluginsService,
 };
 
 use tributary_runtime::{
-    call::{self, Budget, Fault, SourceHandle as Source},
+    call::{self, Budget, SourceHandle as Source},
     config::{Config, Overrides},
     merge::{
         self as engine,
@@ -743,7 +743,7 @@ impl Catalog {
                 )));
             }
         };
-        let detail = call_detail(&source, reference.identifier.clone(), budget)
+        let detail = call::detail(&source, reference.identifier.clone(), budget)
             .await
             .map_err(|fault| {
                 Status::new(
@@ -758,28 +758,6 @@ impl Catalog {
             available_package_detail: Some(detail_pb(&source.name, detail)),
         }))
     }
-}
-
-async fn call_detail(
-    source: &Arc<Source>,
-    identifier: String,
-    budget: Budget,
-) -> Result<Detail, Fault> {
-    let identifier_for_check = identifier.clone();
-    let result = call::call(source, "detail", budget, move |src| {
-        src.imp.detail(RStr::from_str(&identifier))
-    })
-    .await;
-    let answer = match result {
-        Ok(RResult::ROk(detail)) => contract::check_detail(&identifier_for_check, &detail)
-            .map(|()| detail)
-            .map_err(|v| Fault::contract(v.into_message())),
-        Ok(RResult::RErr(e)) => Err(Fault::from_plugin(e)),
-        // Refused or timed out: nothing the source answered, nothing to record.
-        Err(e) => return Err(e.into()),
-    };
-    source.record(answer.as_ref().map(|_| ()));
-    answer
 }
 
 #[tonic::async_trait]
@@ -842,12 +820,9 @@ impl Catalog {
                 deadline: Some(Instant::now() + STATUS_BUDGET),
             };
             declared.then_some(async move {
-                let answer = call::call(&source, "status", budget, |src| {
-                    src.imp.call(RStr::from_str(STATUS), 1, RStr::from_str(""))
-                })
-                .await;
+                let answer = call::named(&source, STATUS, 1, String::new(), budget).await;
                 let text = match answer {
-                    Ok(RResult::ROk(text)) => text.into_string(),
+                    Ok(text) => text,
                     _ => return (i, String::new()),
                 };
                 let is_object = text.len() <= MAX_STATUS_BYTES

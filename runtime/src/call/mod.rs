@@ -42,10 +42,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 mod fault;
 pub mod in_place;
+mod ops;
 mod source;
 pub mod threads;
 
 pub use fault::{FailureKind, Fault};
+pub use ops::{detail, list, named};
 pub use source::SourceHandle;
 
 use crate::config::CallLimits;

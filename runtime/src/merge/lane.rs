@@ -369,8 +369,20 @@ async fn feed(
     batches: mpsc::Sender<Result<Batch, Failure>>,
 ) {
     loop {
-        let answered = match call_list(&source, call, budget).await {
-            Ok((returned, items)) => answer(&source, returned, Ok(items)),
+        let NextCall {
+            request,
+            min_limit,
+            expect_first,
+        } = call;
+        let answered = match call::list(&source, request, budget).await {
+            Ok((request, items)) => {
+                let returned = NextCall {
+                    request,
+                    min_limit,
+                    expect_first,
+                };
+                answer(&source, returned, Ok(items))
+            }
             Err(fault) => {
                 source.record(Err(&fault));
                 Err(Failure::new(&source, fault))
@@ -406,23 +418,4 @@ fn refiltered_limit(request: &ListRequest, kept: usize, fetched: usize) -> u32 {
         return 0;
     }
     request.limit.saturating_mul(2).min(MAX_REFILTER_BATCH)
-}
-
-/// Runs one guarded `list` call. The call comes back with the items so that the next call reuses
-/// its request without copying the filter.
-async fn call_list(
-    source: &Arc<Source>,
-    call: NextCall,
-    budget: Budget,
-) -> Result<(NextCall, RVec<Summary>), Fault> {
-    let result = call::call(source, "list", budget, move |src| {
-        let result = src.imp.list(&call.request);
-        (call, result)
-    })
-    .await;
-    match result {
-        Ok((call, RResult::ROk(items))) => Ok((call, items)),
-        Ok((_, RResult::RErr(e))) => Err(Fault::from_plugin(e)),
-        Err(e) => Err(e.into()),
-    }
 }
