@@ -18,6 +18,23 @@ use tributary_runtime::{
 
 use crate::{auth::Authenticator, server, service::Catalog, tls::Certificates};
 
+/// Why the server could not start or stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// `key` (`listen` or `metrics_listen`) names an address that cannot be bound; the message
+    /// names the key for `metrics_listen` (`listen` may come from `--listen`).
+    #[error("cannot listen on {address}{}: {error}", if *key == "listen" { String::new() } else { format!(" ({key})") })]
+    Bind {
+        key: &'static str,
+        address: SocketAddr,
+        error: std::io::Error,
+    },
+    #[error("cannot handle SIGHUP: {0}")]
+    Signal(std::io::Error),
+    #[error(transparent)]
+    Serve(#[from] server::ServeError),
+}
+
 /// A server to start: the configuration, the registry loaded from it, and what the configuration's
 /// `[tls]` and `[auth]` files gave.
 pub struct App {
@@ -82,27 +99,18 @@ impl App {
     }
 
     /// Binds `listen` and, when set, `metrics_listen`.
-    pub async fn bind(self) -> Result<Bound, String> {
-        let listener = TcpListener::bind(self.config.listen)
-            .await
-            .map_err(|e| format!("cannot listen on {}: {e}", self.config.listen))?;
-        let address = listener.local_addr().map_err(|e| e.to_string())?;
+    pub async fn bind(self) -> Result<Bound, AppError> {
+        let (listener, address) = bind("listen", self.config.listen).await?;
         let metrics = match self.config.metrics_listen {
             None => None,
-            Some(at) => {
-                let listener = TcpListener::bind(at)
-                    .await
-                    .map_err(|e| format!("cannot listen on {at} (metrics_listen): {e}"))?;
-                let address = listener.local_addr().map_err(|e| e.to_string())?;
-                Some((listener, address))
-            }
+            Some(at) => Some(bind("metrics_listen", at).await?),
         };
         // SIGHUP is taken over here, before the caller says where the server listens: from then on
         // a SIGHUP reloads instead of ending the process.
         let hangups = match (&self.reload_from, self.sighup) {
             (Some(_), true) => Some(
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-                    .map_err(|e| format!("cannot handle SIGHUP: {e}"))?,
+                    .map_err(AppError::Signal)?,
             ),
             _ => None,
         };
@@ -145,7 +153,7 @@ impl Bound {
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), String> {
+    ) -> Result<(), AppError> {
         let Bound {
             app,
             listener,
@@ -213,12 +221,27 @@ impl Bound {
         };
         let served = server::serve_with(listener, catalog, shutdown, options)
             .await
-            .map_err(|e| e.to_string());
+            .map_err(AppError::from);
         for task in tasks {
             task.abort();
         }
         served
     }
+}
+
+/// Binds `address`, the value of `key`.
+async fn bind(
+    key: &'static str,
+    address: SocketAddr,
+) -> Result<(TcpListener, SocketAddr), AppError> {
+    let fail = |error| AppError::Bind {
+        key,
+        address,
+        error,
+    };
+    let listener = TcpListener::bind(address).await.map_err(fail)?;
+    let bound = listener.local_addr().map_err(fail)?;
+    Ok((listener, bound))
 }
 
 /// Warns when the server listens beyond loopback without TLS or without auth.

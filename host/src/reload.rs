@@ -40,6 +40,31 @@ use tributary_runtime::registry::Generation;
 
 use crate::metrics::Metrics;
 
+/// Why a reload was refused; the running generation keeps serving. Its text is what the log,
+/// `ListPlugins.last_reload_error` and the Reload RPC's FAILED_PRECONDITION say.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("this server was not started from a configuration file: nothing to reload")]
+    NotFromFile,
+    /// The file is unreadable or invalid (the error names the file and the key).
+    #[error(transparent)]
+    Config(#[from] tributary_runtime::config::ConfigError),
+    #[error("config file {}: key `plugin_dir` changed from {} to {}; a new plugin directory needs a restart", path.display(), from.display(), to.display())]
+    PluginDirChanged {
+        path: PathBuf,
+        from: PathBuf,
+        to: PathBuf,
+    },
+    /// The new registry could not be built (a source table names an unknown plugin, say).
+    #[error("config file {}: {error}", path.display())]
+    Registry {
+        path: PathBuf,
+        error: tributary_runtime::registry::StartError,
+    },
+    #[error("the reload stopped: {0}")]
+    Stopped(String),
+}
+
 /// What a catalog's reloads did so far, as `ListPlugins` shows it. Held only for a moment: a reload
 /// in progress (loading libraries, starting runners) holds [`ReloadInputs`] instead, so no request
 /// path waits for a reload.
@@ -152,12 +177,12 @@ impl Reloader {
 
     /// Reloads on a blocking thread (loading libraries and building sources may read files and
     /// take a while); `trigger` names what asked, for the log. Reloads run one at a time.
-    pub async fn reload_now(&self, trigger: &str) -> Result<ReloadSummary, String> {
+    pub async fn reload_now(&self, trigger: &str) -> Result<ReloadSummary, ReloadError> {
         let reloader = self.clone();
         let trigger = trigger.to_owned();
         tokio::task::spawn_blocking(move || reloader.reload(&trigger))
             .await
-            .map_err(|e| format!("the reload stopped: {e}"))?
+            .map_err(|e| ReloadError::Stopped(e.to_string()))?
     }
 
     /// Adds the generation and the reload facts to a `ListPlugins` answer.
@@ -170,7 +195,7 @@ impl Reloader {
     }
 
     /// One reload, on the calling thread.
-    fn reload(&self, trigger: &str) -> Result<ReloadSummary, String> {
+    fn reload(&self, trigger: &str) -> Result<ReloadSummary, ReloadError> {
         let inputs = ReloadState::inputs(&self.state);
         let mut inputs = inputs.lock().unwrap_or_else(|p| p.into_inner());
         let result = self.reload_locked(&mut inputs);
@@ -178,7 +203,7 @@ impl Reloader {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
             state.last_at = Some(SystemTime::now());
             state.retired = inputs.retired.len();
-            state.last_error = result.as_ref().err().cloned();
+            state.last_error = result.as_ref().err().map(ToString::to_string);
         }
         self.metrics
             .record_reload(result.is_ok(), self.current.load().number);
@@ -234,30 +259,30 @@ impl Reloader {
         result
     }
 
-    fn reload_locked(&self, inputs: &mut ReloadInputs) -> Result<ReloadSummary, String> {
+    fn reload_locked(&self, inputs: &mut ReloadInputs) -> Result<ReloadSummary, ReloadError> {
         let Some((path, overrides)) = &inputs.source else {
-            return Err(
-                "this server was not started from a configuration file: nothing to reload".into(),
-            );
+            return Err(ReloadError::NotFromFile);
         };
         // A `ConfigError` names the file itself.
-        let config = Config::load(path, overrides).map_err(|e| e.to_string())?;
+        let config = Config::load(path, overrides)?;
         let old = self.current.load_full();
         if config.plugin_dir != old.registry.plugin_dir {
-            return Err(format!(
-                "config file {}: key `plugin_dir` changed from {} to {}; a new plugin directory needs a restart",
-                path.display(),
-                old.registry.plugin_dir.display(),
-                config.plugin_dir.display()
-            ));
+            return Err(ReloadError::PluginDirChanged {
+                path: path.clone(),
+                from: old.registry.plugin_dir.clone(),
+                to: config.plugin_dir.clone(),
+            });
         }
         let restart_needed = inputs
             .running
             .as_ref()
             .map(|running| restart_keys(running, &config))
             .unwrap_or_default();
-        let registry = Registry::reload(&config, &old.registry)
-            .map_err(|e| format!("config file {}: {e}", path.display()))?;
+        let registry =
+            Registry::reload(&config, &old.registry).map_err(|error| ReloadError::Registry {
+                path: path.clone(),
+                error,
+            })?;
         let generation = Generation::new(old.number + 1, Arc::new(registry));
         let mut summary = summarize(&old, &generation);
         summary.restart_needed = restart_needed;

@@ -203,7 +203,10 @@ impl Catalog {
     }
 
     /// Reloads now (see [`crate::reload::Reloader::reload_now`]).
-    pub async fn reload_now(&self, trigger: &str) -> Result<ReloadSummary, String> {
+    pub async fn reload_now(
+        &self,
+        trigger: &str,
+    ) -> Result<ReloadSummary, crate::reload::ReloadError> {
         self.reloader.reload_now(trigger).await
     }
 }
@@ -792,7 +795,8 @@ impl PluginsService for Catalog {
         self.reload_now("Reload RPC")
             .await
             .map(|summary| Response::new(summary.into()))
-            .map_err(Status::failed_precondition)
+            // A refused reload: the running generation keeps serving.
+            .map_err(|e| Status::failed_precondition(e.to_string()))
     }
 }
 

@@ -67,7 +67,7 @@ pub(crate) fn start_with_metrics(mut command: Command) -> (std::process::Child, 
     (child, grpc, metrics)
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_a_known_workload() {
     let plugins = PluginDir::with(&["testkit"]);
     let dir = tempfile::tempdir().unwrap();
@@ -76,7 +76,13 @@ async fn metrics_count_a_known_workload() {
         plugins.path(),
         &format!("metrics_listen = \"127.0.0.1:0\"\n{SOURCES}"),
     );
-    let (child, grpc, metrics) = serve_with_metrics(&config);
+    // In this process, as the binary serves it: the metrics are the server's own.
+    let server = tributary_tests::TestServer::from_file(&config).await;
+    let grpc = server.address.to_string();
+    let metrics = server
+        .metrics_address
+        .expect("metrics_listen is set")
+        .to_string();
 
     let mut client = PackagesServiceClient::connect(format!("http://{grpc}"))
         .await
@@ -228,7 +234,7 @@ async fn metrics_count_a_known_workload() {
         ),
         Some(1.0)
     );
-    assert!(terminate(child).success());
+    server.stop().await;
 }
 
 /// An isolated source's runner, killed with SIGKILL: `ListPlugins` shows the pid, then the restart

@@ -304,7 +304,7 @@ fn main() -> ExitCode {
 
 /// Binds, says where it listens (tests and scripts wait for the line; the port matters when
 /// listening on port 0), and serves until SIGTERM or SIGINT.
-async fn run(app: App) -> Result<(), String> {
+async fn run(app: App) -> Result<(), tributary_host::app::AppError> {
     let bound = app.bind().await?;
     println!("listening on {}", bound.address());
     if let Some(address) = bound.metrics_address() {
