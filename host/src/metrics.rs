@@ -439,7 +439,7 @@ impl tributary_runtime::call::CallObserver for SourceMetrics {
         what: &str,
         result: Result<std::time::Duration, &tributary_runtime::call::CallError>,
     ) {
-        use tributary_runtime::call::CallError;
+        use tributary_runtime::call::FailureKind;
         let call = match what {
             "list" => &self.list,
             "detail" => &self.detail,
@@ -451,10 +451,12 @@ impl tributary_runtime::call::CallObserver for SourceMetrics {
                 call.seconds.observe(took.as_secs_f64());
                 0
             }
-            Err(CallError::Timeout(_)) => 1,
-            Err(CallError::Overloaded(_)) => 2,
-            Err(CallError::Unhealthy(_)) => 3,
-            Err(CallError::Aborted(_)) => 4,
+            Err(error) => match error.kind() {
+                FailureKind::Timeout => 1,
+                FailureKind::Overloaded => 2,
+                FailureKind::Unhealthy => 3,
+                _ => 4,
+            },
         };
         call.outcomes[outcome].inc();
     }

@@ -596,7 +596,7 @@ mod tests {
     };
     use tributary_runtime::{
         call::SourceHandle,
-        loader::{LoadedPlugin, PluginFile, PluginMeta},
+        loader::{LoadedPlugin, PluginFile, PluginMeta, Rejection, RejectionKind},
         registry::SourceEntry,
     };
 
@@ -744,7 +744,7 @@ mod tests {
             path: PathBuf::from("/plugins").join(file),
             sha256: sha256.to_owned(),
             meta: None,
-            outcome: Err(reason.to_owned()),
+            outcome: Err(Rejection::new(RejectionKind::NotAPlugin, reason)),
             loaded_at: SystemTime::UNIX_EPOCH,
         }
     }

@@ -900,7 +900,12 @@ pub fn list_plugins(registry: &Registry) -> pb::ListPluginsResponse {
                     Ok(_) => PStatus::Loaded,
                     Err(_) => PStatus::Rejected,
                 } as i32,
-                reason: f.outcome.as_ref().err().cloned().unwrap_or_default(),
+                reason: f
+                    .outcome
+                    .as_ref()
+                    .err()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
                 sha256: f.sha256.clone(),
                 idle: f.outcome.is_ok()
                     && !registry

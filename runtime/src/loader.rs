@@ -105,11 +105,85 @@ pub struct PluginFile {
     pub sha256: String,
     /// Known whenever the library's metadata could be read, even if it was then rejected.
     pub meta: Option<PluginMeta>,
-    pub outcome: Result<LoadedPlugin, String>,
+    pub outcome: Result<LoadedPlugin, Rejection>,
     /// When these bytes were first loaded (or read and rejected). A library kept across a reload
     /// keeps its time.
     pub loaded_at: std::time::SystemTime,
 }
+
+/// Why a library was not loaded: a kind for code and metrics, the one-line detail for operators
+/// (`Display` writes both the detail and, on a reload, which earlier version keeps serving).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Rejection {
+    pub kind: RejectionKind,
+    /// What was found, naming the file and the figure (an owner, a mode, a version).
+    pub detail: String,
+    /// On a reload: the version that keeps serving the plugin's name instead ("name version,
+    /// sha256 prefix").
+    pub previous_kept: Option<String>,
+}
+
+/// The kinds of [`Rejection`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectionKind {
+    /// The file, or a folder above it, is not safe to run code from (its owner or its mode).
+    Insecure,
+    /// The file could not be read, is not a regular file, changed while it was checked, or could
+    /// not be copied.
+    Unreadable,
+    /// Not a Tributary plugin: not a shared library, or no root module, or its root module failed to
+    /// initialise.
+    NotAPlugin,
+    /// Built for another interface: another major version, abi_stable release, C ABI or layout.
+    Incompatible,
+    /// Opening it crashed or hung the inspector process (the server never opened it).
+    Crashed,
+    /// Its metadata is unusable (an invalid plugin name).
+    InvalidMetadata,
+    /// Another file already serves its plugin name.
+    Duplicate,
+    /// A source the previous version served could not be built with it (on a reload).
+    SourceFailed,
+}
+
+impl RejectionKind {
+    /// The kind's name, as logs and the JSON of the inspector process write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RejectionKind::Insecure => "insecure",
+            RejectionKind::Unreadable => "unreadable",
+            RejectionKind::NotAPlugin => "not_a_plugin",
+            RejectionKind::Incompatible => "incompatible",
+            RejectionKind::Crashed => "crashed",
+            RejectionKind::InvalidMetadata => "invalid_metadata",
+            RejectionKind::Duplicate => "duplicate",
+            RejectionKind::SourceFailed => "source_failed",
+        }
+    }
+}
+
+impl Rejection {
+    pub fn new(kind: RejectionKind, detail: impl Into<String>) -> Rejection {
+        Rejection {
+            kind,
+            detail: detail.into(),
+            previous_kept: None,
+        }
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)?;
+        if let Some(kept) = &self.previous_kept {
+            write!(f, "; the previous version ({kept}) keeps serving")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Rejection {}
 
 /// Why the plugin directory could not be scanned at all.
 #[derive(Debug, thiserror::Error)]
@@ -293,7 +367,7 @@ pub fn load_all_with(
                 path: path.clone(),
                 sha256: String::new(),
                 meta: None,
-                outcome: Err(reason),
+                outcome: Err(Rejection::new(RejectionKind::Insecure, reason)),
                 loaded_at: std::time::SystemTime::now(),
             },
             None => match inspection {
@@ -327,9 +401,11 @@ pub fn load_all_with(
                 version = %p.meta.version,
                 "loaded plugin"
             ),
-            Err(reason) => {
-                tracing::warn!(path = %file.path.display(), "rejected plugin library: {reason}")
-            }
+            Err(reason) => tracing::warn!(
+                path = %file.path.display(),
+                kind = reason.kind.name(),
+                "rejected plugin library: {reason}"
+            ),
         }
     }
     files
@@ -362,63 +438,73 @@ fn reject_duplicates(files: &mut [PluginFile], previous: &[PluginFile]) {
             if i == keep || name_of(file).as_ref() != Some(&name) {
                 continue;
             }
-            file.outcome = Err(if serving {
-                format!(
-                    "duplicate plugin name {name:?}: already served by {}",
-                    kept.display()
-                )
-            } else {
-                format!(
+            file.outcome = Err(Rejection::new(
+                RejectionKind::Duplicate,
+                if serving {
+                    format!(
+                        "duplicate plugin name {name:?}: already served by {}",
+                        kept.display()
+                    )
+                } else {
+                    format!(
                     "duplicate plugin name {name:?}: already loaded from {} (the first file in name order)",
                     kept.display()
                 )
-            });
+                },
+            ));
         }
     }
 }
 
 /// The bytes of a plugin file, read through one descriptor that was checked before reading.
-fn read_checked(path: &Path, strict: bool) -> Result<Vec<u8>, String> {
+fn read_checked(path: &Path, strict: bool) -> Result<Vec<u8>, Rejection> {
+    let unreadable = |detail: String| Rejection::new(RejectionKind::Unreadable, detail);
     use std::io::Read;
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     // Resolve a symlink once; the target is then opened without following anything further.
     let real = std::fs::canonicalize(path)
-        .map_err(|e| format!("cannot resolve {}: {e}", path.display()))?;
+        .map_err(|e| unreadable(format!("cannot resolve {}: {e}", path.display())))?;
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(&real)
-        .map_err(|e| format!("cannot open {}: {e}", real.display()))?;
+        .map_err(|e| unreadable(format!("cannot open {}: {e}", real.display())))?;
     let meta = file
         .metadata()
-        .map_err(|e| format!("cannot inspect {}: {e}", real.display()))?;
+        .map_err(|e| unreadable(format!("cannot inspect {}: {e}", real.display())))?;
     if !meta.file_type().is_file() {
-        return Err(format!(
+        return Err(unreadable(format!(
             "{} is not a regular file (a FIFO, device, socket or directory is never loaded)",
             real.display()
-        ));
+        )));
     }
     if strict {
         // SAFETY: geteuid has no preconditions and cannot fail.
         let me = unsafe { libc::geteuid() };
         if meta.uid() != 0 && meta.uid() != me {
-            return Err(format!(
-                "plugin file {} is owned by uid {}, neither this user (uid {me}) nor root",
-                real.display(),
-                meta.uid()
+            return Err(Rejection::new(
+                RejectionKind::Insecure,
+                format!(
+                    "plugin file {} is owned by uid {}, neither this user (uid {me}) nor root",
+                    real.display(),
+                    meta.uid()
+                ),
             ));
         }
         if meta.mode() & 0o022 != 0 {
-            return Err(format!(
-                "plugin file {} is writable by group or others (mode {:04o})",
-                real.display(),
-                meta.mode() & 0o7777
+            return Err(Rejection::new(
+                RejectionKind::Insecure,
+                format!(
+                    "plugin file {} is writable by group or others (mode {:04o})",
+                    real.display(),
+                    meta.mode() & 0o7777
+                ),
             ));
         }
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     file.read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read {}: {e}", real.display()))?;
+        .map_err(|e| unreadable(format!("cannot read {}: {e}", real.display())))?;
     Ok(bytes)
 }
 
@@ -462,7 +548,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 fn load_one(path: &Path, strict: bool, previous: &[PluginFile]) -> PluginFile {
-    let rejected = |sha256: &str, meta: Option<PluginMeta>, reason: String| PluginFile {
+    let rejected = |sha256: &str, meta: Option<PluginMeta>, reason: Rejection| PluginFile {
         path: path.to_path_buf(),
         sha256: sha256.to_owned(),
         meta,
@@ -492,10 +578,16 @@ fn load_one(path: &Path, strict: bool, previous: &[PluginFile]) -> PluginFile {
         .unwrap_or_default();
     let copy = match private_copy(&bytes, &file_name) {
         Ok(copy) => copy,
-        Err(reason) => return rejected(&sha256, None, reason),
+        Err(reason) => {
+            return rejected(
+                &sha256,
+                None,
+                Rejection::new(RejectionKind::Unreadable, reason),
+            )
+        }
     };
     drop(bytes);
-    let rejected = |meta: Option<PluginMeta>, reason: String| rejected(&sha256, meta, reason);
+    let rejected = |meta: Option<PluginMeta>, reason: Rejection| rejected(&sha256, meta, reason);
     let module =
         match lib_header_from_path(&copy).and_then(|h| h.init_root_module::<PluginMod_Ref>()) {
             Ok(module) => module,
@@ -514,7 +606,10 @@ fn load_one(path: &Path, strict: bool, previous: &[PluginFile]) -> PluginFile {
             "built for plugin interface {}.{}, this host speaks {}.x: rebuild the plugin against tributary-plugin-api {}.x",
             meta.interface.0, meta.interface.1, INTERFACE_VERSION.0, INTERFACE_VERSION.0
         );
-        return rejected(Some(meta), reason);
+        return rejected(
+            Some(meta),
+            Rejection::new(RejectionKind::Incompatible, reason),
+        );
     }
     if meta.name.is_empty()
         || meta
@@ -526,7 +621,10 @@ fn load_one(path: &Path, strict: bool, previous: &[PluginFile]) -> PluginFile {
             "invalid plugin name {:?}: it must be non-empty with no spaces",
             meta.name
         );
-        return rejected(Some(meta), reason);
+        return rejected(
+            Some(meta),
+            Rejection::new(RejectionKind::InvalidMetadata, reason),
+        );
     }
     PluginFile {
         path: path.to_path_buf(),
@@ -550,7 +648,7 @@ struct Report {
     description: String,
     interface: (u32, u32),
     capabilities: Vec<String>,
-    rejected: Option<String>,
+    rejected: Option<Rejection>,
 }
 
 /// The inspector child's side (`tributary __runner --inspect <library> <strict|lax>`): loads the
@@ -590,7 +688,7 @@ pub fn inspect(
     previous: &[PluginFile],
     inspection: &Inspection,
 ) -> PluginFile {
-    let rejected = |sha256: &str, meta: Option<PluginMeta>, reason: String| PluginFile {
+    let rejected = |sha256: &str, meta: Option<PluginMeta>, reason: Rejection| PluginFile {
         path: path.to_path_buf(),
         sha256: sha256.to_owned(),
         meta,
@@ -621,14 +719,23 @@ pub fn inspect(
     };
     let report = match run_inspector(path, strict, &inspection.program) {
         Ok(report) => report,
-        Err(reason) => return rejected(known_sha256.as_deref().unwrap_or(""), None, reason),
+        Err(reason) => {
+            return rejected(
+                known_sha256.as_deref().unwrap_or(""),
+                None,
+                Rejection::new(RejectionKind::Crashed, reason),
+            )
+        }
     };
     let sha256 = known_sha256.unwrap_or_else(|| report.sha256.clone());
     if report.sha256 != sha256 {
         return rejected(
             &sha256,
             None,
-            "the file changed while it was being inspected".to_owned(),
+            Rejection::new(
+                RejectionKind::Unreadable,
+                "the file changed while it was being inspected",
+            ),
         );
     }
     let meta = report.name.map(|name| PluginMeta {
@@ -640,7 +747,14 @@ pub fn inspect(
     });
     match (report.rejected, meta) {
         (Some(reason), meta) => rejected(&sha256, meta, reason),
-        (None, None) => rejected(&sha256, None, "the inspector reported no plugin".to_owned()),
+        (None, None) => rejected(
+            &sha256,
+            None,
+            Rejection::new(
+                RejectionKind::NotAPlugin,
+                "the inspector reported no plugin",
+            ),
+        ),
         (None, Some(meta)) => PluginFile {
             path: path.to_path_buf(),
             sha256,
@@ -718,42 +832,64 @@ fn run_inspector(path: &Path, strict: bool, program: &Path) -> Result<Report, St
 
 /// One line saying why a library could not be loaded. `AbiInstability` reports can run to a thousand
 /// lines: the full text goes to the debug log, the line to the operator.
-fn describe(error: &LibraryError) -> String {
-    match error {
-        LibraryError::OpenError { err, .. } => {
-            format!("not a loadable shared library: {}", first_line(&err.to_string()))
-        }
-        LibraryError::GetSymbolError { .. } => {
-            "not a Tributary plugin: it exports no abi_stable root module (was it built with tributary_plugin_api::export_plugin!?)".to_owned()
-        }
-        LibraryError::InvalidAbiHeader(header) => format!(
-            "built with an incompatible abi_stable ({header:?}): rebuild against this host's tributary-plugin-api"
+fn describe(error: &LibraryError) -> Rejection {
+    use RejectionKind::{Incompatible, NotAPlugin};
+    let (kind, detail) = match error {
+        LibraryError::OpenError { err, .. } => (
+            NotAPlugin,
+            format!("not a loadable shared library: {}", first_line(&err.to_string())),
         ),
-        LibraryError::InvalidCAbi { .. } => {
-            "built by a compiler with an incompatible C ABI: rebuild the plugin".to_owned()
+        LibraryError::GetSymbolError { .. } => (
+            NotAPlugin,
+            "not a Tributary plugin: it exports no abi_stable root module (was it built with tributary_plugin_api::export_plugin!?)".to_owned(),
+        ),
+        LibraryError::InvalidAbiHeader(header) => (
+            Incompatible,
+            format!(
+                "built with an incompatible abi_stable ({header:?}): rebuild against this host's tributary-plugin-api"
+            ),
+        ),
+        LibraryError::InvalidCAbi { .. } => (
+            Incompatible,
+            "built by a compiler with an incompatible C ABI: rebuild the plugin".to_owned(),
+        ),
+        LibraryError::ParseVersionError(e) => {
+            (Incompatible, format!("unreadable interface version: {e}"))
         }
-        LibraryError::ParseVersionError(e) => format!("unreadable interface version: {e}"),
         LibraryError::IncompatibleVersionNumber {
             expected_version,
             actual_version,
             ..
-        } => format!(
-            "built for plugin interface {}.{}, this host speaks {}.x: rebuild the plugin against tributary-plugin-api {}.x",
-            actual_version.major, actual_version.minor, expected_version.major, expected_version.major
+        } => (
+            Incompatible,
+            format!(
+                "built for plugin interface {}.{}, this host speaks {}.x: rebuild the plugin against tributary-plugin-api {}.x",
+                actual_version.major, actual_version.minor, expected_version.major, expected_version.major
+            ),
         ),
         LibraryError::AbiInstability(details) => {
             tracing::debug!("layout mismatch details: {details}");
-            "plugin interface layout does not match this host's (same major version, different types): rebuild the plugin against this host's tributary-plugin-api; details at debug log level".to_owned()
+            (
+                Incompatible,
+                "plugin interface layout does not match this host's (same major version, different types): rebuild the plugin against this host's tributary-plugin-api; details at debug log level".to_owned(),
+            )
         }
-        LibraryError::RootModule { err, .. } => {
-            format!("the plugin's root module failed to initialise: {}", first_line(&err.to_string()))
+        LibraryError::RootModule { err, .. } => (
+            NotAPlugin,
+            format!(
+                "the plugin's root module failed to initialise: {}",
+                first_line(&err.to_string())
+            ),
+        ),
+        LibraryError::Many(errors) => {
+            return errors
+                .iter()
+                .map(describe)
+                .next()
+                .unwrap_or_else(|| Rejection::new(NotAPlugin, "unknown load error"))
         }
-        LibraryError::Many(errors) => errors
-            .iter()
-            .map(describe)
-            .next()
-            .unwrap_or_else(|| "unknown load error".to_owned()),
-    }
+    };
+    Rejection::new(kind, detail)
 }
 
 fn first_line(text: &str) -> String {
@@ -811,5 +947,61 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("is not a directory"));
+    }
+
+    #[test]
+    fn each_rejection_has_its_kind() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("tributary-kinds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = dir.join("libtext.so");
+        std::fs::write(&text, "not a library").unwrap();
+        let fifo = dir.join("libfifo.so");
+        let c_fifo = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o600) }, 0);
+        let missing = dir.join("libmissing.so");
+        let files = load_all(&[text.clone(), fifo.clone(), missing], false);
+        let kinds: Vec<_> = files
+            .iter()
+            .map(|f| f.outcome.as_ref().err().map(|r| r.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                Some(RejectionKind::NotAPlugin),
+                Some(RejectionKind::Unreadable),
+                Some(RejectionKind::Unreadable)
+            ]
+        );
+        let fifo_reason = files[1].outcome.as_ref().err().unwrap().to_string();
+        assert!(
+            fifo_reason.ends_with(
+                "is not a regular file (a FIFO, device, socket or directory is never loaded)"
+            ),
+            "{fifo_reason}"
+        );
+
+        std::fs::set_permissions(&text, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let insecure = read_checked(&text, true).unwrap_err();
+        assert_eq!(insecure.kind, RejectionKind::Insecure);
+        assert!(
+            insecure
+                .detail
+                .contains("writable by group or others (mode 0666)"),
+            "{insecure}"
+        );
+
+        // A reload's rejection names the version kept; the kind travels through JSON unchanged.
+        let mut kept = Rejection::new(RejectionKind::Duplicate, "duplicate plugin name \"a\"");
+        kept.previous_kept = Some("a 1.0.0, sha256 0123456789ab".to_owned());
+        assert_eq!(
+            kept.to_string(),
+            "duplicate plugin name \"a\"; the previous version (a 1.0.0, sha256 0123456789ab) keeps serving"
+        );
+        let json = serde_json::to_string(&kept).unwrap();
+        assert!(json.contains("\"kind\":\"duplicate\""), "{json}");
+        assert_eq!(serde_json::from_str::<Rejection>(&json).unwrap(), kept);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -12,7 +12,7 @@ use tributary_plugin_api::PluginError;
 use crate::{
     call::SourceHandle,
     config::{Config, SourceConfig},
-    loader::{self, LoadedPlugin, PluginFile, ScanError},
+    loader::{self, LoadedPlugin, PluginFile, Rejection, RejectionKind, ScanError},
 };
 
 /// One set of loaded libraries and built sources.
@@ -218,14 +218,9 @@ impl Registry {
                 .filter(|f| f.path == old.path && f.outcome.is_err())
             {
                 if let Err(reason) = &mut f.outcome {
-                    if !reason.contains("keeps serving") {
-                        reason.push_str(&format!(
-                            "; the previous version ({} {}, sha256 {}) keeps serving",
-                            meta.name,
-                            meta.version,
-                            &old.sha256[..old.sha256.len().min(12)]
-                        ));
-                    }
+                    reason
+                        .previous_kept
+                        .get_or_insert_with(|| kept_version(meta, &old.sha256));
                 }
             }
             tracing::warn!(
@@ -282,12 +277,11 @@ impl Registry {
                     plugin = %meta.name,
                     "the new library was rejected ({reason}); the previous version keeps serving"
                 );
-                files[i].outcome = Err(format!(
-                    "{reason}; the previous version ({} {}, sha256 {}) keeps serving",
-                    meta.name,
-                    meta.version,
-                    &old.sha256[..old.sha256.len().min(12)]
-                ));
+                files[i].outcome = Err(Rejection {
+                    kind: RejectionKind::SourceFailed,
+                    detail: reason,
+                    previous_kept: Some(kept_version(meta, &old.sha256)),
+                });
                 files.push(old.clone());
             }
         }
@@ -356,7 +350,7 @@ impl Registry {
                         (Some(file), _) => Err(PluginError::unavailable(format!(
                             "plugin {:?} was rejected: {}",
                             sc.plugin,
-                            file.outcome.as_ref().err().map(String::as_str).unwrap_or("")
+                            file.outcome.as_ref().err().map(ToString::to_string).unwrap_or_default()
                         ))),
                         (None, n) if n > 0 => Err(PluginError::unavailable(format!(
                             "no loaded plugin is named {:?}; {n} library file(s) in {} were rejected, see ListPlugins or `tributary plugins`",
@@ -531,6 +525,16 @@ fn construct(
     Ok(Arc::new(source))
 }
 
+/// How a rejection names the earlier version that keeps serving: "name version, sha256 prefix".
+fn kept_version(meta: &crate::loader::PluginMeta, sha256: &str) -> String {
+    format!(
+        "{} {}, sha256 {}",
+        meta.name,
+        meta.version,
+        &sha256[..sha256.len().min(12)]
+    )
+}
+
 #[cfg(test)]
 mod tests {
     //! The reload bookkeeping over plugins linked into the test binary: each is the root module a
@@ -689,7 +693,7 @@ mod tests {
     }
 
     /// (file name, sha256, the reason it was rejected) of each file, in order.
-    fn files(registry: &Registry) -> Vec<(String, &str, Option<&str>)> {
+    fn files(registry: &Registry) -> Vec<(String, &str, Option<String>)> {
         registry
             .files
             .iter()
@@ -697,7 +701,7 @@ mod tests {
                 (
                     f.path.file_name().unwrap().to_string_lossy().into_owned(),
                     f.sha256.as_str(),
-                    f.outcome.as_ref().err().map(String::as_str),
+                    f.outcome.as_ref().err().map(ToString::to_string),
                 )
             })
             .collect()
@@ -792,7 +796,10 @@ mod tests {
             path: path("alpha"),
             sha256: ALPHA_2.to_owned(),
             meta: Some(meta("alpha", "2.0.0")),
-            outcome: Err("interface 2.0 is not supported".to_owned()),
+            outcome: Err(Rejection::new(
+                RejectionKind::Incompatible,
+                "interface 2.0 is not supported",
+            )),
             loaded_at: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(2),
         };
         let second = Registry::reload_with(&config, vec![refused], &first).unwrap();
@@ -805,6 +812,7 @@ mod tests {
                     ALPHA_2,
                     Some(
                         "interface 2.0 is not supported; the previous version (alpha 1.0.0, sha256 a1a1a1a1a1a1) keeps serving"
+                            .to_owned()
                     )
                 ),
             ]
@@ -833,9 +841,14 @@ mod tests {
                     ALPHA_2,
                     Some(
                         "source \"one\" could not be built with it: internal: alpha 2.0.0 builds no source; the previous version (alpha 1.0.0, sha256 a1a1a1a1a1a1) keeps serving"
+                            .to_owned()
                     )
                 ),
             ]
+        );
+        assert_eq!(
+            second.files[1].outcome.as_ref().err().map(|r| r.kind),
+            Some(RejectionKind::SourceFailed)
         );
         assert!(same(&first, &second, "one"), "served by the old version");
     }

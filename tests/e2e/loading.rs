@@ -3,8 +3,11 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use tributary_runtime::registry::Registry;
+use tributary_runtime::{loader::RejectionKind, registry::Registry};
 use tributary_tests::*;
+
+/// What became of one file: the plugin's name, or the rejection's kind and message.
+type Outcome = Result<String, (RejectionKind, String)>;
 
 /// A FIFO named like a library is refused at once: `dlopen` on it would block start-up forever.
 #[test]
@@ -18,7 +21,7 @@ fn a_fifo_named_like_a_library_is_refused_without_blocking() {
     let path = plugins.path().to_path_buf();
     std::thread::spawn(move || {
         let registry = Registry::load(&config(&path, &path, vec![])).unwrap();
-        let outcomes: Vec<(String, Result<String, String>)> = registry
+        let outcomes: Vec<(String, Outcome)> = registry
             .files
             .iter()
             .map(|f| {
@@ -27,7 +30,7 @@ fn a_fifo_named_like_a_library_is_refused_without_blocking() {
                     f.outcome
                         .as_ref()
                         .map(|p| p.meta.name.clone())
-                        .map_err(Clone::clone),
+                        .map_err(|r| (r.kind, r.to_string())),
                 )
             })
             .collect();
@@ -41,9 +44,12 @@ fn a_fifo_named_like_a_library_is_refused_without_blocking() {
         outcomes[1],
         (
             "libx.so".to_owned(),
-            Err(format!(
-                "{} is not a regular file (a FIFO, device, socket or directory is never loaded)",
-                std::fs::canonicalize(&fifo).unwrap().display()
+            Err((
+                RejectionKind::Unreadable,
+                format!(
+                    "{} is not a regular file (a FIFO, device, socket or directory is never loaded)",
+                    std::fs::canonicalize(&fifo).unwrap().display()
+                )
             ))
         )
     );
@@ -66,6 +72,8 @@ fn a_symlink_to_a_file_in_a_world_writable_folder_is_refused() {
     std::os::unix::fs::symlink(&target, plugins.path().join("libtestkit.so")).unwrap();
     let registry = Registry::load(&config(plugins.path(), plugins.path(), vec![])).unwrap();
     let reason = registry.files[0].outcome.as_ref().err().expect("refused");
+    assert_eq!(reason.kind, RejectionKind::Insecure);
+    let reason = reason.to_string();
     assert!(
         reason.starts_with("folder above plugin file ")
             && reason.contains("is writable by group and others (mode 0777)"),

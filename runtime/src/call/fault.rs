@@ -86,13 +86,10 @@ impl Fault {
 impl From<CallError> for Fault {
     /// A call that produced nothing.
     fn from(error: CallError) -> Fault {
-        let (kind, message) = match error {
-            CallError::Timeout(m) => (FailureKind::Timeout, m),
-            CallError::Unhealthy(m) => (FailureKind::Unhealthy, m),
-            CallError::Overloaded(m) => (FailureKind::Overloaded, m),
-            CallError::Aborted(m) => (FailureKind::Plugin(ErrorKind::Internal), m),
-        };
-        Fault { kind, message }
+        Fault {
+            kind: error.kind(),
+            message: error.to_string(),
+        }
     }
 }
 

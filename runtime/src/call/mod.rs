@@ -4,8 +4,16 @@
 //!   number of calls in flight per source, and not at all while the source is backing off. An
 //!   isolated source's handle forwards the call to its runner process ([`crate::isolation`]), whose
 //!   client adds the runner's own restart back-off;
-//! - [`in_place::try_call`]: a fast source's `list` made on the caller's thread under a watchdog,
-//!   only when the source's health allows it, counted in the same health.
+//! - [`list_in_place`]: a fast source's small `list` made on the caller's thread under a watchdog
+//!   ([`in_place`]), only when the source's health allows it ([`in_place::eligible`]: in process,
+//!   recent calls fast, none stuck), counted in the same health. It answers `None` when the call
+//!   must take the first way instead.
+//!
+//! [`list`], [`detail`], [`named`] and [`list_in_place`] are the operations the rest of the host
+//! calls; each ends in the plugin's answer or a [`Fault`]. Which way a source is called is decided
+//! here: a source with a runner is always called through [`call`] (its handle forwards to the
+//! process), an in-process source in place when [`in_place::eligible`] and a slot allow it, else on
+//! its threads. The merge only asks for in place on pages where it pays (small, no search).
 //!
 //! A call's failure is a typed [`Fault`]; [`SourceHandle::record`] applies the one rule for what
 //! counts against the source.
@@ -47,10 +55,11 @@ mod source;
 pub mod threads;
 
 pub use fault::{FailureKind, Fault};
-pub use ops::{detail, list, named};
+pub use ops::{detail, list, list_in_place, named};
 pub use source::SourceHandle;
 
 use crate::config::CallLimits;
+use tributary_plugin_api::ErrorKind;
 
 /// What a server learns of each call a source makes (its metrics): the runtime knows nothing of
 /// how they are kept.
@@ -149,18 +158,119 @@ impl std::fmt::Display for Condition {
     }
 }
 
-/// Why a guarded call did not produce a value.
+/// Why a guarded call did not produce a value: what happened, with the figures that say so. Its
+/// [`kind`](CallError::kind) is how the page and the metrics class it; its `Display` is the one-line
+/// message clients and operators read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallError {
-    /// The call overran its time; the message says which limit.
-    Timeout(String),
-    /// The source is backing off; no call was made.
-    Unhealthy(String),
-    /// The source already has its maximum of calls in flight; no call was made.
-    Overloaded(String),
-    /// The blocking task failed to complete (the runtime is shutting down).
-    Aborted(String),
+    /// The plugin ran longer than the source timeout; the source now backs off for `backoff`.
+    SourceTimeout {
+        what: String,
+        timeout: Duration,
+        backoff: Duration,
+    },
+    /// The request's deadline came first, with `left` of it when the call was asked for.
+    Deadline { what: String, left: Duration },
+    /// The source is backing off after `timeouts` overruns in a row; no call was made.
+    BackingOff { timeouts: u32, retry_in: Duration },
+    /// The back-off has ended and its one trial call is still in flight; no call was made.
+    TrialInFlight { timeouts: u32 },
+    /// The source already has its maximum of calls in flight and none finished within `waited`.
+    AtLimit { max_calls: usize, waited: Duration },
+    /// The call waited `waited` for one of the source's `slots` call slots and could not finish
+    /// within the `left` that remained (the host's queue, not the plugin).
+    Queued {
+        what: String,
+        waited: Duration,
+        slots: usize,
+        left: Duration,
+    },
+    /// The call waited its whole `waited` for a thread and never started.
+    NotStarted { what: String, waited: Duration },
+    /// The system refused the source a thread.
+    NoThread { what: String, error: String },
+    /// The call's thread ended without an answer (the runtime is shutting down).
+    Aborted { what: String },
 }
+
+impl CallError {
+    /// How a page, the source's history and the metrics class this error.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            CallError::SourceTimeout { .. } | CallError::Deadline { .. } => FailureKind::Timeout,
+            CallError::BackingOff { .. } | CallError::TrialInFlight { .. } => {
+                FailureKind::Unhealthy
+            }
+            CallError::AtLimit { .. }
+            | CallError::Queued { .. }
+            | CallError::NotStarted { .. }
+            | CallError::NoThread { .. } => FailureKind::Overloaded,
+            CallError::Aborted { .. } => FailureKind::Plugin(ErrorKind::Internal),
+        }
+    }
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::SourceTimeout {
+                what,
+                timeout,
+                backoff,
+            } => write!(
+                f,
+                "{what} call took longer than the source timeout of {} ms; the source backs off for {} ms",
+                timeout.as_millis(),
+                backoff.as_millis()
+            ),
+            CallError::Deadline { what, left } => write!(
+                f,
+                "{what} call did not finish within the request's deadline ({} ms left)",
+                left.as_millis()
+            ),
+            CallError::BackingOff { timeouts, retry_in } => write!(
+                f,
+                "source is unhealthy after {timeouts} timeout(s) in a row; next try in {} ms",
+                retry_in.as_millis()
+            ),
+            CallError::TrialInFlight { timeouts } => write!(
+                f,
+                "source is unhealthy after {timeouts} timeout(s) in a row; a trial call is in flight"
+            ),
+            CallError::AtLimit { max_calls, waited } => write!(
+                f,
+                "source has {max_calls} calls in flight (the limit) and none finished within {} ms",
+                waited.as_millis()
+            ),
+            CallError::Queued {
+                what,
+                waited,
+                slots,
+                left,
+            } => write!(
+                f,
+                "{what} call waited {} ms for one of the source's {slots} call slots and could not finish within the {} ms left",
+                waited.as_millis(),
+                left.as_millis()
+            ),
+            CallError::NotStarted { what, waited } => write!(
+                f,
+                "{what} call waited {} ms for a thread and did not start",
+                waited.as_millis()
+            ),
+            CallError::NoThread { what, error } => write!(
+                f,
+                "{what} call could not start: the system refused a thread ({error})"
+            ),
+            CallError::Aborted { what } => write!(
+                f,
+                "{what} call did not complete: its thread ended without an answer"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
 
 impl SourceHealth {
     pub fn new(limits: CallLimits) -> SourceHealth {
@@ -334,11 +444,10 @@ impl SourceHealth {
     async fn admit(&self, time: Duration) -> Result<OwnedSemaphorePermit, CallError> {
         match tokio::time::timeout(time, self.permits.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
-            _ => Err(CallError::Overloaded(format!(
-                "source has {} calls in flight (the limit) and none finished within {} ms",
-                self.limits.max_calls,
-                time.as_millis()
-            ))),
+            _ => Err(CallError::AtLimit {
+                max_calls: self.limits.max_calls,
+                waited: time,
+            }),
         }
     }
 
@@ -351,17 +460,15 @@ impl SourceHealth {
         };
         let now = Instant::now();
         if now < at {
-            return Err(CallError::Unhealthy(format!(
-                "source is unhealthy after {} timeout(s) in a row; next try in {} ms",
-                state.consecutive_timeouts,
-                (at - now).as_millis()
-            )));
+            return Err(CallError::BackingOff {
+                timeouts: state.consecutive_timeouts,
+                retry_in: at - now,
+            });
         }
         if state.trial.is_some() {
-            return Err(CallError::Unhealthy(format!(
-                "source is unhealthy after {} timeout(s) in a row; a trial call is in flight",
-                state.consecutive_timeouts
-            )));
+            return Err(CallError::TrialInFlight {
+                timeouts: state.consecutive_timeouts,
+            });
         }
         state.trials += 1;
         let trial = state.trials;
@@ -526,9 +633,10 @@ where
         let _ = result_tx.send((value, took));
     };
     if let Err(e) = source.threads.run(job) {
-        return Err(CallError::Overloaded(format!(
-            "{what} call could not start: the system refused a thread ({e})"
-        )));
+        return Err(CallError::NoThread {
+            what: what.to_owned(),
+            error: e.to_string(),
+        });
     }
     {
         let source = source.clone();
@@ -567,17 +675,17 @@ where
             source.health.record_duration(took);
             Ok((value, took))
         }
-        Ok(Err(_)) => Err(CallError::Aborted(format!(
-            "{what} call did not complete: its thread ended without an answer"
-        ))),
+        Ok(Err(_)) => Err(CallError::Aborted {
+            what: what.to_owned(),
+        }),
         Err(_) if by_source => {
             let Some(&started) = started_at.get() else {
                 // The call never started (it waited for a thread): the host's queue, not the
                 // plugin's time.
-                return Err(CallError::Overloaded(format!(
-                    "{what} call waited {} ms for a thread and did not start",
-                    limit.as_millis()
-                )));
+                return Err(CallError::NotStarted {
+                    what: what.to_owned(),
+                    waited: limit,
+                });
             };
             // Only the plugin's own running time counts against it: a call that spent part of its
             // time waiting for one of the source's slots and then ran within the source timeout
@@ -592,25 +700,24 @@ where
             // A call that did not wait ran for its whole time: a stall, whatever it answered (an
             // isolated call is ended by its runner's own timeout).
             if finished_in_time && waited >= Duration::from_millis(1) {
-                return Err(CallError::Overloaded(format!(
-                    "{what} call waited {} ms for one of the source's {} call slots and could not finish within the {} ms left",
-                    waited.as_millis(),
-                    source.health.limits.max_calls,
-                    limit.as_millis()
-                )));
+                return Err(CallError::Queued {
+                    what: what.to_owned(),
+                    waited,
+                    slots: source.health.limits.max_calls,
+                    left: limit,
+                });
             }
             let backoff = source.health.record_timeout(started);
-            let message = format!(
-                "{what} call took longer than the source timeout of {} ms; the source backs off for {} ms",
-                budget.source_timeout.as_millis(),
-                backoff.as_millis()
-            );
-            Err(CallError::Timeout(message))
+            Err(CallError::SourceTimeout {
+                what: what.to_owned(),
+                timeout: budget.source_timeout,
+                backoff,
+            })
         }
-        Err(_) => Err(CallError::Timeout(format!(
-            "{what} call did not finish within the request's deadline ({} ms left)",
-            limit.as_millis()
-        ))),
+        Err(_) => Err(CallError::Deadline {
+            what: what.to_owned(),
+            left: limit,
+        }),
     }
 }
 
@@ -642,7 +749,7 @@ mod tests {
         assert!(guard.record_timeout(early) <= Duration::from_millis(400));
         assert!(matches!(
             guard.check_backoff(),
-            Err(CallError::Unhealthy(_))
+            Err(CallError::BackingOff { .. })
         ));
         assert!(matches!(
             guard.condition(),
@@ -673,7 +780,7 @@ mod tests {
         assert_eq!(guard.check_backoff(), Ok(Some(1)));
         let refused = guard.check_backoff().unwrap_err();
         assert!(
-            matches!(&refused, CallError::Unhealthy(m) if m.ends_with("a trial call is in flight")),
+            matches!(&refused, CallError::TrialInFlight { timeouts: 1 }),
             "{refused:?}"
         );
         // A trial that ends without restoring the source lets the next one through.
@@ -687,7 +794,7 @@ mod tests {
         ));
         assert!(matches!(
             guard.check_backoff(),
-            Err(CallError::Unhealthy(_))
+            Err(CallError::BackingOff { .. })
         ));
         // A stale trial's end does not end the next one.
         std::thread::sleep(Duration::from_millis(5));
@@ -761,8 +868,10 @@ mod tests {
         for _ in 0..3 {
             let refused = guard.check_backoff().unwrap_err();
             assert!(
-                matches!(&refused, CallError::Unhealthy(m)
-                    if m.starts_with("source is unhealthy after 1 timeout(s) in a row; next try in ")),
+                matches!(&refused, CallError::BackingOff { timeouts: 1, .. })
+                    && refused.to_string().starts_with(
+                        "source is unhealthy after 1 timeout(s) in a row; next try in "
+                    ),
                 "{refused:?}"
             );
         }
@@ -781,9 +890,10 @@ mod tests {
         health.record_timeout(Instant::now());
         let trial = Trial(source.clone(), health.check_backoff().unwrap().unwrap());
         assert_eq!(trial.1, 1);
-        assert!(
-            matches!(health.check_backoff(), Err(CallError::Unhealthy(m)) if m.ends_with("a trial call is in flight"))
-        );
+        assert!(matches!(
+            health.check_backoff(),
+            Err(CallError::TrialInFlight { .. })
+        ));
         drop(trial);
         let trial = Trial(source.clone(), health.check_backoff().unwrap().unwrap());
         assert_eq!(trial.1, 2, "the next call is the next trial");
@@ -842,7 +952,7 @@ mod tests {
         assert_eq!(guard.in_flight(), 2);
         assert!(matches!(
             guard.admit(wait).await,
-            Err(CallError::Overloaded(_))
+            Err(CallError::AtLimit { .. })
         ));
         drop(a);
         assert!(guard.admit(wait).await.is_ok());

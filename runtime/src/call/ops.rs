@@ -1,13 +1,14 @@
 //! The source operations as the rest of the host uses them: each runs through [`call`] (the
 //! source's own threads or its runner, under its health) and ends in the plugin's answer or a typed
-//! [`Fault`]. The merge's calls in place are the other way in ([`super::in_place::try_call`]).
+//! [`Fault`]. [`list_in_place`] is the other way in: the merge's small `list` calls of fast sources,
+//! made on the caller's thread.
 
 use std::sync::Arc;
 
 use abi_stable::std_types::{RResult, RStr, RVec};
 use tributary_plugin_api::{contract, Detail, ListRequest, Summary};
 
-use super::{call, Budget, Fault, SourceHandle};
+use super::{call, in_place, Budget, Fault, SourceHandle};
 
 /// `list`, guarded. `request` comes back with the items so that the caller's next call reuses it
 /// without copying the filter. The caller checks the items against the contract (the merge also
@@ -27,6 +28,34 @@ pub async fn list(
         Ok((_, RResult::RErr(e))) => Err(Fault::from_plugin(e)),
         Err(e) => Err(e.into()),
     }
+}
+
+/// `list` made in place ([`in_place`]): on the caller's thread, when the request is small
+/// ([`in_place::MAX_IN_PLACE_LIMIT`]), the source is fast and a slot is free. `None` when it must go
+/// to the source's threads instead ([`list`]); nothing was called then. `rescue` fires if the call
+/// gets stuck. As with [`list`], the caller checks the items and records the outcome.
+pub fn list_in_place(
+    source: &Arc<SourceHandle>,
+    request: &ListRequest,
+    budget: Budget,
+    rescue: &Arc<in_place::Rescue>,
+) -> Option<Result<RVec<Summary>, Fault>> {
+    if request.limit > in_place::MAX_IN_PLACE_LIMIT {
+        return None;
+    }
+    let (limit, _) = budget.for_call();
+    let answer = in_place::try_call(
+        source,
+        "list",
+        budget.source_timeout,
+        std::time::Instant::now() + limit,
+        rescue,
+        |src| src.imp.list(request),
+    )?;
+    Some(match answer {
+        RResult::ROk(items) => Ok(items),
+        RResult::RErr(e) => Err(Fault::from_plugin(e)),
+    })
 }
 
 /// `detail`, guarded and checked against the contract, its outcome recorded in the source's health

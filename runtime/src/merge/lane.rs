@@ -2,14 +2,14 @@
 //! source's threads fed by demand), the contract check of each answer, and the next call, which
 //! starts one item back (see [`NextCall`]).
 
-use std::{sync::Arc, time::Instant};
+use std::sync::Arc;
 
-use abi_stable::std_types::{vec::IntoIter as RIntoIter, ROption, RResult, RVec};
+use abi_stable::std_types::{vec::IntoIter as RIntoIter, ROption, RVec};
 use tokio::{sync::mpsc, task::JoinSet};
 use tributary_plugin_api::{contract, ErrorKind, ListRequest, SeekKey, Summary};
 
 use super::{Failure, FailureKind, InPlace, MergeOptions, Page};
-use crate::call::{self, in_place, Budget, Fault, SourceHandle as Source};
+use crate::call::{self, Budget, Fault, SourceHandle as Source};
 
 /// The merge's view of one source.
 pub(super) struct Lane {
@@ -264,33 +264,19 @@ pub(super) async fn fill(
                 // page still lacks (or more, see `refiltered_limit`).
                 call.set_limit(want);
                 let in_place = ctx.in_place.expect("lanes in place have a rescue");
-                let (limit, _) = in_place.budget.for_call();
-                let called = (call.request.limit <= in_place::MAX_IN_PLACE_LIMIT)
-                    .then(|| {
-                        in_place::try_call(
-                            &lane.source,
-                            "list",
-                            in_place.budget.source_timeout,
-                            Instant::now() + limit,
-                            in_place.rescue,
-                            |src| src.imp.list(&call.request),
-                        )
-                    })
-                    .flatten();
-                match called {
-                    Some(result) => {
-                        let result = match result {
-                            RResult::ROk(items) => Ok(items),
-                            RResult::RErr(e) => Err(Fault::from_plugin(e)),
-                        };
-                        match answer(&lane.source, call, result) {
-                            Ok(answer) => {
-                                *next = Some(answer.next);
-                                Some(Ok(answer.batch))
-                            }
-                            Err(failure) => Some(Err(failure)),
+                match call::list_in_place(
+                    &lane.source,
+                    &call.request,
+                    in_place.budget,
+                    in_place.rescue,
+                ) {
+                    Some(result) => match answer(&lane.source, call, result) {
+                        Ok(answer) => {
+                            *next = Some(answer.next);
+                            Some(Ok(answer.batch))
                         }
-                    }
+                        Err(failure) => Some(Err(failure)),
+                    },
                     None => {
                         // Not in place this time (no slot, or the source is no longer fast): its
                         // threads make this call and the lane's later ones.
