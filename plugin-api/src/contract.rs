@@ -16,7 +16,10 @@
 //!   for other short fields, [`MAX_README_BYTES`] for a detail's readme);
 //! - identifiers are non-empty and unique within one answer;
 //! - a list answer has at most `request.limit` items, strictly after `request.after`, in strictly
-//!   increasing `(name, identifier)` byte order;
+//!   increasing `(name, identifier)` byte order; or, when the request asks for another order
+//!   ([`ListRequest::sort`], interface 1.1), in strictly increasing [`crate::OrderKey`] of that
+//!   order and strictly after [`ListRequest::after_key`], relevance scores recomputed with the
+//!   request's query (a query that does not parse scores every item 0);
 //! - a detail answer is about the identifier asked for and has at most [`MAX_VERSIONS`] versions and
 //!   [`MAX_ENTRIES`] entries in each other list;
 //! - an error message is valid UTF-8 and at most [`MAX_MESSAGE_BYTES`] long.
@@ -25,7 +28,11 @@ use std::{cmp::Ordering, collections::HashSet};
 
 use abi_stable::std_types::{ROption, RString};
 
-use crate::{Detail, ErrorKind, ListRequest, PluginError, Summary};
+use crate::{
+    order::{relevance, KeyRef, Primary, Sort},
+    query::Query,
+    Detail, ErrorKind, ListRequest, PluginError, Summary,
+};
 
 /// Longest name, identifier or category, in bytes: clients send these back, and the host accepts no
 /// longer ones in requests.
@@ -193,7 +200,9 @@ fn check_other_fields(item: &Summary) -> Result<(), Violation> {
 
 /// Checks a `list` answer against `request`: every item by [`check_summary`], at most
 /// `request.limit` items, unique identifiers, strictly after `request.after`, strictly increasing
-/// `(name, identifier)` byte order.
+/// `(name, identifier)` byte order. When the request asks for another order
+/// ([`ListRequest::sort`]): strictly increasing [`crate::OrderKey`] of that order, the first item
+/// strictly after [`ListRequest::after_key`].
 pub fn check_list(request: &ListRequest, items: &[Summary]) -> Result<(), Violation> {
     check_list_with(request, items, |_, violation| Err(violation))
 }
@@ -210,8 +219,9 @@ pub struct Dropped {
 /// [`check_list`], except that an item whose key (identifier and name) is sound but another field
 /// breaks the contract (a description past [`MAX_TEXT_BYTES`], say) is taken out of `items` and
 /// counted rather than failing the whole answer: one bad item costs only itself. A broken key, the
-/// order, duplicates, the seek and the count still fail the answer; the dropped items' keys take part
-/// in the order check.
+/// order, duplicates, the seek and the count still fail the answer; in the order by name the dropped
+/// items' keys take part in the order check (in another order they do not: their fields may not be
+/// readable enough to score them).
 pub fn check_list_dropping<T>(request: &ListRequest, items: &mut T) -> Result<Dropped, Violation>
 where
     T: std::ops::DerefMut<Target = [Summary]> + Retain,
@@ -267,15 +277,26 @@ fn check_list_with(
             request.limit
         )));
     }
+    let sort = request.sort();
+    let query = match sort {
+        Sort::Relevance => Query::parse(&request.filter.query).unwrap_or_default(),
+        _ => Query::default(),
+    };
+    let after = request.after_key();
     let mut previous: Option<&Summary> = None;
+    let mut previous_key: Option<KeyRef<'_>> = None;
     // A page-sized answer compares identifiers pairwise; a larger one hashes them.
     let small = items.len() <= 16;
     let mut identifiers = HashSet::new();
     for (i, item) in items.iter().enumerate() {
         check_key(item)?;
-        if let Err(violation) = check_other_fields(item) {
-            bad_item(i, violation)?;
-        }
+        let sound = match check_other_fields(item) {
+            Ok(()) => true,
+            Err(violation) => {
+                bad_item(i, violation)?;
+                false
+            }
+        };
         let repeated = if small {
             items[..i]
                 .iter()
@@ -289,6 +310,18 @@ fn check_list_with(
                 q(&item.identifier),
                 q(&item.name)
             )));
+        }
+        if sort != Sort::Name {
+            if sound {
+                let score = match sort {
+                    Sort::Relevance => relevance(&query, item),
+                    _ => 0,
+                };
+                let key = KeyRef::of(sort, score, item);
+                check_ordered(sort, previous_key, after.as_ref().map(|a| a.as_ref()), key)?;
+                previous_key = Some(key);
+            }
+            continue;
         }
         match previous {
             Some(prev) => {
@@ -319,6 +352,49 @@ fn check_list_with(
         previous = Some(item);
     }
     Ok(())
+}
+
+/// Checks that `key` comes strictly after `previous` (the key of the item before it in the answer)
+/// or, for the first item, strictly after `after` (the request's seek point), in `sort`.
+fn check_ordered(
+    sort: Sort,
+    previous: Option<KeyRef<'_>>,
+    after: Option<KeyRef<'_>>,
+    key: KeyRef<'_>,
+) -> Result<(), Violation> {
+    let show = |key: &KeyRef<'_>| {
+        let at = format!(
+            "({}, {})",
+            quote(key.name.as_bytes(), QUOTE_BYTES),
+            quote(key.identifier.as_bytes(), QUOTE_BYTES)
+        );
+        match key.primary {
+            Primary::Score(score) => format!("{at} scoring {score}"),
+            Primary::Updated(Some(time)) => format!("{at} updated {time}"),
+            Primary::Updated(None) => format!("{at} without an update time"),
+            Primary::Name => at,
+        }
+    };
+    match previous {
+        Some(prev) if prev >= key => Err(Violation::new(format!(
+            "items out of {sort} order: {} came after {}; sources asked for list.sort={sort} must sort by {}",
+            show(&key),
+            show(&prev),
+            match sort {
+                Sort::Relevance => "score descending, then name, then identifier, as bytes",
+                _ => "update time descending (items without one last), then name, then identifier, as bytes",
+            }
+        ))),
+        None => match after {
+            Some(after) if key <= after => Err(Violation::new(format!(
+                "item {} is not after the requested key {} in {sort} order",
+                show(&key),
+                show(&after)
+            ))),
+            _ => Ok(()),
+        },
+        _ => Ok(()),
+    }
 }
 
 /// Checks a `detail` answer for `identifier`: its summary by [`check_summary`] and about
@@ -539,6 +615,155 @@ mod tests {
         assert_eq!(quote("héllo".as_bytes(), 2), "\"h…\"");
         assert_eq!(quote(b"abc", 64), "\"abc\"");
         assert_eq!(quote(b"\xffab", 2), "\"\u{fffd}a…\"");
+    }
+}
+
+#[cfg(test)]
+mod order_tests {
+    use super::*;
+    use crate::{keys, order::OrderKey, Extension, Filter};
+
+    fn item(name: &str, description: &str, updated: Option<&str>) -> Summary {
+        Summary {
+            name: name.into(),
+            identifier: name.into(),
+            short_description: description.into(),
+            extensions: updated
+                .map(|u| Extension::new(keys::SUMMARY_UPDATED, u))
+                .into_iter()
+                .collect(),
+            ..Summary::default()
+        }
+    }
+
+    fn request(query: &str, sort: Sort, after: Option<OrderKey>) -> ListRequest {
+        let mut request = ListRequest {
+            limit: 10,
+            filter: Filter {
+                query: query.into(),
+                ..Filter::default()
+            },
+            ..ListRequest::default()
+        };
+        request.set_order(sort, after.as_ref());
+        request
+    }
+
+    #[test]
+    fn relevance_order_is_checked_with_the_requests_query() {
+        let items = [
+            item("nginx", "", None),
+            item("nginx-ingress", "", None),
+            item("ingress-nginx", "", None),
+            item("a", "an nginx proxy", None),
+        ];
+        let by_score = request("nginx", Sort::Relevance, None);
+        assert_eq!(check_list(&by_score, &items), Ok(()));
+        // The same answer by name is out of order.
+        assert!(check_list(&request("nginx", Sort::Name, None), &items).is_err());
+        let swapped = [items[1].clone(), items[0].clone()];
+        assert_eq!(
+            check_list(&by_score, &swapped).unwrap_err().message,
+            "items out of relevance order: (\"nginx\", \"nginx\") scoring 64 came after (\"nginx-ingress\", \"nginx-ingress\") scoring 32; sources asked for list.sort=relevance must sort by score descending, then name, then identifier, as bytes"
+        );
+        let after = OrderKey::Relevance {
+            score: 32,
+            name: "nginx-ingress".into(),
+            identifier: "nginx-ingress".into(),
+        };
+        let resumed = request("nginx", Sort::Relevance, Some(after));
+        assert_eq!(check_list(&resumed, &items[2..]), Ok(()));
+        assert_eq!(
+            check_list(&resumed, &items[1..]).unwrap_err().message,
+            "item (\"nginx-ingress\", \"nginx-ingress\") scoring 32 is not after the requested key (\"nginx-ingress\", \"nginx-ingress\") scoring 32 in relevance order"
+        );
+    }
+
+    #[test]
+    fn update_order_puts_undated_items_last() {
+        let items = [
+            item("z", "", Some("2024-01-01T00:00:00Z")),
+            item("a", "", Some("2023-01-01T00:00:00Z")),
+            item("b", "", Some("2023-01-01T00:00:00Z")),
+            item("a0", "", None),
+            item("c", "", Some("2023-01-01")),
+        ];
+        let newest = request("", Sort::Updated, None);
+        assert_eq!(check_list(&newest, &items), Ok(()));
+        let undated_first = [items[3].clone(), items[0].clone()];
+        assert_eq!(
+            check_list(&newest, &undated_first).unwrap_err().message,
+            "items out of updated order: (\"z\", \"z\") updated 2024-01-01T00:00:00Z came after (\"a0\", \"a0\") without an update time; sources asked for list.sort=updated must sort by update time descending (items without one last), then name, then identifier, as bytes"
+        );
+        let after_undated = request(
+            "",
+            Sort::Updated,
+            Some(OrderKey::Updated {
+                updated: None,
+                name: "a".into(),
+                identifier: "a".into(),
+            }),
+        );
+        assert_eq!(check_list(&after_undated, &items[3..]), Ok(()));
+        assert!(check_list(&after_undated, &items[2..3]).is_err());
+    }
+
+    #[test]
+    fn set_order_writes_and_clears_the_seek_facts() {
+        let mut request = ListRequest {
+            extensions: vec![Extension::new("x-other", "kept")].into(),
+            ..ListRequest::default()
+        };
+        let key = OrderKey::Relevance {
+            score: 48,
+            name: "n".into(),
+            identifier: "i".into(),
+        };
+        request.set_order(Sort::Relevance, Some(&key));
+        assert_eq!(request.sort(), Sort::Relevance);
+        assert_eq!(request.after_key(), Some(key));
+        assert_eq!(
+            crate::extension(&request.extensions, keys::REQUEST_AFTER_SCORE),
+            Some("48")
+        );
+        let key = OrderKey::Updated {
+            updated: None,
+            name: "n".into(),
+            identifier: "i".into(),
+        };
+        request.set_order(Sort::Updated, Some(&key));
+        assert_eq!(request.after_key(), Some(key));
+        assert_eq!(
+            crate::extension(&request.extensions, keys::REQUEST_AFTER_UPDATED),
+            Some("")
+        );
+        assert_eq!(
+            crate::extension(&request.extensions, keys::REQUEST_AFTER_SCORE),
+            None
+        );
+        request.set_order(Sort::Name, None);
+        assert_eq!(
+            request.extensions.as_slice(),
+            [Extension::new("x-other", "kept")]
+        );
+        assert_eq!(request.after, ROption::RNone);
+        assert_eq!(request.sort(), Sort::Name);
+        // Missing seek facts read as the lowest position of their kind.
+        request.extensions = vec![Extension::new(keys::REQUEST_SORT, "relevance")].into();
+        request.after = ROption::RSome(crate::SeekKey {
+            name: "n".into(),
+            identifier: "i".into(),
+        });
+        assert_eq!(
+            request.after_key(),
+            Some(OrderKey::Relevance {
+                score: 0,
+                name: "n".into(),
+                identifier: "i".into()
+            })
+        );
+        request.extensions = vec![Extension::new(keys::REQUEST_SORT, "newest")].into();
+        assert_eq!(request.sort(), Sort::Name);
     }
 }
 

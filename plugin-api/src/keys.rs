@@ -21,3 +21,28 @@ pub const DETAIL_DOWNLOAD_URL: &str = "package.download_url";
 /// Host context: the host's process id (decimal), for messages that must tell two hosts apart.
 /// Sent by hosts of interface 1.0 and later.
 pub const CONTEXT_HOST_PID: &str = "host.pid";
+
+/// Summary (interface 1.1): when the package's latest version was published, in UTC as
+/// `YYYY-MM-DDTHH:MM:SSZ` (see [`crate::order::normalize_timestamp`], so that byte order is time
+/// order). Absent when the source does not know. The order [`crate::order::Sort::Updated`] sorts by
+/// it; a value not in that exact form counts as absent ([`crate::order::updated`]).
+pub const SUMMARY_UPDATED: &str = "package.updated";
+
+/// List request (interface 1.1): the order of the listing, `relevance` or `updated`
+/// ([`crate::order::Sort`]); absent means by name, as in 1.0. Sent only to sources that declare
+/// [`crate::capabilities::LIST_SORT`] (`list.sort@1`), which then return their matches in that order
+/// and strictly after the seek point described by [`crate::ListRequest::after`] together with
+/// [`REQUEST_AFTER_SCORE`] or [`REQUEST_AFTER_UPDATED`]. Read it with [`crate::ListRequest::sort`]
+/// (an unknown value reads as by name); write it with [`crate::ListRequest::set_order`].
+pub const REQUEST_SORT: &str = "list.sort";
+
+/// List request (interface 1.1), with `list.sort = relevance` and a seek key: the relevance score
+/// ([`crate::order::relevance`]) of the item the listing resumes after, in decimal. Missing or
+/// malformed, it reads as 0 (the lowest score).
+pub const REQUEST_AFTER_SCORE: &str = "list.after_score";
+
+/// List request (interface 1.1), with `list.sort = updated` and a seek key: the update time
+/// ([`SUMMARY_UPDATED`], normalised) of the item the listing resumes after, or the empty string when
+/// that item has none (the seek point is among the undated items, which come last). Missing or
+/// malformed, it reads as the empty string.
+pub const REQUEST_AFTER_UPDATED: &str = "list.after_updated";

@@ -54,16 +54,22 @@ pub mod config;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod contract;
+pub mod facets;
 pub mod ffi;
 pub mod host;
 pub mod keys;
+pub mod order;
 pub mod panic;
+pub mod query;
 pub mod search;
 pub mod types;
 
+pub use facets::{Facets, FacetsRequest};
 pub use ffi::{HostContext, PluginMod, PluginMod_Ref, SourceBox, Source_TO};
 pub use host::{Host, Level};
+pub use order::{OrderKey, Sort};
 pub use panic::guard;
+pub use query::{CompiledFilter, Query, QueryError};
 pub use search::SearchIndex;
 pub use types::{
     extension, Detail, ErrorKind, Extension, Filter, ListRequest, Maintainer, PluginError,
@@ -80,7 +86,7 @@ pub use abi_stable::std_types::{ROption, RStr, RString, RVec};
 /// against another major version is rejected before any of its code runs. A minor version adds only
 /// extension keys, capabilities and named calls, which older plugins and hosts do without (see
 /// `COMPATIBILITY.md`).
-pub const INTERFACE_VERSION: (u32, u32) = (1, 0);
+pub const INTERFACE_VERSION: (u32, u32) = (1, 1);
 
 /// What a plugin library provides: metadata and a constructor for sources.
 ///

@@ -1,26 +1,39 @@
 //! A search index over a source's sorted items, so that a filtered listing costs what it finds rather
 //! than the size of the catalog.
 //!
-//! [`ListRequest::select`] answers a filtered request by scanning forward from the seek position and
-//! testing every item: a query that matches nothing reads the whole catalog on every call. A
-//! [`SearchIndex`] built once over the same sorted slice (off the request path, when the source loads
-//! its data) keeps, for every byte trigram of the lower-cased name, display name and short description,
-//! the sorted positions of the items that contain it, and the positions of every category and
-//! repository value. [`SearchIndex::select`] then walks only the candidates:
-//! - a query of three bytes or more: the positions of its rarest trigram, each checked against the
-//!   query's other trigrams by binary search before the item itself is tested;
+//! [`ListRequest::select`] answers a filtered request by testing items one by one: a query that
+//! matches nothing reads the whole catalog on every call. A [`SearchIndex`] built once over the same
+//! sorted slice (off the request path, when the source loads its data) keeps, for every byte
+//! trigram of the lower-cased name, display name and short description, the sorted positions of
+//! the items that contain it; the positions of every category and repository value; and the items
+//! in update-time order. [`SearchIndex::select`] and [`SearchIndex::facets`] then visit only the
+//! candidates:
+//! - a query whose every group ([`crate::query`]) has a term that must occur of three bytes or
+//!   more: for each group, the positions of the rarest trigram of those terms, each checked against
+//!   the group's other trigrams by binary search; the union of the groups. A group with a trigram
+//!   no item has contributes nothing;
 //! - otherwise categories, or repositories: the union of their values' positions;
-//! - a query of one or two bytes and nothing else: a scan, as `select` does (such a query matches
-//!   much of any catalog, so the scan ends early).
+//! - otherwise (no query, or a group whose terms are all shorter, or only exclusions): every item.
 //!
-//! Every candidate is confirmed with [`Filter::matches`], the definition of a match, so the answer is
-//! exactly `ListRequest::select`'s, only cheaper. Positions are `u32`: an index holds up to 2^32 items.
+//! Every candidate is confirmed with the full match ([`crate::CompiledFilter`]), so the answer is
+//! exactly `ListRequest::select`'s, only cheaper.
+//!
+//! # Cost of a page
+//! - By name: the candidates from the seek position on, until `limit` matches are found.
+//! - By relevance: every candidate (from the start, as the seek point is a score), kept in a
+//!   bounded heap of `limit`: `O(c log limit)` for `c` candidates, on every page. A query without
+//!   terms that must occur scores every item 0, so it is answered as by name.
+//! - By update time: with no query, category or repository to narrow it, the items in update-time
+//!   order from the seek position on, until `limit` matches; otherwise as by relevance.
+//!
+//! Positions are `u32`: an index holds up to 2^32 items.
 
 use std::collections::HashMap;
 
-use abi_stable::std_types::ROption;
-
-use crate::types::{Filter, ListRequest, Summary};
+use crate::facets::Facets;
+use crate::order::{self, KeyRef, Sort};
+use crate::query::CompiledFilter;
+use crate::types::{Filter, ListRequest, SeekKey, Summary};
 
 /// Positions (indexes into the sorted slice) of the items that have some property, ascending.
 type Postings = Vec<u32>;
@@ -31,6 +44,8 @@ pub struct SearchIndex {
     trigrams: HashMap<[u8; 3], Postings>,
     categories: HashMap<String, Postings>,
     repositories: HashMap<String, Postings>,
+    /// Every position, in [`Sort::Updated`] order.
+    by_updated: Vec<u32>,
     len: usize,
 }
 
@@ -81,6 +96,13 @@ impl SearchIndex {
         {
             postings.shrink_to_fit();
         }
+        let mut by_updated: Vec<(KeyRef<'_>, u32)> = sorted
+            .iter()
+            .enumerate()
+            .map(|(position, item)| (KeyRef::of(Sort::Updated, 0, item), position as u32))
+            .collect();
+        by_updated.sort_unstable();
+        index.by_updated = by_updated.into_iter().map(|(_, p)| p).collect();
         index
     }
 
@@ -94,105 +116,227 @@ impl SearchIndex {
     }
 
     /// Answers `request` from `sorted`, the slice this index was built over: the same items as
-    /// [`ListRequest::select`], found through the index.
+    /// [`ListRequest::select`], in the requested order, found through the index (see the module
+    /// documentation for the cost).
     pub fn select(&self, request: &ListRequest, sorted: &[Summary]) -> Vec<Summary> {
         debug_assert_eq!(sorted.len(), self.len, "the index belongs to another slice");
-        let filter = &request.filter;
-        if filter.is_empty() || sorted.len() != self.len {
+        if sorted.len() != self.len {
             return request.select(sorted);
         }
-        let start = match &request.after {
-            ROption::RSome(key) => sorted.partition_point(|item| !item.is_after(key)),
-            ROption::RNone => 0,
+        let Ok(filter) = request.filter.compile() else {
+            return Vec::new();
         };
         let limit = request.limit as usize;
+        if limit == 0 {
+            return Vec::new();
+        }
+        let sort = request.sort();
+        let after = request.after_key();
         let mut out = Vec::new();
-        let mut take = |position: u32| {
-            let item = &sorted[position as usize];
+        let mut take = |item: &Summary| {
             if filter.matches(item) {
                 out.push(item.clone());
             }
             out.len() < limit
         };
-        match self.plan(filter) {
+        if let Some(seek) = order::by_name(sort, &filter, after.as_ref()) {
+            let start = seek.map_or(0, |key| seek_position(sorted, &key));
+            if filter.is_empty() {
+                return sorted[start..(start + limit).min(sorted.len())].to_vec();
+            }
+            self.walk(&self.plan(&filter), start, |p| take(&sorted[p as usize]));
+            return out;
+        }
+        let plan = self.plan(&filter);
+        if sort == Sort::Updated && matches!(plan, Plan::Scan) {
+            let start = after.as_ref().map_or(0, |after| {
+                let after = after.as_ref();
+                self.by_updated.partition_point(|&p| {
+                    KeyRef::of(Sort::Updated, 0, &sorted[p as usize]) <= after
+                })
+            });
+            for &p in &self.by_updated[start..] {
+                if !take(&sorted[p as usize]) {
+                    break;
+                }
+            }
+            return out;
+        }
+        let mut first = order::First::new(sort, after.as_ref(), limit);
+        self.walk(&plan, 0, |p| {
+            first.offer(&filter, &sorted[p as usize]);
+            true
+        });
+        first.into_items()
+    }
+
+    /// Counts the items of `sorted` (the slice this index was built over) that match `filter`,
+    /// visiting only the candidates. A query that does not parse matches nothing.
+    pub fn facets(&self, filter: &Filter, sorted: &[Summary]) -> Facets {
+        debug_assert_eq!(sorted.len(), self.len, "the index belongs to another slice");
+        let Ok(filter) = filter.compile() else {
+            return Facets::default();
+        };
+        if sorted.len() != self.len {
+            return Facets::count(&filter, sorted);
+        }
+        let mut facets = Facets::default();
+        self.walk(&self.plan(&filter), 0, |p| {
+            let item = &sorted[p as usize];
+            if filter.matches(item) {
+                facets.add(item);
+            }
+            true
+        });
+        facets
+    }
+
+    /// Calls `visit` with the candidate positions of `plan` at or after `start`, ascending, each
+    /// once, until it returns `false`.
+    fn walk(&self, plan: &Plan<'_>, start: usize, mut visit: impl FnMut(u32) -> bool) {
+        match plan {
             Plan::Nothing => {}
-            Plan::Trigrams(mut lists) => {
-                lists.sort_by_key(|l| l.len());
-                let (driver, others) = lists.split_first().expect("a query plan has a trigram");
-                for &position in tail(driver, start) {
-                    if others.iter().all(|l| l.binary_search(&position).is_ok()) && !take(position)
-                    {
+            Plan::Scan => {
+                for position in start..self.len {
+                    if !visit(position as u32) {
                         break;
                     }
                 }
             }
-            Plan::Union(lists) => {
-                let mut heads: Vec<&[u32]> = lists.iter().map(|l| tail(l, start)).collect();
-                // The smallest head among the lists, each position once (an item can carry several
-                // of the wanted categories).
-                while let Some(position) = heads.iter().filter_map(|h| h.first()).min().copied() {
-                    for head in heads.iter_mut() {
-                        if head.first() == Some(&position) {
-                            *head = &head[1..];
+            Plan::Walks(walks) => {
+                let mut walks: Vec<Walk<'_>> = walks
+                    .iter()
+                    .map(|w| Walk {
+                        driver: tail(w.driver, start),
+                        others: w.others.clone(),
+                    })
+                    .collect();
+                // The smallest head among the walks, each position once (an item can be a
+                // candidate of several groups, or carry several of the wanted categories).
+                while let Some(position) = walks.iter_mut().filter_map(Walk::head).min() {
+                    for walk in walks.iter_mut() {
+                        if walk.driver.first() == Some(&position) {
+                            walk.driver = &walk.driver[1..];
                         }
                     }
-                    if !take(position) {
-                        break;
-                    }
-                }
-            }
-            Plan::Scan => {
-                for position in start..sorted.len() {
-                    if !take(position as u32) {
+                    if !visit(position) {
                         break;
                     }
                 }
             }
         }
-        out
     }
 
     /// Which positions to visit for `filter`.
-    fn plan<'a>(&'a self, filter: &Filter) -> Plan<'a> {
-        let query = filter.query.as_str();
-        // The host sends the query lower-cased; any other query is answered by a scan, which is
-        // always exact.
-        if query.len() >= 3 && !query.chars().any(char::is_uppercase) {
-            let mut lists = Vec::new();
-            for gram in query.as_bytes().windows(3) {
-                match self.trigrams.get(&[gram[0], gram[1], gram[2]]) {
-                    Some(list) => lists.push(list.as_slice()),
-                    None => return Plan::Nothing,
-                }
+    fn plan<'a>(&'a self, filter: &CompiledFilter) -> Plan<'a> {
+        let query = filter.query();
+        if !query.is_empty() {
+            if let Some(walks) = self.query_walks(query.groups_include()) {
+                return if walks.is_empty() {
+                    Plan::Nothing
+                } else {
+                    Plan::Walks(walks)
+                };
             }
-            return Plan::Trigrams(lists);
         }
-        let values = |map: &'a HashMap<String, Postings>,
-                      wanted: &[abi_stable::std_types::RString]| {
-            wanted
-                .iter()
-                .filter_map(|v| map.get(v.as_str()).map(Vec::as_slice))
-                .collect::<Vec<&[u32]>>()
+        let values = |map: &'a HashMap<String, Postings>, wanted: &[String]| {
+            Plan::Walks(
+                wanted
+                    .iter()
+                    .filter_map(|v| map.get(v.as_str()))
+                    .map(|list| Walk {
+                        driver: list,
+                        others: Vec::new(),
+                    })
+                    .collect(),
+            )
         };
-        if !filter.categories.is_empty() {
-            return Plan::Union(values(&self.categories, &filter.categories));
+        if !filter.categories().is_empty() {
+            return values(&self.categories, filter.categories());
         }
-        if !filter.repositories.is_empty() {
-            return Plan::Union(values(&self.repositories, &filter.repositories));
+        if !filter.repositories().is_empty() {
+            return values(&self.repositories, filter.repositories());
         }
         Plan::Scan
     }
+
+    /// One walk per group of a query that can match, from the trigrams of the group's terms that
+    /// must occur and are at least three bytes long; `None` when some group has no such term.
+    fn query_walks<'a, 'q>(
+        &'a self,
+        groups: impl Iterator<Item = &'q [String]>,
+    ) -> Option<Vec<Walk<'a>>> {
+        let mut walks = Vec::new();
+        for terms in groups {
+            let mut lists: Vec<&'a [u32]> = Vec::new();
+            let mut impossible = false;
+            let mut indexable = false;
+            for term in terms.iter().filter(|t| t.len() >= 3) {
+                indexable = true;
+                for gram in term.as_bytes().windows(3) {
+                    match self.trigrams.get(&[gram[0], gram[1], gram[2]]) {
+                        Some(list) => lists.push(list),
+                        None => impossible = true,
+                    }
+                }
+            }
+            if !indexable {
+                return None;
+            }
+            if impossible {
+                continue;
+            }
+            lists.sort_by_key(|l| l.len());
+            lists.dedup_by(|a, b| std::ptr::eq(*a, *b));
+            let (driver, others) = lists
+                .split_first()
+                .expect("a term of 3 bytes has a trigram");
+            walks.push(Walk {
+                driver,
+                others: others.to_vec(),
+            });
+        }
+        Some(walks)
+    }
 }
 
+/// The position of the first item after `key` in `sorted`.
+fn seek_position(sorted: &[Summary], key: &SeekKey) -> usize {
+    sorted.partition_point(|item| !item.is_after(key))
+}
+
+/// Which positions may match.
 enum Plan<'a> {
     /// No item can match.
     Nothing,
-    /// Items in every one of these lists may match.
-    Trigrams(Vec<&'a [u32]>),
-    /// Items in any of these lists may match.
-    Union(Vec<&'a [u32]>),
+    /// Items that one of these walks yields may match.
+    Walks(Vec<Walk<'a>>),
     /// Every item may match.
     Scan,
+}
+
+/// The positions of `driver` that are also in every one of `others`.
+struct Walk<'a> {
+    driver: &'a [u32],
+    others: Vec<&'a [u32]>,
+}
+
+impl Walk<'_> {
+    /// Drops the positions at the start of `driver` that some other list lacks; the first one
+    /// left.
+    fn head(&mut self) -> Option<u32> {
+        while let Some(&position) = self.driver.first() {
+            if self
+                .others
+                .iter()
+                .all(|list| list.binary_search(&position).is_ok())
+            {
+                return Some(position);
+            }
+            self.driver = &self.driver[1..];
+        }
+        None
+    }
 }
 
 /// The part of `list` at or after `start`.
@@ -221,7 +365,8 @@ mod tests {
     use abi_stable::std_types::{RString, RVec};
 
     use super::*;
-    use crate::types::SeekKey;
+    use crate::order::OrderKey;
+    use abi_stable::std_types::ROption;
 
     /// A small deterministic generator (xorshift), so that failures replay.
     struct Rng(u64);
@@ -328,12 +473,247 @@ mod tests {
     fn a_query_with_an_unknown_trigram_visits_nothing() {
         let sorted = items(&mut Rng(7), 50);
         let index = SearchIndex::build(&sorted);
-        assert!(matches!(
-            index.plan(&Filter {
-                query: RString::from("qqq"),
+        let filter = Filter {
+            query: RString::from("qqq"),
+            ..Filter::default()
+        }
+        .compile()
+        .unwrap();
+        assert!(matches!(index.plan(&filter), Plan::Nothing));
+    }
+
+    /// Words the oracle test builds items and queries from, so that queries match.
+    const WORDS: &[&str] = &[
+        "nginx", "ingress", "redis", "cache", "proxy", "web", "db", "postgres", "operator", "helm",
+        "chart", "Ñandú", "STRAẞE", "ab", "x", "or",
+    ];
+
+    const DATES: &[&str] = &[
+        "2023-07-10T10:12:48Z",
+        "2023-07-10T10:12:48Z",
+        "2024-02-29T23:59:59Z",
+        "2019-01-01T00:00:00Z",
+        "2023-07-10T10:12:49Z",
+        "2023-07-10",
+    ];
+
+    fn words(rng: &mut Rng, max: usize, sep: &str) -> String {
+        (0..rng.below(max + 1))
+            .map(|_| WORDS[rng.below(WORDS.len())])
+            .collect::<Vec<_>>()
+            .join(sep)
+    }
+
+    fn worded_items(rng: &mut Rng, n: usize) -> Vec<Summary> {
+        let mut items: Vec<Summary> = (0..n)
+            .map(|i| {
+                let mut name = words(rng, 2, "-");
+                if name.is_empty() || rng.below(3) == 0 {
+                    name.push_str(&rng.word_upto(3, 1));
+                }
+                let mut extensions = Vec::new();
+                if rng.below(4) != 0 {
+                    extensions.push(crate::Extension::new(
+                        crate::keys::SUMMARY_UPDATED,
+                        DATES[rng.below(DATES.len())],
+                    ));
+                }
+                Summary {
+                    identifier: RString::from(format!("id-{}", rng.below(n * 4) + i * n * 4)),
+                    name: RString::from(name),
+                    display_name: RString::from(words(rng, 2, " ")),
+                    short_description: RString::from(words(rng, 6, " ")),
+                    categories: (0..rng.below(3))
+                        .map(|_| RString::from(["db", "web", "ops", ""][rng.below(4)]))
+                        .collect(),
+                    repository: RString::from(["r1", "r2", ""][rng.below(3)]),
+                    deprecated: rng.below(6) == 0,
+                    extensions: extensions.into(),
+                    ..Summary::default()
+                }
+            })
+            .collect();
+        items.sort_by(Summary::key_cmp);
+        items
+    }
+
+    /// A query from the words: up to three groups of up to three terms, some of them phrases,
+    /// exclusions, short words or in another case.
+    fn worded_query(rng: &mut Rng) -> String {
+        if rng.below(8) == 0 {
+            return String::new();
+        }
+        let groups: Vec<String> = (0..1 + rng.below(3) * rng.below(2))
+            .map(|_| {
+                (0..1 + rng.below(3))
+                    .map(|_| {
+                        let word = WORDS[rng.below(WORDS.len())];
+                        let word = match rng.below(4) {
+                            0 => word.to_uppercase(),
+                            1 => word.chars().take(1 + rng.below(3)).collect(),
+                            _ => word.to_owned(),
+                        };
+                        let term = if rng.below(5) == 0 {
+                            format!("\"{word} {}\"", WORDS[rng.below(WORDS.len())])
+                        } else if word.eq_ignore_ascii_case("or") {
+                            format!("\"{word}\"")
+                        } else {
+                            word
+                        };
+                        if rng.below(5) == 0 {
+                            format!("-{term}")
+                        } else {
+                            term
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        groups.join(if rng.below(2) == 0 { " or " } else { " OR " })
+    }
+
+    fn random_filter(rng: &mut Rng) -> Filter {
+        let categories: &[&str] =
+            [&[][..], &[][..], &["db"], &["web", "ops"], &["none"]][rng.below(5)];
+        let repositories: &[&str] = [&[][..], &[][..], &["r1"], &["r2", ""]][rng.below(4)];
+        Filter {
+            query: RString::from(worded_query(rng)),
+            categories: strings(categories),
+            repositories: strings(repositories),
+            include_deprecated: rng.below(2) == 0,
+        }
+    }
+
+    /// Every sort, paged to the end with random limits, answers exactly the brute-force listing:
+    /// every match, ordered by its [`OrderKey`], cut into pages at the seek keys.
+    #[test]
+    fn every_sort_pages_through_exactly_the_oracle() {
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let mut pages = 0;
+        let mut nonempty = 0;
+        for round in 0..12 {
+            let n = 50 + rng.below(300);
+            let sorted = worded_items(&mut rng, n);
+            let index = SearchIndex::build(&sorted);
+            for _ in 0..25 {
+                let filter = random_filter(&mut rng);
+                let compiled = filter.compile().expect("generated queries parse");
+                for sort in [Sort::Name, Sort::Relevance, Sort::Updated] {
+                    let mut oracle: Vec<(OrderKey, &Summary)> = sorted
+                        .iter()
+                        .filter(|item| compiled.matches(item))
+                        .map(|item| (OrderKey::of(sort, compiled.query(), item), item))
+                        .collect();
+                    oracle.sort_by(|a, b| a.0.cmp(&b.0));
+                    let want: Vec<Summary> = oracle.iter().map(|(_, i)| (*i).clone()).collect();
+                    nonempty += usize::from(!want.is_empty());
+                    let mut got: Vec<Summary> = Vec::new();
+                    let mut request = ListRequest {
+                        filter: filter.clone(),
+                        ..ListRequest::default()
+                    };
+                    request.set_order(sort, None);
+                    loop {
+                        let spread = if rng.below(2) == 0 { 4 } else { 60 };
+                        request.limit = 1 + rng.below(spread) as u32;
+                        let page = index.select(&request, &sorted);
+                        pages += 1;
+                        assert_eq!(
+                            page,
+                            request.select(&sorted),
+                            "round {round}, {sort}: {request:?}"
+                        );
+                        crate::contract::check_list(&request, &page)
+                            .unwrap_or_else(|v| panic!("round {round}, {sort}: {v}: {request:?}"));
+                        let full = page.len() == request.limit as usize;
+                        got.extend(page);
+                        if !full {
+                            break;
+                        }
+                        let last = got.last().expect("a full page has items");
+                        let key = OrderKey::of(sort, compiled.query(), last);
+                        request.set_order(sort, Some(&key));
+                        assert_eq!(request.after_key(), Some(key));
+                    }
+                    assert_eq!(ids(&got), ids(&want), "round {round}, {sort}, {:?}", filter);
+                }
+            }
+        }
+        assert!(
+            pages > 1000 && nonempty > 300,
+            "{pages} pages, {nonempty} non-empty"
+        );
+    }
+
+    fn ids(items: &[Summary]) -> Vec<&str> {
+        items.iter().map(|i| i.identifier.as_str()).collect()
+    }
+
+    #[test]
+    fn facets_count_exactly_the_matches() {
+        let mut rng = Rng(0x1234_5678_9abc_def1);
+        for _ in 0..6 {
+            let n = 1 + rng.below(400);
+            let sorted = worded_items(&mut rng, n);
+            let index = SearchIndex::build(&sorted);
+            for _ in 0..40 {
+                let filter = random_filter(&mut rng);
+                let mut want = Facets::default();
+                for item in sorted.iter().filter(|i| filter.matches(i)) {
+                    want.total += 1;
+                    want.deprecated += u64::from(item.deprecated);
+                    if !item.repository.is_empty() {
+                        *want
+                            .repositories
+                            .entry(item.repository.to_string())
+                            .or_default() += 1;
+                    }
+                    let mut seen: Vec<&str> = item
+                        .categories
+                        .iter()
+                        .map(|c| c.as_str())
+                        .filter(|c| !c.is_empty())
+                        .collect();
+                    seen.sort_unstable();
+                    seen.dedup();
+                    for c in seen {
+                        *want.categories.entry(c.to_owned()).or_default() += 1;
+                    }
+                }
+                assert_eq!(index.facets(&filter, &sorted), want, "{filter:?}");
+                if !filter.include_deprecated {
+                    assert_eq!(want.deprecated, 0);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn multi_group_queries_walk_only_candidates() {
+        let sorted = worded_items(&mut Rng(11), 200);
+        let index = SearchIndex::build(&sorted);
+        let plan = |query: &str| {
+            let filter = Filter {
+                query: RString::from(query),
                 ..Filter::default()
-            }),
-            Plan::Nothing
-        ));
+            }
+            .compile()
+            .unwrap();
+            match index.plan(&filter) {
+                Plan::Nothing => "nothing".to_owned(),
+                Plan::Scan => "scan".to_owned(),
+                Plan::Walks(walks) => format!("{} walks", walks.len()),
+            }
+        };
+        assert_eq!(plan("nginx"), "1 walks");
+        assert_eq!(plan("nginx or redis -cache"), "2 walks");
+        assert_eq!(plan("nginx or qqq"), "1 walks");
+        assert_eq!(plan("qqq or zzzz"), "nothing");
+        assert_eq!(plan("nginx or ab"), "scan");
+        assert_eq!(plan("-nginx"), "scan");
+        assert_eq!(plan("ab x"), "scan");
+        assert_eq!(plan("ab nginx"), "1 walks");
+        assert_eq!(plan(""), "scan");
     }
 }
