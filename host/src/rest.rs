@@ -165,6 +165,18 @@ fn form_decode(text: &str) -> Result<String, String> {
     })
 }
 
+/// A boolean query parameter: `true`, `1` or nothing; `false` or `0`.
+fn boolean(name: &str, value: &str) -> Result<bool, tonic::Status> {
+    match value {
+        "true" | "1" | "" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(bad_parameter(
+            name,
+            format!("not a boolean (true or false): {value:?}"),
+        )),
+    }
+}
+
 /// Reads the query string of `GET /v1/packages`; repeated fields may repeat (`categories=a&categories=b`).
 pub fn parse_list_query(
     query: Option<&str>,
@@ -206,22 +218,31 @@ pub fn parse_list_query(
             "sources" => filter.sources.push(value.into_owned()),
             "include_deprecated" | "includeDeprecated" => {
                 single(&mut seen)?;
-                filter.include_deprecated = match &*value {
-                    "true" | "1" | "" => true,
-                    "false" | "0" => false,
+                filter.include_deprecated = boolean(&name, &value)?;
+            }
+            "include_facets" | "includeFacets" => {
+                single(&mut seen)?;
+                request.include_facets = boolean(&name, &value)?;
+            }
+            "sort" => {
+                single(&mut seen)?;
+                request.sort = match &*value {
+                    "name" | "SORT_ORDER_NAME" => pb::SortOrder::Name,
+                    "relevance" | "SORT_ORDER_RELEVANCE" => pb::SortOrder::Relevance,
+                    "updated" | "SORT_ORDER_UPDATED" => pb::SortOrder::Updated,
                     _ => {
                         return Err(bad_parameter(
                             &name,
-                            format!("not a boolean (true or false): {value:?}"),
+                            format!("not a sort order (name, relevance or updated): {value:?}"),
                         ))
                     }
-                };
+                } as i32;
             }
             _ => {
                 return Err(bad_parameter(
                     &name,
                     "unknown (known: page_size, page_token, query, categories, repositories, \
-                     sources, include_deprecated)",
+                     sources, include_deprecated, sort, include_facets)",
                 ))
             }
         }
@@ -352,6 +373,14 @@ mod tests {
         assert_eq!(
             e.message(),
             "query parameter `page_size`: not an integer: \"ten\""
+        );
+        let r = parse_list_query(Some("query=redis&sort=relevance&include_facets=true")).unwrap();
+        assert_eq!(r.sort, pb::SortOrder::Relevance as i32);
+        assert!(r.include_facets);
+        let e = parse_list_query(Some("sort=stars")).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "query parameter `sort`: not a sort order (name, relevance or updated): \"stars\""
         );
         let e = parse_list_query(Some("colour=red")).unwrap_err();
         assert!(e.message().starts_with("query parameter `colour`: unknown"));

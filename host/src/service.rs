@@ -9,7 +9,7 @@ use std::{
 
 use abi_stable::std_types::{RString, RVec};
 use tonic::{Request, Response, Status};
-use tributary_plugin_api::{Detail, Filter, PluginError, Summary};
+use tributary_plugin_api::{Detail, Filter, PluginError, Query, Sort, Summary};
 use tributary_proto::v1::{
     self as pb, packages_service_server::PackagesService, plugins_service_server::PluginsService,
 };
@@ -19,7 +19,8 @@ use tributary_runtime::{
     config::{Config, Overrides},
     merge::{
         self as engine,
-        token::{self, MergeKey, PageToken},
+        facets::{self, Counted},
+        token::{self, MergeKey, PageToken, Primary},
         Failure, FailureKind, MergeOptions, PageRequest,
     },
     registry::{Generation, Registry, SourceState},
@@ -270,6 +271,7 @@ fn validate_filter(
         }
     }
     let query = f.query.to_lowercase();
+    Query::parse(&query).map_err(|e| invalid(format!("filter.{e}")))?;
     let fingerprint = token::filter_fingerprint_with(
         &query,
         &f.categories,
@@ -288,6 +290,50 @@ fn validate_filter(
         sources: f.sources,
         fingerprint,
     })
+}
+
+/// The order a request asks for. Relevance needs a query: without one every score is 0.
+fn requested_sort(sort: i32, filter: &ValidFilter) -> Result<Sort, Status> {
+    let sort = match pb::SortOrder::try_from(sort) {
+        Ok(pb::SortOrder::Unspecified | pb::SortOrder::Name) => Sort::Name,
+        Ok(pb::SortOrder::Relevance) => Sort::Relevance,
+        Ok(pb::SortOrder::Updated) => Sort::Updated,
+        Err(_) => {
+            return Err(invalid(format!(
+                "sort has no value {sort} (known: SORT_ORDER_NAME, SORT_ORDER_RELEVANCE, \
+                 SORT_ORDER_UPDATED)"
+            )))
+        }
+    };
+    if sort == Sort::Relevance && filter.ffi.query.trim().is_empty() {
+        return Err(invalid(
+            "sort SORT_ORDER_RELEVANCE needs a filter.query: without one there is nothing to rank by",
+        ));
+    }
+    Ok(sort)
+}
+
+/// The response's counts.
+fn facets_pb(counted: Counted, startup_failures: &[Failure]) -> pb::Facets {
+    let counts = |map: std::collections::BTreeMap<String, u64>| {
+        map.into_iter()
+            .map(|(value, count)| pb::FacetCount { value, count })
+            .collect()
+    };
+    let mut missing: Vec<pb::SourceFailure> = startup_failures
+        .iter()
+        .chain(&counted.missing)
+        .map(failure_pb)
+        .collect();
+    missing.sort_by(|a, b| a.source.cmp(&b.source));
+    pb::Facets {
+        sources: counts(counted.sources),
+        repositories: counts(counted.facets.repositories),
+        categories: counts(counted.facets.categories),
+        deprecated: counted.facets.deprecated,
+        complete: missing.is_empty(),
+        missing_sources: missing,
+    }
 }
 
 /// The page size to use: 0 is the default, above the maximum is coerced, negative is an error.
@@ -597,12 +643,17 @@ impl Catalog {
         } else {
             Some(self.admit_search(deadline).await?)
         };
-        let after = if request.page_token.is_empty() {
-            None
+        let sort = requested_sort(request.sort, &filter)?;
+        let (order, after) = if request.page_token.is_empty() {
+            (Primary::start(sort), None)
         } else {
-            let decoded = PageToken::decode(&request.page_token, filter.fingerprint)
-                .map_err(|e| invalid(e.to_string()))?;
-            Some(decoded.last)
+            let decoded = PageToken::decode_for(
+                &request.page_token,
+                filter.fingerprint,
+                &Primary::start(sort),
+            )
+            .map_err(|e| invalid(e.to_string()))?;
+            (decoded.primary, Some(decoded.last))
         };
         let (sources, startup_failures) = self.select_sources(&filter.sources)?;
         if self.options.fail_fast {
@@ -611,19 +662,31 @@ impl Catalog {
             }
         }
 
-        let resume_from = after.clone();
-        let page = engine::merge_page(
+        let resume_from = after.clone().map(|last| (order.clone(), last));
+        let counting = async {
+            if !request.include_facets {
+                return None;
+            }
+            let compiled = filter.ffi.compile().ok()?;
+            let budget = Budget {
+                source_timeout: self.options.source_timeout,
+                deadline,
+            };
+            Some(facets::count(&sources, &filter.ffi, &compiled, budget).await)
+        };
+        let paging = engine::merge_page(
             &sources,
             PageRequest {
                 page_size,
                 after,
-                filter: filter.ffi,
+                order,
+                filter: filter.ffi.clone(),
                 deadline,
             },
             &self.options,
-        )
-        .await
-        .map_err(|f| failure_status(&f))?;
+        );
+        let (page, counted) = tokio::join!(paging, counting);
+        let page = page.map_err(|f| failure_status(&f))?;
         tracing::debug!(
             items = page.items.len(),
             calls = page.stats.calls,
@@ -638,22 +701,41 @@ impl Catalog {
         // every item: identifiers are never empty).
         let next_page_token = match (page.more, page.items.last()) {
             (false, _) => String::new(),
-            (true, last) => PageToken {
-                filter_fingerprint: filter.fingerprint,
-                last: match last {
-                    Some(last) => MergeKey {
-                        name: last.summary.name.to_string(),
-                        source: sources[last.source].name.to_string(),
-                        identifier: last.summary.identifier.to_string(),
-                    },
-                    None => resume_from.unwrap_or(MergeKey {
-                        name: String::new(),
-                        source: String::new(),
-                        identifier: String::new(),
+            (true, last) => {
+                let (primary, last) = match last {
+                    Some(last) => (
+                        last.primary.clone(),
+                        MergeKey {
+                            name: last.summary.name.to_string(),
+                            source: sources[last.source].name.to_string(),
+                            identifier: last.summary.identifier.to_string(),
+                        },
+                    ),
+                    // Before every item of the order: the best score, the newest date.
+                    None => resume_from.unwrap_or_else(|| {
+                        (
+                            match sort {
+                                Sort::Name => Primary::Name,
+                                Sort::Relevance => Primary::Relevance(u32::MAX),
+                                Sort::Updated => {
+                                    Primary::Updated(Some("9999-12-31T23:59:59Z".to_owned()))
+                                }
+                            },
+                            MergeKey {
+                                name: String::new(),
+                                source: String::new(),
+                                identifier: String::new(),
+                            },
+                        )
                     }),
-                },
+                };
+                PageToken {
+                    filter_fingerprint: filter.fingerprint,
+                    primary,
+                    last,
+                }
+                .encode()
             }
-            .encode(),
         };
         // No item, and a source failed: every source that still had items failed (the others are
         // exhausted). An empty page with a token would have clients retry at once, for ever; the
@@ -690,10 +772,19 @@ impl Catalog {
             .into_iter()
             .map(|item| summary_pb(&sources[item.source].name, item.summary))
             .collect();
+        let (total_size, facets) = match counted {
+            Some(counted) => (
+                Some(counted.facets.total),
+                Some(facets_pb(counted, &startup_failures)),
+            ),
+            None => (None, None),
+        };
         Ok(Response::new(pb::ListAvailablePackageSummariesResponse {
             available_package_summaries,
             next_page_token,
             failed_sources,
+            total_size,
+            facets,
         }))
     }
 

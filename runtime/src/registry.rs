@@ -520,7 +520,8 @@ fn construct(
     };
     let (imp, runner) = built?;
     let mut source =
-        SourceHandle::with_limits(&sc.name, &plugin.meta.name, imp, config.call_limits);
+        SourceHandle::with_limits(&sc.name, &plugin.meta.name, imp, config.call_limits)
+            .with_capabilities(&plugin.meta.capabilities);
     source.runner = runner;
     Ok(Arc::new(source))
 }

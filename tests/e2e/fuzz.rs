@@ -133,6 +133,9 @@ async fn hostile_requests_get_pages_or_invalid_argument() {
             page_size,
             page_token,
             filter,
+            // Every order, and a value that is none (INVALID_ARGUMENT).
+            sort: rng.random_range(0..=4),
+            include_facets: rng.random_bool(0.2),
         };
         let code = match catalog
             .list_available_package_summaries(Request::new(request))

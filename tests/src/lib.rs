@@ -426,6 +426,7 @@ pub async fn page_or_resume(
                     available_package_summaries: Vec::new(),
                     next_page_token: info.next_page_token,
                     failed_sources: info.failed_sources,
+                    ..Default::default()
                 }
             }
             _ => panic!("list: {status:?}"),
@@ -443,6 +444,7 @@ pub fn list_request(
         page_size,
         page_token: page_token.to_owned(),
         filter,
+        ..Default::default()
     }
 }
 

@@ -116,6 +116,7 @@ pub fn page_request(page_size: usize, after: Option<MergeKey>) -> PageRequest {
     PageRequest {
         page_size,
         after,
+        order: Default::default(),
         filter: Filter::default(),
         deadline: None,
     }

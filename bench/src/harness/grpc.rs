@@ -39,6 +39,7 @@ pub async fn connect(url: &str) -> Client {
 pub fn token_after(last: MergeKey) -> String {
     PageToken {
         filter_fingerprint: filter_fingerprint("", &[], &[], &[]),
+        primary: Default::default(),
         last,
     }
     .encode()
@@ -60,6 +61,7 @@ pub fn request(
                 ..Default::default()
             })
         },
+        ..Default::default()
     }
 }
 

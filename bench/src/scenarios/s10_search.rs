@@ -44,6 +44,7 @@ fn search(page_size: i32, query: &str) -> pb::ListAvailablePackageSummariesReque
             query: query.to_owned(),
             ..Default::default()
         }),
+        ..Default::default()
     }
 }
 

@@ -19,6 +19,9 @@ pub struct SourceHandle {
     pub threads: super::threads::SourceThreads,
     /// The runner of a source with `isolation = "process"`.
     pub runner: Option<crate::isolation::client::RunnerHandle>,
+    /// The capabilities its plugin declares (`method@version`), which decide what the host asks
+    /// of it: a sort order other than by name (`list.sort@1`), facet counts (`facets@1`).
+    pub capabilities: Arc<[String]>,
 }
 
 impl SourceHandle {
@@ -41,6 +44,18 @@ impl SourceHandle {
             health: SourceHealth::new(limits),
             threads: super::threads::SourceThreads::new(name),
             runner: None,
+            capabilities: Arc::from([]),
         }
+    }
+
+    /// The same source, its plugin declaring `capabilities`.
+    pub fn with_capabilities(mut self, capabilities: &[String]) -> SourceHandle {
+        self.capabilities = capabilities.into();
+        self
+    }
+
+    /// Whether its plugin declares `method` at `version`.
+    pub fn declares(&self, method: &str, version: u32) -> bool {
+        tributary_plugin_api::capabilities::declares(&self.capabilities, method, version)
     }
 }

@@ -5,7 +5,8 @@ use std::cmp::Ordering;
 use super::lane::Lane;
 
 /// A binary min-heap of lane indices, ordered by each lane's head item under the merged order
-/// `(name, source, identifier)`; lanes are in source-name order, so the index stands in for the
+/// `(key before the name, name, source, identifier)` (the first part only in an order other than
+/// by name); lanes are in source-name order, so the index stands in for the
 /// source name. The items stay in their lanes' buffers: only indices move, and each summary moves
 /// once, from its batch into the page.
 pub(super) struct LaneHeap {
@@ -29,9 +30,16 @@ impl LaneHeap {
             &lanes[a].buffer.as_slice()[0],
             &lanes[b].buffer.as_slice()[0],
         );
-        x.name
-            .as_bytes()
-            .cmp(y.name.as_bytes())
+        // In an order other than by name, each head's key before its name comes first.
+        let primary = match (
+            lanes[a].primaries.as_slice().first(),
+            lanes[b].primaries.as_slice().first(),
+        ) {
+            (Some(p), Some(q)) => p.order_cmp(q),
+            _ => Ordering::Equal,
+        };
+        primary
+            .then_with(|| x.name.as_bytes().cmp(y.name.as_bytes()))
             .then(a.cmp(&b))
             .then_with(|| x.identifier.as_bytes().cmp(y.identifier.as_bytes()))
             == Ordering::Less

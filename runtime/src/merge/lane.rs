@@ -4,18 +4,53 @@
 
 use std::sync::Arc;
 
-use abi_stable::std_types::{vec::IntoIter as RIntoIter, ROption, RVec};
+use abi_stable::std_types::{vec::IntoIter as RIntoIter, RVec};
 use tokio::{sync::mpsc, task::JoinSet};
-use tributary_plugin_api::{contract, ErrorKind, ListRequest, SeekKey, Summary};
+use tributary_plugin_api::{
+    contract, order::OrderKey, query::CompiledFilter, ErrorKind, ListRequest, Sort, Summary,
+};
 
-use super::{Failure, FailureKind, InPlace, MergeOptions, Page};
+use super::{token::Primary, Failure, FailureKind, InPlace, MergeOptions, Page};
 use crate::call::{self, Budget, Fault, SourceHandle as Source};
+
+/// The page's order and filter, shared by its lanes: what answers are checked, re-filtered and
+/// keyed by.
+pub(super) struct Order {
+    pub(super) sort: Sort,
+    /// The client's filter, its query parsed: a lane re-applies it to every answer (a source built
+    /// before the 1.1 query syntax is sent a broader query, see [`super::source_filter`]).
+    pub(super) filter: CompiledFilter,
+}
+
+impl Order {
+    /// `item`'s position in the page's order.
+    pub(super) fn key(&self, item: &Summary) -> OrderKey {
+        OrderKey::of(self.sort, self.filter.query(), item)
+    }
+}
+
+/// The part of `key` before the name.
+pub(super) fn primary_of(key: &OrderKey) -> Primary {
+    match key {
+        OrderKey::Name { .. } => Primary::Name,
+        OrderKey::Relevance { score, .. } => Primary::Relevance(*score),
+        OrderKey::Updated { updated, .. } => Primary::Updated(updated.clone()),
+    }
+}
+
+/// The most matches of one source the host orders itself, for a source whose plugin does not
+/// declare `list.sort@1` (built before sort orders): past this, the source fails the page as
+/// `unsupported` rather than being served out of order.
+pub const MAX_ORDERED_BY_HOST: usize = 10_000;
 
 /// The merge's view of one source.
 pub(super) struct Lane {
     pub(super) source: Arc<Source>,
     /// The batch being merged, in the plugin's own vector: moving it into a `Vec` would copy it.
     pub(super) buffer: RIntoIter<Summary>,
+    /// In an order other than by name, each buffered item's key before its name, in step with
+    /// `buffer`; empty by name.
+    pub(super) primaries: std::vec::IntoIter<Primary>,
     pub(super) exhausted: bool,
     pub(super) failed: bool,
     pub(super) fetch: Fetch,
@@ -44,10 +79,45 @@ impl Fetch {
         source: &Arc<Source>,
         call: NextCall,
         budget: Budget,
+        order: &Arc<Order>,
     ) -> Fetch {
         let (demand_tx, demand_rx) = mpsc::channel(1);
         let (batch_tx, batch_rx) = mpsc::channel(1);
-        tasks.spawn(feed(source.clone(), call, budget, demand_rx, batch_tx));
+        tasks.spawn(feed(
+            source.clone(),
+            call,
+            budget,
+            order.clone(),
+            demand_rx,
+            batch_tx,
+        ));
+        Fetch::Task {
+            in_flight: true,
+            demand: demand_tx,
+            batches: batch_rx,
+        }
+    }
+
+    /// Starts the task that orders a source's matches itself ([`order_by_host`]): `call` lists
+    /// them by name from the start; the one batch holds those after `after` in the page's order.
+    pub(super) fn spawn_ordered_by_host(
+        tasks: &mut JoinSet<()>,
+        source: &Arc<Source>,
+        call: NextCall,
+        budget: Budget,
+        order: &Arc<Order>,
+        after: Option<OrderKey>,
+    ) -> Fetch {
+        let (demand_tx, _) = mpsc::channel(1);
+        let (batch_tx, batch_rx) = mpsc::channel(1);
+        tasks.spawn(order_by_host(
+            source.clone(),
+            call,
+            budget,
+            order.clone(),
+            after,
+            batch_tx,
+        ));
         Fetch::Task {
             in_flight: true,
             demand: demand_tx,
@@ -58,6 +128,8 @@ impl Fetch {
 
 pub(super) struct Batch {
     items: RVec<Summary>,
+    /// Each item's key before its name (empty by name).
+    primaries: Vec<Primary>,
     /// Items the plugin returned before the host re-applied the filter.
     fetched: usize,
     exhausted: bool,
@@ -80,7 +152,7 @@ pub(super) struct NextCall {
     /// [`refiltered_limit`]); `None` for the lane's first call, whose limit was set with the page.
     min_limit: Option<u32>,
     /// The item the answer must start with: the last one of the previous answer.
-    expect_first: Option<SeekKey>,
+    expect_first: Option<OrderKey>,
 }
 
 impl NextCall {
@@ -104,20 +176,15 @@ impl NextCall {
     }
 }
 
-fn key_of(item: &Summary) -> SeekKey {
-    SeekKey {
-        name: item.name.clone(),
-        identifier: item.identifier.clone(),
-    }
-}
-
 /// Checks a `list` answer to `call` against the contract, re-applies the filter, and records the
 /// outcome in the source's history.
 fn answer(
     source: &Source,
     call: NextCall,
     result: Result<RVec<Summary>, Fault>,
+    order: &Order,
 ) -> Result<Answer, Failure> {
+    let key_of = |item: &Summary| order.key(item);
     let NextCall {
         request,
         expect_first,
@@ -129,7 +196,7 @@ fn answer(
         // own start when only one was), and must answer that last one first.
         let next_start = match items.len() {
             0 => None,
-            1 => Some(request.after.clone().into_option()),
+            1 => Some(request.after_key()),
             n => Some(Some(key_of(&items[n - 2]))),
         };
         let next_expect = items.last().map(key_of);
@@ -140,6 +207,7 @@ fn answer(
                     &request,
                     expected,
                     items.first(),
+                    order,
                 )));
             }
         }
@@ -164,9 +232,13 @@ fn answer(
     // Counted as the plugin answered them: a dropped item still moves the listing on.
     let exhausted = returned < request.limit as usize;
     let fetched = returned - repeated;
-    if !request.filter.is_empty() {
-        items.retain(|item| request.filter.matches(item));
+    if !order.filter.is_empty() {
+        items.retain(|item| order.filter.matches(item));
     }
+    let primaries = match order.sort {
+        Sort::Name => Vec::new(),
+        _ => items.iter().map(|item| primary_of(&key_of(item))).collect(),
+    };
     // A plugin that ignores the filter makes the host drop what does not match: ask it for
     // twice as many each time (up to MAX_REFILTER_BATCH), so a selective query costs a few
     // large calls rather than thousands of page-sized ones.
@@ -174,12 +246,13 @@ fn answer(
     let mut next = request;
     let mut expect_first = None;
     if let Some(start) = next_start {
-        next.after = start.into();
+        next.set_order(order.sort, start.as_ref());
         expect_first = next_expect;
     }
     Ok(Answer {
         batch: Batch {
             items,
+            primaries,
             fetched,
             exhausted,
         },
@@ -192,28 +265,46 @@ fn answer(
 }
 
 /// The message of an answer that did not start with the item `expected`, asked again.
-fn order_broken(request: &ListRequest, expected: &SeekKey, found: Option<&Summary>) -> String {
-    let asked = match &request.after {
-        ROption::RSome(after) => format!("after {}", show_key(after)),
-        ROption::RNone => "from the start".to_owned(),
+fn order_broken(
+    request: &ListRequest,
+    expected: &OrderKey,
+    found: Option<&Summary>,
+    order: &Order,
+) -> String {
+    let asked = match request.after_key() {
+        Some(after) => format!("after {}", show_key(&after)),
+        None => "from the start".to_owned(),
     };
     let found = match found {
-        Some(item) => format!("with {}", show_key(&key_of(item))),
+        Some(item) => format!("with {}", show_key(&order.key(item))),
         None => "with nothing".to_owned(),
+    };
+    let sorted_by = match order.sort {
+        Sort::Name => "name, then identifier",
+        Sort::Relevance => "relevance, then name, then identifier",
+        Sort::Updated => "update time, then name, then identifier",
     };
     format!(
         "the order broke between two answers: asked again for the items {asked}, the source \
-         answered {found} where its previous answer ended with {} (is its data sorted by name, \
-         then identifier?)",
+         answered {found} where its previous answer ended with {} (is its data sorted by \
+         {sorted_by}?)",
         show_key(expected)
     )
 }
 
-fn show_key(key: &SeekKey) -> String {
+fn show_key(key: &OrderKey) -> String {
+    let before = match key {
+        OrderKey::Name { .. } => String::new(),
+        OrderKey::Relevance { score, .. } => format!("score {score}, "),
+        OrderKey::Updated {
+            updated: Some(t), ..
+        } => format!("updated {t}, "),
+        OrderKey::Updated { updated: None, .. } => "no update time, ".to_owned(),
+    };
     format!(
-        "{:?} (identifier {:?})",
-        key.name.as_str(),
-        key.identifier.as_str()
+        "{before}{:?} (identifier {:?})",
+        key.name(),
+        key.identifier()
     )
 }
 
@@ -237,6 +328,7 @@ pub(super) struct Fill<'a, 'b> {
     pub(super) in_place: Option<&'a InPlace<'b>>,
     pub(super) tasks: &'a mut JoinSet<()>,
     pub(super) options: &'a MergeOptions,
+    pub(super) order: &'a Arc<Order>,
 }
 
 /// Makes sure the lane has a head item, fetching a batch of up to `want` items when its buffer is
@@ -270,7 +362,7 @@ pub(super) async fn fill(
                     in_place.budget,
                     in_place.rescue,
                 ) {
-                    Some(result) => match answer(&lane.source, call, result) {
+                    Some(result) => match answer(&lane.source, call, result, ctx.order) {
                         Ok(answer) => {
                             *next = Some(answer.next);
                             Some(Ok(answer.batch))
@@ -280,7 +372,8 @@ pub(super) async fn fill(
                     None => {
                         // Not in place this time (no slot, or the source is no longer fast): its
                         // threads make this call and the lane's later ones.
-                        lane.fetch = Fetch::spawn(ctx.tasks, &lane.source, call, in_place.budget);
+                        lane.fetch =
+                            Fetch::spawn(ctx.tasks, &lane.source, call, in_place.budget, ctx.order);
                         continue;
                     }
                 }
@@ -306,6 +399,7 @@ pub(super) async fn fill(
                 page.stats.fetched += batch.fetched as u64;
                 lane.exhausted = batch.exhausted;
                 lane.buffer = batch.items.into_iter();
+                lane.primaries = batch.primaries.into_iter();
             }
             Some(Err(failure)) => return lane_failed(lane, failure, page, ctx.options),
             None => {
@@ -351,6 +445,7 @@ async fn feed(
     source: Arc<Source>,
     mut call: NextCall,
     budget: Budget,
+    order: Arc<Order>,
     mut demand: mpsc::Receiver<u32>,
     batches: mpsc::Sender<Result<Batch, Failure>>,
 ) {
@@ -367,7 +462,7 @@ async fn feed(
                     min_limit,
                     expect_first,
                 };
-                answer(&source, returned, Ok(items))
+                answer(&source, returned, Ok(items), &order)
             }
             Err(fault) => {
                 source.record(Err(&fault));
@@ -390,6 +485,118 @@ async fn feed(
         };
         call = answer.next;
         call.set_limit(want);
+    }
+}
+
+/// The task of a source that cannot list in the page's order (its plugin does not declare
+/// `list.sort@1`): lists every match ([`all_matches`]), keys them in the page's order, and sends
+/// those after `after` as one last batch.
+async fn order_by_host(
+    source: Arc<Source>,
+    call: NextCall,
+    budget: Budget,
+    order: Arc<Order>,
+    after: Option<OrderKey>,
+    batches: mpsc::Sender<Result<Batch, Failure>>,
+) {
+    let found = all_matches(
+        &source,
+        call.request,
+        budget,
+        &order.filter,
+        "list.sort@1",
+        "orders",
+    )
+    .await;
+    let (matches, fetched) = match found {
+        Ok(found) => found,
+        Err(failure) => {
+            let _ = batches.send(Err(failure)).await;
+            return;
+        }
+    };
+    let mut keyed: Vec<(OrderKey, Summary)> = matches
+        .into_iter()
+        .map(|item| (order.key(&item), item))
+        .filter(|(key, _)| after.as_ref().is_none_or(|after| key > after))
+        .collect();
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    let primaries = keyed.iter().map(|(key, _)| primary_of(key)).collect();
+    let items: RVec<Summary> = keyed.into_iter().map(|(_, item)| item).collect();
+    let _ = batches
+        .send(Ok(Batch {
+            items,
+            primaries,
+            fetched,
+            exhausted: true,
+        }))
+        .await;
+}
+
+/// Every match of `filter` in a source, listed by name from the start of `request` in large
+/// batches, each checked and re-filtered as any answer, with how many items the source returned.
+/// For a source whose plugin lacks `capability`, so that the host `does` the work itself: past
+/// [`MAX_ORDERED_BY_HOST`] matches the source fails with `unsupported`, which is not held against
+/// it.
+pub(super) async fn all_matches(
+    source: &Arc<Source>,
+    mut request: ListRequest,
+    budget: Budget,
+    filter: &CompiledFilter,
+    capability: &str,
+    does: &str,
+) -> Result<(Vec<Summary>, usize), Failure> {
+    let by_name = Order {
+        sort: Sort::Name,
+        filter: filter.clone(),
+    };
+    request.set_order(Sort::Name, None);
+    request.limit = MAX_REFILTER_BATCH;
+    let mut call = NextCall::first(request);
+    let mut matches: Vec<Summary> = Vec::new();
+    let mut fetched = 0;
+    loop {
+        let NextCall {
+            request,
+            min_limit,
+            expect_first,
+        } = call;
+        let answered = match call::list(source, request, budget).await {
+            Ok((request, items)) => answer(
+                source,
+                NextCall {
+                    request,
+                    min_limit,
+                    expect_first,
+                },
+                Ok(items),
+                &by_name,
+            )?,
+            Err(fault) => {
+                source.record(Err(&fault));
+                return Err(Failure::new(source, fault));
+            }
+        };
+        fetched += answered.batch.fetched;
+        matches.extend(answered.batch.items);
+        if matches.len() > MAX_ORDERED_BY_HOST {
+            return Err(Failure {
+                source: source.name.clone(),
+                plugin: source.plugin.clone(),
+                kind: FailureKind::Plugin(ErrorKind::Unsupported),
+                message: format!(
+                    "its plugin does not declare {capability} (it was built before interface \
+                     1.1), so the host {does} its matches itself, and it has more than \
+                     {MAX_ORDERED_BY_HOST} of them: narrow the filter, or rebuild the plugin \
+                     against tributary-plugin-api 1.1"
+                ),
+            });
+        }
+        if answered.batch.exhausted {
+            return Ok((matches, fetched));
+        }
+        call = answered.next;
+        call.set_limit(MAX_REFILTER_BATCH);
     }
 }
 

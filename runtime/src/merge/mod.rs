@@ -29,18 +29,22 @@ use std::{
 
 use abi_stable::std_types::{ROption, RString, RVec};
 use tokio::task::JoinSet;
-use tributary_plugin_api::{Filter, ListRequest, SeekKey, Summary};
+use tributary_plugin_api::{
+    capabilities, order::OrderKey, Filter, ListRequest, Query, SeekKey, Sort, Summary,
+};
 
+pub mod facets;
 mod heap;
 mod lane;
 
 use heap::LaneHeap;
-use lane::{fill, Fetch, Fill, Lane, NextCall};
+pub use lane::MAX_ORDERED_BY_HOST;
+use lane::{fill, Fetch, Fill, Lane, NextCall, Order};
 pub mod token;
 
 use crate::call::{in_place, Budget, SourceHandle as Source};
 pub use crate::call::{FailureKind, Fault};
-use token::MergeKey;
+use token::{MergeKey, Primary};
 
 /// How the merge treats its sources.
 #[derive(Debug, Clone)]
@@ -101,7 +105,11 @@ pub struct PageRequest {
     pub page_size: usize,
     /// The last key of the previous page; `None` for the first page.
     pub after: Option<MergeKey>,
-    /// The filter, query already lower-cased.
+    /// The page's order (by its kind: name, relevance or update time) and, with `after`, the last
+    /// item's key before its name (its score, its date). Without `after` only the kind counts.
+    pub order: Primary,
+    /// The filter, query already lower-cased. Its query must parse (the service checks it first);
+    /// one that does not matches nothing.
     pub filter: Filter,
     /// When the client stops waiting: calls are cut short to answer before it.
     pub deadline: Option<Instant>,
@@ -111,6 +119,77 @@ pub struct PageRequest {
 pub struct Item {
     pub source: usize,
     pub summary: Summary,
+    /// Its key before its name in the page's order ([`Primary::Name`] by name): with the name,
+    /// source and identifier, where the next page resumes.
+    pub primary: Primary,
+}
+
+impl Primary {
+    /// The sort order this key belongs to.
+    pub fn sort(&self) -> Sort {
+        match self {
+            Primary::Name => Sort::Name,
+            Primary::Relevance(_) => Sort::Relevance,
+            Primary::Updated(_) => Sort::Updated,
+        }
+    }
+
+    /// The key of the start of a listing in `sort` (its value is never compared).
+    pub fn start(sort: Sort) -> Primary {
+        match sort {
+            Sort::Name => Primary::Name,
+            Sort::Relevance => Primary::Relevance(0),
+            Sort::Updated => Primary::Updated(None),
+        }
+    }
+
+    /// How two keys of the same order compare: a higher score first, a newer date first, no date
+    /// last.
+    pub fn order_cmp(&self, other: &Primary) -> Ordering {
+        match (self, other) {
+            (Primary::Relevance(a), Primary::Relevance(b)) => b.cmp(a),
+            (Primary::Updated(a), Primary::Updated(b)) => match (a, b) {
+                (Some(a), Some(b)) => b.as_bytes().cmp(a.as_bytes()),
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (None, None) => Ordering::Equal,
+            },
+            _ => Ordering::Equal,
+        }
+    }
+}
+
+/// Where a source resumes after the merged position (`primary`, `last`), in the source's own order
+/// (see [`seek_for`]).
+pub fn order_key_for(source: &str, primary: &Primary, last: &MergeKey) -> OrderKey {
+    let seek = seek_for(source, last);
+    let (name, identifier) = (seek.name.into_string(), seek.identifier.into_string());
+    match primary {
+        Primary::Name => OrderKey::Name { name, identifier },
+        Primary::Relevance(score) => OrderKey::Relevance {
+            score: *score,
+            name,
+            identifier,
+        },
+        Primary::Updated(updated) => OrderKey::Updated {
+            updated: updated.clone(),
+            name,
+            identifier,
+        },
+    }
+}
+
+/// The filter a source is sent. A plugin that declares `list.sort@1` knows the 1.1 query syntax and
+/// gets the client's filter; an older one matches its query as one substring, so it is sent the one
+/// substring every match must contain ([`tributary_plugin_api::Query::required_substring`]; none
+/// when the query has `or` groups or only exclusions), and the host's re-filter applies the rest.
+pub fn source_filter(source: &Source, filter: &Filter, query: &Query) -> Filter {
+    if filter.query.is_empty() || source.declares(capabilities::LIST_SORT, 1) {
+        return filter.clone();
+    }
+    let mut broader = filter.clone();
+    broader.query = query.required_substring().unwrap_or_default().into();
+    broader
 }
 
 /// A source that could not contribute to a page.
@@ -300,37 +379,70 @@ async fn merge(
         deadline: request.deadline,
     };
     let in_place = rescue.map(|rescue| InPlace { rescue, budget });
+    let sort = request.order.sort();
+    let Ok(filter) = request.filter.compile() else {
+        // The service refuses a query that does not parse; one that gets here matches nothing.
+        return Ok(Page {
+            items: Vec::new(),
+            more: false,
+            failures: Vec::new(),
+            stats: PageStats::default(),
+        });
+    };
+    let page_order = Arc::new(Order { sort, filter });
 
     let mut tasks = JoinSet::new();
     let mut lanes: Vec<Lane> = Vec::with_capacity(sources.len());
     for source in sources {
-        let list_request = ListRequest {
-            after: match &request.after {
-                Some(last) => ROption::RSome(seek_for(&source.name, last)),
-                None => ROption::RNone,
-            },
+        let after = request
+            .after
+            .as_ref()
+            .map(|last| order_key_for(&source.name, &request.order, last));
+        let mut list_request = ListRequest {
+            after: ROption::RNone,
             limit: u32::try_from(if source.health.typical_call() >= SLOW_CALL {
                 page_size + 1
             } else {
                 even_limit
             })
             .unwrap_or(u32::MAX),
-            filter: request.filter.clone(),
+            filter: source_filter(source, &request.filter, page_order.filter.query()),
             extensions: Default::default(),
         };
-        let fetch = if in_place.is_some()
-            && list_request.limit <= in_place::MAX_IN_PLACE_LIMIT
-            && in_place::eligible(source)
-        {
-            Fetch::InPlace {
-                next: Some(NextCall::first(list_request)),
-            }
+        let fetch = if sort != Sort::Name && !source.declares(capabilities::LIST_SORT, 1) {
+            // The host orders this source's matches: all of them, by name, from the start.
+            list_request.limit = lane::MAX_REFILTER_BATCH;
+            Fetch::spawn_ordered_by_host(
+                &mut tasks,
+                source,
+                NextCall::first(list_request),
+                budget,
+                &page_order,
+                after,
+            )
         } else {
-            Fetch::spawn(&mut tasks, source, NextCall::first(list_request), budget)
+            list_request.set_order(sort, after.as_ref());
+            if in_place.is_some()
+                && list_request.limit <= in_place::MAX_IN_PLACE_LIMIT
+                && in_place::eligible(source)
+            {
+                Fetch::InPlace {
+                    next: Some(NextCall::first(list_request)),
+                }
+            } else {
+                Fetch::spawn(
+                    &mut tasks,
+                    source,
+                    NextCall::first(list_request),
+                    budget,
+                    &page_order,
+                )
+            }
         };
         lanes.push(Lane {
             source: source.clone(),
             buffer: RVec::new().into_iter(),
+            primaries: Vec::new().into_iter(),
             exhausted: false,
             failed: false,
             fetch,
@@ -354,6 +466,7 @@ async fn merge(
             in_place: in_place.as_ref(),
             tasks: &mut tasks,
             options,
+            order: &page_order,
         };
         if fill(&mut lanes[lane], page_size + 1, &mut page, ctx).await? {
             heap.push(lane, &lanes);
@@ -374,9 +487,11 @@ async fn merge(
             .buffer
             .next()
             .expect("a lane in the heap has a head item");
+        let primary = lanes[lane].primaries.next().unwrap_or_default();
         page.items.push(Item {
             source: lane,
             summary,
+            primary,
         });
         if page.items.len() == page_size {
             let l = &lanes[lane];
@@ -389,6 +504,7 @@ async fn merge(
             in_place: in_place.as_ref(),
             tasks: &mut tasks,
             options,
+            order: &page_order,
         };
         if fill(&mut lanes[lane], want, &mut page, ctx).await? {
             heap.push(lane, &lanes);
@@ -467,6 +583,7 @@ mod tests {
                     PageRequest {
                         page_size,
                         after: after.clone(),
+                        order: Primary::Name,
                         filter: Filter::default(),
                         deadline: None,
                     },
@@ -499,6 +616,200 @@ mod tests {
             in_place::calls_in_place() > in_place_before,
             "sources were called in place once warm"
         );
+    }
+
+    /// Random items over a small vocabulary, so that queries match some, scores tie and dates
+    /// repeat.
+    fn random_items(rng: &mut StdRng, n: usize) -> Vec<Summary> {
+        const WORDS: [&str; 6] = ["redis", "cache", "db", "web", "redis-x", "Web"];
+        const DATES: [&str; 4] = [
+            "2024-01-01T00:00:00Z",
+            "2023-06-01T12:00:00Z",
+            "2024-01-01T00:00:00Z",
+            "not a date",
+        ];
+        let mut items: Vec<Summary> = (0..n)
+            .map(|j| {
+                let word = |rng: &mut StdRng| WORDS[rng.random_range(0..WORDS.len())];
+                let mut extensions = RVec::new();
+                if rng.random_bool(0.7) {
+                    extensions.push(tributary_plugin_api::Extension::new(
+                        tributary_plugin_api::keys::SUMMARY_UPDATED,
+                        DATES[rng.random_range(0..DATES.len())],
+                    ));
+                }
+                Summary {
+                    name: RString::from(format!("{}{}", word(rng), ["", "-a", "-b"][j % 3])),
+                    identifier: RString::from(format!("i{j}")),
+                    display_name: RString::from(word(rng)),
+                    short_description: RString::from(format!("{} {}", word(rng), word(rng))),
+                    extensions,
+                    ..Summary::default()
+                }
+            })
+            .collect();
+        items.sort_by(|a, b| a.key_cmp(b));
+        items
+    }
+
+    /// Pages through random sources in every order, with random queries (terms, phrases,
+    /// exclusions, `or`) and page sizes: sources whose plugin declares `list.sort@1` list in the
+    /// order themselves, the others are ordered by the host. The concatenated pages must be the
+    /// oracle: every match of the filter, sorted by (key before the name, name, source,
+    /// identifier).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn random_merges_in_every_order_match_the_oracle() {
+        use tributary_plugin_api::{capabilities, OrderKey};
+        let mut rng = StdRng::seed_from_u64(11);
+        const QUERIES: [&str; 8] = [
+            "redis",
+            "redis cache",
+            "\"redis cache\"",
+            "redis -cache",
+            "db or web",
+            "web",
+            "-redis",
+            "x",
+        ];
+        let sort_capability = [capabilities::name(capabilities::LIST_SORT, 1)];
+        for trial in 0..150 {
+            let sort = [Sort::Name, Sort::Relevance, Sort::Updated][trial % 3];
+            let query_text = QUERIES[rng.random_range(0..QUERIES.len())];
+            let filter = Filter {
+                query: query_text.into(),
+                ..Filter::default()
+            };
+            let query = Query::parse(query_text).unwrap();
+            let k = rng.random_range(1..=4);
+            let mut oracle = Vec::new();
+            let mut sources = Vec::new();
+            for s in 0..k {
+                let source_name = format!("s{s}");
+                let n = rng.random_range(0..25);
+                let items = random_items(&mut rng, n);
+                for item in items.iter().filter(|i| filter.matches(i)) {
+                    let key = OrderKey::of(sort, &query, item);
+                    oracle.push((
+                        lane::primary_of(&key),
+                        item.name.to_string(),
+                        source_name.clone(),
+                        item.identifier.to_string(),
+                    ));
+                }
+                let mut source = Source::new(&source_name, "vec", source_box(VecSource(items)));
+                if rng.random_bool(0.5) {
+                    source = source.with_capabilities(&sort_capability);
+                }
+                sources.push(Arc::new(source));
+            }
+            oracle.sort_by(|a, b| {
+                a.0.order_cmp(&b.0)
+                    .then_with(|| a.1.as_bytes().cmp(b.1.as_bytes()))
+                    .then_with(|| a.2.cmp(&b.2))
+                    .then_with(|| a.3.as_bytes().cmp(b.3.as_bytes()))
+            });
+            let mut got = Vec::new();
+            let mut after = None;
+            let mut order = Primary::start(sort);
+            for _ in 0..1000 {
+                let page_size = rng.random_range(1..8);
+                let page = merge_page(
+                    &sources,
+                    PageRequest {
+                        page_size,
+                        after: after.clone(),
+                        order: order.clone(),
+                        filter: filter.clone(),
+                        deadline: None,
+                    },
+                    &MergeOptions::default(),
+                )
+                .await
+                .unwrap();
+                assert!(page.items.len() <= page_size);
+                assert!(
+                    page.failures.is_empty(),
+                    "trial {trial}: {}",
+                    page.failures[0]
+                );
+                for item in &page.items {
+                    got.push((
+                        item.primary.clone(),
+                        item.summary.name.to_string(),
+                        sources[item.source].name.to_string(),
+                        item.summary.identifier.to_string(),
+                    ));
+                }
+                if !page.more {
+                    break;
+                }
+                let (primary, name, source, identifier) = got.last().cloned().unwrap();
+                order = primary;
+                after = Some(MergeKey {
+                    name,
+                    source,
+                    identifier,
+                });
+            }
+            assert_eq!(got, oracle, "trial {trial}: {sort:?} {query_text:?}");
+        }
+    }
+
+    /// A source that cannot list in the order and has more matches than the host orders itself
+    /// fails the page as `unsupported`, naming why; the others are served.
+    #[tokio::test]
+    async fn past_the_bound_a_source_the_host_orders_is_unsupported() {
+        let many: Vec<Summary> = (0..MAX_ORDERED_BY_HOST + 1)
+            .map(|i| Summary {
+                name: RString::from(format!("redis-{i:06}")),
+                identifier: RString::from(format!("{i}")),
+                ..Summary::default()
+            })
+            .collect();
+        let few = named(["redis".to_owned()]);
+        let sources = [
+            Arc::new(Source::new("big", "old", source_box(VecSource(many)))),
+            Arc::new(
+                Source::new("small", "new", source_box(VecSource(few))).with_capabilities(&[
+                    tributary_plugin_api::capabilities::name(
+                        tributary_plugin_api::capabilities::LIST_SORT,
+                        1,
+                    ),
+                ]),
+            ),
+        ];
+        let page = merge_page(
+            &sources,
+            PageRequest {
+                page_size: 5,
+                after: None,
+                order: Primary::start(Sort::Relevance),
+                filter: Filter {
+                    query: "redis".into(),
+                    ..Filter::default()
+                },
+                deadline: None,
+            },
+            &MergeOptions::default(),
+        )
+        .await
+        .unwrap();
+        let names: Vec<&str> = page.items.iter().map(|i| i.summary.name.as_str()).collect();
+        assert_eq!(names, ["redis"]);
+        assert_eq!(page.items[0].primary, Primary::Relevance(64));
+        assert_eq!(page.failures.len(), 1);
+        let failure = &page.failures[0];
+        assert_eq!(&*failure.source, "big");
+        assert_eq!(failure.kind.name(), "unsupported");
+        assert!(
+            failure
+                .message
+                .starts_with("its plugin does not declare list.sort@1"),
+            "{}",
+            failure.message
+        );
+        // Not held against the source.
+        assert_eq!(sources[0].health.history().failures, 0);
     }
 
     /// Answers from its items as they are, unsorted, by the binary search of
@@ -552,6 +863,7 @@ mod tests {
             PageRequest {
                 page_size: 40,
                 after: None,
+                order: Primary::Name,
                 filter: Filter::default(),
                 deadline: None,
             },

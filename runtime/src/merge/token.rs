@@ -5,18 +5,27 @@
 //! the listing resumes *after a key* rather than at an offset, items that exist before and after a
 //! change to a source's data are neither repeated nor skipped.
 //!
+//! In an order other than by name the token also holds the last item's sort key before its name
+//! ([`Primary`]: its relevance score, or its date), and a token is only good for the order that
+//! issued it.
+//!
 //! Wire form: URL-safe base64 (no padding) of
-//! `version (1 byte) | filter fingerprint (8) | name | source | identifier | checksum (4)`, each string
-//! as a 4-byte little-endian length and its UTF-8 bytes, the checksum being the first 4 bytes of the
-//! SHA-256 of everything before it. The checksum catches truncation and accidental edits; a token is
+//! `version (1 byte) | filter fingerprint (8) | [order] | name | source | identifier | checksum (4)`,
+//! each string as a 4-byte little-endian length and its UTF-8 bytes, the checksum being the first 4
+//! bytes of the SHA-256 of everything before it. Version 1 is name order and has no `order` part
+//! (the tokens of earlier releases); version 2 has it: a byte for the order (1 relevance, 2 updated)
+//! then the key: a 4-byte little-endian score, or a byte saying whether the item has a date and the
+//! date as a string. The checksum catches truncation and accidental edits; a token is
 //! not a secret and not a capability: an edited token can only move where a listing the client may
 //! read anyway resumes.
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use sha2::{Digest, Sha256};
 
-/// The token format this server writes and reads.
+/// The token format of name order (what earlier releases wrote and read).
 pub const VERSION: u8 = 1;
+/// The token format of the other orders.
+pub const VERSION_ORDERED: u8 = 2;
 /// Longest token accepted, in characters: well above any real key, far below a request limit.
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;
 
@@ -28,10 +37,34 @@ pub struct MergeKey {
     pub identifier: String,
 }
 
+/// The part of an item's position in the merged order that comes before its name: nothing in name
+/// order, the relevance score in relevance order (higher first), the date in updated order (newer
+/// first, items without one last).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Primary {
+    #[default]
+    Name,
+    Relevance(u32),
+    Updated(Option<String>),
+}
+
+impl Primary {
+    /// The order's name, as requests and messages spell it.
+    pub fn order_name(&self) -> &'static str {
+        match self {
+            Primary::Name => "name",
+            Primary::Relevance(_) => "relevance",
+            Primary::Updated(_) => "updated",
+        }
+    }
+}
+
 /// A decoded token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageToken {
     pub filter_fingerprint: [u8; 8],
+    /// The last item's key before its name; [`Primary::Name`] in name order.
+    pub primary: Primary,
     pub last: MergeKey,
 }
 
@@ -50,6 +83,11 @@ pub enum TokenError {
     Checksum,
     #[error("page_token was issued for a different filter: send the filter of the first page, or start again without a token")]
     FilterMismatch,
+    #[error("page_token was issued for sort order {issued}, this request asks for {asked}: send the sort of the first page, or start again without a token")]
+    SortMismatch {
+        issued: &'static str,
+        asked: &'static str,
+    },
 }
 
 fn checksum(bytes: &[u8]) -> [u8; 4] {
@@ -66,10 +104,25 @@ impl PageToken {
     pub fn encode(&self) -> String {
         let last = &self.last;
         let mut bytes = Vec::with_capacity(
-            1 + 8 + 12 + last.name.len() + last.source.len() + last.identifier.len() + 4,
+            1 + 8 + 12 + last.name.len() + last.source.len() + last.identifier.len() + 4 + 16,
         );
-        bytes.push(VERSION);
+        bytes.push(match self.primary {
+            Primary::Name => VERSION,
+            _ => VERSION_ORDERED,
+        });
         bytes.extend_from_slice(&self.filter_fingerprint);
+        match &self.primary {
+            Primary::Name => {}
+            Primary::Relevance(score) => {
+                bytes.push(1);
+                bytes.extend_from_slice(&score.to_le_bytes());
+            }
+            Primary::Updated(date) => {
+                bytes.push(2);
+                bytes.push(u8::from(date.is_some()));
+                put_str(&mut bytes, date.as_deref().unwrap_or(""));
+            }
+        }
         put_str(&mut bytes, &last.name);
         put_str(&mut bytes, &last.source);
         put_str(&mut bytes, &last.identifier);
@@ -78,7 +131,25 @@ impl PageToken {
         URL_SAFE_NO_PAD.encode(bytes)
     }
 
-    /// Decodes a token and checks that it belongs to the filter with `expected_fingerprint`.
+    /// Decodes a token and checks that it belongs to the filter with `expected_fingerprint` and
+    /// to the order `expected` (the request's; only the kind of [`Primary`] is compared).
+    pub fn decode_for(
+        token: &str,
+        expected_fingerprint: [u8; 8],
+        expected: &Primary,
+    ) -> Result<PageToken, TokenError> {
+        let decoded = PageToken::decode(token, expected_fingerprint)?;
+        if std::mem::discriminant(&decoded.primary) != std::mem::discriminant(expected) {
+            return Err(TokenError::SortMismatch {
+                issued: decoded.primary.order_name(),
+                asked: expected.order_name(),
+            });
+        }
+        Ok(decoded)
+    }
+
+    /// Decodes a token of any order and checks that it belongs to the filter with
+    /// `expected_fingerprint`.
     pub fn decode(token: &str, expected_fingerprint: [u8; 8]) -> Result<PageToken, TokenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::TooLong);
@@ -87,7 +158,7 @@ impl PageToken {
             .decode(token.as_bytes())
             .map_err(|_| TokenError::NotBase64)?;
         let (&version, _) = bytes.split_first().ok_or(TokenError::Malformed)?;
-        if version != VERSION {
+        if version != VERSION && version != VERSION_ORDERED {
             // A checksum over a foreign layout means nothing; report the version first only when
             // the token is otherwise plausible, so that random bytes read as "malformed".
             if bytes.len() >= 5 && checksum(&bytes[..bytes.len() - 4]) == bytes[bytes.len() - 4..] {
@@ -104,6 +175,25 @@ impl PageToken {
         }
         let mut reader = Reader { rest: &body[1..] };
         let filter_fingerprint: [u8; 8] = reader.take(8)?.try_into().expect("8 bytes");
+        let primary = if version == VERSION {
+            Primary::Name
+        } else {
+            match reader.take(1)?[0] {
+                1 => Primary::Relevance(u32::from_le_bytes(
+                    reader.take(4)?.try_into().expect("4 bytes"),
+                )),
+                2 => {
+                    let dated = reader.take(1)?[0];
+                    let date = reader.string()?;
+                    match (dated, date.is_empty()) {
+                        (0, true) => Primary::Updated(None),
+                        (1, _) => Primary::Updated(Some(date)),
+                        _ => return Err(TokenError::Malformed),
+                    }
+                }
+                _ => return Err(TokenError::Malformed),
+            }
+        };
         let last = MergeKey {
             name: reader.string()?,
             source: reader.string()?,
@@ -117,6 +207,7 @@ impl PageToken {
         }
         Ok(PageToken {
             filter_fingerprint,
+            primary,
             last,
         })
     }
@@ -193,6 +284,7 @@ mod tests {
     fn token() -> PageToken {
         PageToken {
             filter_fingerprint: filter_fingerprint("", &[], &[], &[]),
+            primary: Primary::Name,
             last: MergeKey {
                 name: "pkg-ü/1".into(),
                 source: "a b".into(),
@@ -239,6 +331,41 @@ mod tests {
         assert_eq!(
             PageToken::decode(&good, other),
             Err(TokenError::FilterMismatch)
+        );
+    }
+
+    #[test]
+    fn ordered_tokens_round_trip_and_keep_to_their_order() {
+        let fp = filter_fingerprint("redis", &[], &[], &[]);
+        for primary in [
+            Primary::Relevance(0),
+            Primary::Relevance(u32::MAX),
+            Primary::Updated(None),
+            Primary::Updated(Some("2024-01-02T03:04:05Z".into())),
+        ] {
+            let t = PageToken {
+                filter_fingerprint: fp,
+                primary: primary.clone(),
+                ..token()
+            };
+            let s = t.encode();
+            assert_eq!(PageToken::decode_for(&s, fp, &primary), Ok(t.clone()));
+            assert_eq!(
+                PageToken::decode_for(&s, fp, &Primary::Name),
+                Err(TokenError::SortMismatch {
+                    issued: primary.order_name(),
+                    asked: "name"
+                })
+            );
+        }
+        // A name-order token is version 1, as earlier releases wrote it.
+        let name = token().encode();
+        assert_eq!(URL_SAFE_NO_PAD.decode(&name).unwrap()[0], VERSION);
+        assert_eq!(
+            PageToken::decode_for(&name, token().filter_fingerprint, &Primary::Relevance(3))
+                .unwrap_err()
+                .to_string(),
+            "page_token was issued for sort order name, this request asks for relevance: send the sort of the first page, or start again without a token"
         );
     }
 
@@ -298,6 +425,11 @@ mod tests {
             .map(|name| {
                 PageToken {
                     filter_fingerprint: fp,
+                    primary: match name.len() % 3 {
+                        0 => Primary::Name,
+                        1 => Primary::Relevance(name.len() as u32 * 7),
+                        _ => Primary::Updated(Some("2024-01-02T03:04:05Z".into())),
+                    },
                     last: MergeKey {
                         name: name.to_string(),
                         source: "src".into(),
