@@ -755,6 +755,160 @@ mod tests {
         }
     }
 
+    /// A source whose items change between every page (some removed, some added), answering from
+    /// its current items.
+    struct ChangingSource(std::sync::Mutex<Vec<Summary>>);
+
+    impl PackageSource for ChangingSource {
+        fn list(&self, request: &ListRequest) -> Result<Vec<Summary>, PluginError> {
+            Ok(request.select(&self.0.lock().unwrap()))
+        }
+        fn detail(&self, identifier: &str) -> Result<Detail, PluginError> {
+            Err(PluginError::not_found(identifier))
+        }
+    }
+
+    /// Data that changes between pages in relevance and update-time order, for sources that list in
+    /// the order and sources the host orders: every item present from the first page to the last is
+    /// served exactly once, nothing is served twice, and what is served is in order within each
+    /// page.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn changes_between_pages_neither_repeat_nor_skip_in_any_order() {
+        use std::collections::HashSet;
+        use tributary_plugin_api::capabilities;
+        let mut rng = StdRng::seed_from_u64(23);
+        let sort_capability = [capabilities::name(capabilities::LIST_SORT, 1)];
+        for trial in 0..60 {
+            let sort = [Sort::Relevance, Sort::Updated][trial % 2];
+            let filter = Filter {
+                query: ["redis", "web or db", "redis -x"][trial % 3].into(),
+                ..Filter::default()
+            };
+            let mut changing = Vec::new();
+            let mut sources = Vec::new();
+            for s in 0..3 {
+                let n = rng.random_range(5..30);
+                let items = random_items(&mut rng, n);
+                let source = Arc::new(ChangingSource(std::sync::Mutex::new(items)));
+                changing.push(source.clone());
+                let mut handle =
+                    Source::new(&format!("s{s}"), "vec", source_box(SharedSource(source)));
+                if s != 1 {
+                    handle = handle.with_capabilities(&sort_capability);
+                }
+                sources.push(Arc::new(handle));
+            }
+            let key = |source: usize, item: &Summary| (source, item.identifier.to_string());
+            let all_now = |changing: &[Arc<ChangingSource>]| -> HashSet<(usize, String)> {
+                changing
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(s, c)| {
+                        c.0.lock()
+                            .unwrap()
+                            .iter()
+                            .filter(|i| filter.matches(i))
+                            .map(|i| key(s, i))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect()
+            };
+            let mut throughout = all_now(&changing);
+            let mut served: Vec<(usize, String)> = Vec::new();
+            let mut after = None;
+            let mut order = Primary::start(sort);
+            let mut next_id = 1000;
+            for _ in 0..200 {
+                let page = merge_page(
+                    &sources,
+                    PageRequest {
+                        page_size: rng.random_range(1..6),
+                        after: after.clone(),
+                        order: order.clone(),
+                        filter: filter.clone(),
+                        deadline: None,
+                    },
+                    &MergeOptions::default(),
+                )
+                .await
+                .unwrap();
+                assert!(
+                    page.failures.is_empty(),
+                    "trial {trial}: {}",
+                    page.failures[0]
+                );
+                for pair in page.items.windows(2) {
+                    let (a, b) = (&pair[0], &pair[1]);
+                    let in_order = a.primary.order_cmp(&b.primary).then_with(|| {
+                        (
+                            a.summary.name.as_bytes(),
+                            a.source,
+                            a.summary.identifier.as_bytes(),
+                        )
+                            .cmp(&(
+                                b.summary.name.as_bytes(),
+                                b.source,
+                                b.summary.identifier.as_bytes(),
+                            ))
+                    });
+                    assert_eq!(
+                        in_order,
+                        Ordering::Less,
+                        "trial {trial}: a page out of order"
+                    );
+                }
+                served.extend(page.items.iter().map(|i| key(i.source, &i.summary)));
+                if !page.more {
+                    break;
+                }
+                let last = page.items.last().unwrap();
+                order = last.primary.clone();
+                after = Some(MergeKey {
+                    name: last.summary.name.to_string(),
+                    source: sources[last.source].name.to_string(),
+                    identifier: last.summary.identifier.to_string(),
+                });
+                // Between pages: one item removed and one added in a random source.
+                let c = &changing[rng.random_range(0..changing.len())];
+                let mut items = c.0.lock().unwrap();
+                if !items.is_empty() {
+                    let gone = rng.random_range(0..items.len());
+                    items.remove(gone);
+                }
+                let mut added = random_items(&mut rng, 1).pop().unwrap();
+                added.identifier = RString::from(format!("new{next_id}"));
+                next_id += 1;
+                let at = items.partition_point(|i| i.key_cmp(&added) == Ordering::Less);
+                items.insert(at, added);
+                drop(items);
+                throughout = throughout
+                    .intersection(&all_now(&changing))
+                    .cloned()
+                    .collect();
+            }
+            let unique: HashSet<_> = served.iter().cloned().collect();
+            assert_eq!(
+                unique.len(),
+                served.len(),
+                "trial {trial}: an item served twice"
+            );
+            let missing: Vec<_> = throughout.difference(&unique).collect();
+            assert!(missing.is_empty(), "trial {trial}: skipped {missing:?}");
+        }
+    }
+
+    /// A shared [`ChangingSource`].
+    struct SharedSource(Arc<ChangingSource>);
+
+    impl PackageSource for SharedSource {
+        fn list(&self, request: &ListRequest) -> Result<Vec<Summary>, PluginError> {
+            self.0.list(request)
+        }
+        fn detail(&self, identifier: &str) -> Result<Detail, PluginError> {
+            self.0.detail(identifier)
+        }
+    }
+
     /// A source that cannot list in the order and has more matches than the host orders itself
     /// fails the page as `unsupported`, naming why; the others are served.
     #[tokio::test]
