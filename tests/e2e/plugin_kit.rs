@@ -55,7 +55,7 @@ fn plugin_check_passes_a_good_plugin_and_fails_a_broken_one() {
         "{report}"
     );
     assert!(
-        report.contains("interface:    1.0 (this host: 1.0)"),
+        report.contains("interface:    1.1 (this host: 1.1)"),
         "{report}"
     );
     let sha = lines_starting(&report, "sha256:");
@@ -123,7 +123,7 @@ fn plugin_check_on_the_compatibility_fixtures() {
     let (code, report) = check(&lib, &[]);
     assert_eq!(code, 0, "{report}");
     assert!(
-        report.contains("interface:    1.1 (this host: 1.0)"),
+        report.contains("interface:    1.1 (this host: 1.1)"),
         "{report}"
     );
     assert!(
