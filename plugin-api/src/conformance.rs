@@ -22,6 +22,11 @@
 //! - every filter field: a query taken from a listed name, a category, a repository, deprecated
 //!   packages left out by default and kept with `include_deprecated`; the answer must be exactly
 //!   the full listing filtered by [`Filter::matches`];
+//! - when [`Options::capabilities`] declares `list.sort@1`: listings by relevance and by update
+//!   time, paged with random limits, are exactly the full listing's matches ordered by
+//!   [`OrderKey`], every page passing [`contract::check_list`] for its order;
+//! - when it declares `facets@1`: the answer for a few filters equals [`Facets::count`] over the
+//!   full listing;
 //! - the detail of every listed identifier passes [`contract::check_detail`] and names the listed
 //!   package;
 //! - error kinds: an unknown identifier is `not_found`, an unknown `call` is `unsupported`;
@@ -33,7 +38,10 @@ use abi_stable::std_types::{ROption, RResult, RStr, RString};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use crate::{
-    contract,
+    capabilities, contract,
+    facets::{Facets, FacetsRequest},
+    order::{OrderKey, Sort},
+    query::Query,
     types::{Detail, ErrorKind, Filter, ListRequest, PluginError, SeekKey, Summary},
     PackageSource, SourceBox,
 };
@@ -239,6 +247,46 @@ fn page_through(
     }
 }
 
+/// Pages through the listing in `sort` with `limits`, checking each answer against the contract
+/// (which checks the order) and the filter.
+fn page_sorted(
+    subject: &dyn Subject,
+    filter: &Filter,
+    sort: Sort,
+    query: &Query,
+    limits: &mut dyn FnMut() -> u32,
+) -> Result<Vec<Summary>, Stopped> {
+    let mut out: Vec<Summary> = Vec::new();
+    let mut req = request(None, 1, filter);
+    req.set_order(sort, None);
+    loop {
+        req.limit = limits();
+        let page = subject.list(&req).map_err(|e| Stopped {
+            read: out.len(),
+            why: describe(&e),
+        })?;
+        let stop = |why: String| Stopped {
+            read: out.len() + page.len(),
+            why,
+        };
+        contract::check_list(&req, &page).map_err(|v| stop(v.into_message()))?;
+        if let Some(item) = page.iter().find(|item| !filter.matches(item)) {
+            return Err(stop(format!(
+                "item ({:?}, {:?}) does not match the filter {filter:?}",
+                item.name.as_str(),
+                item.identifier.as_str()
+            )));
+        }
+        let full = page.len() as u32 >= req.limit;
+        out.extend(page);
+        if !full {
+            return Ok(out);
+        }
+        let last = out.last().expect("a full page has items");
+        req.set_order(sort, Some(&OrderKey::of(sort, query, last)));
+    }
+}
+
 fn ids(items: &[Summary]) -> Vec<(String, String)> {
     items
         .iter()
@@ -408,11 +456,25 @@ pub fn check(subject: &dyn Subject, options: &Options) -> Report {
     // Filters: each field alone, against the definition applied to the full listing.
     let mut filters: Vec<(String, Filter)> =
         vec![("deprecated left out by default".into(), Filter::default())];
+    let mut name_query: Option<String> = None;
     if let Some(item) = all.get(rng.random_range(0..all.len().max(1))) {
         let name = item.name.to_lowercase();
         let chars: Vec<char> = name.chars().collect();
         let from = rng.random_range(0..chars.len().max(1)).min(chars.len());
-        let query: String = chars[from..].iter().take(3).collect();
+        // One word of the query syntax, which a plugin built against 1.0 (one substring) reads
+        // the same: no whitespace or quote, no leading `-`, not `or`.
+        let query: String = chars[from..]
+            .iter()
+            .take_while(|c| !c.is_whitespace() && **c != '"')
+            .take(3)
+            .collect::<String>()
+            .trim_start_matches('-')
+            .to_owned();
+        if !query.is_empty() && query != "or" {
+            name_query = Some(query.clone());
+        }
+    }
+    if let Some(query) = name_query.clone() {
         filters.push((
             format!("filter query {query:?}"),
             Filter {
@@ -457,6 +519,79 @@ pub fn check(subject: &dyn Subject, options: &Options) -> Report {
             Err(stopped) => Some(stopped.why),
         };
         push(&mut report, name, failure);
+    }
+
+    // Sort orders, when declared: every order against the full listing sorted by its key.
+    let complete = all.len() < options.max_items;
+    if complete && capabilities::declares(&options.capabilities, capabilities::LIST_SORT, 1) {
+        let mut orders = vec![(Sort::Updated, String::new())];
+        if let Some(query) = &name_query {
+            orders.push((Sort::Relevance, query.clone()));
+            orders.push((Sort::Updated, query.clone()));
+        }
+        orders.push((Sort::Relevance, "a or e -zz".into()));
+        for (sort, query) in orders {
+            let filter = Filter {
+                query: RString::from(query.as_str()),
+                include_deprecated: true,
+                ..Filter::default()
+            };
+            let parsed = Query::parse(&query).expect("the kit's queries parse");
+            let mut want: Vec<(OrderKey, &Summary)> = all
+                .iter()
+                .filter(|s| filter.matches(s))
+                .map(|s| (OrderKey::of(sort, &parsed, s), s))
+                .collect();
+            want.sort_by(|a, b| a.0.cmp(&b.0));
+            let want: Vec<Summary> = want.into_iter().map(|(_, s)| s.clone()).collect();
+            let failure = match page_sorted(subject, &filter, sort, &parsed, &mut || {
+                rng.random_range(1..=20)
+            }) {
+                Ok(got) => compare(&got, &want),
+                Err(stopped) => Some(stopped.why),
+            };
+            push(
+                &mut report,
+                format!("list.sort@1: {sort} order, query {query:?}"),
+                failure,
+            );
+        }
+    }
+
+    // Facets, when declared: the counts of the full listing's matches.
+    if complete && capabilities::declares(&options.capabilities, capabilities::FACETS, 1) {
+        let mut filters = vec![everything(), Filter::default()];
+        if let Some(query) = &name_query {
+            filters.push(Filter {
+                query: RString::from(query.as_str()),
+                ..Filter::default()
+            });
+        }
+        if let Some(category) = all.iter().find_map(|s| s.categories.first()) {
+            filters.push(Filter {
+                categories: vec![category.clone()].into(),
+                include_deprecated: true,
+                ..Filter::default()
+            });
+        }
+        for filter in filters {
+            let compiled = filter.compile().expect("the kit's queries parse");
+            let want = Facets::count(&compiled, &all);
+            let payload = FacetsRequest::from_filter(&filter).to_json();
+            let failure = match subject.call(capabilities::FACETS, 1, &payload) {
+                Ok(answer) => match Facets::from_json(&answer) {
+                    Ok(got) if got == want => None,
+                    Ok(got) => Some(format!(
+                        "answered {}, expected {}",
+                        got.to_json(),
+                        want.to_json()
+                    )),
+                    Err(e) => Some(e),
+                },
+                Err(e) => Some(describe(&e)),
+            };
+            push(&mut report, format!("facets@1 for {payload}"), failure);
+        }
     }
 
     // Details.
@@ -594,6 +729,95 @@ mod tests {
             .collect();
         assert!(failed.contains(&"seek after the last item"), "{stale}");
         assert!(!failed.contains(&"seek before the first item"), "{stale}");
+    }
+
+    /// Answers `facets@1` by counting, optionally one too many; with `by_name`, ignores the sort.
+    struct Discovering {
+        items: Sorted,
+        by_name: bool,
+        miscount: bool,
+    }
+
+    impl PackageSource for Discovering {
+        fn list(&self, request: &ListRequest) -> Result<Vec<Summary>, PluginError> {
+            let mut r = request.clone();
+            if self.by_name {
+                r.set_order(Sort::Name, None);
+                r.after = request.after.clone();
+            }
+            PackageSource::list(&self.items, &r)
+        }
+        fn detail(&self, identifier: &str) -> Result<Detail, PluginError> {
+            PackageSource::detail(&self.items, identifier)
+        }
+        fn call(&self, method: &str, version: u32, payload: &str) -> Result<String, PluginError> {
+            if (method, version) != ("facets", 1) {
+                return Err(PluginError::unsupported("no"));
+            }
+            let filter = FacetsRequest::from_json(payload)?.to_filter();
+            let mut facets = Facets::count(&filter.compile().unwrap(), &self.items.0);
+            facets.total += u64::from(self.miscount);
+            Ok(facets.to_json())
+        }
+    }
+
+    #[test]
+    fn declared_sorts_and_facets_are_checked() {
+        let mut unique = items();
+        for (i, s) in unique.iter_mut().enumerate() {
+            s.identifier = RString::from(format!("id{i}"));
+            s.short_description = RString::from(["an apple", "pears", "a"][i % 3]);
+            s.display_name = RString::from(["", "Apple", ""][i % 3]);
+            if i % 4 != 0 {
+                s.extensions.push(Extension::new(
+                    crate::keys::SUMMARY_UPDATED,
+                    format!("2024-01-{:02}T00:00:00Z", 1 + i % 9),
+                ));
+            }
+        }
+        let options = Options {
+            capabilities: vec!["list.sort@1".into(), "facets@1".into()],
+            ..Options::default()
+        };
+        let source = |by_name, miscount| Discovering {
+            items: Sorted(unique.clone()),
+            by_name,
+            miscount,
+        };
+        let good = check(&source(false, false), &options);
+        assert!(good.passed(), "{good}");
+        let named = |report: &Report, prefix: &str| {
+            report
+                .checks
+                .iter()
+                .filter(|c| c.name.starts_with(prefix))
+                .map(|c| c.failure.is_some())
+                .collect::<Vec<bool>>()
+        };
+        assert_eq!(named(&good, "list.sort@1").len(), 4, "{good}");
+        assert_eq!(named(&good, "facets@1").len(), 4, "{good}");
+
+        let unsorted = check(&source(true, false), &options);
+        // Both orders by update time and the relevance of `a or e -zz` differ from the order by
+        // name; every item of the query from a name scores the same, so that order is the name's.
+        assert_eq!(
+            named(&unsorted, "list.sort@1"),
+            [true, false, true, true],
+            "{unsorted}"
+        );
+        assert!(
+            !named(&unsorted, "facets@1").iter().any(|f| *f),
+            "{unsorted}"
+        );
+        let miscounted = check(&source(false, true), &options);
+        assert!(
+            named(&miscounted, "facets@1").iter().all(|f| *f),
+            "{miscounted}"
+        );
+        assert!(
+            !named(&miscounted, "list.sort@1").iter().any(|f| *f),
+            "{miscounted}"
+        );
     }
 
     #[test]

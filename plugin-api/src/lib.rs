@@ -10,6 +10,8 @@
 //! - [`contract`]: the checks the host applies to every answer and error, for plugin tests too.
 //! - [`ffi`]: the root module and the `#[sabi_trait]` object; what the host sees.
 //! - [`search`]: an index that answers filtered listings without scanning the whole catalog.
+//! - [`query`], [`order`], [`facets`] (interface 1.1): the query syntax, the sort orders with the
+//!   relevance score and update times, and facet counts.
 //! - [`export_plugin!`] and [`guard`]: how a plugin is exported, with every entry point run under
 //!   `catch_unwind` so that a panic becomes an error value instead of ending the host process.
 //!
@@ -23,7 +25,7 @@
 //! A call to [`PackageSource::list`] with a [`ListRequest`] must return:
 //! 1. only items that come **strictly after** `request.after` (all items when it is `None`);
 //! 2. in **strictly increasing** `(name, identifier)` order (identifiers are unique within a source
-//!    and never empty);
+//!    and never empty), or in the order the request asks for (see *Sort orders* below);
 //! 3. **at most** `request.limit` items, and **fewer** than `request.limit` only when no further
 //!    item exists: a short page tells the host the source is exhausted;
 //! 4. only items that match `request.filter` ([`Filter::matches`] is the definition; by default it
@@ -35,6 +37,23 @@
 //! changes between two pages neither repeats nor skips the items that were present before and after
 //! the change. [`ListRequest::select`] implements the whole contract over a sorted slice, including an
 //! `O(log n)` seek.
+//!
+//! # Sort orders (interface 1.1)
+//! A source that declares [`capabilities::LIST_SORT`] (`list.sort@1`) may be asked for another
+//! order through the request key [`keys::REQUEST_SORT`] ([`ListRequest::sort`]): by relevance to
+//! the query ([`order::relevance`]: score descending, then `(name, identifier)`) or by update time
+//! ([`keys::SUMMARY_UPDATED`] descending, items without one last, then `(name, identifier)`). The
+//! rules above hold with "order" meaning that sort's [`OrderKey`]: items strictly increasing by it,
+//! strictly after the seek point [`ListRequest::after_key`] (`request.after` carries its `(name,
+//! identifier)`, [`keys::REQUEST_AFTER_SCORE`] or [`keys::REQUEST_AFTER_UPDATED`] the rest), at most
+//! `limit`, a short page only when no further match exists. [`contract::check_list`] checks the
+//! requested order, recomputing scores with the request's query; [`ListRequest::select`] and
+//! [`SearchIndex::select`] answer in any order. A source that does not declare the capability is
+//! never asked: it keeps the order by name.
+//!
+//! # Search (interface 1.1)
+//! [`Filter::query`] is a query of terms, `"phrases"`, `-exclusions` and `or` ([`query`]); the
+//! named call `facets@1` ([`facets`]) counts the matches of a filter.
 //!
 //! Calls are synchronous and may come from several threads at once (`Send + Sync`). The host runs them
 //! on threads of the source's own; a plugin must not rely on the host's async runtime (a `tokio` inside the
@@ -115,7 +134,8 @@ pub trait Plugin {
 /// One catalog of packages. See the crate docs for the contract `list` must keep.
 pub trait PackageSource: Send + Sync + 'static {
     /// Up to `request.limit` summaries strictly after `request.after`, matching `request.filter`,
-    /// in `(name, identifier)` byte order.
+    /// in `(name, identifier)` byte order, or in the order the request asks for when the plugin
+    /// declares `list.sort@1` (see the crate docs).
     fn list(&self, request: &ListRequest) -> Result<Vec<Summary>, PluginError>;
 
     /// Everything the source knows about one package. [`ErrorKind::NotFound`] when the identifier is

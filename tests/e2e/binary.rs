@@ -443,7 +443,7 @@ fn plugins_command_prints_each_librarys_capabilities() {
             .to_owned()
     };
     assert!(
-        line("helm").contains("; capabilities status@1)"),
+        line("helm").contains("; capabilities status@1, list.sort@1, facets@1)"),
         "{stdout}"
     );
     assert!(!line("testkit").contains("capabilities"), "{stdout}");

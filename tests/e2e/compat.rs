@@ -1,6 +1,7 @@
 //! Interface compatibility: a plugin built against the frozen interface 1.0 loads and serves in
 //! today's host, which uses every extension point (context keys, summary flags and keys,
-//! capabilities); a plugin built against interface 1.1 loads in this 1.0 host and degrades cleanly;
+//! capabilities); the `v1-1` fixture (a 1.1 with a context key and a capability this host does not
+//! define) loads and degrades cleanly;
 //! one that declares another major version, or whose types' layout differs, is rejected with one
 //! line saying what to rebuild against. Also the extension points in use: plugin logs in the host
 //! log with the source name, the time a call has left, and deprecated packages hidden by default.
@@ -106,7 +107,7 @@ async fn frozen_and_newer_minor_plugins_load_and_incompatible_ones_are_named() {
             "newer-b@compat-v1-1/newer-b",
         ]
     );
-    // The 1.1 plugin found no region key in this 1.0 host and fell back to its default.
+    // The v1-1 fixture found no region key (this host sends none) and fell back to its default.
     assert_eq!(
         page.available_package_summaries[3].short_description,
         "served for region default"
@@ -204,7 +205,7 @@ fn plugin_logs_reach_the_host_log_with_the_source_name() {
             ),
             (
                 "compat-v1-1".to_owned(),
-                "host interface 1.0 sends no host.region: serving the default region".to_owned()
+                "host interface 1.1 sends no host.region: serving the default region".to_owned()
             ),
             (
                 "kit".to_owned(),

@@ -74,7 +74,7 @@ async fn bad_libraries_and_failing_sources_are_reported_and_survived() {
     assert_eq!(catalog.status, PluginStatus::Loaded as i32);
     assert_eq!(
         (catalog.name.as_str(), catalog.interface_version.as_str()),
-        ("catalog", "1.0")
+        ("catalog", "1.1")
     );
     let copy = file("libzz_catalog_copy.so");
     assert_eq!(copy.status, PluginStatus::Rejected as i32);

@@ -55,7 +55,7 @@ fn plugin_check_passes_a_good_plugin_and_fails_a_broken_one() {
         "{report}"
     );
     assert!(
-        report.contains("interface:    1.0 (this host: 1.0)"),
+        report.contains("interface:    1.1 (this host: 1.1)"),
         "{report}"
     );
     let sha = lines_starting(&report, "sha256:");
@@ -123,7 +123,7 @@ fn plugin_check_on_the_compatibility_fixtures() {
     let (code, report) = check(&lib, &[]);
     assert_eq!(code, 0, "{report}");
     assert!(
-        report.contains("interface:    1.1 (this host: 1.0)"),
+        report.contains("interface:    1.1 (this host: 1.1)"),
         "{report}"
     );
     assert!(
@@ -162,7 +162,8 @@ fn a_failed_order_check_reports_the_items_read() {
 
 #[test]
 fn plugin_check_knows_the_status_capability() {
-    // The helm plugin declares status@1, which this host asks for in ListPlugins.
+    // The helm plugin declares status@1, which this host asks for in ListPlugins, and the 1.1
+    // capabilities list.sort@1 and facets@1, which the conformance kit then checks.
     let (_dir, lib) = shipped("helm");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let config = json!({ "repositories": [{
@@ -173,7 +174,7 @@ fn plugin_check_knows_the_status_capability() {
     assert_eq!(code, 0, "{report}");
     assert_eq!(
         lines_starting(&report, "capabilities:"),
-        ["capabilities: status@1 (supported)"],
+        ["capabilities: status@1 (supported), list.sort@1 (supported), facets@1 (supported)"],
         "{report}"
     );
     assert!(!report.contains("unknown to this host"), "{report}");

@@ -9,6 +9,10 @@
 //! [`Package`] for every field. The file is read again whenever its modification time or size
 //! changes, so an edited catalog is served on the next request without a restart.
 //!
+//! Listings are answered through a [`SearchIndex`] in the order asked for: by name, by relevance
+//! or by update time (`list.sort@1`; a package's `created` is its update time); `facets@1` counts
+//! the matches per repository and category.
+//!
 //! A package the host would refuse (a field over its size limit, too many versions: the rules of
 //! [`tributary_plugin_api::contract`]) is left out when the file is read, logged, and counted in
 //! the `status@1` answer: it costs only itself, not every page that would reach it.
@@ -21,8 +25,9 @@ use std::{
 
 use serde::Deserialize;
 use tributary_plugin_api::{
-    capabilities, config, contract, export_plugin, Detail, Host, ListRequest, Maintainer,
-    PackageSource, Plugin, PluginError, RString, RVec, SearchIndex, Summary, Version,
+    capabilities, config, contract, export_plugin, facets, keys, order::normalize_timestamp,
+    Detail, Extension, Host, ListRequest, Maintainer, PackageSource, Plugin, PluginError, RString,
+    RVec, SearchIndex, Summary, Version,
 };
 
 /// The plugin: metadata and the constructor.
@@ -33,7 +38,9 @@ impl Plugin for CatalogPlugin {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str = "Packages listed in a JSON file";
     /// `status@1`: the packages served, and those dropped with the first one's reason.
-    const CAPABILITIES: &'static [&'static str] = &["status@1"];
+    /// `list.sort@1`: listings by relevance and by update time (each package's `created`).
+    /// `facets@1`: counts of the matches per repository and category.
+    const CAPABILITIES: &'static [&'static str] = &["status@1", "list.sort@1", "facets@1"];
 
     type Source = CatalogSource;
 
@@ -91,6 +98,11 @@ pub struct Package {
     latest_version: String,
     #[serde(default)]
     latest_app_version: String,
+    /// When the latest version was published, RFC 3339 (`2023-07-10T10:12:48Z`, offsets and
+    /// fractions accepted): the latest version's `created`, and the summary's `package.updated`
+    /// normalised to UTC, by which listings sort by update time. Optional.
+    #[serde(default)]
+    created: String,
     #[serde(default)]
     short_description: String,
     #[serde(default)]
@@ -204,6 +216,7 @@ fn to_detail(p: Package) -> Detail {
         versions.push(Version {
             version: RString::from(p.latest_version.as_str()),
             app_version: RString::from(p.latest_app_version.as_str()),
+            created: RString::from(p.created.as_str()),
             ..Version::default()
         });
     }
@@ -228,7 +241,10 @@ fn to_detail(p: Package) -> Detail {
             categories: strings(p.categories),
             repository: RString::from(p.repository),
             deprecated: p.deprecated,
-            extensions: RVec::new(),
+            extensions: normalize_timestamp(&p.created)
+                .map(|time| Extension::new(keys::SUMMARY_UPDATED, time))
+                .into_iter()
+                .collect(),
         },
         versions: RVec::from(versions),
         home_url: RString::from(p.home_url),
@@ -293,19 +309,25 @@ impl PackageSource for CatalogSource {
             .ok_or_else(|| PluginError::not_found(format!("no package with id {identifier:?}")))
     }
 
-    fn call(&self, method: &str, version: u32, _payload: &str) -> Result<String, PluginError> {
-        if (method, version) != (capabilities::STATUS, 1) {
-            return Err(PluginError::unsupported(format!(
+    fn call(&self, method: &str, version: u32, payload: &str) -> Result<String, PluginError> {
+        match (method, version) {
+            (capabilities::STATUS, 1) => {
+                let loaded = self.current()?;
+                Ok(serde_json::json!({
+                    "packages": loaded.summaries.len(),
+                    "dropped": loaded.dropped.as_ref().map_or(0, |d| d.0),
+                    "last_error": loaded.dropped().unwrap_or_default(),
+                })
+                .to_string())
+            }
+            (capabilities::FACETS, 1) => {
+                let loaded = self.current()?;
+                facets::call(&loaded.index, &loaded.summaries, payload)
+            }
+            _ => Err(PluginError::unsupported(format!(
                 "the catalog plugin has no operation {method} version {version}"
-            )));
+            ))),
         }
-        let loaded = self.current()?;
-        Ok(serde_json::json!({
-            "packages": loaded.summaries.len(),
-            "dropped": loaded.dropped.as_ref().map_or(0, |d| d.0),
-            "last_error": loaded.dropped().unwrap_or_default(),
-        })
-        .to_string())
     }
 }
 
@@ -325,9 +347,73 @@ mod tests {
             r#"{"path":"catalog.json","$base_dir":"ignored: the host context gives the base"}"#,
         )
         .unwrap();
-        let report = check(&source, &Options::default());
+        let report = check(
+            &source,
+            &Options {
+                capabilities: CatalogPlugin::CAPABILITIES
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect(),
+                ..Options::default()
+            },
+        );
         assert!(report.passed(), "{report}");
         assert!(report.items >= 10, "{report}");
+    }
+
+    #[test]
+    fn packages_sort_by_update_time_and_facets_count() {
+        let dir = std::env::temp_dir().join(format!(
+            "tributary-catalog-sort-test-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let catalog = serde_json::json!({ "packages": [
+            { "name": "a", "created": "2023-01-01T00:00:00+01:00", "repository": "r1" },
+            { "name": "b", "created": "not a time", "categories": ["db", "db"] },
+            { "name": "c", "created": "2022-12-31T23:30:00Z", "repository": "r1", "latest_version": "1" },
+            { "name": "d", "created": "2024-02-29T00:00:00.5Z", "deprecated": true },
+        ] });
+        std::fs::write(dir.join("catalog.json"), catalog.to_string()).unwrap();
+        let source = CatalogPlugin::new_source(
+            Host::detached("c", Some(dir.clone())),
+            r#"{"path":"catalog.json"}"#,
+        )
+        .unwrap();
+        let mut request = ListRequest {
+            limit: 10,
+            ..ListRequest::default()
+        };
+        request.set_order(tributary_plugin_api::Sort::Updated, None);
+        let names: Vec<String> = source
+            .list(&request)
+            .unwrap()
+            .iter()
+            .map(|s| s.name.to_string())
+            .collect();
+        // a is 2022-12-31T23:00:00Z, before c; b has no valid time; d is deprecated.
+        assert_eq!(names, ["c", "a", "b"]);
+        let c = source.detail("c").unwrap();
+        assert_eq!(
+            tributary_plugin_api::order::updated(&c.summary),
+            Some("2022-12-31T23:30:00Z")
+        );
+        assert_eq!(c.versions[0].created.as_str(), "2022-12-31T23:30:00Z");
+        let facets = tributary_plugin_api::Facets::from_json(
+            &source
+                .call("facets", 1, r#"{"include_deprecated": true}"#)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!((facets.total, facets.deprecated), (4, 1));
+        assert_eq!(facets.repositories.get("r1"), Some(&2));
+        assert_eq!(facets.categories.get("db"), Some(&1));
+        let error = source.call("facets", 1, r#"{"query": "-"}"#).unwrap_err();
+        assert_eq!(
+            error.message.as_str(),
+            "facets@1 payload: key `query`: query: \"-\" at position 1 is not followed by a word or a quoted phrase"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -31,7 +31,9 @@ use serde::{
     de::{self, DeserializeSeed, MapAccess, Visitor},
     Deserialize, Deserializer,
 };
-use tributary_plugin_api::{Maintainer, RString, RVec, Summary, Version};
+use tributary_plugin_api::{
+    keys, order::normalize_timestamp, Extension, Maintainer, RString, RVec, Summary, Version,
+};
 
 use crate::{config::Limits, depth, split, version::rank};
 
@@ -462,6 +464,9 @@ fn build_chart(name: Text<'_>, mut raw: Vec<RawVersion<'_>>) -> Option<Chart> {
     let ranking = rank(raw.iter().map(|v| v.version.as_str()));
     let latest_version = RString::from(raw[ranking.latest].version.as_str());
     let latest_app_version = RString::from(raw[ranking.latest].app_version.as_str());
+    // The latest version's publication time, for the order by update time; none when the index
+    // gives none or one that is not RFC 3339.
+    let updated = normalize_timestamp(raw[ranking.latest].created.as_str());
 
     let versions: RVec<Version> = ranking
         .order
@@ -510,7 +515,10 @@ fn build_chart(name: Text<'_>, mut raw: Vec<RawVersion<'_>>) -> Option<Chart> {
             categories,
             repository: RString::new(),
             deprecated: latest.deprecated.unwrap_or(false),
-            extensions: RVec::new(),
+            extensions: updated
+                .map(|time| Extension::new(keys::SUMMARY_UPDATED, time))
+                .into_iter()
+                .collect(),
         },
         extra: Extra {
             versions,

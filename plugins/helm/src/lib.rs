@@ -35,7 +35,10 @@
 //! is `1.2.0`), or the highest pre-release when the chart has no stable release; versions that are
 //! not semantic versions are listed after all others. The summary and the detail's description,
 //! links, maintainers, keywords and `deprecated` flag come from that latest version; the categories
-//! are its annotations `category` and `artifacthub.io/category`.
+//! are its annotations `category` and `artifacthub.io/category`. The summary's `package.updated`
+//! ([`keys::SUMMARY_UPDATED`]) is that version's `created`, normalised to UTC (none when it is
+//! missing or not RFC 3339), so that listings sort by update time (`list.sort@1`); `facets@1`
+//! counts matches per repository and category.
 //!
 //! # Refresh
 //! A local index is read again whenever its modification time or size changes. A remote index is
@@ -71,7 +74,7 @@ use std::{
 
 use sha2::{Digest, Sha256};
 use tributary_plugin_api::{
-    capabilities, contract, export_plugin, keys, Detail, Extension, Host, ListRequest,
+    capabilities, contract, export_plugin, facets, keys, Detail, Extension, Host, ListRequest,
     PackageSource, Plugin, PluginError, RString, SearchIndex, Summary,
 };
 use url::Url;
@@ -91,7 +94,9 @@ impl Plugin for HelmPlugin {
     const DESCRIPTION: &'static str =
         "Helm chart repositories: local index files, HTTP(S) repositories and OCI registries";
     /// `status@1`: each repository's last good refresh, last error and chart count.
-    const CAPABILITIES: &'static [&'static str] = &["status@1"];
+    /// `list.sort@1`: listings by relevance and by update time (the latest version's `created`).
+    /// `facets@1`: counts of the matches per repository and category.
+    const CAPABILITIES: &'static [&'static str] = &["status@1", "list.sort@1", "facets@1"];
 
     type Source = HelmSource;
 
@@ -721,13 +726,18 @@ impl PackageSource for HelmSource {
         ))
     }
 
-    fn call(&self, method: &str, version: u32, _payload: &str) -> Result<String, PluginError> {
-        if (method, version) != (capabilities::STATUS, 1) {
-            return Err(PluginError::unsupported(format!(
+    fn call(&self, method: &str, version: u32, payload: &str) -> Result<String, PluginError> {
+        match (method, version) {
+            (capabilities::STATUS, 1) => Ok(self.shared.status().to_string()),
+            (capabilities::FACETS, 1) => {
+                let loaded = self.shared.current()?;
+                let (summaries, search) = loaded.summaries();
+                facets::call(search, summaries, payload)
+            }
+            _ => Err(PluginError::unsupported(format!(
                 "the helm plugin has no operation {method} version {version}"
-            )));
+            ))),
         }
-        Ok(self.shared.status().to_string())
     }
 }
 

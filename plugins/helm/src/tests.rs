@@ -6,9 +6,10 @@ use std::{
 
 use serde_json::json;
 use tributary_plugin_api::{
-    Detail, ErrorKind, Filter, Host, ListRequest, Maintainer, PackageSource, Plugin, PluginError,
+    keys, Detail, ErrorKind, Extension, Facets, Filter, Host, ListRequest, Maintainer, OrderKey,
+    PackageSource, Plugin, PluginError,
     ROption::{RNone, RSome},
-    RString, RVec, SeekKey, Summary, Version,
+    RString, RVec, SeekKey, Sort, Summary, Version,
 };
 
 use crate::{config::Limits, HelmPlugin, HelmSource};
@@ -188,15 +189,22 @@ fn expected_summaries() -> Vec<Summary> {
                 &[],
             )
         },
-        summary(
-            "alpha",
-            "nginx",
-            "15.1.0",
-            "1.25.1",
-            "NGINX web server",
-            "https://example.com/nginx.png",
-            &["Infrastructure"],
-        ),
+        Summary {
+            // The latest version's `created`, normalised to UTC.
+            extensions: RVec::from(vec![Extension::new(
+                keys::SUMMARY_UPDATED,
+                "2023-07-10T10:12:48Z",
+            )]),
+            ..summary(
+                "alpha",
+                "nginx",
+                "15.1.0",
+                "1.25.1",
+                "NGINX web server",
+                "https://example.com/nginx.png",
+                &["Infrastructure"],
+            )
+        },
         summary("beta", "nginx", "1.0.0", "", "", "", &[]),
         summary(
             "alpha",
@@ -270,6 +278,84 @@ fn two_repositories_list_in_exact_order() {
     let items = all(&source);
     assert_eq!(items, expected_summaries());
     assert!(keys_strictly_increasing(&items));
+}
+
+#[test]
+fn listings_sort_by_relevance_and_update_time_and_facets_count() {
+    let dir = TempDir::new("sorts");
+    let source = two_repos(&dir);
+    assert!(HelmPlugin::CAPABILITIES.contains(&"list.sort@1"));
+    assert!(HelmPlugin::CAPABILITIES.contains(&"facets@1"));
+    let sorted = |sort: Sort, query: &str, after: Option<OrderKey>| {
+        let mut request = request(
+            None,
+            10,
+            Filter {
+                query: query.into(),
+                ..Filter::default()
+            },
+        );
+        request.set_order(sort, after.as_ref());
+        ids(&source.list(&request).unwrap())
+            .into_iter()
+            .map(str::to_owned)
+            .collect::<Vec<String>>()
+    };
+    // Only alpha/nginx has a date (alpha/redis has none, beta none at all): first, the rest by name.
+    assert_eq!(
+        sorted(Sort::Updated, "", None),
+        [
+            "alpha/nginx",
+            "beta/Zeta",
+            "beta/apache",
+            "beta/nginx",
+            "alpha/redis"
+        ]
+    );
+    let after_nginx = OrderKey::Updated {
+        updated: Some("2023-07-10T10:12:48Z".into()),
+        name: "nginx".into(),
+        identifier: "alpha/nginx".into(),
+    };
+    assert_eq!(
+        sorted(Sort::Updated, "", Some(after_nginx)),
+        ["beta/Zeta", "beta/apache", "beta/nginx", "alpha/redis"]
+    );
+    // `nginx` is the name of two charts (64 each), `http` in apache's description (2); `server`
+    // is in alpha/nginx's and beta/apache's descriptions, and the first also has `nginx`.
+    assert_eq!(
+        sorted(Sort::Relevance, "nginx or http", None),
+        ["alpha/nginx", "beta/nginx", "beta/apache"]
+    );
+    assert_eq!(
+        sorted(Sort::Relevance, "server -nginx", None),
+        ["beta/apache"]
+    );
+
+    let facets = |payload: &str| Facets::from_json(&source.call("facets", 1, payload).unwrap());
+    let all = facets(r#"{"include_deprecated": true}"#).unwrap();
+    assert_eq!(all.total, 5);
+    assert_eq!(all.deprecated, 1);
+    assert_eq!(
+        all.repositories.into_iter().collect::<Vec<_>>(),
+        [("alpha".to_owned(), 2), ("beta".to_owned(), 3)]
+    );
+    assert_eq!(
+        all.categories.into_iter().collect::<Vec<_>>(),
+        [("Infrastructure".to_owned(), 1), ("Testing".to_owned(), 1)]
+    );
+    let nginx = facets(r#"{"query": "nginx"}"#).unwrap();
+    assert_eq!((nginx.total, nginx.deprecated), (2, 0));
+    let error = source
+        .call("facets", 1, r#"{"repositories": "alpha"}"#)
+        .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::InvalidArgument);
+    assert_eq!(
+        error.message.as_str(),
+        "facets@1 payload: key `repositories`: expected an array of strings"
+    );
+    let error = source.call("facets", 2, "{}").unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Unsupported);
 }
 
 #[test]
@@ -897,7 +983,10 @@ fn the_example_indexes_conform() {
     let report = check(
         &source,
         &Options {
-            capabilities: vec!["status@1".into()],
+            capabilities: HelmPlugin::CAPABILITIES
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
             ..Options::default()
         },
     );
