@@ -8,6 +8,7 @@ mod changes;
 mod clients;
 mod compat;
 mod deploy;
+mod discovery;
 mod examples;
 mod faults;
 mod fuzz;

@@ -317,6 +317,10 @@ struct Item {
     version: String,
     #[serde(default)]
     deprecated: bool,
+    /// The latest version's time (RFC 3339), sent as `package.updated` once normalised; this
+    /// plugin does not declare `list.sort@1`, so the host orders its items by it.
+    #[serde(default)]
+    updated: String,
 }
 
 impl Item {
@@ -334,6 +338,15 @@ impl Item {
             repository: RString::from(self.repository.as_str()),
             latest_version: RString::from(self.version.as_str()),
             deprecated: self.deprecated,
+            extensions: tributary_plugin_api::order::normalize_timestamp(&self.updated)
+                .map(|t| {
+                    tributary_plugin_api::Extension::new(
+                        tributary_plugin_api::keys::SUMMARY_UPDATED,
+                        t,
+                    )
+                })
+                .into_iter()
+                .collect(),
             ..Summary::default()
         }
     }
