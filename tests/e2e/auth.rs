@@ -3,6 +3,7 @@
 
 use std::process::{Command, Stdio};
 
+use serde_json::json;
 use tonic::{
     metadata::MetadataValue,
     service::interceptor::InterceptedService,
@@ -160,6 +161,26 @@ async fn tokens_authenticate_and_each_caller_sees_only_its_sources() {
     assert_eq!(names, ["a", "c", "e", "g"]);
     let (status, _) = crate::rest::get(http, "/v1/packages/two/b", Some("t-reader")).await;
     assert_eq!(status, 404, "a source the reader may not see");
+    // Counts cover the caller's sources only: a hidden source is neither counted nor named.
+    for (token, total, sources) in [
+        ("t-reader", "4", json!([{ "value": "one", "count": "4" }])),
+        (
+            "t-admin",
+            "7",
+            json!([{ "value": "one", "count": "4" }, { "value": "two", "count": "3" }]),
+        ),
+    ] {
+        let (status, body) = crate::rest::get(
+            http,
+            "/v1/packages?page_size=1&include_facets=true&sort=updated",
+            Some(token),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["totalSize"], json!(total), "{token}");
+        assert_eq!(body["facets"]["sources"], sources, "{token}");
+        assert_eq!(body["facets"]["complete"], json!(true), "{token}");
+    }
     assert_eq!(crate::rest::get(http, "/healthz", None).await.0, 200);
     assert_eq!(crate::rest::get(http, "/readyz", None).await.0, 200);
     // The web page's files load without a credential; the page then asks for one.

@@ -292,3 +292,190 @@ async fn a_plugin_learns_the_time_its_call_has_left() {
         "the client's 5 s deadline reaches the plugin: {left:?}"
     );
 }
+
+/// Interface 1.1's discovery through a plugin built against the frozen 1.0: it declares neither
+/// `list.sort@1` nor `facets@1` and matches its query as one substring, so the host sends it the
+/// substring every match must contain (nothing for an `or` query), re-applies the full query,
+/// orders its matches by relevance itself and counts them itself. Merged with a 1.1 plugin
+/// (`catalog`) that does all of it on its side, a page at a time.
+#[tokio::test]
+async fn a_frozen_1_0_plugin_serves_relevance_queries_and_facets_through_the_host() {
+    let plugins = PluginDir::with(&["compat-v1-0", "catalog"]);
+    std::fs::write(
+        plugins.path().join("catalog.json"),
+        json!({ "packages": [
+            { "name": "legacy", "latest_version": "1", "repository": "new", "categories": ["db"] },
+            { "name": "x-legacy", "latest_version": "1", "repository": "new" },
+            { "name": "other", "latest_version": "1", "short_description": "not old" },
+        ] })
+        .to_string(),
+    )
+    .unwrap();
+    let server = tributary_tests::TestServer::start(tributary_tests::config(
+        plugins.path(),
+        plugins.path(),
+        vec![
+            tributary_tests::source("old", "compat-v1-0", json!({})),
+            tributary_tests::source("new", "catalog", json!({ "path": "catalog.json" })),
+        ],
+    ))
+    .await;
+    let client = server.packages().await;
+    let listing = |query: &str, sort: pb::SortOrder| {
+        let mut client = client.clone();
+        let query = query.to_owned();
+        async move {
+            let mut keys_seen = Vec::new();
+            let mut token = String::new();
+            let mut first = None;
+            loop {
+                let mut request = list_request(
+                    1,
+                    &token,
+                    Some(pb::FilterOptions {
+                        query: query.clone(),
+                        ..Default::default()
+                    }),
+                );
+                request.sort = sort as i32;
+                request.include_facets = token.is_empty();
+                let page = client
+                    .list_available_package_summaries(request)
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert!(page.failed_sources.is_empty(), "{:?}", page.failed_sources);
+                keys_seen.extend(keys(&page.available_package_summaries));
+                if first.is_none() {
+                    first = Some(page.clone());
+                }
+                if page.next_page_token.is_empty() {
+                    return (keys_seen, first.unwrap());
+                }
+                token = page.next_page_token;
+            }
+        }
+    };
+    // Exact name 64, name prefix 32, whole word 16; ties by name, then source.
+    let (got, first) = listing("legacy", pb::SortOrder::Relevance).await;
+    assert_eq!(
+        got,
+        [
+            "legacy@new/legacy",
+            "legacy-a@old/legacy-a",
+            "legacy-b@old/legacy-b",
+            "x-legacy@new/x-legacy",
+        ]
+    );
+    assert_eq!(first.total_size, Some(4));
+    let facets = first.facets.unwrap();
+    assert!(facets.complete, "{:?}", facets.missing_sources);
+    let counts = |v: &[pb::FacetCount]| {
+        v.iter()
+            .map(|c| (c.value.clone(), c.count))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        counts(&facets.sources),
+        [("new".to_owned(), 2), ("old".to_owned(), 2)]
+    );
+    assert_eq!(counts(&facets.repositories), [("new".to_owned(), 2)]);
+    assert_eq!(counts(&facets.categories), [("db".to_owned(), 1)]);
+
+    // An exclusion the 1.0 plugin does not know: it is sent "legacy", the host drops "legacy-b".
+    let (got, first) = listing("legacy -legacy-b", pb::SortOrder::Relevance).await;
+    assert_eq!(
+        got,
+        [
+            "legacy@new/legacy",
+            "legacy-a@old/legacy-a",
+            "x-legacy@new/x-legacy"
+        ]
+    );
+    assert_eq!(first.total_size, Some(3));
+    // `or` has no one substring: the 1.0 plugin is asked for everything, the host keeps the matches.
+    let (got, first) = listing("legacy-b or other", pb::SortOrder::Name).await;
+    assert_eq!(got, ["legacy-b@old/legacy-b", "other@new/other"]);
+    assert_eq!(first.total_size, Some(2));
+    // By update time: neither has dates here, so all come last, by name.
+    let (got, _) = listing("legacy", pb::SortOrder::Updated).await;
+    assert_eq!(
+        got,
+        [
+            "legacy@new/legacy",
+            "legacy-a@old/legacy-a",
+            "legacy-b@old/legacy-b",
+            "x-legacy@new/x-legacy",
+        ]
+    );
+    server.stop().await;
+}
+
+/// The other direction: plugins built against interface 1.1 (this tree's `catalog` and `helm`,
+/// which declare `list.sort@1` and `facets@1`) load in a host of interface 1.0 (the fixture
+/// `tributary-host-1-0`: the frozen 1.0 types and loader checks) and serve name order there; the
+/// 1.0 host neither knows nor asks for the 1.1 capabilities, and the plugins send no 1.1 key it
+/// must understand.
+#[test]
+fn plugins_of_interface_1_1_load_in_a_1_0_host_and_serve_name_order() {
+    let artifacts = artifacts();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("catalog.json"),
+        json!({ "packages": [
+            { "name": "b", "latest_version": "1", "created": "2024-01-01T00:00:00Z" },
+            { "name": "a", "latest_version": "1" },
+            { "name": "c", "latest_version": "1" },
+        ] })
+        .to_string(),
+    )
+    .unwrap();
+    let run = |library: &str, config: serde_json::Value| {
+        let output = Command::new(&artifacts.host_1_0)
+            .arg(&artifacts.libraries[library])
+            .arg(config.to_string())
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let catalog = run(
+        "tributary_plugin_catalog",
+        json!({ "path": "catalog.json" }),
+    );
+    let lines: Vec<&str> = catalog.lines().collect();
+    assert!(
+        lines[0].starts_with("plugin catalog ")
+            && lines[0].ends_with(" 1.1 status@1 list.sort@1 facets@1"),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(lines[1..], ["item a a", "item b b", "item c c", "end"]);
+
+    let index = dir.path().join("index.yaml");
+    std::fs::write(
+        &index,
+        "apiVersion: v1\nentries:\n  zeta:\n  - name: zeta\n    version: 1.0.0\n    created: \"2024-01-01T00:00:00Z\"\n  alpha:\n  - name: alpha\n    version: 2.0.0\n",
+    )
+    .unwrap();
+    let helm = run(
+        "tributary_plugin_helm",
+        json!({ "repositories": [{ "name": "local", "url": "index.yaml" }] }),
+    );
+    let lines: Vec<&str> = helm.lines().collect();
+    assert!(
+        lines[0].starts_with("plugin helm ") && lines[0].contains(" 1.1 "),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(
+        lines[1..],
+        ["item alpha local/alpha", "item zeta local/zeta", "end"]
+    );
+}

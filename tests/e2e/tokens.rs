@@ -23,9 +23,10 @@ async fn bad_tokens_are_invalid_argument() {
         "URL-safe: {good}"
     );
 
-    // Same version and layout, but version byte 2 with a valid checksum.
+    // Same layout, but version byte 3 (no server writes it; 1 is name order, 2 the other orders)
+    // with a valid checksum.
     let mut raw = URL_SAFE_NO_PAD.decode(&good).unwrap();
-    raw[0] = 2;
+    raw[0] = 3;
     let n = raw.len();
     let sum = Sha256::digest(&raw[..n - 4]);
     raw[n - 4..].copy_from_slice(&sum[..4]);
@@ -43,7 +44,7 @@ async fn bad_tokens_are_invalid_argument() {
         ("truncated", good[..good.len() - 3].into(), "page_token"),
         ("half", good[..good.len() / 2].into(), "page_token"),
         ("tampered", tampered, "page_token"),
-        ("other version", other_version, "version 2"),
+        ("other version", other_version, "version 3"),
         ("huge", "A".repeat(20_000), "longer than"),
     ];
     for (what, token, expected) in cases {

@@ -31,6 +31,8 @@ pub struct Artifacts {
     pub libraries: HashMap<String, PathBuf>,
     /// The `tributary` executable.
     pub binary: PathBuf,
+    /// `tributary-host-1-0`: a minimal host of the frozen interface 1.0 (a compatibility fixture).
+    pub host_1_0: PathBuf,
 }
 
 /// Builds the plugin libraries, the fixture libraries and the `tributary` binary, once per test
@@ -45,6 +47,7 @@ pub fn artifacts() -> &'static Artifacts {
         let mut artifacts = Artifacts {
             libraries: HashMap::new(),
             binary: PathBuf::new(),
+            host_1_0: PathBuf::new(),
         };
         cargo_build(
             None,
@@ -65,6 +68,11 @@ pub fn artifacts() -> &'static Artifacts {
             &mut artifacts,
         );
         cargo_build(compat, &["tributary-fixture-compat-layout"], &mut artifacts);
+        cargo_build(
+            compat,
+            &["tributary-fixture-compat-host-1-0"],
+            &mut artifacts,
+        );
         cargo_build(
             Some("tests/fixtures/compat/v1-1/Cargo.toml"),
             &["tributary-fixture-compat-v1-1"],
@@ -117,8 +125,10 @@ fn cargo_build(manifest: Option<&str>, packages: &[&str], artifacts: &mut Artifa
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        if let (Some(exe), "tributary") = (message["executable"].as_str(), name.as_str()) {
-            artifacts.binary = PathBuf::from(exe);
+        match (message["executable"].as_str(), name.as_str()) {
+            (Some(exe), "tributary") => artifacts.binary = PathBuf::from(exe),
+            (Some(exe), "tributary-host-1-0") => artifacts.host_1_0 = PathBuf::from(exe),
+            _ => {}
         }
         for file in message["filenames"].as_array().into_iter().flatten() {
             let file = PathBuf::from(file.as_str().unwrap_or_default());

@@ -77,7 +77,7 @@ pub enum TokenError {
     NotBase64,
     #[error("page_token is truncated or malformed")]
     Malformed,
-    #[error("page_token has format version {0}, this server reads version {VERSION}; start again without a token")]
+    #[error("page_token has format version {0}, this server reads versions {VERSION} and {VERSION_ORDERED}; start again without a token")]
     Version(u8),
     #[error("page_token checksum does not match: the token was altered or truncated")]
     Checksum,
