@@ -817,8 +817,7 @@ mod tests {
             let mut served: Vec<(usize, String)> = Vec::new();
             let mut after = None;
             let mut order = Primary::start(sort);
-            let mut next_id = 1000;
-            for _ in 0..200 {
+            for next_id in 1000..1200 {
                 let page = merge_page(
                     &sources,
                     PageRequest {
@@ -877,7 +876,6 @@ mod tests {
                 }
                 let mut added = random_items(&mut rng, 1).pop().unwrap();
                 added.identifier = RString::from(format!("new{next_id}"));
-                next_id += 1;
                 let at = items.partition_point(|i| i.key_cmp(&added) == Ordering::Less);
                 items.insert(at, added);
                 drop(items);
