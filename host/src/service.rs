@@ -591,8 +591,10 @@ impl tokio_stream::Stream for PageStream {
     ) -> std::task::Poll<Option<Self::Item>> {
         use std::task::Poll;
         if let Some(page) = self.ready.take() {
-            // The next page starts after this one; none after the last.
+            // The next page starts after this one; none after the last. Counts come with the
+            // first page only: they are the listing's, not a page's.
             self.message.page_token = page.next_page_token.clone();
+            self.message.include_facets = false;
             return Poll::Ready(Some(Ok(page)));
         }
         if self.making.is_none() {

@@ -32,6 +32,18 @@ async fn collect(
     messages
 }
 
+/// One page of `request`, which must not fail.
+async fn list_sorted(
+    client: &mut PackagesServiceClient<Channel>,
+    request: pb::ListAvailablePackageSummariesRequest,
+) -> pb::ListAvailablePackageSummariesResponse {
+    client
+        .list_available_package_summaries(request)
+        .await
+        .expect("list")
+        .into_inner()
+}
+
 fn all_keys(messages: &[pb::ListAvailablePackageSummariesResponse]) -> Vec<String> {
     messages
         .iter()
@@ -90,6 +102,30 @@ async fn the_stream_sends_the_whole_catalog_once_in_order() {
     assert!(messages
         .iter()
         .all(|m| m.available_package_summaries.len() <= 20));
+
+    // Another order and counts: the stream is the RPC's listing in that order, with the counts on
+    // its first message only.
+    let filter = pb::FilterOptions {
+        query: "00000001 or 00000002".into(),
+        ..Default::default()
+    };
+    let mut request = list_request(1000, "", Some(filter.clone()));
+    request.sort = pb::SortOrder::Relevance as i32;
+    let native = list_sorted(&mut client, request.clone()).await;
+    let mut streamed = request.clone();
+    streamed.page_size = 3;
+    streamed.include_facets = true;
+    let messages = collect(&mut client, streamed).await;
+    assert_eq!(
+        all_keys(&messages),
+        keys(&native.available_package_summaries)
+    );
+    let matches = native.available_package_summaries.len() as u64;
+    assert!(native.next_page_token.is_empty() && matches > 3);
+    assert_eq!(messages[0].total_size, Some(matches));
+    assert!(messages[1..]
+        .iter()
+        .all(|m| m.total_size.is_none() && m.facets.is_none()));
 
     // A bad request is the call's own status, as in the RPC.
     let err = client
