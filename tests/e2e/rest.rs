@@ -349,6 +349,20 @@ async fn every_curl_example_in_the_readme_answers() {
         ]),
         listed(&README_PAGE_2),
         listed(&["redis@bitnami/bitnami/redis"]),
+        // Every match scores 2 (the word in a description): ties, by name.
+        listed(&[
+            "mariadb@bitnami/bitnami/mariadb",
+            "memcached@bitnami/bitnami/memcached",
+            "mongodb@bitnami/bitnami/mongodb",
+            "postgresql@bitnami/bitnami/postgresql",
+            "prometheus@community/community/prometheus",
+            "search-indexer@internal/search-indexer-v0",
+        ]),
+        listed(&[
+            "postgresql@bitnami/bitnami/postgresql",
+            "wordpress@bitnami/bitnami/wordpress",
+            "mysql@bitnami/bitnami/mysql",
+        ]),
         listed(&README_CATEGORIES),
         json!({ "detail": "redis" }),
         json!({ "sources": ["bitnami", "community", "internal"] }),
