@@ -1,10 +1,10 @@
-//! Capability names a plugin may declare in [`crate::Plugin::CAPABILITIES`].
+//! Capability names a plugin may declare in `Plugin::CAPABILITIES`.
 //!
 //! A capability is `method@version`: a plugin that declares it answers
-//! [`crate::PackageSource::call`] for that method and version, or (for a capability that is not a
+//! `PackageSource::call` for that method and version, or (for a capability that is not a
 //! call, like [`LIST_SORT`]) honours the request keys it names. A host uses a capability only when
 //! the plugin declares it, so a plugin built before the capability existed is never asked (and a
-//! plugin called anyway answers [`crate::ErrorKind::Unsupported`]). A host that does not know a
+//! plugin called anyway answers `ErrorKind::Unsupported`). A host that does not know a
 //! declared capability ignores it. Interface 1.0 defines [`STATUS`] (`status@1`); 1.1 adds
 //! [`LIST_SORT`] (`list.sort@1`) and [`FACETS`] (`facets@1`). All are listed in [`KNOWN`]; a minor
 //! version adds names here with the JSON shapes of their payload and answer.
@@ -17,20 +17,20 @@
 pub const STATUS: &str = "status";
 
 /// `list.sort@1` (interface 1.1): the source honours the request key
-/// [`crate::keys::REQUEST_SORT`] for `relevance` (relevance version 1,
-/// [`crate::order::RELEVANCE_VERSION`]) and `updated`, with the seek keys
-/// [`crate::keys::REQUEST_AFTER_SCORE`] and [`crate::keys::REQUEST_AFTER_UPDATED`]: it returns its
-/// matches in the requested order ([`crate::order::OrderKey`]), strictly after the seek point, at
+/// `keys::REQUEST_SORT` for `relevance` (relevance version 1,
+/// `order::RELEVANCE_VERSION`) and `updated`, with the seek keys
+/// `keys::REQUEST_AFTER_SCORE` and `keys::REQUEST_AFTER_UPDATED`: it returns its
+/// matches in the requested order (`order::OrderKey`), strictly after the seek point, at
 /// most `limit`, and a short page only when no further match exists, the contract of the order by
-/// name. [`crate::SearchIndex::select`] and [`crate::ListRequest::select`] do all of it. A source
-/// that sorts by update time sends [`crate::keys::SUMMARY_UPDATED`] on its summaries. Not a call:
-/// [`crate::PackageSource::call`] is not asked for it.
+/// name. `SearchIndex::select` and `ListRequest::select` do all of it. A source
+/// that sorts by update time sends `keys::SUMMARY_UPDATED` on its summaries. Not a call:
+/// `PackageSource::call` is not asked for it.
 pub const LIST_SORT: &str = "list.sort";
 
 /// `facets@1` (interface 1.1): counts of the matches of a filter, in total, per repository, per
-/// category and deprecated. The payload is a [`crate::FacetsRequest`] as JSON, the answer a
-/// [`crate::Facets`] as JSON; see [`crate::facets`] for both shapes and their bounds.
-/// [`crate::facets::call`] answers it over a [`crate::SearchIndex`].
+/// category and deprecated. The payload is a `FacetsRequest` as JSON, the answer a
+/// `Facets` as JSON; see `facets` for both shapes and their bounds.
+/// `facets::call` answers it over a `SearchIndex`.
 pub const FACETS: &str = "facets";
 
 /// Every capability this version of the interface defines, as `method@version`: what a host built

@@ -13,9 +13,9 @@
 //! {"total": 12, "repositories": {"bitnami": 10, "community": 2}, "categories": {"web": 7}, "deprecated": 0}
 //! ```
 //! A source declaring `facets@1` answers it over the same items and with the same definition of a
-//! match as its `list` ([`crate::SearchIndex::facets`] or [`Facets::count`]); a payload that is not
+//! match as its `list` (`SearchIndex::facets` or [`Facets::count`]); a payload that is not
 //! such an object, or whose query does not parse, is [`crate::ErrorKind::InvalidArgument`] naming
-//! the key. [`call`] does all of it over a [`SearchIndex`].
+//! the key. [`call`] does all of it around a count (a search index's, say).
 //!
 //! # Bounds
 //! Each map holds at most [`MAX_FACET_VALUES`] distinct values of at most
@@ -33,7 +33,6 @@ use serde_json::{Map, Value};
 
 use crate::contract::MAX_KEY_BYTES;
 use crate::query::CompiledFilter;
-use crate::search::SearchIndex;
 use crate::types::{Filter, PluginError, Summary};
 
 /// The most distinct values in one map of [`Facets`].
@@ -90,7 +89,7 @@ impl Facets {
     }
 
     /// Counts the items of `items` that match `filter`, testing every one (what
-    /// [`SearchIndex::facets`] answers through its index).
+    /// `SearchIndex::facets` answers through its index).
     pub fn count(filter: &CompiledFilter, items: &[Summary]) -> Facets {
         let mut facets = Facets::default();
         for item in items.iter().filter(|item| filter.matches(item)) {
@@ -266,17 +265,18 @@ impl FacetsRequest {
     }
 }
 
-/// Answers a `facets@1` call over `sorted` and its index: reads the payload, compiles its filter
-/// and counts the matches through the index. A malformed payload or a query that does not parse is
-/// [`crate::ErrorKind::InvalidArgument`] naming the key.
-pub fn call(index: &SearchIndex, sorted: &[Summary], payload: &str) -> Result<String, PluginError> {
+/// Answers a `facets@1` call: reads the payload, checks that its query parses, and writes the
+/// answer of `count` for its filter. A malformed payload or a query that does not parse is
+/// `ErrorKind::InvalidArgument` naming the key. Over a search index:
+/// `facets::call(payload, |filter| index.facets(filter, &sorted))`.
+pub fn call(payload: &str, count: impl FnOnce(&Filter) -> Facets) -> Result<String, PluginError> {
     let filter = FacetsRequest::from_json(payload)?.to_filter();
     if let Err(e) = filter.compile() {
         return Err(PluginError::invalid_argument(format!(
             "facets@1 payload: key `query`: {e}"
         )));
     }
-    Ok(index.facets(&filter, sorted).to_json())
+    Ok(count(&filter).to_json())
 }
 
 #[cfg(test)]
@@ -420,8 +420,9 @@ mod tests {
             },
         ];
         items.sort_by(Summary::key_cmp);
-        let index = SearchIndex::build(&items);
-        let answer = |payload: &str| value(&call(&index, &items, payload).unwrap());
+        let index = crate::SearchIndex::build(&items);
+        let answer =
+            |payload: &str| value(&call(payload, |filter| index.facets(filter, &items)).unwrap());
         assert_eq!(
             answer(r#"{"query": "nginx or redis", "include_deprecated": true}"#),
             value(
@@ -432,7 +433,10 @@ mod tests {
             answer("{}"),
             value(r#"{"total":1,"repositories":{"r1":1},"categories":{"web":1},"deprecated":0}"#)
         );
-        let e = call(&index, &items, r#"{"query": "a \"b"}"#).unwrap_err();
+        let e = call(r#"{"query": "a \"b"}"#, |filter| {
+            index.facets(filter, &items)
+        })
+        .unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidArgument);
         assert_eq!(
             e.message.as_str(),

@@ -1,8 +1,8 @@
 //! The documented keys of the extension slots. A key means the same in every version of 1.x once
 //! it is listed here; a minor version only adds keys.
 //!
-//! Rules for every slot ([`crate::Summary::extensions`], [`crate::Detail::extensions`],
-//! [`crate::ListRequest::extensions`], [`crate::HostContext::extensions`]):
+//! Rules for every slot (`Summary::extensions`, `Detail::extensions`,
+//! `ListRequest::extensions`, `HostContext::extensions`):
 //! - keys are lower-case, dot-separated; keys starting with `x-` are private to a plugin and its
 //!   operators and never get a meaning here;
 //! - a reader ignores keys it does not know and uses a default for keys that are absent, so a host
@@ -23,21 +23,21 @@ pub const DETAIL_DOWNLOAD_URL: &str = "package.download_url";
 pub const CONTEXT_HOST_PID: &str = "host.pid";
 
 /// Summary (interface 1.1): when the package's latest version was published, in UTC as
-/// `YYYY-MM-DDTHH:MM:SSZ` (see [`crate::order::normalize_timestamp`], so that byte order is time
-/// order). Absent when the source does not know. The order [`crate::order::Sort::Updated`] sorts by
-/// it; a value not in that exact form counts as absent ([`crate::order::updated`]).
+/// `YYYY-MM-DDTHH:MM:SSZ` (see `order::normalize_timestamp`, so that byte order is time
+/// order). Absent when the source does not know. The order `order::Sort::Updated` sorts by
+/// it; a value not in that exact form counts as absent (`order::updated`).
 pub const SUMMARY_UPDATED: &str = "package.updated";
 
 /// List request (interface 1.1): the order of the listing, `relevance` or `updated`
-/// ([`crate::order::Sort`]); absent means by name, as in 1.0. Sent only to sources that declare
-/// [`crate::capabilities::LIST_SORT`] (`list.sort@1`), which then return their matches in that order
-/// and strictly after the seek point described by [`crate::ListRequest::after`] together with
-/// [`REQUEST_AFTER_SCORE`] or [`REQUEST_AFTER_UPDATED`]. Read it with [`crate::ListRequest::sort`]
-/// (an unknown value reads as by name); write it with [`crate::ListRequest::set_order`].
+/// (`order::Sort`); absent means by name, as in 1.0. Sent only to sources that declare
+/// `capabilities::LIST_SORT` (`list.sort@1`), which then return their matches in that order
+/// and strictly after the seek point described by `ListRequest::after` together with
+/// [`REQUEST_AFTER_SCORE`] or [`REQUEST_AFTER_UPDATED`]. Read it with `ListRequest::sort`
+/// (an unknown value reads as by name); write it with `ListRequest::set_order`.
 pub const REQUEST_SORT: &str = "list.sort";
 
 /// List request (interface 1.1), with `list.sort = relevance` and a seek key: the relevance score
-/// ([`crate::order::relevance`]) of the item the listing resumes after, in decimal. Missing or
+/// (`order::relevance`) of the item the listing resumes after, in decimal. Missing or
 /// malformed, it reads as 0 (the lowest score).
 pub const REQUEST_AFTER_SCORE: &str = "list.after_score";
 

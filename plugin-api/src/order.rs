@@ -42,7 +42,7 @@ use std::{cmp::Ordering, collections::BinaryHeap};
 
 use crate::keys;
 use crate::query::{CompiledFilter, Query};
-use crate::types::{SeekKey, Summary};
+use crate::types::{extension, Extension, ListRequest, SeekKey, Summary};
 
 /// The version of the relevance table ([`relevance`]) this crate implements; declared by the
 /// capability `list.sort@1` ([`crate::capabilities::LIST_SORT`]).
@@ -552,6 +552,119 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     (year, month, day)
+}
+
+impl ListRequest {
+    /// The requested order ([`keys::REQUEST_SORT`]): by name when the key is absent or unknown.
+    pub fn sort(&self) -> Sort {
+        extension(&self.extensions, keys::REQUEST_SORT)
+            .and_then(Sort::parse)
+            .unwrap_or_default()
+    }
+
+    /// The seek point in the requested order: [`ListRequest::after`] with, for relevance,
+    /// [`keys::REQUEST_AFTER_SCORE`] and, for update time, [`keys::REQUEST_AFTER_UPDATED`]. `None` at
+    /// the start of the listing.
+    ///
+    /// A missing or malformed score reads as 0, a missing or malformed time as none: the lowest
+    /// position of its kind, so that a request that lost its seek facts ends early rather than
+    /// repeating items.
+    pub fn after_key(&self) -> Option<OrderKey> {
+        let after = self.after.as_ref().into_option()?;
+        let (name, identifier) = (after.name.to_string(), after.identifier.to_string());
+        Some(match self.sort() {
+            Sort::Name => OrderKey::Name { name, identifier },
+            Sort::Relevance => OrderKey::Relevance {
+                score: extension(&self.extensions, keys::REQUEST_AFTER_SCORE)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0),
+                name,
+                identifier,
+            },
+            Sort::Updated => OrderKey::Updated {
+                updated: extension(&self.extensions, keys::REQUEST_AFTER_UPDATED)
+                    .filter(|t| is_normalized(t))
+                    .map(str::to_owned),
+                name,
+                identifier,
+            },
+        })
+    }
+
+    /// Asks for `sort`, resuming strictly after `after` (`None`: from the start): sets
+    /// [`ListRequest::after`] and writes [`keys::REQUEST_SORT`], [`keys::REQUEST_AFTER_SCORE`] and
+    /// [`keys::REQUEST_AFTER_UPDATED`] as needed, removing those that no longer apply (by name, none
+    /// is written: the request is a 1.0 request). `after` should be a key of `sort`; of another sort,
+    /// only its `(name, identifier)` is used.
+    pub fn set_order(&mut self, sort: Sort, after: Option<&OrderKey>) {
+        let mut extensions: Vec<Extension> = self
+            .extensions
+            .iter()
+            .filter(|e| {
+                ![
+                    keys::REQUEST_SORT,
+                    keys::REQUEST_AFTER_SCORE,
+                    keys::REQUEST_AFTER_UPDATED,
+                ]
+                .contains(&e.key.as_str())
+            })
+            .cloned()
+            .collect();
+        if sort != Sort::Name {
+            extensions.push(Extension::new(keys::REQUEST_SORT, sort.as_str()));
+        }
+        match after {
+            Some(OrderKey::Relevance { score, .. }) if sort == Sort::Relevance => {
+                extensions.push(Extension::new(keys::REQUEST_AFTER_SCORE, score.to_string()));
+            }
+            Some(OrderKey::Updated { updated, .. }) if sort == Sort::Updated => {
+                extensions.push(Extension::new(
+                    keys::REQUEST_AFTER_UPDATED,
+                    updated.as_deref().unwrap_or(""),
+                ));
+            }
+            _ => {}
+        }
+        self.extensions = extensions.into();
+        self.after = after.map(OrderKey::seek_key).into();
+    }
+
+    /// Answers this request from items sorted by [`Summary::key_cmp`], in the requested order
+    /// ([`ListRequest::sort`]).
+    ///
+    /// By name: seeks with a binary search, then clones up to `limit` matching items, so a page
+    /// costs what it reads. By relevance or update time: tests every item, keeps the matches after
+    /// the seek point ([`ListRequest::after_key`]) and the `limit` first of them in a bounded heap,
+    /// so every page costs `O(n log limit)` for `n` items (a [`crate::SearchIndex`] brings `n` down
+    /// to the candidates of the query). A query that does not parse matches nothing.
+    pub fn select(&self, sorted: &[Summary]) -> Vec<Summary> {
+        let Ok(filter) = self.filter.compile() else {
+            return Vec::new();
+        };
+        let limit = self.limit as usize;
+        let after = self.after_key();
+        if let Some(seek) = by_name(self.sort(), &filter, after.as_ref()) {
+            let start = match seek {
+                Some(key) => sorted.partition_point(|item| !item.is_after(&key)),
+                None => 0,
+            };
+            let rest = &sorted[start..];
+            if filter.is_empty() {
+                return rest[..limit.min(rest.len())].to_vec();
+            }
+            return rest
+                .iter()
+                .filter(|item| filter.matches(item))
+                .take(limit)
+                .cloned()
+                .collect();
+        }
+        let mut first = First::new(self.sort(), after.as_ref(), limit);
+        for item in sorted {
+            first.offer(&filter, item);
+        }
+        first.into_items()
+    }
 }
 
 #[cfg(test)]

@@ -42,11 +42,11 @@
 
 use std::borrow::Cow;
 
-use crate::contract::MAX_KEY_BYTES;
 use crate::types::{Filter, Summary};
 
-/// The longest query, in bytes (as long as a name).
-pub const MAX_QUERY_BYTES: usize = MAX_KEY_BYTES;
+/// The longest query, in bytes: as long as a name (`contract::MAX_KEY_BYTES`; a test keeps the two
+/// equal).
+pub const MAX_QUERY_BYTES: usize = 1024;
 
 /// The most terms in one query, exclusions included (`or` is not a term).
 pub const MAX_TERMS: usize = 32;
@@ -201,7 +201,7 @@ impl Query {
     }
 
     /// `None` when `item` does not match a non-empty query; otherwise its relevance
-    /// ([`crate::order::relevance`]): the best sum of term scores over the matching groups.
+    /// (`order::relevance`): the best sum of term scores over the matching groups.
     pub(crate) fn score(&self, item: &Summary) -> Option<u32> {
         self.eval(item, true)
     }
@@ -326,7 +326,7 @@ struct Fields<'a> {
     short_description: Cow<'a, str>,
 }
 
-/// The field scores of one term, highest first (see [`crate::order`] for the table).
+/// The field scores of one term, highest first (the `order` module documents the table).
 pub(crate) const SCORE_NAME_EQUALS: u32 = 64;
 pub(crate) const SCORE_NAME_STARTS: u32 = 32;
 pub(crate) const SCORE_NAME_WORD: u32 = 16;
@@ -480,7 +480,7 @@ impl CompiledFilter {
     }
 
     /// `None` when `item` does not match; otherwise its relevance to the query
-    /// ([`crate::order::relevance`]), found in the same pass.
+    /// (`order::relevance`), found in the same pass.
     pub fn score(&self, item: &Summary) -> Option<u32> {
         if !self.admits(item) {
             return None;
@@ -504,8 +504,36 @@ impl CompiledFilter {
     }
 }
 
+impl Filter {
+    /// The definition of a match, shared by the host and the plugins: not deprecated unless
+    /// [`Filter::include_deprecated`], in one of [`Filter::repositories`] and with one of
+    /// [`Filter::categories`] when they are given, and matching the query ([`crate::Query::matches`]). A
+    /// query that does not parse matches nothing.
+    ///
+    /// This parses the query on every call: to test many items, [`Filter::compile`] once and use
+    /// [`CompiledFilter::matches`].
+    ///
+    /// This function is behaviour each plugin compiles in: a plugin keeps the copy it was built with,
+    /// so a change to it reaches plugins only when they are rebuilt (the host re-applies the filter,
+    /// so answers stay correct meanwhile). Interface 1.1 changed it for queries of several words
+    /// (1.0 took the whole query as one substring). See `COMPATIBILITY.md`.
+    pub fn matches(&self, item: &Summary) -> bool {
+        self.compile().is_ok_and(|filter| filter.matches(item))
+    }
+
+    /// Parses the query once: the compiled filter matches without parsing.
+    pub fn compile(&self) -> Result<CompiledFilter, QueryError> {
+        CompiledFilter::new(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_longest_query_is_as_long_as_a_name() {
+        assert_eq!(MAX_QUERY_BYTES, crate::contract::MAX_KEY_BYTES);
+    }
+
     use super::*;
     use abi_stable::std_types::RString;
 

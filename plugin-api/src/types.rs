@@ -10,10 +10,6 @@ use abi_stable::{
     StableAbi,
 };
 
-use crate::keys;
-use crate::order::{self, OrderKey, Sort};
-use crate::query::{CompiledFilter, QueryError};
-
 /// One package as it appears in a listing.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, Default, PartialEq, Eq)]
@@ -96,7 +92,7 @@ pub struct SeekKey {
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filter {
-    /// A search query ([`crate::query`]): whitespace-separated terms, each a case-insensitive
+    /// A search query (the `query` module): whitespace-separated terms, each a case-insensitive
     /// substring of the name, display name or short description, all of which must occur;
     /// `"quoted phrases"`, `-exclusions` and `or` between groups (interface 1.1). A query of one word
     /// means what it meant in 1.0. Empty: no condition.
@@ -120,27 +116,6 @@ impl Filter {
             && self.repositories.is_empty()
             && self.include_deprecated
     }
-
-    /// The definition of a match, shared by the host and the plugins: not deprecated unless
-    /// [`Filter::include_deprecated`], in one of [`Filter::repositories`] and with one of
-    /// [`Filter::categories`] when they are given, and matching the query ([`crate::Query::matches`]). A
-    /// query that does not parse matches nothing.
-    ///
-    /// This parses the query on every call: to test many items, [`Filter::compile`] once and use
-    /// [`CompiledFilter::matches`].
-    ///
-    /// This function is behaviour each plugin compiles in: a plugin keeps the copy it was built with,
-    /// so a change to it reaches plugins only when they are rebuilt (the host re-applies the filter,
-    /// so answers stay correct meanwhile). Interface 1.1 changed it for queries of several words
-    /// (1.0 took the whole query as one substring). See `COMPATIBILITY.md`.
-    pub fn matches(&self, item: &Summary) -> bool {
-        self.compile().is_ok_and(|filter| filter.matches(item))
-    }
-
-    /// Parses the query once: the compiled filter matches without parsing.
-    pub fn compile(&self) -> Result<CompiledFilter, QueryError> {
-        CompiledFilter::new(self)
-    }
 }
 
 /// One call to [`crate::PackageSource::list`].
@@ -155,119 +130,6 @@ pub struct ListRequest {
     /// Extension slot for request facts added after 1.0 (keys in [`crate::keys`]). A source ignores
     /// keys it does not know.
     pub extensions: RVec<Extension>,
-}
-
-impl ListRequest {
-    /// The requested order ([`keys::REQUEST_SORT`]): by name when the key is absent or unknown.
-    pub fn sort(&self) -> Sort {
-        extension(&self.extensions, keys::REQUEST_SORT)
-            .and_then(Sort::parse)
-            .unwrap_or_default()
-    }
-
-    /// The seek point in the requested order: [`ListRequest::after`] with, for relevance,
-    /// [`keys::REQUEST_AFTER_SCORE`] and, for update time, [`keys::REQUEST_AFTER_UPDATED`]. `None` at
-    /// the start of the listing.
-    ///
-    /// A missing or malformed score reads as 0, a missing or malformed time as none: the lowest
-    /// position of its kind, so that a request that lost its seek facts ends early rather than
-    /// repeating items.
-    pub fn after_key(&self) -> Option<OrderKey> {
-        let after = self.after.as_ref().into_option()?;
-        let (name, identifier) = (after.name.to_string(), after.identifier.to_string());
-        Some(match self.sort() {
-            Sort::Name => OrderKey::Name { name, identifier },
-            Sort::Relevance => OrderKey::Relevance {
-                score: extension(&self.extensions, keys::REQUEST_AFTER_SCORE)
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0),
-                name,
-                identifier,
-            },
-            Sort::Updated => OrderKey::Updated {
-                updated: extension(&self.extensions, keys::REQUEST_AFTER_UPDATED)
-                    .filter(|t| order::is_normalized(t))
-                    .map(str::to_owned),
-                name,
-                identifier,
-            },
-        })
-    }
-
-    /// Asks for `sort`, resuming strictly after `after` (`None`: from the start): sets
-    /// [`ListRequest::after`] and writes [`keys::REQUEST_SORT`], [`keys::REQUEST_AFTER_SCORE`] and
-    /// [`keys::REQUEST_AFTER_UPDATED`] as needed, removing those that no longer apply (by name, none
-    /// is written: the request is a 1.0 request). `after` should be a key of `sort`; of another sort,
-    /// only its `(name, identifier)` is used.
-    pub fn set_order(&mut self, sort: Sort, after: Option<&OrderKey>) {
-        let mut extensions: Vec<Extension> = self
-            .extensions
-            .iter()
-            .filter(|e| {
-                ![
-                    keys::REQUEST_SORT,
-                    keys::REQUEST_AFTER_SCORE,
-                    keys::REQUEST_AFTER_UPDATED,
-                ]
-                .contains(&e.key.as_str())
-            })
-            .cloned()
-            .collect();
-        if sort != Sort::Name {
-            extensions.push(Extension::new(keys::REQUEST_SORT, sort.as_str()));
-        }
-        match after {
-            Some(OrderKey::Relevance { score, .. }) if sort == Sort::Relevance => {
-                extensions.push(Extension::new(keys::REQUEST_AFTER_SCORE, score.to_string()));
-            }
-            Some(OrderKey::Updated { updated, .. }) if sort == Sort::Updated => {
-                extensions.push(Extension::new(
-                    keys::REQUEST_AFTER_UPDATED,
-                    updated.as_deref().unwrap_or(""),
-                ));
-            }
-            _ => {}
-        }
-        self.extensions = extensions.into();
-        self.after = after.map(OrderKey::seek_key).into();
-    }
-
-    /// Answers this request from items sorted by [`Summary::key_cmp`], in the requested order
-    /// ([`ListRequest::sort`]).
-    ///
-    /// By name: seeks with a binary search, then clones up to `limit` matching items, so a page
-    /// costs what it reads. By relevance or update time: tests every item, keeps the matches after
-    /// the seek point ([`ListRequest::after_key`]) and the `limit` first of them in a bounded heap,
-    /// so every page costs `O(n log limit)` for `n` items (a [`crate::SearchIndex`] brings `n` down
-    /// to the candidates of the query). A query that does not parse matches nothing.
-    pub fn select(&self, sorted: &[Summary]) -> Vec<Summary> {
-        let Ok(filter) = self.filter.compile() else {
-            return Vec::new();
-        };
-        let limit = self.limit as usize;
-        let after = self.after_key();
-        if let Some(seek) = order::by_name(self.sort(), &filter, after.as_ref()) {
-            let start = match seek {
-                Some(key) => sorted.partition_point(|item| !item.is_after(&key)),
-                None => 0,
-            };
-            let rest = &sorted[start..];
-            if filter.is_empty() {
-                return rest[..limit.min(rest.len())].to_vec();
-            }
-            return rest
-                .iter()
-                .filter(|item| filter.matches(item))
-                .take(limit)
-                .cloned()
-                .collect();
-        }
-        let mut first = order::First::new(self.sort(), after.as_ref(), limit);
-        for item in sorted {
-            first.offer(&filter, item);
-        }
-        first.into_items()
-    }
 }
 
 /// One published version of a package.
@@ -322,7 +184,7 @@ impl ErrorKind {
     pub const Unavailable: ErrorKind = ErrorKind(3);
     /// A bug or an unexpected state in the plugin.
     pub const Internal: ErrorKind = ErrorKind(4);
-    /// The plugin panicked; set by [`crate::guard`].
+    /// The plugin panicked; set by the panic guard (`guard`).
     pub const Panic: ErrorKind = ErrorKind(5);
     /// The request itself is wrong (for example a malformed identifier).
     pub const InvalidArgument: ErrorKind = ErrorKind(6);

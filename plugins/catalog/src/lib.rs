@@ -322,7 +322,9 @@ impl PackageSource for CatalogSource {
             }
             (capabilities::FACETS, 1) => {
                 let loaded = self.current()?;
-                facets::call(&loaded.index, &loaded.summaries, payload)
+                facets::call(payload, |filter| {
+                    loaded.index.facets(filter, &loaded.summaries)
+                })
             }
             _ => Err(PluginError::unsupported(format!(
                 "the catalog plugin has no operation {method} version {version}"

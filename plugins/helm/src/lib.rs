@@ -732,7 +732,7 @@ impl PackageSource for HelmSource {
             (capabilities::FACETS, 1) => {
                 let loaded = self.shared.current()?;
                 let (summaries, search) = loaded.summaries();
-                facets::call(search, summaries, payload)
+                facets::call(payload, |filter| search.facets(filter, summaries))
             }
             _ => Err(PluginError::unsupported(format!(
                 "the helm plugin has no operation {method} version {version}"
