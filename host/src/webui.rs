@@ -1,9 +1,13 @@
 //! The catalog web page at `/`: static files embedded in the binary (`host/web/`), no build step.
 //!
-//! The page calls the server's REST API on the same origin: search, source, category and
-//! repository filters, paging forward and back with the page tokens, a package's detail with its
-//! versions, and failed sources shown as a notice. Under `[auth]` it asks for a bearer token when
-//! the API answers 401 and keeps it for the browser tab (`sessionStorage`).
+//! The page calls the server's REST API on the same origin: search (the query syntax in a hint
+//! under the box, a query that does not parse named inline), a sort order (name, relevance while
+//! there is a query, updated), source, repository and category filters with the count of each
+//! value (`include_facets` on the request that starts a listing; the counts are kept while paging,
+//! and partial counts name the sources left out), a range line ("21–40 of 1,234"), paging forward
+//! and back with the page tokens, a package's detail with its versions, and failed sources shown
+//! as a notice. Under `[auth]` it asks for a bearer token when the API answers 401 and keeps it for
+//! the browser tab (`sessionStorage`).
 //!
 //! The files are served with a strict Content-Security-Policy (scripts, styles and API calls from
 //! this origin only; package icons from anywhere over HTTPS), `nosniff`, no referrer, and
@@ -81,5 +85,37 @@ mod tests {
         assert!(!INDEX_HTML.contains("<script>"));
         assert!(!INDEX_HTML.contains("style="));
         assert!(!INDEX_HTML.contains("onclick"));
+    }
+
+    #[test]
+    fn the_page_sends_only_parameters_and_sorts_the_rest_api_accepts() {
+        for (parameter, value) in [
+            ("page_size", "5"),
+            ("page_token", "t"),
+            ("query", "redis"),
+            ("sort", "relevance"),
+            ("categories", "Database"),
+            ("repositories", "stable"),
+            ("sources", "one"),
+            ("include_deprecated", "true"),
+            ("include_facets", "true"),
+        ] {
+            assert!(
+                APP_JS.contains(&format!("params.set(\"{parameter}\""))
+                    || APP_JS.contains(&format!("params.append(\"{parameter}\"")),
+                "{parameter}"
+            );
+            crate::rest::parse_list_query(Some(&format!("{parameter}={value}")))
+                .unwrap_or_else(|e| panic!("{parameter}: {e:?}"));
+        }
+        // Each sort order the page offers is one the API takes.
+        for sort in ["name", "relevance", "updated"] {
+            assert!(
+                INDEX_HTML.contains(&format!("<option value=\"{sort}\"")),
+                "{sort}"
+            );
+            assert!(APP_JS.contains(&format!("\"{sort}\"")), "{sort}");
+            crate::rest::parse_list_query(Some(&format!("sort={sort}&query=a"))).unwrap();
+        }
     }
 }

@@ -6,19 +6,32 @@ const $ = (id) => document.getElementById(id);
 
 const state = {
   query: "",
+  // name, relevance (only with a query) or updated.
+  sort: "name",
   sources: new Set(),
-  category: "",
-  repository: "",
+  categories: new Set(),
+  repositories: new Set(),
   deprecated: false,
   pageSize: 20,
   // tokens[i] is the page token of page i (page 0 has none); the previous page is one step back.
   tokens: [""],
+  // offsets[i] is the position in the listing of page i's first package.
+  offsets: [0],
   page: 0,
   next: "",
+  // The counts of the listing's first page: { total, complete, facets }, kept while paging. A
+  // request that starts a listing asks for new ones (wantCounts).
+  counts: null,
+  wantCounts: true,
   // Each listing request gets a number; an answer to an older one is dropped.
   serial: 0,
 };
-const seen = { categories: new Set(), repositories: new Set() };
+// Facet groups listed in full rather than their largest values only.
+const expanded = new Set();
+const FACET_PREVIEW = 10;
+const FACET_GROUPS = ["repositories", "categories"];
+const SORTS = ["name", "relevance", "updated"];
+const numbers = new Intl.NumberFormat("en-US");
 const TOKEN_KEY = "tributary.token";
 
 function el(tag, props, ...children) {
@@ -91,28 +104,59 @@ function showError(error) {
   box.hidden = false;
 }
 
+// A count as the page shows it, with thousands separators: a number, or the decimal string that
+// proto3 JSON makes of a 64-bit integer.
+function formatCount(value) {
+  try {
+    return numbers.format(BigInt(value));
+  } catch {
+    return String(value);
+  }
+}
+
+// A query the server could not parse: INVALID_ARGUMENT whose message names the position.
+function isQueryError(error) {
+  return error.status === 400 && /^filter\.query: /.test(error.message || "");
+}
+
+function showQueryError(message) {
+  const box = $("q-error");
+  box.textContent = message;
+  box.hidden = false;
+  $("q").setAttribute("aria-invalid", "true");
+}
+
+function clearQueryError() {
+  $("q-error").hidden = true;
+  $("q-error").textContent = "";
+  $("q").removeAttribute("aria-invalid");
+}
+
 // ---- the listing ----
 
-function listingPath() {
+function listingPath(withCounts) {
   const params = new URLSearchParams();
   params.set("page_size", String(state.pageSize));
   const token = state.tokens[state.page];
   if (token) params.set("page_token", token);
   if (state.query) params.set("query", state.query);
-  if (state.category) params.append("categories", state.category);
-  if (state.repository) params.append("repositories", state.repository);
+  if (state.sort !== "name") params.set("sort", state.sort);
+  for (const category of state.categories) params.append("categories", category);
+  for (const repository of state.repositories) params.append("repositories", repository);
   for (const source of state.sources) params.append("sources", source);
   if (state.deprecated) params.set("include_deprecated", "true");
+  if (withCounts) params.set("include_facets", "true");
   return "/v1/packages?" + params.toString();
 }
 
 async function loadPage() {
   const serial = ++state.serial;
+  const withCounts = state.wantCounts;
   $("status").textContent = "Loading…";
   document.body.setAttribute("aria-busy", "true");
   let answer;
   try {
-    answer = await api(listingPath());
+    answer = await api(listingPath(withCounts));
   } catch (error) {
     if (serial !== state.serial) return;
     document.body.removeAttribute("aria-busy");
@@ -120,7 +164,18 @@ async function loadPage() {
     $("failures").hidden = true;
     $("status").textContent = "";
     state.next = "";
-    showError(error);
+    if (withCounts) {
+      state.counts = null;
+      renderCounts();
+    }
+    if (isQueryError(error)) {
+      $("error").hidden = true;
+      $("status").textContent = "Correct the search to list packages.";
+      showQueryError(error.message);
+    } else {
+      clearQueryError();
+      showError(error);
+    }
     updatePager();
     return;
   }
@@ -128,20 +183,40 @@ async function loadPage() {
   document.body.removeAttribute("aria-busy");
   $("error").hidden = true;
   $("token-form").hidden = true;
+  clearQueryError();
   const items = answer.availablePackageSummaries || [];
   state.next = answer.nextPageToken || "";
+  state.offsets[state.page + 1] = state.offsets[state.page] + items.length;
+  if (withCounts) {
+    const facets = answer.facets || {};
+    state.counts = {
+      total: answer.totalSize === undefined ? null : answer.totalSize,
+      complete: facets.complete === true,
+      facets,
+    };
+    state.wantCounts = false;
+    renderCounts();
+  }
   renderPackages(items);
   renderFailures(answer.failedSources || []);
-  const first = state.page * state.pageSize + 1;
-  if (items.length === 0) {
-    $("status").textContent =
-      state.page === 0 ? "No packages match." : "No more packages.";
-  } else {
-    $("status").textContent = "Packages " + first + "\u2013" + (first + items.length - 1) +
-      (state.next ? "" : " (the last page)");
-  }
+  $("status").textContent = rangeText(items.length);
   updatePager();
   syncLocation();
+}
+
+// "21–40 of 1,234": where this page is in the listing, and how many match in all (from the counts
+// of the listing's first page; "at least" when a source was not counted).
+function rangeText(shown) {
+  const counts = state.counts;
+  if (shown === 0) {
+    return state.page === 0 && !state.next ? "0 results" : "No more packages.";
+  }
+  const first = state.offsets[state.page];
+  let text = formatCount(first + 1) + "\u2013" + formatCount(first + shown);
+  if (counts && counts.total !== null) {
+    text += " of " + (counts.complete ? "" : "at least ") + formatCount(counts.total);
+  }
+  return text;
 }
 
 function updatePager() {
@@ -175,8 +250,6 @@ function renderPackages(items) {
   list.replaceChildren();
   for (const item of items) {
     const ref = item.availablePackageRef || {};
-    for (const c of item.categories || []) seen.categories.add(c);
-    if (item.repository) seen.repositories.add(item.repository);
     const title = el("button", {
       type: "button",
       class: "open",
@@ -191,7 +264,10 @@ function renderPackages(items) {
         type: "button",
         class: "chip",
         title: "Show packages in " + category,
-        onclick: () => setFilter("category", category),
+        onclick: () => {
+          state.categories = new Set([category]);
+          restart();
+        },
         text: category,
       }));
     }
@@ -211,13 +287,6 @@ function renderPackages(items) {
         el("p", { class: "desc", text: item.shortDescription || "" }),
         chips)));
   }
-  fillOptions("category-options", seen.categories);
-  fillOptions("repository-options", seen.repositories);
-}
-
-function fillOptions(id, values) {
-  const list = $(id);
-  list.replaceChildren(...[...values].sort().map((v) => el("option", { value: v })));
 }
 
 function renderFailures(failures) {
@@ -242,17 +311,122 @@ function renderFailures(failures) {
   box.hidden = false;
 }
 
+// ---- counts ----
+
+function countText(count) {
+  return count === null ? "" : "(" + formatCount(count) + ")";
+}
+
+// The counts of the listing's first page beside the filter choices, and whether they are partial.
+function renderCounts() {
+  const counts = state.counts;
+  const facets = (counts && counts.facets) || {};
+  const bySource = new Map((facets.sources || []).map((f) => [f.value, f.count || "0"]));
+  const missing = new Map((facets.missingSources || []).map((f) => [f.source, f]));
+  for (const row of document.querySelectorAll("#sources .source")) {
+    const span = row.querySelector(".count");
+    const name = row.dataset.source;
+    const failure = missing.get(name);
+    span.textContent = bySource.has(name) ? countText(bySource.get(name)) : failure ? "(?)" : "";
+    span.title = failure ? "not counted: " + (failure.reason || failure.kind || "no answer") : "";
+  }
+  for (const group of FACET_GROUPS) renderFacet(group, counts ? facets[group] || [] : []);
+  $("deprecated-count").textContent =
+    counts && state.deprecated ? countText(facets.deprecated || "0") : "";
+
+  const note = $("counts-note");
+  if (!counts || counts.complete) {
+    note.hidden = true;
+    note.replaceChildren();
+    return;
+  }
+  const sources = facets.missingSources || [];
+  note.replaceChildren(
+    el("strong", { text: "Counts are partial." }),
+    sources.length === 0 ? " Some sources were not counted." : " Not counted: ",
+    ...sources.flatMap((f, i) => [
+      i > 0 ? ", " : "",
+      el("strong", { text: f.source }),
+      f.reason ? " (" + f.reason + ")" : "",
+    ]),
+    sources.length ? "." : "");
+  note.hidden = false;
+}
+
+// One facet group: a checkbox for each value with its count, the largest counts first; a value
+// that is selected stays listed (to be cleared) even when nothing matches it now.
+function renderFacet(group, counted) {
+  const box = $(group);
+  const selected = state[group];
+  const counts = new Map(counted.map((f) => [f.value, f.count || "0"]));
+  for (const value of selected) {
+    if (!counts.has(value)) counts.set(value, state.counts && state.counts.complete ? "0" : null);
+  }
+  const entries = [...counts].sort((a, b) =>
+    (b[1] === null ? -1 : Number(b[1])) - (a[1] === null ? -1 : Number(a[1])) ||
+    (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  const all = expanded.has(group);
+  const shown = all ? entries : entries.filter(([value], i) => i < FACET_PREVIEW || selected.has(value));
+  const active = document.activeElement;
+  const focused = active && box.contains(active) && active.matches("input") ? active.dataset.value : null;
+  const list = box.querySelector(".facet-values");
+  list.replaceChildren(...shown.map(([value, count], i) => {
+    const id = group + "-" + i;
+    const input = el("input", {
+      type: "checkbox", id, "data-value": value, "aria-describedby": id + "-count",
+    });
+    input.checked = selected.has(value);
+    input.addEventListener("change", () => {
+      if (input.checked) selected.add(value);
+      else selected.delete(value);
+      restart();
+    });
+    return el("li", { class: "facet-value" },
+      input,
+      el("label", { for: id, text: value }),
+      el("span", { class: "count", id: id + "-count", text: countText(count) }));
+  }));
+  if (focused !== null) {
+    const again = [...list.querySelectorAll("input")].find((i) => i.dataset.value === focused);
+    // A value that is gone hands the focus to the group's first one.
+    const next = again || list.querySelector("input") || box.querySelector(".facet-more:not([hidden])");
+    if (next) next.focus();
+  }
+  const empty = box.querySelector(".facet-empty");
+  empty.hidden = entries.length > 0;
+  empty.textContent = state.counts
+    ? "None match."
+    : document.body.hasAttribute("aria-busy") ? "Counting…" : "Not counted.";
+  const more = box.querySelector(".facet-more");
+  more.hidden = entries.length <= FACET_PREVIEW;
+  more.textContent = all ? "Show fewer" : "Show all " + entries.length;
+  more.setAttribute("aria-expanded", String(all));
+}
+
 // ---- filters ----
 
 function restart() {
   state.tokens = [""];
+  state.offsets = [0];
   state.page = 0;
+  state.wantCounts = true;
   loadPage();
 }
 
-function setFilter(name, value) {
-  state[name] = value;
-  $(name).value = value;
+// Relevance needs a query: without one it is not offered, and a listing by relevance goes back to
+// names.
+function updateSortChoices() {
+  const relevance = $("sort").querySelector('option[value="relevance"]');
+  const hasQuery = state.query !== "";
+  relevance.disabled = !hasQuery;
+  $("sort").title = hasQuery ? "" : "Relevance needs a search";
+  if (!hasQuery && state.sort === "relevance") state.sort = "name";
+  $("sort").value = state.sort;
+}
+
+function setQuery(query) {
+  state.query = query;
+  updateSortChoices();
   restart();
 }
 
@@ -272,7 +446,7 @@ async function loadSources() {
   for (const old of box.querySelectorAll(".source")) old.remove();
   for (const s of sources) {
     const id = "source-" + s.name.replace(/[^A-Za-z0-9_-]/g, "_");
-    const box_ = el("input", { type: "checkbox", id, value: s.name });
+    const box_ = el("input", { type: "checkbox", id, value: s.name, "aria-describedby": id + "-count" });
     box_.checked = state.sources.has(s.name);
     box_.addEventListener("change", () => {
       if (box_.checked) state.sources.add(s.name);
@@ -281,19 +455,22 @@ async function loadSources() {
     });
     const status = (s.status || "").replace(/^STATUS_/, "").toLowerCase();
     const bad = status && status !== "ready" && status !== "loaded";
-    box.append(el("div", { class: "source" },
+    box.append(el("div", { class: "source", "data-source": s.name },
       box_,
       el("label", { for: id, text: s.name, title: s.plugin ? "plugin " + s.plugin : "" }),
+      el("span", { class: "count", id: id + "-count" }),
       status ? el("span", { class: "state" + (bad ? " bad" : ""), text: status, title: s.reason || "" }) : null));
   }
+  renderCounts();
 }
 
 function syncLocation() {
   const params = new URLSearchParams();
   if (state.query) params.set("q", state.query);
+  if (state.sort !== "name") params.set("sort", state.sort);
   for (const s of state.sources) params.append("source", s);
-  if (state.category) params.set("category", state.category);
-  if (state.repository) params.set("repository", state.repository);
+  for (const c of state.categories) params.append("category", c);
+  for (const r of state.repositories) params.append("repository", r);
   if (state.deprecated) params.set("deprecated", "1");
   if (state.pageSize !== 20) params.set("page_size", String(state.pageSize));
   const search = params.toString();
@@ -303,21 +480,22 @@ function syncLocation() {
 function readLocation() {
   const params = new URLSearchParams(location.search);
   state.query = params.get("q") || "";
+  const sort = params.get("sort");
+  state.sort = SORTS.includes(sort) ? sort : "name";
   state.sources = new Set(params.getAll("source"));
-  state.category = params.get("category") || "";
-  state.repository = params.get("repository") || "";
+  state.categories = new Set(params.getAll("category").filter(Boolean));
+  state.repositories = new Set(params.getAll("repository").filter(Boolean));
   state.deprecated = params.get("deprecated") === "1";
   const size = parseInt(params.get("page_size") || "20", 10);
   state.pageSize = size > 0 && size <= 1000 ? size : 20;
   $("q").value = state.query;
-  $("category").value = state.category;
-  $("repository").value = state.repository;
   $("deprecated").checked = state.deprecated;
   const select = $("page-size");
   if (![...select.options].some((o) => o.value === String(state.pageSize))) {
     select.append(el("option", { text: String(state.pageSize) }));
   }
   select.value = String(state.pageSize);
+  updateSortChoices();
 }
 
 // ---- a package's detail ----
@@ -426,24 +604,25 @@ function start() {
   $("search").addEventListener("submit", (event) => {
     event.preventDefault();
     clearTimeout(typing);
-    state.query = $("q").value.trim();
-    restart();
+    setQuery($("q").value.trim());
   });
   // Search as one types, once typing pauses.
   $("q").addEventListener("input", () => {
     clearTimeout(typing);
     typing = setTimeout(() => {
       const query = $("q").value.trim();
-      if (query !== state.query) {
-        state.query = query;
-        restart();
-      }
+      if (query !== state.query) setQuery(query);
     }, 300);
   });
-  for (const name of ["category", "repository"]) {
-    $(name).addEventListener("change", () => {
-      state[name] = $(name).value.trim();
-      restart();
+  $("sort").addEventListener("change", () => {
+    state.sort = $("sort").value;
+    restart();
+  });
+  for (const group of FACET_GROUPS) {
+    $(group).querySelector(".facet-more").addEventListener("click", () => {
+      if (expanded.has(group)) expanded.delete(group);
+      else expanded.add(group);
+      renderCounts();
     });
   }
   $("deprecated").addEventListener("change", () => {
@@ -455,18 +634,22 @@ function start() {
     restart();
   });
   $("clear").addEventListener("click", () => {
-    state.query = state.category = state.repository = "";
+    state.query = "";
     state.sources.clear();
+    state.categories.clear();
+    state.repositories.clear();
     state.deprecated = false;
-    $("q").value = $("category").value = $("repository").value = "";
+    $("q").value = "";
     $("deprecated").checked = false;
-    for (const box of document.querySelectorAll("#sources input")) box.checked = false;
+    for (const box of document.querySelectorAll(".filters input[type=checkbox]")) box.checked = false;
+    updateSortChoices();
     restart();
   });
   $("next").addEventListener("click", () => {
     if (!state.next) return;
     state.tokens[state.page + 1] = state.next;
     state.tokens.length = state.page + 2;
+    state.offsets.length = state.page + 2;
     state.page += 1;
     loadPage();
   });
@@ -504,6 +687,8 @@ function start() {
   });
   loadSources();
   loadPage();
+  // The chosen filter values until their counts come.
+  renderCounts();
 }
 
 document.addEventListener("DOMContentLoaded", start);

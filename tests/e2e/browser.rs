@@ -2,8 +2,10 @@
 //! page loads from a running server, a user types a query, pages forward and back, opens a
 //! package's detail and closes it, all with the keyboard, and the rendered DOM is compared with
 //! what the gRPC API answers for the same requests. Screenshots are kept in
-//! `target/test-artifacts/`: `catalog-page.png` (the first page, with the failed source's notice)
-//! and `catalog-detail.png` (a package's detail).
+//! `target/test-artifacts/`: `catalog-page.png` (the first page, with the failed source's notice),
+//! `catalog-detail.png` (a package's detail), `catalog-facets.png` (a search by relevance with the
+//! counts of each filter value, one of them chosen) and `catalog-query-error.png` (a query that does
+//! not parse).
 //!
 //! Chromium is Debian's `chromium` (`/usr/bin/chromium`; `TRIBUTARY_CHROMIUM` names another);
 //! `.ci/run` installs it. Without it this test fails and says so.
@@ -286,7 +288,13 @@ async fn the_catalog_page_searches_pages_and_opens_a_detail_with_the_keyboard() 
                     "bitnami/bitnami/common",
                 ]
             );
-            let notice = b.eval("document.getElementById('failures').hidden ? '' : document.getElementById('failures').textContent");
+            // The first page asks for the counts too, and the host counts the mirror's matches
+            // with list calls of its own, concurrently with the page's: whichever call comes first
+            // fails, and the page's notice or the counts' note names the source.
+            let notice = b.eval(
+                "['failures', 'counts-note'].map(id => document.getElementById(id))\
+                 .filter(e => !e.hidden).map(e => e.textContent).join(' ')",
+            );
             let notice = notice.as_str().unwrap().to_owned();
             assert!(
                 notice.contains("mirror") && notice.contains("injected error on call 1"),
@@ -485,4 +493,359 @@ fn under_auth_the_page_asks_for_a_token_and_shows_the_callers_sources() {
     assert_eq!(sources, json!(["one"]));
     drop(b);
     crate::binary::terminate(child);
+}
+
+/// `1234567` as the page writes it: `1,234,567`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+/// A facet group as the page lists it: the largest counts first, then by value, each count as
+/// `(1,234)`.
+fn facet_rows(counts: &[pb::FacetCount]) -> Vec<(String, String)> {
+    let mut rows: Vec<&pb::FacetCount> = counts.iter().collect();
+    rows.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
+    rows.iter()
+        .map(|f| (f.value.clone(), format!("({})", thousands(f.count))))
+        .collect()
+}
+
+/// One page as the web page asks for it: 20 packages, `query`, `categories`, `sort`, the counts.
+async fn ask(
+    client: &mut tributary_proto::v1::packages_service_client::PackagesServiceClient<
+        tonic::transport::Channel,
+    >,
+    query: &str,
+    categories: &[&str],
+    sort: pb::SortOrder,
+    token: &str,
+) -> Result<pb::ListAvailablePackageSummariesResponse, tonic::Status> {
+    let mut request = tributary_tests::list_request(
+        20,
+        token,
+        Some(pb::FilterOptions {
+            query: query.to_owned(),
+            categories: categories.iter().map(|c| c.to_string()).collect(),
+            ..Default::default()
+        }),
+    );
+    request.sort = sort as i32;
+    request.include_facets = token.is_empty();
+    client
+        .list_available_package_summaries(request)
+        .await
+        .map(|r| r.into_inner())
+}
+
+const CATEGORIES: [&str; 3] = ["Database", "Web", "Monitoring"];
+const REPOSITORIES: [&str; 2] = ["stable", "incubator"];
+
+/// The catalog of the facets test: a `catalog` source (which orders and counts its own matches)
+/// of 1,200 services, most of them described as keeping a cache warm, and a few packages whose name
+/// matches `cache` better; and a `testkit` source (ordered and counted by the host) with the exact
+/// name and more.
+fn facets_catalog(data: &Path) -> Vec<tributary_runtime::config::SourceConfig> {
+    let mut packages: Vec<Value> = (0..1200)
+        .map(|i| {
+            json!({
+                "id": format!("svc-{i:04}"), "name": format!("svc-{i:04}"),
+                "display_name": format!("Service {i:04}"),
+                "short_description": if i % 10 == 0 { "Serves requests" } else { "Keeps a cache warm" },
+                "categories": [CATEGORIES[i % 3]],
+                "repository": REPOSITORIES[i % 2],
+                "created": "2024-03-01T10:00:00Z", "latest_version": "1.0.0",
+            })
+        })
+        .collect();
+    for (name, display, category) in [
+        ("cache-warmer", "Cache Warmer", "Monitoring"),
+        ("fastcache", "FastCache", "Database"),
+        ("explorer", "Cache Explorer", "Monitoring"),
+    ] {
+        packages.push(json!({
+            "id": name, "name": name, "display_name": display,
+            "short_description": "A tool", "categories": [category], "repository": "stable",
+            "created": "2024-03-01T10:00:00Z", "latest_version": "2.0.0",
+        }));
+    }
+    let path = data.join("main.json");
+    std::fs::write(&path, json!({ "packages": packages }).to_string()).unwrap();
+    let item = |name: &str, description: &str, category: &str| {
+        json!({ "id": name, "name": name, "version": "1.0.0", "description": description,
+                "categories": [category], "repository": "extra" })
+    };
+    vec![
+        source("main", "catalog", json!({ "path": path })),
+        source(
+            "extra",
+            "testkit",
+            json!({ "items": [
+                item("cache", "An in-memory store", "Database"),
+                item("redis-cache", "Redis as a cache", "Monitoring"),
+                item("memcached", "A memory object store", "Database"),
+                item("nginx", "A web server", "Web"),
+            ] }),
+        ),
+    ]
+}
+
+/// A search by relevance with the counts of each filter value: the page asks for them when a
+/// listing starts, keeps them while paging, shows a range line of the total, narrows by a value
+/// chosen from the keyboard, and names a query that does not parse under the search box. What it
+/// shows is what the gRPC API answers for the same requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_page_sorts_by_relevance_and_filters_by_the_counted_values() {
+    chromium();
+    let plugins = PluginDir::with(&["catalog", "testkit"]);
+    let data = tempfile::tempdir_in(plugins.path()).unwrap();
+    let server = TestServer::start(config(
+        plugins.path(),
+        data.path(),
+        facets_catalog(data.path()),
+    ))
+    .await;
+    let base = format!("http://{}", server.address);
+
+    // What the API answers, asked first (the catalog does not change).
+    let mut client = server.packages().await;
+    let relevance = pb::SortOrder::Relevance;
+    let first = ask(&mut client, "cache", &[], relevance, "").await.unwrap();
+    let second = ask(&mut client, "cache", &[], relevance, &first.next_page_token)
+        .await
+        .unwrap();
+    let monitoring = ask(&mut client, "cache", &["Monitoring"], relevance, "")
+        .await
+        .unwrap();
+    let bad_query = "cache \"unclosed";
+    let refused = ask(&mut client, bad_query, &["Monitoring"], relevance, "")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    let by_name = ask(&mut client, "", &["Monitoring"], pb::SortOrder::Name, "")
+        .await
+        .unwrap();
+    let facets = first.facets.clone().unwrap();
+    assert!(facets.complete, "{:?}", facets.missing_sources);
+    let total = first.total_size.unwrap();
+    // 1,080 services, the catalog's three better matches and the testkit's three.
+    assert_eq!(total, 1086);
+    // Relevance is not the name order: the exact name, then prefixes, whole words, parts, display
+    // names, and the descriptions (by name).
+    assert_eq!(
+        keys_of(&first)[..6],
+        [
+            "extra/cache",
+            "main/cache-warmer",
+            "extra/redis-cache",
+            "main/fastcache",
+            "extra/memcached",
+            "main/explorer",
+        ]
+    );
+    let monitoring_total = monitoring.total_size.unwrap();
+    let monitoring_facets = monitoring.facets.clone().unwrap();
+
+    tokio::task::spawn_blocking(move || {
+        let mut b = Browser::launch();
+        let idle = "document.body.getAttribute('aria-busy') === null";
+        b.navigate(&format!("{base}/"));
+        // Any script error from here on is kept, and there must be none.
+        b.eval(
+            "window.pageErrors = []; \
+             addEventListener('error', e => pageErrors.push(e.message)); \
+             addEventListener('unhandledrejection', e => pageErrors.push(String(e.reason)))",
+        );
+        b.wait_for(
+            "document.querySelectorAll('#packages li.package').length === 20",
+            "the first page",
+        );
+        b.wait_for(idle, "the first page to settle");
+        let status = |b: &mut Browser| b.eval("document.getElementById('status').textContent");
+        assert_eq!(status(&mut b), json!("1\u{2013}20 of 1,207"), "every package");
+        // Without a query there is nothing to rank by.
+        assert_eq!(
+            b.eval("document.querySelector('#sort option[value=relevance]').disabled"),
+            json!(true)
+        );
+
+        // Search, then choose Relevance with the keyboard (the second choice).
+        b.eval("document.activeElement.blur()");
+        b.press("/", "Slash", 191, "/");
+        b.type_text("cache");
+        b.enter();
+        b.wait_for(
+            &format!("new URLSearchParams(location.search).get('q') === 'cache' && {idle}"),
+            "the search",
+        );
+        assert_eq!(
+            b.eval("document.querySelector('#sort option[value=relevance]').disabled"),
+            json!(false)
+        );
+        b.eval("document.getElementById('sort').focus()");
+        b.press("ArrowDown", "ArrowDown", 40, "");
+        b.wait_for(
+            &format!("new URLSearchParams(location.search).get('sort') === 'relevance' && {idle}"),
+            "the search by relevance",
+        );
+        assert_eq!(b.focused_id(), json!("sort"));
+        assert_eq!(b.cards(), keys_of(&first));
+        let range = format!("1\u{2013}20 of {}", thousands(total));
+        assert_eq!(status(&mut b), json!(range));
+        assert_eq!(range, "1\u{2013}20 of 1,086");
+        let rows = |b: &mut Browser, group: &str, row: &str| -> Vec<(String, String)> {
+            serde_json::from_value(b.eval(&format!(
+                "[...document.querySelectorAll('#{group} {row}')]\
+                 .map(r => [r.querySelector('label').textContent, r.querySelector('.count').textContent])"
+            )))
+            .unwrap()
+        };
+        let counted = |b: &mut Browser| {
+            (
+                rows(b, "sources", ".source"),
+                rows(b, "repositories", ".facet-value"),
+                rows(b, "categories", ".facet-value"),
+            )
+        };
+        // The sources' boxes are in name order, as the API lists their counts.
+        let expected = (
+            facets
+                .sources
+                .iter()
+                .map(|f| (f.value.clone(), format!("({})", thousands(f.count))))
+                .collect::<Vec<_>>(),
+            facet_rows(&facets.repositories),
+            facet_rows(&facets.categories),
+        );
+        assert_eq!(counted(&mut b), expected);
+        assert_eq!(expected.0[1], ("main".to_owned(), "(1,083)".to_owned()));
+        assert_eq!(
+            b.eval("document.getElementById('counts-note').hidden"),
+            json!(true)
+        );
+
+        // The next page keeps the first page's counts and does not ask for new ones.
+        b.eval("document.getElementById('next').focus()");
+        b.enter();
+        b.wait_for(
+            &format!("document.getElementById('page-label').textContent === 'Page 2' && {idle}"),
+            "the second page",
+        );
+        assert_eq!(b.cards(), keys_of(&second));
+        assert_eq!(
+            status(&mut b),
+            json!(format!("21\u{2013}40 of {}", thousands(total)))
+        );
+        assert_eq!(counted(&mut b), expected);
+        let asked: Vec<String> = serde_json::from_value(b.eval(
+            "performance.getEntriesByType('resource').map(e => e.name).filter(n => n.includes('/v1/packages?'))",
+        ))
+        .unwrap();
+        let last = asked.last().unwrap();
+        assert!(
+            last.contains("page_token=") && last.contains("sort=relevance") && !last.contains("include_facets"),
+            "{last}"
+        );
+        assert!(
+            asked
+                .iter()
+                .filter(|u| u.contains("page_token="))
+                .all(|u| !u.contains("include_facets")),
+            "{asked:?}"
+        );
+        b.eval("document.getElementById('prev').focus()");
+        b.enter();
+        b.wait_for(
+            &format!("document.getElementById('page-label').textContent === 'Page 1' && {idle}"),
+            "the first page again",
+        );
+        assert_eq!(b.cards(), keys_of(&first));
+        assert_eq!(status(&mut b), json!(range));
+
+        // Choose a category from its count, with the keyboard: the listing starts again, narrowed.
+        b.eval(
+            "[...document.querySelectorAll('#categories input')]\
+             .find(i => i.dataset.value === 'Monitoring').focus()",
+        );
+        b.press(" ", "Space", 32, " ");
+        b.wait_for(
+            &format!("new URLSearchParams(location.search).get('category') === 'Monitoring' && {idle}"),
+            "the category's listing",
+        );
+        assert_eq!(b.cards(), keys_of(&monitoring));
+        assert_eq!(b.cards()[..2], ["main/cache-warmer", "extra/redis-cache"]);
+        assert_eq!(
+            status(&mut b),
+            json!(format!("1\u{2013}20 of {}", thousands(monitoring_total)))
+        );
+        assert_eq!(
+            rows(&mut b, "categories", ".facet-value"),
+            facet_rows(&monitoring_facets.categories)
+        );
+        assert_eq!(
+            b.eval("document.activeElement.dataset.value + ' ' + document.activeElement.checked"),
+            json!("Monitoring true"),
+            "the chosen box keeps the focus"
+        );
+        assert_eq!(
+            b.eval("document.getElementById('page-label').textContent"),
+            json!("Page 1")
+        );
+        b.screenshot(&artifacts_dir().join("catalog-facets.png"));
+
+        // A query that does not parse: the API's message under the search box, nothing listed.
+        b.eval("document.getElementById('q').focus(); document.getElementById('q').select()");
+        b.type_text(bad_query);
+        b.enter();
+        b.wait_for(
+            &format!("!document.getElementById('q-error').hidden && {idle}"),
+            "the query's error",
+        );
+        assert_eq!(
+            b.eval("document.getElementById('q-error').textContent"),
+            json!(refused.message())
+        );
+        assert_eq!(
+            b.eval("document.getElementById('q').getAttribute('aria-invalid')"),
+            json!("true")
+        );
+        assert_eq!(b.eval("document.getElementById('error').hidden"), json!(true));
+        assert_eq!(b.cards(), Vec::<String>::new());
+        assert_eq!(b.focused_id(), json!("q"));
+        b.screenshot(&artifacts_dir().join("catalog-query-error.png"));
+
+        // Clearing the query goes back to the name order, and the error goes away.
+        b.eval("document.getElementById('q').select()");
+        b.press("Backspace", "Backspace", 8, "");
+        b.enter();
+        b.wait_for(
+            &format!("!new URLSearchParams(location.search).has('q') && {idle}"),
+            "the listing without a query",
+        );
+        assert_eq!(b.eval("document.getElementById('sort').value"), json!("name"));
+        assert_eq!(
+            b.eval("document.querySelector('#sort option[value=relevance]').disabled"),
+            json!(true)
+        );
+        assert_eq!(b.eval("document.getElementById('q-error').hidden"), json!(true));
+        assert_eq!(b.cards(), keys_of(&by_name));
+        assert_eq!(
+            status(&mut b),
+            json!(format!(
+                "1\u{2013}20 of {}",
+                thousands(by_name.total_size.unwrap())
+            ))
+        );
+        assert_eq!(b.eval("pageErrors"), json!([]));
+    })
+    .await
+    .unwrap();
+    server.stop().await;
 }
