@@ -999,6 +999,12 @@ pub fn list_plugins(registry: &Registry) -> pb::ListPluginsResponse {
                     .err()
                     .map(ToString::to_string)
                     .unwrap_or_default(),
+                rejection_kind: f
+                    .outcome
+                    .as_ref()
+                    .err()
+                    .map(|r| r.kind.name().to_owned())
+                    .unwrap_or_default(),
                 sha256: f.sha256.clone(),
                 idle: f.outcome.is_ok()
                     && !registry

@@ -78,12 +78,15 @@ async fn frozen_and_newer_minor_plugins_load_and_incompatible_ones_are_named() {
 
     let major = file("libcompat-major-2.so");
     assert_eq!(major.status, PluginStatus::Rejected as i32);
+    assert_eq!(major.rejection_kind, "incompatible");
+    assert_eq!(v1.rejection_kind, "", "loaded");
     assert_eq!(
         major.reason,
         "built for plugin interface 2.0, this host speaks 1.x: rebuild the plugin against tributary-plugin-api 1.x"
     );
     let layout = file("libcompat-layout.so");
     assert_eq!(layout.status, PluginStatus::Rejected as i32);
+    assert_eq!(layout.rejection_kind, "incompatible");
     assert!(
         layout
             .reason
