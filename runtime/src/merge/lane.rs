@@ -440,6 +440,35 @@ fn lane_failed(
     Ok(false)
 }
 
+/// Makes `call` on the source's threads and checks the answer ([`answer`]); a call that produced
+/// nothing is recorded in the source's history.
+async fn list_checked(
+    source: &Arc<Source>,
+    call: NextCall,
+    budget: Budget,
+    order: &Order,
+) -> Result<Answer, Failure> {
+    let NextCall {
+        request,
+        min_limit,
+        expect_first,
+    } = call;
+    match call::list(source, request, budget).await {
+        Ok((request, items)) => {
+            let returned = NextCall {
+                request,
+                min_limit,
+                expect_first,
+            };
+            answer(source, returned, Ok(items), order)
+        }
+        Err(fault) => {
+            source.record(Err(&fault));
+            Err(Failure::new(source, fault))
+        }
+    }
+}
+
 /// One source's task: fetch, check, send; then wait for the next demand.
 async fn feed(
     source: Arc<Source>,
@@ -450,25 +479,7 @@ async fn feed(
     batches: mpsc::Sender<Result<Batch, Failure>>,
 ) {
     loop {
-        let NextCall {
-            request,
-            min_limit,
-            expect_first,
-        } = call;
-        let answered = match call::list(&source, request, budget).await {
-            Ok((request, items)) => {
-                let returned = NextCall {
-                    request,
-                    min_limit,
-                    expect_first,
-                };
-                answer(&source, returned, Ok(items), &order)
-            }
-            Err(fault) => {
-                source.record(Err(&fault));
-                Err(Failure::new(&source, fault))
-            }
-        };
+        let answered = list_checked(&source, call, budget, &order).await;
         let answer = match answered {
             Ok(answer) => answer,
             Err(failure) => {
@@ -556,27 +567,7 @@ pub(super) async fn all_matches(
     let mut matches: Vec<Summary> = Vec::new();
     let mut fetched = 0;
     loop {
-        let NextCall {
-            request,
-            min_limit,
-            expect_first,
-        } = call;
-        let answered = match call::list(source, request, budget).await {
-            Ok((request, items)) => answer(
-                source,
-                NextCall {
-                    request,
-                    min_limit,
-                    expect_first,
-                },
-                Ok(items),
-                &by_name,
-            )?,
-            Err(fault) => {
-                source.record(Err(&fault));
-                return Err(Failure::new(source, fault));
-            }
-        };
+        let answered = list_checked(source, call, budget, &by_name).await?;
         fetched += answered.batch.fetched;
         matches.extend(answered.batch.items);
         if matches.len() > MAX_ORDERED_BY_HOST {
