@@ -44,6 +44,17 @@ impl Samples {
         }
     }
 
+    /// The `p`th percentile (`p` in 0..=100) by nearest rank: the smallest value that at least `p`%
+    /// of the values do not exceed; 0 when empty.
+    pub fn percentile(&self, p: f64) -> f64 {
+        let v = self.sorted();
+        if v.is_empty() {
+            return 0.0;
+        }
+        let rank = (p / 100.0 * v.len() as f64).ceil() as usize;
+        v[rank.clamp(1, v.len()) - 1]
+    }
+
     pub fn min(&self) -> f64 {
         self.sorted().first().copied().unwrap_or(0.0)
     }
@@ -145,6 +156,17 @@ mod tests {
         assert_eq!(samples(&[5.0, 1.0, 9.0]).min(), 1.0);
         assert_eq!(samples(&[5.0, 1.0, 9.0]).max(), 9.0);
         assert_eq!(samples(&[1.0, 2.0, 3.0]).mean(), 2.0);
+    }
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let hundred = samples(&(1..=100).rev().map(f64::from).collect::<Vec<_>>());
+        assert_eq!(hundred.percentile(50.0), 50.0);
+        assert_eq!(hundred.percentile(99.0), 99.0);
+        assert_eq!(hundred.percentile(100.0), 100.0);
+        assert_eq!(hundred.percentile(0.0), 1.0);
+        assert_eq!(samples(&[3.0, 1.0, 2.0]).percentile(99.0), 3.0);
+        assert_eq!(samples(&[]).percentile(99.0), 0.0);
     }
 
     #[test]

@@ -28,8 +28,11 @@ use crate::harness::{
 
 use super::s9_helm::write_index;
 
-/// Matches the ten charts numbered 1230 to 1239 (names `<word>-01230` ...).
-const RARE_QUERY: &str = "-0123";
+/// The ten charts numbered 1230 to 1239 (names `<word>-01230` ...) contain this.
+const RARE_PHRASE: &str = "-0123";
+/// Matches the ten charts numbered 1230 to 1239: [`RARE_PHRASE`] quoted, since a `-` at the start
+/// of a term excludes it (`-0123` alone matches almost everything).
+const RARE_QUERY: &str = "\"-0123\"";
 /// Every trigram occurs (in names and descriptions), the whole never does: chart numbers stay below
 /// 20,000 at this size.
 const NOTHING_QUERY: &str = "redis-1999";
@@ -74,6 +77,21 @@ fn alternate(
             }
         }
         (searched, plain, found)
+    })
+}
+
+/// How many items match `query` over every page (`total_size`), asked once, untimed.
+fn matches(bench: &Bench, url: String, query: &'static str) -> u64 {
+    bench.run(async move {
+        let mut client = grpc::connect(&url).await;
+        let mut request = search(20, query);
+        request.include_facets = true;
+        let page = grpc::list(&mut client, request).await;
+        assert!(
+            page.facets.as_ref().is_some_and(|f| f.complete),
+            "facets incomplete"
+        );
+        page.total_size.expect("total_size with include_facets")
     })
 }
 
@@ -125,7 +143,11 @@ pub fn run(bench: &Bench, report: &mut Report) {
     let index = work.path().join("index.yaml");
     let (names, _) = write_index(&index, target);
     let plugins = work.plugin_dir("plugins", &[(&artifacts().helm, "libhelm.so")]);
-    let rare = names.iter().filter(|n| n.contains(RARE_QUERY)).count();
+    let rare = names.iter().filter(|n| n.contains(RARE_PHRASE)).count();
+    assert_eq!(
+        rare, 10,
+        "{RARE_PHRASE:?} is in the names of charts 1230 to 1239"
+    );
     assert!(
         names.iter().all(|n| !n.contains(NOTHING_QUERY)),
         "the no-match query matches"
@@ -158,11 +180,16 @@ pub fn run(bench: &Bench, report: &mut Report) {
         ] {
             let (searched, plain, found) = alternate(bench, server.url(), query, pairs);
             assert_eq!(found, (expect * k).min(20), "{what}: page size");
+            assert_eq!(
+                matches(bench, server.url(), query),
+                (expect * k) as u64,
+                "{what}: matches over every page"
+            );
             report.row(
                 Row::new(
                     "10",
                     format!(
-                        "search, {label} ({} charts): first page of a {what} ({query:?}) vs unfiltered",
+                        "search, {label} ({} charts): first page of a {what} (`{query}`) vs unfiltered",
                         names.len() * k
                     ),
                 )
@@ -202,7 +229,7 @@ pub fn run(bench: &Bench, report: &mut Report) {
     report.note(
         "10",
         format!(
-            "{rare} of {} charts ({:.2}%) match {RARE_QUERY:?}",
+            "{rare} of {} charts ({:.2}%) match `{RARE_QUERY}`",
             names.len(),
             100.0 * rare as f64 / names.len() as f64
         ),

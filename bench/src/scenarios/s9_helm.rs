@@ -55,20 +55,63 @@ const CATEGORIES: [&str; 5] = [
     "Streaming",
 ];
 
+/// The name of chart `i` of the generated indexes.
+pub fn chart_name(i: usize) -> String {
+    format!("{}-{i:05}", WORDS[i % WORDS.len()])
+}
+
+/// The description of chart `i` of the generated indexes (of each of its versions).
+pub fn chart_description(i: usize) -> String {
+    format!(
+        "{} packaged as chart {i} for the Tributary benchmarks, with a description of typical length",
+        WORDS[i % WORDS.len()]
+    )
+}
+
 /// Writes an `index.yaml` of about `target_bytes`, as `helm repo index` lays one out; returns the
 /// chart names and the number of versions.
 pub fn write_index(path: &Path, target_bytes: usize) -> (Vec<String>, usize) {
+    write(path, 0, 8, |bytes, _| bytes < target_bytes)
+}
+
+/// Writes an `index.yaml` of the charts numbered `charts` (as [`write_index`] numbers and fills
+/// them, so that indexes of consecutive ranges hold different charts), each with 1 to
+/// `max_versions` versions (8 in [`write_index`]); returns the chart names and the number of
+/// versions.
+pub fn write_charts(
+    path: &Path,
+    charts: std::ops::Range<usize>,
+    max_versions: usize,
+) -> (Vec<String>, usize) {
+    let count = charts.len();
+    write(path, charts.start, max_versions, |_, written| {
+        written < count
+    })
+}
+
+/// Writes charts from number `first` on while `more(bytes written, charts written)` holds.
+fn write(
+    path: &Path,
+    first: usize,
+    max_versions: usize,
+    more: impl Fn(usize, usize) -> bool,
+) -> (Vec<String>, usize) {
+    use std::io::Write as _;
+    let mut file = std::fs::File::create(path).expect("create index.yaml");
     let mut rng = Rng::new(9);
-    let mut out = String::with_capacity(target_bytes + (1 << 20));
+    // Written to the file in chunks, so that an index of several hundred MB is never held whole.
+    let mut out = String::with_capacity(9 << 20);
+    let mut flushed = 0;
     out.push_str("apiVersion: v1\nentries:\n");
     let mut names = Vec::new();
     let mut versions = 0;
-    while out.len() < target_bytes {
-        let i = names.len();
+    while more(flushed + out.len(), names.len()) {
+        let i = first + names.len();
         let word = WORDS[i % WORDS.len()];
-        let name = format!("{word}-{i:05}");
+        let name = chart_name(i);
+        let description = chart_description(i);
         let _ = writeln!(out, "  {name}:");
-        let count = 1 + (i * 7) % 8;
+        let count = 1 + (i * 7) % max_versions;
         for v in (0..count).rev() {
             let version = format!("{}.{}.{}", 1 + v / 3, v % 3, i % 10);
             let digest: String = (0..4).map(|_| format!("{:016x}", rng.next_u64())).collect();
@@ -79,7 +122,7 @@ pub fn write_index(path: &Path, target_bytes: usize) -> (Vec<String>, usize) {
     apiVersion: v2
     appVersion: {app}.{v}.0
     created: \"2024-0{month}-1{day}T10:12:48.123456789Z\"
-    description: {word} packaged as chart {i} for the Tributary benchmarks, with a description of typical length
+    description: {description}
     digest: {digest}
     home: https://example.com/charts/{name}
     icon: https://example.com/icons/{name}.svg
@@ -104,9 +147,14 @@ pub fn write_index(path: &Path, target_bytes: usize) -> (Vec<String>, usize) {
             versions += 1;
         }
         names.push(name);
+        if out.len() >= 8 << 20 {
+            file.write_all(out.as_bytes()).expect("write index.yaml");
+            flushed += out.len();
+            out.clear();
+        }
     }
     out.push_str("generated: \"2024-03-01T00:00:00Z\"\n");
-    std::fs::write(path, out).expect("write index.yaml");
+    file.write_all(out.as_bytes()).expect("write index.yaml");
     (names, versions)
 }
 
