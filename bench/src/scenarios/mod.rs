@@ -3,6 +3,7 @@
 use crate::harness::{Bench, Report, Settings};
 
 pub mod s10_search;
+pub mod s11_catalog_memory;
 pub mod s1_engine;
 pub mod s2_boundary;
 pub mod s3_grpc;
@@ -21,7 +22,7 @@ pub struct Scenario {
     pub run: fn(&Bench, &mut Report),
 }
 
-pub const ALL: [Scenario; 10] = [
+pub const ALL: [Scenario; 11] = [
     Scenario {
         id: 1,
         title: |_| "engine alone vs itertools::kmerge".to_owned(),
@@ -71,5 +72,10 @@ pub const ALL: [Scenario; 10] = [
         id: 10,
         title: |_| "search: a query's first page vs the unfiltered first page".to_owned(),
         run: s10_search::run,
+    },
+    Scenario {
+        id: 11,
+        title: s11_catalog_memory::title,
+        run: s11_catalog_memory::run,
     },
 ];
