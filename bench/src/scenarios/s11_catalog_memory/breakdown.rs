@@ -66,7 +66,7 @@ fn text(s: &str) -> usize {
 
 /// The chunk of a vector's buffer of `len` elements of `T`, and of each element's strings.
 fn list<T>(items: &[T], each: impl Fn(&T) -> usize) -> usize {
-    chunk(items.len() * size_of::<T>()) + items.iter().map(each).sum::<usize>()
+    chunk(std::mem::size_of_val(items)) + items.iter().map(each).sum::<usize>()
 }
 
 fn kib_bytes(kib: Option<u64>) -> usize {
