@@ -8,8 +8,9 @@
 //! cargo run --release -p tributary-bench -- --out table.md    # the table also to a file
 //! ```
 //!
-//! Progress goes to stderr; the table (Markdown) and its notes go to stdout. Two hidden modes serve
-//! the scenarios' child processes: `serve-baseline <response file>` and `parse-yaml <file>`.
+//! Progress goes to stderr; the table (Markdown) and its notes go to stdout. Hidden modes serve the
+//! scenarios' child processes: `serve-baseline <response file>`, `parse-yaml <file>` and
+//! `parse-owned <file>`.
 
 mod harness;
 mod scenarios;
@@ -22,7 +23,7 @@ const USAGE: &str = "usage: tributary-bench [--only 1,3,...] [--quick] [--out FI
 
 Runs the benchmark scenarios of docs/PERFORMANCE.md in this process and child processes, and
 prints one table: scenario, our figure, the baseline's, the ratio, the target, the result.
-  --only LIST   run only these scenarios (comma-separated numbers 1-11)
+  --only LIST   run only these scenarios (comma-separated numbers 1-12)
   --quick       small sizes and few repetitions: a smoke run, not a measurement
   --out FILE    also write the table and its notes to FILE
 
@@ -31,7 +32,12 @@ tributary-bench load URL [CLIENTS] [SECONDS] [ITEMS]
   default) from CLIENTS clients (1) for SECONDS (10) to a server started by hand, and prints pages
   per second: for profiling that server
 tributary-bench save-page URL FILE
-  writes that server's first such page to FILE, for `tributary-bench serve-baseline FILE`";
+  writes that server's first such page to FILE, for `tributary-bench serve-baseline FILE`
+tributary-bench write-index generated|real|minimal FILE [--quick]
+  writes scenario 12's index of that kind to FILE
+tributary-bench memory-breakdown generated|real|minimal [--quick]
+  writes scenario 12's index of that kind, reads it with the helm plugin library loaded into this
+  process, and prints where its memory goes (a Markdown table)";
 
 /// The command line.
 #[derive(Debug, PartialEq)]
@@ -150,6 +156,39 @@ fn main() -> ExitCode {
             scenarios::s9_helm::parse_yaml_child(file.as_ref());
             return ExitCode::SUCCESS;
         }
+        (Some("parse-owned"), Some(file)) => {
+            scenarios::s12_catalog_memory::parse_owned_child(file.as_ref());
+            return ExitCode::SUCCESS;
+        }
+        (Some("write-index"), Some(kind)) => {
+            // `write-index <generated|real|minimal> <file> [--quick]`: scenario 12's index, for a
+            // server or a profiler started by hand.
+            let input = scenarios::s12_catalog_memory::Input::from_word(kind);
+            let (Some(input), Some(file)) = (input, args.get(2)) else {
+                eprintln!(
+                    "usage: tributary-bench write-index generated|real|minimal FILE [--quick]"
+                );
+                return ExitCode::from(2);
+            };
+            let settings = Settings {
+                quick: args.iter().any(|a| a == "--quick"),
+            };
+            let written = input.write(file.as_ref(), &settings);
+            println!(
+                "{}: {} bytes, {} charts, {} versions",
+                file, written.bytes, written.charts, written.versions
+            );
+            return ExitCode::SUCCESS;
+        }
+        (Some("memory-breakdown"), _) => {
+            return match scenarios::s12_catalog_memory::breakdown::run_child(&args[1..]) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(message) => {
+                    eprintln!("tributary-bench: {message}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         _ => {}
     }
     let args = match parse_args(&args) {
@@ -251,9 +290,10 @@ mod tests {
             .unwrap_err()
             .contains("not a scenario"));
         assert_eq!(args(&["--only", "11"]).unwrap().only, Some(vec![11]));
-        assert!(args(&["--only", "12"])
+        assert_eq!(args(&["--only", "12"]).unwrap().only, Some(vec![12]));
+        assert!(args(&["--only", "13"])
             .unwrap_err()
-            .contains("not a scenario number (1-11)"));
+            .contains("not a scenario number (1-12)"));
         assert!(args(&["--only"]).unwrap_err().contains("needs a value"));
         assert!(args(&["--fast"]).unwrap_err().contains("unknown"));
         assert_eq!(args(&["--help"]).unwrap_err(), "");
@@ -270,6 +310,10 @@ mod tests {
         assert_eq!(
             title(11, false),
             "discovery: relevance order and facets on 200k / 1000k Helm charts"
+        );
+        assert_eq!(
+            title(12, false),
+            "memory per index byte: Helm 50 MiB, real-shaped 60 MB, 1M minimal charts"
         );
     }
 

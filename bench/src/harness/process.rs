@@ -213,8 +213,14 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `tributary serve --config <config>`; its log goes beside the config, as `<name>.log`.
     pub fn tributary(config: &Path) -> ServerProcess {
+        ServerProcess::tributary_with_env(config, &[])
+    }
+
+    /// [`ServerProcess::tributary`] with these environment variables set.
+    pub fn tributary_with_env(config: &Path, env: &[(&str, &str)]) -> ServerProcess {
         let mut command = Command::new(&artifacts().tributary);
         command.arg("serve").arg("--config").arg(config);
+        command.envs(env.iter().copied());
         ServerProcess::spawn(command, &config.with_extension("log"))
     }
 
@@ -273,6 +279,11 @@ impl ServerProcess {
         vm_hwm_kib(self.pid()).expect("read the server's /proc status")
     }
 
+    /// The server's resident set now, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        vm_rss_kib(self.pid()).expect("read the server's /proc status")
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.address)
     }
@@ -296,6 +307,17 @@ pub fn own_vm_hwm_kib() -> Option<u64> {
     vm_hwm_kib(std::process::id())
 }
 
+/// `VmRSS` (resident set now) of a process, in KiB.
+pub fn vm_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_status_kib(&status, "VmRSS:")
+}
+
+/// `VmRSS` of this process, in KiB.
+pub fn own_vm_rss_kib() -> Option<u64> {
+    vm_rss_kib(std::process::id())
+}
+
 /// The value in KiB of a `/proc/<pid>/status` line such as `VmHWM:     1234 kB`.
 pub fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
     status
@@ -314,7 +336,9 @@ mod tests {
         let status = "Name:\tx\nVmPeak:\t  2000 kB\nVmHWM:\t    1234 kB\nVmRSS:\t 1000 kB\n";
         assert_eq!(parse_status_kib(status, "VmHWM:"), Some(1234));
         assert_eq!(parse_status_kib(status, "VmSwap:"), None);
+        assert_eq!(parse_status_kib(status, "VmRSS:"), Some(1000));
         assert!(own_vm_hwm_kib().is_some_and(|kib| kib > 0));
+        assert!(own_vm_rss_kib().is_some_and(|kib| kib > 0));
     }
 
     #[test]

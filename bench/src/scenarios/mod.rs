@@ -4,6 +4,7 @@ use crate::harness::{Bench, Report, Settings};
 
 pub mod s10_search;
 pub mod s11_discovery;
+pub mod s12_catalog_memory;
 pub mod s1_engine;
 pub mod s2_boundary;
 pub mod s3_grpc;
@@ -22,7 +23,7 @@ pub struct Scenario {
     pub run: fn(&Bench, &mut Report),
 }
 
-pub const ALL: [Scenario; 11] = [
+pub const ALL: [Scenario; 12] = [
     Scenario {
         id: 1,
         title: |_| "engine alone vs itertools::kmerge".to_owned(),
@@ -77,5 +78,10 @@ pub const ALL: [Scenario; 11] = [
         id: 11,
         title: s11_discovery::title,
         run: s11_discovery::run,
+    },
+    Scenario {
+        id: 12,
+        title: s12_catalog_memory::title,
+        run: s12_catalog_memory::run,
     },
 ];
