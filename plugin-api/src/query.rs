@@ -195,6 +195,15 @@ impl Query {
         self.groups.iter().map(|g| g.include.as_slice())
     }
 
+    /// The one term that must occur, when the query is one group with exactly one such term
+    /// (exclusions aside): its relevance is then that term's field score alone.
+    pub(crate) fn single_term(&self) -> Option<&str> {
+        match self.groups.as_slice() {
+            [group] if group.include.len() == 1 => Some(&group.include[0]),
+            _ => None,
+        }
+    }
+
     /// Whether no item can score above 0: the query has no term that must occur.
     pub(crate) fn scores_nothing(&self) -> bool {
         self.groups.iter().all(|g| g.include.is_empty())
@@ -319,11 +328,13 @@ fn tokenize(chars: &[char]) -> Result<Vec<Token>, QueryError> {
 }
 
 /// The three matched fields of one item, ready for case-insensitive search: ASCII text as it is
-/// (compared ignoring ASCII case), other text lower-cased once.
+/// (compared ignoring ASCII case), other text lower-cased once. The display name and description
+/// are prepared only when a term gets to them: most terms are decided by the name.
 struct Fields<'a> {
     name: Cow<'a, str>,
-    display_name: Cow<'a, str>,
-    short_description: Cow<'a, str>,
+    item: &'a Summary,
+    display_name: std::cell::OnceCell<Cow<'a, str>>,
+    short_description: std::cell::OnceCell<Cow<'a, str>>,
 }
 
 /// The field scores of one term, highest first (the `order` module documents the table).
@@ -338,15 +349,26 @@ impl<'a> Fields<'a> {
     fn of(item: &'a Summary) -> Fields<'a> {
         Fields {
             name: folded(&item.name),
-            display_name: folded(&item.display_name),
-            short_description: folded(&item.short_description),
+            item,
+            display_name: std::cell::OnceCell::new(),
+            short_description: std::cell::OnceCell::new(),
         }
+    }
+
+    fn display_name(&self) -> &str {
+        self.display_name
+            .get_or_init(|| folded(&self.item.display_name))
+    }
+
+    fn short_description(&self) -> &str {
+        self.short_description
+            .get_or_init(|| folded(&self.item.short_description))
     }
 
     fn contains(&self, term: &str) -> bool {
         contains(&self.name, term)
-            || contains(&self.display_name, term)
-            || contains(&self.short_description, term)
+            || contains(self.display_name(), term)
+            || contains(self.short_description(), term)
     }
 
     /// The best score of `term` over the fields; 0 when it occurs in none.
@@ -372,9 +394,9 @@ impl<'a> Fields<'a> {
         }
         if in_name {
             SCORE_NAME_CONTAINS
-        } else if contains(&self.display_name, term) {
+        } else if contains(self.display_name(), term) {
             SCORE_DISPLAY_NAME
-        } else if contains(&self.short_description, term) {
+        } else if contains(self.short_description(), term) {
             SCORE_DESCRIPTION
         } else {
             0

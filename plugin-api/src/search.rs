@@ -31,9 +31,14 @@
 use std::collections::HashMap;
 
 use crate::facets::Facets;
-use crate::order::{self, KeyRef, Sort};
+use crate::order::{self, KeyRef, OrderKey, Sort};
 use crate::query::CompiledFilter;
 use crate::types::{Filter, ListRequest, SeekKey, Summary};
+
+/// Whether `item`'s `(name, identifier)` comes after `seek` (always, without one).
+fn after_seek_item(item: &Summary, seek: Option<(&[u8], &[u8])>) -> bool {
+    seek.is_none_or(|s| (item.name.as_bytes(), item.identifier.as_bytes()) > s)
+}
 
 /// Positions (indexes into the sorted slice) of the items that have some property, ascending.
 type Postings = Vec<u32>;
@@ -46,8 +51,16 @@ pub struct SearchIndex {
     repositories: HashMap<String, Postings>,
     /// Every position, in [`Sort::Updated`] order.
     by_updated: Vec<u32>,
+    /// The positions of the items whose name is not lower-case ASCII (see
+    /// [`SearchIndex::relevance_by_name`]).
+    irregular_names: Postings,
     len: usize,
 }
+
+/// The most items with a name that is not lower-case ASCII for which a relevance page of one term
+/// is still answered from the names ([`SearchIndex::relevance_by_name`]); past it, by scoring every
+/// candidate.
+const MAX_IRREGULAR_NAMES: usize = 4096;
 
 impl SearchIndex {
     /// Indexes `sorted`, which must be in [`Summary::key_cmp`] order (as `ListRequest::select` wants).
@@ -103,7 +116,100 @@ impl SearchIndex {
             .collect();
         by_updated.sort_unstable();
         index.by_updated = by_updated.into_iter().map(|(_, p)| p).collect();
+        index.irregular_names = sorted
+            .iter()
+            .enumerate()
+            .filter(|(_, item)| {
+                !item
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii() && !b.is_ascii_uppercase())
+            })
+            .map(|(position, _)| position as u32)
+            .collect();
         index
+    }
+
+    /// A relevance page of a query with one term that must occur, when the items whose name is the
+    /// term (score 64) or starts with it (32) fill it: found from the names, without scoring the
+    /// other candidates. In the name-sorted slice, the lower-case ASCII names that start with the
+    /// term form one range, whose first items are those equal to it; the few other names are
+    /// scored one by one. `None` (the caller scores every candidate) when the page needs items of
+    /// lower scores, when it resumes below 32, or when more than [`MAX_IRREGULAR_NAMES`] names are
+    /// not lower-case ASCII. Each item served is confirmed with its score and the filter.
+    fn relevance_by_name(
+        &self,
+        filter: &CompiledFilter,
+        after: Option<&OrderKey>,
+        limit: usize,
+        sorted: &[Summary],
+    ) -> Option<Vec<Summary>> {
+        use crate::query::{SCORE_NAME_EQUALS, SCORE_NAME_STARTS};
+        let term = filter.query().single_term()?;
+        if self.irregular_names.len() > MAX_IRREGULAR_NAMES {
+            return None;
+        }
+        let (after_score, seek) = match after {
+            None => (u32::MAX, None),
+            Some(OrderKey::Relevance {
+                score,
+                name,
+                identifier,
+            }) => (*score, Some((name.as_bytes(), identifier.as_bytes()))),
+            Some(_) => return None,
+        };
+        if after_score < SCORE_NAME_STARTS {
+            return None;
+        }
+        let t = term.as_bytes();
+        let lo = sorted.partition_point(|i| i.name.as_bytes() < t);
+        let exact = lo + sorted[lo..].partition_point(|i| i.name.as_bytes() == t);
+        let hi = exact + sorted[exact..].partition_point(|i| i.name.as_bytes().starts_with(t));
+        // The other names that score 64 or 32, with their scores, ascending.
+        let irregular: Vec<(usize, u32)> = self
+            .irregular_names
+            .iter()
+            .map(|&p| p as usize)
+            .filter(|p| !(lo..hi).contains(p))
+            .filter_map(|p| Some((p, filter.score(&sorted[p])?)))
+            .filter(|&(_, score)| score >= SCORE_NAME_STARTS)
+            .collect();
+        let mut out = Vec::with_capacity(limit);
+        for (tier, range) in [
+            (SCORE_NAME_EQUALS, lo..exact),
+            (SCORE_NAME_STARTS, exact..hi),
+        ] {
+            if tier > after_score {
+                continue;
+            }
+            let seek = seek.filter(|_| tier == after_score);
+            let after_seek = |p: usize| after_seek_item(&sorted[p], seek);
+            let start =
+                range.start + sorted[range.clone()].partition_point(|i| !after_seek_item(i, seek));
+            let mut regular = (start..range.end).peekable();
+            let mut others = irregular
+                .iter()
+                .filter(|&&(p, score)| score == tier && after_seek(p))
+                .map(|&(p, _)| p)
+                .peekable();
+            loop {
+                let p = match (regular.peek(), others.peek()) {
+                    (Some(&a), Some(&b)) if b < a => others.next(),
+                    (Some(_), _) => regular.next(),
+                    (None, Some(_)) => others.next(),
+                    (None, None) => break,
+                };
+                let item = &sorted[p.expect("a position")];
+                if filter.score(item) != Some(tier) {
+                    continue;
+                }
+                out.push(item.clone());
+                if out.len() == limit {
+                    return Some(out);
+                }
+            }
+        }
+        None
     }
 
     /// How many items the index was built over.
@@ -161,6 +267,11 @@ impl SearchIndex {
                 }
             }
             return out;
+        }
+        if sort == Sort::Relevance {
+            if let Some(page) = self.relevance_by_name(&filter, after.as_ref(), limit, sorted) {
+                return page;
+            }
         }
         let mut first = order::First::new(sort, after.as_ref(), limit);
         self.walk(&plan, 0, |p| {
@@ -365,7 +476,7 @@ mod tests {
     use abi_stable::std_types::{RString, RVec};
 
     use super::*;
-    use crate::order::OrderKey;
+
     use abi_stable::std_types::ROption;
 
     /// A small deterministic generator (xorshift), so that failures replay.
@@ -582,6 +693,59 @@ mod tests {
             categories: strings(categories),
             repositories: strings(repositories),
             include_deprecated: rng.below(2) == 0,
+        }
+    }
+
+    /// A one-term relevance page is answered from the names when the items named for the term or
+    /// starting with it fill it, names that are not lower-case ASCII included (they sort elsewhere
+    /// in the slice); every page size, resumed at every item, equals the scan's answer.
+    #[test]
+    fn one_term_relevance_pages_from_the_names_equal_the_scan() {
+        let names = [
+            "REDIS-ha", "Redis", "my-redis", "redis", "redis", "redis-a", "redis-b", "redis-c",
+            "redisx", "xredis", "Ωredis", "zzz",
+        ];
+        let mut sorted: Vec<Summary> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| Summary {
+                identifier: format!("id{i}").into(),
+                name: (*name).into(),
+                short_description: if *name == "zzz" { "a redis tool" } else { "" }.into(),
+                ..Summary::default()
+            })
+            .collect();
+        sorted.sort_by(|a, b| a.key_cmp(b));
+        let index = SearchIndex::build(&sorted);
+        for query in ["redis", "redis -x", "REDIS"] {
+            let filter = Filter {
+                query: query.to_lowercase().into(),
+                ..Filter::default()
+            };
+            for limit in 1..=13u32 {
+                let mut request = ListRequest {
+                    limit,
+                    filter: filter.clone(),
+                    ..ListRequest::default()
+                };
+                request.set_order(Sort::Relevance, None);
+                let mut pages = 0;
+                loop {
+                    let got = index.select(&request, &sorted);
+                    assert_eq!(
+                        ids(&got),
+                        ids(&request.select(&sorted)),
+                        "{query:?} limit {limit} after {:?}",
+                        request.after_key()
+                    );
+                    pages += 1;
+                    let Some(last) = got.last() else { break };
+                    let key =
+                        OrderKey::of(Sort::Relevance, filter.compile().unwrap().query(), last);
+                    request.set_order(Sort::Relevance, Some(&key));
+                    assert!(pages < 20);
+                }
+            }
         }
     }
 
