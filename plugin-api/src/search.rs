@@ -20,9 +20,13 @@
 //!
 //! # Cost of a page
 //! - By name: the candidates from the seek position on, until `limit` matches are found.
-//! - By relevance: every candidate (from the start, as the seek point is a score), kept in a
-//!   bounded heap of `limit`: `O(c log limit)` for `c` candidates, on every page. A query without
-//!   terms that must occur scores every item 0, so it is answered as by name.
+//! - By relevance, a query with one term that must occur: when the items named for the term (score
+//!   64) or starting with it (32) fill the page, two binary searches over the names and the page
+//!   itself, plus a score for each name that is not lower-case ASCII (at most 4,096 of them, else as
+//!   below). Otherwise, and for every other query: every candidate (from the start, as the seek
+//!   point is a score), kept in a bounded heap of `limit`: `O(c log limit)` for `c` candidates, on
+//!   every page. A query without terms that must occur scores every item 0, so it is answered as by
+//!   name.
 //! - By update time: with no query, category or repository to narrow it, the items in update-time
 //!   order from the seek position on, until `limit` matches; otherwise as by relevance.
 //!
