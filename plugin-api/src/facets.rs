@@ -164,6 +164,205 @@ impl Facets {
     }
 }
 
+/// The facet values of every item of a sorted slice, as small numbers, so that counting the
+/// matches of a filter reads a few bytes per match instead of the items' strings (built with a
+/// `SearchIndex`, which counts through it).
+///
+/// Per item: its repository's number (`u32`), where its distinct categories end in one shared
+/// list of category numbers (`u32`), and one bit for deprecated: 8 bytes and a bit, plus 4 bytes
+/// per distinct category.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct FacetTable {
+    /// The distinct repository values, by number (the empty value and long ones included: the
+    /// filter's repositories are matched against them; [`bump`] leaves them out of the counts).
+    repositories: Vec<String>,
+    /// The distinct category values, by number.
+    categories: Vec<String>,
+    /// Per item, its repository's number.
+    repository: Vec<u32>,
+    /// Per item, the end of its distinct categories' numbers in `item_categories` (each starts
+    /// where the previous item's end).
+    categories_end: Vec<u32>,
+    item_categories: Vec<u32>,
+    /// Per item, one bit: deprecated.
+    deprecated: Vec<u64>,
+}
+
+impl FacetTable {
+    pub(crate) fn build(sorted: &[Summary]) -> FacetTable {
+        fn number<'a>(
+            numbers: &mut std::collections::HashMap<&'a str, u32>,
+            values: &mut Vec<String>,
+            value: &'a str,
+        ) -> u32 {
+            *numbers.entry(value).or_insert_with(|| {
+                values.push(value.to_owned());
+                u32::try_from(values.len() - 1).expect("at most 2^32 distinct values")
+            })
+        }
+        let mut table = FacetTable {
+            repository: Vec::with_capacity(sorted.len()),
+            categories_end: Vec::with_capacity(sorted.len()),
+            deprecated: vec![0; sorted.len().div_ceil(64)],
+            ..FacetTable::default()
+        };
+        let mut repositories = std::collections::HashMap::new();
+        let mut categories = std::collections::HashMap::new();
+        for (position, item) in sorted.iter().enumerate() {
+            table.repository.push(number(
+                &mut repositories,
+                &mut table.repositories,
+                &item.repository,
+            ));
+            let start = table.item_categories.len();
+            for category in item.categories.iter() {
+                let n = number(&mut categories, &mut table.categories, category);
+                if !table.item_categories[start..].contains(&n) {
+                    table.item_categories.push(n);
+                }
+            }
+            table
+                .categories_end
+                .push(u32::try_from(table.item_categories.len()).expect("at most 2^32 categories"));
+            if item.deprecated {
+                table.deprecated[position / 64] |= 1 << (position % 64);
+            }
+        }
+        table.item_categories.shrink_to_fit();
+        table.repositories.shrink_to_fit();
+        table.categories.shrink_to_fit();
+        table
+    }
+
+    fn categories_of(&self, position: usize) -> &[u32] {
+        let start = position
+            .checked_sub(1)
+            .map_or(0, |p| self.categories_end[p] as usize);
+        &self.item_categories[start..self.categories_end[position] as usize]
+    }
+
+    fn is_deprecated(&self, position: usize) -> bool {
+        self.deprecated[position / 64] & (1 << (position % 64)) != 0
+    }
+
+    /// What `filter` asks of an item besides its query ([`CompiledFilter`]'s deprecated,
+    /// repositories and categories), as the numbers of this table.
+    pub(crate) fn admission(&self, filter: &CompiledFilter) -> Admission {
+        let wanted = |values: &[String], wanted: &[String]| {
+            (!wanted.is_empty()).then(|| {
+                values
+                    .iter()
+                    .map(|v| wanted.iter().any(|w| w == v))
+                    .collect()
+            })
+        };
+        Admission {
+            include_deprecated: filter.include_deprecated(),
+            repositories: wanted(&self.repositories, filter.repositories()),
+            categories: wanted(&self.categories, filter.categories()),
+        }
+    }
+
+    /// Whether the item at `position` passes `admission`: what `CompiledFilter::matches` checks
+    /// besides the query.
+    pub(crate) fn admits(&self, admission: &Admission, position: usize) -> bool {
+        (admission.include_deprecated || !self.is_deprecated(position))
+            && admission
+                .repositories
+                .as_ref()
+                .is_none_or(|wanted| wanted[self.repository[position] as usize])
+            && admission.categories.as_ref().is_none_or(|wanted| {
+                self.categories_of(position)
+                    .iter()
+                    .any(|&c| wanted[c as usize])
+            })
+    }
+
+    /// A count of no item yet.
+    pub(crate) fn counter(&self) -> Counter<'_> {
+        Counter {
+            table: self,
+            total: 0,
+            deprecated: 0,
+            repositories: vec![0; self.repositories.len()],
+            categories: vec![0; self.categories.len()],
+            repositories_seen: Vec::new(),
+            categories_seen: Vec::new(),
+        }
+    }
+}
+
+/// A filter's demands besides its query, in a [`FacetTable`]'s numbers.
+pub(crate) struct Admission {
+    include_deprecated: bool,
+    /// By repository number, whether it is wanted (`None`: any).
+    repositories: Option<Vec<bool>>,
+    /// By category number, whether it is wanted (`None`: any).
+    categories: Option<Vec<bool>>,
+}
+
+/// Counts of items of a [`FacetTable`], added by position.
+pub(crate) struct Counter<'t> {
+    table: &'t FacetTable,
+    total: u64,
+    deprecated: u64,
+    repositories: Vec<u64>,
+    categories: Vec<u64>,
+    /// The numbers counted, in the order each was first counted: the order in which
+    /// [`Facets::add`] would have met them, which decides the values kept past
+    /// [`MAX_FACET_VALUES`].
+    repositories_seen: Vec<u32>,
+    categories_seen: Vec<u32>,
+}
+
+impl Counter<'_> {
+    /// Counts the item at `position` (as [`Facets::add`] counts it).
+    pub(crate) fn add(&mut self, position: usize) {
+        let table = self.table;
+        self.total += 1;
+        self.deprecated += u64::from(table.is_deprecated(position));
+        let repository = table.repository[position];
+        let count = &mut self.repositories[repository as usize];
+        if *count == 0 {
+            self.repositories_seen.push(repository);
+        }
+        *count += 1;
+        for &category in table.categories_of(position) {
+            let count = &mut self.categories[category as usize];
+            if *count == 0 {
+                self.categories_seen.push(category);
+            }
+            *count += 1;
+        }
+    }
+
+    /// The counts, within the bounds as [`Facets::add`] keeps them.
+    pub(crate) fn into_facets(self) -> Facets {
+        let mut facets = Facets {
+            total: self.total,
+            deprecated: self.deprecated,
+            ..Facets::default()
+        };
+        for &n in &self.repositories_seen {
+            let n = n as usize;
+            bump(
+                &mut facets.repositories,
+                &self.table.repositories[n],
+                self.repositories[n],
+            );
+        }
+        for &n in &self.categories_seen {
+            let n = n as usize;
+            bump(
+                &mut facets.categories,
+                &self.table.categories[n],
+                self.categories[n],
+            );
+        }
+        facets
+    }
+}
+
 /// The payload of `facets@1`: the filter whose matches are counted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FacetsRequest {

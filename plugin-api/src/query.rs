@@ -204,6 +204,19 @@ impl Query {
         }
     }
 
+    /// Whether an item matches exactly when it has, for some group, every term's one byte
+    /// trigram: every group has terms that must occur, each exactly three bytes long, and no
+    /// exclusion. Trigrams of the lower-cased fields (`SearchIndex`) then decide the query
+    /// without reading the item's text.
+    pub(crate) fn is_decided_by_trigrams(&self) -> bool {
+        !self.groups.is_empty()
+            && self.groups.iter().all(|g| {
+                g.exclude.is_empty()
+                    && !g.include.is_empty()
+                    && g.include.iter().all(|t| t.len() == 3)
+            })
+    }
+
     /// Whether no item can score above 0: the query has no term that must occur.
     pub(crate) fn scores_nothing(&self) -> bool {
         self.groups.iter().all(|g| g.include.is_empty())

@@ -34,7 +34,7 @@
 
 use std::collections::HashMap;
 
-use crate::facets::Facets;
+use crate::facets::{FacetTable, Facets};
 use crate::order::{self, KeyRef, OrderKey, Sort};
 use crate::query::CompiledFilter;
 use crate::types::{Filter, ListRequest, SeekKey, Summary};
@@ -58,6 +58,8 @@ pub struct SearchIndex {
     /// The positions of the items whose name is not lower-case ASCII (see
     /// [`SearchIndex::relevance_by_name`]).
     irregular_names: Postings,
+    /// Every item's repository, categories and deprecation as numbers, for the counts.
+    facet_table: FacetTable,
     len: usize,
 }
 
@@ -131,6 +133,7 @@ impl SearchIndex {
             })
             .map(|(position, _)| position as u32)
             .collect();
+        index.facet_table = FacetTable::build(sorted);
         index
     }
 
@@ -287,6 +290,12 @@ impl SearchIndex {
 
     /// Counts the items of `sorted` (the slice this index was built over) that match `filter`,
     /// visiting only the candidates. A query that does not parse matches nothing.
+    ///
+    /// Each candidate is counted from the index's numbers for its repository, categories and
+    /// deprecation, not from its strings. Its query is confirmed on the item's text unless the
+    /// candidates are exactly the query's matches: when every term that must occur is exactly
+    /// three bytes (its one trigram) and no group has exclusions
+    /// ([`Query::is_decided_by_trigrams`](crate::query::Query)), or the query is empty.
     pub fn facets(&self, filter: &Filter, sorted: &[Summary]) -> Facets {
         debug_assert_eq!(sorted.len(), self.len, "the index belongs to another slice");
         let Ok(filter) = filter.compile() else {
@@ -295,15 +304,20 @@ impl SearchIndex {
         if sorted.len() != self.len {
             return Facets::count(&filter, sorted);
         }
-        let mut facets = Facets::default();
-        self.walk(&self.plan(&filter), 0, |p| {
-            let item = &sorted[p as usize];
-            if filter.matches(item) {
-                facets.add(item);
+        let plan = self.plan(&filter);
+        let query = filter.query();
+        let decided = query.is_empty() || query.is_decided_by_trigrams();
+        let table = &self.facet_table;
+        let admission = table.admission(&filter);
+        let mut counter = table.counter();
+        self.walk(&plan, 0, |p| {
+            let p = p as usize;
+            if table.admits(&admission, p) && (decided || query.matches(&sorted[p])) {
+                counter.add(p);
             }
             true
         });
-        facets
+        counter.into_facets()
     }
 
     /// Calls `visit` with the candidate positions of `plan` at or after `start`, ascending, each
@@ -821,6 +835,7 @@ mod tests {
     #[test]
     fn facets_count_exactly_the_matches() {
         let mut rng = Rng(0x1234_5678_9abc_def1);
+        let mut decided = 0;
         for _ in 0..6 {
             let n = 1 + rng.below(400);
             let sorted = worded_items(&mut rng, n);
@@ -853,8 +868,106 @@ mod tests {
                 if !filter.include_deprecated {
                     assert_eq!(want.deprecated, 0);
                 }
+                let query = filter.compile().unwrap();
+                decided += usize::from(query.query().is_decided_by_trigrams());
             }
         }
+        // The queries the trigrams decide (counted without reading the items' text) were among
+        // those compared.
+        assert!(decided >= 10, "{decided} queries decided by trigrams");
+    }
+
+    /// Three-byte terms decide a count from the trigrams alone, non-ASCII ones and terms in
+    /// another case included; a longer term, an exclusion or a short term is confirmed on the text.
+    #[test]
+    fn queries_of_three_byte_terms_are_counted_from_the_trigrams() {
+        let item = |id: &str, name: &str, description: &str| Summary {
+            identifier: id.into(),
+            name: name.into(),
+            short_description: description.into(),
+            repository: "r".into(),
+            ..Summary::default()
+        };
+        let mut sorted = vec![
+            item("1", "Ñandú", ""),
+            item("2", "mysql", "a SQL server"),
+            item("3", "sq-l", "s q l"),
+            item("4", "postgresql", ""),
+            item("5", "nginx", "NGINX proxy for ÑANDÚ"),
+            item("6", "ysq-sql", ""),
+        ];
+        sorted.sort_by(Summary::key_cmp);
+        let index = SearchIndex::build(&sorted);
+        for (query, decided, total) in [
+            ("sql", true, 3),
+            ("SQL", true, 3),
+            ("ÑA", true, 2),
+            ("sql ysq", true, 2),
+            ("sql or ngi", true, 4),
+            ("sql -my", false, 2),
+            ("sq", false, 4),
+            // Both its trigrams are in "ysq-sql", the term is not.
+            ("ysql", false, 1),
+        ] {
+            let filter = Filter {
+                query: query.into(),
+                ..Filter::default()
+            };
+            let compiled = filter.compile().unwrap();
+            assert_eq!(
+                compiled.query().is_decided_by_trigrams(),
+                decided,
+                "{query}"
+            );
+            let facets = index.facets(&filter, &sorted);
+            assert_eq!(facets, Facets::count(&compiled, &sorted), "{query}");
+            assert_eq!(facets.total, total, "{query}");
+        }
+    }
+
+    /// Past [`crate::facets::MAX_FACET_VALUES`] distinct values, the index keeps the same values as
+    /// counting item by item: the first met in the slice's order.
+    #[test]
+    fn counts_past_the_bound_keep_the_values_met_first() {
+        let n = crate::facets::MAX_FACET_VALUES + 50;
+        let mut sorted: Vec<Summary> = (0..n)
+            .map(|i| Summary {
+                identifier: format!("{i:06}").into(),
+                name: format!("app{:06}", (i * 7919) % n).into(),
+                repository: format!("repo{}", (i * 31) % n).into(),
+                categories: vec![
+                    RString::from(format!("c{}", (i * 17) % n)),
+                    RString::from(""),
+                    RString::from(format!("c{}", (i * 17) % n)),
+                ]
+                .into(),
+                deprecated: i % 3 == 0,
+                ..Summary::default()
+            })
+            .collect();
+        sorted.sort_by(Summary::key_cmp);
+        let index = SearchIndex::build(&sorted);
+        for query in ["", "app", "app00"] {
+            for include_deprecated in [false, true] {
+                let filter = Filter {
+                    query: query.into(),
+                    include_deprecated,
+                    ..Filter::default()
+                };
+                let want = Facets::count(&filter.compile().unwrap(), &sorted);
+                assert_eq!(index.facets(&filter, &sorted), want, "{query:?}");
+            }
+        }
+        let all = index.facets(
+            &Filter {
+                include_deprecated: true,
+                ..Filter::default()
+            },
+            &sorted,
+        );
+        assert_eq!(all.total, n as u64);
+        assert_eq!(all.repositories.len(), crate::facets::MAX_FACET_VALUES);
+        assert_eq!(all.categories.len(), crate::facets::MAX_FACET_VALUES);
     }
 
     #[test]
