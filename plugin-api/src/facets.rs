@@ -168,9 +168,8 @@ impl Facets {
 /// matches of a filter reads a few bytes per match instead of the items' strings (built with a
 /// `SearchIndex`, which counts through it).
 ///
-/// Per item: its repository's number (`u32`), where its distinct categories end in one shared
-/// list of category numbers (`u32`), and one bit for deprecated: 8 bytes and a bit, plus 4 bytes
-/// per distinct category.
+/// Per item, one row of 8 bytes: its repository's number and one bit for deprecated, and where its
+/// distinct categories end in one shared list of category numbers (4 bytes each).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct FacetTable {
     /// The distinct repository values, by number (the empty value and long ones included: the
@@ -178,15 +177,23 @@ pub(crate) struct FacetTable {
     repositories: Vec<String>,
     /// The distinct category values, by number.
     categories: Vec<String>,
-    /// Per item, its repository's number.
-    repository: Vec<u32>,
-    /// Per item, the end of its distinct categories' numbers in `item_categories` (each starts
-    /// where the previous item's end).
-    categories_end: Vec<u32>,
+    /// Per item, read together when it is counted.
+    rows: Vec<Row>,
     item_categories: Vec<u32>,
-    /// Per item, one bit: deprecated.
-    deprecated: Vec<u64>,
 }
+
+/// One item of a [`FacetTable`].
+#[derive(Debug, Default, Clone, Copy)]
+struct Row {
+    /// Its repository's number, with [`DEPRECATED`] set when it is deprecated.
+    repository: u32,
+    /// The end of its distinct categories' numbers in `item_categories` (they start where the
+    /// previous item's end).
+    categories_end: u32,
+}
+
+/// The bit of [`Row::repository`] that says the item is deprecated.
+const DEPRECATED: u32 = 1 << 31;
 
 impl FacetTable {
     pub(crate) fn build(sorted: &[Summary]) -> FacetTable {
@@ -201,19 +208,14 @@ impl FacetTable {
             })
         }
         let mut table = FacetTable {
-            repository: Vec::with_capacity(sorted.len()),
-            categories_end: Vec::with_capacity(sorted.len()),
-            deprecated: vec![0; sorted.len().div_ceil(64)],
+            rows: Vec::with_capacity(sorted.len()),
             ..FacetTable::default()
         };
         let mut repositories = std::collections::HashMap::new();
         let mut categories = std::collections::HashMap::new();
-        for (position, item) in sorted.iter().enumerate() {
-            table.repository.push(number(
-                &mut repositories,
-                &mut table.repositories,
-                &item.repository,
-            ));
+        for item in sorted {
+            let repository = number(&mut repositories, &mut table.repositories, &item.repository);
+            assert!(repository < DEPRECATED, "at most 2^31 repositories");
             let start = table.item_categories.len();
             for category in item.categories.iter() {
                 let n = number(&mut categories, &mut table.categories, category);
@@ -221,12 +223,11 @@ impl FacetTable {
                     table.item_categories.push(n);
                 }
             }
-            table
-                .categories_end
-                .push(u32::try_from(table.item_categories.len()).expect("at most 2^32 categories"));
-            if item.deprecated {
-                table.deprecated[position / 64] |= 1 << (position % 64);
-            }
+            table.rows.push(Row {
+                repository: repository | if item.deprecated { DEPRECATED } else { 0 },
+                categories_end: u32::try_from(table.item_categories.len())
+                    .expect("at most 2^32 categories"),
+            });
         }
         table.item_categories.shrink_to_fit();
         table.repositories.shrink_to_fit();
@@ -234,15 +235,12 @@ impl FacetTable {
         table
     }
 
+    #[inline]
     fn categories_of(&self, position: usize) -> &[u32] {
         let start = position
             .checked_sub(1)
-            .map_or(0, |p| self.categories_end[p] as usize);
-        &self.item_categories[start..self.categories_end[position] as usize]
-    }
-
-    fn is_deprecated(&self, position: usize) -> bool {
-        self.deprecated[position / 64] & (1 << (position % 64)) != 0
+            .map_or(0, |p| self.rows[p].categories_end as usize);
+        &self.item_categories[start..self.rows[position].categories_end as usize]
     }
 
     /// What `filter` asks of an item besides its query ([`CompiledFilter`]'s deprecated,
@@ -265,12 +263,14 @@ impl FacetTable {
 
     /// Whether the item at `position` passes `admission`: what `CompiledFilter::matches` checks
     /// besides the query.
+    #[inline]
     pub(crate) fn admits(&self, admission: &Admission, position: usize) -> bool {
-        (admission.include_deprecated || !self.is_deprecated(position))
+        let repository = self.rows[position].repository;
+        (admission.include_deprecated || repository & DEPRECATED == 0)
             && admission
                 .repositories
                 .as_ref()
-                .is_none_or(|wanted| wanted[self.repository[position] as usize])
+                .is_none_or(|wanted| wanted[(repository & !DEPRECATED) as usize])
             && admission.categories.as_ref().is_none_or(|wanted| {
                 self.categories_of(position)
                     .iter()
@@ -317,11 +317,13 @@ pub(crate) struct Counter<'t> {
 
 impl Counter<'_> {
     /// Counts the item at `position` (as [`Facets::add`] counts it).
+    #[inline]
     pub(crate) fn add(&mut self, position: usize) {
         let table = self.table;
+        let row = table.rows[position];
         self.total += 1;
-        self.deprecated += u64::from(table.is_deprecated(position));
-        let repository = table.repository[position];
+        self.deprecated += u64::from(row.repository & DEPRECATED != 0);
+        let repository = row.repository & !DEPRECATED;
         let count = &mut self.repositories[repository as usize];
         if *count == 0 {
             self.repositories_seen.push(repository);
