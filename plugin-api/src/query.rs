@@ -228,13 +228,27 @@ impl Query {
         self.eval(item, true)
     }
 
+    /// Whether `item` matches, given its name already as [`folded`] leaves it (`name`, from a
+    /// search index's copy of the names): the item's own fields are read only when a term is not
+    /// decided by the name (a term absent from it, or an exclusion).
+    pub(crate) fn matches_with_name(&self, name: &str, item: &Summary) -> bool {
+        if self.is_empty() {
+            return true;
+        }
+        self.eval_fields(&Fields::with_name(Cow::Borrowed(name), item), false)
+            .is_some()
+    }
+
     /// `None` when `item` does not match; otherwise its score when `scored`, else 0 (matching
     /// alone stops at the first group that matches and needs no more than a substring search).
     fn eval(&self, item: &Summary, scored: bool) -> Option<u32> {
         if self.is_empty() {
             return Some(0);
         }
-        let fields = Fields::of(item);
+        self.eval_fields(&Fields::of(item), scored)
+    }
+
+    fn eval_fields(&self, fields: &Fields<'_>, scored: bool) -> Option<u32> {
         let mut best: Option<u32> = None;
         for group in &self.groups {
             if group.exclude.iter().any(|t| fields.contains(t)) {
@@ -360,8 +374,13 @@ pub(crate) const SCORE_DESCRIPTION: u32 = 2;
 
 impl<'a> Fields<'a> {
     fn of(item: &'a Summary) -> Fields<'a> {
+        Fields::with_name(folded(&item.name), item)
+    }
+
+    /// The fields of `item`, whose name is given already [`folded`].
+    fn with_name(name: Cow<'a, str>, item: &'a Summary) -> Fields<'a> {
         Fields {
-            name: folded(&item.name),
+            name,
             item,
             display_name: std::cell::OnceCell::new(),
             short_description: std::cell::OnceCell::new(),
@@ -418,7 +437,7 @@ impl<'a> Fields<'a> {
 }
 
 /// `text` ready for [`contains`]: borrowed when ASCII, lower-cased otherwise.
-fn folded(text: &str) -> Cow<'_, str> {
+pub(crate) fn folded(text: &str) -> Cow<'_, str> {
     if text.is_ascii() {
         Cow::Borrowed(text)
     } else {

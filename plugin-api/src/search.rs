@@ -35,11 +35,13 @@
 //! # Cost of the counts
 //! [`SearchIndex::facets`] visits every candidate and counts each match from a table of numbers
 //! (its repository, its distinct categories, one bit for deprecated), not from its strings. The
-//! query is confirmed on the item's text, except when the candidates are exactly its matches:
-//! every term that must occur is three bytes long (one trigram) and no group has exclusions, or
-//! the query is empty. So `sql` costs a few nanoseconds per match, `mysql` a read of the item's
-//! name (and, when the name lacks it, its other fields) per candidate. The table costs 8 bytes and
-//! a bit per item, and 4 bytes per distinct category of each item.
+//! query is confirmed on the index's own copy of the names (contiguous, in position order), and
+//! only for a term the name does not decide (absent from it, or an exclusion) on the item's other
+//! fields; not at all when the candidates are exactly its matches: every term that must occur is
+//! three bytes long (one trigram) and no group has exclusions, or the query is empty. So `sql`
+//! costs a few nanoseconds per match, `postgresql` a substring search in the copy of the name per
+//! candidate. The table costs 8 bytes per item and 4 per distinct category of each item, the
+//! names their bytes and 4 bytes per item.
 //!
 //! Positions are `u32`: an index holds up to 2^32 items.
 
@@ -71,6 +73,11 @@ pub struct SearchIndex {
     irregular_names: Postings,
     /// Every item's repository, categories and deprecation as numbers, for the counts.
     facet_table: FacetTable,
+    /// Every item's name as the query matches it (`query::folded`), one after the other, so that
+    /// a count confirms a term found in the name without reading the item.
+    names: String,
+    /// Where each item's name ends in `names` (it starts where the previous one's ends).
+    name_ends: Vec<u32>,
     len: usize,
 }
 
@@ -145,7 +152,24 @@ impl SearchIndex {
             .map(|(position, _)| position as u32)
             .collect();
         index.facet_table = FacetTable::build(sorted);
+        index.name_ends.reserve_exact(sorted.len());
+        for item in sorted {
+            index.names.push_str(&crate::query::folded(&item.name));
+            index.name_ends.push(
+                u32::try_from(index.names.len())
+                    .expect("a search index holds at most 4 GiB of names"),
+            );
+        }
+        index.names.shrink_to_fit();
         index
+    }
+
+    /// The name of the item at `position`, as the query matches it.
+    fn name(&self, position: usize) -> &str {
+        let start = position
+            .checked_sub(1)
+            .map_or(0, |p| self.name_ends[p] as usize);
+        &self.names[start..self.name_ends[position] as usize]
     }
 
     /// A relevance page of a query with one term that must occur, when the items whose name is the
@@ -319,7 +343,8 @@ impl SearchIndex {
     /// visiting only the candidates. A query that does not parse matches nothing.
     ///
     /// Each candidate is counted from the index's numbers for its repository, categories and
-    /// deprecation, not from its strings. Its query is confirmed on the item's text unless the
+    /// deprecation, not from its strings. Its query is confirmed on the index's copy of its name
+    /// and, for the terms the name does not decide, on the item's other fields; not at all when the
     /// candidates are exactly the query's matches: when every term that must occur is exactly
     /// three bytes (its one trigram) and no group has exclusions
     /// ([`Query::is_decided_by_trigrams`](crate::query::Query)), or the query is empty.
@@ -339,7 +364,9 @@ impl SearchIndex {
         let mut counter = table.counter();
         self.walk(&plan, 0, |p| {
             let p = p as usize;
-            if table.admits(&admission, p) && (decided || query.matches(&sorted[p])) {
+            if table.admits(&admission, p)
+                && (decided || query.matches_with_name(self.name(p), &sorted[p]))
+            {
                 counter.add(p);
             }
             true
