@@ -345,22 +345,25 @@ impl Counter<'_> {
             deprecated: self.deprecated,
             ..Facets::default()
         };
-        for &n in &self.repositories_seen {
-            let n = n as usize;
-            bump(
-                &mut facets.repositories,
-                &self.table.repositories[n],
-                self.repositories[n],
-            );
-        }
-        for &n in &self.categories_seen {
-            let n = n as usize;
-            bump(
-                &mut facets.categories,
-                &self.table.categories[n],
-                self.categories[n],
-            );
-        }
+        let kept =
+            |map: &mut BTreeMap<String, u64>, seen: &[u32], values: &[String], counts: &[u64]| {
+                for &n in seen {
+                    bump(map, &values[n as usize], counts[n as usize]);
+                }
+            };
+        let table = self.table;
+        kept(
+            &mut facets.repositories,
+            &self.repositories_seen,
+            &table.repositories,
+            &self.repositories,
+        );
+        kept(
+            &mut facets.categories,
+            &self.categories_seen,
+            &table.categories,
+            &self.categories,
+        );
         facets
     }
 }
