@@ -45,8 +45,48 @@ pub(crate) struct Chart {
     pub extra: Extra,
 }
 
+/// Charts as two arrays side by side, the summaries apart so that they are one slice for listings:
+/// position `i` of each is one chart.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Charts {
+    pub summaries: Vec<Summary>,
+    pub extras: Vec<Extra>,
+}
+
+impl Charts {
+    pub(crate) fn with_capacity(capacity: usize) -> Charts {
+        Charts {
+            summaries: Vec::with_capacity(capacity),
+            extras: Vec::with_capacity(capacity),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.summaries.len()
+    }
+
+    fn push(&mut self, chart: Chart) {
+        self.summaries.push(chart.summary);
+        self.extras.push(chart.extra);
+    }
+
+    /// Keeps the charts for which `keep` is true, in order.
+    pub(crate) fn retain(&mut self, keep: &[bool]) {
+        let mut flags = keep.iter();
+        self.extras.retain(|_| *flags.next().unwrap_or(&false));
+        let mut flags = keep.iter();
+        self.summaries.retain(|_| *flags.next().unwrap_or(&false));
+    }
+
+    /// Gives back the capacity beyond the charts.
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.summaries.shrink_to_fit();
+        self.extras.shrink_to_fit();
+    }
+}
+
 /// What a chart's detail holds beyond its summary. The README is the summary's description.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Extra {
     pub versions: RVec<Version>,
     pub home_url: RString,
@@ -70,17 +110,20 @@ const MAX_THREADS: usize = 8;
 /// the layout Helm writes they are counted before parsing, in any other while parsing, without
 /// building the charts past the limit; likewise past `max_versions` versions in all. A YAML index
 /// larger than [`MAX_WHOLE_YAML`] is read only in pieces. The error completes "index <where> ...".
-pub(crate) fn parse(text: &str, limits: Limits) -> Result<Vec<Chart>, String> {
+pub(crate) fn parse(text: &str, limits: Limits) -> Result<Charts, String> {
     let max_charts = limits.max_charts;
     let too_many = |count: usize| {
         format!("is refused: it has {count} charts, more than max_charts ({max_charts})")
     };
     let entries = if text.trim_start().starts_with('{') {
         let mut json = serde_json::Deserializer::from_str(text);
-        let entries = IndexSeed { limits }
-            .deserialize(&mut json)
-            .and_then(|entries| json.end().map(|()| entries))
-            .map_err(|e| format!("is not valid: JSON: {e}"))?;
+        let entries = IndexSeed {
+            limits,
+            capacity: 0,
+        }
+        .deserialize(&mut json)
+        .and_then(|entries| json.end().map(|()| entries))
+        .map_err(|e| format!("is not valid: JSON: {e}"))?;
         Some(entries)
     } else {
         // Before the parser, naming the line (the parser's own bound is a little higher).
@@ -97,7 +140,7 @@ pub(crate) fn parse(text: &str, limits: Limits) -> Result<Vec<Chart>, String> {
     if entries.listed > max_charts {
         return Err(too_many(entries.listed));
     }
-    let versions: usize = entries.charts.iter().map(|c| c.extra.versions.len()).sum();
+    let versions: usize = entries.charts.extras.iter().map(|e| e.versions.len()).sum();
     if entries.versions_over || versions > limits.max_versions {
         return Err(format!(
             "is refused: it has more than max_versions ({}) versions",
@@ -135,21 +178,31 @@ fn parse_yaml(text: &str, limits: Limits) -> Result<Entries, String> {
             MAX_WHOLE_YAML >> 20
         ));
     }
-    parse_document(text, limits).map_err(|e| format!("is not valid: {}", yaml_error(text, &e)))
+    parse_document(text, limits, 0).map_err(|e| format!("is not valid: {}", yaml_error(text, &e)))
 }
 
 /// Parses the text of an `index.yaml` as one document, with no limit on its charts.
-pub(crate) fn parse_whole(text: &str) -> Result<Vec<Chart>, serde_saphyr::Error> {
+pub(crate) fn parse_whole(text: &str) -> Result<Charts, serde_saphyr::Error> {
+    parse_piece(text, 0)
+}
+
+/// [`parse_whole`] for a document of about `charts` charts: its arrays are sized for them.
+pub(crate) fn parse_piece(text: &str, charts: usize) -> Result<Charts, serde_saphyr::Error> {
     let limits = Limits {
         max_index_size: u64::MAX,
         max_charts: usize::MAX,
         max_versions: usize::MAX,
     };
-    Ok(parse_document(text, limits)?.charts)
+    Ok(parse_document(text, limits, charts)?.charts)
 }
 
-/// Parses one YAML document with [`IndexSeed`], as the YAML 1.2 core schema reads it.
-fn parse_document(text: &str, limits: Limits) -> Result<Entries, serde_saphyr::Error> {
+/// Parses one YAML document with [`IndexSeed`], as the YAML 1.2 core schema reads it; its arrays
+/// start with room for `charts` charts.
+fn parse_document(
+    text: &str,
+    limits: Limits,
+    charts: usize,
+) -> Result<Entries, serde_saphyr::Error> {
     let options = serde_saphyr::options! {
         // The nesting was bounded before (`depth::check`), which counts one level less for each
         // sequence written at its key's indentation (Helm writes two such on a path).
@@ -174,7 +227,11 @@ fn parse_document(text: &str, limits: Limits) -> Result<Entries, serde_saphyr::E
         with_snippet: false,
     };
     serde_saphyr::with_deserializer_from_str_with_options(text, options, |document| {
-        IndexSeed { limits }.deserialize(document)
+        IndexSeed {
+            limits,
+            capacity: charts,
+        }
+        .deserialize(document)
     })
 }
 
@@ -226,6 +283,8 @@ impl serde_saphyr::localizer::Localizer for Wording {
 /// Reads an index document: its `entries` with [`EntriesSeed`], every other key skipped.
 struct IndexSeed {
     limits: Limits,
+    /// The charts the arrays start with room for.
+    capacity: usize,
 }
 
 impl<'de> DeserializeSeed<'de> for IndexSeed {
@@ -257,6 +316,7 @@ impl<'de> Visitor<'de> for IndexSeed {
             } else {
                 entries = Some(map.next_value_seed(EntriesSeed {
                     limits: self.limits,
+                    capacity: self.capacity,
                 })?);
             }
         }
@@ -374,7 +434,7 @@ struct RawAnnotations<'a> {
 #[derive(Default)]
 struct Entries {
     /// The first `max_charts` charts.
-    charts: Vec<Chart>,
+    charts: Charts,
     /// The entries the mapping has, charts or not, built or not.
     listed: usize,
     /// Whether the charts had more than `max_versions` versions: charts were no longer built.
@@ -385,6 +445,7 @@ struct Entries {
 /// counts the entries.
 struct EntriesSeed {
     limits: Limits,
+    capacity: usize,
 }
 
 impl<'de> DeserializeSeed<'de> for EntriesSeed {
@@ -393,6 +454,7 @@ impl<'de> DeserializeSeed<'de> for EntriesSeed {
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Entries, D::Error> {
         struct EntriesVisitor {
             limits: Limits,
+            capacity: usize,
         }
 
         impl<'de> Visitor<'de> for EntriesVisitor {
@@ -415,9 +477,9 @@ impl<'de> DeserializeSeed<'de> for EntriesSeed {
             }
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let hint = map.size_hint().unwrap_or(0).min(self.limits.max_charts);
+                let hint = map.size_hint().unwrap_or(self.capacity);
                 let mut entries = Entries {
-                    charts: Vec::with_capacity(hint),
+                    charts: Charts::with_capacity(hint.min(self.limits.max_charts)),
                     listed: 0,
                     versions_over: false,
                 };
@@ -425,7 +487,7 @@ impl<'de> DeserializeSeed<'de> for EntriesSeed {
                 while let Some(name) = map.next_key::<Text<'de>>()? {
                     entries.listed += 1;
                     if entries.listed > self.limits.max_charts || entries.versions_over {
-                        entries.charts = Vec::new();
+                        entries.charts = Charts::default();
                         map.next_value::<de::IgnoredAny>()?;
                         continue;
                     }
@@ -442,6 +504,7 @@ impl<'de> DeserializeSeed<'de> for EntriesSeed {
 
         deserializer.deserialize_option(EntriesVisitor {
             limits: self.limits,
+            capacity: self.capacity,
         })
     }
 }
@@ -544,4 +607,21 @@ fn build_chart(name: Text<'_>, mut raw: Vec<RawVersion<'_>>) -> Option<Chart> {
             chart_url,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn charts_are_kept_side_by_side() {
+        let text = "entries:\n  a:\n  - version: 1.0.0\n    home: ha\n  b:\n  - version: 1.0.0\n    home: hb\n  c:\n  - version: 1.0.0\n    home: hc\n";
+        let mut charts = parse_whole(text).unwrap();
+        charts.retain(&[true, false, true]);
+        charts.shrink_to_fit();
+        let names: Vec<&str> = charts.summaries.iter().map(|s| s.name.as_str()).collect();
+        let homes: Vec<&str> = charts.extras.iter().map(|e| e.home_url.as_str()).collect();
+        assert_eq!((names, homes), (vec!["a", "c"], vec!["ha", "hc"]));
+        assert_eq!(charts.summaries.capacity(), 2);
+    }
 }

@@ -231,47 +231,60 @@ impl RepoIndex {
     ) -> Result<RepoIndex, String> {
         let mut charts = index::parse(text, limits)?;
         let repository = RString::from(name);
-        for chart in &mut charts {
-            let s = &mut chart.summary;
-            s.identifier = RString::from(format!("{name}/{}", s.name));
+        for (s, extra) in charts.summaries.iter_mut().zip(&mut charts.extras) {
+            let mut identifier = String::with_capacity(name.len() + 1 + s.name.len());
+            identifier.push_str(name);
+            identifier.push('/');
+            identifier.push_str(&s.name);
+            s.identifier = RString::from(identifier);
             s.repository = repository.clone();
-            if let (Some(base), false) = (base, chart.extra.chart_url.is_empty()) {
-                if let Ok(url) = base.join(&chart.extra.chart_url) {
-                    chart.extra.chart_url = url.to_string();
+            if let (Some(base), false) = (base, extra.chart_url.is_empty()) {
+                if let Ok(url) = base.join(&extra.chart_url) {
+                    extra.chart_url = url.as_str().to_owned();
                 }
             }
         }
-        charts.sort_unstable_by(|a, b| a.summary.key_cmp(&b.summary));
+        sort_charts(&mut charts);
         if let Some(pair) = charts
+            .summaries
             .windows(2)
-            .find(|pair| pair[0].summary.name == pair[1].summary.name)
+            .find(|pair| pair[0].name == pair[1].name)
         {
             return Err(format!(
                 "is not valid: chart {:?} appears twice in entries",
-                pair[0].summary.name.as_str()
+                pair[0].name.as_str()
             ));
         }
         // A chart the host would refuse is left out here, so that it costs only itself: served,
         // it would fail every page that reaches it, and with it the whole source.
         let mut dropped: Option<(usize, String)> = None;
-        charts.retain(|chart| {
-            let checked = contract::check_summary(&chart.summary).and_then(|()| {
-                let detail = detail_of(chart.summary.clone(), chart.extra.clone());
-                contract::check_detail(&chart.summary.identifier, &detail)
-            });
-            match checked {
-                Ok(()) => true,
-                Err(violation) => {
-                    match &mut dropped {
-                        Some((count, _)) => *count += 1,
-                        None => dropped = Some((1, violation.into_message())),
+        let keep: Vec<bool> = charts
+            .summaries
+            .iter()
+            .zip(&charts.extras)
+            .map(|(summary, extra)| {
+                let checked = contract::check_summary(summary).and_then(|()| {
+                    let detail = detail_of(summary.clone(), extra.clone());
+                    contract::check_detail(&summary.identifier, &detail)
+                });
+                match checked {
+                    Ok(()) => true,
+                    Err(violation) => {
+                        match &mut dropped {
+                            Some((count, _)) => *count += 1,
+                            None => dropped = Some((1, violation.into_message())),
+                        }
+                        false
                     }
-                    false
                 }
-            }
-        });
-        let (summaries, extras): (Vec<Summary>, Vec<Extra>) =
-            charts.into_iter().map(|c| (c.summary, c.extra)).unzip();
+            })
+            .collect();
+        if dropped.is_some() {
+            charts.retain(&keep);
+            charts.shrink_to_fit();
+        }
+        drop(keep);
+        let index::Charts { summaries, extras } = charts;
         Ok(RepoIndex {
             search: SearchIndex::build(&summaries),
             summaries,
@@ -295,6 +308,37 @@ impl RepoIndex {
         self.summaries
             .binary_search_by(|s| s.name.as_bytes().cmp(name.as_bytes()))
             .ok()
+    }
+}
+
+/// Sorts the charts by `(name, identifier)`, the summaries and the rest of each chart alike, in
+/// place: by a permutation of positions when they are not in order already (Helm writes its
+/// entries sorted by name).
+fn sort_charts(charts: &mut index::Charts) {
+    let summaries = &mut charts.summaries;
+    if summaries.is_sorted_by(|a, b| a.key_cmp(b).is_le()) {
+        return;
+    }
+    let mut order: Vec<usize> = (0..summaries.len()).collect();
+    order.sort_unstable_by(|&a, &b| summaries[a].key_cmp(&summaries[b]));
+    permute(&mut order, |a, b| {
+        summaries.swap(a, b);
+        charts.extras.swap(a, b);
+    });
+}
+
+/// Applies a permutation in place, one cycle at a time, by swaps: afterwards position `i` holds
+/// what position `order[i]` held. `order` is left as the identity.
+fn permute(order: &mut [usize], mut swap: impl FnMut(usize, usize)) {
+    for start in 0..order.len() {
+        let mut at = start;
+        while order[at] != start {
+            let from = order[at];
+            swap(at, from);
+            order[at] = at;
+            at = from;
+        }
+        order[at] = at;
     }
 }
 
