@@ -199,10 +199,15 @@ impl RepoIndex {
             ))
         };
         let mut bytes = Vec::new();
+        let most = limits.max_index_size.saturating_add(1);
         std::fs::File::open(path)
             .and_then(|file| {
-                file.take(limits.max_index_size.saturating_add(1))
-                    .read_to_end(&mut bytes)
+                // Room for the whole file at once: grown by doubling as it is read, the vector
+                // would hold up to twice the text. A file longer than the limit fills the room and
+                // is refused.
+                let size = file.metadata()?.len().min(most);
+                bytes.reserve_exact(usize::try_from(size).unwrap_or(0));
+                file.take(most).read_to_end(&mut bytes)
             })
             .map_err(|e| {
                 PluginError::unavailable(format!(
