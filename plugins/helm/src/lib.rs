@@ -67,6 +67,7 @@ mod split;
 mod version;
 
 use std::{
+    mem,
     path::Path,
     sync::{Arc, Condvar, Mutex, MutexGuard, RwLock},
     time::{Duration, SystemTime},
@@ -141,8 +142,10 @@ impl Plugin for HelmPlugin {
             });
             states.push(state);
         }
+        let loaded = Arc::new(Loaded::new(indexes));
+        give_back_freed_memory();
         let shared = Arc::new(Shared {
-            loaded: RwLock::new(Arc::new(Loaded::new(indexes))),
+            loaded: RwLock::new(loaded),
             states: Mutex::new(states),
             swapping: Mutex::new(()),
             reading: Mutex::new(()),
@@ -504,7 +507,13 @@ impl Shared {
         let mut indexes = loaded.indexes.clone();
         indexes[i] = Some(Arc::new(index));
         let fresh = Arc::new(Loaded::new(indexes));
-        *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        let previous = mem::replace(
+            &mut *self.loaded.write().unwrap_or_else(|e| e.into_inner()),
+            fresh,
+        );
+        // The index replaced is freed here unless a call still holds it.
+        drop((previous, loaded));
+        give_back_freed_memory();
         Ok(())
     }
 
@@ -697,6 +706,28 @@ impl Shared {
             })
             .collect();
         PluginError::unavailable(reasons.join("; "))
+    }
+}
+
+/// Gives the memory `malloc` holds freed back to the system, after an index is read.
+///
+/// The plugin allocates with the C library's `malloc` (the host's allocator is its own); glibc's
+/// keeps what is freed for later requests, and reading an index frees much: its text, each piece's
+/// parse, an index replaced. An index is read rarely and kept long, so that memory would stay
+/// resident and unused until the next read (a third of the process for 1,000,000 small charts).
+/// Nothing is logged: it is called once per index read.
+fn give_back_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> i32;
+        }
+        // SAFETY: `malloc_trim` takes no pointers and is safe to call at any time, from any
+        // thread (glibc locks each arena it trims). Its result only says whether memory was
+        // given back.
+        unsafe {
+            malloc_trim(0);
+        }
     }
 }
 
