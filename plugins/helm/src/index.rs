@@ -329,8 +329,16 @@ impl<'de> Visitor<'de> for IndexSeed {
 struct Text<'a>(Cow<'a, str>);
 
 impl Text<'_> {
+    /// The text in a string of its own, of exactly its length (the parser's owned strings may
+    /// have room to spare).
     fn into_rstring(self) -> RString {
-        RString::from(self.0)
+        match self.0 {
+            Cow::Borrowed(text) => RString::from(text),
+            Cow::Owned(mut text) => {
+                text.shrink_to_fit();
+                RString::from(text)
+            }
+        }
     }
 
     fn as_str(&self) -> &str {
@@ -509,14 +517,21 @@ impl<'de> DeserializeSeed<'de> for EntriesSeed {
     }
 }
 
+/// The items of `values` that `keep`, turned by `into`, in a vector of exactly their number (a
+/// filtered `collect` starts at four, so that one maintainer would hold the room of four).
+fn exact<T, U>(values: Vec<T>, keep: impl Fn(&T) -> bool, into: impl Fn(T) -> U) -> RVec<U> {
+    let mut kept = RVec::with_capacity(values.iter().filter(|v| keep(v)).count());
+    kept.extend(values.into_iter().filter(|v| keep(v)).map(into));
+    kept
+}
+
 /// Non-empty strings of a list, as an `RVec`.
 fn non_empty(values: Option<Vec<Text<'_>>>) -> RVec<RString> {
-    values
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|t| !t.as_str().is_empty())
-        .map(Text::into_rstring)
-        .collect()
+    exact(
+        values.unwrap_or_default(),
+        |t| !t.as_str().is_empty(),
+        Text::into_rstring,
+    )
 }
 
 /// Turns one chart's raw versions into a [`Chart`]; `None` for an empty list or an empty name.
@@ -549,12 +564,14 @@ fn build_chart(name: Text<'_>, mut raw: Vec<RawVersion<'_>>) -> Option<Chart> {
     drop(raw);
     let mut categories: RVec<RString> = RVec::new();
     if let Some(annotations) = latest.annotations.take() {
-        for category in [annotations.category, annotations.artifacthub_category] {
+        let mut distinct: Vec<&str> = Vec::with_capacity(2);
+        for category in [&annotations.category, &annotations.artifacthub_category] {
             let category = category.as_str().trim();
-            if !category.is_empty() && !categories.iter().any(|c| c == category) {
-                categories.push(RString::from(category));
+            if !category.is_empty() && !distinct.contains(&category) {
+                distinct.push(category);
             }
         }
+        categories = exact(distinct, |_| true, RString::from);
     }
     let chart_url = latest
         .urls
@@ -587,21 +604,19 @@ fn build_chart(name: Text<'_>, mut raw: Vec<RawVersion<'_>>) -> Option<Chart> {
             versions,
             home_url: latest.home.into_rstring(),
             source_urls: non_empty(latest.sources),
-            maintainers: latest
-                .maintainers
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|m| {
+            maintainers: exact(
+                latest.maintainers.unwrap_or_default(),
+                |m| {
                     !(m.name.as_str().is_empty()
                         && m.email.as_str().is_empty()
                         && m.url.as_str().is_empty())
-                })
-                .map(|m| Maintainer {
+                },
+                |m| Maintainer {
                     name: m.name.into_rstring(),
                     email: m.email.into_rstring(),
                     url: m.url.into_rstring(),
-                })
-                .collect(),
+                },
+            ),
             deprecated: latest.deprecated.unwrap_or(false),
             keywords: non_empty(latest.keywords),
             chart_url,
@@ -614,6 +629,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn exact_keeps_no_room_to_spare() {
+        let kept = exact(vec![1, 0, 2, 0, 3], |&v| v != 0, |v| v * 2);
+        assert_eq!(kept.as_slice(), [2, 4, 6]);
+        assert_eq!(kept.capacity(), 3);
+        let one = exact(vec!["x"], |_| true, RString::from);
+        assert_eq!(one.capacity(), 1);
+        assert_eq!(exact(vec![0], |&v| v != 0, |v| v).capacity(), 0);
+    }
+
+    #[test]
+    fn owned_text_is_kept_at_its_length() {
+        let mut owned = String::with_capacity(100);
+        owned.push_str("escaped \"text\"");
+        let text = Text(Cow::Owned(owned)).into_rstring();
+        assert_eq!(text, "escaped \"text\"");
+        assert_eq!(text.capacity(), text.len());
+    }
+
+    #[test]
     fn charts_are_kept_side_by_side() {
         let text = "entries:\n  a:\n  - version: 1.0.0\n    home: ha\n  b:\n  - version: 1.0.0\n    home: hb\n  c:\n  - version: 1.0.0\n    home: hc\n";
         let mut charts = parse_whole(text).unwrap();
@@ -623,5 +657,18 @@ mod tests {
         let homes: Vec<&str> = charts.extras.iter().map(|e| e.home_url.as_str()).collect();
         assert_eq!((names, homes), (vec!["a", "c"], vec!["ha", "hc"]));
         assert_eq!(charts.summaries.capacity(), 2);
+    }
+
+    #[test]
+    fn small_lists_are_at_their_length() {
+        let text = "entries:\n  a:\n  - version: 1.0.0\n    keywords: [k, '', j]\n    sources: [s]\n    maintainers: [{name: m}, {}]\n    annotations: {category: C, artifacthub.io/category: ' C '}\n";
+        let charts = parse_whole(text).unwrap();
+        let (summary, extra) = (&charts.summaries[0], &charts.extras[0]);
+        assert_eq!(summary.categories.as_slice(), ["C"]);
+        assert_eq!(summary.categories.capacity(), 1);
+        assert_eq!(extra.keywords.capacity(), 2);
+        assert_eq!(extra.source_urls.capacity(), 1);
+        assert_eq!(extra.maintainers.capacity(), 1);
+        assert_eq!(extra.versions.capacity(), 1);
     }
 }
