@@ -25,17 +25,17 @@
 //! summary and detail as soon as its list has been read, so that only one chart's raw versions are
 //! held at a time.
 
-use std::{borrow::Cow, fmt, marker::PhantomData, mem};
+use std::{borrow::Cow, fmt, marker::PhantomData};
 
 use serde::{
     de::{self, DeserializeSeed, MapAccess, Visitor},
     Deserialize, Deserializer,
 };
 use tributary_plugin_api::{
-    keys, order::normalize_timestamp, Extension, Maintainer, RString, RVec, Summary, Version,
+    keys, order::normalize_timestamp, Extension, Maintainer, RString, RVec, Summary,
 };
 
-use crate::{config::Limits, depth, split, version::rank};
+use crate::{config::Limits, depth, split, version::rank, versions::Versions};
 
 /// One chart of an index: its summary (without `identifier` and `repository`, which the caller sets)
 /// and the rest of its detail.
@@ -88,7 +88,8 @@ impl Charts {
 /// What a chart's detail holds beyond its summary. The README is the summary's description.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Extra {
-    pub versions: RVec<Version>,
+    /// Every version, in the order a detail lists them.
+    pub versions: Versions,
     pub home_url: RString,
     pub source_urls: RVec<RString>,
     pub maintainers: RVec<Maintainer>,
@@ -500,7 +501,9 @@ impl<'de> DeserializeSeed<'de> for EntriesSeed {
                         continue;
                     }
                     let raw: Option<Vec<RawVersion<'de>>> = map.next_value()?;
-                    if let Some(chart) = build_chart(name, raw.unwrap_or_default()) {
+                    if let Some(chart) =
+                        build_chart(name, raw.unwrap_or_default()).map_err(de::Error::custom)?
+                    {
                         versions += chart.extra.versions.len();
                         entries.versions_over = versions > self.limits.max_versions;
                         entries.charts.push(chart);
@@ -535,9 +538,9 @@ fn non_empty(values: Option<Vec<Text<'_>>>) -> RVec<RString> {
 }
 
 /// Turns one chart's raw versions into a [`Chart`]; `None` for an empty list or an empty name.
-fn build_chart(name: Text<'_>, mut raw: Vec<RawVersion<'_>>) -> Option<Chart> {
+fn build_chart(name: Text<'_>, mut raw: Vec<RawVersion<'_>>) -> Result<Option<Chart>, String> {
     if raw.is_empty() || name.as_str().is_empty() {
-        return None;
+        return Ok(None);
     }
     let ranking = rank(raw.iter().map(|v| v.version.as_str()));
     let latest_version = RString::from(raw[ranking.latest].version.as_str());
@@ -546,19 +549,21 @@ fn build_chart(name: Text<'_>, mut raw: Vec<RawVersion<'_>>) -> Option<Chart> {
     // gives none or one that is not RFC 3339.
     let updated = normalize_timestamp(raw[ranking.latest].created.as_str());
 
-    let versions: RVec<Version> = ranking
-        .order
-        .iter()
-        .map(|&i| {
-            let v = &mut raw[i];
-            Version {
-                version: mem::take(&mut v.version).into_rstring(),
-                app_version: mem::take(&mut v.app_version).into_rstring(),
-                created: mem::take(&mut v.created).into_rstring(),
-                digest: mem::take(&mut v.digest).into_rstring(),
-            }
-        })
-        .collect();
+    let versions = Versions::new(ranking.order.iter().map(|&i| {
+        let v = &raw[i];
+        [
+            v.version.as_str(),
+            v.app_version.as_str(),
+            v.created.as_str(),
+            v.digest.as_str(),
+        ]
+    }))
+    .ok_or_else(|| {
+        format!(
+            "chart {:?}: its versions hold more than 4 GiB of text",
+            name.as_str()
+        )
+    })?;
 
     let mut latest = raw.swap_remove(ranking.latest);
     drop(raw);
@@ -583,7 +588,7 @@ fn build_chart(name: Text<'_>, mut raw: Vec<RawVersion<'_>>) -> Option<Chart> {
         .unwrap_or_default();
     let name = name.into_rstring();
 
-    Some(Chart {
+    Ok(Some(Chart {
         summary: Summary {
             identifier: RString::new(),
             display_name: name.clone(),
@@ -621,7 +626,7 @@ fn build_chart(name: Text<'_>, mut raw: Vec<RawVersion<'_>>) -> Option<Chart> {
             keywords: non_empty(latest.keywords),
             chart_url,
         },
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -669,6 +674,65 @@ mod tests {
         assert_eq!(extra.keywords.capacity(), 2);
         assert_eq!(extra.source_urls.capacity(), 1);
         assert_eq!(extra.maintainers.capacity(), 1);
-        assert_eq!(extra.versions.capacity(), 1);
+        assert_eq!(extra.versions.len(), 1);
+    }
+
+    /// The versions of every chart of `text`, made as a detail makes them, against the
+    /// `Version`s the plugin built from the same index before it kept them compact: every field
+    /// of every version, in the same order.
+    fn versions_as_before(text: &str) {
+        use std::collections::BTreeMap;
+        use tributary_plugin_api::Version;
+
+        #[derive(Deserialize)]
+        struct Raw<'a> {
+            #[serde(borrow)]
+            entries: BTreeMap<String, Option<Vec<RawVersion<'a>>>>,
+        }
+        let mut index: Raw = serde_saphyr::from_str(text).unwrap();
+        let charts = parse_whole(text).unwrap();
+        let mut compared = 0;
+        for (summary, extra) in charts.summaries.iter().zip(&charts.extras) {
+            let mut raw = index
+                .entries
+                .get_mut(summary.name.as_str())
+                .and_then(Option::take)
+                .unwrap();
+            // What `build_chart` made before, step for step.
+            let ranking = rank(raw.iter().map(|v| v.version.as_str()));
+            let before: RVec<Version> = ranking
+                .order
+                .iter()
+                .map(|&i| {
+                    let v = &mut raw[i];
+                    Version {
+                        version: std::mem::take(&mut v.version).into_rstring(),
+                        app_version: std::mem::take(&mut v.app_version).into_rstring(),
+                        created: std::mem::take(&mut v.created).into_rstring(),
+                        digest: std::mem::take(&mut v.digest).into_rstring(),
+                    }
+                })
+                .collect();
+            assert_eq!(
+                extra.versions.to_rvec(),
+                before,
+                "{}",
+                summary.name.as_str()
+            );
+            compared += before.len();
+        }
+        assert!(compared > 0);
+    }
+
+    #[test]
+    fn versions_are_materialised_as_they_were_built_before() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/charts");
+        for file in ["bitnami-index.yaml", "community-index.yaml"] {
+            versions_as_before(&std::fs::read_to_string(dir.join(file)).unwrap());
+        }
+        // Versions out of order, not semantic, missing fields, quoted, escaped and non-ASCII.
+        versions_as_before(
+            "entries:\n  a:\n  - version: 1.0.0\n    appVersion: \"1.0\"\n    created: 2023-07-10T10:12:48.000Z\n    digest: abc\n  - version: 2.0.0-rc.1\n    appVersion: \"two \\\"é\\\"\"\n  - version: nightly\n    created: ~\n  - version: v1.2\n    digest: ''\n  - appVersion: none\n  b:\n  - version: 0.1.0\n    created: '2020-01-01'\n",
+        );
     }
 }

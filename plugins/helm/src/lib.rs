@@ -56,7 +56,7 @@
 //! - [`fetch`]: one HTTP(S) fetch with redirects, credentials and validators.
 //! - [`oci`]: reading the charts of an OCI registry into an index document.
 //! - [`index`] and [`split`]: parsing an index into charts, its nesting bounded first by
-//!   [`depth`]; [`version`]: ranking versions.
+//!   [`depth`]; [`version`]: ranking versions; [`versions`]: a chart's versions kept compact.
 
 mod config;
 mod depth;
@@ -65,6 +65,7 @@ mod index;
 mod oci;
 mod split;
 mod version;
+mod versions;
 
 use std::{
     mem,
@@ -272,7 +273,7 @@ impl RepoIndex {
             .zip(&charts.extras)
             .map(|(summary, extra)| {
                 let checked = contract::check_summary(summary).and_then(|()| {
-                    let detail = detail_of(summary.clone(), extra.clone());
+                    let detail = detail_of(summary.clone(), extra);
                     contract::check_detail(&summary.identifier, &detail)
                 });
                 match checked {
@@ -743,21 +744,21 @@ fn refresh_loop(shared: &Shared, i: usize, remote: &Remote, agent: &ureq::Agent)
 }
 
 /// A chart's detail: its summary, the rest beside it, and its download URL.
-fn detail_of(summary: Summary, extra: Extra) -> Detail {
+fn detail_of(summary: Summary, extra: &Extra) -> Detail {
     Detail {
         readme: summary.short_description.clone(),
         summary,
-        versions: extra.versions,
-        home_url: extra.home_url,
-        source_urls: extra.source_urls,
-        maintainers: extra.maintainers,
-        keywords: extra.keywords,
+        versions: extra.versions.to_rvec(),
+        home_url: extra.home_url.clone(),
+        source_urls: extra.source_urls.clone(),
+        maintainers: extra.maintainers.clone(),
+        keywords: extra.keywords.clone(),
         extensions: if extra.chart_url.is_empty() {
             Default::default()
         } else {
             vec![Extension {
                 key: RString::from(keys::DETAIL_DOWNLOAD_URL),
-                value: RString::from(extra.chart_url),
+                value: RString::from(extra.chart_url.as_str()),
             }]
             .into()
         },
@@ -800,10 +801,7 @@ impl PackageSource for HelmSource {
             .as_ref()
             .ok_or_else(|| self.shared.no_index(Some(position)))?;
         let i = index.find(chart).ok_or_else(not_found)?;
-        Ok(detail_of(
-            index.summaries[i].clone(),
-            index.extras[i].clone(),
-        ))
+        Ok(detail_of(index.summaries[i].clone(), &index.extras[i]))
     }
 
     fn call(&self, method: &str, version: u32, payload: &str) -> Result<String, PluginError> {
