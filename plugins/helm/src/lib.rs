@@ -715,8 +715,7 @@ impl Shared {
 /// The plugin allocates with the C library's `malloc` (the host's allocator is its own); glibc's
 /// keeps what is freed for later requests, and reading an index frees much: its text, each piece's
 /// parse, an index replaced. An index is read rarely and kept long, so that memory would stay
-/// resident and unused until the next read (a third of the process for 1,000,000 small charts).
-/// Nothing is logged: it is called once per index read.
+/// resident and unused until the next read. Nothing is logged: it is called once per index read.
 fn give_back_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

@@ -182,6 +182,9 @@ pub(crate) fn parse_in_pieces(text: &str, threads: usize, piece_size: usize) -> 
 
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
+    // Pieces with more charts than this module counted keys (a key such as `-name:`, which it takes
+    // for a sequence item): kept apart, put in their place at the end.
+    let overflow: Mutex<Vec<(usize, Charts)>> = Mutex::new(Vec::new());
     let parse = |i: usize, document: &mut String| {
         let (piece, keys) = pieces[i];
         document.clear();
@@ -190,7 +193,6 @@ pub(crate) fn parse_in_pieces(text: &str, threads: usize, piece_size: usize) -> 
         let mut range = ranges[i].lock().unwrap_or_else(|e| e.into_inner());
         let (summaries, extras) = &mut *range;
         match parse_piece(document, keys) {
-            // More charts than keys: the cut was not where this module thought.
             Ok(parsed) if parsed.len() <= keys => {
                 for (slot, summary) in summaries.iter_mut().zip(parsed.summaries) {
                     *slot = summary;
@@ -199,7 +201,11 @@ pub(crate) fn parse_in_pieces(text: &str, threads: usize, piece_size: usize) -> 
                     *slot = extra;
                 }
             }
-            _ => failed.store(true, Ordering::Relaxed),
+            Ok(parsed) => overflow
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((i, parsed)),
+            Err(_) => failed.store(true, Ordering::Relaxed),
         }
     };
     let work = || {
@@ -232,6 +238,11 @@ pub(crate) fn parse_in_pieces(text: &str, threads: usize, piece_size: usize) -> 
     }
     drop(ranges);
 
+    let mut overflow = overflow.into_inner().unwrap_or_else(|e| e.into_inner());
+    if !overflow.is_empty() {
+        overflow.sort_unstable_by_key(|&(i, _)| i);
+        return Some(with_overflow(charts, &pieces, overflow));
+    }
     // A built chart has a name; the slots left empty are the entries that were not charts.
     if charts.summaries.iter().any(|s| s.name.is_empty()) {
         let keep: Vec<bool> = charts
@@ -243,6 +254,42 @@ pub(crate) fn parse_in_pieces(text: &str, threads: usize, piece_size: usize) -> 
         charts.shrink_to_fit();
     }
     Some(charts)
+}
+
+/// The charts of every piece in order, from its range of `charts` or, for the pieces in
+/// `overflow` (sorted by piece), from their own parse. The slow path of a layout this module
+/// miscounted: the charts are copied once more.
+fn with_overflow(
+    charts: Charts,
+    pieces: &[(&str, usize)],
+    overflow: Vec<(usize, Charts)>,
+) -> Charts {
+    let built = charts
+        .summaries
+        .iter()
+        .filter(|s| !s.name.is_empty())
+        .count();
+    let extra: usize = overflow.iter().map(|(_, parsed)| parsed.len()).sum();
+    let mut all = Charts::with_capacity(built + extra);
+    let mut slots = charts.summaries.into_iter().zip(charts.extras);
+    let mut overflow = overflow.into_iter().peekable();
+    for (i, &(_, keys)) in pieces.iter().enumerate() {
+        let range = slots.by_ref().take(keys);
+        match overflow.next_if(|&(j, _)| j == i) {
+            Some((_, parsed)) => {
+                range.for_each(drop);
+                all.summaries.extend(parsed.summaries);
+                all.extras.extend(parsed.extras);
+            }
+            None => {
+                for (summary, extra) in range.filter(|(s, _)| !s.name.is_empty()) {
+                    all.summaries.push(summary);
+                    all.extras.push(extra);
+                }
+            }
+        }
+    }
+    all
 }
 
 #[cfg(test)]
@@ -374,6 +421,19 @@ mod tests {
         let full = "entries:\n  a:\n  - version: 1.0.0\n  b:\n  - version: 1.0.0\n";
         let charts = parse_in_pieces(full, 2, 1).unwrap();
         assert_eq!((charts.len(), charts.summaries.capacity()), (2, 2));
+    }
+
+    #[test]
+    fn keys_taken_for_sequence_items_keep_their_charts() {
+        // `-b` is a chart name, but its line starts with `-`: the first piece holds two charts
+        // where one key was counted.
+        let text = "entries:\n  a:\n  - version: 1.0.0\n  -b:\n  - version: 2.0.0\n  c: []\n  d:\n  - version: 3.0.0\n  e:\n  - version: 4.0.0\n";
+        assert_eq!(chart_keys(text), Some(4));
+        assert!(pieces_agree(text));
+        let charts = parse_in_pieces(text, 2, 1).unwrap();
+        let names: Vec<&str> = charts.summaries.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["a", "-b", "d", "e"]);
+        assert_eq!(charts.summaries.capacity(), 4);
     }
 
     #[test]
