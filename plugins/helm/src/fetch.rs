@@ -9,6 +9,7 @@
 //! upstream that dribbles its answer cannot hold a refresh past it.
 
 use std::{
+    io::Read as _,
     path::Path,
     sync::Arc,
     time::{Duration, Instant},
@@ -141,12 +142,23 @@ pub(crate) fn fetch(
                     etag: header("etag"),
                     last_modified: header("last-modified"),
                 };
-                let body = response
+                // Room for the whole body at once when its length is known (not when it comes
+                // compressed) and within the limit: grown by doubling as it is read, the vector
+                // would hold up to twice the index.
+                let length = response.body().content_length();
+                let mut body = Vec::with_capacity(
+                    length
+                        .filter(|&length| length <= max_index_size)
+                        .and_then(|length| usize::try_from(length).ok())
+                        .unwrap_or(0),
+                );
+                response
                     .body_mut()
                     .with_config()
                     .limit(max_index_size)
-                    .read_to_vec()
-                    .map_err(|e| match e {
+                    .reader()
+                    .read_to_end(&mut body)
+                    .map_err(|e| match ureq::Error::from(e) {
                         ureq::Error::BodyExceedsLimit(_) => format!(
                             "{}: the index is larger than max_index_size ({max_index_size} bytes)",
                             shown(&url),

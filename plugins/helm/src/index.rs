@@ -25,17 +25,17 @@
 //! summary and detail as soon as its list has been read, so that only one chart's raw versions are
 //! held at a time.
 
-use std::{borrow::Cow, fmt, marker::PhantomData, mem};
+use std::{borrow::Cow, fmt, marker::PhantomData};
 
 use serde::{
     de::{self, DeserializeSeed, MapAccess, Visitor},
     Deserialize, Deserializer,
 };
 use tributary_plugin_api::{
-    keys, order::normalize_timestamp, Extension, Maintainer, RString, RVec, Summary, Version,
+    keys, order::normalize_timestamp, Extension, Maintainer, RString, RVec, Summary,
 };
 
-use crate::{config::Limits, depth, split, version::rank};
+use crate::{config::Limits, depth, split, version::rank, versions::Versions};
 
 /// One chart of an index: its summary (without `identifier` and `repository`, which the caller sets)
 /// and the rest of its detail.
@@ -45,10 +45,51 @@ pub(crate) struct Chart {
     pub extra: Extra,
 }
 
+/// Charts as two arrays side by side, the summaries apart so that they are one slice for listings:
+/// position `i` of each is one chart.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Charts {
+    pub summaries: Vec<Summary>,
+    pub extras: Vec<Extra>,
+}
+
+impl Charts {
+    pub(crate) fn with_capacity(capacity: usize) -> Charts {
+        Charts {
+            summaries: Vec::with_capacity(capacity),
+            extras: Vec::with_capacity(capacity),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.summaries.len()
+    }
+
+    fn push(&mut self, chart: Chart) {
+        self.summaries.push(chart.summary);
+        self.extras.push(chart.extra);
+    }
+
+    /// Keeps the charts for which `keep` is true, in order.
+    pub(crate) fn retain(&mut self, keep: &[bool]) {
+        let mut flags = keep.iter();
+        self.extras.retain(|_| *flags.next().unwrap_or(&false));
+        let mut flags = keep.iter();
+        self.summaries.retain(|_| *flags.next().unwrap_or(&false));
+    }
+
+    /// Gives back the capacity beyond the charts.
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.summaries.shrink_to_fit();
+        self.extras.shrink_to_fit();
+    }
+}
+
 /// What a chart's detail holds beyond its summary. The README is the summary's description.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Extra {
-    pub versions: RVec<Version>,
+    /// Every version, in the order a detail lists them.
+    pub versions: Versions,
     pub home_url: RString,
     pub source_urls: RVec<RString>,
     pub maintainers: RVec<Maintainer>,
@@ -70,17 +111,20 @@ const MAX_THREADS: usize = 8;
 /// the layout Helm writes they are counted before parsing, in any other while parsing, without
 /// building the charts past the limit; likewise past `max_versions` versions in all. A YAML index
 /// larger than [`MAX_WHOLE_YAML`] is read only in pieces. The error completes "index <where> ...".
-pub(crate) fn parse(text: &str, limits: Limits) -> Result<Vec<Chart>, String> {
+pub(crate) fn parse(text: &str, limits: Limits) -> Result<Charts, String> {
     let max_charts = limits.max_charts;
     let too_many = |count: usize| {
         format!("is refused: it has {count} charts, more than max_charts ({max_charts})")
     };
     let entries = if text.trim_start().starts_with('{') {
         let mut json = serde_json::Deserializer::from_str(text);
-        let entries = IndexSeed { limits }
-            .deserialize(&mut json)
-            .and_then(|entries| json.end().map(|()| entries))
-            .map_err(|e| format!("is not valid: JSON: {e}"))?;
+        let entries = IndexSeed {
+            limits,
+            capacity: 0,
+        }
+        .deserialize(&mut json)
+        .and_then(|entries| json.end().map(|()| entries))
+        .map_err(|e| format!("is not valid: JSON: {e}"))?;
         Some(entries)
     } else {
         // Before the parser, naming the line (the parser's own bound is a little higher).
@@ -97,7 +141,7 @@ pub(crate) fn parse(text: &str, limits: Limits) -> Result<Vec<Chart>, String> {
     if entries.listed > max_charts {
         return Err(too_many(entries.listed));
     }
-    let versions: usize = entries.charts.iter().map(|c| c.extra.versions.len()).sum();
+    let versions: usize = entries.charts.extras.iter().map(|e| e.versions.len()).sum();
     if entries.versions_over || versions > limits.max_versions {
         return Err(format!(
             "is refused: it has more than max_versions ({}) versions",
@@ -135,21 +179,31 @@ fn parse_yaml(text: &str, limits: Limits) -> Result<Entries, String> {
             MAX_WHOLE_YAML >> 20
         ));
     }
-    parse_document(text, limits).map_err(|e| format!("is not valid: {}", yaml_error(text, &e)))
+    parse_document(text, limits, 0).map_err(|e| format!("is not valid: {}", yaml_error(text, &e)))
 }
 
 /// Parses the text of an `index.yaml` as one document, with no limit on its charts.
-pub(crate) fn parse_whole(text: &str) -> Result<Vec<Chart>, serde_saphyr::Error> {
+pub(crate) fn parse_whole(text: &str) -> Result<Charts, serde_saphyr::Error> {
+    parse_piece(text, 0)
+}
+
+/// [`parse_whole`] for a document of about `charts` charts: its arrays are sized for them.
+pub(crate) fn parse_piece(text: &str, charts: usize) -> Result<Charts, serde_saphyr::Error> {
     let limits = Limits {
         max_index_size: u64::MAX,
         max_charts: usize::MAX,
         max_versions: usize::MAX,
     };
-    Ok(parse_document(text, limits)?.charts)
+    Ok(parse_document(text, limits, charts)?.charts)
 }
 
-/// Parses one YAML document with [`IndexSeed`], as the YAML 1.2 core schema reads it.
-fn parse_document(text: &str, limits: Limits) -> Result<Entries, serde_saphyr::Error> {
+/// Parses one YAML document with [`IndexSeed`], as the YAML 1.2 core schema reads it; its arrays
+/// start with room for `charts` charts.
+fn parse_document(
+    text: &str,
+    limits: Limits,
+    charts: usize,
+) -> Result<Entries, serde_saphyr::Error> {
     let options = serde_saphyr::options! {
         // The nesting was bounded before (`depth::check`), which counts one level less for each
         // sequence written at its key's indentation (Helm writes two such on a path).
@@ -174,7 +228,11 @@ fn parse_document(text: &str, limits: Limits) -> Result<Entries, serde_saphyr::E
         with_snippet: false,
     };
     serde_saphyr::with_deserializer_from_str_with_options(text, options, |document| {
-        IndexSeed { limits }.deserialize(document)
+        IndexSeed {
+            limits,
+            capacity: charts,
+        }
+        .deserialize(document)
     })
 }
 
@@ -226,6 +284,8 @@ impl serde_saphyr::localizer::Localizer for Wording {
 /// Reads an index document: its `entries` with [`EntriesSeed`], every other key skipped.
 struct IndexSeed {
     limits: Limits,
+    /// The charts the arrays start with room for.
+    capacity: usize,
 }
 
 impl<'de> DeserializeSeed<'de> for IndexSeed {
@@ -257,6 +317,7 @@ impl<'de> Visitor<'de> for IndexSeed {
             } else {
                 entries = Some(map.next_value_seed(EntriesSeed {
                     limits: self.limits,
+                    capacity: self.capacity,
                 })?);
             }
         }
@@ -269,8 +330,16 @@ impl<'de> Visitor<'de> for IndexSeed {
 struct Text<'a>(Cow<'a, str>);
 
 impl Text<'_> {
+    /// The text in a string of its own, of exactly its length (the parser's owned strings may
+    /// have room to spare).
     fn into_rstring(self) -> RString {
-        RString::from(self.0)
+        match self.0 {
+            Cow::Borrowed(text) => RString::from(text),
+            Cow::Owned(mut text) => {
+                text.shrink_to_fit();
+                RString::from(text)
+            }
+        }
     }
 
     fn as_str(&self) -> &str {
@@ -374,7 +443,7 @@ struct RawAnnotations<'a> {
 #[derive(Default)]
 struct Entries {
     /// The first `max_charts` charts.
-    charts: Vec<Chart>,
+    charts: Charts,
     /// The entries the mapping has, charts or not, built or not.
     listed: usize,
     /// Whether the charts had more than `max_versions` versions: charts were no longer built.
@@ -385,6 +454,7 @@ struct Entries {
 /// counts the entries.
 struct EntriesSeed {
     limits: Limits,
+    capacity: usize,
 }
 
 impl<'de> DeserializeSeed<'de> for EntriesSeed {
@@ -393,6 +463,7 @@ impl<'de> DeserializeSeed<'de> for EntriesSeed {
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Entries, D::Error> {
         struct EntriesVisitor {
             limits: Limits,
+            capacity: usize,
         }
 
         impl<'de> Visitor<'de> for EntriesVisitor {
@@ -415,9 +486,9 @@ impl<'de> DeserializeSeed<'de> for EntriesSeed {
             }
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let hint = map.size_hint().unwrap_or(0).min(self.limits.max_charts);
+                let hint = map.size_hint().unwrap_or(self.capacity);
                 let mut entries = Entries {
-                    charts: Vec::with_capacity(hint),
+                    charts: Charts::with_capacity(hint.min(self.limits.max_charts)),
                     listed: 0,
                     versions_over: false,
                 };
@@ -425,12 +496,14 @@ impl<'de> DeserializeSeed<'de> for EntriesSeed {
                 while let Some(name) = map.next_key::<Text<'de>>()? {
                     entries.listed += 1;
                     if entries.listed > self.limits.max_charts || entries.versions_over {
-                        entries.charts = Vec::new();
+                        entries.charts = Charts::default();
                         map.next_value::<de::IgnoredAny>()?;
                         continue;
                     }
                     let raw: Option<Vec<RawVersion<'de>>> = map.next_value()?;
-                    if let Some(chart) = build_chart(name, raw.unwrap_or_default()) {
+                    if let Some(chart) =
+                        build_chart(name, raw.unwrap_or_default()).map_err(de::Error::custom)?
+                    {
                         versions += chart.extra.versions.len();
                         entries.versions_over = versions > self.limits.max_versions;
                         entries.charts.push(chart);
@@ -442,24 +515,32 @@ impl<'de> DeserializeSeed<'de> for EntriesSeed {
 
         deserializer.deserialize_option(EntriesVisitor {
             limits: self.limits,
+            capacity: self.capacity,
         })
     }
 }
 
+/// The items of `values` that `keep`, turned by `into`, in a vector of exactly their number (a
+/// filtered `collect` starts at four, so that one maintainer would hold the room of four).
+fn exact<T, U>(values: Vec<T>, keep: impl Fn(&T) -> bool, into: impl Fn(T) -> U) -> RVec<U> {
+    let mut kept = RVec::with_capacity(values.iter().filter(|v| keep(v)).count());
+    kept.extend(values.into_iter().filter(|v| keep(v)).map(into));
+    kept
+}
+
 /// Non-empty strings of a list, as an `RVec`.
 fn non_empty(values: Option<Vec<Text<'_>>>) -> RVec<RString> {
-    values
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|t| !t.as_str().is_empty())
-        .map(Text::into_rstring)
-        .collect()
+    exact(
+        values.unwrap_or_default(),
+        |t| !t.as_str().is_empty(),
+        Text::into_rstring,
+    )
 }
 
 /// Turns one chart's raw versions into a [`Chart`]; `None` for an empty list or an empty name.
-fn build_chart(name: Text<'_>, mut raw: Vec<RawVersion<'_>>) -> Option<Chart> {
+fn build_chart(name: Text<'_>, mut raw: Vec<RawVersion<'_>>) -> Result<Option<Chart>, String> {
     if raw.is_empty() || name.as_str().is_empty() {
-        return None;
+        return Ok(None);
     }
     let ranking = rank(raw.iter().map(|v| v.version.as_str()));
     let latest_version = RString::from(raw[ranking.latest].version.as_str());
@@ -468,30 +549,34 @@ fn build_chart(name: Text<'_>, mut raw: Vec<RawVersion<'_>>) -> Option<Chart> {
     // gives none or one that is not RFC 3339.
     let updated = normalize_timestamp(raw[ranking.latest].created.as_str());
 
-    let versions: RVec<Version> = ranking
-        .order
-        .iter()
-        .map(|&i| {
-            let v = &mut raw[i];
-            Version {
-                version: mem::take(&mut v.version).into_rstring(),
-                app_version: mem::take(&mut v.app_version).into_rstring(),
-                created: mem::take(&mut v.created).into_rstring(),
-                digest: mem::take(&mut v.digest).into_rstring(),
-            }
-        })
-        .collect();
+    let versions = Versions::new(ranking.order.iter().map(|&i| {
+        let v = &raw[i];
+        [
+            v.version.as_str(),
+            v.app_version.as_str(),
+            v.created.as_str(),
+            v.digest.as_str(),
+        ]
+    }))
+    .ok_or_else(|| {
+        format!(
+            "chart {:?}: its versions hold more than 4 GiB of text",
+            name.as_str()
+        )
+    })?;
 
     let mut latest = raw.swap_remove(ranking.latest);
     drop(raw);
     let mut categories: RVec<RString> = RVec::new();
     if let Some(annotations) = latest.annotations.take() {
-        for category in [annotations.category, annotations.artifacthub_category] {
+        let mut distinct: Vec<&str> = Vec::with_capacity(2);
+        for category in [&annotations.category, &annotations.artifacthub_category] {
             let category = category.as_str().trim();
-            if !category.is_empty() && !categories.iter().any(|c| c == category) {
-                categories.push(RString::from(category));
+            if !category.is_empty() && !distinct.contains(&category) {
+                distinct.push(category);
             }
         }
+        categories = exact(distinct, |_| true, RString::from);
     }
     let chart_url = latest
         .urls
@@ -503,7 +588,7 @@ fn build_chart(name: Text<'_>, mut raw: Vec<RawVersion<'_>>) -> Option<Chart> {
         .unwrap_or_default();
     let name = name.into_rstring();
 
-    Some(Chart {
+    Ok(Some(Chart {
         summary: Summary {
             identifier: RString::new(),
             display_name: name.clone(),
@@ -524,24 +609,130 @@ fn build_chart(name: Text<'_>, mut raw: Vec<RawVersion<'_>>) -> Option<Chart> {
             versions,
             home_url: latest.home.into_rstring(),
             source_urls: non_empty(latest.sources),
-            maintainers: latest
-                .maintainers
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|m| {
+            maintainers: exact(
+                latest.maintainers.unwrap_or_default(),
+                |m| {
                     !(m.name.as_str().is_empty()
                         && m.email.as_str().is_empty()
                         && m.url.as_str().is_empty())
-                })
-                .map(|m| Maintainer {
+                },
+                |m| Maintainer {
                     name: m.name.into_rstring(),
                     email: m.email.into_rstring(),
                     url: m.url.into_rstring(),
-                })
-                .collect(),
+                },
+            ),
             deprecated: latest.deprecated.unwrap_or(false),
             keywords: non_empty(latest.keywords),
             chart_url,
         },
-    })
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_keeps_no_room_to_spare() {
+        let kept = exact(vec![1, 0, 2, 0, 3], |&v| v != 0, |v| v * 2);
+        assert_eq!(kept.as_slice(), [2, 4, 6]);
+        assert_eq!(kept.capacity(), 3);
+        let one = exact(vec!["x"], |_| true, RString::from);
+        assert_eq!(one.capacity(), 1);
+        assert_eq!(exact(vec![0], |&v| v != 0, |v| v).capacity(), 0);
+    }
+
+    #[test]
+    fn owned_text_is_kept_at_its_length() {
+        let mut owned = String::with_capacity(100);
+        owned.push_str("escaped \"text\"");
+        let text = Text(Cow::Owned(owned)).into_rstring();
+        assert_eq!(text, "escaped \"text\"");
+        assert_eq!(text.capacity(), text.len());
+    }
+
+    #[test]
+    fn charts_are_kept_side_by_side() {
+        let text = "entries:\n  a:\n  - version: 1.0.0\n    home: ha\n  b:\n  - version: 1.0.0\n    home: hb\n  c:\n  - version: 1.0.0\n    home: hc\n";
+        let mut charts = parse_whole(text).unwrap();
+        charts.retain(&[true, false, true]);
+        charts.shrink_to_fit();
+        let names: Vec<&str> = charts.summaries.iter().map(|s| s.name.as_str()).collect();
+        let homes: Vec<&str> = charts.extras.iter().map(|e| e.home_url.as_str()).collect();
+        assert_eq!((names, homes), (vec!["a", "c"], vec!["ha", "hc"]));
+        assert_eq!(charts.summaries.capacity(), 2);
+    }
+
+    #[test]
+    fn small_lists_are_at_their_length() {
+        let text = "entries:\n  a:\n  - version: 1.0.0\n    keywords: [k, '', j]\n    sources: [s]\n    maintainers: [{name: m}, {}]\n    annotations: {category: C, artifacthub.io/category: ' C '}\n";
+        let charts = parse_whole(text).unwrap();
+        let (summary, extra) = (&charts.summaries[0], &charts.extras[0]);
+        assert_eq!(summary.categories.as_slice(), ["C"]);
+        assert_eq!(summary.categories.capacity(), 1);
+        assert_eq!(extra.keywords.capacity(), 2);
+        assert_eq!(extra.source_urls.capacity(), 1);
+        assert_eq!(extra.maintainers.capacity(), 1);
+        assert_eq!(extra.versions.len(), 1);
+    }
+
+    /// The versions of every chart of `text`, made as a detail makes them, against the
+    /// `Version`s the plugin built from the same index before it kept them compact: every field
+    /// of every version, in the same order.
+    fn versions_as_before(text: &str) {
+        use std::collections::BTreeMap;
+        use tributary_plugin_api::Version;
+
+        #[derive(Deserialize)]
+        struct Raw<'a> {
+            #[serde(borrow)]
+            entries: BTreeMap<String, Option<Vec<RawVersion<'a>>>>,
+        }
+        let mut index: Raw = serde_saphyr::from_str(text).unwrap();
+        let charts = parse_whole(text).unwrap();
+        let mut compared = 0;
+        for (summary, extra) in charts.summaries.iter().zip(&charts.extras) {
+            let mut raw = index
+                .entries
+                .get_mut(summary.name.as_str())
+                .and_then(Option::take)
+                .unwrap();
+            // What `build_chart` made before, step for step.
+            let ranking = rank(raw.iter().map(|v| v.version.as_str()));
+            let before: RVec<Version> = ranking
+                .order
+                .iter()
+                .map(|&i| {
+                    let v = &mut raw[i];
+                    Version {
+                        version: std::mem::take(&mut v.version).into_rstring(),
+                        app_version: std::mem::take(&mut v.app_version).into_rstring(),
+                        created: std::mem::take(&mut v.created).into_rstring(),
+                        digest: std::mem::take(&mut v.digest).into_rstring(),
+                    }
+                })
+                .collect();
+            assert_eq!(
+                extra.versions.to_rvec(),
+                before,
+                "{}",
+                summary.name.as_str()
+            );
+            compared += before.len();
+        }
+        assert!(compared > 0);
+    }
+
+    #[test]
+    fn versions_are_materialised_as_they_were_built_before() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/charts");
+        for file in ["bitnami-index.yaml", "community-index.yaml"] {
+            versions_as_before(&std::fs::read_to_string(dir.join(file)).unwrap());
+        }
+        // Versions out of order, not semantic, missing fields, quoted, escaped and non-ASCII.
+        versions_as_before(
+            "entries:\n  a:\n  - version: 1.0.0\n    appVersion: \"1.0\"\n    created: 2023-07-10T10:12:48.000Z\n    digest: abc\n  - version: 2.0.0-rc.1\n    appVersion: \"two \\\"é\\\"\"\n  - version: nightly\n    created: ~\n  - version: v1.2\n    digest: ''\n  - appVersion: none\n  b:\n  - version: 0.1.0\n    created: '2020-01-01'\n",
+        );
+    }
 }

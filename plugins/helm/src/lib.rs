@@ -56,7 +56,7 @@
 //! - [`fetch`]: one HTTP(S) fetch with redirects, credentials and validators.
 //! - [`oci`]: reading the charts of an OCI registry into an index document.
 //! - [`index`] and [`split`]: parsing an index into charts, its nesting bounded first by
-//!   [`depth`]; [`version`]: ranking versions.
+//!   [`depth`]; [`version`]: ranking versions; [`versions`]: a chart's versions kept compact.
 
 mod config;
 mod depth;
@@ -65,8 +65,10 @@ mod index;
 mod oci;
 mod split;
 mod version;
+mod versions;
 
 use std::{
+    mem,
     path::Path,
     sync::{Arc, Condvar, Mutex, MutexGuard, RwLock},
     time::{Duration, SystemTime},
@@ -141,8 +143,10 @@ impl Plugin for HelmPlugin {
             });
             states.push(state);
         }
+        let loaded = Arc::new(Loaded::new(indexes));
+        give_back_freed_memory();
         let shared = Arc::new(Shared {
-            loaded: RwLock::new(Arc::new(Loaded::new(indexes))),
+            loaded: RwLock::new(loaded),
             states: Mutex::new(states),
             swapping: Mutex::new(()),
             reading: Mutex::new(()),
@@ -199,10 +203,15 @@ impl RepoIndex {
             ))
         };
         let mut bytes = Vec::new();
+        let most = limits.max_index_size.saturating_add(1);
         std::fs::File::open(path)
             .and_then(|file| {
-                file.take(limits.max_index_size.saturating_add(1))
-                    .read_to_end(&mut bytes)
+                // Room for the whole file at once: grown by doubling as it is read, the vector
+                // would hold up to twice the text. A file longer than the limit fills the room and
+                // is refused.
+                let size = file.metadata()?.len().min(most);
+                bytes.reserve_exact(usize::try_from(size).unwrap_or(0));
+                file.take(most).read_to_end(&mut bytes)
             })
             .map_err(|e| {
                 PluginError::unavailable(format!(
@@ -231,47 +240,60 @@ impl RepoIndex {
     ) -> Result<RepoIndex, String> {
         let mut charts = index::parse(text, limits)?;
         let repository = RString::from(name);
-        for chart in &mut charts {
-            let s = &mut chart.summary;
-            s.identifier = RString::from(format!("{name}/{}", s.name));
+        for (s, extra) in charts.summaries.iter_mut().zip(&mut charts.extras) {
+            let mut identifier = String::with_capacity(name.len() + 1 + s.name.len());
+            identifier.push_str(name);
+            identifier.push('/');
+            identifier.push_str(&s.name);
+            s.identifier = RString::from(identifier);
             s.repository = repository.clone();
-            if let (Some(base), false) = (base, chart.extra.chart_url.is_empty()) {
-                if let Ok(url) = base.join(&chart.extra.chart_url) {
-                    chart.extra.chart_url = url.to_string();
+            if let (Some(base), false) = (base, extra.chart_url.is_empty()) {
+                if let Ok(url) = base.join(&extra.chart_url) {
+                    extra.chart_url = url.as_str().to_owned();
                 }
             }
         }
-        charts.sort_unstable_by(|a, b| a.summary.key_cmp(&b.summary));
+        sort_charts(&mut charts);
         if let Some(pair) = charts
+            .summaries
             .windows(2)
-            .find(|pair| pair[0].summary.name == pair[1].summary.name)
+            .find(|pair| pair[0].name == pair[1].name)
         {
             return Err(format!(
                 "is not valid: chart {:?} appears twice in entries",
-                pair[0].summary.name.as_str()
+                pair[0].name.as_str()
             ));
         }
         // A chart the host would refuse is left out here, so that it costs only itself: served,
         // it would fail every page that reaches it, and with it the whole source.
         let mut dropped: Option<(usize, String)> = None;
-        charts.retain(|chart| {
-            let checked = contract::check_summary(&chart.summary).and_then(|()| {
-                let detail = detail_of(chart.summary.clone(), chart.extra.clone());
-                contract::check_detail(&chart.summary.identifier, &detail)
-            });
-            match checked {
-                Ok(()) => true,
-                Err(violation) => {
-                    match &mut dropped {
-                        Some((count, _)) => *count += 1,
-                        None => dropped = Some((1, violation.into_message())),
+        let keep: Vec<bool> = charts
+            .summaries
+            .iter()
+            .zip(&charts.extras)
+            .map(|(summary, extra)| {
+                let checked = contract::check_summary(summary).and_then(|()| {
+                    let detail = detail_of(summary.clone(), extra);
+                    contract::check_detail(&summary.identifier, &detail)
+                });
+                match checked {
+                    Ok(()) => true,
+                    Err(violation) => {
+                        match &mut dropped {
+                            Some((count, _)) => *count += 1,
+                            None => dropped = Some((1, violation.into_message())),
+                        }
+                        false
                     }
-                    false
                 }
-            }
-        });
-        let (summaries, extras): (Vec<Summary>, Vec<Extra>) =
-            charts.into_iter().map(|c| (c.summary, c.extra)).unzip();
+            })
+            .collect();
+        if dropped.is_some() {
+            charts.retain(&keep);
+            charts.shrink_to_fit();
+        }
+        drop(keep);
+        let index::Charts { summaries, extras } = charts;
         Ok(RepoIndex {
             search: SearchIndex::build(&summaries),
             summaries,
@@ -295,6 +317,37 @@ impl RepoIndex {
         self.summaries
             .binary_search_by(|s| s.name.as_bytes().cmp(name.as_bytes()))
             .ok()
+    }
+}
+
+/// Sorts the charts by `(name, identifier)`, the summaries and the rest of each chart alike, in
+/// place: by a permutation of positions when they are not in order already (Helm writes its
+/// entries sorted by name).
+fn sort_charts(charts: &mut index::Charts) {
+    let summaries = &mut charts.summaries;
+    if summaries.is_sorted_by(|a, b| a.key_cmp(b).is_le()) {
+        return;
+    }
+    let mut order: Vec<usize> = (0..summaries.len()).collect();
+    order.sort_unstable_by(|&a, &b| summaries[a].key_cmp(&summaries[b]));
+    permute(&mut order, |a, b| {
+        summaries.swap(a, b);
+        charts.extras.swap(a, b);
+    });
+}
+
+/// Applies a permutation in place, one cycle at a time, by swaps: afterwards position `i` holds
+/// what position `order[i]` held. `order` is left as the identity.
+fn permute(order: &mut [usize], mut swap: impl FnMut(usize, usize)) {
+    for start in 0..order.len() {
+        let mut at = start;
+        while order[at] != start {
+            let from = order[at];
+            swap(at, from);
+            order[at] = at;
+            at = from;
+        }
+        order[at] = at;
     }
 }
 
@@ -455,7 +508,13 @@ impl Shared {
         let mut indexes = loaded.indexes.clone();
         indexes[i] = Some(Arc::new(index));
         let fresh = Arc::new(Loaded::new(indexes));
-        *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        let previous = mem::replace(
+            &mut *self.loaded.write().unwrap_or_else(|e| e.into_inner()),
+            fresh,
+        );
+        // The index replaced is freed here unless a call still holds it.
+        drop((previous, loaded));
+        give_back_freed_memory();
         Ok(())
     }
 
@@ -651,6 +710,27 @@ impl Shared {
     }
 }
 
+/// Gives the memory `malloc` holds freed back to the system, after an index is read.
+///
+/// The plugin allocates with the C library's `malloc` (the host's allocator is its own); glibc's
+/// keeps what is freed for later requests, and reading an index frees much: its text, each piece's
+/// parse, an index replaced. An index is read rarely and kept long, so that memory would stay
+/// resident and unused until the next read. Nothing is logged: it is called once per index read.
+fn give_back_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> i32;
+        }
+        // SAFETY: `malloc_trim` takes no pointers and is safe to call at any time, from any
+        // thread (glibc locks each arena it trims). Its result only says whether memory was
+        // given back.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+}
+
 /// Fetches a remote repository every `refresh_interval` (jittered) until the source is dropped.
 fn refresh_loop(shared: &Shared, i: usize, remote: &Remote, agent: &ureq::Agent) {
     let mut oci_cache = oci::Cache::default();
@@ -663,21 +743,21 @@ fn refresh_loop(shared: &Shared, i: usize, remote: &Remote, agent: &ureq::Agent)
 }
 
 /// A chart's detail: its summary, the rest beside it, and its download URL.
-fn detail_of(summary: Summary, extra: Extra) -> Detail {
+fn detail_of(summary: Summary, extra: &Extra) -> Detail {
     Detail {
         readme: summary.short_description.clone(),
         summary,
-        versions: extra.versions,
-        home_url: extra.home_url,
-        source_urls: extra.source_urls,
-        maintainers: extra.maintainers,
-        keywords: extra.keywords,
+        versions: extra.versions.to_rvec(),
+        home_url: extra.home_url.clone(),
+        source_urls: extra.source_urls.clone(),
+        maintainers: extra.maintainers.clone(),
+        keywords: extra.keywords.clone(),
         extensions: if extra.chart_url.is_empty() {
             Default::default()
         } else {
             vec![Extension {
                 key: RString::from(keys::DETAIL_DOWNLOAD_URL),
-                value: RString::from(extra.chart_url),
+                value: RString::from(extra.chart_url.as_str()),
             }]
             .into()
         },
@@ -720,10 +800,7 @@ impl PackageSource for HelmSource {
             .as_ref()
             .ok_or_else(|| self.shared.no_index(Some(position)))?;
         let i = index.find(chart).ok_or_else(not_found)?;
-        Ok(detail_of(
-            index.summaries[i].clone(),
-            index.extras[i].clone(),
-        ))
+        Ok(detail_of(index.summaries[i].clone(), &index.extras[i]))
     }
 
     fn call(&self, method: &str, version: u32, payload: &str) -> Result<String, PluginError> {

@@ -20,6 +20,7 @@
 //! their line numbers) are always those of parsing the whole file.
 
 use std::{
+    mem,
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
         Mutex,
@@ -27,7 +28,9 @@ use std::{
     thread,
 };
 
-use crate::index::{parse_whole, Chart, MAX_WHOLE_YAML};
+use tributary_plugin_api::Summary;
+
+use crate::index::{parse_piece, parse_whole, Charts, Extra, MAX_WHOLE_YAML};
 
 /// Where a file's `entries` block is, and where its charts start.
 struct Layout<'a> {
@@ -115,17 +118,18 @@ impl<'a> Layout<'a> {
         })
     }
 
-    /// The pieces of the block, cut at chart keys, each about `piece_size` bytes or more.
-    fn pieces(&self, piece_size: usize) -> Vec<&'a str> {
+    /// The pieces of the block, cut at chart keys, each about `piece_size` bytes or more, with the
+    /// number of chart keys each holds.
+    fn pieces(&self, piece_size: usize) -> Vec<(&'a str, usize)> {
         let mut pieces = Vec::new();
-        let mut start = 0;
-        for &key in &self.keys[1..] {
+        let (mut start, mut first) = (0, 0);
+        for (i, &key) in self.keys.iter().enumerate().skip(1) {
             if key - start >= piece_size {
-                pieces.push(&self.block[start..key]);
-                start = key;
+                pieces.push((&self.block[start..key], i - first));
+                (start, first) = (key, i);
             }
         }
-        pieces.push(&self.block[start..]);
+        pieces.push((&self.block[start..], self.keys.len() - first));
         pieces
     }
 }
@@ -139,11 +143,16 @@ pub(crate) fn chart_keys(text: &str) -> Option<usize> {
 /// Parses `text` in pieces of about `piece_size` bytes on up to `threads` threads. `None` when the
 /// file's layout is not one this module cuts, or when any piece fails to parse: the caller then
 /// parses the whole file.
-pub(crate) fn parse_in_pieces(text: &str, threads: usize, piece_size: usize) -> Option<Vec<Chart>> {
+///
+/// The arrays the charts are kept in are sized once, for every chart key of the file, and each
+/// piece moves its charts into its own range of them as soon as it is parsed; the ranges of entries
+/// that were not charts (no versions) are closed up at the end. So the charts are never held twice
+/// but for the pieces being parsed, and no array grows by doubling.
+pub(crate) fn parse_in_pieces(text: &str, threads: usize, piece_size: usize) -> Option<Charts> {
     let layout = Layout::find(text)?;
 
     let rest = format!("{}{}", layout.header, layout.trailer);
-    if !parse_whole(&rest).ok()?.is_empty() {
+    if !parse_whole(&rest).ok()?.summaries.is_empty() {
         return None;
     }
 
@@ -151,21 +160,51 @@ pub(crate) fn parse_in_pieces(text: &str, threads: usize, piece_size: usize) -> 
     // A piece over the size parsed whole is not parsed at all, as a whole index over it is not;
     // pieces much larger than `piece_size` (one chart with many versions) are parsed one at a time
     // after the others, not side by side.
-    if pieces.iter().any(|p| p.len() > MAX_WHOLE_YAML) {
+    if pieces.iter().any(|(p, _)| p.len() > MAX_WHOLE_YAML) {
         return None;
     }
     let is_big = |piece: &str| piece.len() > 2 * piece_size;
+
+    let mut charts = Charts::with_capacity(layout.keys.len());
+    charts
+        .summaries
+        .resize_with(layout.keys.len(), Summary::default);
+    charts.extras.resize_with(layout.keys.len(), Extra::default);
+    let mut ranges = Vec::with_capacity(pieces.len());
+    let (mut summaries, mut extras) = (&mut charts.summaries[..], &mut charts.extras[..]);
+    for &(_, keys) in &pieces {
+        let (these, rest) = mem::take(&mut summaries).split_at_mut(keys);
+        summaries = rest;
+        let (these_extras, rest) = mem::take(&mut extras).split_at_mut(keys);
+        extras = rest;
+        ranges.push(Mutex::new((these, these_extras)));
+    }
+
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
-    let results: Mutex<Vec<Option<Vec<Chart>>>> =
-        Mutex::new(std::iter::repeat_with(|| None).take(pieces.len()).collect());
-
-    let parse = |i: usize, piece: &str, document: &mut String| {
+    // Pieces with more charts than this module counted keys (a key such as `-name:`, which it takes
+    // for a sequence item): kept apart, put in their place at the end.
+    let overflow: Mutex<Vec<(usize, Charts)>> = Mutex::new(Vec::new());
+    let parse = |i: usize, document: &mut String| {
+        let (piece, keys) = pieces[i];
         document.clear();
         document.push_str("entries:\n");
         document.push_str(piece);
-        match parse_whole(document) {
-            Ok(charts) => results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(charts),
+        let mut range = ranges[i].lock().unwrap_or_else(|e| e.into_inner());
+        let (summaries, extras) = &mut *range;
+        match parse_piece(document, keys) {
+            Ok(parsed) if parsed.len() <= keys => {
+                for (slot, summary) in summaries.iter_mut().zip(parsed.summaries) {
+                    *slot = summary;
+                }
+                for (slot, extra) in extras.iter_mut().zip(parsed.extras) {
+                    *slot = extra;
+                }
+            }
+            Ok(parsed) => overflow
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((i, parsed)),
             Err(_) => failed.store(true, Ordering::Relaxed),
         }
     };
@@ -173,9 +212,11 @@ pub(crate) fn parse_in_pieces(text: &str, threads: usize, piece_size: usize) -> 
         let mut document = String::new();
         while !failed.load(Ordering::Relaxed) {
             let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(piece) = pieces.get(i) else { break };
+            let Some(&(piece, _)) = pieces.get(i) else {
+                break;
+            };
             if !is_big(piece) {
-                parse(i, piece, &mut document);
+                parse(i, &mut document);
             }
         }
     };
@@ -186,21 +227,69 @@ pub(crate) fn parse_in_pieces(text: &str, threads: usize, piece_size: usize) -> 
         work();
     });
     let mut document = String::new();
-    for (i, piece) in pieces.iter().enumerate() {
+    for (i, &(piece, _)) in pieces.iter().enumerate() {
         if is_big(piece) && !failed.load(Ordering::Relaxed) {
-            parse(i, piece, &mut document);
+            parse(i, &mut document);
         }
     }
+    drop(document);
     if failed.load(Ordering::Relaxed) {
         return None;
     }
+    drop(ranges);
 
-    let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
-    let mut charts = Vec::with_capacity(results.iter().flatten().map(Vec::len).sum());
-    for piece in results {
-        charts.extend(piece?);
+    let mut overflow = overflow.into_inner().unwrap_or_else(|e| e.into_inner());
+    if !overflow.is_empty() {
+        overflow.sort_unstable_by_key(|&(i, _)| i);
+        return Some(with_overflow(charts, &pieces, overflow));
+    }
+    // A built chart has a name; the slots left empty are the entries that were not charts.
+    if charts.summaries.iter().any(|s| s.name.is_empty()) {
+        let keep: Vec<bool> = charts
+            .summaries
+            .iter()
+            .map(|s| !s.name.is_empty())
+            .collect();
+        charts.retain(&keep);
+        charts.shrink_to_fit();
     }
     Some(charts)
+}
+
+/// The charts of every piece in order, from its range of `charts` or, for the pieces in
+/// `overflow` (sorted by piece), from their own parse. The slow path of a layout this module
+/// miscounted: the charts are copied once more.
+fn with_overflow(
+    charts: Charts,
+    pieces: &[(&str, usize)],
+    overflow: Vec<(usize, Charts)>,
+) -> Charts {
+    let built = charts
+        .summaries
+        .iter()
+        .filter(|s| !s.name.is_empty())
+        .count();
+    let extra: usize = overflow.iter().map(|(_, parsed)| parsed.len()).sum();
+    let mut all = Charts::with_capacity(built + extra);
+    let mut slots = charts.summaries.into_iter().zip(charts.extras);
+    let mut overflow = overflow.into_iter().peekable();
+    for (i, &(_, keys)) in pieces.iter().enumerate() {
+        let range = slots.by_ref().take(keys);
+        match overflow.next_if(|&(j, _)| j == i) {
+            Some((_, parsed)) => {
+                range.for_each(drop);
+                all.summaries.extend(parsed.summaries);
+                all.extras.extend(parsed.extras);
+            }
+            None => {
+                for (summary, extra) in range.filter(|(s, _)| !s.name.is_empty()) {
+                    all.summaries.push(summary);
+                    all.extras.push(extra);
+                }
+            }
+        }
+    }
+    all
 }
 
 #[cfg(test)]
@@ -253,13 +342,20 @@ mod tests {
     fn pieces_cover_the_block() {
         let text = "entries:\n  a:\n  - version: 1.0.0\n  b:\n  - version: 1.0.0\n  c:\n  - version: 1.0.0\n";
         let layout = Layout::find(text).unwrap();
-        assert_eq!(layout.pieces(usize::MAX), [layout.block]);
+        assert_eq!(layout.pieces(usize::MAX), [(layout.block, 3)]);
         let pieces = layout.pieces(1);
         assert_eq!(pieces.len(), 3);
-        assert_eq!(pieces.concat(), layout.block);
-        assert!(pieces
+        assert!(pieces.iter().all(|&(_, keys)| keys == 1));
+        let texts: Vec<&str> = pieces.iter().map(|&(p, _)| p).collect();
+        assert_eq!(texts.concat(), layout.block);
+        assert!(texts
             .iter()
             .all(|p| p.starts_with("  ") && p.ends_with("1.0.0\n")));
+        let two = layout.pieces("  a:\n  - version: 1.0.0\n  b:\n".len());
+        assert_eq!(
+            two.iter().map(|&(_, keys)| keys).collect::<Vec<_>>(),
+            [2, 1]
+        );
     }
 
     /// Parses in pieces of single charts and checks the result against parsing the whole text.
@@ -309,6 +405,35 @@ mod tests {
         let text = "apiVersion: v1\nentries:\n  a:\n  - version: 1.0.0\n    description: |\n      line one\n\n      line three\n  # between\n  b:\n  - version: 2.0.0\n    description: plain\n      continued\n    keywords: [x,\n      y]\n  \"c\":\n  - version: 3.0.0\n    description: \"quoted\n      on two lines\"\ngenerated: \"2023\"\n";
         assert!(pieces_agree(text));
         assert_eq!(parse_whole(text).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn entries_that_are_not_charts_leave_no_gap() {
+        let text = "entries:\n  a: []\n  b:\n  - version: 1.0.0\n  c: ~\n  d: []\n  e:\n  - version: 2.0.0\n    home: h\n  f: []\n";
+        assert!(pieces_agree(text));
+        let charts = parse_in_pieces(text, 2, 1).unwrap();
+        let names: Vec<&str> = charts.summaries.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["b", "e"]);
+        assert_eq!(charts.extras[1].home_url, "h");
+        assert_eq!(charts.summaries.capacity(), 2);
+        assert_eq!(charts.extras.capacity(), 2);
+        // Every key a chart: the arrays are exactly as long.
+        let full = "entries:\n  a:\n  - version: 1.0.0\n  b:\n  - version: 1.0.0\n";
+        let charts = parse_in_pieces(full, 2, 1).unwrap();
+        assert_eq!((charts.len(), charts.summaries.capacity()), (2, 2));
+    }
+
+    #[test]
+    fn keys_taken_for_sequence_items_keep_their_charts() {
+        // `-b` is a chart name, but its line starts with `-`: the first piece holds two charts
+        // where one key was counted.
+        let text = "entries:\n  a:\n  - version: 1.0.0\n  -b:\n  - version: 2.0.0\n  c: []\n  d:\n  - version: 3.0.0\n  e:\n  - version: 4.0.0\n";
+        assert_eq!(chart_keys(text), Some(4));
+        assert!(pieces_agree(text));
+        let charts = parse_in_pieces(text, 2, 1).unwrap();
+        let names: Vec<&str> = charts.summaries.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["a", "-b", "d", "e"]);
+        assert_eq!(charts.summaries.capacity(), 4);
     }
 
     #[test]

@@ -1681,3 +1681,47 @@ fn charts_that_would_break_the_contract_are_dropped_and_reported() {
     assert_eq!(status["repositories"][1]["last_error"], "", "{status}");
     assert_eq!(status["repositories"][1]["dropped"], 0, "{status}");
 }
+
+#[test]
+fn permute_moves_every_position_to_its_place() {
+    use rand::{seq::SliceRandom, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(23);
+    for len in [0, 1, 2, 3, 7, 100, 1000] {
+        for _ in 0..20 {
+            let mut order: Vec<usize> = (0..len).collect();
+            order.shuffle(&mut rng);
+            let wanted: Vec<usize> = order.iter().map(|&i| i * 10).collect();
+            let mut values: Vec<usize> = (0..len).map(|i| i * 10).collect();
+            crate::permute(&mut order, |a, b| values.swap(a, b));
+            assert_eq!(values, wanted);
+            assert!(order.iter().enumerate().all(|(i, &o)| i == o));
+        }
+    }
+}
+
+#[test]
+fn charts_out_of_order_are_sorted_with_their_details() {
+    let dir = TempDir::new("unsorted");
+    // Names in an order that is not theirs, with an empty entry among them; each chart's home
+    // names it, so that a detail kept beside another chart's summary shows.
+    let names = ["m", "b", "z", "a", "q", "c", "y", "d"];
+    let mut text = String::from("apiVersion: v1\nentries:\n  empty: []\n");
+    for name in names {
+        text.push_str(&format!(
+            "  {name}:\n  - version: 1.0.0\n    home: https://{name}.example\n    keywords: [{name}]\n"
+        ));
+    }
+    dir.write("unsorted.yaml", &text);
+    let source = source_for(&dir, &[("r", "unsorted.yaml")]).unwrap();
+    let listed = all(&source);
+    let mut sorted = names.to_vec();
+    sorted.sort_unstable();
+    let wanted: Vec<String> = sorted.iter().map(|n| format!("r/{n}")).collect();
+    assert_eq!(ids(&listed), wanted);
+    for name in names {
+        let detail = source.detail(&format!("r/{name}")).unwrap();
+        assert_eq!(detail.summary.name, name);
+        assert_eq!(detail.home_url, format!("https://{name}.example"));
+        assert_eq!(detail.keywords, strings(&[name]));
+    }
+}

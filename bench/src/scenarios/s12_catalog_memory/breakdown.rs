@@ -21,7 +21,7 @@ use std::{collections::HashMap, mem::size_of, time::Instant};
 
 use tributary_plugin_api::{
     abi_stable::std_types::RResult, keys, Filter, ListRequest, Maintainer, RStr, RString, RVec,
-    SearchIndex, Summary, Version,
+    SearchIndex, Summary,
 };
 use tributary_runtime::loader;
 
@@ -49,7 +49,9 @@ pub const fn chunk(size: usize) -> usize {
 /// The plugin's `Extra` (plugins/helm/src/index.rs), field for field, for its size.
 #[allow(dead_code)]
 struct ExtraLayout {
-    versions: RVec<Version>,
+    /// The plugin's `Versions` (plugins/helm/src/versions.rs): the strings of every version one
+    /// after the other, and where each ends.
+    versions: (Box<str>, Box<[u32]>),
     home_url: RString,
     source_urls: RVec<RString>,
     maintainers: RVec<Maintainer>,
@@ -258,13 +260,17 @@ pub fn run_child(args: &[String]) -> Result<(), String> {
             RResult::ROk(detail) => detail,
             RResult::RErr(e) => return Err(format!("the detail of {}: {e}", summary.identifier)),
         };
+        // The plugin keeps a chart's versions compact and makes these `Version`s for the detail
+        // only: one string of them all, and four `u32` ends a version.
         version_count += detail.versions.len();
-        versions += chunk(detail.versions.len() * size_of::<Version>());
-        version_text += detail
-            .versions
-            .iter()
-            .map(|v| text(&v.version) + text(&v.app_version) + text(&v.created) + text(&v.digest))
-            .sum::<usize>();
+        versions += chunk(detail.versions.len() * 4 * size_of::<u32>());
+        version_text += chunk(
+            detail
+                .versions
+                .iter()
+                .map(|v| v.version.len() + v.app_version.len() + v.created.len() + v.digest.len())
+                .sum::<usize>(),
+        );
         let chart_url = detail
             .extensions
             .iter()
@@ -286,14 +292,14 @@ pub fn run_child(args: &[String]) -> Result<(), String> {
             how: "charts × its size (192 B)",
         },
         Component {
-            what: "versions: the RVec<Version> of each chart",
+            what: "versions: where each version's strings end (4 × u32 a version)",
             bytes: versions,
-            how: "the chunk of versions × 128 B, per chart, from the details",
+            how: "the chunk of versions × 16 B, per chart, from the details",
         },
         Component {
-            what: "versions: version, app version, created, digest",
+            what: "versions: version, app version, created, digest, one string a chart",
             bytes: version_text,
-            how: "the chunk of each string, from the details",
+            how: "the chunk of the four strings' lengths, per chart, from the details",
         },
         Component {
             what: "detail: home, sources, maintainers, keywords, chart URL",
