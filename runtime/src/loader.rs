@@ -456,15 +456,16 @@ fn reject_duplicates(files: &mut [PluginFile], previous: &[PluginFile]) {
     }
 }
 
-/// The bytes of a plugin file, read through one descriptor that was checked before reading.
-fn read_checked(path: &Path, strict: bool) -> Result<Vec<u8>, Rejection> {
+/// Opens the library at `path` (a symbolic link resolved once) and checks the descriptor it will be
+/// read through: a regular file and, when `strict`, owned by this user or root and writable by no
+/// one else. The file and its resolved path.
+fn open_checked(path: &Path, strict: bool) -> Result<(std::fs::File, PathBuf), Rejection> {
     let unreadable = |detail: String| Rejection::new(RejectionKind::Unreadable, detail);
-    use std::io::Read;
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     // Resolve a symlink once; the target is then opened without following anything further.
     let real = std::fs::canonicalize(path)
         .map_err(|e| unreadable(format!("cannot resolve {}: {e}", path.display())))?;
-    let mut file = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(&real)
@@ -502,49 +503,94 @@ fn read_checked(path: &Path, strict: bool) -> Result<Vec<u8>, Rejection> {
             ));
         }
     }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.read_to_end(&mut bytes)
-        .map_err(|e| unreadable(format!("cannot read {}: {e}", real.display())))?;
-    Ok(bytes)
+    Ok((file, real))
 }
 
-/// A sealed, read-only memfd holding `bytes`, kept open for the life of the process (the library
-/// loaded from it is never unloaded). Returns the path `dlopen` can open.
-fn private_copy(bytes: &[u8], name: &str) -> Result<PathBuf, String> {
+/// The size of the pieces in which a library is hashed and copied.
+const COPY_CHUNK: usize = 64 * 1024;
+
+/// Reads `file` (at `real`) to its end in pieces of [`COPY_CHUNK`] bytes, giving each to `each`;
+/// its SHA-256, in hex. No copy of the whole library is held in memory.
+fn hash_in_pieces(
+    file: &mut std::fs::File,
+    real: &Path,
+    mut each: impl FnMut(&[u8]) -> Result<(), Rejection>,
+) -> Result<String, Rejection> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut hasher = sha2::Sha256::new();
+    let mut piece = vec![0u8; COPY_CHUNK];
+    loop {
+        let n = match file.read(&mut piece) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(Rejection::new(
+                    RejectionKind::Unreadable,
+                    format!("cannot read {}: {e}", real.display()),
+                ))
+            }
+        };
+        hasher.update(&piece[..n]);
+        each(&piece[..n])?;
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+/// The SHA-256 of the library at `path`, after the checks of [`open_checked`], read in pieces.
+fn hash_checked(path: &Path, strict: bool) -> Result<String, Rejection> {
+    let (mut file, real) = open_checked(path, strict)?;
+    hash_in_pieces(&mut file, &real, |_| Ok(()))
+}
+
+/// Copies the library open as `file` (at `real`) into a sealed anonymous file (`memfd`), hashing
+/// it on the way: the bytes hashed are the bytes loaded, and a library file replaced after this
+/// cannot change what is loaded. Returns the copy, still open, and the SHA-256. The copy is read in
+/// pieces, so that loading a library never holds a second copy of it in the heap (whose pages the
+/// allocator would keep through the start).
+fn private_copy(
+    file: &mut std::fs::File,
+    real: &Path,
+    name: &str,
+) -> Result<(std::fs::File, String), Rejection> {
     use std::io::Write;
-    use std::os::fd::{FromRawFd, IntoRawFd};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let unreadable = |detail: String| Rejection::new(RejectionKind::Unreadable, detail);
     let cname = std::ffi::CString::new(format!("tributary-plugin-{name}"))
-        .map_err(|_| "file name holds a NUL byte".to_owned())?;
+        .map_err(|_| unreadable("file name holds a NUL byte".to_owned()))?;
     // SAFETY: cname is a valid NUL-terminated string; the flags are valid for memfd_create.
     let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_ALLOW_SEALING) };
     if fd < 0 {
-        return Err(format!(
+        return Err(unreadable(format!(
             "cannot create a private copy: {}",
             std::io::Error::last_os_error()
-        ));
+        )));
     }
     // SAFETY: fd was just created and is owned here.
-    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
-    file.write_all(bytes)
-        .map_err(|e| format!("cannot write the private copy: {e}"))?;
+    let mut copy = unsafe { std::fs::File::from_raw_fd(fd) };
+    let sha256 = hash_in_pieces(file, real, |piece| {
+        copy.write_all(piece)
+            .map_err(|e| unreadable(format!("cannot write the private copy: {e}")))
+    })?;
     let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
     // SAFETY: fcntl on a descriptor this function owns.
-    if unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals) } != 0 {
-        return Err(format!(
+    if unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+        return Err(unreadable(format!(
             "cannot seal the private copy: {}",
             std::io::Error::last_os_error()
-        ));
+        )));
     }
-    let fd = file.into_raw_fd();
-    Ok(PathBuf::from(format!("/proc/self/fd/{fd}")))
+    Ok((copy, sha256))
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&sha2::Sha256::digest(bytes))
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn load_one(path: &Path, strict: bool, previous: &[PluginFile]) -> PluginFile {
@@ -555,11 +601,16 @@ fn load_one(path: &Path, strict: bool, previous: &[PluginFile]) -> PluginFile {
         outcome: Err(reason),
         loaded_at: std::time::SystemTime::now(),
     };
-    let bytes = match read_checked(path, strict) {
-        Ok(bytes) => bytes,
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (copy, sha256) = match open_checked(path, strict)
+        .and_then(|(mut file, real)| private_copy(&mut file, &real, &file_name))
+    {
+        Ok(copied) => copied,
         Err(reason) => return rejected("", None, reason),
     };
-    let sha256 = sha256_hex(&bytes);
     // Reused only when it was opened in this process (not only inspected in a child).
     if let Some(known) = previous
         .iter()
@@ -572,21 +623,11 @@ fn load_one(path: &Path, strict: bool, previous: &[PluginFile]) -> PluginFile {
         }
         return file;
     }
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let copy = match private_copy(&bytes, &file_name) {
-        Ok(copy) => copy,
-        Err(reason) => {
-            return rejected(
-                &sha256,
-                None,
-                Rejection::new(RejectionKind::Unreadable, reason),
-            )
-        }
-    };
-    drop(bytes);
+    // The descriptor stays open for the life of the process, as the library stays mapped.
+    let copy = PathBuf::from(format!("/proc/self/fd/{}", {
+        use std::os::fd::IntoRawFd;
+        copy.into_raw_fd()
+    }));
     let rejected = |meta: Option<PluginMeta>, reason: Rejection| rejected(&sha256, meta, reason);
     let module =
         match lib_header_from_path(&copy).and_then(|h| h.init_root_module::<PluginMod_Ref>()) {
@@ -698,8 +739,8 @@ pub fn inspect(
     // On a reload, the bytes are hashed here first, so that a library already loaded is reused
     // without a child. At start there is nothing to reuse: the child's checks and hash are enough.
     let known_sha256 = if previous.iter().any(|f| f.outcome.is_ok()) {
-        let sha256 = match read_checked(path, strict) {
-            Ok(bytes) => sha256_hex(&bytes),
+        let sha256 = match hash_checked(path, strict) {
+            Ok(sha256) => sha256,
             Err(reason) => return rejected("", None, reason),
         };
         if let Some(known) = previous
@@ -983,7 +1024,7 @@ mod tests {
         );
 
         std::fs::set_permissions(&text, std::fs::Permissions::from_mode(0o666)).unwrap();
-        let insecure = read_checked(&text, true).unwrap_err();
+        let insecure = open_checked(&text, true).unwrap_err();
         assert_eq!(insecure.kind, RejectionKind::Insecure);
         assert!(
             insecure
