@@ -501,7 +501,7 @@ impl encoded::packages_service_server::PackagesService for Catalog {
 }
 
 /// The same service answering with the generated messages (every string of a page copied into
-/// them), for callers in process: REST, and code that drives the service directly.
+/// them), for code that drives the service in process; REST's detail calls come through here too.
 #[tonic::async_trait]
 impl pb::packages_service_server::PackagesService for Catalog {
     async fn list_available_package_summaries(
