@@ -29,8 +29,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// `PackagesService`'s server, with the list methods answering
 /// `Encoded<ListAvailablePackageSummariesResponse>`: same routes, same codec, same request types.
-/// The method names and routes are checked against the generated server by a test in the host
-/// (`service::tests`), which serves through this one.
+/// `encoded::tests` checks its routes against the generated server's; the e2e tests call every
+/// method through the generated client against the server, which runs this one.
 fn encoded_packages_server(out_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     use tonic_prost_build::manual::{Builder, Method, Service};
     std::fs::create_dir_all(out_dir)?;

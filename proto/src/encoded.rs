@@ -205,6 +205,32 @@ mod tests {
         assert!(format!("{encoded:?}").ends_with(&format!("({} bytes)", message.encoded_len())));
     }
 
+    /// The routes `"/tributary.v1.PackagesService/<Method>"` a generated file serves.
+    fn routes(code: &str) -> std::collections::BTreeSet<&str> {
+        code.match_indices("\"/tributary.v1.PackagesService/")
+            .map(|(at, _)| {
+                let route = &code[at + 1..];
+                &route[..route.find('"').unwrap()]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_server_serves_the_generated_servers_routes_under_its_name() {
+        assert_eq!(
+            packages_service_server::SERVICE_NAME,
+            pb::packages_service_server::SERVICE_NAME
+        );
+        let generated = include_str!(concat!(env!("OUT_DIR"), "/tributary.v1.rs"));
+        let encoded = include_str!(concat!(
+            env!("OUT_DIR"),
+            "/encoded/tributary.v1.PackagesService.rs"
+        ));
+        let ours = routes(encoded);
+        assert_eq!(ours.len(), 3, "{ours:?}");
+        assert_eq!(ours, routes(generated));
+    }
+
     #[test]
     fn decoding_keeps_every_field() {
         let message = page();
