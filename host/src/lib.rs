@@ -13,6 +13,8 @@
 //! - [`auth`]: bearer tokens and client certificates, and the sources each caller may see.
 //! - [`metrics`]: Prometheus metrics, the calls each source reports, and their admin listener.
 //! - [`reload`]: a new generation of libraries and sources while serving; the directory watcher.
+//! - [`page`]: a listing's page as the merge made it, and its protobuf encoding written straight
+//!   from the plugins' summaries.
 //! - [`service`]: the gRPC services over the current generation.
 //! - [`rest`]: REST/JSON on the gRPC port, through the same service code.
 //! - [`grpc_web`]: gRPC-web beside REST's plain HTTP/1.1 on one port.
@@ -29,6 +31,7 @@ pub mod grpc_web;
 pub mod idle;
 pub mod listener;
 pub mod metrics;
+pub mod page;
 pub mod reload;
 pub mod request_id;
 pub mod rest;

@@ -10,9 +10,10 @@
 //! | `GET /readyz` | readiness: the gRPC health's overall state (503 once shutting down) |
 //! | `GET /v1/openapi.json` | the OpenAPI 3 document of these paths (`host/src/openapi.json`) |
 //!
-//! Each handler builds the RPC's request message and calls the same service method as gRPC (the
+//! Each handler builds the RPC's request message and calls the same service code as gRPC (the
 //! caller's identity from [`crate::auth`] travels as a request extension), so limits, filters,
-//! page tokens and error messages are the RPC's own. Errors are JSON
+//! page tokens and error messages are the RPC's own; a page's JSON is written from the plugins'
+//! summaries ([`crate::page::JsonPage`]). Errors are JSON
 //! `{"code": "INVALID_ARGUMENT", "status": 400, "message": "..."}` with the HTTP status of the
 //! gRPC code ([`http_status`]); a bad query parameter is a 400 naming it.
 
@@ -257,9 +258,10 @@ async fn list_packages(State(rest): State<Rest>, request: Request) -> http::Resp
         Ok(message) => message,
         Err(status) => return error_response(&status),
     };
+    // Written from the plugins' summaries (`crate::page::JsonPage`), not through the messages.
     answer(
         rest.catalog
-            .list_available_package_summaries(rpc_request(&parts, message))
+            .list::<crate::page::JsonPage>(rpc_request(&parts, message))
             .await,
     )
 }

@@ -15,8 +15,9 @@ use tower_http::{
     request_id::{PropagateRequestIdLayer, SetRequestIdLayer},
     trace::TraceLayer,
 };
-use tributary_proto::v1::{
-    packages_service_server::PackagesServiceServer, plugins_service_server::PluginsServiceServer,
+use tributary_proto::{
+    encoded::packages_service_server::PackagesServiceServer,
+    v1::plugins_service_server::PluginsServiceServer,
 };
 
 use tributary_runtime::{
@@ -169,7 +170,8 @@ pub async fn serve_with(
     };
 
     // gRPC services and the REST routes in one axum router, so one listener serves native gRPC,
-    // gRPC-web and REST/JSON, all behind the same layers.
+    // gRPC-web and REST/JSON, all behind the same layers. The packages service sends its pages as
+    // written from the plugins' summaries (`crate::page`).
     let grpc = tonic::service::Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

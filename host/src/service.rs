@@ -9,9 +9,10 @@ use std::{
 
 use abi_stable::std_types::{RString, RVec};
 use tonic::{Request, Response, Status};
-use tributary_plugin_api::{Detail, Filter, PluginError, Query, Sort, Summary};
-use tributary_proto::v1::{
-    self as pb, packages_service_server::PackagesService, plugins_service_server::PluginsService,
+use tributary_plugin_api::{Detail, Filter, PluginError, Query, Sort};
+use tributary_proto::{
+    encoded::{self, Encoded},
+    v1::{self as pb, plugins_service_server::PluginsService},
 };
 
 use tributary_runtime::{
@@ -28,11 +29,12 @@ use tributary_runtime::{
 
 use crate::{
     auth::Identity,
+    page::{strings, Page},
     reload::ReloadSummary,
     status::{failure_status, fault_code, unavailable_with_resume},
 };
 
-pub use crate::status::resume_info;
+pub use crate::{page::summary_pb, status::resume_info};
 
 /// Page size used when the request says 0.
 pub const DEFAULT_PAGE_SIZE: usize = 20;
@@ -394,29 +396,6 @@ fn startup_failure(name: &str, plugin: &str, error: &PluginError) -> Failure {
     }
 }
 
-/// Converts a summary into its API form.
-pub fn summary_pb(source: &str, s: Summary) -> pb::AvailablePackageSummary {
-    pb::AvailablePackageSummary {
-        available_package_ref: Some(pb::AvailablePackageReference {
-            source: source.to_owned(),
-            identifier: s.identifier.into_string(),
-        }),
-        name: s.name.into_string(),
-        display_name: s.display_name.into_string(),
-        latest_version: s.latest_version.into_string(),
-        latest_app_version: s.latest_app_version.into_string(),
-        short_description: s.short_description.into_string(),
-        icon_url: s.icon_url.into_string(),
-        categories: strings(s.categories),
-        repository: s.repository.into_string(),
-        deprecated: s.deprecated,
-    }
-}
-
-fn strings(v: RVec<RString>) -> Vec<String> {
-    v.into_iter().map(RString::into_string).collect()
-}
-
 fn detail_pb(source: &str, d: Detail) -> pb::AvailablePackageDetail {
     let deprecated = d.summary.deprecated;
     pb::AvailablePackageDetail {
@@ -492,29 +471,86 @@ impl Catalog {
     }
 }
 
+/// The service as the server runs it: pages are sent as the encoding [`Page::encode`] writes from
+/// the plugins' summaries.
 #[tonic::async_trait]
-impl PackagesService for Catalog {
+impl encoded::packages_service_server::PackagesService for Catalog {
+    async fn list_available_package_summaries(
+        &self,
+        request: Request<pb::ListAvailablePackageSummariesRequest>,
+    ) -> Result<Response<Encoded<pb::ListAvailablePackageSummariesResponse>>, Status> {
+        self.list(request).await
+    }
+
+    type StreamAvailablePackageSummariesStream =
+        PageStream<Encoded<pb::ListAvailablePackageSummariesResponse>>;
+
+    async fn stream_available_package_summaries(
+        &self,
+        request: Request<pb::ListAvailablePackageSummariesRequest>,
+    ) -> Result<Response<Self::StreamAvailablePackageSummariesStream>, Status> {
+        self.stream(request).await
+    }
+
+    async fn get_available_package_detail(
+        &self,
+        request: Request<pb::GetAvailablePackageDetailRequest>,
+    ) -> Result<Response<pb::GetAvailablePackageDetailResponse>, Status> {
+        self.get_detail(request).await
+    }
+}
+
+/// The same service answering with the generated messages (every string of a page copied into
+/// them), for code that drives the service in process; REST's detail calls come through here too.
+#[tonic::async_trait]
+impl pb::packages_service_server::PackagesService for Catalog {
     async fn list_available_package_summaries(
         &self,
         request: Request<pb::ListAvailablePackageSummariesRequest>,
     ) -> Result<Response<pb::ListAvailablePackageSummariesResponse>, Status> {
+        self.list(request).await
+    }
+
+    type StreamAvailablePackageSummariesStream =
+        PageStream<pb::ListAvailablePackageSummariesResponse>;
+
+    async fn stream_available_package_summaries(
+        &self,
+        request: Request<pb::ListAvailablePackageSummariesRequest>,
+    ) -> Result<Response<Self::StreamAvailablePackageSummariesStream>, Status> {
+        self.stream(request).await
+    }
+
+    async fn get_available_package_detail(
+        &self,
+        request: Request<pb::GetAvailablePackageDetailRequest>,
+    ) -> Result<Response<pb::GetAvailablePackageDetailResponse>, Status> {
+        self.get_detail(request).await
+    }
+}
+
+impl Catalog {
+    /// One page, in the form `M` the caller sends.
+    pub(crate) async fn list<M: From<Page>>(
+        &self,
+        request: Request<pb::ListAvailablePackageSummariesRequest>,
+    ) -> Result<Response<M>, Status> {
         let deadline = request_deadline(&request, self.limits.request_timeout);
         let slot = self.admit(deadline).await?;
-        let mut response = self.list_page(request).await?;
+        let page = self.list_page(request).await?;
+        let mut response = Response::new(M::from(page));
         hold_until_sent(&mut response, slot);
         Ok(response)
     }
-
-    type StreamAvailablePackageSummariesStream = PageStream;
 
     /// Page after page through [`Catalog::list_page`]: a page is made only when the connection asks
     /// for the next data, so a client that stops reading (HTTP/2 flow control) stops the plugin
     /// calls, and at most one page waits in the server. The whole stream holds one slot of
     /// `max_requests_in_flight`.
-    async fn stream_available_package_summaries(
+    async fn stream<M: From<Page>>(
         &self,
         request: Request<pb::ListAvailablePackageSummariesRequest>,
-    ) -> Result<Response<Self::StreamAvailablePackageSummariesStream>, Status> {
+    ) -> Result<Response<PageStream<M>>, Status> {
         let deadline = request_deadline(&request, self.limits.request_timeout);
         let slot = self.admit(deadline).await?;
         let (metadata, extensions, message) = request.into_parts();
@@ -525,8 +561,7 @@ impl PackagesService for Catalog {
                 extensions.clone(),
                 message.clone(),
             ))
-            .await?
-            .into_inner();
+            .await?;
         let mut response = Response::new(PageStream {
             catalog: self.clone(),
             metadata,
@@ -534,12 +569,13 @@ impl PackagesService for Catalog {
             message,
             ready: Some(first),
             making: None,
+            sent: std::marker::PhantomData,
         });
         hold_until_sent(&mut response, slot);
         Ok(response)
     }
 
-    async fn get_available_package_detail(
+    async fn get_detail(
         &self,
         request: Request<pb::GetAvailablePackageDetailRequest>,
     ) -> Result<Response<pb::GetAvailablePackageDetailResponse>, Status> {
@@ -562,28 +598,24 @@ fn hold_until_sent<T>(response: &mut Response<T>, slot: tokio::sync::OwnedSemaph
         .insert(crate::idle::ResponseSlot(Arc::new(slot)));
 }
 
-type PageFuture = std::pin::Pin<
-    Box<
-        dyn std::future::Future<
-                Output = Result<Response<pb::ListAvailablePackageSummariesResponse>, Status>,
-            > + Send,
-    >,
->;
+type PageFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Page, Status>> + Send>>;
 
-/// The pages of `StreamAvailablePackageSummaries`, each made when the previous one has been taken.
-pub struct PageStream {
+/// The pages of `StreamAvailablePackageSummaries`, each made when the previous one has been taken,
+/// sent as `M`.
+pub struct PageStream<M> {
     catalog: Catalog,
     metadata: tonic::metadata::MetadataMap,
     extensions: tonic::Extensions,
     message: pb::ListAvailablePackageSummariesRequest,
     /// A page made and not yet taken.
-    ready: Option<pb::ListAvailablePackageSummariesResponse>,
+    ready: Option<Page>,
     /// The page being made.
     making: Option<PageFuture>,
+    sent: std::marker::PhantomData<fn() -> M>,
 }
 
-impl tokio_stream::Stream for PageStream {
-    type Item = Result<pb::ListAvailablePackageSummariesResponse, Status>;
+impl<M: From<Page>> tokio_stream::Stream for PageStream<M> {
+    type Item = Result<M, Status>;
 
     fn poll_next(
         mut self: std::pin::Pin<&mut Self>,
@@ -595,7 +627,7 @@ impl tokio_stream::Stream for PageStream {
             // first page only: they are the listing's, not a page's.
             self.message.page_token = page.next_page_token.clone();
             self.message.include_facets = false;
-            return Poll::Ready(Some(Ok(page)));
+            return Poll::Ready(Some(Ok(M::from(page))));
         }
         if self.making.is_none() {
             if self.message.page_token.is_empty() {
@@ -616,9 +648,8 @@ impl tokio_stream::Stream for PageStream {
         self.making = None;
         match made {
             Ok(page) => {
-                let page = page.into_inner();
                 self.message.page_token = page.next_page_token.clone();
-                Poll::Ready(Some(Ok(page)))
+                Poll::Ready(Some(Ok(M::from(page))))
             }
             Err(status) => {
                 // Nothing after an error.
@@ -634,7 +665,7 @@ impl Catalog {
     async fn list_page(
         &self,
         request: Request<pb::ListAvailablePackageSummariesRequest>,
-    ) -> Result<Response<pb::ListAvailablePackageSummariesResponse>, Status> {
+    ) -> Result<Page, Status> {
         let deadline = request_deadline(&request, self.limits.request_timeout);
         let caller = caller(&request);
         let request = request.into_inner();
@@ -769,11 +800,6 @@ impl Catalog {
                 .map(|f| (f.source.as_str(), f.kind.as_str())),
         );
 
-        let available_package_summaries = page
-            .items
-            .into_iter()
-            .map(|item| summary_pb(&sources[item.source].name, item.summary))
-            .collect();
         let (total_size, facets) = match counted {
             Some(counted) => (
                 Some(counted.facets.total),
@@ -781,13 +807,14 @@ impl Catalog {
             ),
             None => (None, None),
         };
-        Ok(Response::new(pb::ListAvailablePackageSummariesResponse {
-            available_package_summaries,
+        Ok(Page {
+            sources: sources.iter().map(|s| s.name.clone()).collect(),
+            items: page.items,
             next_page_token,
             failed_sources,
             total_size,
             facets,
-        }))
+        })
     }
 
     /// The answer to a detail request whose slot is already taken.

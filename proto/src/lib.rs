@@ -2,11 +2,13 @@
 //!
 //! This crate holds the contract and nothing else: generated message types, client and server stubs,
 //! serde impls following the proto3 JSON mapping (pbjson) for the REST API, and the encoded file
-//! descriptor set that server reflection serves.
+//! descriptor set that server reflection serves. [`encoded`] holds a second server of
+//! `PackagesService` for servers that write their pages' encoding themselves.
 
 #![allow(clippy::all)]
 
 pub mod codec;
+pub mod encoded;
 
 /// Generated code for `tributary.v1`.
 pub mod v1 {
