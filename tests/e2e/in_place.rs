@@ -19,12 +19,13 @@ use crate::{
 };
 
 /// A source answers 10,000 calls in microseconds (called in place once warm), then its next call
-/// made in place sleeps 8 s. Four clients page through it and another source the whole time, until
+/// made in place sleeps 20 s. Four clients page through it and another source the whole time, until
 /// 1.5 s after the stall was found: every page is answered well within the stall, with both
 /// sources' items and no failure, and the page whose call hung is built again on the sources'
 /// threads. (The paging stops long before the hung call returns: having run past the source
 /// timeout, it then counts as the source's timeout, and pages in the back-off that follows report
-/// the source.)
+/// the source. The stall is long so that a loaded machine, slow to log and to find it, still stops
+/// paging before then.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fast_source_that_hangs_in_place_stalls_no_page() {
     let plugins = PluginDir::with(&["testkit"]);
@@ -38,7 +39,7 @@ metrics_listen = "127.0.0.1:0"
 [[source]]
 name = "fast"
 plugin = "testkit"
-config = { generate = 200000, prefix = "p-", hang_on_call = 10001, hang_in_place = true, hang_ms = 8000 }
+config = { generate = 200000, prefix = "p-", hang_on_call = 10001, hang_in_place = true, hang_ms = 20000 }
 
 [[source]]
 name = "other"
@@ -100,7 +101,7 @@ config = { generate = 200000, prefix = "p-" }
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let mut lines = text
             .lines()
-            .skip_while(|l| !l.contains("list call") || !l.contains("hangs for 8000 ms"));
+            .skip_while(|l| !l.contains("list call") || !l.contains("hangs for 20000 ms"));
         if let (Some(hang), Some(stuck)) = (
             lines.next(),
             lines.find(|l| {
@@ -127,7 +128,7 @@ config = { generate = 200000, prefix = "p-" }
     let total = pages.load(Ordering::Relaxed);
     eprintln!(
         "{total} pages ({pages_at_stall} before the stall was found, {} in the 1.5 s after); \
-         the slowest page took {} ms, against an 8,000 ms stall",
+         the slowest page took {} ms, against a 20,000 ms stall",
         total - pages_at_stall,
         slowest.as_millis()
     );
