@@ -55,8 +55,8 @@
 //! - [`config`]: the configuration, key by key; secrets named, never held in it.
 //! - [`fetch`]: one HTTP(S) fetch with redirects, credentials and validators.
 //! - [`oci`]: reading the charts of an OCI registry into an index document.
-//! - [`index`] and [`split`]: parsing an index into charts, its nesting bounded first by
-//!   [`depth`]; [`version`]: ranking versions; [`versions`]: a chart's versions kept compact.
+//! - [`index`] and [`split`]: parsing an index into charts (a large local file in pieces as it is
+//!   read, never held whole), its nesting bounded first by [`depth`]; [`version`]: ranking versions; [`versions`]: a chart's versions kept compact.
 
 mod config;
 mod depth;
