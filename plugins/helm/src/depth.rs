@@ -15,19 +15,35 @@ pub(crate) const MAX_DEPTH: usize = 64;
 
 /// `Err` with the reason when `text` nests deeper than `limit` levels anywhere.
 pub(crate) fn check(text: &str, limit: usize) -> Result<(), String> {
-    let mut scan = Scan {
-        limit,
-        stack: Vec::new(),
-        flow: 0,
-        quote: None,
-        block_scalar: None,
-        line: 0,
-    };
-    for (number, line) in text.split('\n').enumerate() {
-        scan.line = number + 1;
-        scan.line(line.strip_suffix('\r').unwrap_or(line).as_bytes())?;
+    let mut lines = Lines::new(limit);
+    for line in text.split('\n') {
+        lines.line(line)?;
     }
     Ok(())
+}
+
+/// The scan of [`check`] fed one line at a time, for a text read in pieces: the lines of
+/// `text.split('\n')`, in order, give the result of `check(text)`.
+pub(crate) struct Lines(Scan);
+
+impl Lines {
+    pub(crate) fn new(limit: usize) -> Lines {
+        Lines(Scan {
+            limit,
+            stack: Vec::new(),
+            flow: 0,
+            quote: None,
+            block_scalar: None,
+            line: 0,
+        })
+    }
+
+    /// The next line, without its `\n` (a `\r` before it is ignored).
+    pub(crate) fn line(&mut self, line: &str) -> Result<(), String> {
+        self.0.line += 1;
+        self.0
+            .line(line.strip_suffix('\r').unwrap_or(line).as_bytes())
+    }
 }
 
 struct Scan {

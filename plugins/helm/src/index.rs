@@ -113,9 +113,7 @@ const MAX_THREADS: usize = 8;
 /// larger than [`MAX_WHOLE_YAML`] is read only in pieces. The error completes "index <where> ...".
 pub(crate) fn parse(text: &str, limits: Limits) -> Result<Charts, String> {
     let max_charts = limits.max_charts;
-    let too_many = |count: usize| {
-        format!("is refused: it has {count} charts, more than max_charts ({max_charts})")
-    };
+    let too_many = |count: usize| too_many(count, max_charts);
     let entries = if text.trim_start().starts_with('{') {
         let mut json = serde_json::Deserializer::from_str(text);
         let entries = IndexSeed {
@@ -138,8 +136,52 @@ pub(crate) fn parse(text: &str, limits: Limits) -> Result<Charts, String> {
         Some(entries) => entries,
         None => parse_yaml(text, limits)?,
     };
-    if entries.listed > max_charts {
-        return Err(too_many(entries.listed));
+    within_limits(entries, limits)
+}
+
+/// Parses the YAML index in `file` as [`parse`] parses its text, reading it in pieces as they are
+/// parsed, so that the whole text is never held: for a file of at least [`SPLIT_SIZE`] bytes in the
+/// layout `helm repo index` writes, when [`parse`] would parse it in pieces. `None` for any other
+/// file, or one that the pieces do not read (it changed while read, a construct spans a cut, it
+/// has an error): the caller then reads its text and calls [`parse`], which gives the same charts,
+/// or the error with its line.
+pub(crate) fn parse_file(file: &std::fs::File, limits: Limits) -> Option<Result<Charts, String>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let size = file.metadata().ok()?.len();
+    if threads < 2 || size < SPLIT_SIZE as u64 || size > limits.max_index_size {
+        return None;
+    }
+    const CHUNK: usize = 64 << 10;
+    let layout = split::scan_file(file, PIECE_SIZE, CHUNK, limits.max_index_size)?;
+    if layout.size < SPLIT_SIZE as u64 {
+        return None;
+    }
+    // The text is UTF-8, nests within the bound and has this many chart keys: what `parse` says of it.
+    if layout.keys > limits.max_charts {
+        return Some(Err(too_many(layout.keys, limits.max_charts)));
+    }
+    let charts = split::parse_file_in_pieces(file, &layout, threads.min(MAX_THREADS), PIECE_SIZE)?;
+    drop(layout);
+    // Counted before: pieces are cut in Helm's layout only.
+    Some(within_limits(
+        Entries {
+            listed: charts.len(),
+            charts,
+            versions_over: false,
+        },
+        limits,
+    ))
+}
+
+/// The error of an index with `count` charts, over `max_charts`.
+fn too_many(count: usize, max_charts: usize) -> String {
+    format!("is refused: it has {count} charts, more than max_charts ({max_charts})")
+}
+
+/// The charts of `entries`, or the error when they are over `max_charts` or `max_versions`.
+fn within_limits(entries: Entries, limits: Limits) -> Result<Charts, String> {
+    if entries.listed > limits.max_charts {
+        return Err(too_many(entries.listed, limits.max_charts));
     }
     let versions: usize = entries.charts.extras.iter().map(|e| e.versions.len()).sum();
     if entries.versions_over || versions > limits.max_versions {

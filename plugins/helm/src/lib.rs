@@ -55,8 +55,8 @@
 //! - [`config`]: the configuration, key by key; secrets named, never held in it.
 //! - [`fetch`]: one HTTP(S) fetch with redirects, credentials and validators.
 //! - [`oci`]: reading the charts of an OCI registry into an index document.
-//! - [`index`] and [`split`]: parsing an index into charts, its nesting bounded first by
-//!   [`depth`]; [`version`]: ranking versions; [`versions`]: a chart's versions kept compact.
+//! - [`index`] and [`split`]: parsing an index into charts (a large local file in pieces as it is
+//!   read, never held whole), its nesting bounded first by [`depth`]; [`version`]: ranking versions; [`versions`]: a chart's versions kept compact.
 
 mod config;
 mod depth;
@@ -202,23 +202,31 @@ impl RepoIndex {
                 path.display()
             ))
         };
+        let cannot_read = |e: std::io::Error| {
+            PluginError::unavailable(format!(
+                "helm repository {name:?}: cannot read index {}: {e}",
+                path.display()
+            ))
+        };
+        let file = std::fs::File::open(path).map_err(cannot_read)?;
+        // A large index in Helm's layout is parsed as it is read, piece by piece, never held whole.
+        if let Some(charts) = index::parse_file(&file, limits) {
+            return charts
+                .and_then(|charts| RepoIndex::build(name, charts, None))
+                .map_err(unavailable);
+        }
         let mut bytes = Vec::new();
         let most = limits.max_index_size.saturating_add(1);
-        std::fs::File::open(path)
-            .and_then(|file| {
-                // Room for the whole file at once: grown by doubling as it is read, the vector
-                // would hold up to twice the text. A file longer than the limit fills the room and
-                // is refused.
-                let size = file.metadata()?.len().min(most);
+        // Room for the whole file at once: grown by doubling as it is read, the vector would hold
+        // up to twice the text. A file longer than the limit fills the room and is refused.
+        // (`parse_file` reads at positions: this reads from the start.)
+        file.metadata()
+            .and_then(|meta| {
+                let size = meta.len().min(most);
                 bytes.reserve_exact(usize::try_from(size).unwrap_or(0));
-                file.take(most).read_to_end(&mut bytes)
+                (&file).take(most).read_to_end(&mut bytes)
             })
-            .map_err(|e| {
-                PluginError::unavailable(format!(
-                    "helm repository {name:?}: cannot read index {}: {e}",
-                    path.display()
-                ))
-            })?;
+            .map_err(cannot_read)?;
         if bytes.len() as u64 > limits.max_index_size {
             return Err(unavailable(format!(
                 "is refused: it is larger than max_index_size ({} bytes)",
@@ -238,7 +246,18 @@ impl RepoIndex {
         base: Option<&Url>,
         limits: Limits,
     ) -> Result<RepoIndex, String> {
-        let mut charts = index::parse(text, limits)?;
+        let charts = index::parse(text, limits)?;
+        RepoIndex::build(name, charts, base)
+    }
+
+    /// The index of the charts parsed from an index: identifiers set, relative chart URLs resolved
+    /// against `base` when given, sorted, charts the host would refuse left out, the search index
+    /// built. The error completes "index <where> ...".
+    fn build(
+        name: &str,
+        mut charts: index::Charts,
+        base: Option<&Url>,
+    ) -> Result<RepoIndex, String> {
         let repository = RString::from(name);
         for (s, extra) in charts.summaries.iter_mut().zip(&mut charts.extras) {
             let mut identifier = String::with_capacity(name.len() + 1 + s.name.len());

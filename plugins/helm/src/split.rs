@@ -18,8 +18,17 @@
 //! an anchor used in another piece fails the same way. On any failure, or any layout this module
 //! does not recognise, the caller parses the whole file instead, so the result and the errors (with
 //! their line numbers) are always those of parsing the whole file.
+//!
+//! A local file is cut without holding its text ([`scan_file`], [`parse_file_in_pieces`]): a first
+//! read, in small chunks, finds the pieces by the same rules (checking the nesting and the UTF-8 of
+//! every line on the way, and keeping only the header, the trailer and a hash of each piece); then
+//! each thread reads the next piece at its place in the file, checks it against its hash and parses
+//! it. Only the pieces being parsed are held. A file that does not read the same way twice (it
+//! changed in between) is read whole instead, like any other file this does not cut.
 
 use std::{
+    fs::File,
+    hash::{DefaultHasher, Hasher},
     mem,
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -30,7 +39,10 @@ use std::{
 
 use tributary_plugin_api::Summary;
 
-use crate::index::{parse_piece, parse_whole, Charts, Extra, MAX_WHOLE_YAML};
+use crate::{
+    depth,
+    index::{parse_piece, parse_whole, Charts, Extra, MAX_WHOLE_YAML},
+};
 
 /// Where a file's `entries` block is, and where its charts start.
 struct Layout<'a> {
@@ -64,49 +76,106 @@ fn is_blank_or_comment(line: &str) -> bool {
     trimmed.is_empty() || trimmed.starts_with('#')
 }
 
+/// Where a line is in the layout this module cuts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A line of the header, before `entries:`.
+    Header,
+    /// The `entries:` line.
+    Entries,
+    /// A line of the block that starts a chart.
+    Key,
+    /// Any other line of the block.
+    Block,
+    /// A line of the trailer: the first top-level line after `entries:` and every line after it.
+    Trailer,
+}
+
+/// Where the lines read so far are.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    #[default]
+    Header,
+    Block,
+    Trailer,
+}
+
+/// Tells the lines of a file apart, one line at a time, by the layout's rules: the same for a text
+/// in memory ([`Layout::find`]) and for a file read in chunks ([`scan_file`]).
+#[derive(Default)]
+struct Scanner {
+    part: Part,
+    /// The indentation of the block's chart keys: that of its first line that is not blank.
+    indent: Option<usize>,
+}
+
+impl Scanner {
+    /// The kind of the next line (with its line break); `None` when the file is not in the layout.
+    fn line(&mut self, line: &str) -> Option<Kind> {
+        match self.part {
+            // The header: single-line `key: value` pairs up to `entries:`, nothing that could
+            // span lines.
+            Part::Header => {
+                if is_blank_or_comment(line) {
+                    return Some(Kind::Header);
+                }
+                let line_content = content(line);
+                if line_content.trim_end_matches(' ') == "entries:" {
+                    self.part = Part::Block;
+                    return Some(Kind::Entries);
+                }
+                if line.starts_with([' ', '\t', '-', '.', '%'])
+                    || line_content.starts_with("entries")
+                    || line_content.contains([
+                        '"', '\'', '[', ']', '{', '}', '|', '>', '&', '*', '!', '?', '@', '`',
+                    ])
+                {
+                    return None;
+                }
+                Some(Kind::Header)
+            }
+            // The block: every line up to the next top-level line. Its first key sets the
+            // indentation.
+            Part::Block => {
+                if is_blank_or_comment(line) {
+                    return Some(Kind::Block);
+                }
+                let spaces = line.len() - line.trim_start_matches(' ').len();
+                if spaces == 0 {
+                    self.part = Part::Trailer;
+                    return Some(Kind::Trailer);
+                }
+                let indent = *self.indent.get_or_insert(spaces);
+                let first = line.as_bytes()[spaces];
+                if spaces == indent && !matches!(first, b'-' | b'\t') {
+                    Some(Kind::Key)
+                } else {
+                    Some(Kind::Block)
+                }
+            }
+            Part::Trailer => Some(Kind::Trailer),
+        }
+    }
+}
+
 impl<'a> Layout<'a> {
     fn find(text: &'a str) -> Option<Layout<'a>> {
-        let mut lines = lines(text);
-
-        // The header: single-line `key: value` pairs up to `entries:`, nothing that could span lines.
-        let block_start = loop {
-            let (offset, line) = lines.next()?;
-            if is_blank_or_comment(line) {
-                continue;
-            }
-            let line_content = content(line);
-            if line_content.trim_end_matches(' ') == "entries:" {
-                break offset + line.len();
-            }
-            if line.starts_with([' ', '\t', '-', '.', '%'])
-                || line_content.starts_with("entries")
-                || line_content.contains([
-                    '"', '\'', '[', ']', '{', '}', '|', '>', '&', '*', '!', '?', '@', '`',
-                ])
-            {
-                return None;
-            }
-        };
-
-        // The block: every line up to the next top-level line. Its first key sets the indentation.
-        let mut indent = None;
-        let mut keys = Vec::new();
+        let mut scanner = Scanner::default();
+        let mut block_start = None;
         let mut block_end = text.len();
-        for (offset, line) in lines {
-            if is_blank_or_comment(line) {
-                continue;
-            }
-            let spaces = line.len() - line.trim_start_matches(' ').len();
-            if spaces == 0 {
-                block_end = offset;
-                break;
-            }
-            let indent = *indent.get_or_insert(spaces);
-            let first = line.as_bytes()[spaces];
-            if spaces == indent && !matches!(first, b'-' | b'\t') {
-                keys.push(offset - block_start);
+        let mut keys = Vec::new();
+        for (offset, line) in lines(text) {
+            match scanner.line(line)? {
+                Kind::Entries => block_start = Some(offset + line.len()),
+                Kind::Key => keys.push(offset - block_start?),
+                Kind::Trailer => {
+                    block_end = offset;
+                    break;
+                }
+                Kind::Header | Kind::Block => {}
             }
         }
+        let block_start = block_start?;
         if keys.is_empty() {
             return None;
         }
@@ -143,36 +212,58 @@ pub(crate) fn chart_keys(text: &str) -> Option<usize> {
 /// Parses `text` in pieces of about `piece_size` bytes on up to `threads` threads. `None` when the
 /// file's layout is not one this module cuts, or when any piece fails to parse: the caller then
 /// parses the whole file.
+pub(crate) fn parse_in_pieces(text: &str, threads: usize, piece_size: usize) -> Option<Charts> {
+    let layout = Layout::find(text)?;
+    let rest = format!("{}{}", layout.header, layout.trailer);
+    let pieces = layout.pieces(piece_size);
+    let sizes: Vec<(usize, usize)> = pieces.iter().map(|&(p, keys)| (p.len(), keys)).collect();
+    parse_pieces(
+        &rest,
+        layout.keys.len(),
+        &sizes,
+        threads,
+        piece_size,
+        |i, document| {
+            document.push_str(pieces[i].0);
+            true
+        },
+    )
+}
+
+/// Parses the pieces of a file on up to `threads` threads: `rest` is the file without its block,
+/// `pieces` the size and the number of chart keys of each piece (`keys` in all), and `read(i,
+/// document)` appends the text of piece `i` to `document`, or says that it could not.
 ///
 /// The arrays the charts are kept in are sized once, for every chart key of the file, and each
 /// piece moves its charts into its own range of them as soon as it is parsed; the ranges of entries
 /// that were not charts (no versions) are closed up at the end. So the charts are never held twice
 /// but for the pieces being parsed, and no array grows by doubling.
-pub(crate) fn parse_in_pieces(text: &str, threads: usize, piece_size: usize) -> Option<Charts> {
-    let layout = Layout::find(text)?;
-
-    let rest = format!("{}{}", layout.header, layout.trailer);
-    if !parse_whole(&rest).ok()?.summaries.is_empty() {
+fn parse_pieces(
+    rest: &str,
+    keys: usize,
+    pieces: &[(usize, usize)],
+    threads: usize,
+    piece_size: usize,
+    read: impl Fn(usize, &mut String) -> bool + Sync,
+) -> Option<Charts> {
+    if !parse_whole(rest).ok()?.summaries.is_empty() {
         return None;
     }
 
-    let pieces = layout.pieces(piece_size);
     // A piece over the size parsed whole is not parsed at all, as a whole index over it is not;
     // pieces much larger than `piece_size` (one chart with many versions) are parsed one at a time
     // after the others, not side by side.
-    if pieces.iter().any(|(p, _)| p.len() > MAX_WHOLE_YAML) {
+    if pieces.iter().any(|&(size, _)| size > MAX_WHOLE_YAML) {
         return None;
     }
-    let is_big = |piece: &str| piece.len() > 2 * piece_size;
+    let is_big = |size: usize| size > 2 * piece_size;
 
-    let mut charts = Charts::with_capacity(layout.keys.len());
-    charts
-        .summaries
-        .resize_with(layout.keys.len(), Summary::default);
-    charts.extras.resize_with(layout.keys.len(), Extra::default);
+    let mut charts = Charts::with_capacity(keys);
+    charts.summaries.resize_with(keys, Summary::default);
+    charts.extras.resize_with(keys, Extra::default);
     let mut ranges = Vec::with_capacity(pieces.len());
     let (mut summaries, mut extras) = (&mut charts.summaries[..], &mut charts.extras[..]);
-    for &(_, keys) in &pieces {
+    for &(_, keys) in pieces {
         let (these, rest) = mem::take(&mut summaries).split_at_mut(keys);
         summaries = rest;
         let (these_extras, rest) = mem::take(&mut extras).split_at_mut(keys);
@@ -186,10 +277,13 @@ pub(crate) fn parse_in_pieces(text: &str, threads: usize, piece_size: usize) -> 
     // for a sequence item): kept apart, put in their place at the end.
     let overflow: Mutex<Vec<(usize, Charts)>> = Mutex::new(Vec::new());
     let parse = |i: usize, document: &mut String| {
-        let (piece, keys) = pieces[i];
+        let (_, keys) = pieces[i];
         document.clear();
         document.push_str("entries:\n");
-        document.push_str(piece);
+        if !read(i, document) {
+            failed.store(true, Ordering::Relaxed);
+            return;
+        }
         let mut range = ranges[i].lock().unwrap_or_else(|e| e.into_inner());
         let (summaries, extras) = &mut *range;
         match parse_piece(document, keys) {
@@ -212,10 +306,10 @@ pub(crate) fn parse_in_pieces(text: &str, threads: usize, piece_size: usize) -> 
         let mut document = String::new();
         while !failed.load(Ordering::Relaxed) {
             let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(&(piece, _)) = pieces.get(i) else {
+            let Some(&(size, _)) = pieces.get(i) else {
                 break;
             };
-            if !is_big(piece) {
+            if !is_big(size) {
                 parse(i, &mut document);
             }
         }
@@ -227,8 +321,8 @@ pub(crate) fn parse_in_pieces(text: &str, threads: usize, piece_size: usize) -> 
         work();
     });
     let mut document = String::new();
-    for (i, &(piece, _)) in pieces.iter().enumerate() {
-        if is_big(piece) && !failed.load(Ordering::Relaxed) {
+    for (i, &(size, _)) in pieces.iter().enumerate() {
+        if is_big(size) && !failed.load(Ordering::Relaxed) {
             parse(i, &mut document);
         }
     }
@@ -241,7 +335,7 @@ pub(crate) fn parse_in_pieces(text: &str, threads: usize, piece_size: usize) -> 
     let mut overflow = overflow.into_inner().unwrap_or_else(|e| e.into_inner());
     if !overflow.is_empty() {
         overflow.sort_unstable_by_key(|&(i, _)| i);
-        return Some(with_overflow(charts, &pieces, overflow));
+        return Some(with_overflow(charts, pieces, overflow));
     }
     // A built chart has a name; the slots left empty are the entries that were not charts.
     if charts.summaries.iter().any(|s| s.name.is_empty()) {
@@ -256,12 +350,247 @@ pub(crate) fn parse_in_pieces(text: &str, threads: usize, piece_size: usize) -> 
     Some(charts)
 }
 
+/// A file's layout as [`scan_file`] read it: where its pieces are, and the rest of the file.
+pub(crate) struct FileLayout {
+    /// The header and the trailer, one after the other: the file without its block.
+    rest: String,
+    pieces: Vec<FilePiece>,
+    /// The chart keys of the file (charts or empty entries alike).
+    pub keys: usize,
+    /// The bytes read.
+    pub size: u64,
+}
+
+/// One piece of a file's block.
+#[derive(Debug, PartialEq, Eq)]
+struct FilePiece {
+    /// Where it starts in the file.
+    start: u64,
+    len: usize,
+    /// The chart keys it holds.
+    keys: usize,
+    /// A hash of its bytes, to tell whether the file still holds them when the piece is read again.
+    hash: u64,
+}
+
+/// The longest line [`scan_file`] reads: a line longer than this (a whole index in JSON on one
+/// line, say) is not held to find out; the file is read whole instead.
+const MAX_LINE: usize = 1 << 20;
+
+/// What [`scan_file`] knows of the file so far.
+struct Scan {
+    scanner: Scanner,
+    depth: depth::Lines,
+    piece_size: u64,
+    rest: String,
+    /// Where the block starts, once the `entries:` line is read.
+    block_start: Option<u64>,
+    pieces: Vec<FilePiece>,
+    /// The piece being read: its start, its keys and the hash of its lines so far.
+    piece: Option<(u64, usize, DefaultHasher)>,
+    keys: usize,
+}
+
+impl Scan {
+    /// Reads one line starting at `offset` (with its line break: the text after the last line
+    /// break comes without one, maybe empty).
+    fn line(&mut self, offset: u64, line: &[u8]) -> Option<()> {
+        let text = std::str::from_utf8(line).ok()?;
+        self.depth
+            .line(text.strip_suffix('\n').unwrap_or(text))
+            .ok()?;
+        if text.is_empty() {
+            return Some(());
+        }
+        let kind = self.scanner.line(text)?;
+        match kind {
+            Kind::Header | Kind::Entries | Kind::Trailer => {
+                self.rest.push_str(text);
+                if self.rest.len() > MAX_WHOLE_YAML {
+                    return None;
+                }
+                if kind == Kind::Entries {
+                    let start = offset + line.len() as u64;
+                    self.block_start = Some(start);
+                    self.piece = Some((start, 0, DefaultHasher::new()));
+                } else if kind == Kind::Trailer {
+                    self.close(offset);
+                }
+            }
+            Kind::Key | Kind::Block => {
+                let (start, ..) = self.piece.as_ref()?;
+                if kind == Kind::Key && self.keys > 0 && offset - start >= self.piece_size {
+                    self.close(offset);
+                    self.piece = Some((offset, 0, DefaultHasher::new()));
+                }
+                let (_, keys, hash) = self.piece.as_mut()?;
+                if kind == Kind::Key {
+                    *keys += 1;
+                    self.keys += 1;
+                }
+                hash.write(line);
+            }
+        }
+        Some(())
+    }
+
+    /// Ends the piece being read at `end`.
+    fn close(&mut self, end: u64) {
+        if let Some((start, keys, hash)) = self.piece.take() {
+            self.pieces.push(FilePiece {
+                start,
+                len: usize::try_from(end - start).unwrap_or(usize::MAX),
+                keys,
+                hash: hash.finish(),
+            });
+        }
+    }
+}
+
+/// Reads `file` in chunks of `chunk` bytes and finds its pieces of about `piece_size` bytes, by
+/// the rules [`Layout::find`] and [`Layout::pieces`] apply to a text in memory, holding only the
+/// line being read, the header and the trailer. `None` when the file is not in the layout, nests
+/// deeper than [`depth::MAX_DEPTH`], is not UTF-8, has a line over [`MAX_LINE`] or is longer than
+/// `max_size`: the caller then reads it whole, which refuses it or parses it as before.
+pub(crate) fn scan_file(
+    file: &File,
+    piece_size: usize,
+    chunk: usize,
+    max_size: u64,
+) -> Option<FileLayout> {
+    let mut scan = Scan {
+        scanner: Scanner::default(),
+        depth: depth::Lines::new(depth::MAX_DEPTH),
+        piece_size: piece_size as u64,
+        rest: String::new(),
+        block_start: None,
+        pieces: Vec::new(),
+        piece: None,
+        keys: 0,
+    };
+    let mut buffer = vec![0; chunk.max(1)];
+    // The start of a line that a chunk cut, and where it is in the file.
+    let mut line = Vec::new();
+    let mut offset = 0u64;
+    let mut size = 0u64;
+    loop {
+        let read = match read_at(file, &mut buffer, size) {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        };
+        size += read as u64;
+        if size > max_size {
+            return None;
+        }
+        let mut bytes = &buffer[..read];
+        while let Some(end) = bytes.iter().position(|&b| b == b'\n') {
+            let (head, tail) = bytes.split_at(end + 1);
+            if line.is_empty() {
+                scan.line(offset, head)?;
+                offset += head.len() as u64;
+            } else {
+                line.extend_from_slice(head);
+                scan.line(offset, &line)?;
+                offset += line.len() as u64;
+                line.clear();
+            }
+            bytes = tail;
+        }
+        line.extend_from_slice(bytes);
+        if line.len() > MAX_LINE {
+            return None;
+        }
+    }
+    scan.line(offset, &line)?;
+    scan.block_start?;
+    scan.close(size);
+    if scan.keys == 0 {
+        return None;
+    }
+    Some(FileLayout {
+        rest: scan.rest,
+        pieces: scan.pieces,
+        keys: scan.keys,
+        size,
+    })
+}
+
+#[cfg(unix)]
+fn read_at(file: &File, buffer: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(file, buffer, offset)
+}
+
+/// Elsewhere files are read whole.
+#[cfg(not(unix))]
+fn read_at(_: &File, _: &mut [u8], _: u64) -> std::io::Result<usize> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
+/// Fills `buffer` from `offset` of `file`; `false` when the file ends before.
+fn read_exact_at(file: &File, mut buffer: &mut [u8], mut offset: u64) -> bool {
+    while !buffer.is_empty() {
+        match read_at(file, buffer, offset) {
+            Ok(0) => return false,
+            Ok(read) => {
+                buffer = &mut buffer[read..];
+                offset += read as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// Parses the pieces [`scan_file`] found in `file` as [`parse_in_pieces`] parses those of a text:
+/// each thread reads its next piece from the file as it comes to it, so that only the pieces being
+/// parsed are held. `None` as for [`parse_in_pieces`], and when a piece is no longer what the scan
+/// read (the file changed since): the caller then reads the whole file.
+pub(crate) fn parse_file_in_pieces(
+    file: &File,
+    layout: &FileLayout,
+    threads: usize,
+    piece_size: usize,
+) -> Option<Charts> {
+    let sizes: Vec<(usize, usize)> = layout.pieces.iter().map(|p| (p.len, p.keys)).collect();
+    parse_pieces(
+        &layout.rest,
+        layout.keys,
+        &sizes,
+        threads,
+        piece_size,
+        |i, document| {
+            let piece = &layout.pieces[i];
+            let mut bytes = mem::take(document).into_bytes();
+            let at = bytes.len();
+            bytes.resize(at + piece.len, 0);
+            if !read_exact_at(file, &mut bytes[at..], piece.start) {
+                return false;
+            }
+            let mut hash = DefaultHasher::new();
+            hash.write(&bytes[at..]);
+            if hash.finish() != piece.hash {
+                return false;
+            }
+            match String::from_utf8(bytes) {
+                Ok(text) => {
+                    *document = text;
+                    true
+                }
+                Err(_) => false,
+            }
+        },
+    )
+}
+
 /// The charts of every piece in order, from its range of `charts` or, for the pieces in
 /// `overflow` (sorted by piece), from their own parse. The slow path of a layout this module
 /// miscounted: the charts are copied once more.
 fn with_overflow(
     charts: Charts,
-    pieces: &[(&str, usize)],
+    pieces: &[(usize, usize)],
     overflow: Vec<(usize, Charts)>,
 ) -> Charts {
     let built = charts
@@ -466,5 +795,168 @@ mod tests {
             parse_in_pieces(&text, 2, crate::index::PIECE_SIZE),
             Some(whole)
         );
+    }
+
+    /// A file of its own holding `text`, removed when dropped.
+    struct TempFile(std::path::PathBuf);
+
+    impl TempFile {
+        fn new(text: &[u8]) -> TempFile {
+            use std::sync::atomic::AtomicU64;
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            let path = std::env::temp_dir().join(format!(
+                "tributary-helm-split-{}-{}.yaml",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::write(&path, text).unwrap();
+            TempFile(path)
+        }
+
+        fn open(&self) -> File {
+            File::open(&self.0).unwrap()
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    /// Odd layouts: comments and blank lines between charts and before the first, keys quoted,
+    /// named like `-b`, entries that are not charts, block scalars with lines like keys, a
+    /// trailer, CRLF line breaks, no line break at the end, four-space indentation.
+    const ODD: [&str; 9] = [
+        "apiVersion: v1\n# comment\n\nentries:\n  # before\n\n  a:\n  - version: 1.0.0\n    description: |\n      x:\n  y:\n\n  # between\n  b:\n  - version: 1\n# c\n  c: []\ngenerated: \"2023\"\nserverInfo:\n  x: y\n",
+        "entries:\n  a:\n  - version: 1.0.0\n  -b:\n  - version: 2.0.0\n  c: []\n  d:\n  - version: 3.0.0\n  e:\n  - version: 4.0.0\n",
+        "entries:\n  a: []\n  b:\n  - version: 1.0.0\n  c: ~\n  d: []\n  e:\n  - version: 2.0.0\n    home: h\n  f: []\n",
+        "apiVersion: v1\nentries:\n  a:\n  - version: 1.0.0\n    description: |\n      line one\n\n      line three\n  # between\n  b:\n  - version: 2.0.0\n    description: plain\n      continued\n    keywords: [x,\n      y]\n  \"c\":\n  - version: 3.0.0\n    description: \"quoted\n      on two lines\"\ngenerated: \"2023\"\n",
+        "apiVersion: v1\r\nentries:\r\n  a:\r\n  - version: 1.0.0\r\n  b:\r\n  - version: 2.0.0\r\n    home: h\r\ngenerated: x\r\n",
+        "entries:\n  a:\n  - version: 1.0.0\n  b:\n  - version: 2.0.0\n    home: \"h\u{e9}\"",
+        "entries:\n    a:\n      - version: 1.0.0\n        home: h\n    b: []\n    c:\n      - version: 2.0.0\n\n\n",
+        "entries:\n  a:\n  - version: 1.0.0\n    keywords: &k [x, y]\n  b:\n  - version: 1.0.0\n    keywords: *k\n",
+        "entries:\n  a:\n  - version: 1.0.0\n    description: \"one\n  b: two\"\n",
+    ];
+
+    fn examples() -> Vec<String> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/charts");
+        let mut texts: Vec<String> = ["bitnami-index.yaml", "community-index.yaml"]
+            .iter()
+            .map(|file| std::fs::read_to_string(dir.join(file)).unwrap())
+            .collect();
+        texts.push(texts[0].replace('\n', "\r\n"));
+        texts.extend(ODD.iter().map(|t| t.to_string()));
+        texts
+    }
+
+    #[test]
+    fn a_file_is_cut_where_its_text_is() {
+        for text in examples() {
+            let file = TempFile::new(text.as_bytes());
+            let layout = Layout::find(&text);
+            let block_start = layout.as_ref().map(|l| l.header.len() as u64);
+            for piece_size in [1, 40, 1000, 256 << 10, usize::MAX] {
+                let expected = layout.as_ref().map(|layout| {
+                    let mut at = 0;
+                    let pieces: Vec<(u64, usize, usize)> = layout
+                        .pieces(piece_size)
+                        .iter()
+                        .map(|&(piece, keys)| {
+                            let start = block_start.unwrap() + at as u64;
+                            at += piece.len();
+                            (start, piece.len(), keys)
+                        })
+                        .collect();
+                    (format!("{}{}", layout.header, layout.trailer), pieces)
+                });
+                for chunk in [1, 2, 7, 100, 64 << 10] {
+                    let scanned =
+                        scan_file(&file.open(), piece_size, chunk, u64::MAX).map(|scanned| {
+                            assert_eq!(scanned.size, text.len() as u64);
+                            assert_eq!(Some(scanned.keys), chart_keys(&text));
+                            let pieces: Vec<(u64, usize, usize)> = scanned
+                                .pieces
+                                .iter()
+                                .map(|p| (p.start, p.len, p.keys))
+                                .collect();
+                            (scanned.rest, pieces)
+                        });
+                    assert_eq!(scanned, expected, "{piece_size} {chunk}: {text}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_parses_as_its_text_in_pieces() {
+        for (i, text) in examples().into_iter().enumerate() {
+            let file = TempFile::new(text.as_bytes());
+            let whole = parse_whole(&text);
+            for piece_size in [1, 40, 1000, 64 << 10] {
+                let from_text = parse_in_pieces(&text, 3, piece_size);
+                for chunk in [3, 64 << 10] {
+                    let file = file.open();
+                    let from_file = scan_file(&file, piece_size, chunk, u64::MAX)
+                        .and_then(|layout| parse_file_in_pieces(&file, &layout, 3, piece_size));
+                    assert_eq!(from_file, from_text, "{piece_size} {chunk}: {text}");
+                    match from_file {
+                        Some(charts) => assert_eq!(&charts, whole.as_ref().unwrap(), "{text}"),
+                        // The examples, and the odd layouts but the last two (an alias and a
+                        // quoted scalar in another piece), are always cut.
+                        None => assert!(i >= 10 && piece_size < text.len(), "{text}"),
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn files_that_cannot_be_read_in_pieces_are_left_to_the_whole_read() {
+        let ok = "entries:\n  a:\n  - version: 1.0.0\n";
+        let scan = |text: &[u8]| scan_file(&TempFile::new(text).open(), 1, 5, u64::MAX).is_some();
+        assert!(scan(ok.as_bytes()));
+        // Not UTF-8, in the block or in the trailer.
+        assert!(!scan(b"entries:\n  a:\n  - version: \xff\n"));
+        assert!(!scan(b"entries:\n  a:\n  - version: 1.0.0\nx: \xc3\n"));
+        // Nested too deep.
+        let deep = format!("{ok}    keywords: {}x{}\n", "[".repeat(70), "]".repeat(70));
+        assert!(crate::depth::check(&deep, crate::depth::MAX_DEPTH).is_err());
+        assert!(!scan(deep.as_bytes()));
+        // A line over the longest read, and a file over the size allowed.
+        let long = format!("{ok}    description: {}\n", "x".repeat(MAX_LINE));
+        assert!(!scan(long.as_bytes()));
+        let file = TempFile::new(ok.as_bytes());
+        assert!(scan_file(&file.open(), 1, 5, ok.len() as u64).is_some());
+        assert!(scan_file(&file.open(), 1, 5, ok.len() as u64 - 1).is_none());
+        // Layouts not cut, as for a text in memory.
+        for text in [
+            "entries: {a: [{version: 1.0.0}]}\n",
+            "{\"entries\": {}}",
+            "entries:\ngenerated: x\n",
+            "generated: \"x\"\nentries:\n  a: []\n",
+            "apiVersion: v1\n",
+            "",
+        ] {
+            assert!(!scan(text.as_bytes()), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_file_that_changed_since_its_scan_is_not_parsed_in_pieces() {
+        let text = "entries:\n  a:\n  - version: 1.0.0\n  b:\n  - version: 2.0.0\n  c:\n  - version: 3.0.0\n";
+        let file = TempFile::new(text.as_bytes());
+        let layout = scan_file(&file.open(), 1, 64, u64::MAX).unwrap();
+        assert_eq!(layout.pieces.len(), 3);
+        assert!(parse_file_in_pieces(&file.open(), &layout, 2, 1).is_some());
+        // The same length, other bytes.
+        std::fs::write(&file.0, text.replace("2.0.0", "2.0.1")).unwrap();
+        assert!(parse_file_in_pieces(&file.open(), &layout, 2, 1).is_none());
+        // Shorter.
+        std::fs::write(&file.0, &text[..text.len() - 4]).unwrap();
+        assert!(parse_file_in_pieces(&file.open(), &layout, 2, 1).is_none());
+        // Back as it was.
+        std::fs::write(&file.0, text).unwrap();
+        assert!(parse_file_in_pieces(&file.open(), &layout, 2, 1).is_some());
     }
 }

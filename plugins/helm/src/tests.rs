@@ -1725,3 +1725,127 @@ fn charts_out_of_order_are_sorted_with_their_details() {
         assert_eq!(detail.keywords, strings(&[name]));
     }
 }
+
+/// An index of at least `size` bytes in Helm's layout, with the odd entries of real ones: charts
+/// that are not charts (`[]`, `~`), a name like `-b` (whose line looks like a sequence item), a
+/// quoted name, comments and blank lines between charts, block scalars with lines like chart keys.
+fn large_index(size: usize) -> String {
+    let mut text = String::from("apiVersion: v1\nentries:\n");
+    let mut chart = 0;
+    while text.len() < size {
+        match chart % 97 {
+            13 => text.push_str(&format!("  empty-{chart:05}: []\n")),
+            14 => text.push_str(&format!("  null-{chart:05}: ~\n")),
+            15 => text.push_str(&format!("  # about chart {chart}\n\n")),
+            _ => {}
+        }
+        let name = match chart % 211 {
+            5 => format!("-b{chart:05}"),
+            6 => format!("\"quoted-{chart:05}\""),
+            _ => format!("chart-{chart:05}"),
+        };
+        text.push_str(&format!("  {name}:\n"));
+        for minor in 0..(1 + chart % 4) {
+            text.push_str(&format!(
+                "  - version: 1.{minor}.0\n    appVersion: \"{chart}\"\n    created: \"2023-07-10T10:12:4{minor}.000Z\"\n    description: |\n      Chart {chart}, a chart.\n      chart-{chart:05}:\n    keywords: [k{minor}, \"x\"]\n    maintainers:\n    - name: m{chart}\n    urls: [https://example.com/chart-{chart}-1.{minor}.0.tgz]\n"
+            ));
+        }
+        chart += 1;
+    }
+    text.push_str("generated: \"2023-11-21T20:30:00Z\"\nserverInfo: {}\n");
+    text
+}
+
+#[test]
+fn a_large_index_file_is_read_in_pieces_as_its_text_is_parsed() {
+    let dir = TempDir::new("large");
+    let text = large_index(crate::index::SPLIT_SIZE + 1000);
+    let path = dir.write("index.yaml", &text);
+    let charts = crate::index::parse(&text, LIMITS).unwrap();
+    let listed = charts.len();
+    assert!(listed > 1000);
+    let versions: usize = charts.extras.iter().map(|e| e.versions.len()).sum();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let with = |max_charts: usize, max_versions: usize| Limits {
+        max_charts,
+        max_versions,
+        ..LIMITS
+    };
+    let keys = crate::split::chart_keys(&text).unwrap();
+    for limits in [
+        LIMITS,
+        with(keys, versions),
+        with(keys - 1, versions),
+        with(listed, versions - 1),
+    ] {
+        let file = fs::File::open(&path).unwrap();
+        let from_file = crate::index::parse_file(&file, limits);
+        // Read in pieces wherever the text would be parsed in pieces.
+        assert_eq!(from_file.is_some(), threads > 1);
+        if let Some(from_file) = from_file {
+            assert_eq!(from_file, crate::index::parse(&text, limits));
+        }
+    }
+    // Through the source: the listing's first page and every detail of it, and the errors.
+    let source = limited_source(&dir, "index.yaml", json!({})).unwrap();
+    let items = all(&source);
+    assert_eq!(items.len(), 1000);
+    let mut names: Vec<&str> = charts.summaries.iter().map(|s| s.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        items.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        names[..1000]
+    );
+    for summary in &items {
+        let i = charts
+            .summaries
+            .iter()
+            .position(|s| s.name == summary.name)
+            .unwrap();
+        assert_eq!(summary.latest_version, charts.summaries[i].latest_version);
+        let detail = source.detail(&summary.identifier).unwrap();
+        assert_eq!(detail.versions, charts.extras[i].versions.to_rvec());
+    }
+    let err = limited_source(&dir, "index.yaml", json!({ "max_charts": keys - 1 }))
+        .err()
+        .unwrap();
+    assert!(
+        err.message.contains(&format!(
+            "is refused: it has {keys} charts, more than max_charts ({})",
+            keys - 1
+        )),
+        "{err}"
+    );
+    let err = limited_source(&dir, "index.yaml", json!({ "max_versions": versions - 1 }))
+        .err()
+        .unwrap();
+    assert!(
+        err.message.contains(&format!(
+            "is refused: it has more than max_versions ({}) versions",
+            versions - 1
+        )),
+        "{err}"
+    );
+    let size = text.len() as u64;
+    let err = limited_source(&dir, "index.yaml", json!({ "max_index_size": size - 1 }))
+        .err()
+        .unwrap();
+    assert!(
+        err.message.contains(&format!(
+            "is refused: it is larger than max_index_size ({} bytes)",
+            size - 1
+        )),
+        "{err}"
+    );
+    assert!(limited_source(&dir, "index.yaml", json!({ "max_index_size": size })).is_ok());
+    // A file the pieces do not read (a chart's text not UTF-8) is refused as its text is.
+    let mut bytes = text.into_bytes();
+    let at = bytes.len() / 2;
+    bytes[at] = 0xff;
+    fs::write(&path, &bytes).unwrap();
+    let err = limited_source(&dir, "index.yaml", json!({})).err().unwrap();
+    assert!(
+        err.message.contains("is not valid: it is not UTF-8 text"),
+        "{err}"
+    );
+}
