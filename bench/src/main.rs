@@ -9,8 +9,8 @@
 //! ```
 //!
 //! Progress goes to stderr; the table (Markdown) and its notes go to stdout. Hidden modes serve the
-//! scenarios' child processes: `serve-baseline <response file>`, `parse-yaml <file>` and
-//! `parse-owned <file>`.
+//! scenarios' child processes: `serve-baseline <response file>`, `serve-rest-baseline <page
+//! file>`, `parse-yaml <file>` and `parse-owned <file>`.
 
 mod harness;
 mod scenarios;
@@ -23,7 +23,7 @@ const USAGE: &str = "usage: tributary-bench [--only 1,3,...] [--quick] [--out FI
 
 Runs the benchmark scenarios of docs/PERFORMANCE.md in this process and child processes, and
 prints one table: scenario, our figure, the baseline's, the ratio, the target, the result.
-  --only LIST   run only these scenarios (comma-separated numbers 1-12)
+  --only LIST   run only these scenarios (comma-separated numbers 1-13)
   --quick       small sizes and few repetitions: a smoke run, not a measurement
   --out FILE    also write the table and its notes to FILE
 
@@ -108,6 +108,10 @@ fn main() -> ExitCode {
     match (args.first().map(String::as_str), args.get(1)) {
         (Some("serve-baseline"), Some(file)) => {
             harness::grpc::serve_baseline(file.as_ref());
+            return ExitCode::SUCCESS;
+        }
+        (Some("serve-rest-baseline"), Some(file)) => {
+            harness::rest::serve_baseline(file.as_ref());
             return ExitCode::SUCCESS;
         }
         (Some("load"), Some(url)) => {
@@ -291,9 +295,10 @@ mod tests {
             .contains("not a scenario"));
         assert_eq!(args(&["--only", "11"]).unwrap().only, Some(vec![11]));
         assert_eq!(args(&["--only", "12"]).unwrap().only, Some(vec![12]));
-        assert!(args(&["--only", "13"])
+        assert_eq!(args(&["--only", "13"]).unwrap().only, Some(vec![13]));
+        assert!(args(&["--only", "14"])
             .unwrap_err()
-            .contains("not a scenario number (1-12)"));
+            .contains("not a scenario number (1-13)"));
         assert!(args(&["--only"]).unwrap_err().contains("needs a value"));
         assert!(args(&["--fast"]).unwrap_err().contains("unknown"));
         assert_eq!(args(&["--help"]).unwrap_err(), "");
@@ -315,6 +320,7 @@ mod tests {
             title(12, false),
             "memory per index byte: Helm 50 MiB, real-shaped 60 MB, 1M minimal charts"
         );
+        assert_eq!(title(13, true), "REST pages vs a prebuilt-JSON server");
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! What every scenario shares: repeated timing and medians, the table, in-memory sources and engine
-//! calls, gRPC clients and the baseline server, child processes and their peak RSS.
+//! calls, gRPC and REST clients and their baseline servers, child processes and their peak RSS.
 
 pub mod data;
 pub mod grpc;
 pub mod process;
+pub mod rest;
 pub mod rng;
 pub mod table;
 pub mod timing;

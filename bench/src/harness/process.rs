@@ -202,7 +202,7 @@ fn toml_value(v: &serde_json::Value) -> String {
     }
 }
 
-/// A server in a child process: `tributary serve`, or this binary's baseline server.
+/// A server in a child process: `tributary serve`, or one of this binary's baseline servers.
 pub struct ServerProcess {
     child: Child,
     pub address: SocketAddr,
@@ -230,6 +230,14 @@ impl ServerProcess {
         let mut command = Command::new(own_executable());
         command.arg("serve-baseline").arg(response_file);
         ServerProcess::spawn(command, &response_file.with_extension("log"))
+    }
+
+    /// Starts this binary as the REST baseline server answering every `GET /v1/packages` with
+    /// the JSON page in `page_file`.
+    pub fn rest_baseline(page_file: &Path) -> ServerProcess {
+        let mut command = Command::new(own_executable());
+        command.arg("serve-rest-baseline").arg(page_file);
+        ServerProcess::spawn(command, &page_file.with_extension("log"))
     }
 
     fn spawn(mut command: Command, log: &Path) -> ServerProcess {

@@ -5,6 +5,7 @@ use crate::harness::{Bench, Report, Settings};
 pub mod s10_search;
 pub mod s11_discovery;
 pub mod s12_catalog_memory;
+pub mod s13_rest;
 pub mod s1_engine;
 pub mod s2_boundary;
 pub mod s3_grpc;
@@ -23,7 +24,7 @@ pub struct Scenario {
     pub run: fn(&Bench, &mut Report),
 }
 
-pub const ALL: [Scenario; 12] = [
+pub const ALL: [Scenario; 13] = [
     Scenario {
         id: 1,
         title: |_| "engine alone vs itertools::kmerge".to_owned(),
@@ -83,5 +84,10 @@ pub const ALL: [Scenario; 12] = [
         id: 12,
         title: s12_catalog_memory::title,
         run: s12_catalog_memory::run,
+    },
+    Scenario {
+        id: 13,
+        title: |_| "REST pages vs a prebuilt-JSON server".to_owned(),
+        run: s13_rest::run,
     },
 ];
