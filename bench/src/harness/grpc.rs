@@ -1,14 +1,7 @@
 //! The gRPC side: clients on loopback, page tokens for chosen positions, the load loop, and the
 //! baseline server (a tonic server on the same proto that answers with a prebuilt page).
 
-use std::{
-    path::Path,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
-    time::{Duration, Instant},
-};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use prost::Message;
 use tokio::net::TcpListener;
@@ -83,17 +76,11 @@ pub async fn list(
     response
 }
 
-/// What a load run achieved.
-#[derive(Debug, Clone, Copy)]
-pub struct Load {
-    /// Complete pages (the full page size, no failed source) per second.
-    pub pages_per_second: f64,
-    /// Calls that failed, came back short or named a failed source.
-    pub bad: u64,
-}
+pub use super::load::Load;
 
 /// `clients` clients, each on its own connection, ask for `page_size`-item pages resumed from
-/// `tokens` (each client walks the list from its own offset) for `duration`, after a warm-up.
+/// `tokens` (each client walks the list from its own offset) for `duration`, after a warm-up; a
+/// good page has `page_size` items and no failed source.
 pub async fn load(
     url: &str,
     clients: usize,
@@ -105,51 +92,22 @@ pub async fn load(
     for _ in 0..clients {
         connections.push(connect(url).await);
     }
-    let warm_up = Duration::from_millis(300);
-    let start = Instant::now() + warm_up;
-    let end = start + duration;
-    let good = Arc::new(AtomicU64::new(0));
-    let bad = Arc::new(AtomicU64::new(0));
-    let mut tasks = tokio::task::JoinSet::new();
-    for (c, mut client) in connections.into_iter().enumerate() {
-        let tokens = tokens.clone();
-        let (good, bad) = (good.clone(), bad.clone());
-        tasks.spawn(async move {
-            let mut n = c * tokens.len() / clients.max(1);
-            loop {
-                let now = Instant::now();
-                if now >= end {
-                    break;
+    super::load::run(connections, tokens, duration, move |client, token| {
+        Box::pin(async move {
+            match client
+                .list_available_package_summaries(request(page_size, token, &[]))
+                .await
+            {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    r.failed_sources.is_empty()
+                        && r.available_package_summaries.len() == page_size as usize
                 }
-                let counting = now >= start;
-                let token = &tokens[n % tokens.len()];
-                n += 1;
-                let ok = match client
-                    .list_available_package_summaries(request(page_size, token, &[]))
-                    .await
-                {
-                    Ok(r) => {
-                        let r = r.into_inner();
-                        r.failed_sources.is_empty()
-                            && r.available_package_summaries.len() == page_size as usize
-                    }
-                    Err(_) => false,
-                };
-                if counting && Instant::now() <= end {
-                    if ok {
-                        good.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        bad.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+                Err(_) => false,
             }
-        });
-    }
-    while tasks.join_next().await.is_some() {}
-    Load {
-        pages_per_second: good.load(Ordering::Relaxed) as f64 / duration.as_secs_f64(),
-        bad: bad.load(Ordering::Relaxed),
-    }
+        })
+    })
+    .await
 }
 
 /// Writes `response` where [`serve_baseline`] reads it.

@@ -3,6 +3,7 @@
 
 pub mod data;
 pub mod grpc;
+pub mod load;
 pub mod process;
 pub mod rest;
 pub mod rng;

@@ -2,15 +2,7 @@
 //! and the baseline server (the same HTTP stack as `tributary serve`, tonic's server accepting
 //! HTTP/1.1, answering every `GET /v1/packages` with one prebuilt JSON page).
 
-use std::{
-    net::SocketAddr,
-    path::Path,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
-    time::{Duration, Instant},
-};
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -133,18 +125,12 @@ pub fn check_page(answer: &Answer, page_size: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// What a load run achieved.
-#[derive(Debug, Clone, Copy)]
-pub struct Load {
-    /// Real pages (status 200, `page_size` items, no failed source) per second.
-    pub pages_per_second: f64,
-    /// Calls that failed, were answered with another status, or came back short or broken.
-    pub bad: u64,
-}
+pub use super::load::Load;
 
 /// `clients` clients, each on its own connection, ask for `page_size`-item pages resumed from
 /// `tokens` (each client walks the list from its own offset) for `duration`, after a warm-up; every
-/// answer is checked with [`check_page`].
+/// answer is checked with [`check_page`] (status 200, `page_size` items, no failed source), and a
+/// broken connection is replaced.
 pub async fn load(
     address: SocketAddr,
     clients: usize,
@@ -158,48 +144,19 @@ pub async fn load(
     for _ in 0..clients {
         connections.push(connect(address).await);
     }
-    let warm_up = Duration::from_millis(300);
-    let start = Instant::now() + warm_up;
-    let end = start + duration;
-    let good = Arc::new(AtomicU64::new(0));
-    let bad = Arc::new(AtomicU64::new(0));
-    let mut tasks = tokio::task::JoinSet::new();
-    for (c, mut client) in connections.into_iter().enumerate() {
-        let paths = paths.clone();
-        let (good, bad) = (good.clone(), bad.clone());
-        tasks.spawn(async move {
-            let mut n = c * paths.len() / clients.max(1);
-            loop {
-                let now = Instant::now();
-                if now >= end {
-                    break;
-                }
-                let counting = now >= start;
-                let path = &paths[n % paths.len()];
-                n += 1;
-                let ok = match client.get(path).await {
-                    Ok(answer) => check_page(&answer, page_size).is_ok(),
-                    Err(_) => {
-                        // A broken connection stays broken: open another.
-                        client = connect(address).await;
-                        false
-                    }
-                };
-                if counting && Instant::now() <= end {
-                    if ok {
-                        good.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        bad.fetch_add(1, Ordering::Relaxed);
-                    }
+    super::load::run(connections, paths, duration, move |client, path| {
+        Box::pin(async move {
+            match client.get(path).await {
+                Ok(answer) => check_page(&answer, page_size).is_ok(),
+                Err(_) => {
+                    // A broken connection stays broken: open another.
+                    *client = connect(address).await;
+                    false
                 }
             }
-        });
-    }
-    while tasks.join_next().await.is_some() {}
-    Load {
-        pages_per_second: good.load(Ordering::Relaxed) as f64 / duration.as_secs_f64(),
-        bad: bad.load(Ordering::Relaxed),
-    }
+        })
+    })
+    .await
 }
 
 /// `tributary-bench serve-rest-baseline <page file>`: answers every `GET /v1/packages` with the
