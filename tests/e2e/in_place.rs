@@ -76,7 +76,12 @@ config = { generate = 200000, prefix = "p-" }
                     .expect("a page")
                     .into_inner();
                 slowest = slowest.max(asked.elapsed());
-                assert!(page.failed_sources.is_empty(), "{:?}", page.failed_sources);
+                assert!(
+                    page.failed_sources.is_empty(),
+                    "{:?} on a page that took {} ms",
+                    page.failed_sources,
+                    asked.elapsed().as_millis()
+                );
                 let sources: Vec<&str> = page
                     .available_package_summaries
                     .iter()

@@ -246,8 +246,7 @@ fn main() -> ExitCode {
             shutdown_delay_ms,
             ..
         } => {
-            // At least two workers: a fast source's calls are made in place on a worker only when
-            // another one stays free (see `tributary_runtime::call::in_place`).
+            // At least two workers, so that a request that keeps one busy holds no other up.
             let workers = std::thread::available_parallelism()
                 .map_or(2, |n| n.get())
                 .max(2);

@@ -1,16 +1,24 @@
-//! Plugin calls made in place, on the runtime's worker thread, for sources that answer in
+//! Plugin calls made in place, on the thread that builds the page, for sources that answer in
 //! microseconds.
 //!
 //! A call on a source's own thread ([`crate::call::threads`]) costs a hand-off and a wake-up each way,
 //! which is more than an in-memory source's whole answer to a 20-item page. So a source whose calls
 //! are fast is called in place, and the isolation is kept by bounding what a hang in place can do:
 //!
+//! - **Where.** A page with calls in place is built on a *page thread* of its own
+//!   ([`crate::merge::merge_page`]), never on one of the runtime's workers: a worker blocked in a
+//!   plugin would also hold the tasks that worker alone may run (tokio lets no other worker take
+//!   the task in its LIFO slot, nor wake the tasks it deferred when their budget ran out) until the
+//!   plugin returned. A hang in place holds its page thread and its page alone. (One hand-off a page
+//!   instead of one a call: the page threads look for the next page for a moment before sleeping,
+//!   as the sources' threads do.)
+//!
 //! - **Which sources.** A source is called in place only after [`WARM_CALLS`] calls on its threads
 //!   (or in place) have shown it fast: a typical call of at most [`FAST_CALL`], no back-off and no
 //!   call of it stuck in place. A source in its own process (`isolation = "process"`) never is.
-//! - **How many at once.** A call in place holds one of a few process-wide *slots*: one less than
-//!   the runtime's worker threads (none on a runtime with one worker). However many sources hang at
-//!   the same moment, at least one worker is never inside a plugin.
+//! - **How many at once.** A call in place holds one of a few process-wide *slots*, one per worker
+//!   of the runtime (none off a multi-thread runtime): the calls in place use at most as many cores
+//!   as the workers do, and more hung calls than that send every other call to the sources' threads.
 //! - **The watchdog.** A thread of its own looks at the slots every [`TICK`]. A call that has run
 //!   longer than [`OVERRUN`] is taken to be stuck: its source is no longer called in place (its
 //!   later calls go to its own threads, under the source timeout and back-off as usual) until that
@@ -19,8 +27,8 @@
 //!   merge's `merge_page`), so its client is answered within its time with the other
 //!   sources' items, and the stuck source as the threaded path reports it.
 //!
-//! A stuck call keeps its worker thread and its slot until the plugin returns; the server then runs
-//! on the remaining workers, with fewer (or no) calls in place.
+//! A stuck call keeps its page thread and its slot until the plugin returns; the server goes on
+//! with all its workers, with fewer (or no) calls in place.
 
 use std::{
     sync::{
@@ -131,16 +139,12 @@ fn slots() -> &'static Slots {
     SLOTS.get_or_init(Slots::new)
 }
 
-/// How many slots calls made from this thread may use: one less than the workers of the runtime
-/// it runs on; 0 off a multi-thread runtime (no calls in place there).
+/// How many slots calls made from this thread may use: one per worker of the runtime it runs on;
+/// 0 off a multi-thread runtime (no calls in place there).
 pub fn usable_slots() -> usize {
     match tokio::runtime::Handle::try_current() {
         Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            handle
-                .metrics()
-                .num_workers()
-                .saturating_sub(1)
-                .min(MAX_SLOTS)
+            handle.metrics().num_workers().min(MAX_SLOTS)
         }
         _ => 0,
     }
@@ -476,7 +480,7 @@ mod tests {
     }
 
     #[test]
-    fn usable_slots_leave_one_worker_out_of_plugins() {
+    fn usable_slots_are_one_per_worker() {
         assert_eq!(usable_slots(), 0, "off a runtime");
         let on = |builder: &mut tokio::runtime::Builder| {
             builder.build().unwrap().block_on(async { usable_slots() })
@@ -487,9 +491,10 @@ mod tests {
             builder.worker_threads(n);
             on(&mut builder)
         };
-        assert_eq!(workers(1), 0);
-        assert_eq!(workers(2), 1);
-        assert_eq!(workers(4), 3);
+        assert_eq!(workers(1), 1);
+        assert_eq!(workers(2), 2);
+        assert_eq!(workers(4), 4);
+        assert_eq!(workers(MAX_SLOTS), MAX_SLOTS);
         assert_eq!(workers(MAX_SLOTS + 1), MAX_SLOTS);
         assert_eq!(workers(MAX_SLOTS + 8), MAX_SLOTS);
     }

@@ -615,8 +615,6 @@ where
     let (result_tx, task) = tokio::sync::oneshot::channel();
     let source_timeout = budget.source_timeout;
     let job = move || {
-        let _permit = permit;
-        let _trial = trial;
         let started = Instant::now();
         let _ = started_in_call.set(started);
         let _ = started_tx.send(started);
@@ -630,6 +628,10 @@ where
         if took <= source_timeout {
             src.health.record_completion(started);
         }
+        // The call is over before its answer is sent: a caller that has its answer (and a client
+        // that has its page) finds the source's permit back and the trial ended.
+        drop(permit);
+        drop(trial);
         let _ = result_tx.send((value, took));
     };
     if let Err(e) = source.threads.run(job) {

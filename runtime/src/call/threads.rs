@@ -42,7 +42,8 @@ pub struct SourceThreads {
 }
 
 struct Inner {
-    name: String,
+    /// What its threads are called.
+    thread_name: String,
     queue: Mutex<Queue>,
     work: Condvar,
     /// `queue.jobs.len()`, readable without the lock by spinning threads.
@@ -63,9 +64,14 @@ struct Queue {
 impl SourceThreads {
     /// A pool with no threads yet; `name` (the source's) names its threads.
     pub fn new(name: &str) -> SourceThreads {
+        SourceThreads::with_thread_name(thread_name(name))
+    }
+
+    /// A pool whose threads are called `thread_name` (at most 15 bytes: what Linux keeps).
+    pub fn with_thread_name(thread_name: String) -> SourceThreads {
         SourceThreads {
             inner: Arc::new(Inner {
-                name: name.to_owned(),
+                thread_name,
                 queue: Mutex::new(Queue::default()),
                 work: Condvar::new(),
                 pending: std::sync::atomic::AtomicUsize::new(0),
@@ -97,9 +103,8 @@ impl SourceThreads {
         queue.threads += 1;
         drop(queue);
         let inner = self.inner.clone();
-        let name = thread_name(&self.inner.name);
         let started = std::thread::Builder::new()
-            .name(name)
+            .name(self.inner.thread_name.clone())
             .stack_size(STACK_SIZE)
             .spawn(move || inner.work_loop());
         match started {

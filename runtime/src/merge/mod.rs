@@ -291,9 +291,10 @@ pub fn first_limit(page_size: usize, sources: usize) -> usize {
 
 /// Builds one page from `sources`, which must be sorted by name (the registry keeps them so).
 ///
-/// Fast sources are called in place ([`crate::call::in_place`]); the page is then built on a task of its
-/// own, so that when one of those calls gets stuck the request can build the page again with every
-/// source on its own threads, and answer with whichever finishes first.
+/// Fast sources are called in place ([`crate::call::in_place`]); the page is then built on a page
+/// thread (not on the runtime's worker), so that when one of those calls gets stuck the request can
+/// build the page again with every source on its own threads, and answer with whichever finishes
+/// first, and so that the stuck call holds no task but its own page's.
 ///
 /// Returns `Err` only with `fail_fast`, naming the first source that failed.
 pub async fn merge_page(
@@ -319,43 +320,83 @@ pub async fn merge_page(
     }
     let request = Arc::new(request);
     let rescue = Arc::new(in_place::Rescue::default());
-    let mut task = AbortOnDrop(tokio::spawn({
+    // Dropped with the request: the page's merge then stops at its next wait.
+    let (gone_tx, gone) = tokio::sync::oneshot::channel::<()>();
+    let (page_tx, page_rx) = tokio::sync::oneshot::channel();
+    let job = {
         let (sources, request, options, rescue) = (
             sources.to_vec(),
             request.clone(),
             options.clone(),
             rescue.clone(),
         );
-        async move { merge(&sources, &request, &options, Some(&rescue)).await }
-    }));
+        let handle = tokio::runtime::Handle::current();
+        move || {
+            let page = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                handle.block_on(async {
+                    tokio::select! {
+                        biased;
+                        page = merge(&sources, &request, &options, Some(&rescue)) => Some(page),
+                        _ = gone => None,
+                    }
+                })
+            }));
+            match page {
+                Ok(Some(page)) => drop(page_tx.send(Ok(page))),
+                Ok(None) => {}
+                Err(panic) => drop(page_tx.send(Err(panic))),
+            }
+        }
+    };
+    // The page is built on a page thread, not on the runtime's worker: a worker blocked in a
+    // plugin would hold the tasks it alone may run (its LIFO slot, the tasks it deferred) until
+    // the plugin returned, and a call in place that hangs must hold its own page alone.
+    if page_threads().run(job).is_err() {
+        return merge(sources, &request, options, None).await;
+    }
+    let mut task = PageTask {
+        answer: page_rx,
+        _stop: gone_tx,
+    };
     tokio::select! {
         biased;
-        done = &mut task.0 => return joined(done),
+        done = &mut task.answer => return joined(done),
         () = rescue.wait() => {}
     }
     // A call made in place is stuck (its source is no longer called in place): build the page
     // again with every source on its own threads; the first page to be done is served.
     tokio::select! {
         biased;
-        done = &mut task.0 => joined(done),
+        done = &mut task.answer => joined(done),
         page = merge(sources, &request, options, None) => page,
     }
 }
 
-/// Aborts the page's task when the request goes away.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+/// The threads that build pages with calls in place, shared by every request.
+fn page_threads() -> &'static crate::call::threads::SourceThreads {
+    static PAGES: std::sync::OnceLock<crate::call::threads::SourceThreads> =
+        std::sync::OnceLock::new();
+    PAGES.get_or_init(|| crate::call::threads::SourceThreads::with_thread_name("page".to_owned()))
 }
 
-fn joined(done: Result<Result<Page, Failure>, tokio::task::JoinError>) -> Result<Page, Failure> {
+/// The page being built on a page thread: its answer (or its panic), and what stops it when the
+/// request goes away (dropping the sender ends its merge at the next wait).
+struct PageTask {
+    answer: tokio::sync::oneshot::Receiver<std::thread::Result<Result<Page, Failure>>>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// The page thread's answer; its panic goes on in the request.
+fn joined(
+    done: Result<
+        std::thread::Result<Result<Page, Failure>>,
+        tokio::sync::oneshot::error::RecvError,
+    >,
+) -> Result<Page, Failure> {
     match done {
-        Ok(page) => page,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => panic!("the page's task ended without a page: {e}"),
+        Ok(Ok(page)) => page,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => panic!("the page's thread ended without a page"),
     }
 }
 
@@ -905,6 +946,134 @@ mod tests {
         fn detail(&self, identifier: &str) -> Result<Detail, PluginError> {
             self.0.detail(identifier)
         }
+    }
+
+    /// Sleeps [`HANG`] on its first call made in place (off the sources' `src:` threads) once armed,
+    /// noting the name of the thread it hangs on.
+    struct HangsInPlace {
+        items: Vec<Summary>,
+        armed: std::sync::atomic::AtomicBool,
+        hung_on: std::sync::Mutex<Option<String>>,
+    }
+
+    const HANG: Duration = Duration::from_secs(5);
+    use std::sync::atomic::Ordering::SeqCst;
+
+    struct Shared<T>(Arc<T>);
+
+    impl PackageSource for Shared<HangsInPlace> {
+        fn list(&self, request: &ListRequest) -> Result<Vec<Summary>, PluginError> {
+            let thread = std::thread::current().name().unwrap_or("").to_owned();
+            let this = &self.0;
+            if !thread.starts_with("src:") && this.armed.swap(false, SeqCst) {
+                *this.hung_on.lock().unwrap() = Some(thread);
+                std::thread::sleep(HANG);
+            }
+            Ok(request.select(&this.items))
+        }
+        fn detail(&self, identifier: &str) -> Result<Detail, PluginError> {
+            Err(PluginError::not_found(identifier))
+        }
+    }
+
+    /// A call in place that hangs holds its own page's thread, not a worker of the runtime: on a
+    /// runtime of one worker, the page whose call hung is rescued, and another page and a timer
+    /// started during the hang are served well within it. (Were the page built on the worker,
+    /// the hang would hold the worker, with every task it alone may run.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_hang_in_place_holds_no_worker() {
+        let items = |prefix: &str| -> Vec<Summary> {
+            (0..100)
+                .map(|i| Summary {
+                    name: RString::from(format!("{prefix}{i:03}")),
+                    identifier: RString::from(format!("{i}")),
+                    ..Summary::default()
+                })
+                .collect()
+        };
+        let hangs = Arc::new(HangsInPlace {
+            items: items("p"),
+            armed: Default::default(),
+            hung_on: Default::default(),
+        });
+        let sources = Arc::new(vec![
+            Arc::new(Source::new("a", "vec", source_box(Shared(hangs.clone())))),
+            Arc::new(Source::new("b", "vec", source_box(VecSource(items("p"))))),
+        ]);
+        let first = |n| PageRequest {
+            page_size: n,
+            after: None,
+            order: Primary::Name,
+            filter: Filter::default(),
+            deadline: None,
+        };
+        // Warm: the sources' calls go to their threads until they have shown themselves fast.
+        for _ in 0..2 * in_place::WARM_CALLS {
+            merge_page(&sources, first(2), &MergeOptions::default())
+                .await
+                .unwrap();
+        }
+        assert!(in_place::eligible(&sources[0]), "the source is fast");
+        hangs.armed.store(true, SeqCst);
+        let started = Instant::now();
+        let hung_page = tokio::spawn({
+            let sources = sources.clone();
+            async move { merge_page(&sources, first(2), &MergeOptions::default()).await }
+        });
+        while hangs.hung_on.lock().unwrap().is_none() {
+            assert!(started.elapsed() < HANG, "no call hung in place");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // During the hang: a timer on the worker, and another page.
+        let timer = tokio::spawn(async {
+            let asked = Instant::now();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            asked.elapsed()
+        });
+        let asked = Instant::now();
+        let other = merge_page(&sources, first(4), &MergeOptions::default())
+            .await
+            .unwrap();
+        let other_took = asked.elapsed();
+        let timer_took = timer.await.unwrap();
+        let hung = hung_page.await.unwrap().unwrap();
+        let hung_took = started.elapsed();
+        let names = |page: &Page| -> Vec<(usize, String)> {
+            page.items
+                .iter()
+                .map(|i| (i.source, i.summary.name.to_string()))
+                .collect()
+        };
+        assert_eq!(names(&hung), [(0, "p000".into()), (1, "p000".into())]);
+        assert!(hung.failures.is_empty(), "{:?}", hung.failures);
+        assert_eq!(
+            names(&other),
+            [
+                (0, "p000".into()),
+                (1, "p000".into()),
+                (0, "p001".into()),
+                (1, "p001".into())
+            ]
+        );
+        assert!(other.failures.is_empty(), "{:?}", other.failures);
+        for (what, took) in [
+            ("the timer", timer_took),
+            ("the other page", other_took),
+            ("the rescued page", hung_took),
+        ] {
+            assert!(
+                took < HANG / 2,
+                "{what} took {} ms, against a {} ms hang",
+                took.as_millis(),
+                HANG.as_millis()
+            );
+        }
+
+        assert_eq!(
+            hangs.hung_on.lock().unwrap().as_deref(),
+            Some("page"),
+            "the call hung in place, on a page thread"
+        );
     }
 
     /// A source that cannot list in the order and has more matches than the host orders itself
