@@ -134,6 +134,8 @@ struct Loaded {
     stamp: Option<(SystemTime, u64)>,
     summaries: Vec<Summary>,
     index: SearchIndex,
+    /// Position `i` is the detail of `summaries[i]`, its `summary` left empty: a detail answered is
+    /// this with the summary put back, so that each summary is kept once.
     details: Vec<Detail>,
     /// Packages left out because they would break the host's contract: how many, and the first
     /// one's reason.
@@ -188,7 +190,10 @@ impl Loaded {
                 false
             }
         });
-        let summaries: Vec<Summary> = details.iter().map(|d| d.summary.clone()).collect();
+        let summaries: Vec<Summary> = details
+            .iter_mut()
+            .map(|d| std::mem::take(&mut d.summary))
+            .collect();
         Ok(Loaded {
             stamp,
             index: SearchIndex::build(&summaries),
@@ -301,12 +306,15 @@ impl PackageSource for CatalogSource {
 
     fn detail(&self, identifier: &str) -> Result<Detail, PluginError> {
         let loaded = self.current()?;
-        loaded
-            .details
+        let at = loaded
+            .summaries
             .iter()
-            .find(|d| d.summary.identifier.as_str() == identifier)
-            .cloned()
-            .ok_or_else(|| PluginError::not_found(format!("no package with id {identifier:?}")))
+            .position(|s| s.identifier.as_str() == identifier)
+            .ok_or_else(|| PluginError::not_found(format!("no package with id {identifier:?}")))?;
+        Ok(Detail {
+            summary: loaded.summaries[at].clone(),
+            ..loaded.details[at].clone()
+        })
     }
 
     fn call(&self, method: &str, version: u32, payload: &str) -> Result<String, PluginError> {
@@ -361,6 +369,40 @@ mod tests {
         );
         assert!(report.passed(), "{report}");
         assert!(report.items >= 10, "{report}");
+    }
+
+    /// Every detail is the package as the file gives it (`to_detail`), its summary the one listed.
+    #[test]
+    fn each_detail_is_its_package_whole() {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+        let source = CatalogPlugin::new_source(
+            Host::detached("internal", Some(examples.clone())),
+            r#"{"path":"catalog.json"}"#,
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(examples.join("catalog.json")).unwrap();
+        let file: CatalogFile = serde_json::from_str(&text).unwrap();
+        let expected: Vec<Detail> = file.packages.into_iter().map(to_detail).collect();
+        let listed = source
+            .list(&ListRequest {
+                limit: 1000,
+                filter: tributary_plugin_api::Filter {
+                    include_deprecated: true,
+                    ..Default::default()
+                },
+                ..ListRequest::default()
+            })
+            .unwrap();
+        assert_eq!(listed.len(), expected.len());
+        for summary in &listed {
+            let detail = source.detail(&summary.identifier).unwrap();
+            assert_eq!(&detail.summary, summary);
+            let want = expected
+                .iter()
+                .find(|d| d.summary.identifier == summary.identifier)
+                .unwrap();
+            assert_eq!(&detail, want);
+        }
     }
 
     #[test]
