@@ -12,6 +12,7 @@
 //! - [`search`]: an index that answers filtered listings without scanning the whole catalog.
 //! - [`query`], [`order`], [`facets`] (interface 1.1): the query syntax, the sort orders with the
 //!   relevance score and update times, and facet counts.
+//! - [`compact`]: details kept in two allocations each until a call asks for one.
 //! - [`export_plugin!`] and [`guard`]: how a plugin is exported, with every entry point run under
 //!   `catch_unwind` so that a panic becomes an error value instead of ending the host process.
 //!
@@ -68,6 +69,7 @@
 #![allow(non_local_definitions, non_camel_case_types)]
 
 pub mod capabilities;
+pub mod compact;
 #[cfg(feature = "config")]
 pub mod config;
 #[cfg(feature = "conformance")]

@@ -25,7 +25,10 @@ use std::{
 
 use serde::Deserialize;
 use tributary_plugin_api::{
-    capabilities, config, contract, export_plugin, facets, keys, order::normalize_timestamp,
+    capabilities,
+    compact::{give_back_freed_memory, CompactDetail},
+    config, contract, export_plugin, facets, keys,
+    order::normalize_timestamp,
     Detail, Extension, Host, ListRequest, Maintainer, PackageSource, Plugin, PluginError, RString,
     RVec, SearchIndex, Summary, Version,
 };
@@ -53,6 +56,7 @@ impl Plugin for CatalogPlugin {
         })?;
         let path = host.resolve(&path);
         let loaded = Loaded::read(&path)?;
+        give_back_freed_memory();
         host.debug(&format!(
             "read {} packages from {}",
             loaded.summaries.len(),
@@ -134,9 +138,9 @@ struct Loaded {
     stamp: Option<(SystemTime, u64)>,
     summaries: Vec<Summary>,
     index: SearchIndex,
-    /// Position `i` is the detail of `summaries[i]`, its `summary` left empty: a detail answered is
-    /// this with the summary put back, so that each summary is kept once.
-    details: Vec<Detail>,
+    /// Position `i` is the rest of the detail of `summaries[i]`, compact (the kit's
+    /// [`CompactDetail`]): a detail answered is made from it and the summary.
+    details: Vec<CompactDetail>,
     /// Packages left out because they would break the host's contract: how many, and the first
     /// one's reason.
     dropped: Option<(usize, String)>,
@@ -190,10 +194,29 @@ impl Loaded {
                 false
             }
         });
-        let summaries: Vec<Summary> = details
-            .iter_mut()
-            .map(|d| std::mem::take(&mut d.summary))
-            .collect();
+        let mut summaries = Vec::with_capacity(details.len());
+        let mut compact = Vec::with_capacity(details.len());
+        for mut detail in details {
+            // A detail within the contract's limits is well under the 4 GiB bound.
+            let Some(rest) = CompactDetail::new(&detail) else {
+                match &mut dropped {
+                    Some((count, _)) => *count += 1,
+                    None => {
+                        dropped = Some((
+                            1,
+                            format!(
+                                "package {:?}: its detail's text is 4 GiB or more",
+                                detail.summary.identifier.as_str()
+                            ),
+                        ))
+                    }
+                }
+                continue;
+            };
+            summaries.push(std::mem::take(&mut detail.summary));
+            compact.push(rest);
+        }
+        let details = compact;
         Ok(Loaded {
             stamp,
             index: SearchIndex::build(&summaries),
@@ -293,7 +316,13 @@ impl CatalogSource {
         if let Some(dropped) = fresh.dropped() {
             self.host.warn(&dropped);
         }
-        *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
+        let previous = std::mem::replace(
+            &mut *self.loaded.write().unwrap_or_else(|e| e.into_inner()),
+            fresh.clone(),
+        );
+        // The catalog replaced is freed here unless a call still holds it.
+        drop(previous);
+        give_back_freed_memory();
         Ok(fresh)
     }
 }
@@ -311,10 +340,7 @@ impl PackageSource for CatalogSource {
             .iter()
             .position(|s| s.identifier.as_str() == identifier)
             .ok_or_else(|| PluginError::not_found(format!("no package with id {identifier:?}")))?;
-        Ok(Detail {
-            summary: loaded.summaries[at].clone(),
-            ..loaded.details[at].clone()
-        })
+        Ok(loaded.details[at].detail(loaded.summaries[at].clone()))
     }
 
     fn call(&self, method: &str, version: u32, payload: &str) -> Result<String, PluginError> {

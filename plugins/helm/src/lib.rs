@@ -76,8 +76,9 @@ use std::{
 
 use sha2::{Digest, Sha256};
 use tributary_plugin_api::{
-    capabilities, contract, export_plugin, facets, keys, Detail, Extension, Host, ListRequest,
-    PackageSource, Plugin, PluginError, RString, SearchIndex, Summary,
+    capabilities, compact::give_back_freed_memory, contract, export_plugin, facets, keys, Detail,
+    Extension, Host, ListRequest, PackageSource, Plugin, PluginError, RString, SearchIndex,
+    Summary,
 };
 use url::Url;
 
@@ -726,27 +727,6 @@ impl Shared {
             })
             .collect();
         PluginError::unavailable(reasons.join("; "))
-    }
-}
-
-/// Gives the memory `malloc` holds freed back to the system, after an index is read.
-///
-/// The plugin allocates with the C library's `malloc` (the host's allocator is its own); glibc's
-/// keeps what is freed for later requests, and reading an index frees much: its text, each piece's
-/// parse, an index replaced. An index is read rarely and kept long, so that memory would stay
-/// resident and unused until the next read. Nothing is logged: it is called once per index read.
-fn give_back_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        extern "C" {
-            fn malloc_trim(pad: usize) -> i32;
-        }
-        // SAFETY: `malloc_trim` takes no pointers and is safe to call at any time, from any
-        // thread (glibc locks each arena it trims). Its result only says whether memory was
-        // given back.
-        unsafe {
-            malloc_trim(0);
-        }
     }
 }
 
