@@ -6,7 +6,7 @@
 //! are fast is called in place, and the isolation is kept by bounding what a hang in place can do:
 //!
 //! - **Where.** A page with calls in place is built on a *page thread* of its own
-//!   ([`crate::merge::merge_page`]), never on one of the runtime's workers: a worker blocked in a
+//!   (the merge's `merge_page`), never on one of the runtime's workers: a worker blocked in a
 //!   plugin would also hold the tasks that worker alone may run (tokio lets no other worker take
 //!   the task in its LIFO slot, nor wake the tasks it deferred when their budget ran out) until the
 //!   plugin returned. A hang in place holds its page thread and its page alone. (One hand-off a page
