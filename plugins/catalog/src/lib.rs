@@ -158,11 +158,21 @@ fn strings(values: Vec<String>) -> RVec<RString> {
 impl Loaded {
     fn read(path: &Path) -> Result<Loaded, PluginError> {
         let stamp = stamp(path);
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let cannot_read = |e: &dyn std::fmt::Display| {
             PluginError::unavailable(format!("cannot read catalog {}: {e}", path.display()))
-        })?;
-        let file: CatalogFile = serde_json::from_str(&text).map_err(|e| {
-            PluginError::unavailable(format!("catalog {} is not valid: {e}", path.display()))
+        };
+        let file = std::fs::File::open(path).map_err(|e| cannot_read(&e))?;
+        // Parsed as it is read: the file's text is never held whole beside what is made of it.
+        let file: CatalogFile = serde_json::from_reader(std::io::BufReader::with_capacity(
+            64 << 10,
+            file,
+        ))
+        .map_err(|e| {
+            if e.is_io() {
+                cannot_read(&e)
+            } else {
+                PluginError::unavailable(format!("catalog {} is not valid: {e}", path.display()))
+            }
         })?;
 
         let mut details: Vec<Detail> = file.packages.into_iter().map(to_detail).collect();
