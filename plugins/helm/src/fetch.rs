@@ -7,9 +7,14 @@
 //! the last index served (`If-None-Match`, `If-Modified-Since`), ask for gzip, and read at most
 //! `max_index_size` bytes. `timeout` bounds the whole fetch, redirects and body included: an
 //! upstream that dribbles its answer cannot hold a refresh past it.
+//!
+//! A body is copied, as it arrives, into an unnamed temporary file (in `TMPDIR`), hashed on the
+//! way: the index is then parsed from the file in pieces like a local one, and the text is never
+//! held whole in memory beside the charts made of it. When no temporary file can be made (a
+//! read-only or full `TMPDIR`), the body is read into memory as before.
 
 use std::{
-    io::Read as _,
+    io::{Read as _, Seek as _, Write as _},
     path::Path,
     sync::Arc,
     time::{Duration, Instant},
@@ -39,6 +44,40 @@ pub(crate) enum Fetched {
     NotModified,
     /// A body, and the validators to send next time.
     Body(Vec<u8>, Validators),
+    /// A body copied into an unnamed temporary file (positioned at its start), its SHA-256, and
+    /// the validators to send next time.
+    Spooled(std::fs::File, [u8; 32], Validators),
+}
+
+/// Copies `body` (at most `limit` bytes, else `Err` from the reader) into an unnamed temporary
+/// file and hashes it; `Ok(None)` when no temporary file can be made (nothing was read then).
+fn spool(
+    body: &mut dyn std::io::Read,
+    temporary: impl FnOnce() -> std::io::Result<std::fs::File>,
+) -> std::io::Result<Option<(std::fs::File, [u8; 32])>> {
+    use sha2::{Digest, Sha256};
+    let Ok(mut file) = temporary() else {
+        return Ok(None);
+    };
+    let mut hash = Sha256::new();
+    let mut buffer = vec![0u8; 64 << 10];
+    loop {
+        let n = match body.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hash.update(&buffer[..n]);
+        file.write_all(&buffer[..n])?;
+    }
+    file.rewind()?;
+    Ok(Some((file, hash.finalize().into())))
+}
+
+/// An unnamed file in the system's temporary folder, gone when closed.
+fn temporary_file() -> std::io::Result<std::fs::File> {
+    tempfile::tempfile()
 }
 
 /// Builds the client of one repository: its roots (the system's, or the given CA bundle), its
@@ -142,29 +181,34 @@ pub(crate) fn fetch(
                     etag: header("etag"),
                     last_modified: header("last-modified"),
                 };
+                let length = response.body().content_length();
+                let read_error = |e: std::io::Error| match ureq::Error::from(e) {
+                    ureq::Error::BodyExceedsLimit(_) => format!(
+                        "{}: the index is larger than max_index_size ({max_index_size} bytes)",
+                        shown(&url),
+                    ),
+                    e => describe(&url, remote, e),
+                };
+                let mut reader = response
+                    .body_mut()
+                    .with_config()
+                    .limit(max_index_size)
+                    .reader();
+                if let Some((file, digest)) =
+                    spool(&mut reader, temporary_file).map_err(read_error)?
+                {
+                    return Ok(Fetched::Spooled(file, digest, next));
+                }
                 // Room for the whole body at once when its length is known (not when it comes
                 // compressed) and within the limit: grown by doubling as it is read, the vector
                 // would hold up to twice the index.
-                let length = response.body().content_length();
                 let mut body = Vec::with_capacity(
                     length
                         .filter(|&length| length <= max_index_size)
                         .and_then(|length| usize::try_from(length).ok())
                         .unwrap_or(0),
                 );
-                response
-                    .body_mut()
-                    .with_config()
-                    .limit(max_index_size)
-                    .reader()
-                    .read_to_end(&mut body)
-                    .map_err(|e| match ureq::Error::from(e) {
-                        ureq::Error::BodyExceedsLimit(_) => format!(
-                            "{}: the index is larger than max_index_size ({max_index_size} bytes)",
-                            shown(&url),
-                        ),
-                        e => describe(&url, remote, e),
-                    })?;
+                reader.read_to_end(&mut body).map_err(read_error)?;
                 return Ok(Fetched::Body(body, next));
             }
             304 => return Ok(Fetched::NotModified),

@@ -194,9 +194,15 @@ struct RepoIndex {
     dropped: Option<(usize, String)>,
 }
 
+/// Why an index file gave no index: the file could not be read, or the index in it is refused
+/// (the message completes "index <where> ...").
+enum FileError {
+    Read(std::io::Error),
+    Index(String),
+}
+
 impl RepoIndex {
     fn read_file(name: &str, path: &Path, limits: Limits) -> Result<RepoIndex, PluginError> {
-        use std::io::Read as _;
         let unavailable = |what: String| {
             PluginError::unavailable(format!(
                 "helm repository {name:?}: index {} {what}",
@@ -210,11 +216,29 @@ impl RepoIndex {
             ))
         };
         let file = std::fs::File::open(path).map_err(cannot_read)?;
-        // A large index in Helm's layout is parsed as it is read, piece by piece, never held whole.
-        if let Some(charts) = index::parse_file(&file, limits) {
+        RepoIndex::from_file(name, &file, None, limits)
+            .map(|(index, _)| index)
+            .map_err(|e| match e {
+                FileError::Read(e) => cannot_read(e),
+                FileError::Index(what) => unavailable(what),
+            })
+    }
+
+    /// The index in `file`, read from its start, and whether it was read in pieces: a large index
+    /// in Helm's layout is parsed as it is read, piece by piece, never held whole; any other from
+    /// its whole text. Relative chart URLs resolve against `base` when given.
+    fn from_file(
+        name: &str,
+        file: &std::fs::File,
+        base: Option<&Url>,
+        limits: Limits,
+    ) -> Result<(RepoIndex, bool), FileError> {
+        use std::io::Read as _;
+        if let Some(charts) = index::parse_file(file, limits) {
             return charts
-                .and_then(|charts| RepoIndex::build(name, charts, None))
-                .map_err(unavailable);
+                .and_then(|charts| RepoIndex::build(name, charts, base))
+                .map(|index| (index, true))
+                .map_err(FileError::Index);
         }
         let mut bytes = Vec::new();
         let most = limits.max_index_size.saturating_add(1);
@@ -225,18 +249,20 @@ impl RepoIndex {
             .and_then(|meta| {
                 let size = meta.len().min(most);
                 bytes.reserve_exact(usize::try_from(size).unwrap_or(0));
-                (&file).take(most).read_to_end(&mut bytes)
+                (&*file).take(most).read_to_end(&mut bytes)
             })
-            .map_err(cannot_read)?;
+            .map_err(FileError::Read)?;
         if bytes.len() as u64 > limits.max_index_size {
-            return Err(unavailable(format!(
+            return Err(FileError::Index(format!(
                 "is refused: it is larger than max_index_size ({} bytes)",
                 limits.max_index_size
             )));
         }
         let text = String::from_utf8(bytes)
-            .map_err(|_| unavailable("is not valid: it is not UTF-8 text".to_owned()))?;
-        RepoIndex::parse(name, &text, None, limits).map_err(unavailable)
+            .map_err(|_| FileError::Index("is not valid: it is not UTF-8 text".to_owned()))?;
+        RepoIndex::parse(name, &text, base, limits)
+            .map(|index| (index, false))
+            .map_err(FileError::Index)
     }
 
     /// Parses an index's text. Relative chart URLs resolve against `base` when given. The error
@@ -429,6 +455,8 @@ struct RepoState {
     last_error: Option<String>,
     /// How many bodies were parsed (an unchanged body, by its SHA-256, is not).
     parses: u64,
+    /// How many of those were parsed in pieces from their copy in a temporary file.
+    parsed_in_pieces: u64,
 }
 
 impl RepoState {
@@ -630,6 +658,27 @@ impl Shared {
         let mut changed_index = false;
         let result = match fetched {
             Ok(Fetched::NotModified) => Ok(None),
+            Ok(Fetched::Spooled(file, digest, validators)) => {
+                if sha == Some(digest) {
+                    Ok(Some((validators, digest)))
+                } else {
+                    self.states()[i].parses += 1;
+                    RepoIndex::from_file(name, &file, Some(&remote.base_url), limits)
+                        .map_err(|e| match e {
+                            FileError::Read(e) => format!("cannot be read back from its copy: {e}"),
+                            FileError::Index(what) => what,
+                        })
+                        .and_then(|(index, in_pieces)| {
+                            self.states()[i].parsed_in_pieces += u64::from(in_pieces);
+                            self.swap(i, index)
+                        })
+                        .map(|()| {
+                            changed_index = true;
+                            Some((validators, digest))
+                        })
+                        .map_err(|e| format!("index {} {e}", fetch::shown(&remote.index_url)))
+                }
+            }
             Ok(Fetched::Body(body, validators)) => {
                 let digest: [u8; 32] = Sha256::digest(&body).into();
                 if sha == Some(digest) {

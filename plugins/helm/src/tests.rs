@@ -1849,3 +1849,65 @@ fn a_large_index_file_is_read_in_pieces_as_its_text_is_parsed() {
         "{err}"
     );
 }
+
+/// Every item of `source`, paged through 1,000 at a time.
+fn every_item(source: &HelmSource) -> Vec<Summary> {
+    let mut items: Vec<Summary> = Vec::new();
+    loop {
+        let after = items
+            .last()
+            .map(|s| (s.name.to_string(), s.identifier.to_string()));
+        let page = source
+            .list(&request(
+                after.as_ref().map(|(n, i)| (n.as_str(), i.as_str())),
+                1000,
+                Filter::default(),
+            ))
+            .unwrap();
+        let done = page.len() < 1000;
+        items.extend(page);
+        if done {
+            return items;
+        }
+    }
+}
+
+/// A large index served over HTTP is copied into a temporary file as it arrives and parsed from
+/// that copy in pieces, as a local file is: every chart and every detail equal to those of the
+/// same text read from a local file, and an unchanged body is not parsed again.
+#[test]
+fn a_large_index_over_http_is_parsed_in_pieces_from_its_copy() {
+    let text: &'static str =
+        Box::leak(large_index(crate::index::SPLIT_SIZE + 1000).into_boxed_str());
+    let dir = TempDir::new("large-http");
+    dir.write("index.yaml", text);
+    let local = limited_source(&dir, "index.yaml", json!({})).unwrap();
+    let (url, requests, stop) = plain_server(text);
+    let config = json!({ "repositories": [{ "name": "r", "url": url, "refresh_interval": 0.05 }] });
+    let remote = HelmPlugin::new_source(Host::detached("helm", None), &config.to_string()).unwrap();
+    for _ in 0..2000 {
+        if requests.load(std::sync::atomic::Ordering::Relaxed) >= 3 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let state = remote.shared.states()[0].clone();
+    assert!(state.last_error.is_none(), "{:?}", state.last_error);
+    assert_eq!(state.parses, 1, "one parse for several identical bodies");
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(
+        state.parsed_in_pieces,
+        u64::from(threads > 1),
+        "read in pieces wherever a local file is"
+    );
+    let items = every_item(&remote);
+    assert!(items.len() > 1000, "{}", items.len());
+    assert_eq!(items, every_item(&local));
+    for summary in items.iter().step_by(7) {
+        assert_eq!(
+            remote.detail(&summary.identifier).unwrap(),
+            local.detail(&summary.identifier).unwrap()
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+}
