@@ -49,18 +49,34 @@ pub(crate) enum Fetched {
     Spooled(std::fs::File, [u8; 32], Validators),
 }
 
-/// Copies `body` (at most `limit` bytes, else `Err` from the reader) into an unnamed temporary
-/// file and hashes it; `Ok(None)` when no temporary file can be made (nothing was read then).
+/// Where a body was read to.
+enum Spool {
+    /// An unnamed temporary file, positioned at its start, and the body's SHA-256.
+    File(std::fs::File, [u8; 32]),
+    /// Memory: no temporary file could be made, or writing to it failed (a full `TMPDIR`), in
+    /// which case what it held was read back and the rest of the body read after it.
+    Memory(Vec<u8>),
+}
+
+/// Reads `body` (the reader enforces the size limit) into a temporary file made by `temporary`,
+/// hashing it on the way; into memory, with room for `length` bytes when known, when there is no
+/// such file or it cannot be written. `Err` only from reading the body.
 fn spool(
     body: &mut dyn std::io::Read,
+    length: usize,
     temporary: impl FnOnce() -> std::io::Result<std::fs::File>,
-) -> std::io::Result<Option<(std::fs::File, [u8; 32])>> {
+) -> std::io::Result<Spool> {
     use sha2::{Digest, Sha256};
+    let in_memory = |body: &mut dyn std::io::Read, mut bytes: Vec<u8>| {
+        body.read_to_end(&mut bytes).map(|_| Spool::Memory(bytes))
+    };
     let Ok(mut file) = temporary() else {
-        return Ok(None);
+        return in_memory(body, Vec::with_capacity(length));
     };
     let mut hash = Sha256::new();
     let mut buffer = vec![0u8; 64 << 10];
+    // Bytes of the body written to the file so far.
+    let mut written = 0;
     loop {
         let n = match body.read(&mut buffer) {
             Ok(0) => break,
@@ -69,10 +85,29 @@ fn spool(
             Err(e) => return Err(e),
         };
         hash.update(&buffer[..n]);
-        file.write_all(&buffer[..n])?;
+        if file.write_all(&buffer[..n]).is_err() {
+            // What the file holds before this piece (a failed write may have left part of it),
+            // then the piece, then the rest of the body.
+            let mut bytes = Vec::with_capacity(length.max(written + n));
+            let read_back = file.rewind().and_then(|()| file.read_to_end(&mut bytes));
+            if read_back.is_err() || bytes.len() < written {
+                // The body's start is lost, and it cannot be read again.
+                return Err(std::io::Error::other(
+                    "its temporary copy could not be written or read back",
+                ));
+            }
+            bytes.truncate(written);
+            bytes.extend_from_slice(&buffer[..n]);
+            return in_memory(body, bytes);
+        }
+        written += n;
     }
-    file.rewind()?;
-    Ok(Some((file, hash.finalize().into())))
+    if file.rewind().is_err() {
+        return Err(std::io::Error::other(
+            "its temporary copy could not be read back",
+        ));
+    }
+    Ok(Spool::File(file, hash.finalize().into()))
 }
 
 /// An unnamed file in the system's temporary folder, gone when closed.
@@ -194,22 +229,17 @@ pub(crate) fn fetch(
                     .with_config()
                     .limit(max_index_size)
                     .reader();
-                if let Some((file, digest)) =
-                    spool(&mut reader, temporary_file).map_err(read_error)?
-                {
-                    return Ok(Fetched::Spooled(file, digest, next));
-                }
-                // Room for the whole body at once when its length is known (not when it comes
-                // compressed) and within the limit: grown by doubling as it is read, the vector
-                // would hold up to twice the index.
-                let mut body = Vec::with_capacity(
-                    length
-                        .filter(|&length| length <= max_index_size)
-                        .and_then(|length| usize::try_from(length).ok())
-                        .unwrap_or(0),
-                );
-                reader.read_to_end(&mut body).map_err(read_error)?;
-                return Ok(Fetched::Body(body, next));
+                // Room for the whole body at once, if it is read into memory, when its length is
+                // known (not when it comes compressed) and within the limit: grown by doubling as
+                // it is read, the vector would hold up to twice the index.
+                let length = length
+                    .filter(|&length| length <= max_index_size)
+                    .and_then(|length| usize::try_from(length).ok())
+                    .unwrap_or(0);
+                return match spool(&mut reader, length, temporary_file).map_err(read_error)? {
+                    Spool::File(file, digest) => Ok(Fetched::Spooled(file, digest, next)),
+                    Spool::Memory(body) => Ok(Fetched::Body(body, next)),
+                };
             }
             304 => return Ok(Fetched::NotModified),
             301 | 302 | 303 | 307 | 308 => {
@@ -310,6 +340,47 @@ pub(crate) fn jittered(interval: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn body(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i % 251) as u8).collect()
+    }
+
+    #[test]
+    fn a_body_is_copied_into_the_file_and_hashed() {
+        use sha2::{Digest, Sha256};
+        let text = body(200_000);
+        let Spool::File(mut file, digest) =
+            spool(&mut &text[..], 0, || tempfile::tempfile()).unwrap()
+        else {
+            panic!("a temporary file was made");
+        };
+        let mut copy = Vec::new();
+        file.read_to_end(&mut copy).unwrap();
+        assert_eq!(copy, text);
+        assert_eq!(digest, <[u8; 32]>::from(Sha256::digest(&text)));
+    }
+
+    #[test]
+    fn without_a_writable_file_the_body_is_read_into_memory() {
+        let text = body(200_000);
+        // No file at all.
+        let Spool::Memory(bytes) = spool(&mut &text[..], text.len(), || {
+            Err(std::io::Error::other("no TMPDIR"))
+        })
+        .unwrap() else {
+            panic!("read into memory");
+        };
+        assert_eq!(bytes, text);
+        // A file that takes no writes (opened for reading only): what was read of the body so far
+        // is kept, and the rest read after it.
+        let named = tempfile::NamedTempFile::new().unwrap();
+        let path = named.path().to_owned();
+        let Spool::Memory(bytes) = spool(&mut &text[..], 0, || std::fs::File::open(&path)).unwrap()
+        else {
+            panic!("read into memory");
+        };
+        assert_eq!(bytes, text);
+    }
 
     #[test]
     fn hosts_compare_without_scheme() {
