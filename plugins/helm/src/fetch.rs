@@ -349,8 +349,7 @@ mod tests {
     fn a_body_is_copied_into_the_file_and_hashed() {
         use sha2::{Digest, Sha256};
         let text = body(200_000);
-        let Spool::File(mut file, digest) =
-            spool(&mut &text[..], 0, || tempfile::tempfile()).unwrap()
+        let Spool::File(mut file, digest) = spool(&mut &text[..], 0, tempfile::tempfile).unwrap()
         else {
             panic!("a temporary file was made");
         };
