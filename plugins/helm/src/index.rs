@@ -31,11 +31,15 @@ use serde::{
     de::{self, DeserializeSeed, MapAccess, Visitor},
     Deserialize, Deserializer,
 };
-use tributary_plugin_api::{
-    keys, order::normalize_timestamp, Extension, Maintainer, RString, RVec, Summary,
-};
+use tributary_plugin_api::{keys, order::normalize_timestamp, Extension, RString, RVec, Summary};
 
-use crate::{config::Limits, depth, split, version::rank, versions::Versions};
+use crate::{
+    config::Limits,
+    depth,
+    extra::{Extra, Parts},
+    split,
+    version::rank,
+};
 
 /// One chart of an index: its summary (without `identifier` and `repository`, which the caller sets)
 /// and the rest of its detail.
@@ -83,20 +87,6 @@ impl Charts {
         self.summaries.shrink_to_fit();
         self.extras.shrink_to_fit();
     }
-}
-
-/// What a chart's detail holds beyond its summary. The README is the summary's description.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct Extra {
-    /// Every version, in the order a detail lists them.
-    pub versions: Versions,
-    pub home_url: RString,
-    pub source_urls: RVec<RString>,
-    pub maintainers: RVec<Maintainer>,
-    pub deprecated: bool,
-    pub keywords: RVec<RString>,
-    /// The first of the latest version's `urls`, as the index gives it (maybe relative).
-    pub chart_url: String,
 }
 
 /// Files at least this large are parsed in pieces on several threads (the `split` module).
@@ -183,7 +173,12 @@ fn within_limits(entries: Entries, limits: Limits) -> Result<Charts, String> {
     if entries.listed > limits.max_charts {
         return Err(too_many(entries.listed, limits.max_charts));
     }
-    let versions: usize = entries.charts.extras.iter().map(|e| e.versions.len()).sum();
+    let versions: usize = entries
+        .charts
+        .extras
+        .iter()
+        .map(|e| e.versions().len())
+        .sum();
     if entries.versions_over || versions > limits.max_versions {
         return Err(format!(
             "is refused: it has more than max_versions ({}) versions",
@@ -546,7 +541,7 @@ impl<'de> DeserializeSeed<'de> for EntriesSeed {
                     if let Some(chart) =
                         build_chart(name, raw.unwrap_or_default()).map_err(de::Error::custom)?
                     {
-                        versions += chart.extra.versions.len();
+                        versions += chart.extra.versions().len();
                         entries.versions_over = versions > self.limits.max_versions;
                         entries.charts.push(chart);
                     }
@@ -570,13 +565,14 @@ fn exact<T, U>(values: Vec<T>, keep: impl Fn(&T) -> bool, into: impl Fn(T) -> U)
     kept
 }
 
-/// Non-empty strings of a list, as an `RVec`.
-fn non_empty(values: Option<Vec<Text<'_>>>) -> RVec<RString> {
-    exact(
-        values.unwrap_or_default(),
-        |t| !t.as_str().is_empty(),
-        Text::into_rstring,
-    )
+/// The non-empty strings of a list.
+fn non_empty<'a>(values: &'a Option<Vec<Text<'_>>>) -> Vec<&'a str> {
+    values
+        .iter()
+        .flatten()
+        .map(Text::as_str)
+        .filter(|v| !v.is_empty())
+        .collect()
 }
 
 /// Turns one chart's raw versions into a [`Chart`]; `None` for an empty list or an empty name.
@@ -591,18 +587,44 @@ fn build_chart(name: Text<'_>, mut raw: Vec<RawVersion<'_>>) -> Result<Option<Ch
     // gives none or one that is not RFC 3339.
     let updated = normalize_timestamp(raw[ranking.latest].created.as_str());
 
-    let versions = Versions::new(ranking.order.iter().map(|&i| {
-        let v = &raw[i];
-        [
-            v.version.as_str(),
-            v.app_version.as_str(),
-            v.created.as_str(),
-            v.digest.as_str(),
-        ]
-    }))
+    // The record of the rest of the detail, its strings borrowed from the versions read.
+    let latest = &raw[ranking.latest];
+    let extra = Extra::new(&Parts {
+        versions: ranking
+            .order
+            .iter()
+            .map(|&i| {
+                let v = &raw[i];
+                [
+                    v.version.as_str(),
+                    v.app_version.as_str(),
+                    v.created.as_str(),
+                    v.digest.as_str(),
+                ]
+            })
+            .collect(),
+        home_url: latest.home.as_str(),
+        source_urls: non_empty(&latest.sources),
+        maintainers: latest
+            .maintainers
+            .iter()
+            .flatten()
+            .map(|m| [m.name.as_str(), m.email.as_str(), m.url.as_str()])
+            .filter(|fields| fields.iter().any(|f| !f.is_empty()))
+            .collect(),
+        keywords: non_empty(&latest.keywords),
+        chart_url: latest
+            .urls
+            .iter()
+            .flatten()
+            .map(|u| u.as_str().trim())
+            .find(|u| !u.is_empty())
+            .unwrap_or_default(),
+        deprecated: latest.deprecated.unwrap_or(false),
+    })
     .ok_or_else(|| {
         format!(
-            "chart {:?}: its versions hold more than 4 GiB of text",
+            "chart {:?}: its detail holds more than 4 GiB of text",
             name.as_str()
         )
     })?;
@@ -620,14 +642,6 @@ fn build_chart(name: Text<'_>, mut raw: Vec<RawVersion<'_>>) -> Result<Option<Ch
         }
         categories = exact(distinct, |_| true, RString::from);
     }
-    let chart_url = latest
-        .urls
-        .take()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|u| u.as_str().trim().to_owned())
-        .find(|u| !u.is_empty())
-        .unwrap_or_default();
     let name = name.into_rstring();
 
     Ok(Some(Chart {
@@ -647,27 +661,7 @@ fn build_chart(name: Text<'_>, mut raw: Vec<RawVersion<'_>>) -> Result<Option<Ch
                 .into_iter()
                 .collect(),
         },
-        extra: Extra {
-            versions,
-            home_url: latest.home.into_rstring(),
-            source_urls: non_empty(latest.sources),
-            maintainers: exact(
-                latest.maintainers.unwrap_or_default(),
-                |m| {
-                    !(m.name.as_str().is_empty()
-                        && m.email.as_str().is_empty()
-                        && m.url.as_str().is_empty())
-                },
-                |m| Maintainer {
-                    name: m.name.into_rstring(),
-                    email: m.email.into_rstring(),
-                    url: m.url.into_rstring(),
-                },
-            ),
-            deprecated: latest.deprecated.unwrap_or(false),
-            keywords: non_empty(latest.keywords),
-            chart_url,
-        },
+        extra,
     }))
 }
 
@@ -701,7 +695,7 @@ mod tests {
         charts.retain(&[true, false, true]);
         charts.shrink_to_fit();
         let names: Vec<&str> = charts.summaries.iter().map(|s| s.name.as_str()).collect();
-        let homes: Vec<&str> = charts.extras.iter().map(|e| e.home_url.as_str()).collect();
+        let homes: Vec<&str> = charts.extras.iter().map(|e| e.home_url()).collect();
         assert_eq!((names, homes), (vec!["a", "c"], vec!["ha", "hc"]));
         assert_eq!(charts.summaries.capacity(), 2);
     }
@@ -713,23 +707,35 @@ mod tests {
         let (summary, extra) = (&charts.summaries[0], &charts.extras[0]);
         assert_eq!(summary.categories.as_slice(), ["C"]);
         assert_eq!(summary.categories.capacity(), 1);
-        assert_eq!(extra.keywords.capacity(), 2);
-        assert_eq!(extra.source_urls.capacity(), 1);
-        assert_eq!(extra.maintainers.capacity(), 1);
-        assert_eq!(extra.versions.len(), 1);
+        assert_eq!(extra.keywords().collect::<Vec<_>>(), ["k", "j"]);
+        assert_eq!(extra.source_urls().collect::<Vec<_>>(), ["s"]);
+        assert_eq!(extra.maintainers().collect::<Vec<_>>(), [["m", "", ""]]);
+        assert_eq!(extra.versions().len(), 1);
+        // The record's two allocations hold exactly its strings: "1.0.0", an empty home URL, "s",
+        // "m" and two empty strings, "k", "j" and an empty chart URL (a boxed text and slice
+        // have no room to spare).
+        assert_eq!(extra.lengths(), ("1.0.0smkj".len(), 4 + 1 + 1 + 3 + 2 + 1));
     }
 
-    /// The versions of every chart of `text`, made as a detail makes them, against the
-    /// `Version`s the plugin built from the same index before it kept them compact: every field
-    /// of every version, in the same order.
-    fn versions_as_before(text: &str) {
+    /// The detail of every chart of `text`, made from its record, against the detail the plugin
+    /// made from the same index before it kept the record compact (the versions as `Version`s, the
+    /// other strings and lists as the interface's): every field, in the same order.
+    fn details_as_before(text: &str) {
         use std::collections::BTreeMap;
-        use tributary_plugin_api::Version;
+        use tributary_plugin_api::{Detail, Maintainer, Version};
 
         #[derive(Deserialize)]
         struct Raw<'a> {
             #[serde(borrow)]
             entries: BTreeMap<String, Option<Vec<RawVersion<'a>>>>,
+        }
+        /// `non_empty` as it was.
+        fn non_empty(values: Option<Vec<Text<'_>>>) -> RVec<RString> {
+            exact(
+                values.unwrap_or_default(),
+                |t| !t.as_str().is_empty(),
+                Text::into_rstring,
+            )
         }
         let mut index: Raw = serde_saphyr::from_str(text).unwrap();
         let charts = parse_whole(text).unwrap();
@@ -742,7 +748,7 @@ mod tests {
                 .unwrap();
             // What `build_chart` made before, step for step.
             let ranking = rank(raw.iter().map(|v| v.version.as_str()));
-            let before: RVec<Version> = ranking
+            let versions: RVec<Version> = ranking
                 .order
                 .iter()
                 .map(|&i| {
@@ -755,26 +761,72 @@ mod tests {
                     }
                 })
                 .collect();
+            let mut latest = raw.swap_remove(ranking.latest);
+            let chart_url = latest
+                .urls
+                .take()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|u| u.as_str().trim().to_owned())
+                .find(|u| !u.is_empty())
+                .unwrap_or_default();
+            // And what `detail_of` made of it.
+            let before = Detail {
+                readme: summary.short_description.clone(),
+                summary: summary.clone(),
+                versions,
+                home_url: latest.home.into_rstring(),
+                source_urls: non_empty(latest.sources),
+                maintainers: exact(
+                    latest.maintainers.unwrap_or_default(),
+                    |m| {
+                        !(m.name.as_str().is_empty()
+                            && m.email.as_str().is_empty()
+                            && m.url.as_str().is_empty())
+                    },
+                    |m| Maintainer {
+                        name: m.name.into_rstring(),
+                        email: m.email.into_rstring(),
+                        url: m.url.into_rstring(),
+                    },
+                ),
+                keywords: non_empty(latest.keywords),
+                extensions: if chart_url.is_empty() {
+                    Default::default()
+                } else {
+                    vec![Extension {
+                        key: RString::from(keys::DETAIL_DOWNLOAD_URL),
+                        value: RString::from(chart_url),
+                    }]
+                    .into()
+                },
+            };
             assert_eq!(
-                extra.versions.to_rvec(),
+                crate::detail_of(summary.clone(), extra),
                 before,
                 "{}",
                 summary.name.as_str()
             );
-            compared += before.len();
+            assert_eq!(extra.deprecated, latest.deprecated.unwrap_or(false));
+            compared += before.versions.len();
         }
         assert!(compared > 0);
     }
 
     #[test]
-    fn versions_are_materialised_as_they_were_built_before() {
+    fn details_are_materialised_as_they_were_built_before() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/charts");
         for file in ["bitnami-index.yaml", "community-index.yaml"] {
-            versions_as_before(&std::fs::read_to_string(dir.join(file)).unwrap());
+            details_as_before(&std::fs::read_to_string(dir.join(file)).unwrap());
         }
         // Versions out of order, not semantic, missing fields, quoted, escaped and non-ASCII.
-        versions_as_before(
+        details_as_before(
             "entries:\n  a:\n  - version: 1.0.0\n    appVersion: \"1.0\"\n    created: 2023-07-10T10:12:48.000Z\n    digest: abc\n  - version: 2.0.0-rc.1\n    appVersion: \"two \\\"é\\\"\"\n  - version: nightly\n    created: ~\n  - version: v1.2\n    digest: ''\n  - appVersion: none\n  b:\n  - version: 0.1.0\n    created: '2020-01-01'\n",
+        );
+        // Lists with empty and null items, maintainers with empty fields or none, URLs to trim,
+        // an empty home URL, escaped and non-ASCII strings.
+        details_as_before(
+            "entries:\n  c:\n  - version: 2.0.0\n    home: ''\n    sources: ['', \"https://s/«é»\", null, ' ']\n    maintainers: [{}, {name: '', email: e@x}, {name: Zoë, url: ~}, {email: ''}]\n    keywords: [null, k1, '', \"k\\\"2\"]\n    deprecated: true\n    urls: ['', '  ', ' charts/c-2.0.0.tgz ', other.tgz]\n  - version: 1.0.0\n    home: https://old\n  d:\n  - version: 1.0.0\n    home: https://d.example/中\n    sources: []\n    maintainers: []\n    keywords: []\n    urls: []\n  e:\n  - version: 1.0.0\n    urls: [https://e/e.tgz]\n",
         );
     }
 }

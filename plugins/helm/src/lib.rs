@@ -56,10 +56,13 @@
 //! - [`fetch`]: one HTTP(S) fetch with redirects, credentials and validators.
 //! - [`oci`]: reading the charts of an OCI registry into an index document.
 //! - [`index`] and [`split`]: parsing an index into charts (a large local file in pieces as it is
-//!   read, never held whole), its nesting bounded first by [`depth`]; [`version`]: ranking versions; [`versions`]: a chart's versions kept compact.
+//!   read, never held whole), its nesting bounded first by [`depth`]; [`version`]: ranking
+//!   versions; [`extra`]: the rest of a chart's detail kept compact, its versions read by
+//!   [`versions`].
 
 mod config;
 mod depth;
+mod extra;
 mod fetch;
 mod index;
 mod oci;
@@ -84,8 +87,8 @@ use url::Url;
 
 use crate::{
     config::{Limits, Location, Remote, Repository},
+    extra::{rstrings, Extra},
     fetch::{Fetched, Validators},
-    index::Extra,
 };
 
 /// The plugin: metadata and the constructor.
@@ -293,9 +296,15 @@ impl RepoIndex {
             identifier.push_str(&s.name);
             s.identifier = RString::from(identifier);
             s.repository = repository.clone();
-            if let (Some(base), false) = (base, extra.chart_url.is_empty()) {
-                if let Ok(url) = base.join(&extra.chart_url) {
-                    extra.chart_url = url.as_str().to_owned();
+            if let (Some(base), false) = (base, extra.chart_url().is_empty()) {
+                if let Ok(url) = base.join(extra.chart_url()) {
+                    extra.set_chart_url(url.as_str()).ok_or_else(|| {
+                        format!(
+                            "is refused: chart {:?}: its detail would hold more than 4 GiB of \
+                             text with its chart URL resolved",
+                            s.name.as_str()
+                        )
+                    })?;
                 }
             }
         }
@@ -795,17 +804,17 @@ fn detail_of(summary: Summary, extra: &Extra) -> Detail {
     Detail {
         readme: summary.short_description.clone(),
         summary,
-        versions: extra.versions.to_rvec(),
-        home_url: extra.home_url.clone(),
-        source_urls: extra.source_urls.clone(),
-        maintainers: extra.maintainers.clone(),
-        keywords: extra.keywords.clone(),
-        extensions: if extra.chart_url.is_empty() {
+        versions: extra.versions().to_rvec(),
+        home_url: RString::from(extra.home_url()),
+        source_urls: rstrings(extra.source_urls()),
+        maintainers: extra.maintainers_rvec(),
+        keywords: rstrings(extra.keywords()),
+        extensions: if extra.chart_url().is_empty() {
             Default::default()
         } else {
             vec![Extension {
                 key: RString::from(keys::DETAIL_DOWNLOAD_URL),
-                value: RString::from(extra.chart_url.as_str()),
+                value: RString::from(extra.chart_url()),
             }]
             .into()
         },

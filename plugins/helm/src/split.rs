@@ -41,7 +41,8 @@ use tributary_plugin_api::Summary;
 
 use crate::{
     depth,
-    index::{parse_piece, parse_whole, Charts, Extra, MAX_WHOLE_YAML},
+    extra::Extra,
+    index::{parse_piece, parse_whole, Charts, MAX_WHOLE_YAML},
 };
 
 /// Where a file's `entries` block is, and where its charts start.
@@ -743,7 +744,7 @@ mod tests {
         let charts = parse_in_pieces(text, 2, 1).unwrap();
         let names: Vec<&str> = charts.summaries.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["b", "e"]);
-        assert_eq!(charts.extras[1].home_url, "h");
+        assert_eq!(charts.extras[1].home_url(), "h");
         assert_eq!(charts.summaries.capacity(), 2);
         assert_eq!(charts.extras.capacity(), 2);
         // Every key a chart: the arrays are exactly as long.

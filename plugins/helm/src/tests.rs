@@ -893,7 +893,7 @@ fn json_indexes_relative_urls_and_artifacthub_categories() {
     let base = url::Url::parse("https://charts.example.com/stable/").unwrap();
     let text = "entries:\n  a:\n  - version: 1.0.0\n    urls: [a-1.0.0.tgz]\n  b:\n  - version: 1.0.0\n    urls: [https://cdn.example.com/b.tgz]\n";
     let index = crate::RepoIndex::parse("r", text, Some(&base), LIMITS).unwrap();
-    let urls: Vec<&str> = index.extras.iter().map(|e| e.chart_url.as_str()).collect();
+    let urls: Vec<&str> = index.extras.iter().map(|e| e.chart_url()).collect();
     assert_eq!(
         urls,
         [
@@ -1764,7 +1764,7 @@ fn a_large_index_file_is_read_in_pieces_as_its_text_is_parsed() {
     let charts = crate::index::parse(&text, LIMITS).unwrap();
     let listed = charts.len();
     assert!(listed > 1000);
-    let versions: usize = charts.extras.iter().map(|e| e.versions.len()).sum();
+    let versions: usize = charts.extras.iter().map(|e| e.versions().len()).sum();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let with = |max_charts: usize, max_versions: usize| Limits {
         max_charts,
@@ -1804,7 +1804,7 @@ fn a_large_index_file_is_read_in_pieces_as_its_text_is_parsed() {
             .unwrap();
         assert_eq!(summary.latest_version, charts.summaries[i].latest_version);
         let detail = source.detail(&summary.identifier).unwrap();
-        assert_eq!(detail.versions, charts.extras[i].versions.to_rvec());
+        assert_eq!(detail.versions, charts.extras[i].versions().to_rvec());
     }
     let err = limited_source(&dir, "index.yaml", json!({ "max_charts": keys - 1 }))
         .err()

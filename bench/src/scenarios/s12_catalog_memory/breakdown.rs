@@ -8,8 +8,8 @@
 //! (`mallinfo2`) give the live heap. The breakdown then adds up, per component, the chunks of what
 //! the source keeps, from its own listing and details:
 //! - the summaries: the vector of `Summary` structs and each string of each summary;
-//! - the rest of each chart's detail (the plugin's `Extra`): its struct, the versions and their
-//!   strings, and the other strings;
+//! - the rest of each chart's detail (the plugin's `Extra`): its struct, and its two allocations,
+//!   every string of the detail beyond the summary in one text and where each ends;
 //! - the search index: built again here over the same summaries (the same code,
 //!   `SearchIndex::build`) and measured by glibc's counts; its trigram postings counted apart.
 //!
@@ -20,8 +20,7 @@
 use std::{collections::HashMap, mem::size_of, time::Instant};
 
 use tributary_plugin_api::{
-    abi_stable::std_types::RResult, keys, Filter, ListRequest, Maintainer, RStr, RString, RVec,
-    SearchIndex, Summary,
+    abi_stable::std_types::RResult, keys, Filter, ListRequest, RStr, SearchIndex, Summary,
 };
 use tributary_runtime::loader;
 
@@ -46,18 +45,17 @@ pub const fn chunk(size: usize) -> usize {
     }
 }
 
-/// The plugin's `Extra` (plugins/helm/src/index.rs), field for field, for its size.
+/// The plugin's `Extra` (plugins/helm/src/extra.rs), field for field, for its size (48 bytes,
+/// which a test of the plugin checks).
 #[allow(dead_code)]
 struct ExtraLayout {
-    /// The plugin's `Versions` (plugins/helm/src/versions.rs): the strings of every version one
-    /// after the other, and where each ends.
-    versions: (Box<str>, Box<[u32]>),
-    home_url: RString,
-    source_urls: RVec<RString>,
-    maintainers: RVec<Maintainer>,
+    /// Every string of the detail beyond the summary, one after the other.
+    text: Box<str>,
+    /// Where each string ends in `text`.
+    ends: Box<[u32]>,
+    /// How many versions, source URLs and maintainers.
+    counts: [u32; 3],
     deprecated: bool,
-    keywords: RVec<RString>,
-    chart_url: String,
 }
 
 /// The chunk of a string's buffer (its capacity is its length: the plugin copies each one from
@@ -253,58 +251,76 @@ pub fn run_child(args: &[String]) -> Result<(), String> {
         },
     ];
 
-    // The rest of each chart's detail (its summary part is above).
-    let (mut versions, mut version_text, mut others, mut version_count) = (0, 0, 0, 0);
+    // The rest of each chart's detail (its summary part is above). The plugin keeps it compact
+    // and makes the detail's values when asked only: every string, the versions' four each and
+    // the others', one after the other in one text a chart, and a `u32` where each ends.
+    let (mut ends, mut text_chunks, mut version_text, mut other_text) = (0, 0, 0, 0);
+    let mut version_count = 0;
     for summary in &summaries {
         let detail = match source.detail(RStr::from_str(&summary.identifier)) {
             RResult::ROk(detail) => detail,
             RResult::RErr(e) => return Err(format!("the detail of {}: {e}", summary.identifier)),
         };
-        // The plugin keeps a chart's versions compact and makes these `Version`s for the detail
-        // only: one string of them all, and four `u32` ends a version.
         version_count += detail.versions.len();
-        versions += chunk(detail.versions.len() * 4 * size_of::<u32>());
-        version_text += chunk(
-            detail
-                .versions
-                .iter()
-                .map(|v| v.version.len() + v.app_version.len() + v.created.len() + v.digest.len())
-                .sum::<usize>(),
-        );
+        let versions: usize = detail
+            .versions
+            .iter()
+            .map(|v| v.version.len() + v.app_version.len() + v.created.len() + v.digest.len())
+            .sum();
         let chart_url = detail
             .extensions
             .iter()
             .find(|e| e.key.as_str() == keys::DETAIL_DOWNLOAD_URL)
-            .map_or(0, |e| text(&e.value));
-        others += text(&detail.home_url)
-            + list(&detail.source_urls, |s| text(s))
-            + list(&detail.maintainers, |m| {
-                text(&m.name) + text(&m.email) + text(&m.url)
-            })
-            + list(&detail.keywords, |k| text(k))
+            .map_or(0, |e| e.value.len());
+        let others = detail.home_url.len()
+            + detail.source_urls.iter().map(|s| s.len()).sum::<usize>()
+            + detail
+                .maintainers
+                .iter()
+                .map(|m| m.name.len() + m.email.len() + m.url.len())
+                .sum::<usize>()
+            + detail.keywords.iter().map(|k| k.len()).sum::<usize>()
             + chart_url;
+        // Four a version; the home URL, each source URL, three a maintainer, each keyword, and
+        // the chart URL (empty or not) one each.
+        let strings = 4 * detail.versions.len()
+            + 1
+            + detail.source_urls.len()
+            + 3 * detail.maintainers.len()
+            + detail.keywords.len()
+            + 1;
+        ends += chunk(strings * size_of::<u32>());
+        text_chunks += chunk(versions + others);
+        version_text += versions;
+        other_text += others;
     }
     assert_eq!(version_count, written.versions, "every version is kept");
     components.extend([
         Component {
             what: "detail structs (the plugin's `Extra`)",
             bytes: chunk(n * size_of::<ExtraLayout>()),
-            how: "charts × its size (192 B)",
+            how: "charts × its size (48 B: two boxes, three u32 counts, a bool)",
         },
         Component {
-            what: "versions: where each version's strings end (4 × u32 a version)",
-            bytes: versions,
-            how: "the chunk of versions × 16 B, per chart, from the details",
+            what: "detail: where each string ends (a u32 each)",
+            bytes: ends,
+            how: "the chunk of 4 B × (4 a version + home + sources + 3 a maintainer + keywords \
+                  + chart URL), per chart, from the details",
         },
         Component {
-            what: "versions: version, app version, created, digest, one string a chart",
+            what: "detail text: versions' version, app version, created, digest",
             bytes: version_text,
-            how: "the chunk of the four strings' lengths, per chart, from the details",
+            how: "their lengths, from the details",
         },
         Component {
-            what: "detail: home, sources, maintainers, keywords, chart URL",
-            bytes: others,
-            how: "as above",
+            what: "detail text: home, sources, maintainers, keywords, chart URL",
+            bytes: other_text,
+            how: "their lengths, from the details",
+        },
+        Component {
+            what: "detail text: malloc's header and rounding of the one text a chart",
+            bytes: text_chunks - version_text - other_text,
+            how: "the chunk of the text's length less the length, per chart",
         },
     ]);
 
