@@ -949,7 +949,7 @@ pub fn run(bench: &Bench, report: &mut Report) {
     let (idle, _, _) = serve(bench, &work, "idle", &one, &[("MIMALLOC_PURGE_DELAY", "0")]);
     let (idle_default, _, _) = serve(bench, &work, "idle-default", &one, &[]);
     report.note(
-        "11",
+        "12",
         format!(
             "idle server (the helm plugin on a one-chart index): RSS {}, peak {}; with mimalloc's \
              default purge delay RSS {} (the library's bytes, freed, still resident)",
@@ -978,7 +978,7 @@ pub fn run(bench: &Bench, report: &mut Report) {
             (Target::Report, Target::Report)
         };
         report.row(
-            Row::new("11", format!("memory, {label}: steady RSS / index bytes"))
+            Row::new("12", format!("memory, {label}: steady RSS / index bytes"))
                 .figures(
                     of_index(server.steady_kib, bytes),
                     format!("serde: {}", of_index(serde.steady_kib, bytes)),
@@ -987,7 +987,7 @@ pub fn run(bench: &Bench, report: &mut Report) {
                 .target(target_steady),
         );
         report.row(
-            Row::new("11", format!("memory, {label}: peak RSS / index bytes"))
+            Row::new("12", format!("memory, {label}: peak RSS / index bytes"))
                 .figures(
                     of_index(server.peak_kib, bytes),
                     format!("serde: {}", of_index(serde.peak_kib, bytes)),
@@ -1000,7 +1000,7 @@ pub fn run(bench: &Bench, report: &mut Report) {
             serde.bytes_per_chart(&written),
         );
         let per_chart = Row::new(
-            "11",
+            "12",
             format!("memory, {label}: bytes per chart beyond its text, vs serde's"),
         )
         .figures(format!("{ours:.0} B"), format!("serde: {theirs:.0} B"));
@@ -1019,7 +1019,7 @@ pub fn run(bench: &Bench, report: &mut Report) {
             })
         });
         report.note(
-            "11",
+            "12",
             format!(
                 "{label}: {bytes} bytes, {} charts, {} versions; server listening after {}, \
                  first page {} later; serde's parse {} (idle RSS {})",
@@ -1034,7 +1034,7 @@ pub fn run(bench: &Bench, report: &mut Report) {
         let _ = std::fs::remove_file(&path);
     }
     report.note(
-        "11",
+        "12",
         "ratios of the steady and peak rows: the server's VmRSS / VmHWM over the index file's \
          bytes (the baseline's in its column); bytes per chart beyond its text: (steady VmRSS - \
          idle VmRSS - index bytes) / charts, the idle server being the same plugin on a one-chart \
