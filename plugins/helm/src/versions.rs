@@ -3,7 +3,7 @@
 //! A detail lists every version of its chart with four strings: the version, its app version,
 //! when it was created and its digest. Kept as the interface's [`Version`]s, each version costs
 //! 128 bytes and four allocations of its own, more than its text for most charts. A chart's
-//! record ([`crate::extra::Extra`]) keeps them first among its strings, one after the other, and
+//! record (`extra::Extra`) keeps them first among its strings, one after the other, and
 //! where each ends; [`Versions`] reads them there, and [`Versions::to_rvec`] makes the `Version`s
 //! when a detail is asked for, equal to the ones the strings were given as.
 
