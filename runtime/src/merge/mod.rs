@@ -318,6 +318,11 @@ pub async fn merge_page(
     {
         return merge(sources, &request, options, None).await;
     }
+    // At most MAX_PAGES_ON_THREADS pages on page threads at once: a flood of requests must not
+    // start a thread each. The others are built here, every source on its own threads.
+    let Some(on_thread) = PageOnThread::enter() else {
+        return merge(sources, &request, options, None).await;
+    };
     let request = Arc::new(request);
     let rescue = Arc::new(in_place::Rescue::default());
     // Dropped with the request: the page's merge then stops at its next wait.
@@ -332,6 +337,7 @@ pub async fn merge_page(
         );
         let handle = tokio::runtime::Handle::current();
         move || {
+            let _on_thread = on_thread;
             let page = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 handle.block_on(async {
                     tokio::select! {
@@ -369,6 +375,41 @@ pub async fn merge_page(
         biased;
         done = &mut task.answer => joined(done),
         page = merge(sources, &request, options, None) => page,
+    }
+}
+
+/// The most pages built on page threads at once (each holds a thread while it is built).
+pub const MAX_PAGES_ON_THREADS: usize = 64;
+
+/// Pages on page threads now.
+static PAGES_ON_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One of the [`MAX_PAGES_ON_THREADS`] places, given back when dropped (also when the page's job
+/// is dropped without running: the thread pool refused it).
+struct PageOnThread(&'static std::sync::atomic::AtomicUsize);
+
+impl PageOnThread {
+    fn enter() -> Option<PageOnThread> {
+        PageOnThread::enter_in(&PAGES_ON_THREADS, MAX_PAGES_ON_THREADS)
+    }
+
+    /// A place among `most` counted by `count`.
+    fn enter_in(
+        count: &'static std::sync::atomic::AtomicUsize,
+        most: usize,
+    ) -> Option<PageOnThread> {
+        use std::sync::atomic::Ordering::AcqRel;
+        if count.fetch_add(1, AcqRel) >= most {
+            count.fetch_sub(1, AcqRel);
+            return None;
+        }
+        Some(PageOnThread(count))
+    }
+}
+
+impl Drop for PageOnThread {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
@@ -946,6 +987,21 @@ mod tests {
         fn detail(&self, identifier: &str) -> Result<Detail, PluginError> {
             self.0.detail(identifier)
         }
+    }
+
+    /// Past its bound a page gets no place on a page thread (it is then built without one); each
+    /// place is given back when dropped.
+    #[test]
+    fn pages_on_threads_are_bounded() {
+        let count = Box::leak(Box::new(std::sync::atomic::AtomicUsize::new(0)));
+        let held: Vec<PageOnThread> = (0..3)
+            .map(|_| PageOnThread::enter_in(count, 3).expect("a place"))
+            .collect();
+        assert!(PageOnThread::enter_in(count, 3).is_none());
+        assert_eq!(count.load(SeqCst), 3, "a refused page takes no place");
+        drop(held);
+        assert_eq!(count.load(SeqCst), 0);
+        assert!(PageOnThread::enter_in(count, 3).is_some());
     }
 
     /// Sleeps [`HANG`] on its first call made in place (off the sources' `src:` threads) once armed,
