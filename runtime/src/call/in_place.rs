@@ -11,7 +11,8 @@
 //!   the task in its LIFO slot, nor wake the tasks it deferred when their budget ran out) until the
 //!   plugin returned. A hang in place holds its page thread and its page alone. (One hand-off a page
 //!   instead of one a call: the page threads look for the next page for a moment before sleeping,
-//!   as the sources' threads do.)
+//!   as the sources' threads do.) At most 64 pages are on page threads at once; past that a page is
+//!   built on its request's task with every source on its own threads.
 //!
 //! - **Which sources.** A source is called in place only after [`WARM_CALLS`] calls on its threads
 //!   (or in place) have shown it fast: a typical call of at most [`FAST_CALL`], no back-off and no
