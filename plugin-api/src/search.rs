@@ -1133,4 +1133,54 @@ mod tests {
         assert_eq!(plan("ab nginx"), "1 walks");
         assert_eq!(plan(""), "scan");
     }
+
+    /// The same listing kept as [`CompactSummaries`] answers every request, count and page
+    /// exactly as the slice does: through its own index, through the slice's, and without one.
+    #[test]
+    fn a_compact_listing_answers_as_the_slice() {
+        use crate::compact::CompactSummaries;
+        let mut rng = Rng(0x5851_f42d_4c95_7f2d);
+        for round in 0..10 {
+            let n = rng.below(300);
+            let sorted = worded_items(&mut rng, n);
+            let compact = CompactSummaries::new(sorted.clone()).expect("a small listing fits");
+            let index = SearchIndex::build(&sorted);
+            let compact_index = SearchIndex::build_items(&compact);
+            for _ in 0..40 {
+                let filter = random_filter(&mut rng);
+                let want = index.facets(&filter, &sorted);
+                assert_eq!(
+                    compact_index.facets_items(&filter, &compact),
+                    want,
+                    "{filter:?}"
+                );
+                assert_eq!(index.facets_items(&filter, &compact), want, "{filter:?}");
+                let compiled = filter.compile().unwrap();
+                assert_eq!(Facets::count_items(&compiled, &compact), want, "{filter:?}");
+                for sort in [Sort::Name, Sort::Relevance, Sort::Updated] {
+                    let mut request = ListRequest {
+                        filter: filter.clone(),
+                        ..ListRequest::default()
+                    };
+                    let after = (!sorted.is_empty() && rng.below(3) != 0).then(|| {
+                        OrderKey::of(sort, compiled.query(), &sorted[rng.below(sorted.len())])
+                    });
+                    request.set_order(sort, after.as_ref());
+                    request.limit = 1 + rng.below(40) as u32;
+                    let want = request.select(&sorted);
+                    assert_eq!(
+                        compact_index.select_items(&request, &compact),
+                        want,
+                        "round {round}, {sort}: {request:?}"
+                    );
+                    assert_eq!(
+                        request.select_items(&compact),
+                        want,
+                        "round {round}, {sort}: {request:?}"
+                    );
+                    assert_eq!(index.select(&request, &sorted), want);
+                }
+            }
+        }
+    }
 }
