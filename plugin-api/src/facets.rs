@@ -32,6 +32,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use crate::contract::MAX_KEY_BYTES;
+use crate::items::{Items, SummaryFields};
 use crate::query::CompiledFilter;
 use crate::types::{Filter, PluginError, Summary};
 
@@ -66,11 +67,17 @@ fn bump(map: &mut BTreeMap<String, u64>, value: &str, count: u64) {
 impl Facets {
     /// Counts one matching item.
     pub fn add(&mut self, item: &Summary) {
+        self.add_item(item);
+    }
+
+    /// [`Facets::add`] for an item kept in any form.
+    pub fn add_item<'a>(&mut self, item: impl SummaryFields<'a>) {
         self.total += 1;
-        self.deprecated += u64::from(item.deprecated);
-        bump(&mut self.repositories, &item.repository, 1);
-        for (i, category) in item.categories.iter().enumerate() {
-            if !item.categories[..i].contains(category) {
+        self.deprecated += u64::from(item.deprecated());
+        bump(&mut self.repositories, item.repository(), 1);
+        let categories = item.categories();
+        for (i, category) in categories.clone().enumerate() {
+            if !categories.clone().take(i).any(|c| c == category) {
                 bump(&mut self.categories, category, 1);
             }
         }
@@ -91,9 +98,17 @@ impl Facets {
     /// Counts the items of `items` that match `filter`, testing every one (what
     /// `SearchIndex::facets` answers through its index).
     pub fn count(filter: &CompiledFilter, items: &[Summary]) -> Facets {
+        Facets::count_items(filter, items)
+    }
+
+    /// [`Facets::count`] over items kept in any form.
+    pub fn count_items<I: Items + ?Sized>(filter: &CompiledFilter, items: &I) -> Facets {
         let mut facets = Facets::default();
-        for item in items.iter().filter(|item| filter.matches(item)) {
-            facets.add(item);
+        for p in 0..items.len() {
+            let item = items.item(p);
+            if filter.matches_item(item) {
+                facets.add_item(item);
+            }
         }
         facets
     }
@@ -196,7 +211,7 @@ struct Row {
 const DEPRECATED: u32 = 1 << 31;
 
 impl FacetTable {
-    pub(crate) fn build(sorted: &[Summary]) -> FacetTable {
+    pub(crate) fn build<I: Items + ?Sized>(sorted: &I) -> FacetTable {
         fn number<'a>(
             numbers: &mut std::collections::HashMap<&'a str, u32>,
             values: &mut Vec<String>,
@@ -213,18 +228,23 @@ impl FacetTable {
         };
         let mut repositories = std::collections::HashMap::new();
         let mut categories = std::collections::HashMap::new();
-        for item in sorted {
-            let repository = number(&mut repositories, &mut table.repositories, &item.repository);
+        for p in 0..sorted.len() {
+            let item = sorted.item(p);
+            let repository = number(
+                &mut repositories,
+                &mut table.repositories,
+                item.repository(),
+            );
             assert!(repository < DEPRECATED, "at most 2^31 repositories");
             let start = table.item_categories.len();
-            for category in item.categories.iter() {
+            for category in item.categories() {
                 let n = number(&mut categories, &mut table.categories, category);
                 if !table.item_categories[start..].contains(&n) {
                     table.item_categories.push(n);
                 }
             }
             table.rows.push(Row {
-                repository: repository | if item.deprecated { DEPRECATED } else { 0 },
+                repository: repository | if item.deprecated() { DEPRECATED } else { 0 },
                 categories_end: u32::try_from(table.item_categories.len())
                     .expect("at most 2^32 categories"),
             });

@@ -12,6 +12,8 @@
 //! - [`search`]: an index that answers filtered listings without scanning the whole catalog.
 //! - [`query`], [`order`], [`facets`] (interface 1.1): the query syntax, the sort orders with the
 //!   relevance score and update times, and facet counts.
+//! - [`items`]: how the kit reads items, so that a source may keep them in another form than
+//!   `Vec<Summary>`.
 //! - [`compact`]: details kept in two allocations each until a call asks for one.
 //! - [`export_plugin!`] and [`guard`]: how a plugin is exported, with every entry point run under
 //!   `catch_unwind` so that a panic becomes an error value instead of ending the host process.
@@ -78,6 +80,7 @@ pub mod contract;
 pub mod facets;
 pub mod ffi;
 pub mod host;
+pub mod items;
 pub mod keys;
 pub mod order;
 pub mod panic;
@@ -88,6 +91,7 @@ pub mod types;
 pub use facets::{Facets, FacetsRequest};
 pub use ffi::{HostContext, PluginMod, PluginMod_Ref, SourceBox, Source_TO};
 pub use host::{Host, Level};
+pub use items::{Items, SummaryFields};
 pub use order::{OrderKey, Sort};
 pub use panic::guard;
 pub use query::{CompiledFilter, Query, QueryError};

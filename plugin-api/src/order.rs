@@ -40,6 +40,7 @@
 
 use std::{cmp::Ordering, collections::BinaryHeap};
 
+use crate::items::{self, Items, SummaryFields};
 use crate::keys;
 use crate::query::{CompiledFilter, Query};
 use crate::types::{extension, Extension, ListRequest, SeekKey, Summary};
@@ -51,6 +52,11 @@ pub const RELEVANCE_VERSION: u32 = 1;
 /// How relevant `item` is to `query`: see the module documentation for the table. Deterministic
 /// and independent of any other item, so every source and the host compute the same number.
 pub fn relevance(query: &Query, item: &Summary) -> u32 {
+    relevance_item(query, item)
+}
+
+/// [`relevance`] for an item kept in any form.
+pub fn relevance_item<'a>(query: &Query, item: impl SummaryFields<'a>) -> u32 {
     query.score(item).unwrap_or(0)
 }
 
@@ -122,17 +128,22 @@ pub enum OrderKey {
 impl OrderKey {
     /// The key of `item` in `sort`; `query` is used for [`Sort::Relevance`] only.
     pub fn of(sort: Sort, query: &Query, item: &Summary) -> OrderKey {
-        let name = item.name.to_string();
-        let identifier = item.identifier.to_string();
+        OrderKey::of_item(sort, query, item)
+    }
+
+    /// [`OrderKey::of`] for an item kept in any form.
+    pub fn of_item<'a>(sort: Sort, query: &Query, item: impl SummaryFields<'a>) -> OrderKey {
+        let name = item.name().to_string();
+        let identifier = item.identifier().to_string();
         match sort {
             Sort::Name => OrderKey::Name { name, identifier },
             Sort::Relevance => OrderKey::Relevance {
-                score: relevance(query, item),
+                score: relevance_item(query, item),
                 name,
                 identifier,
             },
             Sort::Updated => OrderKey::Updated {
-                updated: updated(item).map(str::to_owned),
+                updated: updated_item(item).map(str::to_owned),
                 name,
                 identifier,
             },
@@ -278,15 +289,15 @@ impl PartialOrd for KeyRef<'_> {
 
 impl<'a> KeyRef<'a> {
     /// The key of `item` in `sort`, given its score when the sort is by relevance.
-    pub(crate) fn of(sort: Sort, score: u32, item: &'a Summary) -> KeyRef<'a> {
+    pub(crate) fn of(sort: Sort, score: u32, item: impl SummaryFields<'a>) -> KeyRef<'a> {
         KeyRef {
             primary: match sort {
                 Sort::Name => Primary::Name,
                 Sort::Relevance => Primary::Score(score),
-                Sort::Updated => Primary::Updated(updated(item)),
+                Sort::Updated => Primary::Updated(updated_item(item)),
             },
-            name: &item.name,
-            identifier: &item.identifier,
+            name: item.name(),
+            identifier: item.identifier(),
         }
     }
 }
@@ -313,41 +324,41 @@ pub(crate) fn by_name(
 /// The first `limit` matches after a seek point in one order, from items offered in any order:
 /// a bounded max-heap, so `n` offers cost `O(n log limit)` time (most offers, once the heap is
 /// full, one comparison) and `O(limit)` memory.
-pub(crate) struct First<'a> {
+pub(crate) struct First<'k, 'a, S> {
     sort: Sort,
-    after: Option<KeyRef<'a>>,
+    after: Option<KeyRef<'k>>,
     limit: usize,
-    heap: BinaryHeap<Entry<'a>>,
+    heap: BinaryHeap<Entry<'a, S>>,
 }
 
 /// An item in a [`First`] heap, ordered by its key alone.
-struct Entry<'a> {
+struct Entry<'a, S> {
     key: KeyRef<'a>,
-    item: &'a Summary,
+    item: S,
 }
 
-impl PartialEq for Entry<'_> {
+impl<S> PartialEq for Entry<'_, S> {
     fn eq(&self, other: &Self) -> bool {
         self.key == other.key
     }
 }
 
-impl Eq for Entry<'_> {}
+impl<S> Eq for Entry<'_, S> {}
 
-impl PartialOrd for Entry<'_> {
+impl<S> PartialOrd for Entry<'_, S> {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl Ord for Entry<'_> {
+impl<S> Ord for Entry<'_, S> {
     fn cmp(&self, other: &Self) -> Ordering {
         self.key.cmp(&other.key)
     }
 }
 
-impl<'a> First<'a> {
-    pub(crate) fn new(sort: Sort, after: Option<&'a OrderKey>, limit: usize) -> First<'a> {
+impl<'k, 'a, S: SummaryFields<'a>> First<'k, 'a, S> {
+    pub(crate) fn new(sort: Sort, after: Option<&'k OrderKey>, limit: usize) -> First<'k, 'a, S> {
         First {
             sort,
             after: after.map(OrderKey::as_ref),
@@ -358,10 +369,10 @@ impl<'a> First<'a> {
 
     /// Keeps `item` if it matches `filter`, comes after the seek point and is among the first
     /// `limit` so far.
-    pub(crate) fn offer(&mut self, filter: &CompiledFilter, item: &'a Summary) {
+    pub(crate) fn offer(&mut self, filter: &CompiledFilter, item: S) {
         let score = match self.sort {
-            Sort::Relevance => filter.score(item),
-            _ => filter.matches(item).then_some(0),
+            Sort::Relevance => filter.score_item(item),
+            _ => filter.matches_item(item).then_some(0),
         };
         let Some(score) = score else {
             return;
@@ -379,12 +390,12 @@ impl<'a> First<'a> {
         }
     }
 
-    /// The kept items in order, cloned.
+    /// The kept items in order, as summaries.
     pub(crate) fn into_items(self) -> Vec<Summary> {
         self.heap
             .into_sorted_vec()
             .into_iter()
-            .map(|entry| entry.item.clone())
+            .map(|entry| entry.item.to_summary())
             .collect()
     }
 }
@@ -393,14 +404,14 @@ impl<'a> First<'a> {
 /// normalised form `YYYY-MM-DDTHH:MM:SSZ` (a valid UTC date and time); `None` otherwise, so an item
 /// with a malformed value sorts with the undated ones.
 pub fn updated(item: &Summary) -> Option<&str> {
-    // Bytes first: the contract checks no extension, so a value may not be UTF-8.
-    let value = item
-        .extensions
-        .iter()
-        .find(|e| e.key.as_bytes() == keys::SUMMARY_UPDATED.as_bytes())?
-        .value
-        .as_bytes();
-    let value = std::str::from_utf8(value).ok()?;
+    updated_item(item)
+}
+
+/// [`updated`] for an item kept in any form.
+pub fn updated_item<'a>(item: impl SummaryFields<'a>) -> Option<&'a str> {
+    // `extension` compares bytes first: the contract checks no extension, so a value may not be
+    // UTF-8 (it then reads as absent).
+    let value = item.extension(keys::SUMMARY_UPDATED)?;
     is_normalized(value).then_some(value)
 }
 
@@ -638,30 +649,38 @@ impl ListRequest {
     /// so every page costs `O(n log limit)` for `n` items (a [`crate::SearchIndex`] brings `n` down
     /// to the candidates of the query). A query that does not parse matches nothing.
     pub fn select(&self, sorted: &[Summary]) -> Vec<Summary> {
+        self.select_items(sorted)
+    }
+
+    /// [`ListRequest::select`] over items kept in any form, sorted the same way; the items
+    /// returned are made with [`SummaryFields::to_summary`].
+    pub fn select_items<I: Items + ?Sized>(&self, sorted: &I) -> Vec<Summary> {
         let Ok(filter) = self.filter.compile() else {
             return Vec::new();
         };
         let limit = self.limit as usize;
         let after = self.after_key();
+        let len = sorted.len();
         if let Some(seek) = by_name(self.sort(), &filter, after.as_ref()) {
             let start = match seek {
-                Some(key) => sorted.partition_point(|item| !item.is_after(&key)),
+                Some(key) => {
+                    items::partition_point(sorted, 0..len, |item| !items::is_after(item, &key))
+                }
                 None => 0,
             };
-            let rest = &sorted[start..];
+            let rest = (start..len).map(|p| sorted.item(p));
             if filter.is_empty() {
-                return rest[..limit.min(rest.len())].to_vec();
+                return rest.take(limit).map(SummaryFields::to_summary).collect();
             }
             return rest
-                .iter()
-                .filter(|item| filter.matches(item))
+                .filter(|&item| filter.matches_item(item))
                 .take(limit)
-                .cloned()
+                .map(SummaryFields::to_summary)
                 .collect();
         }
         let mut first = First::new(self.sort(), after.as_ref(), limit);
-        for item in sorted {
-            first.offer(&filter, item);
+        for p in 0..len {
+            first.offer(&filter, sorted.item(p));
         }
         first.into_items()
     }

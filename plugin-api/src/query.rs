@@ -42,6 +42,7 @@
 
 use std::borrow::Cow;
 
+use crate::items::SummaryFields;
 use crate::types::{Filter, Summary};
 
 /// The longest query, in bytes: as long as a name (`contract::MAX_KEY_BYTES`; a test keeps the two
@@ -170,6 +171,11 @@ impl Query {
     /// must occur is a case-insensitive substring of the name, display name or short description;
     /// a term that must not occur is a substring of none of them).
     pub fn matches(&self, item: &Summary) -> bool {
+        self.matches_item(item)
+    }
+
+    /// [`Query::matches`] for an item kept in any form.
+    pub fn matches_item<'a>(&self, item: impl SummaryFields<'a>) -> bool {
         self.eval(item, false).is_some()
     }
 
@@ -224,14 +230,14 @@ impl Query {
 
     /// `None` when `item` does not match a non-empty query; otherwise its relevance
     /// (`order::relevance`): the best sum of term scores over the matching groups.
-    pub(crate) fn score(&self, item: &Summary) -> Option<u32> {
+    pub(crate) fn score<'a>(&self, item: impl SummaryFields<'a>) -> Option<u32> {
         self.eval(item, true)
     }
 
     /// Whether `item` matches, given its name already as [`folded`] leaves it (`name`, from a
     /// search index's copy of the names): the item's own fields are read only when a term is not
     /// decided by the name (a term absent from it, or an exclusion).
-    pub(crate) fn matches_with_name(&self, name: &str, item: &Summary) -> bool {
+    pub(crate) fn matches_with_name<'a>(&self, name: &str, item: impl SummaryFields<'a>) -> bool {
         if self.is_empty() {
             return true;
         }
@@ -241,14 +247,18 @@ impl Query {
 
     /// `None` when `item` does not match; otherwise its score when `scored`, else 0 (matching
     /// alone stops at the first group that matches and needs no more than a substring search).
-    fn eval(&self, item: &Summary, scored: bool) -> Option<u32> {
+    fn eval<'a>(&self, item: impl SummaryFields<'a>, scored: bool) -> Option<u32> {
         if self.is_empty() {
             return Some(0);
         }
         self.eval_fields(&Fields::of(item), scored)
     }
 
-    fn eval_fields(&self, fields: &Fields<'_>, scored: bool) -> Option<u32> {
+    fn eval_fields<'a, S: SummaryFields<'a>>(
+        &self,
+        fields: &Fields<'_, 'a, S>,
+        scored: bool,
+    ) -> Option<u32> {
         let mut best: Option<u32> = None;
         for group in &self.groups {
             if group.exclude.iter().any(|t| fields.contains(t)) {
@@ -357,9 +367,9 @@ fn tokenize(chars: &[char]) -> Result<Vec<Token>, QueryError> {
 /// The three matched fields of one item, ready for case-insensitive search: ASCII text as it is
 /// (compared ignoring ASCII case), other text lower-cased once. The display name and description
 /// are prepared only when a term gets to them: most terms are decided by the name.
-struct Fields<'a> {
-    name: Cow<'a, str>,
-    item: &'a Summary,
+struct Fields<'n, 'a, S> {
+    name: Cow<'n, str>,
+    item: S,
     display_name: std::cell::OnceCell<Cow<'a, str>>,
     short_description: std::cell::OnceCell<Cow<'a, str>>,
 }
@@ -372,13 +382,13 @@ pub(crate) const SCORE_NAME_CONTAINS: u32 = 8;
 pub(crate) const SCORE_DISPLAY_NAME: u32 = 4;
 pub(crate) const SCORE_DESCRIPTION: u32 = 2;
 
-impl<'a> Fields<'a> {
-    fn of(item: &'a Summary) -> Fields<'a> {
-        Fields::with_name(folded(&item.name), item)
+impl<'n, 'a, S: SummaryFields<'a>> Fields<'n, 'a, S> {
+    fn of(item: S) -> Fields<'a, 'a, S> {
+        Fields::with_name(folded(item.name()), item)
     }
 
     /// The fields of `item`, whose name is given already [`folded`].
-    fn with_name(name: Cow<'a, str>, item: &'a Summary) -> Fields<'a> {
+    fn with_name(name: Cow<'n, str>, item: S) -> Fields<'n, 'a, S> {
         Fields {
             name,
             item,
@@ -389,12 +399,12 @@ impl<'a> Fields<'a> {
 
     fn display_name(&self) -> &str {
         self.display_name
-            .get_or_init(|| folded(&self.item.display_name))
+            .get_or_init(|| folded(self.item.display_name()))
     }
 
     fn short_description(&self) -> &str {
         self.short_description
-            .get_or_init(|| folded(&self.item.short_description))
+            .get_or_init(|| folded(self.item.short_description()))
     }
 
     fn contains(&self, term: &str) -> bool {
@@ -530,12 +540,22 @@ impl CompiledFilter {
 
     /// Whether `item` matches: the definition of [`Filter::matches`], without parsing.
     pub fn matches(&self, item: &Summary) -> bool {
-        self.admits(item) && self.query.matches(item)
+        self.matches_item(item)
+    }
+
+    /// [`CompiledFilter::matches`] for an item kept in any form.
+    pub fn matches_item<'a>(&self, item: impl SummaryFields<'a>) -> bool {
+        self.admits(item) && self.query.matches_item(item)
     }
 
     /// `None` when `item` does not match; otherwise its relevance to the query
     /// (`order::relevance`), found in the same pass.
     pub fn score(&self, item: &Summary) -> Option<u32> {
+        self.score_item(item)
+    }
+
+    /// [`CompiledFilter::score`] for an item kept in any form.
+    pub fn score_item<'a>(&self, item: impl SummaryFields<'a>) -> Option<u32> {
         if !self.admits(item) {
             return None;
         }
@@ -543,18 +563,16 @@ impl CompiledFilter {
     }
 
     /// Whether `item` passes everything but the query.
-    fn admits(&self, item: &Summary) -> bool {
-        (self.include_deprecated || !item.deprecated)
-            && (self.repositories.is_empty()
-                || self
-                    .repositories
-                    .iter()
-                    .any(|r| r == item.repository.as_str()))
+    fn admits<'a>(&self, item: impl SummaryFields<'a>) -> bool {
+        (self.include_deprecated || !item.deprecated())
+            && (self.repositories.is_empty() || {
+                let repository = item.repository();
+                self.repositories.iter().any(|r| r == repository)
+            })
             && (self.categories.is_empty()
                 || item
-                    .categories
-                    .iter()
-                    .any(|c| self.categories.iter().any(|w| w == c.as_str())))
+                    .categories()
+                    .any(|c| self.categories.iter().any(|w| w == c)))
     }
 }
 

@@ -48,13 +48,14 @@
 use std::collections::HashMap;
 
 use crate::facets::{FacetTable, Facets};
+use crate::items::{self, Items, SummaryFields};
 use crate::order::{self, KeyRef, OrderKey, Sort};
 use crate::query::CompiledFilter;
 use crate::types::{Filter, ListRequest, SeekKey, Summary};
 
 /// Whether `item`'s `(name, identifier)` comes after `seek` (always, without one).
-fn after_seek_item(item: &Summary, seek: Option<(&[u8], &[u8])>) -> bool {
-    seek.is_none_or(|s| (item.name.as_bytes(), item.identifier.as_bytes()) > s)
+fn after_seek_item<'a>(item: impl SummaryFields<'a>, seek: Option<(&[u8], &[u8])>) -> bool {
+    seek.is_none_or(|s| (item.name().as_bytes(), item.identifier().as_bytes()) > s)
 }
 
 /// Positions (indexes into the sorted slice) of the items that have some property, ascending.
@@ -89,15 +90,21 @@ const MAX_IRREGULAR_NAMES: usize = 4096;
 impl SearchIndex {
     /// Indexes `sorted`, which must be in [`Summary::key_cmp`] order (as `ListRequest::select` wants).
     pub fn build(sorted: &[Summary]) -> SearchIndex {
+        SearchIndex::build_items(sorted)
+    }
+
+    /// [`SearchIndex::build`] over items kept in any form, sorted the same way.
+    pub fn build_items<I: Items + ?Sized>(sorted: &I) -> SearchIndex {
         let mut index = SearchIndex {
             len: sorted.len(),
             ..SearchIndex::default()
         };
         let mut lowered = String::new();
-        for (position, item) in sorted.iter().enumerate() {
+        for position in 0..sorted.len() {
+            let item = sorted.item(position);
             let position =
                 u32::try_from(position).expect("a search index holds at most 2^32 items");
-            for field in [&item.name, &item.display_name, &item.short_description] {
+            for field in [item.name(), item.display_name(), item.short_description()] {
                 lowered.clear();
                 lowered.push_str(field);
                 lower_in_place(&mut lowered);
@@ -111,7 +118,7 @@ impl SearchIndex {
                     );
                 }
             }
-            for category in item.categories.iter() {
+            for category in item.categories() {
                 push_once(
                     index.categories.entry(category.to_string()).or_default(),
                     position,
@@ -120,7 +127,7 @@ impl SearchIndex {
             push_once(
                 index
                     .repositories
-                    .entry(item.repository.to_string())
+                    .entry(item.repository().to_string())
                     .or_default(),
                 position,
             );
@@ -133,28 +140,31 @@ impl SearchIndex {
         {
             postings.shrink_to_fit();
         }
-        let mut by_updated: Vec<(KeyRef<'_>, u32)> = sorted
-            .iter()
-            .enumerate()
-            .map(|(position, item)| (KeyRef::of(Sort::Updated, 0, item), position as u32))
+        let mut by_updated: Vec<(KeyRef<'_>, u32)> = (0..sorted.len())
+            .map(|position| {
+                (
+                    KeyRef::of(Sort::Updated, 0, sorted.item(position)),
+                    position as u32,
+                )
+            })
             .collect();
         by_updated.sort_unstable();
         index.by_updated = by_updated.into_iter().map(|(_, p)| p).collect();
-        index.irregular_names = sorted
-            .iter()
-            .enumerate()
-            .filter(|(_, item)| {
-                !item
-                    .name
+        index.irregular_names = (0..sorted.len())
+            .filter(|&position| {
+                !sorted
+                    .item(position)
+                    .name()
                     .bytes()
                     .all(|b| b.is_ascii() && !b.is_ascii_uppercase())
             })
-            .map(|(position, _)| position as u32)
+            .map(|position| position as u32)
             .collect();
         index.facet_table = FacetTable::build(sorted);
         index.name_ends.reserve_exact(sorted.len());
-        for item in sorted {
-            index.names.push_str(&crate::query::folded(&item.name));
+        for position in 0..sorted.len() {
+            let item = sorted.item(position);
+            index.names.push_str(&crate::query::folded(item.name()));
             index.name_ends.push(
                 u32::try_from(index.names.len())
                     .expect("a search index holds at most 4 GiB of names"),
@@ -181,13 +191,13 @@ impl SearchIndex {
     /// (the caller scores every candidate) when the page resumes below 32, or when more than
     /// [`MAX_IRREGULAR_NAMES`] names are not lower-case ASCII. Each item served is confirmed with
     /// its score and the filter.
-    fn relevance_by_name(
+    fn relevance_by_name<I: Items + ?Sized>(
         &self,
         plan: &Plan<'_>,
         filter: &CompiledFilter,
         after: Option<&OrderKey>,
         limit: usize,
-        sorted: &[Summary],
+        sorted: &I,
     ) -> Option<Vec<Summary>> {
         use crate::query::{SCORE_NAME_EQUALS, SCORE_NAME_STARTS};
         let term = filter.query().single_term()?;
@@ -207,16 +217,17 @@ impl SearchIndex {
             return None;
         }
         let t = term.as_bytes();
-        let lo = sorted.partition_point(|i| i.name.as_bytes() < t);
-        let exact = lo + sorted[lo..].partition_point(|i| i.name.as_bytes() == t);
-        let hi = exact + sorted[exact..].partition_point(|i| i.name.as_bytes().starts_with(t));
+        let len = sorted.len();
+        let lo = items::partition_point(sorted, 0..len, |i| i.name().as_bytes() < t);
+        let exact = items::partition_point(sorted, lo..len, |i| i.name().as_bytes() == t);
+        let hi = items::partition_point(sorted, exact..len, |i| i.name().as_bytes().starts_with(t));
         // The other names that score 64 or 32, with their scores, ascending.
         let irregular: Vec<(usize, u32)> = self
             .irregular_names
             .iter()
             .map(|&p| p as usize)
             .filter(|p| !(lo..hi).contains(p))
-            .filter_map(|p| Some((p, filter.score(&sorted[p])?)))
+            .filter_map(|p| Some((p, filter.score_item(sorted.item(p))?)))
             .filter(|&(_, score)| score >= SCORE_NAME_STARTS)
             .collect();
         let mut out = Vec::with_capacity(limit);
@@ -228,9 +239,9 @@ impl SearchIndex {
                 continue;
             }
             let seek = seek.filter(|_| tier == after_score);
-            let after_seek = |p: usize| after_seek_item(&sorted[p], seek);
+            let after_seek = |p: usize| after_seek_item(sorted.item(p), seek);
             let start =
-                range.start + sorted[range.clone()].partition_point(|i| !after_seek_item(i, seek));
+                items::partition_point(sorted, range.clone(), |i| !after_seek_item(i, seek));
             let mut regular = (start..range.end).peekable();
             let mut others = irregular
                 .iter()
@@ -244,11 +255,11 @@ impl SearchIndex {
                     (None, Some(_)) => others.next(),
                     (None, None) => break,
                 };
-                let item = &sorted[p.expect("a position")];
-                if filter.score(item) != Some(tier) {
+                let item = sorted.item(p.expect("a position"));
+                if filter.score_item(item) != Some(tier) {
                     continue;
                 }
-                out.push(item.clone());
+                out.push(item.to_summary());
                 if out.len() == limit {
                     return Some(out);
                 }
@@ -260,7 +271,7 @@ impl SearchIndex {
         self.walk(plan, 0, |p| {
             let p = p as usize;
             if !(lo..hi).contains(&p) && irregular.binary_search_by_key(&p, |&(q, _)| q).is_err() {
-                rest.offer(filter, &sorted[p]);
+                rest.offer(filter, sorted.item(p));
             }
             true
         });
@@ -281,9 +292,19 @@ impl SearchIndex {
     /// [`ListRequest::select`], in the requested order, found through the index (see the module
     /// documentation for the cost).
     pub fn select(&self, request: &ListRequest, sorted: &[Summary]) -> Vec<Summary> {
+        self.select_items(request, sorted)
+    }
+
+    /// [`SearchIndex::select`] over items kept in any form (those this index was built over);
+    /// the items returned are made with [`SummaryFields::to_summary`].
+    pub fn select_items<'s, I: Items + ?Sized>(
+        &self,
+        request: &ListRequest,
+        sorted: &'s I,
+    ) -> Vec<Summary> {
         debug_assert_eq!(sorted.len(), self.len, "the index belongs to another slice");
         if sorted.len() != self.len {
-            return request.select(sorted);
+            return request.select_items(sorted);
         }
         let Ok(filter) = request.filter.compile() else {
             return Vec::new();
@@ -295,18 +316,22 @@ impl SearchIndex {
         let sort = request.sort();
         let after = request.after_key();
         let mut out = Vec::new();
-        let mut take = |item: &Summary| {
-            if filter.matches(item) {
-                out.push(item.clone());
+        let mut take = |item: I::Item<'s>| {
+            if filter.matches_item(item) {
+                out.push(item.to_summary());
             }
             out.len() < limit
         };
         if let Some(seek) = order::by_name(sort, &filter, after.as_ref()) {
             let start = seek.map_or(0, |key| seek_position(sorted, &key));
             if filter.is_empty() {
-                return sorted[start..(start + limit).min(sorted.len())].to_vec();
+                return (start..(start + limit).min(sorted.len()))
+                    .map(|p| sorted.item(p).to_summary())
+                    .collect();
             }
-            self.walk(&self.plan(&filter), start, |p| take(&sorted[p as usize]));
+            self.walk(&self.plan(&filter), start, |p| {
+                take(sorted.item(p as usize))
+            });
             return out;
         }
         let plan = self.plan(&filter);
@@ -314,11 +339,11 @@ impl SearchIndex {
             let start = after.as_ref().map_or(0, |after| {
                 let after = after.as_ref();
                 self.by_updated.partition_point(|&p| {
-                    KeyRef::of(Sort::Updated, 0, &sorted[p as usize]) <= after
+                    KeyRef::of(Sort::Updated, 0, sorted.item(p as usize)) <= after
                 })
             });
             for &p in &self.by_updated[start..] {
-                if !take(&sorted[p as usize]) {
+                if !take(sorted.item(p as usize)) {
                     break;
                 }
             }
@@ -333,7 +358,7 @@ impl SearchIndex {
         }
         let mut first = order::First::new(sort, after.as_ref(), limit);
         self.walk(&plan, 0, |p| {
-            first.offer(&filter, &sorted[p as usize]);
+            first.offer(&filter, sorted.item(p as usize));
             true
         });
         first.into_items()
@@ -349,12 +374,17 @@ impl SearchIndex {
     /// three bytes (its one trigram) and no group has exclusions
     /// ([`Query::is_decided_by_trigrams`](crate::query::Query)), or the query is empty.
     pub fn facets(&self, filter: &Filter, sorted: &[Summary]) -> Facets {
+        self.facets_items(filter, sorted)
+    }
+
+    /// [`SearchIndex::facets`] over items kept in any form (those this index was built over).
+    pub fn facets_items<I: Items + ?Sized>(&self, filter: &Filter, sorted: &I) -> Facets {
         debug_assert_eq!(sorted.len(), self.len, "the index belongs to another slice");
         let Ok(filter) = filter.compile() else {
             return Facets::default();
         };
         if sorted.len() != self.len {
-            return Facets::count(&filter, sorted);
+            return Facets::count_items(&filter, sorted);
         }
         let plan = self.plan(&filter);
         let query = filter.query();
@@ -365,7 +395,7 @@ impl SearchIndex {
         self.walk(&plan, 0, |p| {
             let p = p as usize;
             if table.admits(&admission, p)
-                && (decided || query.matches_with_name(self.name(p), &sorted[p]))
+                && (decided || query.matches_with_name(self.name(p), sorted.item(p)))
             {
                 counter.add(p);
             }
@@ -493,8 +523,8 @@ impl SearchIndex {
 }
 
 /// The position of the first item after `key` in `sorted`.
-fn seek_position(sorted: &[Summary], key: &SeekKey) -> usize {
-    sorted.partition_point(|item| !item.is_after(key))
+fn seek_position<I: Items + ?Sized>(sorted: &I, key: &SeekKey) -> usize {
+    items::partition_point(sorted, 0..sorted.len(), |item| !items::is_after(item, key))
 }
 
 /// Which positions may match.
@@ -1102,5 +1132,55 @@ mod tests {
         assert_eq!(plan("ab x"), "scan");
         assert_eq!(plan("ab nginx"), "1 walks");
         assert_eq!(plan(""), "scan");
+    }
+
+    /// The same listing kept as [`CompactSummaries`] answers every request, count and page
+    /// exactly as the slice does: through its own index, through the slice's, and without one.
+    #[test]
+    fn a_compact_listing_answers_as_the_slice() {
+        use crate::compact::CompactSummaries;
+        let mut rng = Rng(0x5851_f42d_4c95_7f2d);
+        for round in 0..10 {
+            let n = rng.below(300);
+            let sorted = worded_items(&mut rng, n);
+            let compact = CompactSummaries::new(sorted.clone()).expect("a small listing fits");
+            let index = SearchIndex::build(&sorted);
+            let compact_index = SearchIndex::build_items(&compact);
+            for _ in 0..40 {
+                let filter = random_filter(&mut rng);
+                let want = index.facets(&filter, &sorted);
+                assert_eq!(
+                    compact_index.facets_items(&filter, &compact),
+                    want,
+                    "{filter:?}"
+                );
+                assert_eq!(index.facets_items(&filter, &compact), want, "{filter:?}");
+                let compiled = filter.compile().unwrap();
+                assert_eq!(Facets::count_items(&compiled, &compact), want, "{filter:?}");
+                for sort in [Sort::Name, Sort::Relevance, Sort::Updated] {
+                    let mut request = ListRequest {
+                        filter: filter.clone(),
+                        ..ListRequest::default()
+                    };
+                    let after = (!sorted.is_empty() && rng.below(3) != 0).then(|| {
+                        OrderKey::of(sort, compiled.query(), &sorted[rng.below(sorted.len())])
+                    });
+                    request.set_order(sort, after.as_ref());
+                    request.limit = 1 + rng.below(40) as u32;
+                    let want = request.select(&sorted);
+                    assert_eq!(
+                        compact_index.select_items(&request, &compact),
+                        want,
+                        "round {round}, {sort}: {request:?}"
+                    );
+                    assert_eq!(
+                        request.select_items(&compact),
+                        want,
+                        "round {round}, {sort}: {request:?}"
+                    );
+                    assert_eq!(index.select(&request, &sorted), want);
+                }
+            }
+        }
     }
 }

@@ -79,9 +79,12 @@ use std::{
 
 use sha2::{Digest, Sha256};
 use tributary_plugin_api::{
-    capabilities, compact::give_back_freed_memory, contract, export_plugin, facets, keys, Detail,
-    Extension, Host, ListRequest, PackageSource, Plugin, PluginError, RString, SearchIndex,
-    Summary,
+    capabilities,
+    compact::{give_back_freed_memory, CompactSummaries, CompactSummary},
+    contract, export_plugin, facets,
+    items::{key_cmp, Items, SummaryFields},
+    keys, Detail, Extension, Host, ListRequest, PackageSource, Plugin, PluginError, RString,
+    SearchIndex, Summary,
 };
 use url::Url;
 
@@ -186,9 +189,9 @@ fn stamp(path: &Path) -> Stamp {
 }
 
 /// One repository's index as last read: summaries sorted by name (which, within a repository, is the
-/// `(name, identifier)` order) and the rest of each chart's detail beside them.
+/// `(name, identifier)` order), kept compact, and the rest of each chart's detail beside them.
 struct RepoIndex {
-    summaries: Vec<Summary>,
+    summaries: CompactSummaries,
     /// Built with the index, off the request path: a query costs what it finds.
     search: SearchIndex,
     extras: Vec<Extra>,
@@ -349,8 +352,10 @@ impl RepoIndex {
         }
         drop(keep);
         let index::Charts { summaries, extras } = charts;
+        let summaries = CompactSummaries::new(summaries)
+            .map_err(|_| "is refused: its summaries would hold 4 GiB of text or more".to_owned())?;
         Ok(RepoIndex {
-            search: SearchIndex::build(&summaries),
+            search: SearchIndex::build_items(&summaries),
             summaries,
             extras,
             dropped,
@@ -369,9 +374,22 @@ impl RepoIndex {
 
     /// The position of the chart named `name`.
     fn find(&self, name: &str) -> Option<usize> {
-        self.summaries
-            .binary_search_by(|s| s.name.as_bytes().cmp(name.as_bytes()))
-            .ok()
+        let (mut low, mut high) = (0, self.summaries.len());
+        while low < high {
+            let mid = low + (high - low) / 2;
+            match self
+                .summaries
+                .get(mid)
+                .name()
+                .as_bytes()
+                .cmp(name.as_bytes())
+            {
+                std::cmp::Ordering::Less => low = mid + 1,
+                std::cmp::Ordering::Greater => high = mid,
+                std::cmp::Ordering::Equal => return Some(mid),
+            }
+        }
+        None
     }
 }
 
@@ -411,38 +429,101 @@ fn permute(order: &mut [usize], mut swap: impl FnMut(usize, usize)) {
 struct Loaded {
     /// In configuration order.
     indexes: Vec<Option<Arc<RepoIndex>>>,
-    /// The merged listing and its search index; empty when one index alone is the listing.
-    merged: Vec<Summary>,
+    /// The merged listing, as positions `(n, i)`: item `i` of the `n`th index present; empty when
+    /// one index alone is the listing.
+    merged: Vec<(u32, u32)>,
     merged_search: SearchIndex,
+}
+
+/// The listing served: one index's summaries, or several merged.
+enum Listing<'a> {
+    One(&'a CompactSummaries),
+    Merged {
+        /// The summaries of the indexes present, in configuration order.
+        stores: Vec<&'a CompactSummaries>,
+        order: &'a [(u32, u32)],
+    },
+}
+
+impl Items for Listing<'_> {
+    type Item<'b>
+        = CompactSummary<'b>
+    where
+        Self: 'b;
+
+    #[inline]
+    fn len(&self) -> usize {
+        match self {
+            Listing::One(store) => store.len(),
+            Listing::Merged { order, .. } => order.len(),
+        }
+    }
+
+    #[inline]
+    fn item(&self, position: usize) -> CompactSummary<'_> {
+        match self {
+            Listing::One(store) => store.get(position),
+            Listing::Merged { stores, order } => {
+                let (n, i) = order[position];
+                stores[n as usize].get(i as usize)
+            }
+        }
+    }
 }
 
 impl Loaded {
     fn new(indexes: Vec<Option<Arc<RepoIndex>>>) -> Loaded {
         let present = indexes.iter().flatten().count();
-        let merged = if present <= 1 {
-            Vec::new()
-        } else {
-            let mut merged: Vec<Summary> = indexes
+        let mut loaded = Loaded {
+            indexes,
+            merged: Vec::new(),
+            merged_search: SearchIndex::default(),
+        };
+        if present > 1 {
+            let stores: Vec<&CompactSummaries> = loaded
+                .indexes
                 .iter()
                 .flatten()
-                .flat_map(|index| index.summaries.iter().cloned())
+                .map(|i| &i.summaries)
                 .collect();
-            merged.sort_unstable_by(Summary::key_cmp);
-            merged
-        };
-        Loaded {
-            merged_search: SearchIndex::build(&merged),
-            indexes,
-            merged,
+            let mut merged: Vec<(u32, u32)> = stores
+                .iter()
+                .enumerate()
+                .flat_map(|(n, store)| (0..store.len() as u32).map(move |i| (n as u32, i)))
+                .collect();
+            merged.sort_unstable_by(|&(a, i), &(b, j)| {
+                key_cmp(
+                    stores[a as usize].get(i as usize),
+                    stores[b as usize].get(j as usize),
+                )
+            });
+            let search = SearchIndex::build_items(&Listing::Merged {
+                stores,
+                order: &merged,
+            });
+            loaded.merged = merged;
+            loaded.merged_search = search;
         }
+        loaded
     }
 
     /// The listing and its search index.
-    fn summaries(&self) -> (&[Summary], &SearchIndex) {
+    fn summaries(&self) -> (Listing<'_>, &SearchIndex) {
         let mut present = self.indexes.iter().flatten();
         match (present.next(), present.next()) {
-            (Some(only), None) => (&only.summaries, &only.search),
-            _ => (&self.merged, &self.merged_search),
+            (Some(only), None) => (Listing::One(&only.summaries), &only.search),
+            _ => (
+                Listing::Merged {
+                    stores: self
+                        .indexes
+                        .iter()
+                        .flatten()
+                        .map(|i| &i.summaries)
+                        .collect(),
+                    order: &self.merged,
+                },
+                &self.merged_search,
+            ),
         }
     }
 
@@ -837,7 +918,7 @@ impl PackageSource for HelmSource {
     fn list(&self, request: &ListRequest) -> Result<Vec<Summary>, PluginError> {
         let loaded = self.shared.current()?;
         let (summaries, search) = loaded.summaries();
-        Ok(search.select(request, summaries))
+        Ok(search.select_items(request, &summaries))
     }
 
     fn detail(&self, identifier: &str) -> Result<Detail, PluginError> {
@@ -857,7 +938,10 @@ impl PackageSource for HelmSource {
             .as_ref()
             .ok_or_else(|| self.shared.no_index(Some(position)))?;
         let i = index.find(chart).ok_or_else(not_found)?;
-        Ok(detail_of(index.summaries[i].clone(), &index.extras[i]))
+        Ok(detail_of(
+            index.summaries.get(i).to_summary(),
+            &index.extras[i],
+        ))
     }
 
     fn call(&self, method: &str, version: u32, payload: &str) -> Result<String, PluginError> {
@@ -866,7 +950,7 @@ impl PackageSource for HelmSource {
             (capabilities::FACETS, 1) => {
                 let loaded = self.shared.current()?;
                 let (summaries, search) = loaded.summaries();
-                facets::call(payload, |filter| search.facets(filter, summaries))
+                facets::call(payload, |filter| search.facets_items(filter, &summaries))
             }
             _ => Err(PluginError::unsupported(format!(
                 "the helm plugin has no operation {method} version {version}"

@@ -7,7 +7,9 @@
 //! allocator (glibc's `malloc`, which both the library and this binary use). glibc's own counts
 //! (`mallinfo2`) give the live heap. The breakdown then adds up, per component, the chunks of what
 //! the source keeps, from its own listing and details:
-//! - the summaries: the vector of `Summary` structs and each string of each summary;
+//! - the summaries, kept compact (`CompactSummaries`): a record of 40 bytes per chart, every
+//!   string of every summary one after the other in one text, the ends of the extensions' strings
+//!   and the categories' numbers;
 //! - the rest of each chart's detail (the plugin's `Extra`): its struct, and its two allocations,
 //!   every string of the detail beyond the summary in one text and where each ends;
 //! - the search index: built again here over the same summaries (the same code,
@@ -58,16 +60,9 @@ struct ExtraLayout {
     deprecated: bool,
 }
 
-/// The chunk of a string's buffer (its capacity is its length: the plugin copies each one from
-/// the index's text, and so does a clone).
-fn text(s: &str) -> usize {
-    chunk(s.len())
-}
-
-/// The chunk of a vector's buffer of `len` elements of `T`, and of each element's strings.
-fn list<T>(items: &[T], each: impl Fn(&T) -> usize) -> usize {
-    chunk(std::mem::size_of_val(items)) + items.iter().map(each).sum::<usize>()
-}
+/// The record of one chart in the plugin's `CompactSummaries` (plugin-api/src/compact.rs; a test
+/// there checks its 40 bytes).
+const COMPACT_SUMMARY_RECORD: usize = 40;
 
 fn kib_bytes(kib: Option<u64>) -> usize {
     kib.unwrap_or(0) as usize * 1024
@@ -210,44 +205,66 @@ pub fn run_child(args: &[String]) -> Result<(), String> {
     let n = summaries.len();
     assert_eq!(n, written.charts, "every chart is listed");
     let sum = |f: &dyn Fn(&Summary) -> usize| summaries.iter().map(f).sum::<usize>();
+    // The plugin keeps the summaries compact (`CompactSummaries`): every string once in one text,
+    // a record per chart, the extensions' ends (two per extension) and the categories' numbers
+    // (the distinct categories' text is left out: a few values).
+    let extensions = sum(&|s| s.extensions.len());
+    let categories = sum(&|s| s.categories.len());
+    let strings = [
+        sum(&|s| s.name.len() + s.display_name.len()),
+        sum(&|s| s.identifier.len() + s.repository.len()),
+        sum(&|s| s.latest_version.len() + s.latest_app_version.len()),
+        sum(&|s| s.short_description.len()),
+        sum(&|s| s.icon_url.len()),
+        sum(&|s| {
+            s.extensions
+                .iter()
+                .map(|e| e.key.len() + e.value.len())
+                .sum::<usize>()
+        }),
+    ];
+    let all_strings: usize = strings.iter().sum();
     let mut components = vec![
         Component {
-            what: "summary structs",
-            bytes: chunk(n * size_of::<Summary>()),
-            how: "charts × size_of::<Summary>() (328 B: 8 RStrings and 2 RVecs of 32 B, a bool)",
+            what: "summary records",
+            bytes: chunk(n * COMPACT_SUMMARY_RECORD),
+            how: "charts × 40 B (the ends of 8 strings, of the extensions and of the categories)",
         },
         Component {
-            what: "summary: name, and its copy as display name",
-            bytes: sum(&|s| text(&s.name) + text(&s.display_name)),
-            how: "the chunk of each string, from the listing",
+            what: "summary text: name, and its copy as display name",
+            bytes: strings[0],
+            how: "the bytes of each string, from the listing",
         },
         Component {
-            what: "summary: identifier `big/<name>` and repository name, one of each per chart",
-            bytes: sum(&|s| text(&s.identifier) + text(&s.repository)),
+            what:
+                "summary text: identifier `big/<name>` and repository name, one of each per chart",
+            bytes: strings[1],
             how: "as above",
         },
         Component {
-            what: "summary: latest version and app version",
-            bytes: sum(&|s| text(&s.latest_version) + text(&s.latest_app_version)),
+            what: "summary text: latest version and app version",
+            bytes: strings[2],
             how: "as above",
         },
         Component {
-            what: "summary: short description",
-            bytes: sum(&|s| text(&s.short_description)),
+            what: "summary text: short description",
+            bytes: strings[3],
             how: "as above",
         },
         Component {
-            what: "summary: icon URL",
-            bytes: sum(&|s| text(&s.icon_url)),
+            what: "summary text: icon URL",
+            bytes: strings[4],
             how: "as above",
         },
         Component {
-            what: "summary: categories and the update-time extension",
-            bytes: sum(&|s| {
-                list(&s.categories, |c| text(c))
-                    + list(&s.extensions, |e| text(&e.key) + text(&e.value))
-            }),
-            how: "the chunk of each vector and of its strings",
+            what: "summary text: the update-time extension's key and value",
+            bytes: strings[5] + (chunk(all_strings) - all_strings),
+            how: "as above, and the chunk of the one text less its length",
+        },
+        Component {
+            what: "summary: extensions' ends and categories' numbers",
+            bytes: chunk(8 * extensions) + chunk(4 * categories),
+            how: "the chunk of a u32 per extension key and value, and of a u32 per category",
         },
     ];
 
