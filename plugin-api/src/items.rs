@@ -2,7 +2,7 @@
 //!
 //! The kit's matching, ordering, counting and indexing read an item's fields through
 //! [`SummaryFields`] and a sorted collection of items through [`Items`], so that a source may keep
-//! its listing in another form than `Vec<Summary>` (such as [`crate::compact::CompactSummaries`])
+//! its listing in another form than `Vec<Summary>` (such as the kit's `CompactSummaries`)
 //! and make a [`Summary`] only for the items a call returns ([`SummaryFields::to_summary`]). Both
 //! are implemented for the interface's own types: `&Summary` is an item, `[Summary]` (and
 //! `Vec<Summary>`) a collection.
