@@ -26,8 +26,10 @@ use std::{
 use serde::Deserialize;
 use tributary_plugin_api::{
     capabilities,
-    compact::{give_back_freed_memory, CompactDetail},
-    config, contract, export_plugin, facets, keys,
+    compact::{give_back_freed_memory, CompactDetail, CompactSummaries},
+    config, contract, export_plugin, facets,
+    items::SummaryFields,
+    keys,
     order::normalize_timestamp,
     Detail, Extension, Host, ListRequest, Maintainer, PackageSource, Plugin, PluginError, RString,
     RVec, SearchIndex, Summary, Version,
@@ -136,7 +138,9 @@ pub struct Package {
 /// details beside them.
 struct Loaded {
     stamp: Option<(SystemTime, u64)>,
-    summaries: Vec<Summary>,
+    /// Kept compact (the kit's [`CompactSummaries`]): a `Summary` is made only for what a call
+    /// returns.
+    summaries: CompactSummaries,
     index: SearchIndex,
     /// Position `i` is the rest of the detail of `summaries[i]`, compact (the kit's
     /// [`CompactDetail`]): a detail answered is made from it and the summary.
@@ -227,9 +231,15 @@ impl Loaded {
             compact.push(rest);
         }
         let details = compact;
+        let summaries = CompactSummaries::new(summaries).map_err(|_| {
+            PluginError::unavailable(format!(
+                "catalog {}: its packages would hold 4 GiB of text or more",
+                path.display()
+            ))
+        })?;
         Ok(Loaded {
             stamp,
-            index: SearchIndex::build(&summaries),
+            index: SearchIndex::build_items(&summaries),
             summaries,
             details,
             dropped,
@@ -340,17 +350,16 @@ impl CatalogSource {
 impl PackageSource for CatalogSource {
     fn list(&self, request: &ListRequest) -> Result<Vec<Summary>, PluginError> {
         let loaded = self.current()?;
-        Ok(loaded.index.select(request, &loaded.summaries))
+        Ok(loaded.index.select_items(request, &loaded.summaries))
     }
 
     fn detail(&self, identifier: &str) -> Result<Detail, PluginError> {
         let loaded = self.current()?;
-        let at = loaded
-            .summaries
-            .iter()
-            .position(|s| s.identifier.as_str() == identifier)
+        let summaries = &loaded.summaries;
+        let at = (0..summaries.len())
+            .position(|i| summaries.get(i).identifier() == identifier)
             .ok_or_else(|| PluginError::not_found(format!("no package with id {identifier:?}")))?;
-        Ok(loaded.details[at].detail(loaded.summaries[at].clone()))
+        Ok(loaded.details[at].detail(loaded.summaries.get(at).to_summary()))
     }
 
     fn call(&self, method: &str, version: u32, payload: &str) -> Result<String, PluginError> {
@@ -367,7 +376,7 @@ impl PackageSource for CatalogSource {
             (capabilities::FACETS, 1) => {
                 let loaded = self.current()?;
                 facets::call(payload, |filter| {
-                    loaded.index.facets(filter, &loaded.summaries)
+                    loaded.index.facets_items(filter, &loaded.summaries)
                 })
             }
             _ => Err(PluginError::unsupported(format!(
