@@ -93,76 +93,46 @@ impl Extra {
         })
     }
 
-    /// Where string `j` starts in `text`.
-    fn start(&self, j: usize) -> usize {
-        match j {
-            0 => 0,
-            j => self.ends[j - 1] as usize,
+    /// The record, read in place.
+    pub(crate) fn view(&self) -> ExtraRef<'_> {
+        ExtraRef {
+            text: &self.text,
+            ends: &self.ends,
+            versions: self.versions,
+            source_urls: self.source_urls,
+            maintainers: self.maintainers,
         }
-    }
-
-    /// String `j`; empty past the last (the default record has none).
-    fn string(&self, j: usize) -> &str {
-        match self.ends.get(j) {
-            Some(&end) => &self.text[self.start(j)..end as usize],
-            None => "",
-        }
-    }
-
-    /// Strings `from` up to `to`, not included.
-    fn strings(&self, from: usize, to: usize) -> impl ExactSizeIterator<Item = &str> + '_ {
-        (from..to).map(|j| self.string(j))
-    }
-
-    /// The position of the home URL: the first string after the versions'.
-    fn home(&self) -> usize {
-        4 * self.versions as usize
-    }
-
-    /// The position of the first maintainer's name.
-    fn first_maintainer(&self) -> usize {
-        self.home() + 1 + self.source_urls as usize
-    }
-
-    /// The position of the first keyword.
-    fn first_keyword(&self) -> usize {
-        self.first_maintainer() + 3 * self.maintainers as usize
-    }
-
-    /// The position of the chart URL, the last string (that of the default record is past the
-    /// strings, and reads as empty).
-    fn chart(&self) -> usize {
-        self.ends.len().saturating_sub(1).max(self.first_keyword())
     }
 
     /// Every version, in the order a detail lists them.
     pub(crate) fn versions(&self) -> Versions<'_> {
-        let ends = &self.ends[..self.home().min(self.ends.len())];
-        Versions::new(&self.text, ends)
+        self.view().versions()
     }
 
+    #[cfg(test)]
     pub(crate) fn home_url(&self) -> &str {
-        self.string(self.home())
+        self.view().home_url()
     }
 
+    #[cfg(test)]
     pub(crate) fn source_urls(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
-        self.strings(self.home() + 1, self.first_maintainer())
+        self.view().source_urls()
     }
 
+    #[cfg(test)]
     /// Each maintainer's name, email and URL.
     pub(crate) fn maintainers(&self) -> impl ExactSizeIterator<Item = [&str; 3]> + '_ {
-        let first = self.first_maintainer();
-        (0..self.maintainers as usize)
-            .map(move |i| std::array::from_fn(|k| self.string(first + 3 * i + k)))
+        self.view().maintainers()
     }
 
+    #[cfg(test)]
     pub(crate) fn keywords(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
-        self.strings(self.first_keyword(), self.chart())
+        self.view().keywords()
     }
 
     /// Where to download the latest version from; empty for none.
     pub(crate) fn chart_url(&self) -> &str {
-        self.string(self.chart())
+        self.view().chart_url()
     }
 
     /// Replaces the chart URL (with its absolute form: lib.rs resolves it against the repository's
@@ -180,7 +150,10 @@ impl Extra {
             return Some(());
         }
         let last = self.ends.len() - 1;
-        let start = self.start(last);
+        let start = match last {
+            0 => 0,
+            last => self.ends[last - 1] as usize,
+        };
         let end = u32::try_from(start + url.len()).ok()?;
         let mut text = String::with_capacity(start + url.len());
         text.push_str(&self.text[..start]);
@@ -189,9 +162,95 @@ impl Extra {
         self.ends[last] = end;
         Some(())
     }
+}
+
+/// A chart's record read in place: in an [`Extra`] or in a repository's [`Extras`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ExtraRef<'a> {
+    /// The chart's strings, one after the other.
+    text: &'a str,
+    /// Where each string ends in `text`.
+    ends: &'a [u32],
+    versions: u32,
+    source_urls: u32,
+    maintainers: u32,
+}
+
+impl<'a> ExtraRef<'a> {
+    /// Where string `j` starts in `text`.
+    fn start(self, j: usize) -> usize {
+        match j {
+            0 => 0,
+            j => self.ends[j - 1] as usize,
+        }
+    }
+
+    /// String `j`; empty past the last (the default record has none).
+    fn string(self, j: usize) -> &'a str {
+        match self.ends.get(j) {
+            Some(&end) => &self.text[self.start(j)..end as usize],
+            None => "",
+        }
+    }
+
+    /// Strings `from` up to `to`, not included.
+    fn strings(self, from: usize, to: usize) -> impl ExactSizeIterator<Item = &'a str> {
+        (from..to).map(move |j| self.string(j))
+    }
+
+    /// The position of the home URL: the first string after the versions'.
+    fn home(self) -> usize {
+        4 * self.versions as usize
+    }
+
+    /// The position of the first maintainer's name.
+    fn first_maintainer(self) -> usize {
+        self.home() + 1 + self.source_urls as usize
+    }
+
+    /// The position of the first keyword.
+    fn first_keyword(self) -> usize {
+        self.first_maintainer() + 3 * self.maintainers as usize
+    }
+
+    /// The position of the chart URL, the last string (that of the default record is past the
+    /// strings, and reads as empty).
+    fn chart(self) -> usize {
+        self.ends.len().saturating_sub(1).max(self.first_keyword())
+    }
+
+    /// Every version, in the order a detail lists them.
+    pub(crate) fn versions(self) -> Versions<'a> {
+        let ends = &self.ends[..self.home().min(self.ends.len())];
+        Versions::new(self.text, ends)
+    }
+
+    pub(crate) fn home_url(self) -> &'a str {
+        self.string(self.home())
+    }
+
+    pub(crate) fn source_urls(self) -> impl ExactSizeIterator<Item = &'a str> {
+        self.strings(self.home() + 1, self.first_maintainer())
+    }
+
+    /// Each maintainer's name, email and URL.
+    pub(crate) fn maintainers(self) -> impl ExactSizeIterator<Item = [&'a str; 3]> {
+        let first = self.first_maintainer();
+        (0..self.maintainers as usize)
+            .map(move |i| std::array::from_fn(|k| self.string(first + 3 * i + k)))
+    }
+
+    pub(crate) fn keywords(self) -> impl ExactSizeIterator<Item = &'a str> {
+        self.strings(self.first_keyword(), self.chart())
+    }
+
+    /// Where to download the latest version from; empty for none.
+    pub(crate) fn chart_url(self) -> &'a str {
+        self.string(self.chart())
+    }
 
     /// The interface's maintainers, for a detail.
-    pub(crate) fn maintainers_rvec(&self) -> RVec<Maintainer> {
+    pub(crate) fn maintainers_rvec(self) -> RVec<Maintainer> {
         let mut maintainers = RVec::with_capacity(self.maintainers as usize);
         maintainers.extend(self.maintainers().map(|[name, email, url]| Maintainer {
             name: RString::from(name),
@@ -200,6 +259,96 @@ impl Extra {
         }));
         maintainers
     }
+}
+
+/// Every chart's record of one repository in three allocations, in the charts' order: all their
+/// strings one after the other in one text, where each ends (counted from its chart's first
+/// string), and a 16-byte record a chart. Against a [`Extra`] a chart (48 bytes and two
+/// allocations of its own, each with `malloc`'s header and rounding), a chart costs its strings,
+/// 4 bytes a string and 16; and nothing is left between other allocations when the parse's
+/// records are freed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Extras {
+    text: Box<str>,
+    ends: Box<[u32]>,
+    records: Box<[Stored]>,
+}
+
+/// One chart of an [`Extras`]: where its text and its ends end (they start where the previous
+/// chart's end), and its counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Stored {
+    text_end: u32,
+    ends_end: u32,
+    versions: u16,
+    source_urls: u16,
+    maintainers: u16,
+}
+
+impl Extras {
+    /// The records of `extras`, in their order, consumed as they are copied; given back
+    /// unchanged when they do not fit: their text comes to 4 GiB or more, or a chart has more
+    /// than 65,535 versions, source URLs or maintainers (the host's contract allows 10,000
+    /// versions and 1,024 entries of a list: charts past it are left out before this).
+    pub(crate) fn new(extras: Vec<Extra>) -> Result<Extras, Vec<Extra>> {
+        let bytes: usize = extras.iter().map(|e| e.text.len()).sum();
+        let strings: usize = extras.iter().map(|e| e.ends.len()).sum();
+        let counts_fit = extras.iter().all(|e| {
+            [e.versions, e.source_urls, e.maintainers]
+                .iter()
+                .all(|&n| u16::try_from(n).is_ok())
+        });
+        if u32::try_from(bytes).is_err() || u32::try_from(strings).is_err() || !counts_fit {
+            return Err(extras);
+        }
+        let mut text = String::with_capacity(bytes);
+        let mut ends = Vec::with_capacity(strings);
+        let mut records = Vec::with_capacity(extras.len());
+        for extra in extras {
+            text.push_str(&extra.text);
+            ends.extend_from_slice(&extra.ends);
+            // Within the bounds checked above.
+            records.push(Stored {
+                text_end: text.len() as u32,
+                ends_end: ends.len() as u32,
+                versions: extra.versions as u16,
+                source_urls: extra.source_urls as u16,
+                maintainers: extra.maintainers as u16,
+            });
+        }
+        Ok(Extras {
+            text: text.into_boxed_str(),
+            ends: ends.into_boxed_slice(),
+            records: records.into_boxed_slice(),
+        })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// The record of the chart at `position` (panics past the end).
+    pub(crate) fn get(&self, position: usize) -> ExtraRef<'_> {
+        let record = &self.records[position];
+        let (text_start, ends_start) = match position.checked_sub(1) {
+            None => (0, 0),
+            Some(p) => (self.records[p].text_end, self.records[p].ends_end),
+        };
+        ExtraRef {
+            text: &self.text[text_start as usize..record.text_end as usize],
+            ends: &self.ends[ends_start as usize..record.ends_end as usize],
+            versions: record.versions.into(),
+            source_urls: record.source_urls.into(),
+            maintainers: record.maintainers.into(),
+        }
+    }
+
+    /// The records, in order.
+    #[cfg(test)]
+    pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = ExtraRef<'_>> + '_ {
+        (0..self.len()).map(|p| self.get(p))
+    }
+
 }
 
 #[cfg(test)]
@@ -345,7 +494,7 @@ mod tests {
         for _ in 0..5000 {
             let owned = random_parts(&mut rng);
             let extra = Extra::new(&owned.parts()).unwrap();
-            let made = crate::detail_of(summary.clone(), &extra);
+            let made = crate::detail_of(summary.clone(), extra.view());
             assert_eq!(made, owned.detail(&summary), "{owned:?}");
             // Every field, on its own.
             assert_eq!(extra.versions().len(), owned.versions.len());
@@ -375,7 +524,7 @@ mod tests {
             };
             assert_eq!(replaced, Extra::new(&owned.parts()).unwrap());
             assert_eq!(
-                crate::detail_of(summary.clone(), &replaced),
+                crate::detail_of(summary.clone(), replaced.view()),
                 owned.detail(&summary)
             );
         }
@@ -384,7 +533,7 @@ mod tests {
     #[test]
     fn the_default_record_is_a_chart_of_nothing() {
         let extra = Extra::default();
-        let detail = crate::detail_of(Summary::default(), &extra);
+        let detail = crate::detail_of(Summary::default(), extra.view());
         assert_eq!(detail, Owned::default().detail(&Summary::default()));
         assert_eq!(extra.versions().len(), 0);
         let mut replaced = extra.clone();
@@ -415,5 +564,49 @@ mod tests {
         assert_eq!(extra.chart_url(), "");
         // Two boxes, three counts and a flag (the bench's memory breakdown counts this size).
         assert_eq!(std::mem::size_of::<Extra>(), 48);
+    }
+
+    #[test]
+    fn a_repository_of_records_reads_as_each_record() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let summary = Summary {
+            name: "chart".into(),
+            ..Summary::default()
+        };
+        let owned: Vec<Owned> = (0..2000).map(|_| random_parts(&mut rng)).collect();
+        let mut extras: Vec<Extra> = owned
+            .iter()
+            .map(|o| Extra::new(&o.parts()).unwrap())
+            .collect();
+        // Records of no strings at all among them (split.rs fills arrays with these).
+        extras[0] = Extra::default();
+        extras[1000] = Extra::default();
+        let expected: Vec<Detail> = extras
+            .iter()
+            .map(|e| crate::detail_of(summary.clone(), e.view()))
+            .collect();
+        let text: usize = extras.iter().map(|e| e.text.len()).sum();
+        let strings: usize = extras.iter().map(|e| e.ends.len()).sum();
+        let store = Extras::new(extras).unwrap();
+        assert_eq!(store.len(), 2000);
+        assert_eq!((store.text.len(), store.ends.len()), (text, strings));
+        for (i, record) in store.iter().enumerate() {
+            assert_eq!(crate::detail_of(summary.clone(), record), expected[i], "chart {i}");
+        }
+        assert_eq!(store.get(1).chart_url(), owned[1].chart_url);
+        assert_eq!(Extras::new(Vec::new()).unwrap().len(), 0);
+        // The bench's memory breakdown counts this size.
+        assert_eq!(std::mem::size_of::<Stored>(), 16);
+    }
+
+    #[test]
+    fn counts_past_a_record_are_given_back() {
+        let parts = Parts {
+            source_urls: vec!["s"; 70_000],
+            ..Parts::default()
+        };
+        let extras = vec![Extra::default(), Extra::new(&parts).unwrap()];
+        let given_back = Extras::new(extras.clone()).unwrap_err();
+        assert_eq!(given_back, extras);
     }
 }

@@ -802,7 +802,7 @@ mod tests {
                 },
             };
             assert_eq!(
-                crate::detail_of(summary.clone(), extra),
+                crate::detail_of(summary.clone(), extra.view()),
                 before,
                 "{}",
                 summary.name.as_str()

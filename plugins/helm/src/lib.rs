@@ -90,7 +90,7 @@ use url::Url;
 
 use crate::{
     config::{Limits, Location, Remote, Repository},
-    extra::{rstrings, Extra},
+    extra::{rstrings, ExtraRef, Extras},
     fetch::{Fetched, Validators},
 };
 
@@ -194,7 +194,8 @@ struct RepoIndex {
     summaries: CompactSummaries,
     /// Built with the index, off the request path: a query costs what it finds.
     search: SearchIndex,
-    extras: Vec<Extra>,
+    /// Every chart's detail beyond its summary, in the summaries' order.
+    extras: Extras,
     /// Charts left out because their summary or detail would break the host's contract (a field
     /// over its size limit, too many versions): how many, and the first one's reason.
     dropped: Option<(usize, String)>,
@@ -331,7 +332,7 @@ impl RepoIndex {
             .zip(&charts.extras)
             .map(|(summary, extra)| {
                 let checked = contract::check_summary(summary).and_then(|()| {
-                    let detail = detail_of(summary.clone(), extra);
+                    let detail = detail_of(summary.clone(), extra.view());
                     contract::check_detail(&summary.identifier, &detail)
                 });
                 match checked {
@@ -354,6 +355,9 @@ impl RepoIndex {
         let index::Charts { summaries, extras } = charts;
         let summaries = CompactSummaries::new(summaries)
             .map_err(|_| "is refused: its summaries would hold 4 GiB of text or more".to_owned())?;
+        let extras = Extras::new(extras)
+            .map_err(|_| "is refused: its details would hold 4 GiB of text or more".to_owned())?;
+        debug_assert_eq!(extras.len(), summaries.len());
         Ok(RepoIndex {
             search: SearchIndex::build_items(&summaries),
             summaries,
@@ -881,7 +885,7 @@ fn refresh_loop(shared: &Shared, i: usize, remote: &Remote, agent: &ureq::Agent)
 }
 
 /// A chart's detail: its summary, the rest beside it, and its download URL.
-fn detail_of(summary: Summary, extra: &Extra) -> Detail {
+fn detail_of(summary: Summary, extra: ExtraRef<'_>) -> Detail {
     Detail {
         readme: summary.short_description.clone(),
         summary,
@@ -940,7 +944,7 @@ impl PackageSource for HelmSource {
         let i = index.find(chart).ok_or_else(not_found)?;
         Ok(detail_of(
             index.summaries.get(i).to_summary(),
-            &index.extras[i],
+            index.extras.get(i),
         ))
     }
 

@@ -10,8 +10,9 @@
 //! - the summaries, kept compact (`CompactSummaries`): a record of 40 bytes per chart, every
 //!   string of every summary one after the other in one text, the ends of the extensions' strings
 //!   and the categories' numbers;
-//! - the rest of each chart's detail (the plugin's `Extra`): its struct, and its two allocations,
-//!   every string of the detail beyond the summary in one text and where each ends;
+//! - the rest of each chart's detail (the plugin's `Extras`): a record of 16 bytes per chart, every
+//!   string of every detail beyond the summary one after the other in one text, and where each
+//!   ends;
 //! - the search index: built again here over the same summaries (the same code,
 //!   `SearchIndex::build`) and measured by glibc's counts; its trigram postings counted apart.
 //!
@@ -47,18 +48,9 @@ pub const fn chunk(size: usize) -> usize {
     }
 }
 
-/// The plugin's `Extra` (plugins/helm/src/extra.rs), field for field, for its size (48 bytes,
-/// which a test of the plugin checks).
-#[allow(dead_code)]
-struct ExtraLayout {
-    /// Every string of the detail beyond the summary, one after the other.
-    text: Box<str>,
-    /// Where each string ends in `text`.
-    ends: Box<[u32]>,
-    /// How many versions, source URLs and maintainers.
-    counts: [u32; 3],
-    deprecated: bool,
-}
+/// The record of one chart in the plugin's `Extras` (plugins/helm/src/extra.rs; a test there
+/// checks its 16 bytes).
+const DETAIL_RECORD: usize = 16;
 
 /// The record of one chart in the plugin's `CompactSummaries` (plugin-api/src/compact.rs; a test
 /// there checks its 40 bytes).
@@ -270,8 +262,8 @@ pub fn run_child(args: &[String]) -> Result<(), String> {
 
     // The rest of each chart's detail (its summary part is above). The plugin keeps it compact
     // and makes the detail's values when asked only: every string, the versions' four each and
-    // the others', one after the other in one text a chart, and a `u32` where each ends.
-    let (mut ends, mut text_chunks, mut version_text, mut other_text) = (0, 0, 0, 0);
+    // the others', one after the other in one text for all charts, and a `u32` where each ends.
+    let (mut ends, mut version_text, mut other_text) = (0, 0, 0);
     let mut version_count = 0;
     for summary in &summaries {
         let detail = match source.detail(RStr::from_str(&summary.identifier)) {
@@ -306,23 +298,22 @@ pub fn run_child(args: &[String]) -> Result<(), String> {
             + 3 * detail.maintainers.len()
             + detail.keywords.len()
             + 1;
-        ends += chunk(strings * size_of::<u32>());
-        text_chunks += chunk(versions + others);
+        ends += strings * size_of::<u32>();
         version_text += versions;
         other_text += others;
     }
     assert_eq!(version_count, written.versions, "every version is kept");
     components.extend([
         Component {
-            what: "detail structs (the plugin's `Extra`)",
-            bytes: chunk(n * size_of::<ExtraLayout>()),
-            how: "charts × its size (48 B: two boxes, three u32 counts, a bool)",
+            what: "detail records (the plugin's `Extras`)",
+            bytes: chunk(n * DETAIL_RECORD),
+            how: "charts × 16 B (where its text and its ends end, three u16 counts)",
         },
         Component {
             what: "detail: where each string ends (a u32 each)",
-            bytes: ends,
-            how: "the chunk of 4 B × (4 a version + home + sources + 3 a maintainer + keywords \
-                  + chart URL), per chart, from the details",
+            bytes: chunk(ends),
+            how: "4 B × (4 a version + home + sources + 3 a maintainer + keywords + chart URL), \
+                  from the details, in one chunk",
         },
         Component {
             what: "detail text: versions' version, app version, created, digest",
@@ -331,13 +322,8 @@ pub fn run_child(args: &[String]) -> Result<(), String> {
         },
         Component {
             what: "detail text: home, sources, maintainers, keywords, chart URL",
-            bytes: other_text,
-            how: "their lengths, from the details",
-        },
-        Component {
-            what: "detail text: malloc's header and rounding of the one text a chart",
-            bytes: text_chunks - version_text - other_text,
-            how: "the chunk of the text's length less the length, per chart",
+            bytes: chunk(version_text + other_text) - version_text,
+            how: "their lengths, from the details, and the chunk of the one text less its length",
         },
     ]);
 
