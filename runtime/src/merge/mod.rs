@@ -297,6 +297,10 @@ pub fn first_limit(page_size: usize, sources: usize) -> usize {
 /// first, and so that the stuck call holds no task but its own page's.
 ///
 /// Returns `Err` only with `fail_fast`, naming the first source that failed.
+/// How long a request looks for its page built on a page thread before its task waits to be
+/// woken (see [`merge_page`]).
+const LOOK_FOR_THE_PAGE: std::time::Duration = std::time::Duration::from_micros(50);
+
 pub async fn merge_page(
     sources: &[Arc<Source>],
     request: PageRequest,
@@ -364,6 +368,18 @@ pub async fn merge_page(
         answer: page_rx,
         _stop: gone_tx,
     };
+    // A small page is often done within microseconds: look for it, letting the worker run its
+    // other tasks between looks, before the worker may sleep on it. Asleep, it is woken by the
+    // page thread, which on a busy machine costs more than the page.
+    let looking = std::time::Instant::now();
+    while looking.elapsed() < LOOK_FOR_THE_PAGE {
+        match task.answer.try_recv() {
+            Ok(done) => return joined(Ok(done)),
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => break,
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+        }
+        tokio::task::yield_now().await;
+    }
     tokio::select! {
         biased;
         done = &mut task.answer => return joined(done),
