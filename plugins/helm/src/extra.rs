@@ -348,7 +348,6 @@ impl Extras {
     pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = ExtraRef<'_>> + '_ {
         (0..self.len()).map(|p| self.get(p))
     }
-
 }
 
 #[cfg(test)]
@@ -591,7 +590,11 @@ mod tests {
         assert_eq!(store.len(), 2000);
         assert_eq!((store.text.len(), store.ends.len()), (text, strings));
         for (i, record) in store.iter().enumerate() {
-            assert_eq!(crate::detail_of(summary.clone(), record), expected[i], "chart {i}");
+            assert_eq!(
+                crate::detail_of(summary.clone(), record),
+                expected[i],
+                "chart {i}"
+            );
         }
         assert_eq!(store.get(1).chart_url(), owned[1].chart_url);
         assert_eq!(Extras::new(Vec::new()).unwrap().len(), 0);
