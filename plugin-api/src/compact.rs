@@ -39,32 +39,7 @@ impl CompactDetail {
     /// bits: a detail within the host's contract has at most 10,000 versions of strings up to
     /// 64 KiB, 2.6 GB).
     pub fn new(detail: &Detail) -> Option<CompactDetail> {
-        let strings = || {
-            [detail.home_url.as_str(), detail.readme.as_str()]
-                .into_iter()
-                .chain(detail.versions.iter().flat_map(|v| {
-                    [
-                        v.version.as_str(),
-                        v.app_version.as_str(),
-                        v.created.as_str(),
-                        v.digest.as_str(),
-                    ]
-                }))
-                .chain(detail.source_urls.iter().map(|u| u.as_str()))
-                .chain(
-                    detail
-                        .maintainers
-                        .iter()
-                        .flat_map(|m| [m.name.as_str(), m.email.as_str(), m.url.as_str()]),
-                )
-                .chain(detail.keywords.iter().map(|k| k.as_str()))
-                .chain(
-                    detail
-                        .extensions
-                        .iter()
-                        .flat_map(|e| [e.key.as_str(), e.value.as_str()]),
-                )
-        };
+        let strings = || detail_strings(detail);
         let (mut count, mut bytes) = (0usize, 0usize);
         for s in strings() {
             count += 1;
@@ -97,42 +72,7 @@ impl CompactDetail {
 
     /// The detail again, with `summary` as its summary.
     pub fn detail(&self, summary: Summary) -> Detail {
-        let mut strings = Strings {
-            compact: self,
-            next: 0,
-        };
-        let [versions, source_urls, maintainers, keywords, extensions] =
-            self.counts.map(|n| n as usize);
-        let home_url = strings.next();
-        let readme = strings.next();
-        Detail {
-            summary,
-            versions: (0..versions)
-                .map(|_| Version {
-                    version: strings.next(),
-                    app_version: strings.next(),
-                    created: strings.next(),
-                    digest: strings.next(),
-                })
-                .collect(),
-            home_url,
-            source_urls: (0..source_urls).map(|_| strings.next()).collect(),
-            maintainers: (0..maintainers)
-                .map(|_| Maintainer {
-                    name: strings.next(),
-                    email: strings.next(),
-                    url: strings.next(),
-                })
-                .collect(),
-            readme,
-            keywords: (0..keywords).map(|_| strings.next()).collect::<RVec<_>>(),
-            extensions: (0..extensions)
-                .map(|_| Extension {
-                    key: strings.next(),
-                    value: strings.next(),
-                })
-                .collect(),
-        }
+        make_detail(&self.text, &self.ends, self.counts, summary)
     }
 
     /// The bytes this keeps on the heap (its strings and their ends), for memory accounts.
@@ -541,22 +481,207 @@ pub fn give_back_freed_memory() {
     }
 }
 
-/// The strings of a [`CompactDetail`], in their order.
+/// The strings of `detail` but its summary's, in [`CompactDetail`]'s order.
+fn detail_strings(detail: &Detail) -> impl Iterator<Item = &str> + Clone {
+    [detail.home_url.as_str(), detail.readme.as_str()]
+        .into_iter()
+        .chain(detail.versions.iter().flat_map(|v| {
+            [
+                v.version.as_str(),
+                v.app_version.as_str(),
+                v.created.as_str(),
+                v.digest.as_str(),
+            ]
+        }))
+        .chain(detail.source_urls.iter().map(|u| u.as_str()))
+        .chain(
+            detail
+                .maintainers
+                .iter()
+                .flat_map(|m| [m.name.as_str(), m.email.as_str(), m.url.as_str()]),
+        )
+        .chain(detail.keywords.iter().map(|k| k.as_str()))
+        .chain(
+            detail
+                .extensions
+                .iter()
+                .flat_map(|e| [e.key.as_str(), e.value.as_str()]),
+        )
+}
+
+/// The detail whose strings end at `ends` in `text` (the first at 0), in [`CompactDetail`]'s
+/// order, with these `counts` and `summary` as its summary.
+fn make_detail(text: &str, ends: &[u32], counts: [u32; 5], summary: Summary) -> Detail {
+    let mut strings = Strings {
+        text,
+        ends,
+        next: 0,
+    };
+    let [versions, source_urls, maintainers, keywords, extensions] = counts.map(|n| n as usize);
+    let home_url = strings.next();
+    let readme = strings.next();
+    Detail {
+        summary,
+        versions: (0..versions)
+            .map(|_| Version {
+                version: strings.next(),
+                app_version: strings.next(),
+                created: strings.next(),
+                digest: strings.next(),
+            })
+            .collect(),
+        home_url,
+        source_urls: (0..source_urls).map(|_| strings.next()).collect(),
+        maintainers: (0..maintainers)
+            .map(|_| Maintainer {
+                name: strings.next(),
+                email: strings.next(),
+                url: strings.next(),
+            })
+            .collect(),
+        readme,
+        keywords: (0..keywords).map(|_| strings.next()).collect::<RVec<_>>(),
+        extensions: (0..extensions)
+            .map(|_| Extension {
+                key: strings.next(),
+                value: strings.next(),
+            })
+            .collect(),
+    }
+}
+
+/// Many details without their summaries (a listing's, in its order), in three allocations: every
+/// string one after the other in one text, where each ends (counted from its detail's first
+/// string), and a 28-byte record a detail. Against a [`CompactDetail`] each (56 bytes and two
+/// allocations of its own, with `malloc`'s header and rounding), a detail costs its strings, 4
+/// bytes a string and 28; and nothing is left between other allocations when what a source read
+/// is freed.
+///
+/// Filled by [`CompactDetails::push`] in the listing's order (then [`CompactDetails::shrink_to_fit`]);
+/// [`CompactDetails::detail`] makes the interface's value again when it is asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompactDetails {
+    text: String,
+    ends: Vec<u32>,
+    records: Vec<DetailRecord>,
+}
+
+/// One detail of a [`CompactDetails`]: where its text and its ends end (they start where the
+/// previous detail's end), and how many versions, source URLs, maintainers, keywords and
+/// extensions it has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct DetailRecord {
+    text_end: u32,
+    ends_end: u32,
+    counts: [u32; 5],
+}
+
+impl CompactDetails {
+    pub fn new() -> CompactDetails {
+        CompactDetails::default()
+    }
+
+    /// An empty store with exactly the room that pushing `details` takes, so that it never
+    /// grows (a vector grown by doubling may hold up to twice what it keeps).
+    pub fn with_room_for(details: &[Detail]) -> CompactDetails {
+        let (mut bytes, mut strings) = (0usize, 0usize);
+        for s in details.iter().flat_map(detail_strings) {
+            bytes += s.len();
+            strings += 1;
+        }
+        CompactDetails {
+            text: String::with_capacity(bytes),
+            ends: Vec::with_capacity(strings),
+            records: Vec::with_capacity(details.len()),
+        }
+    }
+
+    /// Adds `detail` (all but its summary) after the others; `false`, and nothing added, when
+    /// the details' strings would come to 4 GiB or more, or their number to 2^32 or more.
+    pub fn push(&mut self, detail: &Detail) -> bool {
+        let Some(one) = CompactDetail::new(detail) else {
+            return false;
+        };
+        self.push_compact(&one)
+    }
+
+    /// Adds a detail kept as a [`CompactDetail`]; `false`, and nothing added, as for
+    /// [`CompactDetails::push`].
+    pub fn push_compact(&mut self, detail: &CompactDetail) -> bool {
+        let text_end = self.text.len() + detail.text.len();
+        let ends_end = self.ends.len() + detail.ends.len();
+        let (Ok(text_end), Ok(ends_end)) = (u32::try_from(text_end), u32::try_from(ends_end))
+        else {
+            return false;
+        };
+        self.text.push_str(&detail.text);
+        self.ends.extend_from_slice(&detail.ends);
+        self.records.push(DetailRecord {
+            text_end,
+            ends_end,
+            counts: detail.counts,
+        });
+        true
+    }
+
+    /// Gives back the room kept for details to come.
+    pub fn shrink_to_fit(&mut self) {
+        self.text.shrink_to_fit();
+        self.ends.shrink_to_fit();
+        self.records.shrink_to_fit();
+    }
+
+    /// How many details.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The detail at `position` again, with `summary` as its summary (panics past the end).
+    pub fn detail(&self, position: usize, summary: Summary) -> Detail {
+        let record = &self.records[position];
+        let (text_start, ends_start) = match position.checked_sub(1) {
+            None => (0, 0),
+            Some(p) => (self.records[p].text_end, self.records[p].ends_end),
+        };
+        make_detail(
+            &self.text[text_start as usize..record.text_end as usize],
+            &self.ends[ends_start as usize..record.ends_end as usize],
+            record.counts,
+            summary,
+        )
+    }
+
+    /// The bytes this keeps on the heap (its strings, their ends and its records, with the room
+    /// kept for more), for memory accounts.
+    pub fn heap_bytes(&self) -> usize {
+        self.text.capacity()
+            + 4 * self.ends.capacity()
+            + std::mem::size_of::<DetailRecord>() * self.records.capacity()
+    }
+}
+
+/// The strings of one detail (in a [`CompactDetail`] or a [`CompactDetails`]), in their order.
 struct Strings<'a> {
-    compact: &'a CompactDetail,
+    /// The detail's strings, one after the other.
+    text: &'a str,
+    /// Where each ends in `text`.
+    ends: &'a [u32],
     next: usize,
 }
 
 impl Strings<'_> {
     fn next(&mut self) -> RString {
-        let ends = &self.compact.ends;
         let start = match self.next {
             0 => 0,
-            i => ends[i - 1] as usize,
+            i => self.ends[i - 1] as usize,
         };
-        let end = ends[self.next] as usize;
+        let end = self.ends[self.next] as usize;
         self.next += 1;
-        RString::from(&self.compact.text[start..end])
+        RString::from(&self.text[start..end])
     }
 }
 
@@ -637,6 +762,48 @@ mod tests {
         let compact = CompactDetail::new(&empty).unwrap();
         assert_eq!(compact.detail(Summary::default()), empty);
         assert_eq!(compact, CompactDetail::new(&empty).unwrap());
+    }
+
+    #[test]
+    fn many_details_come_back_as_they_were_given() {
+        let mut rng = Rng(12);
+        let mut details: Vec<Detail> = (0..2000).map(|_| random_detail(&mut rng)).collect();
+        // Details of no strings but their two, among the others.
+        details[0] = Detail::default();
+        details[1000] = Detail::default();
+        let mut store = CompactDetails::new();
+        assert!(store.is_empty());
+        for (i, detail) in details.iter().enumerate() {
+            if i % 2 == 0 {
+                assert!(store.push(detail));
+            } else {
+                assert!(store.push_compact(&CompactDetail::new(detail).unwrap()));
+            }
+        }
+        store.shrink_to_fit();
+        assert_eq!(store.len(), details.len());
+        for (i, detail) in details.iter().enumerate() {
+            assert_eq!(
+                store.detail(i, detail.summary.clone()),
+                *detail,
+                "detail {i}"
+            );
+        }
+        // Three allocations: the strings, their ends and a record a detail.
+        let strings: usize = details
+            .iter()
+            .map(|d| CompactDetail::new(d).unwrap().heap_bytes())
+            .sum();
+        assert_eq!(store.heap_bytes(), strings + 28 * details.len());
+        assert_eq!(std::mem::size_of::<DetailRecord>(), 28);
+        // Made with the room for them, the same store never grows.
+        let mut roomy = CompactDetails::with_room_for(&details);
+        assert_eq!(roomy.heap_bytes(), store.heap_bytes());
+        for detail in &details {
+            assert!(roomy.push(detail));
+        }
+        assert_eq!(roomy.heap_bytes(), store.heap_bytes());
+        assert_eq!(roomy, store);
     }
 
     fn random_summary(rng: &mut Rng) -> Summary {

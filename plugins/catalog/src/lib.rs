@@ -26,7 +26,7 @@ use std::{
 use serde::Deserialize;
 use tributary_plugin_api::{
     capabilities,
-    compact::{give_back_freed_memory, CompactDetail, CompactSummaries},
+    compact::{give_back_freed_memory, CompactDetails, CompactSummaries},
     config, contract, export_plugin, facets,
     items::SummaryFields,
     keys,
@@ -143,8 +143,10 @@ struct Loaded {
     summaries: CompactSummaries,
     index: SearchIndex,
     /// Position `i` is the rest of the detail of `summaries[i]`, compact (the kit's
-    /// [`CompactDetail`]): a detail answered is made from it and the summary.
-    details: Vec<CompactDetail>,
+    /// [`CompactDetails`]): a detail answered is made from it and the summary.
+    details: CompactDetails,
+    /// The positions of the summaries in the order of their identifiers, to find a detail.
+    by_identifier: Vec<u32>,
     /// Packages left out because they would break the host's contract: how many, and the first
     /// one's reason.
     dropped: Option<(usize, String)>,
@@ -209,27 +211,18 @@ impl Loaded {
             }
         });
         let mut summaries = Vec::with_capacity(details.len());
-        let mut compact = Vec::with_capacity(details.len());
+        let mut compact = CompactDetails::with_room_for(&details);
         for mut detail in details {
-            // A detail within the contract's limits is well under the 4 GiB bound.
-            let Some(rest) = CompactDetail::new(&detail) else {
-                match &mut dropped {
-                    Some((count, _)) => *count += 1,
-                    None => {
-                        dropped = Some((
-                            1,
-                            format!(
-                                "package {:?}: its detail's text is 4 GiB or more",
-                                detail.summary.identifier.as_str()
-                            ),
-                        ))
-                    }
-                }
-                continue;
-            };
+            // The details' text of all packages is bounded as the summaries' is below.
+            if !compact.push(&detail) {
+                return Err(PluginError::unavailable(format!(
+                    "catalog {}: its packages' details would hold 4 GiB of text or more",
+                    path.display()
+                )));
+            }
             summaries.push(std::mem::take(&mut detail.summary));
-            compact.push(rest);
         }
+        compact.shrink_to_fit();
         let details = compact;
         let summaries = CompactSummaries::new(summaries).map_err(|_| {
             PluginError::unavailable(format!(
@@ -237,11 +230,18 @@ impl Loaded {
                 path.display()
             ))
         })?;
+        // Fewer than 2^32 summaries: each has an identifier of a byte or more in under 4 GiB.
+        let mut by_identifier: Vec<u32> = (0..summaries.len() as u32).collect();
+        by_identifier.sort_unstable_by(|&a, &b| {
+            let identifier = |i: u32| summaries.get(i as usize).identifier();
+            identifier(a).cmp(identifier(b))
+        });
         Ok(Loaded {
             stamp,
             index: SearchIndex::build_items(&summaries),
             summaries,
             details,
+            by_identifier,
             dropped,
         })
     }
@@ -356,10 +356,12 @@ impl PackageSource for CatalogSource {
     fn detail(&self, identifier: &str) -> Result<Detail, PluginError> {
         let loaded = self.current()?;
         let summaries = &loaded.summaries;
-        let at = (0..summaries.len())
-            .position(|i| summaries.get(i).identifier() == identifier)
-            .ok_or_else(|| PluginError::not_found(format!("no package with id {identifier:?}")))?;
-        Ok(loaded.details[at].detail(loaded.summaries.get(at).to_summary()))
+        let found = loaded
+            .by_identifier
+            .binary_search_by(|&i| summaries.get(i as usize).identifier().cmp(identifier))
+            .map_err(|_| PluginError::not_found(format!("no package with id {identifier:?}")))?;
+        let at = loaded.by_identifier[found] as usize;
+        Ok(loaded.details.detail(at, summaries.get(at).to_summary()))
     }
 
     fn call(&self, method: &str, version: u32, payload: &str) -> Result<String, PluginError> {
@@ -447,6 +449,23 @@ mod tests {
                 .find(|d| d.summary.identifier == summary.identifier)
                 .unwrap();
             assert_eq!(&detail, want);
+        }
+        // Found by a search of the identifiers: one that is not there, before, between and
+        // after them, is not found.
+        let mut ids: Vec<&str> = listed.iter().map(|s| s.identifier.as_str()).collect();
+        ids.sort_unstable();
+        let absent = [
+            String::new(),
+            format!("{}\0", ids[0]),
+            format!("{}~", ids[ids.len() - 1]),
+        ];
+        for id in &absent {
+            let error = source.detail(id).unwrap_err();
+            assert_eq!(
+                error.kind,
+                tributary_plugin_api::ErrorKind::NotFound,
+                "{id:?}"
+            );
         }
     }
 
